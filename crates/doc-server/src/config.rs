@@ -1,0 +1,305 @@
+//! Runtime configuration, read from environment variables and validated up
+//! front so that a misconfigured container fails fast with one readable line
+//! instead of half-starting.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_PORT: u16 = 8080;
+pub const DEFAULT_DOCS_DIR: &str = "docs";
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+/// Upper bound for the drain timeout. Orchestrators kill the process long
+/// before an hour has passed, so a larger value is almost certainly a typo
+/// (e.g. milliseconds instead of seconds).
+pub const MAX_SHUTDOWN_TIMEOUT_SECS: u64 = 3600;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub bind_addr: IpAddr,
+    pub port: u16,
+    pub docs_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+}
+
+/// A rejected setting. `Display` renders the whole message on one line,
+/// naming the variable, the offending value and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    /// Already quoted and escaped, so control characters cannot break the
+    /// one-line error format.
+    pub value: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={} {}", self.var, self.value, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(var: &'static str, value: &OsStr, problem: impl Into<String>) -> Self {
+        Self {
+            var,
+            value: quote(value),
+            problem: problem.into(),
+        }
+    }
+}
+
+fn quote(value: &OsStr) -> String {
+    // `Debug` escapes quotes, newlines and non-UTF-8 bytes.
+    match value.to_str() {
+        Some(s) => format!("{s:?}"),
+        None => format!("{value:?}"),
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// Returns the first invalid setting found.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var_os(name))
+    }
+
+    /// Reads the configuration through `lookup`, which lets tests supply
+    /// variables without mutating the process-wide environment.
+    ///
+    /// # Errors
+    /// Returns the first invalid setting found.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
+        let port = port_from_lookup(&lookup)?;
+
+        let bind_addr = match lookup("BIND_ADDR") {
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(raw) => raw
+                .to_str()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "BIND_ADDR",
+                        &raw,
+                        "is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)",
+                    )
+                })?,
+        };
+
+        let docs_dir = match lookup("DOCS_DIR") {
+            None => PathBuf::from(DEFAULT_DOCS_DIR),
+            Some(raw) => {
+                if raw.is_empty() {
+                    return Err(ConfigError::new(
+                        "DOCS_DIR",
+                        &raw,
+                        "is empty; expected a path to a directory of .md files",
+                    ));
+                }
+                PathBuf::from(raw)
+            }
+        };
+        check_docs_dir(&docs_dir)?;
+
+        let shutdown_timeout = match lookup("SHUTDOWN_TIMEOUT_SECS") {
+            None => Duration::from_secs(DEFAULT_SHUTDOWN_TIMEOUT_SECS),
+            Some(raw) => raw
+                .to_str()
+                .and_then(parse_digits)
+                .filter(|secs| (1..=MAX_SHUTDOWN_TIMEOUT_SECS).contains(secs))
+                .map(Duration::from_secs)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "SHUTDOWN_TIMEOUT_SECS",
+                        &raw,
+                        format!(
+                            "is not a whole number of seconds (1-{MAX_SHUTDOWN_TIMEOUT_SECS})"
+                        ),
+                    )
+                })?,
+        };
+
+        Ok(Self {
+            bind_addr,
+            port,
+            docs_dir,
+            shutdown_timeout,
+        })
+    }
+}
+
+/// Reads only `PORT`. The health-check mode uses this on its own because it
+/// must work even where `DOCS_DIR` is not visible.
+///
+/// # Errors
+/// Returns an error if `PORT` is set but not a port number.
+pub fn port_from_env() -> Result<u16, ConfigError> {
+    port_from_lookup(&|name| std::env::var_os(name))
+}
+
+fn port_from_lookup(lookup: &impl Fn(&str) -> Option<OsString>) -> Result<u16, ConfigError> {
+    match lookup("PORT") {
+        None => Ok(DEFAULT_PORT),
+        Some(raw) => raw
+            .to_str()
+            .and_then(parse_digits)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|&port| port != 0)
+            .ok_or_else(|| ConfigError::new("PORT", &raw, "is not a port number (1-65535)")),
+    }
+}
+
+/// Accepts plain ASCII digits only: `str::parse` would also take a leading
+/// `+`, which is more likely a templating mistake than intent.
+fn parse_digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn check_docs_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(ConfigError::new(
+            "DOCS_DIR",
+            dir.as_os_str(),
+            "is not a directory",
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(ConfigError::new(
+            "DOCS_DIR",
+            dir.as_os_str(),
+            "does not exist; expected a directory of .md files",
+        )),
+        Err(err) => Err(ConfigError::new(
+            "DOCS_DIR",
+            dir.as_os_str(),
+            format!("cannot be accessed ({err})"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), OsString::from(v)))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    /// A directory that exists in every checkout, so tests need no fixtures.
+    fn existing_dir() -> &'static str {
+        env!("CARGO_MANIFEST_DIR")
+    }
+
+    #[test]
+    fn defaults_apply_when_unset() {
+        let cfg = parse(&[("DOCS_DIR", existing_dir())]).unwrap();
+        assert_eq!(cfg.port, 8080);
+        assert_eq!(cfg.bind_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn explicit_values_are_used() {
+        let cfg = parse(&[
+            ("PORT", "9090"),
+            ("BIND_ADDR", "::1"),
+            ("DOCS_DIR", existing_dir()),
+            ("SHUTDOWN_TIMEOUT_SECS", "5"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.port, 9090);
+        assert_eq!(cfg.bind_addr, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(cfg.docs_dir, PathBuf::from(existing_dir()));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn port_bounds() {
+        for ok in ["1", "65535", "08080"] {
+            assert!(
+                parse(&[("PORT", ok), ("DOCS_DIR", existing_dir())]).is_ok(),
+                "{ok}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_port_is_rejected_with_one_line_message() {
+        for bad in ["abc", "0", "65536", "-1", "+80", " 80", "80.0", "", "99999999999999999999"] {
+            let err = parse(&[("PORT", bad), ("DOCS_DIR", existing_dir())]).unwrap_err();
+            assert_eq!(err.var, "PORT", "{bad}");
+            let msg = err.to_string();
+            assert!(!msg.contains('\n'), "{msg}");
+            assert!(msg.contains("1-65535"), "{msg}");
+        }
+        let err = parse(&[("PORT", "abc")]).unwrap_err();
+        assert_eq!(err.to_string(), r#"PORT="abc" is not a port number (1-65535)"#);
+    }
+
+    #[test]
+    fn control_characters_in_values_stay_on_one_line() {
+        let err = parse(&[("PORT", "80\n81")]).unwrap_err();
+        assert_eq!(err.to_string(), r#"PORT="80\n81" is not a port number (1-65535)"#);
+    }
+
+    #[test]
+    fn missing_docs_dir_is_rejected() {
+        let err = parse(&[("DOCS_DIR", "/definitely/not/here")]).unwrap_err();
+        assert_eq!(err.var, "DOCS_DIR");
+        assert_eq!(
+            err.to_string(),
+            r#"DOCS_DIR="/definitely/not/here" does not exist; expected a directory of .md files"#
+        );
+    }
+
+    #[test]
+    fn docs_dir_that_is_a_file_is_rejected() {
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let err = parse(&[("DOCS_DIR", file)]).unwrap_err();
+        assert_eq!(err.var, "DOCS_DIR");
+        assert!(err.to_string().ends_with("is not a directory"), "{err}");
+    }
+
+    #[test]
+    fn empty_docs_dir_is_rejected() {
+        let err = parse(&[("DOCS_DIR", "")]).unwrap_err();
+        assert_eq!(err.var, "DOCS_DIR");
+    }
+
+    #[test]
+    fn bad_shutdown_timeout_is_rejected() {
+        for bad in ["0", "-5", "abc", "1.5", "", "3601"] {
+            let err = parse(&[("DOCS_DIR", existing_dir()), ("SHUTDOWN_TIMEOUT_SECS", bad)])
+                .unwrap_err();
+            assert_eq!(err.var, "SHUTDOWN_TIMEOUT_SECS", "{bad}");
+            assert!(err.to_string().contains("whole number of seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_bind_addr_is_rejected() {
+        let err = parse(&[("BIND_ADDR", "localhost"), ("DOCS_DIR", existing_dir())]).unwrap_err();
+        assert_eq!(err.var, "BIND_ADDR");
+    }
+
+    #[test]
+    fn port_is_validated_before_docs_dir() {
+        // The health check relies on PORT alone; checking it first keeps the
+        // reported error stable when several settings are wrong.
+        let err = parse(&[("PORT", "x"), ("DOCS_DIR", "/nope")]).unwrap_err();
+        assert_eq!(err.var, "PORT");
+    }
+}

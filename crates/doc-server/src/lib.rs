@@ -1,0 +1,28 @@
+//! `doc-server`: serves a directory of Markdown documents as a small JSON API
+//! with health, readiness and Prometheus metrics endpoints.
+//!
+//! The binary is a thin wrapper around this library; keeping the router and
+//! the serve loop here lets integration tests run the real server in-process.
+
+pub mod client;
+pub mod config;
+pub mod docs;
+pub mod metrics;
+pub mod server;
+
+pub use config::{Config, ConfigError};
+pub use docs::{Doc, DocStore};
+pub use server::{AppState, Phase, ServeOutcome, app, routes, serve, with_middleware};
+
+use std::fmt::Display;
+use std::io::Write;
+
+/// Writes one log line to stderr.
+///
+/// Lines carry no timestamp: the container runtime already stamps each line,
+/// and a second clock in the message only adds noise. Write errors are
+/// ignored on purpose, because a closed stderr must not take the server down
+/// (unlike `eprintln!`, which would panic).
+pub fn log(msg: impl Display) {
+    let _ = writeln!(std::io::stderr().lock(), "doc-server: {msg}");
+}

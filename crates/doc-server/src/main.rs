@@ -1,0 +1,218 @@
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use doc_server::{AppState, Config, DocStore, ServeOutcome, app, client, config, log, serve};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Exit code for invalid configuration or command-line usage, distinct from
+/// runtime failures (1) so that a crash loop caused by a typo is obvious.
+const EXIT_USAGE: u8 = 2;
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+const HELP: &str = "\
+doc-server: serves the Markdown files in DOCS_DIR as a JSON API
+
+Usage:
+  doc-server                 run the server
+  doc-server --health-check  exit 0 if the local server is ready, else 1
+  doc-server --version       print the version
+  doc-server --help          print this help
+
+Environment:
+  PORT                   port to listen on (1-65535, default 8080)
+  BIND_ADDR              address to bind (default 0.0.0.0)
+  DOCS_DIR               directory of *.md files (default: docs)
+  SHUTDOWN_TIMEOUT_SECS  how long to drain requests on SIGTERM/SIGINT (default 30)
+";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    let first = args.next();
+    if let Some(extra) = args.next() {
+        return usage_error(&extra);
+    }
+    let Some(arg) = first else {
+        return run_server();
+    };
+    match arg.to_str() {
+        Some("--health-check") => health_check(),
+        Some("--version" | "-V") => {
+            print_stdout(&format!("doc-server {}\n", env!("CARGO_PKG_VERSION")));
+            ExitCode::SUCCESS
+        }
+        Some("--help" | "-h") => {
+            print_stdout(HELP);
+            ExitCode::SUCCESS
+        }
+        _ => usage_error(&arg),
+    }
+}
+
+fn usage_error(arg: &std::ffi::OsStr) -> ExitCode {
+    log(format_args!("unknown argument {arg:?} (see --help)"));
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Like `print!`, but a closed stdout is not worth a panic.
+fn print_stdout(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// Container `HEALTHCHECK` entry point. Exit codes are only ever 0 or 1:
+/// Docker reserves 2 for health checks, so even a bad `PORT` reports 1.
+fn health_check() -> ExitCode {
+    let port = match config::port_from_env() {
+        Ok(port) => port,
+        Err(err) => {
+            log(format_args!("health check failed: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    match client::get(addr, "/health/ready", HEALTH_CHECK_TIMEOUT) {
+        Ok(resp) if resp.status == 200 => ExitCode::SUCCESS,
+        Ok(resp) => {
+            log(format_args!(
+                "health check failed: GET http://{addr}/health/ready returned {}",
+                resp.status
+            ));
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            log(format_args!(
+                "health check failed: GET http://{addr}/health/ready: {err}"
+            ));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_server() -> ExitCode {
+    install_panic_hook();
+
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            log(err);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let (docs, skipped) = match DocStore::load(&config.docs_dir) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            // The directory exists (checked by config) but cannot be listed,
+            // which is still a deployment mistake rather than a crash.
+            log(format_args!(
+                "DOCS_DIR={:?} cannot be read ({err})",
+                config.docs_dir
+            ));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for skip in &skipped {
+        log(format_args!(
+            "warning: skipping {}: {}",
+            skip.path.display(),
+            skip.reason
+        ));
+    }
+    if docs.is_empty() {
+        log(format_args!(
+            "warning: no documents found in {}",
+            config.docs_dir.display()
+        ));
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            log(format_args!("cannot start the async runtime: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(config, docs));
+    // After a drain timeout, connection tasks may still be holding requests;
+    // do not let them delay the exit any further.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+async fn run(config: Config, docs: DocStore) -> ExitCode {
+    // Install the handlers before binding: a SIGTERM that arrives the moment
+    // the server looks ready must drain it, not kill it with the default
+    // signal disposition.
+    let (mut sigterm, mut sigint) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => (term, int),
+            (Err(err), _) | (_, Err(err)) => {
+                log(format_args!("cannot install signal handlers: {err}"));
+                return ExitCode::FAILURE;
+            }
+        };
+
+    let addr = SocketAddr::new(config.bind_addr, config.port);
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            log(format_args!("cannot listen on {addr}: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let docs_count = docs.len();
+    let state = AppState::new(docs);
+    log(format_args!(
+        "listening on {addr} (port {}), {docs_count} documents loaded from {}",
+        config.port,
+        config.docs_dir.display()
+    ));
+
+    let shutdown = async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        log(format_args!("received {name}"));
+    };
+
+    let timeout = config.shutdown_timeout;
+    match serve(listener, app(state.clone()), state, shutdown, timeout).await {
+        Ok(ServeOutcome::Drained) => {
+            log("drained: all in-flight requests finished, exiting");
+            ExitCode::SUCCESS
+        }
+        // Exit 1, not 0: requests were cut off, and the exit status is the
+        // one signal an orchestrator records about how the shutdown went.
+        Ok(ServeOutcome::DrainTimedOut) => {
+            log(format_args!(
+                "drain timed out after {}s with requests still in flight, exiting with status 1",
+                timeout.as_secs()
+            ));
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            log(format_args!("server error: {err}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Replaces the default multi-line panic report with one log line, so a
+/// panicking handler (answered with a 500 by the router) stays greppable.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload_as_str()
+            .unwrap_or("(non-string panic payload)");
+        match info.location() {
+            Some(loc) => log(format_args!("panic at {loc}: {}", msg.escape_debug())),
+            None => log(format_args!("panic: {}", msg.escape_debug())),
+        }
+    }));
+}

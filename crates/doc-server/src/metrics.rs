@@ -1,0 +1,140 @@
+//! Hand-rolled Prometheus metrics. Three series do not justify a metrics
+//! crate and its dependency tree in a size-tuned image.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+/// Route label for requests that matched no route. Using one fixed value
+/// instead of the raw path keeps the series count bounded no matter what
+/// URLs scanners throw at the service.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Keyed by (route template, status code). Both are bounded sets, so the
+    /// map cannot grow without limit.
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    in_flight: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a request as in flight until the returned guard is dropped.
+    /// A guard (rather than paired inc/dec calls) keeps the gauge right when
+    /// a handler panics or the client disconnects mid-request.
+    pub fn track_in_flight(&self) -> InFlightGuard<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(self)
+    }
+
+    pub fn record_request(&self, route: &str, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = requests.get_mut(&(route.to_owned(), status)) {
+            *count += 1;
+        } else {
+            requests.insert((route.to_owned(), status), 1);
+        }
+    }
+
+    #[must_use]
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    #[must_use]
+    pub fn render(&self, docs_loaded: usize) -> String {
+        let mut out = String::with_capacity(1024);
+        out.push_str(
+            "# HELP doc_server_http_requests_total HTTP requests handled, by matched route template and status code.\n\
+             # TYPE doc_server_http_requests_total counter\n",
+        );
+        {
+            let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            for ((route, status), count) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "doc_server_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
+                    escape_label(route)
+                );
+            }
+        }
+        let _ = write!(
+            out,
+            "# HELP doc_server_http_requests_in_flight HTTP requests currently being handled.\n\
+             # TYPE doc_server_http_requests_in_flight gauge\n\
+             doc_server_http_requests_in_flight {}\n\
+             # HELP doc_server_docs_loaded Markdown documents loaded from DOCS_DIR.\n\
+             # TYPE doc_server_docs_loaded gauge\n\
+             doc_server_docs_loaded {docs_loaded}\n",
+            self.in_flight()
+        );
+        out
+    }
+}
+
+pub struct InFlightGuard<'a>(&'a Metrics);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_gauges() {
+        let m = Metrics::default();
+        m.record_request("/api/docs/{slug}", 200);
+        m.record_request("/api/docs/{slug}", 200);
+        m.record_request("/api/docs/{slug}", 404);
+        let text = m.render(4);
+        assert!(text.contains(
+            "doc_server_http_requests_total{route=\"/api/docs/{slug}\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "doc_server_http_requests_total{route=\"/api/docs/{slug}\",status=\"404\"} 1\n"
+        ));
+        assert!(text.contains("# TYPE doc_server_http_requests_total counter\n"));
+        assert!(text.contains("# TYPE doc_server_http_requests_in_flight gauge\n"));
+        assert!(text.contains("doc_server_http_requests_in_flight 0\n"));
+        assert!(text.contains("doc_server_docs_loaded 4\n"));
+    }
+
+    #[test]
+    fn in_flight_guard_restores_gauge() {
+        let m = Metrics::default();
+        let a = m.track_in_flight();
+        let b = m.track_in_flight();
+        assert_eq!(m.in_flight(), 2);
+        drop(a);
+        assert_eq!(m.in_flight(), 1);
+        drop(b);
+        assert_eq!(m.in_flight(), 0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("a\nb"), "a\\nb");
+    }
+}

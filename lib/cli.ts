@@ -1,0 +1,41 @@
+import { resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import chalk from 'chalk'
+import { Listr, type ListrTask } from 'listr2'
+import { PipelineError, firstLine } from './errors.ts'
+
+/** True when the module at `url` is the script node was started with (`tsx tasks/scan.ts`). */
+export function isMain(url: string): boolean {
+  return process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(url)
+}
+
+/** A listr2 list with the options every stage shares. */
+export function taskList<Ctx>(tasks: ListrTask<Ctx>[], opts: { concurrent?: boolean; exitOnError?: boolean } = {}): Listr<Ctx> {
+  return new Listr<Ctx>(tasks, {
+    concurrent: opts.concurrent ?? false,
+    exitOnError: opts.exitOnError ?? true,
+    rendererOptions: { collapseSubtasks: false, collapseErrors: false, showErrorMessage: true },
+    fallbackRendererOptions: { timestamp: undefined },
+  })
+}
+
+/** Prints a failure as the tool's own output tail (when there is one) and then one red line. */
+export function reportFailure(err: unknown, env: NodeJS.ProcessEnv = process.env): void {
+  if (env.DEBUG && err instanceof Error && err.stack) console.error(chalk.dim(err.stack))
+  const details = err instanceof PipelineError ? err.details : undefined
+  if (details) console.error(chalk.dim(details.split('\n').map((l) => `  │ ${l}`).join('\n')))
+  console.error(chalk.red(`✖ ${firstLine(err)}`))
+}
+
+/**
+ * The one place a stage exits: runs `main`, and on failure prints one line and
+ * sets a non-zero exit code. Nothing deeper calls process.exit().
+ */
+export async function runMain(main: () => Promise<unknown>): Promise<void> {
+  try {
+    await main()
+  } catch (err) {
+    reportFailure(err)
+    process.exitCode = 1
+  }
+}

@@ -1,0 +1,162 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { isAbsolute, join } from 'node:path'
+import { parse as parseDotenv } from 'dotenv'
+import { PipelineError } from './errors.ts'
+import { cacheDir, repoRoot } from './paths.ts'
+
+/**
+ * Every variable the pipeline reads, with its default and meaning. The README's
+ * configuration table is checked against this list by the tests, so the two
+ * cannot drift apart.
+ */
+export const VARIABLES = [
+  { name: 'REGISTRY', default: '127.0.0.1:5000 (GitHub Actions: ghcr.io)', meaning: 'Registry the image is pushed to. The local default is started by the pipeline.' },
+  { name: 'IMAGE_OWNER', default: 'local (GitHub Actions: the repository owner)', meaning: 'Registry namespace; lower-cased.' },
+  { name: 'IMAGE_NAME', default: 'agent-docs', meaning: 'Image repository name.' },
+  { name: 'IMAGE_TAG', default: 'full git commit sha (GitHub Actions: GITHUB_SHA)', meaning: 'Tag; sanitised to the OCI tag rules.' },
+  { name: 'PUSH', default: 'auto', meaning: '`auto` pushes on main, feature/* and local runs, never for pull requests; `true` or `false` force it.' },
+  { name: 'REGISTRY_USER', default: '(none; GitHub Actions: GITHUB_ACTOR)', meaning: 'Registry login user; no login when empty.' },
+  { name: 'REGISTRY_TOKEN', default: '(none; GitHub Actions: GITHUB_TOKEN)', meaning: 'Registry password or token. Never printed or written to a report.' },
+  { name: 'DOCKER', default: '/usr/bin/docker when present, else docker on PATH', meaning: 'Docker client used for builds (it must support BuildKit).' },
+  { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
+  { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
+  { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
+  { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
+  { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
+  { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline.' },
+  { name: 'DEPLOY_NAMESPACE', default: 'doc-server-<DEPLOY_ENV>', meaning: 'Namespace of the release.' },
+  { name: 'RELEASE_NAME', default: 'doc-server', meaning: 'Helm release name.' },
+  { name: 'DEPLOY_TIMEOUT_SECS', default: '300', meaning: 'How long a rollout may take before it is rolled back; keep it below the CI job timeout.' },
+  { name: 'MEASURE_BASELINE', default: '.ci/measure-baseline.json', meaning: 'Baseline the measure stage compares against to flag regressions.' },
+  { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
+  { name: 'DOC_SERVER_CACHE_DIR', default: '~/.cache/doc-server-ci', meaning: 'Pinned tools, base-image inputs and local service state, outside the clone.' },
+  { name: 'DEBUG', default: '(unset)', meaning: 'When set, errors print their stack trace and tools their full output.' },
+] as const
+
+export type VariableName = (typeof VARIABLES)[number]['name']
+
+export interface Config {
+  registry: string
+  imageOwner: string
+  imageName: string
+  imageTag: string | undefined
+  push: 'auto' | 'true' | 'false'
+  registryUser: string | undefined
+  registryToken: string | undefined
+  docker: string
+  scanSeverities: string[]
+  scanIgnoreUnfixed: boolean
+  scanIgnoreFile: string
+  trivyDbSource: 'local' | 'remote'
+  deployEnv: 'dev' | 'staging' | 'prod'
+  kubeContext: string | undefined
+  deployNamespace: string
+  releaseName: string
+  deployTimeoutSecs: number
+  measureBaseline: string
+  reportsDir: string
+  cacheDir: string
+  debug: boolean
+  /** Facts about where we run, read from the CI platform's own variables. */
+  github: boolean
+  pullRequest: boolean
+}
+
+const bad = (name: string, value: string, expected: string) =>
+  new PipelineError(`config: ${name}=${JSON.stringify(value)} is not valid: expected ${expected} (set it in the environment or .env)`)
+
+function oneOf<T extends string>(name: string, value: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T
+  throw bad(name, value, `one of ${allowed.join(', ')}`)
+}
+
+function bool(name: string, value: string): boolean {
+  if (/^(1|true|yes)$/i.test(value)) return true
+  if (/^(0|false|no)$/i.test(value)) return false
+  throw bad(name, value, 'true or false')
+}
+
+function positiveInt(name: string, value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 1) throw bad(name, value, 'a whole number above 0')
+  return Number(value)
+}
+
+const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
+
+/** Reads `.env` at the repository root, refusing keys the pipeline does not know (most are typos). */
+export function readDotenv(path = join(repoRoot, '.env')): Record<string, string> {
+  if (!existsSync(path)) return {}
+  const parsed = parseDotenv(readFileSync(path))
+  const known = new Set<string>(VARIABLES.map((v) => v.name))
+  for (const key of Object.keys(parsed)) {
+    if (!known.has(key)) throw new PipelineError(`config: .env sets unknown variable ${key}; the known ones are listed in the README`)
+  }
+  return parsed
+}
+
+/**
+ * Validates the configuration once. Values from the environment win over `.env`;
+ * every bad value throws one line that names the variable and what it should be.
+ */
+export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: Record<string, string> = readDotenv()): Config {
+  const env: NodeJS.ProcessEnv = { ...dotenv, ...processEnv }
+  const get = (name: VariableName): string | undefined => {
+    const v = env[name]
+    return v === undefined || v.trim() === '' ? undefined : v.trim()
+  }
+  const github = env.GITHUB_ACTIONS === 'true'
+  const pullRequest = github && /^pull_request/.test(env.GITHUB_EVENT_NAME ?? '')
+
+  const registry = get('REGISTRY') ?? (github ? 'ghcr.io' : '127.0.0.1:5000')
+  if (!/^[a-z0-9.-]+(:\d{1,5})?$/i.test(registry)) throw bad('REGISTRY', registry, 'a host with an optional port, like ghcr.io or 127.0.0.1:5000')
+
+  const imageOwner = (get('IMAGE_OWNER') ?? (github ? env.GITHUB_REPOSITORY_OWNER : undefined) ?? 'local').toLowerCase()
+  if (!/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/.test(imageOwner)) throw bad('IMAGE_OWNER', imageOwner, 'a registry namespace of letters, digits, . _ -')
+  const imageName = get('IMAGE_NAME') ?? 'agent-docs'
+  if (!/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/.test(imageName)) throw bad('IMAGE_NAME', imageName, 'a lower-case repository name of letters, digits, . _ -')
+
+  const severities = (get('SCAN_SEVERITIES') ?? 'HIGH,CRITICAL').split(',').map((s) => s.trim().toUpperCase())
+  for (const s of severities) if (!(SEVERITIES as readonly string[]).includes(s)) throw bad('SCAN_SEVERITIES', s, `a comma list of ${SEVERITIES.join(', ')}`)
+
+  const deployEnv = oneOf('DEPLOY_ENV', get('DEPLOY_ENV') ?? 'dev', ['dev', 'staging', 'prod'] as const)
+  const namespace = get('DEPLOY_NAMESPACE') ?? `doc-server-${deployEnv}`
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw bad('DEPLOY_NAMESPACE', namespace, 'a Kubernetes namespace name (lower-case letters, digits, -)')
+  const releaseName = get('RELEASE_NAME') ?? 'doc-server'
+  if (!/^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$/.test(releaseName)) throw bad('RELEASE_NAME', releaseName, 'a Helm release name (lower-case letters, digits, -; at most 53)')
+
+  const abs = (p: string) => (isAbsolute(p) ? p : join(repoRoot, p))
+  const cache = get('DOC_SERVER_CACHE_DIR')
+  return {
+    registry,
+    imageOwner,
+    imageName,
+    imageTag: get('IMAGE_TAG') ?? (github ? env.GITHUB_SHA : undefined),
+    push: oneOf('PUSH', get('PUSH') ?? 'auto', ['auto', 'true', 'false'] as const),
+    registryUser: get('REGISTRY_USER') ?? (github ? env.GITHUB_ACTOR : undefined),
+    registryToken: get('REGISTRY_TOKEN') ?? (github ? env.GITHUB_TOKEN : undefined),
+    docker: get('DOCKER') ?? (existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker'),
+    scanSeverities: severities,
+    scanIgnoreUnfixed: bool('SCAN_IGNORE_UNFIXED', get('SCAN_IGNORE_UNFIXED') ?? 'false'),
+    scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),
+    trivyDbSource: oneOf('TRIVY_DB_SOURCE', get('TRIVY_DB_SOURCE') ?? (github ? 'remote' : 'local'), ['local', 'remote'] as const),
+    deployEnv,
+    kubeContext: get('KUBE_CONTEXT'),
+    deployNamespace: namespace,
+    releaseName,
+    deployTimeoutSecs: positiveInt('DEPLOY_TIMEOUT_SECS', get('DEPLOY_TIMEOUT_SECS') ?? '300'),
+    measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
+    reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),
+    cacheDir: cache ? abs(cache) : cacheDir(env),
+    debug: get('DEBUG') !== undefined,
+    github,
+    pullRequest,
+  }
+}
+
+/** Whether this run may push: never for pull requests; `auto` pushes on main, feature/* and local runs. */
+export function shouldPush(config: Config, branch: string | undefined): boolean {
+  if (config.pullRequest) return false
+  if (config.push !== 'auto') return config.push === 'true'
+  if (!config.github) return true
+  return branch === 'main' || (branch?.startsWith('feature/') ?? false)
+}

@@ -1,0 +1,76 @@
+/**
+ * lint-test: the checks that stop a broken change before it is committed or
+ * built. Every check runs, so one run names every failure; the stage fails
+ * if any did. Used by the husky hook, `npm run precommit` and the CI job.
+ */
+import { readdirSync } from 'node:fs'
+import { join } from 'node:path'
+import type { ListrTask } from 'listr2'
+import { isMain } from '../lib/cli.ts'
+import { PipelineError } from '../lib/errors.ts'
+import { repoRoot } from '../lib/paths.ts'
+import { appendSummary, markdownTable } from '../lib/report.ts'
+import { run } from '../lib/run.ts'
+import { defineStage, runStage } from '../lib/stage.ts'
+import { requireTool } from '../lib/tools.ts'
+
+export interface PrecommitCtx {
+  results: { check: string; ok: boolean; seconds: number; error?: string; details?: string }[]
+}
+
+/** The checks, in the order a person would fix them. */
+export function checks(root = repoRoot): { title: string; argv: () => string[] }[] {
+  const bin = (name: string) => join(root, 'node_modules', '.bin', name)
+  const shellScripts = () => {
+    const dir = join(root, 'scripts')
+    const inScripts = readdirSync(dir).filter((f) => f.endsWith('.sh')).map((f) => join(dir, f))
+    return [...inScripts, join(root, '.husky', 'pre-commit'), join(root, '.ci', 'run')]
+  }
+  return [
+    { title: 'rustfmt', argv: () => [requireTool('cargo'), 'fmt', '--all', '--', '--check'] },
+    { title: 'clippy', argv: () => [requireTool('cargo'), 'clippy', '--all-targets', '--all-features', '--', '-D', 'warnings', '-W', 'clippy::pedantic'] },
+    { title: 'cargo test', argv: () => [requireTool('cargo'), 'test', '--all-features'] },
+    { title: 'tsc', argv: () => [bin('tsc'), '--noEmit', '-p', join(root, 'tsconfig.json')] },
+    { title: 'unit tests', argv: () => [bin('tsx'), join(root, 'test', 'run.ts'), '--unit'] },
+    { title: 'shellcheck', argv: () => [requireTool('shellcheck'), '--shell=bash', ...shellScripts()] },
+  ]
+}
+
+export function precommitTasks(root = repoRoot): ListrTask<PrecommitCtx>[] {
+  const checkTasks: ListrTask<PrecommitCtx>[] = checks(root).map((check) => ({
+    title: check.title,
+    task: async (ctx, task) => {
+      const started = performance.now()
+      try {
+        await run(check.argv(), { cwd: root, onLine: (line) => (task.output = line) })
+        ctx.results.push({ check: check.title, ok: true, seconds: (performance.now() - started) / 1000 })
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err)
+        const details = err instanceof PipelineError ? err.details : undefined
+        ctx.results.push({ check: check.title, ok: false, seconds: (performance.now() - started) / 1000, error, ...(details ? { details } : {}) })
+        throw new PipelineError(`${check.title} failed: ${error}`, details)
+      }
+    },
+  }))
+  return [
+    {
+      title: 'lint-test',
+      task: (_ctx, task) => task.newListr(checkTasks, { exitOnError: false }),
+    },
+    {
+      title: 'Summary',
+      task: (ctx) => {
+        appendSummary(`### lint-test\n\n${markdownTable(['check', 'result', 'seconds'], ctx.results.map((r) => [r.check, r.ok ? 'pass' : 'FAIL', r.seconds.toFixed(1)]))}`)
+        const failed = ctx.results.filter((r) => !r.ok)
+        if (failed.length > 0) {
+          const first = failed[0]!
+          throw new PipelineError(`lint-test failed: ${failed.map((r) => r.check).join(', ')} (first: ${first.error})`, first.details)
+        }
+      },
+    },
+  ]
+}
+
+export const stage = defineStage<PrecommitCtx>({ name: 'lint-test', tasks: () => precommitTasks(), initialCtx: () => ({ results: [] }) })
+
+if (isMain(import.meta.url)) await runStage(stage)

@@ -1,0 +1,45 @@
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/report.ts'
+
+const t = suite('report')
+
+t('a report is written as JSON and read back', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rep-'))
+  const path = writeReport(dir, 'build', { image: { ref: 'r/o/n:t', digest: 'sha256:1' } })
+  const raw = JSON.parse(readFileSync(path, 'utf8'))
+  assert.is(raw.stage, 'build')
+  assert.is(raw.image.digest, 'sha256:1')
+  assert.ok(!Number.isNaN(Date.parse(raw.writtenAt)))
+  assert.equal(readReport<{ image: { ref: string } }>(dir, 'build').image.ref, 'r/o/n:t')
+  assert.equal(readdirSync(dir), ['build.json'], 'no temp file left behind')
+})
+
+t('a missing or corrupt report names the stage to run', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rep-'))
+  assert.throws(() => readReport(dir, 'scan'), /scan\.json is missing; run the scan stage first/)
+  writeFileSync(join(dir, 'scan.json'), '{"half":')
+  assert.throws(() => readReport(dir, 'scan'), /not valid JSON/)
+})
+
+t('markdown tables escape pipes', () => {
+  assert.is(markdownTable(['a', 'b'], [['x|y', 1]]), '| a | b |\n| --- | --- |\n| x\\|y | 1 |')
+})
+
+t('the job summary and outputs are written only in GitHub Actions', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rep-'))
+  const summary = join(dir, 'summary.md')
+  assert.is(appendSummary('# hi', {}), false)
+  assert.is(appendSummary('# hi', { GITHUB_STEP_SUMMARY: summary }), true)
+  appendSummary('two', { GITHUB_STEP_SUMMARY: summary })
+  assert.is(readFileSync(summary, 'utf8'), '# hi\n\ntwo\n\n')
+  const out = join(dir, 'out')
+  assert.is(setOutput('digest', 'sha256:1', { GITHUB_OUTPUT: out }), true)
+  assert.is(readFileSync(out, 'utf8'), 'digest=sha256:1\n')
+  assert.throws(() => setOutput('x', 'a\nb', { GITHUB_OUTPUT: out }), /one line/)
+})
+
+t.run()

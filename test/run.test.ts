@@ -1,0 +1,72 @@
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { PipelineError } from '../lib/errors.ts'
+import { redact, retry, run, succeeds } from '../lib/run.ts'
+
+const t = suite('run')
+
+t('runs a real command, timing it and streaming its lines', async () => {
+  const lines: string[] = []
+  const r = await run(['sh', '-c', 'echo one; echo two >&2; echo three'], { onLine: (l) => lines.push(l) })
+  assert.is(r.exitCode, 0)
+  assert.is(r.stdout, 'one\nthree\n')
+  assert.ok(r.seconds >= 0)
+  assert.equal(lines.sort(), ['one', 'three', 'two'])
+})
+
+t('arguments are passed as they are, never through a shell', async () => {
+  const r = await run(['printf', '%s', '$(echo pwned); rm -rf /tmp/nothing'])
+  assert.is(r.stdout, '$(echo pwned); rm -rf /tmp/nothing')
+})
+
+t('a failure names the command and exit code and keeps the output tail', async () => {
+  try {
+    await run(['sh', '-c', 'echo "error: it broke" >&2; exit 3'])
+    assert.unreachable()
+  } catch (err) {
+    assert.instance(err, PipelineError)
+    assert.is((err as PipelineError).message, '`sh -c` exited 3')
+    assert.match((err as PipelineError).details ?? '', /error: it broke/)
+  }
+})
+
+t('exit codes that are data do not throw', async () => {
+  const r = await run(['sh', '-c', 'exit 1'], { okCodes: [1] })
+  assert.is(r.exitCode, 1)
+  assert.is(await succeeds(['false']), false)
+  assert.is(await succeeds(['true']), true)
+  assert.is(await succeeds(['/no/such/binary']), false)
+})
+
+t('secrets never reach output or errors', async () => {
+  assert.is(redact('token=ghs_abcdef here', ['ghs_abcdef']), 'token=*** here')
+  try {
+    await run(['sh', '-c', 'echo "login ghs_abcdef failed" >&2; exit 1'], { secrets: ['ghs_abcdef'] })
+    assert.unreachable()
+  } catch (err) {
+    assert.not.match((err as PipelineError).details ?? '', /ghs_abcdef/)
+  }
+})
+
+t('retries are bounded', async () => {
+  let calls = 0
+  await retry(3, 1, async () => {
+    calls++
+    if (calls < 3) throw new Error('flaky')
+    return 'ok'
+  })
+  assert.is(calls, 3)
+  calls = 0
+  try {
+    await retry(2, 1, async () => {
+      calls++
+      throw new Error('down')
+    })
+    assert.unreachable()
+  } catch (err) {
+    assert.is((err as Error).message, 'down')
+  }
+  assert.is(calls, 2)
+})
+
+t.run()

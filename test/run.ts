@@ -1,0 +1,19 @@
+/**
+ * Runs the uvu suites: every `test/*.test.ts` (unit) and, unless `--unit`
+ * is given, `test/e2e/*.test.ts` (the real tools end to end). A file name
+ * fragment narrows the run: `tsx test/run.ts image-ref`.
+ */
+import { parse } from 'uvu/parse'
+import { run } from 'uvu/run'
+
+const args = process.argv.slice(2)
+const unitOnly = args.includes('--unit')
+const filter = args.find((a) => !a.startsWith('--'))
+const { suites } = await parse('test', /\.test\.ts$/, { cwd: new URL('..', import.meta.url).pathname })
+const picked = suites.filter((s) => (!unitOnly || !s.name.startsWith('e2e')) && (!filter || s.name.includes(filter)))
+if (picked.length === 0) {
+  console.error(`test: no test file matches ${filter ?? 'test/**/*.test.ts'}`)
+  process.exitCode = 1
+} else {
+  await run(picked, { bail: false })
+}
