@@ -32,7 +32,7 @@ export function checks(root = repoRoot): { title: string; argv: () => string[] }
     { title: 'cargo test', argv: () => [requireTool('cargo'), 'test', '--all-features'] },
     { title: 'tsc', argv: () => [bin('tsc'), '--noEmit', '-p', join(root, 'tsconfig.json')] },
     { title: 'unit tests', argv: () => [bin('tsx'), join(root, 'test', 'run.ts'), '--unit'] },
-    { title: 'shellcheck', argv: () => [requireTool('shellcheck'), '--shell=bash', ...shellScripts()] },
+    { title: 'shellcheck', argv: () => [requireTool('shellcheck'), ...shellScripts()] },
   ]
 }
 

@@ -66,7 +66,12 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<Respon
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
             }
             Err(e) => return Err(e),

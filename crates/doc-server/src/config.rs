@@ -118,9 +118,7 @@ impl Config {
                     ConfigError::new(
                         "SHUTDOWN_TIMEOUT_SECS",
                         &raw,
-                        format!(
-                            "is not a whole number of seconds (1-{MAX_SHUTDOWN_TIMEOUT_SECS})"
-                        ),
+                        format!("is not a whole number of seconds (1-{MAX_SHUTDOWN_TIMEOUT_SECS})"),
                     )
                 })?,
         };
@@ -238,7 +236,17 @@ mod tests {
 
     #[test]
     fn bad_port_is_rejected_with_one_line_message() {
-        for bad in ["abc", "0", "65536", "-1", "+80", " 80", "80.0", "", "99999999999999999999"] {
+        for bad in [
+            "abc",
+            "0",
+            "65536",
+            "-1",
+            "+80",
+            " 80",
+            "80.0",
+            "",
+            "99999999999999999999",
+        ] {
             let err = parse(&[("PORT", bad), ("DOCS_DIR", existing_dir())]).unwrap_err();
             assert_eq!(err.var, "PORT", "{bad}");
             let msg = err.to_string();
@@ -246,13 +254,19 @@ mod tests {
             assert!(msg.contains("1-65535"), "{msg}");
         }
         let err = parse(&[("PORT", "abc")]).unwrap_err();
-        assert_eq!(err.to_string(), r#"PORT="abc" is not a port number (1-65535)"#);
+        assert_eq!(
+            err.to_string(),
+            r#"PORT="abc" is not a port number (1-65535)"#
+        );
     }
 
     #[test]
     fn control_characters_in_values_stay_on_one_line() {
         let err = parse(&[("PORT", "80\n81")]).unwrap_err();
-        assert_eq!(err.to_string(), r#"PORT="80\n81" is not a port number (1-65535)"#);
+        assert_eq!(
+            err.to_string(),
+            r#"PORT="80\n81" is not a port number (1-65535)"#
+        );
     }
 
     #[test]
@@ -282,8 +296,8 @@ mod tests {
     #[test]
     fn bad_shutdown_timeout_is_rejected() {
         for bad in ["0", "-5", "abc", "1.5", "", "3601"] {
-            let err = parse(&[("DOCS_DIR", existing_dir()), ("SHUTDOWN_TIMEOUT_SECS", bad)])
-                .unwrap_err();
+            let err =
+                parse(&[("DOCS_DIR", existing_dir()), ("SHUTDOWN_TIMEOUT_SECS", bad)]).unwrap_err();
             assert_eq!(err.var, "SHUTDOWN_TIMEOUT_SECS", "{bad}");
             assert!(err.to_string().contains("whole number of seconds"), "{err}");
         }

@@ -29,7 +29,7 @@ impl Doc {
     #[must_use]
     pub fn new(slug: String, content: String) -> Self {
         let title = extract_title(&content).unwrap_or_else(|| slug.clone());
-        let search_text = format!("{}\n{}", title, content).to_lowercase();
+        let search_text = format!("{title}\n{content}").to_lowercase();
         Self {
             slug,
             title,
@@ -205,7 +205,14 @@ mod tests {
 
     #[test]
     fn slug_validation() {
-        for ok in ["api", "getting-started", "v2_notes", "a", "0", &"a".repeat(100)] {
+        for ok in [
+            "api",
+            "getting-started",
+            "v2_notes",
+            "a",
+            "0",
+            &"a".repeat(100),
+        ] {
             assert!(is_valid_slug(ok), "{ok}");
         }
         for bad in [
@@ -230,9 +237,15 @@ mod tests {
     #[test]
     fn title_from_first_heading() {
         assert_eq!(extract_title("# Hello\n\nbody"), Some("Hello".into()));
-        assert_eq!(extract_title("\n\n#   Spaced out  \n"), Some("Spaced out".into()));
+        assert_eq!(
+            extract_title("\n\n#   Spaced out  \n"),
+            Some("Spaced out".into())
+        );
         assert_eq!(extract_title("# Closed ##\n"), Some("Closed".into()));
-        assert_eq!(extract_title("\u{feff}# With BOM\n"), Some("With BOM".into()));
+        assert_eq!(
+            extract_title("\u{feff}# With BOM\n"),
+            Some("With BOM".into())
+        );
         assert_eq!(extract_title("# Tab\theading"), Some("Tab\theading".into()));
     }
 
@@ -254,9 +267,18 @@ mod tests {
 
     fn store() -> DocStore {
         DocStore::from_docs([
-            Doc::new("b-config".into(), "# Configuration\nSet PORT to change the port.".into()),
-            Doc::new("a-intro".into(), "# Getting Started\nRun the binary.".into()),
-            Doc::new("c-ops".into(), "# Operations\nSend SIGTERM to drain.".into()),
+            Doc::new(
+                "b-config".into(),
+                "# Configuration\nSet PORT to change the port.".into(),
+            ),
+            Doc::new(
+                "a-intro".into(),
+                "# Getting Started\nRun the binary.".into(),
+            ),
+            Doc::new(
+                "c-ops".into(),
+                "# Operations\nSend SIGTERM to drain.".into(),
+            ),
         ])
     }
 

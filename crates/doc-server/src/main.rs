@@ -107,7 +107,7 @@ fn run_server() -> ExitCode {
             // which is still a deployment mistake rather than a crash.
             log(format_args!(
                 "DOCS_DIR={:?} cannot be read ({err})",
-                config.docs_dir
+                config.docs_dir.as_os_str()
             ));
             return ExitCode::from(EXIT_USAGE);
         }
@@ -147,14 +147,16 @@ async fn run(config: Config, docs: DocStore) -> ExitCode {
     // Install the handlers before binding: a SIGTERM that arrives the moment
     // the server looks ready must drain it, not kill it with the default
     // signal disposition.
-    let (mut sigterm, mut sigint) =
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(term), Ok(int)) => (term, int),
-            (Err(err), _) | (_, Err(err)) => {
-                log(format_args!("cannot install signal handlers: {err}"));
-                return ExitCode::FAILURE;
-            }
-        };
+    let (mut sigterm, mut sigint) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(err), _) | (_, Err(err)) => {
+            log(format_args!("cannot install signal handlers: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
 
     let addr = SocketAddr::new(config.bind_addr, config.port);
     let listener = match TcpListener::bind(addr).await {
@@ -207,8 +209,11 @@ async fn run(config: Config, docs: DocStore) -> ExitCode {
 /// panicking handler (answered with a 500 by the router) stays greppable.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload_as_str()
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(non-string panic payload)");
         match info.location() {
             Some(loc) => log(format_args!("panic at {loc}: {}", msg.escape_debug())),

@@ -266,7 +266,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(serde_json::json!({ "status": phase.as_str() }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "status": phase.as_str() })),
+    )
+        .into_response()
 }
 
 async fn list_docs(State(state): State<AppState>) -> Response {
