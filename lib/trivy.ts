@@ -1,0 +1,158 @@
+import { createHash } from 'node:crypto'
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { join, relative } from 'node:path'
+import { PipelineError } from './errors.ts'
+import { repoRoot } from './paths.ts'
+import { run } from './run.ts'
+import { ensureGoTool, type GoToolSpec } from './tools.ts'
+import { VERSIONS } from './versions.ts'
+
+const bare = (v: string) => v.replace(/^v/, '')
+
+/** Trivy from the Go module proxy, pinned; jsonv2 is what Trivy's JSON code needs with this Go. */
+export const TRIVY_SPEC: GoToolSpec = {
+  binary: 'trivy',
+  pkg: 'github.com/aquasecurity/trivy/cmd/trivy',
+  version: VERSIONS.trivy,
+  env: { GOEXPERIMENT: 'jsonv2' },
+  ldflags: `-s -w -X github.com/aquasecurity/trivy/pkg/version/app.ver=${bare(VERSIONS.trivy)}`,
+}
+
+/** The tool that builds a Trivy DB from a vuln-list style directory. */
+export const TRIVY_DB_SPEC: GoToolSpec = {
+  binary: 'trivy-db',
+  pkg: 'github.com/aquasecurity/trivy-db/cmd/trivy-db',
+  version: VERSIONS.trivyDb,
+}
+
+/** Releases that must never run (v0.69.4 was compromised). */
+const REFUSED_TRIVY = ['0.69.4']
+
+/**
+ * The pinned Trivy, built once per machine, and checked: the binary must say
+ * it is exactly the pinned version, so a swapped or stale binary cannot scan.
+ */
+export async function ensureTrivy(cache: string, onLine?: (line: string) => void): Promise<{ path: string; version: string }> {
+  const path = await ensureGoTool(cache, TRIVY_SPEC, onLine)
+  const out = await run([path, 'version', '--format', 'json'])
+  let version = ''
+  try {
+    version = String((JSON.parse(out.stdout) as { Version?: unknown }).Version ?? '')
+  } catch {
+    throw new PipelineError(`trivy: ${path} did not report its version`, out.stdout)
+  }
+  if (REFUSED_TRIVY.includes(version)) throw new PipelineError(`trivy: ${path} is v${version}, a compromised release; delete it`)
+  if (version !== bare(VERSIONS.trivy)) throw new PipelineError(`trivy: ${path} is v${version || '?'}, not the pinned ${VERSIONS.trivy}; delete it so the pinned one is built`)
+  return { path, version }
+}
+
+/** Where Trivy keeps DBs and layer caches: the local DB and the downloaded one never share a directory. */
+export function trivyCacheDir(cache: string, source: 'local' | 'remote'): string {
+  return join(cache, 'trivy', source)
+}
+
+/** The advisories the local DB is built from (vuln-list layout, see advisories/README.md). */
+export const ADVISORIES_DIR = join(repoRoot, 'advisories')
+
+function listFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
+    const p = join(dir, e.name)
+    return e.isDirectory() ? listFiles(p) : e.isFile() ? [p] : []
+  })
+}
+
+/** A hash of the advisory files (names and contents) and the trivy-db version: what the DB was built from. */
+export function advisoriesHash(dir = ADVISORIES_DIR): string {
+  if (!existsSync(dir)) throw new PipelineError(`trivy-db: advisories directory ${dir} is missing`)
+  const h = createHash('sha256').update(`trivy-db ${VERSIONS.trivyDb}\n`)
+  for (const file of listFiles(dir).sort()) h.update(`${relative(dir, file)}\n`).update(new Uint8Array(readFileSync(file))).update('\n')
+  return h.digest('hex')
+}
+
+export interface LocalDb {
+  cacheDir: string
+  hash: string
+  updatedAt: string
+  built: boolean
+}
+
+/**
+ * The vulnerability DB for offline scans, built with the pinned trivy-db from
+ * the advisories in this repository and installed as `<cache>/trivy/local/db`
+ * (Trivy's layout). Rebuilt only when the advisory files change; installed by
+ * rename, so an interrupted build leaves the previous DB in place.
+ */
+export async function ensureLocalDb(cache: string, onLine?: (line: string) => void, advisories = ADVISORIES_DIR): Promise<LocalDb> {
+  const trivyCache = trivyCacheDir(cache, 'local')
+  const dbDir = join(trivyCache, 'db')
+  const marker = join(dbDir, 'advisories.sha256')
+  const hash = advisoriesHash(advisories)
+  const installed = existsSync(marker) && readFileSync(marker, 'utf8').trim() === hash && existsSync(join(dbDir, 'trivy.db'))
+  if (!installed) {
+    const builder = await ensureGoTool(cache, TRIVY_DB_SPEC, onLine)
+    const work = join(trivyCache, `build-${process.pid}`)
+    rmSync(work, { recursive: true, force: true })
+    const src = join(work, 'vuln-list')
+    cpSync(advisories, src, { recursive: true })
+    // trivy-db's GHSA source also walks CocoaPods specs and refuses a missing directory.
+    mkdirSync(join(src, 'cocoapods-specs', 'Specs'), { recursive: true })
+    const sources = readdirSync(advisories, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)
+    const out = join(work, 'out')
+    onLine?.(`building the local Trivy DB from ${relative(repoRoot, advisories)} (${sources.join(', ')})`)
+    await run([builder, 'build', '--cache-dir', src, '--output-dir', out, '--update-interval', '8760h', ...sources.flatMap((s) => ['--only-update', s])], {
+      cwd: work,
+      onLine,
+    })
+    for (const f of ['trivy.db', 'metadata.json']) {
+      if (!existsSync(join(out, f))) throw new PipelineError(`trivy-db: build wrote no ${f}`)
+    }
+    writeFileSync(join(out, 'advisories.sha256'), `${hash}\n`)
+    const old = `${dbDir}.old-${process.pid}`
+    if (existsSync(dbDir)) renameSync(dbDir, old)
+    renameSync(out, dbDir)
+    rmSync(old, { recursive: true, force: true })
+    rmSync(work, { recursive: true, force: true })
+  }
+  return { cacheDir: trivyCache, hash, updatedAt: dbUpdatedAt(trivyCache), built: !installed }
+}
+
+/** The DB's UpdatedAt from its metadata.json, or '' when there is none. */
+export function dbUpdatedAt(trivyCache: string): string {
+  try {
+    return String((JSON.parse(readFileSync(join(trivyCache, 'db', 'metadata.json'), 'utf8')) as { UpdatedAt?: unknown }).UpdatedAt ?? '')
+  } catch {
+    return ''
+  }
+}
+
+export interface ScanOptions {
+  trivy: string
+  image: string
+  out: string
+  imageSrc: 'remote' | 'docker'
+  trivyCache: string
+  offline: boolean
+  ignoreFile: string
+  onLine?: (line: string) => void
+}
+
+/** A registry on this machine speaks plain HTTP; only there is `--insecure` allowed. */
+export function isLocalRegistry(image: string): boolean {
+  return /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(image)
+}
+
+/** Runs scripts/scan_image.sh; any non-zero exit is a broken scan, never a finding. */
+export async function scanImage(o: ScanOptions): Promise<{ seconds: number }> {
+  const argv = [join(repoRoot, 'scripts', 'scan_image.sh'), '--out', o.out, '--image-src', o.imageSrc, '--cache-dir', o.trivyCache, '--ignorefile', o.ignoreFile]
+  if (o.offline) argv.push('--offline')
+  if (o.imageSrc === 'remote' && isLocalRegistry(o.image)) argv.push('--insecure')
+  argv.push(o.image)
+  try {
+    const r = await run(argv, { env: { ...process.env, TRIVY: o.trivy }, onLine: o.onLine })
+    return { seconds: r.seconds }
+  } catch (err) {
+    if (!(err instanceof PipelineError)) throw err
+    const last = err.details?.split('\n').reverse().find((l) => l.startsWith('scan_image: '))
+    throw new PipelineError(last ? `scan: ${last.replace(/^scan_image: /, '')}` : `scan: ${err.message}`, err.details)
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * scan: Trivy on exactly the image the build pushed (its digest), then the
+ * gate. Trivy scans once into JSON; SARIF and the SBOMs are converted from
+ * that JSON under the same ignore file, so every output tells one story. The
+ * gate reads the JSON itself and fails when a blocking severity remains after
+ * the policy; Trivy's exit code is never the findings signal.
+ * `tsx tasks/scan.ts --from-report FILE` re-gates an existing Trivy JSON report.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import type { ListrTask } from 'listr2'
+import { isMain } from '../lib/cli.ts'
+import { loadConfig, type Config } from '../lib/config.ts'
+import { PipelineError } from '../lib/errors.ts'
+import { appendSummary, readReport, setOutput, writeReport } from '../lib/report.ts'
+import { decide, isExpired, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan-policy.ts'
+import { consoleSummary, markdownSummary, scanReport, type ScanSubject } from '../lib/scan-summary.ts'
+import { defineStage, runStage } from '../lib/stage.ts'
+import { dbUpdatedAt, ensureLocalDb, ensureTrivy, scanImage, trivyCacheDir } from '../lib/trivy.ts'
+import { assertSarifAgrees, readTrivyReport } from '../lib/trivy-report.ts'
+
+export interface ScanCtx {
+  config: Config
+  fromReport?: string
+  policy: Policy
+  entries: IgnoreEntry[]
+  day: string
+  outDir: string
+  ignoreForTrivy: string
+  subject: ScanSubject
+  trivy?: { path: string; version: string }
+  db?: { source: 'local' | 'remote'; updatedAt: string; advisories?: string }
+  seconds?: number
+  decision?: Decision
+}
+
+/** The part of reports/build.json this stage reads (stages share facts, never code). */
+interface BuildFacts {
+  image: { ref: string; digest: string | null; repository: string }
+  pushed: boolean
+}
+
+export function parseScanArgs(argv: readonly string[]): { fromReport?: string } {
+  if (argv.length === 0) return {}
+  if (argv[0] === '--from-report' && argv.length === 2 && argv[1] && !argv[1].startsWith('--')) return { fromReport: resolve(argv[1]) }
+  throw new PipelineError(`scan: unknown arguments "${argv.join(' ')}"; the only option is --from-report FILE`)
+}
+
+/** The pushed digest when there is one (what deploy will run); otherwise the local image, by reference. */
+export function scanSubject(build: BuildFacts): ScanSubject {
+  if (build.pushed && build.image.digest) {
+    return { scanned: `${build.image.repository}@${build.image.digest}`, source: 'remote', ref: build.image.ref, digest: build.image.digest }
+  }
+  if (!build.image.ref) throw new PipelineError('scan: build.json names no image; run the build stage again')
+  return { scanned: build.image.ref, source: 'docker', ref: build.image.ref }
+}
+
+const fromReport = (ctx: ScanCtx) => ctx.fromReport !== undefined
+const notForReports = (ctx: ScanCtx) => fromReport(ctx) && 'not needed to re-gate a report'
+
+export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
+  return [
+    {
+      title: 'Policy',
+      task: (ctx, task) => {
+        ctx.config = loadConfig()
+        // Until the gate has decided, the recorded decision is a failure: a crash can never read as clean.
+        writeReport(ctx.config.reportsDir, 'scan', { decision: 'fail', reason: 'the scan started but did not finish' })
+        Object.assign(ctx, parseScanArgs(argv))
+        ctx.policy = { severities: ctx.config.scanSeverities, ignoreUnfixed: ctx.config.scanIgnoreUnfixed }
+        ctx.day = today()
+        ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile)
+        ctx.outDir = join(ctx.config.reportsDir, 'scan')
+        mkdirSync(ctx.outDir, { recursive: true })
+        ctx.ignoreForTrivy = join(ctx.outDir, 'trivyignore.yaml')
+        writeFileSync(ctx.ignoreForTrivy, trivyIgnoreYaml(ctx.entries, ctx.day))
+        const expired = ctx.entries.filter((e) => isExpired(e, ctx.day)).length
+        task.title = `Policy: ${ctx.policy.severities.join(', ')} block${ctx.policy.ignoreUnfixed ? ' (fixable only)' : ''}; ${ctx.entries.length} ignore entr${ctx.entries.length === 1 ? 'y' : 'ies'}${expired ? `, ${expired} expired` : ''}`
+      },
+    },
+    {
+      title: 'Image from build.json',
+      skip: (ctx) => fromReport(ctx) && `re-gating ${ctx.fromReport}`,
+      task: (ctx, task) => {
+        ctx.subject = scanSubject(readReport<BuildFacts>(ctx.config.reportsDir, 'build'))
+        task.title = `Image: ${ctx.subject.scanned} (${ctx.subject.source === 'remote' ? 'pushed digest, from the registry' : 'not pushed: the local image'})`
+      },
+    },
+    {
+      title: 'Trivy',
+      skip: notForReports,
+      task: async (ctx, task) => {
+        ctx.trivy = await ensureTrivy(ctx.config.cacheDir, (l) => (task.output = l))
+        task.title = `Trivy v${ctx.trivy.version} (${ctx.trivy.path})`
+      },
+    },
+    {
+      title: 'Vulnerability DB',
+      skip: notForReports,
+      task: async (ctx, task) => {
+        if (ctx.config.trivyDbSource === 'remote') {
+          ctx.db = { source: 'remote', updatedAt: '' }
+          task.title = 'Vulnerability DB: Trivy downloads it from its default mirrors (TRIVY_DB_SOURCE=remote)'
+          return
+        }
+        const db = await ensureLocalDb(ctx.config.cacheDir, (l) => (task.output = l))
+        ctx.db = { source: 'local', updatedAt: db.updatedAt, advisories: db.hash }
+        task.title = `Vulnerability DB: local, from advisories/ (${db.built ? 'built now' : 'cached'}, ${db.hash.slice(0, 12)})`
+      },
+    },
+    {
+      title: 'Scan',
+      skip: notForReports,
+      task: async (ctx, task) => {
+        const source = ctx.db!.source
+        const r = await scanImage({
+          trivy: ctx.trivy!.path,
+          image: ctx.subject.scanned,
+          out: ctx.outDir,
+          imageSrc: ctx.subject.source === 'remote' ? 'remote' : 'docker',
+          trivyCache: trivyCacheDir(ctx.config.cacheDir, source),
+          offline: source === 'local',
+          ignoreFile: ctx.ignoreForTrivy,
+          onLine: (l) => (task.output = l),
+        })
+        ctx.seconds = r.seconds
+        if (source === 'remote') ctx.db!.updatedAt = dbUpdatedAt(trivyCacheDir(ctx.config.cacheDir, 'remote'))
+        const results = assertSarifAgrees(readTrivyReport(join(ctx.outDir, 'trivy.json')), readFileSync(join(ctx.outDir, 'trivy.sarif'), 'utf8'), 'trivy.sarif')
+        task.title = `Scanned ${ctx.subject.scanned} in ${r.seconds.toFixed(1)} s: JSON, SARIF (${results} result${results === 1 ? '' : 's'}), CycloneDX and SPDX SBOMs in ${ctx.outDir}`
+      },
+    },
+    {
+      title: 'Gate',
+      rendererOptions: { persistentOutput: true, outputBar: Infinity },
+      task: (ctx, task) => {
+        const path = ctx.fromReport ?? join(ctx.outDir, 'trivy.json')
+        const report = readTrivyReport(path)
+        if (fromReport(ctx)) ctx.subject = { scanned: path, source: 'report', ref: report.artifact }
+        const d = decide(report, ctx.policy, ctx.entries, ctx.day)
+        ctx.decision = d
+        const artifacts = fromReport(ctx) ? {} : { json: 'scan/trivy.json', sarif: 'scan/trivy.sarif', cyclonedx: 'scan/sbom.cdx.json', spdx: 'scan/sbom.spdx.json', ignoreFile: 'scan/trivyignore.yaml' }
+        writeReport(ctx.config.reportsDir, 'scan', scanReport(d, ctx.subject, { ...ctx.policy, ignoreFile: ctx.config.scanIgnoreFile }, {
+          day: ctx.day,
+          trivy: ctx.trivy?.version ?? null,
+          db: ctx.db ?? null,
+          seconds: ctx.seconds ?? null,
+          artifacts,
+        }))
+        setOutput('scan-decision', d.decision)
+        appendSummary(markdownSummary(d, ctx.subject, ctx.policy))
+        // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
+        if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d))
+        task.output = consoleSummary(d)
+        task.title = `Gate passed: ${d.reason}`
+      },
+    },
+  ]
+}
+
+// Only a direct run reads the command line; inside `npm run ci:build` the arguments are the chain's.
+export const stage = defineStage<ScanCtx>({
+  name: 'scan',
+  tasks: () => scanTasks(isMain(import.meta.url) ? process.argv.slice(2) : []),
+  initialCtx: () => ({}) as ScanCtx,
+})
+
+if (isMain(import.meta.url)) await runStage(stage)

@@ -1,0 +1,238 @@
+/**
+ * The scan stage end to end with the real, pinned Trivy and a vulnerability DB
+ * built from advisories/ with the real trivy-db, against the local registry:
+ * the Doc Server image passes with SARIF and both SBOMs written, an image
+ * carrying a crate version a fixture advisory names fails, the ignore file's
+ * expiry decides, and `--from-report` re-gates Trivy's own reports.
+ */
+import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { deflateSync } from 'node:zlib'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { ensureDebianPackages } from '../../lib/apt.ts'
+import { loadConfig } from '../../lib/config.ts'
+import { buildImage, pushImage, removeImage } from '../../lib/docker.ts'
+import { ensureBaseImages } from '../../lib/local/base-images.ts'
+import { ensureDockerEngine } from '../../lib/local/docker.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
+import { repoRoot } from '../../lib/paths.ts'
+import { run } from '../../lib/run.ts'
+import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/trivy.ts'
+import { BASE_IMAGES } from '../../lib/versions.ts'
+
+const t = suite('e2e: scan')
+const ALL_OK = { okCodes: Array.from({ length: 256 }, (_, i) => i) }
+const FIXTURE = join(repoRoot, 'test', 'fixtures', 'vulnerable-image')
+const SHARED_REPORTS = resolve(repoRoot, '..', 'shared', 'fixtures', 'trivy-reports')
+const ADVISORY = { cve: 'CVE-2021-45710', ghsa: 'GHSA-fg7r-2g4j-5cgr' }
+
+interface State {
+  docker: string
+  work: string
+  /** Reports of the Doc Server image (its build.json comes from the real build stage). */
+  realReports: string
+  /** Reports of the vulnerable image. */
+  vulnReports: string
+  vuln?: { repository: string; digest: string; ref: string }
+}
+const s = {} as State
+
+function stage(file: 'scan' | 'build', reports: string, args: string[] = [], env: NodeJS.ProcessEnv = {}) {
+  return run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', `${file}.ts`), ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, ...env },
+    ...ALL_OK,
+  })
+}
+const lastLine = (r: { stdout: string; stderr: string }) => (r.stdout + r.stderr).trim().split('\n').at(-1) ?? ''
+const scanJson = (reports: string) => JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8'))
+
+/** An ELF whose .dep-v0 section claims tokio 1.13.0, in an image on the runtime base; pushed to the local registry. */
+async function pushVulnerableImage(docker: string, work: string): Promise<{ repository: string; digest: string; ref: string }> {
+  await ensureDebianPackages([{ pkg: 'binutils', provides: 'objcopy' }])
+  const ctx = join(work, 'vuln-context')
+  mkdirSync(ctx, { recursive: true })
+  writeFileSync(join(ctx, 'dep-v0.zlib'), new Uint8Array(deflateSync(readFileSync(join(FIXTURE, 'dep-v0.json'), 'utf8'))))
+  copyFileSync('/bin/true', join(ctx, 'base.elf'))
+  await run(['objcopy', '--add-section', `.dep-v0=${join(ctx, 'dep-v0.zlib')}`, '--set-section-flags', '.dep-v0=noload,readonly', join(ctx, 'base.elf'), join(ctx, 'scan-fixture')])
+  chmodSync(join(ctx, 'scan-fixture'), 0o755)
+  const repository = `${LOCAL_REGISTRY}/local/scan-fixture-vulnerable`
+  const ref = `${repository}:e2e-${process.pid}`
+  await buildImage({ docker, context: ctx, dockerfile: join(FIXTURE, 'Dockerfile'), tags: [ref], buildArgs: { RUNTIME_IMAGE: BASE_IMAGES.runtime, RUN_ID: `${process.pid}-${Date.now()}` } })
+  const pushed = await pushImage(docker, ref)
+  return { repository, digest: pushed.digest, ref }
+}
+
+t.before(async () => {
+  const config = loadConfig({ ...process.env }, {})
+  s.docker = (await ensureDockerEngine(config.docker)).docker
+  await ensureRegistry(LOCAL_REGISTRY)
+  await ensureBaseImages(s.docker, config.cacheDir)
+  await ensureTrivy(config.cacheDir)
+  await ensureLocalDb(config.cacheDir)
+  s.work = mkdtempSync(join(tmpdir(), 'scan-e2e-'))
+  s.realReports = join(s.work, 'real')
+  s.vulnReports = join(s.work, 'vuln')
+})
+
+t.after(async () => {
+  if (s.vuln) {
+    // The registry is a shared service; only the manifest this test pushed is removed.
+    await fetch(`http://${s.vuln.repository.replace(`${LOCAL_REGISTRY}/`, `${LOCAL_REGISTRY}/v2/`)}/manifests/${s.vuln.digest}`, { method: 'DELETE' }).catch(() => undefined)
+    await removeImage(s.docker, s.vuln.ref)
+  }
+  if (s.work) rmSync(s.work, { recursive: true, force: true })
+})
+
+t('the Doc Server image passes, with SARIF and both SBOMs listing its crates and OS packages', async () => {
+  const build = await stage('build', s.realReports, [], { IMAGE_NAME: 'scan-e2e', PUSH: 'true' })
+  assert.is(build.exitCode, 0, `build stage failed: ${lastLine(build)}`)
+  const built = JSON.parse(readFileSync(join(s.realReports, 'build.json'), 'utf8'))
+  const r = await stage('scan', s.realReports)
+  assert.is(r.exitCode, 0, lastLine(r))
+  const report = scanJson(s.realReports)
+  assert.is(report.decision, 'pass')
+  assert.is(report.image.scanned, `${built.image.repository}@${built.image.digest}`, 'exactly the pushed digest')
+  assert.is(report.image.source, 'remote')
+  const out = join(s.realReports, 'scan')
+  for (const f of ['trivy.json', 'trivy.sarif', 'sbom.cdx.json', 'sbom.spdx.json']) assert.ok(existsSync(join(out, f)), `${f} written`)
+
+  const lock = readFileSync(join(repoRoot, 'Cargo.lock'), 'utf8')
+  const locked = (name: string) => new RegExp(`name = "${name}"\\nversion = "([^"]+)"`).exec(lock)?.[1]
+  const cdx = JSON.parse(readFileSync(join(out, 'sbom.cdx.json'), 'utf8')) as { components: { name: string; version: string; purl?: string }[] }
+  const spdx = JSON.parse(readFileSync(join(out, 'sbom.spdx.json'), 'utf8')) as { packages: { name: string; versionInfo?: string }[] }
+  for (const crate of ['tokio', 'axum']) {
+    const c = cdx.components.find((x) => x.name === crate)
+    assert.ok(c, `CycloneDX lists ${crate}`)
+    assert.is(c!.version, locked(crate), `${crate} at the Cargo.lock version`)
+    assert.match(c!.purl ?? '', new RegExp(`^pkg:cargo/${crate}@`))
+    assert.ok(spdx.packages.some((p) => p.name === crate && p.versionInfo === locked(crate)), `SPDX lists ${crate}`)
+  }
+  const libc = cdx.components.find((x) => x.name === 'libc6')
+  assert.ok(libc && /^pkg:deb\/debian\/libc6@/.test(libc.purl ?? ''), 'CycloneDX lists the OS package libc6')
+  assert.ok(spdx.packages.some((p) => p.name === 'libc6'), 'SPDX lists libc6')
+  const sarif = JSON.parse(readFileSync(join(out, 'trivy.sarif'), 'utf8'))
+  assert.is(sarif.version, '2.1.0')
+})
+
+t('an image with a crate version a fixture advisory names fails, naming the advisory', async () => {
+  s.vuln = await pushVulnerableImage(s.docker, s.work)
+  mkdirSync(s.vulnReports, { recursive: true })
+  // The scan stage's input is build.json; this one names the fixture image pushed above.
+  writeFileSync(join(s.vulnReports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: `${s.vuln.repository}:e2e`, digest: s.vuln.digest, repository: s.vuln.repository }, pushed: true }))
+  const r = await stage('scan', s.vulnReports)
+  assert.is(r.exitCode, 1)
+  const line = lastLine(r)
+  assert.match(line, /^✖ scan gate failed: 1 HIGH\/CRITICAL finding remains: CVE-2021-45710 \[GHSA-fg7r-2g4j-5cgr\] in tokio 1\.13\.0/)
+  const report = scanJson(s.vulnReports)
+  assert.is(report.decision, 'fail')
+  assert.equal(report.blockingIds, [ADVISORY.cve])
+  assert.equal(report.blocking[0].aliases, [ADVISORY.ghsa])
+  const sarif = JSON.parse(readFileSync(join(s.vulnReports, 'scan', 'trivy.sarif'), 'utf8'))
+  assert.equal(sarif.runs[0].results.map((x: { ruleId: string }) => x.ruleId), [ADVISORY.cve], 'the SARIF shows what the gate blocked')
+})
+
+t('an image that was not pushed (pull request) is scanned from the local Docker engine', async () => {
+  assert.ok(s.vuln, 'needs the vulnerable image from the previous test')
+  const reports = join(s.work, 'unpushed')
+  mkdirSync(reports, { recursive: true })
+  writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: s.vuln.ref, digest: null, repository: s.vuln.repository }, pushed: false }))
+  const r = await stage('scan', reports)
+  assert.is(r.exitCode, 1)
+  const report = scanJson(reports)
+  assert.equal([report.image.source, report.image.scanned], ['docker', s.vuln.ref])
+  assert.equal(report.blockingIds, [ADVISORY.cve])
+})
+
+t('an ignore entry in force lets it pass; once expired it blocks again and the summary says so', async () => {
+  assert.ok(s.vuln, 'needs the vulnerable image from the previous test')
+  const ignore = join(s.work, 'ignore.yaml')
+  const entry = (date: string) => `vulnerabilities:\n  - id: ${ADVISORY.cve}\n    statement: The fixture never closes a oneshot receiver.\n    expired_at: ${date}\n`
+  writeFileSync(ignore, entry('2999-12-31'))
+  const pass = await stage('scan', s.vulnReports, [], { SCAN_IGNORE_FILE: ignore })
+  assert.is(pass.exitCode, 0, lastLine(pass))
+  const passed = scanJson(s.vulnReports)
+  assert.is(passed.decision, 'pass')
+  assert.equal(passed.ignored.map((e: { id: string }) => e.id), [ADVISORY.cve])
+  const sarif = JSON.parse(readFileSync(join(s.vulnReports, 'scan', 'trivy.sarif'), 'utf8'))
+  assert.is(sarif.runs[0].results.length, 0, 'Trivy suppressed it too, so the SARIF agrees')
+
+  writeFileSync(ignore, entry('2020-01-01'))
+  const fail = await stage('scan', s.vulnReports, [], { SCAN_IGNORE_FILE: ignore })
+  assert.is(fail.exitCode, 1)
+  assert.match(fail.stdout + fail.stderr, /expired: ignore entry CVE-2021-45710 expired on 2020-01-01 and no longer applies/)
+  assert.match(lastLine(fail), /CVE-2021-45710 .*\(ignore entry CVE-2021-45710 expired on 2020-01-01\)$/)
+  assert.equal(scanJson(s.vulnReports).expired.map((e: { id: string }) => e.id), [ADVISORY.cve])
+})
+
+t('the local DB is rebuilt when an advisory changes, and only then', async () => {
+  const config = loadConfig({ ...process.env }, {})
+  const cache = join(s.work, 'db-cache')
+  mkdirSync(cache, { recursive: true })
+  // The pinned tools are shared (never rebuilt here); the DB under test is private to this test.
+  symlinkSync(join(config.cacheDir, 'tools'), join(cache, 'tools'))
+  const advisories = join(s.work, 'advisories')
+  cpSync(ADVISORIES_DIR, advisories, { recursive: true })
+  const first = await ensureLocalDb(cache, undefined, advisories)
+  assert.is(first.built, true)
+  assert.ok(existsSync(join(cache, 'trivy', 'local', 'db', 'trivy.db')))
+  assert.is((await ensureLocalDb(cache, undefined, advisories)).built, false, 'unchanged advisories reuse the DB')
+  const file = join(advisories, 'ghsa', 'advisories', 'github-reviewed', '2022', '01', ADVISORY.ghsa, `${ADVISORY.ghsa}.json`)
+  writeFileSync(file, readFileSync(file, 'utf8').replace('"summary": "Race Condition in tokio"', '"summary": "Race condition in tokio"'))
+  const rebuilt = await ensureLocalDb(cache, undefined, advisories)
+  assert.is(rebuilt.built, true)
+  assert.is.not(rebuilt.hash, first.hash)
+})
+
+if (existsSync(SHARED_REPORTS)) {
+  t('--from-report re-gates Trivy\'s own reports: alpine 3.9 fails, alpine 3.10 passes, debian buster fails', async () => {
+    const reports = join(s.work, 'from-report')
+    for (const [file, code, decision] of [['alpine-39.json', 1, 'fail'], ['alpine-310.json', 0, 'pass'], ['debian-buster.json', 1, 'fail']] as const) {
+      const r = await stage('scan', reports, ['--from-report', join(SHARED_REPORTS, file)])
+      assert.is(r.exitCode, code, `${file}: ${lastLine(r)}`)
+      assert.is(scanJson(reports).decision, decision, file)
+    }
+  })
+} else {
+  console.log(`e2e: scan: ${SHARED_REPORTS} is absent; the --from-report test on Trivy's reports is skipped`)
+}
+
+t('bad input fails closed with one line: missing image, malformed report, unknown schema, bad ignore file, missing DB', async () => {
+  const bad = join(s.work, 'bad')
+  mkdirSync(bad, { recursive: true })
+  const missingDigest = `sha256:${'0'.repeat(64)}`
+  writeFileSync(join(bad, 'build.json'), JSON.stringify({ image: { ref: `${LOCAL_REGISTRY}/local/no-such-image:x`, digest: missingDigest, repository: `${LOCAL_REGISTRY}/local/no-such-image` }, pushed: true }))
+  // A report left by an earlier run must not survive a scan that broke.
+  mkdirSync(join(bad, 'scan'), { recursive: true })
+  writeFileSync(join(bad, 'scan', 'trivy.json'), JSON.stringify({ SchemaVersion: 2, ArtifactName: 'old', Results: [] }))
+  const missing = await stage('scan', bad)
+  assert.is(missing.exitCode, 1)
+  // Trivy exits 1 here, the code it also uses for findings: the stage reads it as a broken scan.
+  assert.match(lastLine(missing), /^✖ scan: trivy could not scan 127\.0\.0\.1:5000\/local\/no-such-image@sha256:0+ \(exit 1; its log is above\)$/)
+  assert.is(scanJson(bad).decision, 'fail', 'a broken scan is recorded as a failure')
+  assert.not.ok(existsSync(join(bad, 'scan', 'trivy.json')), 'the earlier report is gone')
+
+  const cases: [string, string, RegExp][] = [
+    ['truncated.json', '{"SchemaVersion": 2, "Results": [', /is not valid JSON/],
+    ['schema3.json', JSON.stringify({ SchemaVersion: 3, Results: [] }), /has SchemaVersion 3; the gate reads only Trivy's SchemaVersion 2$/],
+    ['no-results.json', JSON.stringify({ SchemaVersion: 2, ArtifactName: 'x' }), /has no Results: Trivy found nothing to scan/],
+  ]
+  for (const [name, body, re] of cases) {
+    writeFileSync(join(bad, name), body)
+    const r = await stage('scan', bad, ['--from-report', join(bad, name)])
+    assert.is(r.exitCode, 1, name)
+    assert.match(lastLine(r), re)
+  }
+  writeFileSync(join(bad, 'ignore.yaml'), 'vulnerabilities:\n  - id: CVE-1\n   statement: [\n')
+  const ignore = await stage('scan', bad, ['--from-report', join(bad, 'truncated.json')], { SCAN_IGNORE_FILE: join(bad, 'ignore.yaml') })
+  assert.match(lastLine(ignore), /^✖ scan: ignore file .*ignore\.yaml does not parse: /)
+
+  const trivy = (await ensureTrivy(loadConfig({ ...process.env }, {}).cacheDir)).path
+  const noDb = await run([join(repoRoot, 'scripts', 'scan_image.sh'), '--out', join(bad, 'out'), '--cache-dir', join(bad, 'empty-cache'), '--offline', 'anything'], { env: { ...process.env, TRIVY: trivy }, ...ALL_OK })
+  assert.is(noDb.exitCode, 2)
+  assert.match(noDb.stderr.trim(), /^scan_image: no Trivy DB in .*empty-cache\/db: an offline scan needs one/)
+})
+
+t.run()
