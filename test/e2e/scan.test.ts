@@ -5,26 +5,23 @@
  * carrying a crate version a fixture advisory names fails, the ignore file's
  * expiry decides, and `--from-report` re-gates Trivy's own reports.
  */
-import { chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { deflateSync } from 'node:zlib'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { ensureDebianPackages } from '../../lib/apt.ts'
 import { loadConfig } from '../../lib/config.ts'
-import { buildImage, pushImage, removeImage } from '../../lib/docker.ts'
+import { removeImage } from '../../lib/docker.ts'
 import { ensureBaseImages } from '../../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
 import { repoRoot } from '../../lib/paths.ts'
+import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { run } from '../../lib/run.ts'
 import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/trivy.ts'
-import { BASE_IMAGES } from '../../lib/versions.ts'
 
 const t = suite('e2e: scan')
 const ALL_OK = { okCodes: Array.from({ length: 256 }, (_, i) => i) }
-const FIXTURE = join(repoRoot, 'test', 'fixtures', 'vulnerable-image')
 const SHARED_REPORTS = resolve(repoRoot, '..', 'shared', 'fixtures', 'trivy-reports')
 const ADVISORY = { cve: 'CVE-2021-45710', ghsa: 'GHSA-fg7r-2g4j-5cgr' }
 
@@ -48,22 +45,6 @@ function stage(file: 'scan' | 'build', reports: string, args: string[] = [], env
 }
 const lastLine = (r: { stdout: string; stderr: string }) => (r.stdout + r.stderr).trim().split('\n').at(-1) ?? ''
 const scanJson = (reports: string) => JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8'))
-
-/** An ELF whose .dep-v0 section claims tokio 1.13.0, in an image on the runtime base; pushed to the local registry. */
-async function pushVulnerableImage(docker: string, work: string): Promise<{ repository: string; digest: string; ref: string }> {
-  await ensureDebianPackages([{ pkg: 'binutils', provides: 'objcopy' }])
-  const ctx = join(work, 'vuln-context')
-  mkdirSync(ctx, { recursive: true })
-  writeFileSync(join(ctx, 'dep-v0.zlib'), new Uint8Array(deflateSync(readFileSync(join(FIXTURE, 'dep-v0.json'), 'utf8'))))
-  copyFileSync('/bin/true', join(ctx, 'base.elf'))
-  await run(['objcopy', '--add-section', `.dep-v0=${join(ctx, 'dep-v0.zlib')}`, '--set-section-flags', '.dep-v0=noload,readonly', join(ctx, 'base.elf'), join(ctx, 'scan-fixture')])
-  chmodSync(join(ctx, 'scan-fixture'), 0o755)
-  const repository = `${LOCAL_REGISTRY}/local/scan-fixture-vulnerable`
-  const ref = `${repository}:e2e-${process.pid}`
-  await buildImage({ docker, context: ctx, dockerfile: join(FIXTURE, 'Dockerfile'), tags: [ref], buildArgs: { RUNTIME_IMAGE: BASE_IMAGES.runtime, RUN_ID: `${process.pid}-${Date.now()}` } })
-  const pushed = await pushImage(docker, ref)
-  return { repository, digest: pushed.digest, ref }
-}
 
 t.before(async () => {
   const config = loadConfig({ ...process.env }, {})
