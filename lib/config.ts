@@ -27,6 +27,7 @@ export const VARIABLES = [
   { name: 'DEPLOY_NAMESPACE', default: 'doc-server-<DEPLOY_ENV>', meaning: 'Namespace of the release.' },
   { name: 'RELEASE_NAME', default: 'doc-server', meaning: 'Helm release name.' },
   { name: 'DEPLOY_TIMEOUT_SECS', default: '300', meaning: 'How long a rollout may take before it is rolled back; keep it below the CI job timeout.' },
+  { name: 'DEPLOY_VALUES_FILE', default: '(none)', meaning: 'An extra Helm values file layered over values-<DEPLOY_ENV>.yaml (per-cluster overrides); checked against the chart schema like the others.' },
   { name: 'MEASURE_BASELINE', default: '.ci/measure-baseline.json', meaning: 'Baseline the measure stage compares against to flag regressions.' },
   { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
   { name: 'DOC_SERVER_CACHE_DIR', default: '~/.cache/doc-server-ci', meaning: 'Pinned tools, base-image inputs and local service state, outside the clone.' },
@@ -53,6 +54,7 @@ export interface Config {
   deployNamespace: string
   releaseName: string
   deployTimeoutSecs: number
+  deployValuesFile: string | undefined
   measureBaseline: string
   reportsDir: string
   cacheDir: string
@@ -144,6 +146,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     deployNamespace: namespace,
     releaseName,
     deployTimeoutSecs: positiveInt('DEPLOY_TIMEOUT_SECS', get('DEPLOY_TIMEOUT_SECS') ?? '300'),
+    deployValuesFile: get('DEPLOY_VALUES_FILE') ? abs(get('DEPLOY_VALUES_FILE')!) : undefined,
     measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
     reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),
     cacheDir: cache ? abs(cache) : cacheDir(env),

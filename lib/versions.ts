@@ -7,13 +7,21 @@ export const VERSIONS = {
   /** Not v0.69.4: that release was compromised. */
   trivy: 'v0.74.0',
   trivyDb: 'v0.0.0-20260813095258-0e0340a01b57',
+  /** `npm run lint:workflows`; built with `go install`, it runs shellcheck on `run:` scripts. */
   actionlint: 'v1.7.12',
+  /** Helm 3: `--atomic` rolls a failed upgrade back; built with `go install` (its go.mod has no replaces). */
   helm: 'v3.22.0',
+  /** kwok/kwokctl simulate nodes and pod status; v0.8.0 defaults to Kubernetes 1.36. */
   kwok: 'v0.8.0',
-  kubernetes: 'v1.34.4',
+  /**
+   * kube-apiserver, controller-manager, scheduler and kubectl: the minor kwok v0.8.0 is
+   * built and tested against (1.36), latest patch on the Go proxy; builds with Go 1.26.
+   */
+  kubernetes: 'v1.36.3',
+  /** 3.6: the line kwok pairs with Kubernetes 1.34-1.36 (Debian's etcd 3.4 is too old). */
   etcd: 'v3.6.16',
-  cargoChef: '0.1.73',
-  cargoAuditable: '0.7.2',
+  cargoChef: '0.1.78',
+  cargoAuditable: '0.7.7',
   rust: '1.95.0',
   debianSuite: 'bookworm',
 } as const

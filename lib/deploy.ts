@@ -1,0 +1,179 @@
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import type { Config } from './config.ts'
+import { PipelineError, firstLine } from './errors.ts'
+import { history, pendingRecovery, rollback, uninstall, type HelmTarget, type Release } from './helm.ts'
+import { parseRef, repository } from './image-ref.ts'
+import { firstFailureReason, getDeployment, listEvents, listPods, podsNotRunning, rolloutStatus, type KubeTarget } from './kube.ts'
+import { repoRoot } from './paths.ts'
+import { readReport, writeReport } from './report.ts'
+
+export const CHART_DIR = join(repoRoot, 'charts', 'doc-server')
+const CHART_NAME = 'doc-server'
+const DIGEST = /^sha256:[a-f0-9]{64}$/
+
+/** What the build stage writes (only the fields deploy reads; older shapes are accepted too). */
+export interface BuildReport {
+  image?: { ref?: string; digest?: string; repository?: string; tag?: string }
+  digest?: string
+  pushed?: boolean
+  commit?: string
+}
+
+export interface ScanReport {
+  decision?: string
+  reason?: string
+  image?: { ref?: string; digest?: string }
+  digest?: string
+}
+
+export interface DeployImage {
+  repository: string
+  digest: string
+  /** repository@digest: what the pods must run. */
+  pinned: string
+  pushed: boolean | undefined
+  commit: string | undefined
+}
+
+const refused = (why: string) => new PipelineError(`deploy: refused: ${why}`)
+
+function digestOf(r: { image?: { ref?: string; digest?: string }; digest?: string }): string | undefined {
+  const fromRef = r.image?.ref?.includes('@') ? r.image.ref.split('@').pop() : undefined
+  return r.image?.digest ?? r.digest ?? fromRef
+}
+
+/**
+ * The one image deploy may ship: the build's digest, and only if the scan
+ * passed that very digest. Anything missing or different is refused.
+ */
+export function deployableImage(build: BuildReport, scan: ScanReport | undefined): DeployImage {
+  const digest = digestOf(build)
+  if (!digest) throw refused('reports/build.json names no image digest; run the build stage (with a push) first')
+  if (!DIGEST.test(digest)) throw refused(`build digest "${digest}" is not sha256:<64 hex>`)
+  let repo = build.image?.repository
+  if (build.image?.ref) repo = repository(parseRef(build.image.ref))
+  if (!repo || !repo.includes('/')) throw refused('reports/build.json names no image repository (registry/owner/name)')
+  if (!scan) throw refused('reports/scan.json is missing; the image must pass the scan stage first')
+  if (scan.decision !== 'pass') throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision ?? 'none'}${scan.reason ? `; ${scan.reason}` : ''})`)
+  const scanned = digestOf(scan)
+  if (!scanned) throw refused('reports/scan.json does not say which digest it scanned; run the scan stage again')
+  if (scanned !== digest) throw refused(`the scanned image ${scanned.slice(0, 19)}… is not the built image ${digest.slice(0, 19)}…; scan the build being deployed`)
+  return { repository: repo, digest, pinned: `${repo}@${digest}`, pushed: build.pushed, commit: build.commit }
+}
+
+/** Reads both reports; a missing scan report is a refusal, not a crash. */
+export function readDeployInputs(reportsDir: string): DeployImage {
+  const build = readReport<BuildReport>(reportsDir, 'build')
+  let scan: ScanReport | undefined
+  try {
+    scan = readReport<ScanReport>(reportsDir, 'scan')
+  } catch (err) {
+    if (!/is missing/.test((err as Error).message)) throw err
+  }
+  return deployableImage(build, scan)
+}
+
+/** The chart's value files for an environment, in the order helm layers them. */
+export function valueFiles(env: string, extra: string | undefined, chartDir = CHART_DIR): string[] {
+  const envFile = join(chartDir, `values-${env}.yaml`)
+  if (!existsSync(envFile)) throw refused(`environment "${env}" has no values file (${envFile})`)
+  if (extra && !existsSync(extra)) throw refused(`DEPLOY_VALUES_FILE ${extra} does not exist`)
+  return extra ? [envFile, extra] : [envFile]
+}
+
+/** The Deployment's name, as the chart's `doc-server.fullname` computes it. */
+export function chartFullname(release: string): string {
+  const name = release.includes(CHART_NAME) ? release : `${release}-${CHART_NAME}`
+  return name.slice(0, 63).replace(/-+$/, '')
+}
+
+export function podSelector(release: string): string {
+  return `app.kubernetes.io/name=${CHART_NAME},app.kubernetes.io/instance=${release}`
+}
+
+export type DeployResult = 'deployed' | 'rolled-back' | 'failed'
+
+export interface DeployReport {
+  release: string
+  namespace: string
+  environment: string
+  context: string | null
+  revision: number | null
+  previousRevision: number | null
+  digest: string | null
+  image: string | null
+  result: DeployResult
+  reason: string | null
+  recovered: string | null
+  seconds: number
+}
+
+export function writeDeployReport(config: Config, r: Omit<DeployReport, 'release' | 'namespace' | 'environment'>): string {
+  return writeReport(config.reportsDir, 'deploy', { release: config.releaseName, namespace: config.deployNamespace, environment: config.deployEnv, ...r })
+}
+
+/**
+ * A release left in pending-* by an interrupted helm (a killed job, a lost
+ * runner) blocks every later upgrade. It is rolled back to its last good
+ * revision, or uninstalled if it never deployed. A pending revision younger
+ * than the deploy timeout may be another deploy still running: refused.
+ */
+export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSecs: number, onLine?: (l: string) => void, now = Date.now()): Promise<string | undefined> {
+  const plan = pendingRecovery(await history(t, r))
+  if (plan.action === 'none') return undefined
+  const from = plan.from
+  const ageSecs = Math.round((now - (Date.parse(from.updated ?? '') || 0)) / 1000)
+  if (ageSecs < timeoutSecs) {
+    throw new PipelineError(`deploy: release ${r.name} has been ${from.status} for ${ageSecs}s (revision ${from.revision}); another deploy may still be running. Retry after ${timeoutSecs - ageSecs}s`)
+  }
+  if (plan.action === 'rollback') {
+    onLine?.(`revision ${from.revision} is stuck in ${from.status}: rolling back to revision ${plan.to}`)
+    await rollback(t, r, plan.to, timeoutSecs, onLine)
+    return `revision ${from.revision} was stuck in ${from.status}; rolled back to revision ${plan.to}`
+  }
+  onLine?.(`revision ${from.revision} is stuck in ${from.status} and never deployed: uninstalling it`)
+  await uninstall(t, r, onLine)
+  return `revision ${from.revision} was stuck in ${from.status} and never deployed; uninstalled`
+}
+
+/** After a failed upgrade: did helm roll back, to which revision, and why did the rollout fail? */
+export async function explainFailure(k: KubeTarget, t: HelmTarget, r: Release, sinceMs: number): Promise<{ rolledBackTo: number | undefined; revision: number | undefined; reason: string | undefined }> {
+  const entries = await history(t, r).catch(() => [])
+  const last = entries[entries.length - 1]
+  const m = last?.status === 'deployed' ? /^Rollback to (\d+)/.exec(last.description ?? '') : null
+  const [events, pods] = await Promise.all([listEvents(k, r.namespace).catch(() => []), listPods(k, r.namespace, podSelector(r.name)).catch(() => [])])
+  return { rolledBackTo: m ? Number(m[1]) : undefined, revision: last?.revision, reason: firstFailureReason(events, pods, chartFullname(r.name), sinceMs) }
+}
+
+/** After Helm's rollback: the previous revision's pods are serving again, or one line saying they are not. */
+export async function confirmRollback(k: KubeTarget, r: Release): Promise<string | undefined> {
+  try {
+    await rolloutStatus(k, r.namespace, chartFullname(r.name))
+    return undefined
+  } catch (err) {
+    return `the rolled-back revision is not healthy either: ${firstLine(err)}`
+  }
+}
+
+/**
+ * The rollout is complete and every serving pod runs exactly the deployed
+ * image. kwok fills no imageID, so there the pod spec's image is the evidence.
+ */
+export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string, onLine?: (l: string) => void): Promise<number> {
+  const name = chartFullname(r.name)
+  await rolloutStatus(k, r.namespace, name, onLine)
+  const dep = await getDeployment(k, r.namespace, name)
+  const images = dep.spec.template.spec.containers.map((c) => c.image)
+  if (!images.includes(pinned)) throw new PipelineError(`deploy: deployment ${name} templates ${images.join(', ')}, not ${pinned}`)
+  const want = dep.spec.replicas ?? 1
+  const s = dep.status ?? {}
+  if ((s.observedGeneration ?? 0) < (dep.metadata.generation ?? 0) || (s.updatedReplicas ?? 0) < want || (s.availableReplicas ?? 0) < want) {
+    throw new PipelineError(`deploy: deployment ${name} is not fully rolled out (${s.updatedReplicas ?? 0} updated, ${s.availableReplicas ?? 0} available of ${want})`)
+  }
+  const pods = (await listPods(k, r.namespace, podSelector(r.name))).filter((p) => !p.metadata.deletionTimestamp)
+  const wrong = podsNotRunning(pods, pinned, digest)
+  if (wrong.length > 0) throw new PipelineError(`deploy: pods do not all run ${digest.slice(0, 19)}…: ${wrong.slice(0, 3).join('; ')}`)
+  if (pods.length < want) throw new PipelineError(`deploy: ${pods.length} pods run, ${want} wanted`)
+  return pods.length
+}

@@ -1,0 +1,86 @@
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { ensureDebianPackages } from '../apt.ts'
+import { PipelineError } from '../errors.ts'
+import { run, succeeds, tail } from '../run.ts'
+import { stateDir } from '../paths.ts'
+import { findTool } from '../tools.ts'
+
+/** Debian's client: the preinstalled 28.x client has no buildx, so BuildKit builds need this one. */
+const DEBIAN_CLIENT = '/usr/bin/docker'
+
+/**
+ * The client to build with. A bare `docker` resolves to Debian's client once
+ * docker.io is installed, since the first `docker` on PATH may lack buildx.
+ */
+export function dockerClient(configured: string): string {
+  if (configured === 'docker' && existsSync(DEBIAN_CLIENT)) return DEBIAN_CLIENT
+  return configured
+}
+
+/** The environment every docker call gets: BuildKit on, plain progress output. */
+export function dockerEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, DOCKER_BUILDKIT: '1', BUILDKIT_PROGRESS: 'plain', ...extra }
+}
+
+export async function engineAnswers(docker: string): Promise<boolean> {
+  return succeeds([docker, 'info', '--format', '{{.ServerVersion}}'], { env: dockerEnv(), timeoutMs: 20_000 })
+}
+
+export interface EngineStatus {
+  docker: string
+  /** True when this call started dockerd. */
+  started: boolean
+  pid?: number
+  log?: string
+}
+
+/**
+ * A Docker engine that answers. One that already runs is used as it is; on a
+ * Debian machine as root, Debian's docker.io is installed when missing and
+ * dockerd started in the background (log and pidfile under the state dir),
+ * since CI machines start with no engine. Elsewhere one line says what to do.
+ */
+export async function ensureDockerEngine(configured: string, onLine?: (line: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<EngineStatus> {
+  let docker = dockerClient(configured)
+  if (findTool(docker) && (await engineAnswers(docker))) return { docker, started: false }
+  const root = process.getuid?.() === 0
+  if (!root || !findTool('apt-get')) {
+    throw new PipelineError('docker: no Docker engine answers `docker info`: install Docker Engine (Debian: apt-get install docker.io), start it, or set DOCKER to a client that reaches one')
+  }
+  await ensureDebianPackages([
+    { pkg: 'docker.io', provides: '/usr/sbin/dockerd' },
+    { pkg: 'docker.io', provides: DEBIAN_CLIENT },
+  ], onLine)
+  docker = dockerClient(configured)
+  if (await engineAnswers(docker)) return { docker, started: false }
+
+  const dir = join(stateDir(env), 'docker')
+  mkdirSync(dir, { recursive: true })
+  const log = join(dir, 'dockerd.log')
+  const pidfile = join(dir, 'dockerd.pid')
+  onLine?.(`starting dockerd (log: ${log})`)
+  const fd = openSync(log, 'a')
+  // Detached on purpose: the engine is a shared machine service that outlives this run.
+  const child = spawn('/usr/sbin/dockerd', ['--pidfile', pidfile], { detached: true, stdio: ['ignore', fd, fd], env: { ...process.env } })
+  child.unref()
+  closeSync(fd)
+  let exited: number | null = null
+  child.on('exit', (code) => (exited = code ?? -1))
+  const deadline = Date.now() + 60_000
+  while (Date.now() < deadline) {
+    if (await engineAnswers(docker)) return { docker, started: true, ...(child.pid ? { pid: child.pid } : {}), log }
+    if (exited !== null) break
+    await new Promise((r) => setTimeout(r, 1000))
+  }
+  const why = exited !== null ? `exited ${exited}` : 'did not answer within 60 s'
+  throw new PipelineError(`docker: dockerd ${why}; see ${log}`, existsSync(log) ? tail(readFileSync(log, 'utf8'), 15) : undefined)
+}
+
+/** The engine's facts for reports: server version and storage driver. */
+export async function engineInfo(docker: string): Promise<{ serverVersion: string; storageDriver: string }> {
+  const r = await run([docker, 'info', '--format', '{{.ServerVersion}} {{.Driver}}'], { env: dockerEnv() })
+  const [serverVersion = '', storageDriver = ''] = r.stdout.trim().split(' ')
+  return { serverVersion, storageDriver }
+}

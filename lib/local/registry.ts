@@ -1,0 +1,115 @@
+import { spawn } from 'node:child_process'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ensureDebianPackages } from '../apt.ts'
+import { PipelineError } from '../errors.ts'
+import { stateDir } from '../paths.ts'
+import { tail } from '../run.ts'
+
+/** The embedded default registry: loopback only, so nothing outside this machine can push to it. */
+export const LOCAL_REGISTRY = '127.0.0.1:5000'
+
+export interface RegistryStatus {
+  addr: string
+  running: boolean
+  /** The pid of a registry this project started, when it runs. */
+  pid?: number
+  dataDir: string
+  log: string
+}
+
+function paths(env: NodeJS.ProcessEnv) {
+  const dir = join(stateDir(env), 'registry')
+  return { dir, config: join(dir, 'config.yml'), data: join(dir, 'data'), log: join(dir, 'registry.log'), pidfile: join(dir, 'registry.pid') }
+}
+
+/** Whether a distribution v2 registry answers at `addr` (401 counts: it is there, it wants a login). */
+export async function registryAnswers(addr: string, timeoutMs = 2000): Promise<boolean> {
+  try {
+    const res = await fetch(`http://${addr}/v2/`, { signal: AbortSignal.timeout(timeoutMs) })
+    return res.status === 200 || res.status === 401
+  } catch {
+    return false
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function ourPid(pidfile: string): number | undefined {
+  if (!existsSync(pidfile)) return undefined
+  const pid = Number(readFileSync(pidfile, 'utf8').trim())
+  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined
+}
+
+/** The registry's config: distribution v2 on loopback, its data outside the clone. */
+export function registryConfig(addr: string, dataDir: string): string {
+  return [
+    'version: 0.1',
+    'log:',
+    '  level: info',
+    'storage:',
+    '  filesystem:',
+    `    rootdirectory: ${dataDir}`,
+    '  delete:',
+    '    enabled: true',
+    'http:',
+    `  addr: ${addr}`,
+    '  headers:',
+    '    X-Content-Type-Options: [nosniff]',
+    '',
+  ].join('\n')
+}
+
+export async function registryStatus(addr = LOCAL_REGISTRY, env: NodeJS.ProcessEnv = process.env): Promise<RegistryStatus> {
+  const p = paths(env)
+  const pid = ourPid(p.pidfile)
+  return { addr, running: await registryAnswers(addr), ...(pid ? { pid } : {}), dataDir: p.data, log: p.log }
+}
+
+/**
+ * A registry answering on `addr`: one that already answers is used as it is;
+ * otherwise Debian's docker-registry (installed when missing) is started in
+ * the background with its config, data and log under the state dir.
+ */
+export async function ensureRegistry(addr = LOCAL_REGISTRY, onLine?: (line: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<RegistryStatus> {
+  if (await registryAnswers(addr)) return registryStatus(addr, env)
+  await ensureDebianPackages([{ pkg: 'docker-registry', provides: '/usr/bin/docker-registry' }], onLine)
+  const p = paths(env)
+  mkdirSync(p.data, { recursive: true })
+  writeFileSync(p.config, registryConfig(addr, p.data))
+  onLine?.(`starting docker-registry on ${addr} (data: ${p.data})`)
+  const fd = openSync(p.log, 'a')
+  // Detached: the registry is a shared local service that later stages and runs reuse.
+  const child = spawn('/usr/bin/docker-registry', ['serve', p.config], { detached: true, stdio: ['ignore', fd, fd] })
+  child.unref()
+  closeSync(fd)
+  if (child.pid) writeFileSync(p.pidfile, `${child.pid}\n`)
+  let exited: number | null = null
+  child.on('exit', (code) => (exited = code ?? -1))
+  const deadline = Date.now() + 30_000
+  while (Date.now() < deadline) {
+    if (await registryAnswers(addr)) return registryStatus(addr, env)
+    if (exited !== null) break
+    await new Promise((r) => setTimeout(r, 300))
+  }
+  const why = exited !== null ? `exited ${exited} (is ${addr} taken by another program?)` : 'did not answer /v2/ within 30 s'
+  throw new PipelineError(`registry: docker-registry on ${addr} ${why}; see ${p.log}`, existsSync(p.log) ? tail(readFileSync(p.log, 'utf8'), 15) : undefined)
+}
+
+/** Stops the registry this project started (never one it did not start); its data stays. */
+export async function stopRegistry(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
+  const p = paths(env)
+  const pid = ourPid(p.pidfile)
+  if (!pid) return false
+  process.kill(pid, 'SIGTERM')
+  for (let i = 0; i < 50 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100))
+  rmSync(p.pidfile, { force: true })
+  return true
+}

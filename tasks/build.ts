@@ -1,0 +1,158 @@
+/**
+ * build: turns the commit into an image. Builds Dockerfile.optimized with
+ * BuildKit, pushes it (never for pull requests), pulls it back by digest and
+ * runs it until its own HEALTHCHECK says healthy. Hands `reports/build.json`
+ * (reference and digest) to the stages after it.
+ */
+import { join } from 'node:path'
+import type { ListrTask } from 'listr2'
+import { isMain } from '../lib/cli.ts'
+import { loadConfig, shouldPush, type Config } from '../lib/config.ts'
+import { buildImage, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult } from '../lib/docker.ts'
+import { gitFacts, type GitFacts } from '../lib/git.ts'
+import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/image-ref.ts'
+import { ensureBaseImages } from '../lib/local/base-images.ts'
+import { ensureDockerEngine } from '../lib/local/docker.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
+import { repoRoot } from '../lib/paths.ts'
+import { appendSummary, markdownTable, setOutput, writeReport } from '../lib/report.ts'
+import { defineStage, runStage } from '../lib/stage.ts'
+
+export interface BuildCtx {
+  root: string
+  config: Config
+  git: GitFacts
+  ref: ImageRef
+  push: boolean
+  docker: string
+  build?: BuildResult
+  healthySeconds?: number
+  started: number
+}
+
+/** What `reports/build.json` holds; scan and deploy read it. */
+export interface BuildReport {
+  image: { ref: string; digest: string | null; repository: string; tag: string; pinned: string | null }
+  commit: { sha: string; branch: string | null; dirty: boolean }
+  pushed: boolean
+  seconds: number
+  build: { seconds: number; cookCacheHit: boolean | null }
+  healthySeconds: number | null
+}
+
+export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
+  return [
+    {
+      title: 'Commit and image reference',
+      task: async (ctx, task) => {
+        ctx.config = loadConfig()
+        ctx.git = await gitFacts(root)
+        ctx.ref = imageRef({ registry: ctx.config.registry, owner: ctx.config.imageOwner, name: ctx.config.imageName, tag: ctx.config.imageTag ?? ctx.git.sha })
+        ctx.push = shouldPush(ctx.config, ctx.git.branch)
+        const why = ctx.push ? 'will push' : ctx.config.pullRequest ? 'pull request: build only, no push' : 'PUSH=false: build only'
+        task.title = `${formatRef(ctx.ref)} (${why}${ctx.git.dirty ? '; working tree has uncommitted changes' : ''})`
+      },
+    },
+    {
+      title: 'Docker engine',
+      task: async (ctx, task) => {
+        const engine = await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))
+        ctx.docker = engine.docker
+        task.title = engine.started ? `Docker engine: started dockerd (log: ${engine.log})` : `Docker engine: running (${engine.docker})`
+      },
+    },
+    {
+      title: `Local registry ${LOCAL_REGISTRY}`,
+      enabled: (ctx) => ctx.push && ctx.config.registry === LOCAL_REGISTRY,
+      task: async (_ctx, task) => {
+        const status = await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
+        task.title = `Local registry ${LOCAL_REGISTRY}: answering (data: ${status.dataDir})`
+      },
+    },
+    {
+      title: 'Base images',
+      task: async (ctx, task) => {
+        const images = await ensureBaseImages(ctx.docker, ctx.config.cacheDir, (l) => (task.output = l))
+        task.title = `Base images: ${images.map((i) => `${i.name} (${i.source})`).join(', ')}`
+      },
+    },
+    {
+      title: 'Registry login',
+      enabled: (ctx) => ctx.push && !!ctx.config.registryUser && !!ctx.config.registryToken,
+      task: async (ctx, task) => {
+        await registryLogin(ctx.docker, ctx.config.registry, ctx.config.registryUser!, ctx.config.registryToken!, (l) => (task.output = l))
+        task.title = `Registry login: ${ctx.config.registryUser} at ${ctx.config.registry}`
+      },
+    },
+    {
+      title: 'Build Dockerfile.optimized',
+      task: async (ctx, task) => {
+        ctx.build = await buildImage({
+          docker: ctx.docker,
+          context: root,
+          dockerfile: join(root, 'Dockerfile.optimized'),
+          tags: [formatRef(ctx.ref)],
+          buildArgs: await ociBuildArgs(root, ctx.git.sha),
+          onLine: (l) => (task.output = l),
+        })
+        const cook = ctx.build.cookCacheHit === null ? 'no cook step seen' : ctx.build.cookCacheHit ? 'cook step cached' : 'cook step rebuilt'
+        task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${cook})`
+      },
+    },
+    {
+      title: 'Push',
+      skip: (ctx) => (ctx.push ? false : 'not pushed (pull request or PUSH=false); later stages refuse to deploy an unpushed image'),
+      task: async (ctx, task) => {
+        const pushed = await pushImage(ctx.docker, formatRef(ctx.ref), { onLine: (l) => (task.output = l), secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [] })
+        ctx.ref = { ...ctx.ref, digest: pushed.digest }
+        task.title = `Pushed ${pinnedRef(ctx.ref)}`
+      },
+    },
+    {
+      title: 'Pull by digest and run until healthy',
+      task: async (ctx, task) => {
+        let image = formatRef(ctx.ref)
+        if (ctx.ref.digest) {
+          // Drop the local copy first, so the image that runs is the one the registry serves.
+          await removeImage(ctx.docker, formatRef({ ...ctx.ref, digest: undefined }))
+          await pullImage(ctx.docker, pinnedRef(ctx.ref), (l) => (task.output = l))
+          await tagImage(ctx.docker, pinnedRef(ctx.ref), formatRef({ ...ctx.ref, digest: undefined }))
+          image = pinnedRef(ctx.ref)
+        }
+        const container = await startContainer(ctx.docker, image)
+        try {
+          ctx.healthySeconds = await waitHealthy(ctx.docker, container.id)
+        } finally {
+          await removeContainer(ctx.docker, container.id)
+        }
+        task.title = `${ctx.ref.digest ? 'Pulled by digest, ran' : 'Ran the local image'}: healthy after ${ctx.healthySeconds.toFixed(1)} s (its own HEALTHCHECK)`
+      },
+    },
+    {
+      title: 'Report',
+      task: (ctx, task) => {
+        const report: BuildReport = {
+          image: { ref: formatRef({ ...ctx.ref, digest: undefined }), digest: ctx.ref.digest ?? null, repository: repository(ctx.ref), tag: ctx.ref.tag!, pinned: ctx.ref.digest ? pinnedRef(ctx.ref) : null },
+          commit: { sha: ctx.git.sha, branch: ctx.git.branch ?? null, dirty: ctx.git.dirty },
+          pushed: ctx.ref.digest !== undefined,
+          seconds: (performance.now() - ctx.started) / 1000,
+          build: { seconds: ctx.build!.seconds, cookCacheHit: ctx.build!.cookCacheHit },
+          healthySeconds: ctx.healthySeconds ?? null,
+        }
+        const path = writeReport(ctx.config.reportsDir, 'build', report)
+        setOutput('image', report.image.ref)
+        if (report.image.digest) setOutput('digest', report.image.digest)
+        appendSummary(`### build\n\n${markdownTable(['image', 'digest', 'pushed', 'build seconds'], [[report.image.ref, report.image.digest ?? '-', report.pushed ? 'yes' : 'no', report.build.seconds.toFixed(1)]])}`)
+        task.title = `Report: ${path}`
+      },
+    },
+  ]
+}
+
+export const stage = defineStage<BuildCtx>({
+  name: 'build',
+  tasks: () => buildTasks(),
+  initialCtx: () => ({ started: performance.now() }) as BuildCtx,
+})
+
+if (isMain(import.meta.url)) await runStage(stage)

@@ -1,0 +1,50 @@
+/**
+ * The local Kubernetes the deploy stage and its tests use when no
+ * KUBE_CONTEXT is configured: `up` (build once, create or start), `down`
+ * (stop; releases survive in etcd), `status`, `delete` (remove its state).
+ */
+import { cachedBinaries } from '../lib/cluster-build.ts'
+import { isMain, runMain, taskList } from '../lib/cli.ts'
+import { loadConfig } from '../lib/config.ts'
+import { PipelineError } from '../lib/errors.ts'
+import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, deleteCluster, ensureCluster, stopCluster } from '../lib/local/cluster.ts'
+
+const ACTIONS = ['up', 'down', 'status', 'delete'] as const
+type Action = (typeof ACTIONS)[number]
+
+export function parseAction(argv: readonly string[]): Action {
+  const a = argv[0]
+  if (argv.length !== 1 || !(ACTIONS as readonly string[]).includes(a ?? '')) throw new PipelineError(`cluster: use one of ${ACTIONS.join(', ')}${a ? `, not "${argv.join(' ')}"` : ''}`)
+  return a as Action
+}
+
+async function main(argv: readonly string[]): Promise<void> {
+  const action = parseAction(argv)
+  const cache = loadConfig().cacheDir
+  if (action === 'status') {
+    const kubectl = cachedBinaries(cache).find((b) => b.name === 'kubectl')
+    console.log(`local cluster: ${await clusterStatus(cache, kubectl?.present ? kubectl.path : undefined)} (state in ${clusterStateDir(cache)})`)
+    for (const b of cachedBinaries(cache)) console.log(`  ${b.present ? '✔' : '✖'} ${b.name}  ${b.path}`)
+    return
+  }
+  const title = { up: 'Local cluster: up', down: 'Local cluster: stop', delete: 'Local cluster: delete' }[action]
+  await taskList<object>([
+    {
+      title,
+      task: async (_ctx, task) => {
+        const onLine = (l: string) => (task.output = l)
+        if (action === 'up') {
+          const c = await ensureCluster(cache, onLine)
+          task.title = `Local cluster: up (kubectl --kubeconfig ${c.kubeconfig} --context ${CLUSTER_CONTEXT})`
+        } else if (action === 'down') {
+          task.title = (await stopCluster(cache, onLine)) ? 'Local cluster: stopped (state kept)' : 'Local cluster: none to stop'
+        } else {
+          await deleteCluster(cache, onLine)
+          task.title = 'Local cluster: deleted'
+        }
+      },
+    },
+  ]).run({})
+}
+
+if (isMain(import.meta.url)) await runMain(() => main(process.argv.slice(2)))

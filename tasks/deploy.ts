@@ -1,0 +1,157 @@
+/**
+ * deploy: ships exactly the digest the scan passed, with Helm, to DEPLOY_ENV.
+ * Every refusal (no digest, no passing scan, unknown environment, values the
+ * chart refuses, a missing context, a silent cluster) happens before anything
+ * is changed. A rollout that does not become ready is rolled back by Helm;
+ * the stage then names the first real reason and exits non-zero. Either way
+ * reports/deploy.json says what happened.
+ */
+import type { ListrTask } from 'listr2'
+import { ensureHelm, ensureKubectl } from '../lib/cluster-build.ts'
+import { isMain } from '../lib/cli.ts'
+import { loadConfig, type Config } from '../lib/config.ts'
+import { CHART_DIR, confirmRollback, explainFailure, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy.ts'
+import { PipelineError, firstLine } from '../lib/errors.ts'
+import { history, renderChart, upgradeInstall, type HelmTarget, type Release } from '../lib/helm.ts'
+import { requireContext, requireReachable, type KubeTarget } from '../lib/kube.ts'
+import { ensureCluster } from '../lib/local/cluster.ts'
+import { appendSummary, markdownTable, setOutput } from '../lib/report.ts'
+import { defineStage, runStage } from '../lib/stage.ts'
+
+export interface DeployCtx {
+  started: number
+  config?: Config
+  image?: DeployImage
+  files: string[]
+  sets: Record<string, string>
+  helm?: HelmTarget
+  kube?: KubeTarget
+  release?: Release
+  recovered?: string
+  previousRevision?: number
+  revision?: number
+  result?: DeployResult
+}
+
+type Task = ListrTask<DeployCtx>['task']
+
+function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
+  if (!ctx.config) return
+  writeDeployReport(ctx.config, {
+    context: ctx.kube?.context ?? null,
+    revision: ctx.revision ?? null,
+    previousRevision: ctx.previousRevision ?? null,
+    digest: ctx.image?.digest ?? null,
+    image: ctx.image?.pinned ?? null,
+    result,
+    reason,
+    recovered: ctx.recovered ?? null,
+    seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
+  })
+  const c = ctx.config
+  appendSummary(`### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`)
+}
+
+/** Whatever a task throws, the report is written first: it is the run's receipt. */
+const reported = (fn: Task): Task => async (ctx, task) => {
+  try {
+    return await fn(ctx, task)
+  } catch (err) {
+    report(ctx, ctx.result ?? 'failed', firstLine(err))
+    throw err
+  }
+}
+
+export function deployTasks(): ListrTask<DeployCtx>[] {
+  return [
+    {
+      title: 'Image: the digest the scan passed',
+      task: reported((ctx, task) => {
+        const config = (ctx.config = loadConfig())
+        ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
+        ctx.image = readDeployInputs(config.reportsDir)
+        ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
+        task.title = `Image: ${ctx.image.pinned}`
+      }),
+    },
+    {
+      title: 'Chart values',
+      task: reported(async (ctx, task) => {
+        const config = ctx.config!
+        ctx.files = valueFiles(config.deployEnv, config.deployValuesFile)
+        const helm = await ensureHelm(config.cacheDir, (l) => (task.output = l))
+        ctx.helm = { helm, kubeconfig: undefined, context: '' }
+        await renderChart(helm, ctx.release!, CHART_DIR, ctx.files, ctx.sets)
+        task.title = `Chart values: ${config.deployEnv} accepted by the schema`
+      }),
+    },
+    {
+      title: 'Cluster',
+      task: reported(async (ctx, task) => {
+        const config = ctx.config!
+        const onLine = (l: string) => (task.output = l)
+        if (config.kubeContext) {
+          ctx.kube = { kubectl: await ensureKubectl(config.cacheDir, onLine), kubeconfig: undefined, context: config.kubeContext }
+          await requireContext(ctx.kube)
+        } else {
+          const local = await ensureCluster(config.cacheDir, onLine)
+          ctx.kube = { kubectl: local.binaries.kubectl, kubeconfig: local.kubeconfig, context: local.context }
+        }
+        await requireReachable(ctx.kube)
+        if (config.kubeContext && ctx.image!.pushed === false) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
+        ctx.helm = { ...ctx.helm!, kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
+        task.title = `Cluster: ${ctx.kube.context} answers${config.kubeContext ? '' : ' (local kwok cluster)'}`
+      }),
+    },
+    {
+      title: 'Release: recover a stuck helm operation',
+      task: reported(async (ctx, task) => {
+        const { helm, release, config } = ctx as Required<DeployCtx>
+        ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, (l) => (task.output = l))
+        const entries = await history(helm, release)
+        ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
+        task.title = ctx.recovered ? `Release: ${ctx.recovered}` : `Release: ${ctx.previousRevision ? `at revision ${ctx.previousRevision}` : 'first install'}`
+      }),
+    },
+    {
+      title: 'helm upgrade --install --atomic --wait',
+      task: reported(async (ctx, task) => {
+        const { helm, release, config, image, kube } = ctx as Required<DeployCtx>
+        task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
+        const since = Date.now()
+        try {
+          await upgradeInstall(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, onLine: (l) => (task.output = l) })
+        } catch (err) {
+          const why = await explainFailure(kube, helm, release, since)
+          ctx.revision = why.revision
+          const reason = why.reason ?? firstLine(err)
+          if (why.rolledBackTo !== undefined) {
+            ctx.result = 'rolled-back'
+            const unhealthy = await confirmRollback(kube, release)
+            const state = unhealthy ?? `revision ${why.revision} serves the previous image again`
+            throw new PipelineError(`deploy: ${image.digest.slice(0, 19)}… did not become ready; rolled back to revision ${why.rolledBackTo} (${state}): ${reason}`, err instanceof PipelineError ? err.details : undefined)
+          }
+          ctx.result = 'failed'
+          throw new PipelineError(`deploy: ${image.digest.slice(0, 19)}… failed${ctx.previousRevision ? '' : ' on first install (removed by --atomic)'}: ${reason}`, err instanceof PipelineError ? err.details : undefined)
+        }
+        const entries = await history(helm, release)
+        ctx.revision = entries[entries.length - 1]?.revision
+      }),
+    },
+    {
+      title: 'Verify: rollout complete, pods run the digest',
+      task: reported(async (ctx, task) => {
+        const { release, image, kube } = ctx as Required<DeployCtx>
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest, (l) => (task.output = l))
+        ctx.result = 'deployed'
+        report(ctx, 'deployed', null)
+        setOutput('revision', String(ctx.revision ?? ''))
+        task.title = `Verify: ${pods} pod(s) ready on ${image.digest.slice(0, 19)}…, revision ${ctx.revision}`
+      }),
+    },
+  ]
+}
+
+export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: deployTasks, initialCtx: () => ({ started: performance.now(), files: [], sets: {} }) })
+
+if (isMain(import.meta.url)) await runStage(stage)

@@ -1,0 +1,170 @@
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { parse as parseYaml } from 'yaml'
+import { goBinaryName, kubeLdflags, kubernetesWrapperGoMod } from '../lib/cluster-build.ts'
+import { loadConfig } from '../lib/config.ts'
+import { chartFullname, deployableImage, podSelector, readDeployInputs, valueFiles, type BuildReport, type ScanReport } from '../lib/deploy.ts'
+import { pendingRecovery, schemaProblems, templateFailure, type HistoryEntry } from '../lib/helm.ts'
+import { firstFailureReason, podsNotRunning, type EventJson, type PodJson } from '../lib/kube.ts'
+import { neverReadyStage } from '../lib/local/cluster.ts'
+import { repoRoot } from '../lib/paths.ts'
+import { writeReport } from '../lib/report.ts'
+import { parseAction } from '../tasks/cluster.ts'
+
+const t = suite('deploy')
+
+const D1 = `sha256:${'a1'.repeat(32)}`
+const D2 = `sha256:${'b2'.repeat(32)}`
+const build = (digest = D1): BuildReport => ({ image: { ref: `127.0.0.1:5000/local/agent-docs:abc@${digest}`, digest, repository: '127.0.0.1:5000/local/agent-docs', tag: 'abc' }, pushed: true, commit: 'c'.repeat(40) })
+const pass = (digest = D1): ScanReport => ({ decision: 'pass', image: { digest } })
+
+const refusal = (fn: () => unknown, re: RegExp) => {
+  try {
+    fn()
+    assert.unreachable('accepted')
+  } catch (err) {
+    const msg = (err as Error).message
+    assert.match(msg, re)
+    assert.match(msg, /^deploy: refused: /)
+    assert.not.match(msg, /\n/)
+  }
+}
+
+t('deploys exactly the built digest, pinned, when the scan passed it', () => {
+  const img = deployableImage(build(), pass())
+  assert.is(img.digest, D1)
+  assert.is(img.repository, '127.0.0.1:5000/local/agent-docs')
+  assert.is(img.pinned, `127.0.0.1:5000/local/agent-docs@${D1}`)
+})
+
+t('accepts the scan digest under image.digest, digest or the scanned ref', () => {
+  assert.is(deployableImage(build(), { decision: 'pass', digest: D1 }).digest, D1)
+  assert.is(deployableImage(build(), { decision: 'pass', image: { ref: `r/o/n@${D1}` } }).digest, D1)
+  assert.is(deployableImage({ digest: D1, image: { repository: 'ghcr.io/o/n' } }, pass()).pinned, `ghcr.io/o/n@${D1}`)
+})
+
+t('refuses a missing digest, a missing or failed scan, and a different scanned digest', () => {
+  refusal(() => deployableImage({ image: { ref: '127.0.0.1:5000/local/agent-docs:abc' } }, pass()), /names no image digest/)
+  refusal(() => deployableImage(build('sha256:xyz'), pass()), /not sha256:<64 hex>/)
+  refusal(() => deployableImage(build(), undefined), /scan\.json is missing/)
+  refusal(() => deployableImage(build(), { decision: 'fail', reason: '2 CRITICAL', image: { digest: D1 } }), /did not pass \(decision: fail; 2 CRITICAL\)/)
+  refusal(() => deployableImage(build(), { image: { digest: D1 } }), /decision: none/)
+  refusal(() => deployableImage(build(), { decision: 'pass' }), /does not say which digest/)
+  refusal(() => deployableImage(build(D1), pass(D2)), /is not the built image/)
+})
+
+t('reads the reports from REPORTS_DIR; a missing scan report is a refusal', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'deploy-'))
+  assert.throws(() => readDeployInputs(dir), /build\.json is missing; run the build stage first/)
+  writeReport(dir, 'build', build())
+  refusal(() => readDeployInputs(dir), /scan\.json is missing/)
+  writeReport(dir, 'scan', pass())
+  assert.is(readDeployInputs(dir).digest, D1)
+})
+
+t('every environment has a values file; an unknown one or a missing extra file is refused', () => {
+  for (const env of ['dev', 'staging', 'prod']) assert.ok(valueFiles(env, undefined)[0]!.endsWith(`values-${env}.yaml`))
+  refusal(() => valueFiles('qa', undefined), /environment "qa" has no values file/)
+  refusal(() => valueFiles('dev', '/nonexistent/extra.yaml'), /DEPLOY_VALUES_FILE/)
+  assert.throws(() => loadConfig({ DEPLOY_ENV: 'qa' }, {}), /DEPLOY_ENV="qa"/)
+})
+
+t('names follow the chart helpers', () => {
+  assert.is(chartFullname('doc-server'), 'doc-server')
+  assert.is(chartFullname('docs'), 'docs-doc-server')
+  assert.is(podSelector('docs'), 'app.kubernetes.io/name=doc-server,app.kubernetes.io/instance=docs')
+})
+
+t('a stuck release is rolled back to its last good revision, or uninstalled', () => {
+  const h = (revision: number, status: string): HistoryEntry => ({ revision, status })
+  assert.equal(pendingRecovery([h(1, 'superseded'), h(2, 'deployed')]), { action: 'none' })
+  assert.equal(pendingRecovery([]), { action: 'none' })
+  assert.equal(pendingRecovery([h(1, 'superseded'), h(2, 'deployed'), h(3, 'pending-upgrade')]), { action: 'rollback', from: h(3, 'pending-upgrade'), to: 2 })
+  assert.equal(pendingRecovery([h(1, 'deployed'), h(2, 'failed'), h(3, 'pending-rollback')]), { action: 'rollback', from: h(3, 'pending-rollback'), to: 1 })
+  assert.equal(pendingRecovery([h(1, 'pending-install')]), { action: 'uninstall', from: h(1, 'pending-install') })
+})
+
+const pod = (name: string, image: string, extra: Partial<PodJson['status']> = {}, deleting = false): PodJson => ({
+  metadata: { name, ...(deleting ? { deletionTimestamp: '2026-01-01T00:00:00Z' } : {}) },
+  spec: { containers: [{ name: 'doc-server', image }] },
+  status: { phase: 'Running', containerStatuses: [{ name: 'doc-server', ready: true, image }], ...extra },
+})
+
+t('the first failure reason is the earliest warning about our objects, not helm\'s timeout', () => {
+  const since = Date.parse('2026-01-01T10:00:00Z')
+  const ev = (at: string, name: string, reason: string, message: string, type = 'Warning'): EventJson => ({ type, reason, message, involvedObject: { kind: 'Pod', name }, lastTimestamp: at })
+  const events = [
+    ev('2026-01-01T10:00:09Z', 'doc-server-7d9-x', 'Unhealthy', 'Readiness probe failed: 503'),
+    ev('2026-01-01T10:00:05Z', 'doc-server-7d9-x', 'FailedScheduling', '0/2 nodes are available'),
+    ev('2026-01-01T09:00:00Z', 'doc-server-old', 'BackOff', 'an hour-old event'),
+    ev('2026-01-01T10:00:01Z', 'other-app-1', 'Failed', 'not ours'),
+    ev('2026-01-01T10:00:02Z', 'doc-server-7d9-x', 'Scheduled', 'fine', 'Normal'),
+  ]
+  assert.is(firstFailureReason(events, [], 'doc-server', since), 'Pod doc-server-7d9-x: FailedScheduling: 0/2 nodes are available')
+  const waiting = pod('doc-server-1', 'img', { containerStatuses: [{ name: 'doc-server', ready: false, state: { waiting: { reason: 'ImagePullBackOff', message: 'not found' } } }] })
+  assert.is(firstFailureReason([], [waiting], 'doc-server', since), 'Pod doc-server-1: container doc-server ImagePullBackOff: not found')
+  const unready = pod('doc-server-2', 'img', { containerStatuses: [], conditions: [{ type: 'Ready', status: 'False', reason: 'ContainersNotReady' }] })
+  assert.is(firstFailureReason([], [unready], 'doc-server', since), 'Pod doc-server-2: Ready=False (ContainersNotReady)')
+  assert.is(firstFailureReason([], [], 'doc-server', since), undefined)
+})
+
+t('pods must run exactly the pinned image; terminating pods do not count', () => {
+  const pinned = `r/o/n@${D1}`
+  assert.equal(podsNotRunning([pod('a', pinned), pod('old', `r/o/n@${D2}`, {}, true)], pinned, D1), [])
+  assert.match(podsNotRunning([pod('b', `r/o/n@${D2}`)], pinned, D1).join(), /^b\/doc-server runs r\/o\/n@sha256:b2/)
+  const wrongId = pod('c', pinned, { containerStatuses: [{ name: 'doc-server', ready: true, imageID: `r/o/n@${D2}` }] })
+  assert.match(podsNotRunning([wrongId], pinned, D1)[0]!, /reports image/)
+  const unready = pod('d', pinned, { containerStatuses: [{ name: 'doc-server', ready: false }] })
+  assert.match(podsNotRunning([unready], pinned, D1)[0]!, /not ready/)
+})
+
+t('helm errors become one line: schema violations and chart rules', () => {
+  const schema = `Error: values don't meet the specifications of the schema(s) in the following chart(s):\ndoc-server:\n- at '/replicaCount': got string, want integer\n`
+  assert.is(schemaProblems(schema), "at '/replicaCount': got string, want integer")
+  assert.is(templateFailure('Error: execution error at (doc-server/templates/deployment.yaml:2:4): autoscaling.minReplicas (5) is above autoscaling.maxReplicas (2)'), 'autoscaling.minReplicas (5) is above autoscaling.maxReplicas (2)')
+  assert.is(schemaProblems('Error: something else'), undefined)
+  const nested = `Error: values don't meet the specifications of the schema(s) in the following chart(s):\ndoc-server:\n- at '/resources/requests': 'allOf' failed\n  - at '/resources/requests/cpu': 'anyOf' failed\n    - at '/resources/requests/cpu': 'lots' does not match pattern '^[0-9]+$'\n    - at '/resources/requests/cpu': got string, want number\n- at '': additional properties 'replicas' not allowed\n`
+  assert.is(schemaProblems(nested), "at '/resources/requests/cpu': 'lots' does not match pattern '^[0-9]+$'; at the top level: additional properties 'replicas' not allowed")
+})
+
+t('the Kubernetes wrapper module pins every staging module to the matching v0 version', () => {
+  const upstream = 'module k8s.io/kubernetes\n\nrequire (\n\tk8s.io/api v0.0.0\n\tk8s.io/client-go v0.0.0\n\tgithub.com/x/y v1.2.3\n)\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/sample-cli-plugin => ./staging/src/k8s.io/sample-cli-plugin\n)\n'
+  const mod = kubernetesWrapperGoMod('v1.36.3', upstream)
+  assert.match(mod, /require k8s\.io\/kubernetes v1\.36\.3/)
+  assert.match(mod, /\tk8s\.io\/api => k8s\.io\/api v0\.36\.3/)
+  assert.match(mod, /\tk8s\.io\/client-go => k8s\.io\/client-go v0\.36\.3/)
+  assert.not.match(mod, /sample-cli-plugin/, 'only required modules: the proxy lacks some replaced ones')
+  assert.throws(() => kubernetesWrapperGoMod('1.36', upstream), /not v1\.<minor>\.<patch>/)
+  assert.match(kubeLdflags('v1.36.3'), /-X k8s\.io\/component-base\/version\.gitVersion=v1\.36\.3 /)
+  assert.match(kubeLdflags('v1.36.3'), /gitMinor=36/)
+  assert.is(goBinaryName('go.etcd.io/etcd/server/v3'), 'server')
+  assert.is(goBinaryName('k8s.io/kubernetes/cmd/kubectl'), 'kubectl')
+})
+
+t('the never-ready stage keys on the annotation and sets Ready=False', () => {
+  const stage = JSON.stringify(neverReadyStage())
+  assert.match(stage, /simulate\.doc-server\.dev\/readiness/)
+  assert.match(stage, /type: Ready, status: \\"False\\"/)
+})
+
+t('cluster actions are up, down, status and delete', () => {
+  assert.is(parseAction(['up']), 'up')
+  assert.is(parseAction(['down']), 'down')
+  assert.throws(() => parseAction([]), /^cluster: use one of up, down, status, delete$/)
+  assert.throws(() => parseAction(['start']), /not "start"/)
+})
+
+t('the deploy job outlives a failed rollout and its rollback (2 x DEPLOY_TIMEOUT_SECS)', () => {
+  const file = join(repoRoot, '.github', 'workflows', 'ci.yml')
+  if (!existsSync(file)) return
+  const wf = parseYaml(readFileSync(file, 'utf8')) as { jobs?: Record<string, { 'timeout-minutes'?: number; steps?: { run?: string }[] }> }
+  const job = Object.values(wf.jobs ?? {}).find((j) => (j.steps ?? []).some((s) => /tasks\/deploy\.ts|ci:deploy/.test(s.run ?? '')))
+  assert.ok(job, 'a workflow job runs the deploy stage')
+  const timeout = loadConfig({}, {}).deployTimeoutSecs
+  assert.ok((job!['timeout-minutes'] ?? 360) * 60 > 2 * timeout + 120, `deploy job timeout ${job!['timeout-minutes']} min is too short for 2 x ${timeout}s`)
+})
+
+t.run()

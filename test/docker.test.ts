@@ -1,0 +1,105 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/docker.ts'
+import { dockerClient } from '../lib/local/docker.ts'
+import { statusEntry } from '../lib/local/base-images.ts'
+import { registryConfig } from '../lib/local/registry.ts'
+import { run } from '../lib/run.ts'
+
+const t = suite('docker')
+// Real BuildKit output (docker 20.10, --progress=plain) of Dockerfile.optimized.
+const fixture = (name: string) => readFileSync(new URL(`./fixtures/buildkit/${name}`, import.meta.url), 'utf8')
+
+t('the cook step cache hit is read from BuildKit\'s own CACHED line', () => {
+  const steps = parseBuildOutput(fixture('warm-code-change.txt'))
+  const cook = cookStep(steps)!
+  assert.match(cook.name, /^\[cook 2\/2\] RUN .*cargo chef cook --release/)
+  assert.is(cook.cached, true)
+  const build = steps.find((s) => /cargo auditable build/.test(s.name))!
+  assert.is(build.cached, false)
+  assert.ok((build.seconds ?? 0) > 0)
+  assert.equal(compiledCrates(build), ['doc-server'], 'only our crate compiles on a code-only change')
+  assert.is(cookStep(parseBuildOutput('#1 [a 1/1] RUN cargo build\n#1 DONE 1.0s\n')), undefined)
+})
+
+t('a cook step that ran is not a cache hit', () => {
+  const text = '#16 [cook 2/2] RUN cargo chef cook --release --recipe-path recipe.json\n#16 0.5    Compiling serde v1.0.0\n#16 DONE 74.3s\n'
+  const cook = cookStep(parseBuildOutput(text))!
+  assert.is(cook.cached, false)
+  assert.is(cook.seconds, 74.3)
+  assert.equal(compiledCrates(cook), ['serde'])
+})
+
+t('a compile error names the Dockerfile step and the compiler\'s first error', () => {
+  const text = fixture('compile-error.txt')
+  const err = buildFailure(parseBuildOutput(text), text)
+  assert.is(err.message, 'docker build failed at [build 3/4] RUN cargo auditable build --release --locked --bin doc-server && …: error: this file contains an unclosed delimiter')
+  assert.match(err.details ?? '', /--> crates\/doc-server\/src\/main\.rs:\d+:\d+/)
+  assert.match(err.details ?? '', /error: could not compile `doc-server`/)
+  assert.ok((err.details ?? '').split('\n').length <= 40, 'the error block, not the whole log')
+  assert.not.match(err.details ?? '', /Compiling/)
+})
+
+t('a failing step without a compiler error shows the tool\'s own last words', () => {
+  const text = fixture('upx-env-error.txt')
+  const err = buildFailure(parseBuildOutput(text), text)
+  assert.match(err.message, /^docker build failed at \[build 4\/4\] RUN if .*: upx: invalid string 'true' in environment variable 'UPX'$/)
+})
+
+t('a failure outside any step still gives one line', () => {
+  const text = 'failed to solve with frontend dockerfile.v0: failed to read dockerfile: open Dockerfile: no such file or directory\n'
+  assert.match(buildFailure(parseBuildOutput(text), text).message, /^docker build failed: failed to solve with frontend dockerfile\.v0/)
+})
+
+t('step labels drop mount flags and stay short', () => {
+  assert.is(stepLabel('[cook 2/2] RUN --mount=type=secret,id=ca-bundle,target=/x     cargo chef cook'), '[cook 2/2] RUN cargo chef cook')
+  assert.is(stepLabel('[b 1/2] RUN make  &&  make install'), '[b 1/2] RUN make && …')
+  assert.is(stepLabel('x'.repeat(200)).length, 90)
+})
+
+t('the digest comes from docker push\'s last line', () => {
+  const out = 'abc: Pushed\nlatest: digest: sha256:' + 'e'.repeat(64) + ' size: 1153\n'
+  assert.equal(parsePushDigest(out), { digest: `sha256:${'e'.repeat(64)}`, size: 1153 })
+  assert.is(parsePushDigest('abc: Retrying in 5 seconds'), undefined)
+})
+
+t('OCI labels carry the commit, its date, and never credentials from the remote URL', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'oci-'))
+  const git = (...a: string[]) => run(['git', ...a], { cwd: dir })
+  await git('init', '-q')
+  await git('-c', 'user.email=t@example.invalid', '-c', 'user.name=t', 'commit', '-q', '--allow-empty', '-m', 'x')
+  await git('remote', 'add', 'origin', 'https://bot:ghp_secret123@github.com/acme/doc.git')
+  const sha = (await git('rev-parse', 'HEAD')).stdout.trim()
+  const args = await ociBuildArgs(dir, sha, {})
+  assert.is(args.SOURCE, 'https://github.com/acme/doc.git')
+  assert.is(args.REVISION, sha)
+  assert.match(args.CREATED!, /^\d{4}-\d\d-\d\dT/)
+  const gh = await ociBuildArgs(dir, sha, { GITHUB_REPOSITORY: 'acme/doc', GITHUB_SERVER_URL: 'https://github.com' })
+  assert.is(gh.SOURCE, 'https://github.com/acme/doc')
+})
+
+t('the CA bundle handed to builds is the machine\'s own, when there is one', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ca-'))
+  writeFileSync(join(dir, 'ca.pem'), 'x')
+  assert.is(machineCaBundle({ SSL_CERT_FILE: join(dir, 'ca.pem') }), join(dir, 'ca.pem'))
+})
+
+t('a bare docker client resolves to Debian\'s, which has BuildKit', () => {
+  assert.is(dockerClient('/opt/docker'), '/opt/docker')
+})
+
+t('dpkg status entries say installed, as scanners expect', () => {
+  const entry = statusEntry('Package: libssl3\nSource: openssl\nVersion: 3.0.17-1~deb12u2\nArchitecture: amd64\n')
+  assert.is(entry, 'Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: 3.0.17-1~deb12u2\nArchitecture: amd64\n')
+})
+
+t('the local registry listens on loopback only, its data outside the clone', () => {
+  const cfg = registryConfig('127.0.0.1:5000', '/cache/registry/data')
+  assert.match(cfg, /^ {2}addr: 127\.0\.0\.1:5000$/m)
+  assert.match(cfg, /rootdirectory: \/cache\/registry\/data/)
+})
+
+t.run()

@@ -1,0 +1,122 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, median, ratio, readBaseline, withReleaseProfile, type Measurements } from '../lib/measure.ts'
+import { readReport, writeReport } from '../lib/report.ts'
+
+const t = suite('measure')
+
+const sample = (over: { bytes?: number; warm?: number; cold?: number; hit?: boolean | null } = {}): Measurements => {
+  const cold = over.cold ?? 200
+  const warm = over.warm ?? 20
+  return {
+    image: { ref: '127.0.0.1:5000/local/agent-docs:abc', digest: `sha256:${'a'.repeat(64)}`, bytes: over.bytes ?? 30_000_000, compressedBytes: 12_000_000 },
+    binary: { bytesBeforeUpx: 2_500_000, bytesAfterUpx: 900_000 },
+    build: { coldSeconds: cold, warmSeconds: warm, cookCacheHit: over.hit === undefined ? true : over.hit, improvementPct: improvementPct(cold, warm), warmCompiledCrates: ['doc-server'] },
+  }
+}
+
+t('improvement is the share of cold time a warm build saves', () => {
+  assert.is(improvementPct(200, 20), 90)
+  assert.is(improvementPct(100, 33.33), 66.7)
+  assert.is(improvementPct(0, 5), 0)
+})
+
+t('bytes read as people read them', () => {
+  assert.is(formatBytes(512), '512 B')
+  assert.is(formatBytes(12_345), '12.3 kB')
+  assert.is(formatBytes(30_000_000), '30.00 MB')
+  assert.is(formatBytes(null), 'n/a')
+})
+
+t('a run within the targets has nothing to say', () => {
+  assert.equal(checkTargets(sample()), [])
+})
+
+t('missed targets each get one line', () => {
+  const misses = checkTargets(sample({ bytes: 150_000_000, warm: 60, hit: false }))
+  assert.is(misses.length, 3)
+  assert.match(misses[0]!, /image is 150\.00 MB, over the 100\.00 MB limit/)
+  assert.match(misses[1]!, /cook step was rebuilt/)
+  assert.match(misses[2]!, /only 70% faster than cold \(60\.0 s vs 200\.0 s\); the target is 80%/)
+  assert.match(checkTargets(sample({ hit: null }))[0]!, /no cargo chef cook step/)
+  for (const m of misses) assert.not.match(m, /\n/)
+})
+
+t('the baseline flags an image that grew and a warm build that slowed', () => {
+  const base = baselineFrom(sample())
+  assert.equal(compareBaseline(sample(), base), [])
+  const regressions = compareBaseline(sample({ bytes: 33_000_000, warm: 45 }), base)
+  assert.is(regressions.length, 2)
+  assert.is(regressions[0], 'image grew 10.0% over the baseline: 30.00 MB -> 33.00 MB (tolerance 5%)')
+  assert.is(regressions[1], 'warm build slowed 125% over the baseline: 20.0 s -> 45.0 s (tolerance 50% and 10 s)')
+})
+
+t('timing noise is not a regression', () => {
+  const base = baselineFrom(sample({ warm: 4 }))
+  // +100% but only 4 s: a shared machine does that.
+  assert.equal(compareBaseline(sample({ warm: 8 }), base), [])
+  // +3.3% image size is inside the 5% tolerance.
+  assert.equal(compareBaseline(sample({ bytes: 31_000_000 }), baselineFrom(sample())), [])
+})
+
+t('a baseline round-trips through its file, and a broken one is one clear line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'baseline-'))
+  const path = join(dir, 'measure-baseline.json')
+  assert.is(readBaseline(path), undefined)
+  writeFileSync(path, JSON.stringify(baselineFrom(sample())))
+  const b = readBaseline(path)!
+  assert.is(b.image.bytes, 30_000_000)
+  assert.is(b.tolerance.warmPct, 50)
+  writeFileSync(path, JSON.stringify({ image: { bytes: 1 }, build: { warmSeconds: 2 }, tolerance: { imagePct: 1 } }))
+  assert.is(readBaseline(path)!.tolerance.imagePct, 1)
+  assert.is(readBaseline(path)!.tolerance.warmSeconds, 10)
+  writeFileSync(path, '{"image":')
+  assert.throws(() => readBaseline(path), /is not valid JSON/)
+  writeFileSync(path, JSON.stringify({ image: { bytes: 'big' }, build: {} }))
+  assert.throws(() => readBaseline(path), /needs image\.bytes and build\.warmSeconds/)
+})
+
+t('the measure report holds the keys later runs and people read', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'measure-'))
+  const m = sample()
+  writeReport(dir, 'measure', m)
+  const raw = JSON.parse(readFileSync(join(dir, 'measure.json'), 'utf8'))
+  for (const key of ['image.bytes', 'image.compressedBytes', 'binary.bytesBeforeUpx', 'binary.bytesAfterUpx', 'build.coldSeconds', 'build.warmSeconds', 'build.cookCacheHit', 'build.improvementPct']) {
+    const value = key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], raw)
+    assert.ok(value !== undefined, `measure.json lacks ${key}`)
+  }
+  assert.is(readReport<Measurements>(dir, 'measure').build.improvementPct, 90)
+})
+
+t('the printed rows show the baseline only when there is one', () => {
+  const rows = measureRows(sample())
+  assert.equal(rows[0], ['image (uncompressed)', '30.00 MB', '-'])
+  const withBase = measureRows(sample(), baselineFrom(sample({ warm: 10 })))
+  assert.equal(withBase.find((r) => r[0]!.startsWith('warm build')), ['warm build (code-only change)', '20.0 s', '10.0 s'])
+  assert.equal(rows.find((r) => r[0]!.startsWith('cook')), ['cook step cached on warm build', 'yes', '-'])
+})
+
+t('a profile choice rewrites only lto and codegen-units of [profile.release]', () => {
+  const toml = '[workspace]\nmembers = ["a"]\n\n[profile.release]\nopt-level = "z"\nlto = "fat"\n# why\ncodegen-units = 1\nstrip = true\n\n[profile.dev]\nlto = false\n'
+  const thin = withReleaseProfile(toml, { lto: 'thin', codegenUnits: 16 })
+  assert.is(thin, toml.replace('lto = "fat"', 'lto = "thin"').replace('codegen-units = 1', 'codegen-units = 16'))
+  assert.match(withReleaseProfile(toml, { lto: 'false', codegenUnits: 16 }), /\[profile\.release\][^[]*lto = false/)
+  assert.match(withReleaseProfile(toml, { lto: 'false', codegenUnits: 16 }), /\[profile\.dev\]\nlto = false\n$/)
+  const bare = withReleaseProfile('[profile.release]\nstrip = true\n', { lto: 'fat', codegenUnits: 1 })
+  assert.match(bare, /codegen-units = 1/)
+  assert.match(bare, /lto = "fat"/)
+  assert.throws(() => withReleaseProfile('[workspace]\n', { lto: 'fat', codegenUnits: 1 }), /no \[profile\.release\]/)
+})
+
+t('ratios and medians for the bench table', () => {
+  assert.is(ratio(50, 10), '5.0×')
+  assert.is(ratio(1, 0), 'n/a')
+  assert.is(median([3, 1, 2]), 2)
+  assert.is(median([4, 1, 2, 3]), 2.5)
+  assert.is(median([]), 0)
+})
+
+t.run()
