@@ -29,11 +29,11 @@ function alive(pid: number): boolean {
 }
 
 /**
- * One build per work directory at a time: a test and a bootstrap started
- * together would otherwise delete each other's half-built binaries. A lock
- * whose owner has died is taken over.
+ * One build (or cluster start) at a time per directory: a test and a bootstrap
+ * started together would otherwise delete each other's half-built binaries.
+ * A lock whose owner has died is taken over.
  */
-async function withLock<T>(lock: string, onLine: OnLine, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lock: string, onLine: OnLine, fn: () => Promise<T>): Promise<T> {
   for (;;) {
     try {
       mkdirSync(lock)

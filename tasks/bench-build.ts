@@ -32,7 +32,7 @@ const STARTS = 5
 const PROFILES: ProfileChoice[] = [
   { lto: 'fat', codegenUnits: 1 },
   { lto: 'thin', codegenUnits: 1 },
-  { lto: 'thin', codegenUnits: 16 },
+  { lto: 'false', codegenUnits: 1 },
   { lto: 'false', codegenUnits: 16 },
 ]
 

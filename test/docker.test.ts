@@ -8,6 +8,7 @@ import { dockerClient } from '../lib/local/docker.ts'
 import { statusEntry } from '../lib/local/base-images.ts'
 import { registryConfig } from '../lib/local/registry.ts'
 import { run } from '../lib/run.ts'
+import { BASE_IMAGES, VERSIONS } from '../lib/versions.ts'
 
 const t = suite('docker')
 // Real BuildKit output (docker 20.10, --progress=plain) of Dockerfile.optimized.
@@ -100,6 +101,22 @@ t('the local registry listens on loopback only, its data outside the clone', () 
   const cfg = registryConfig('127.0.0.1:5000', '/cache/registry/data')
   assert.match(cfg, /^ {2}addr: 127\.0\.0\.1:5000$/m)
   assert.match(cfg, /rootdirectory: \/cache\/registry\/data/)
+})
+
+t('the Dockerfiles default to the pinned names in lib/versions.ts, and pull no frontend', () => {
+  const root = new URL('..', import.meta.url)
+  const optimized = readFileSync(new URL('Dockerfile.optimized', root), 'utf8')
+  assert.match(optimized, new RegExp(`^ARG CHEF_IMAGE=${BASE_IMAGES.chef.replace(/[.]/g, '\\.')}$`, 'm'))
+  assert.match(optimized, new RegExp(`^ARG RUNTIME_IMAGE=${BASE_IMAGES.runtime.replace(/[.]/g, '\\.')}$`, 'm'))
+  assert.match(optimized, new RegExp(`^ARG CARGO_AUDITABLE_VERSION=${VERSIONS.cargoAuditable.replace(/[.]/g, '\\.')}$`, 'm'))
+  for (const f of ['Dockerfile.optimized', 'bench/Dockerfile.naive', 'bench/Dockerfile.cache-mount']) {
+    const text = readFileSync(new URL(f, root), 'utf8')
+    assert.not.match(text, /^#\s*syntax\s*=/m, `${f} would pull a frontend image`)
+    assert.ok(text.includes(BASE_IMAGES.chef), `${f} builds on the pinned chef image`)
+  }
+  const ignore = readFileSync(new URL('.dockerignore', root), 'utf8').split('\n')
+  for (const p of ['target/', 'node_modules/', 'reports/']) assert.ok(ignore.includes(p), `.dockerignore keeps ${p} out`)
+  assert.not.ok(ignore.some((l) => /^Cargo\.lock$|^\*\.lock$/.test(l.trim())), 'Cargo.lock stays in the context')
 })
 
 t.run()

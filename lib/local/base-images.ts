@@ -165,7 +165,7 @@ function hostCodename(): string | undefined {
 /** The .deb files of the distroless package set, fetched once with apt-get and kept in the cache. */
 async function distrolessDebs(dir: string, onLine?: OnLine): Promise<string[]> {
   mkdirSync(dir, { recursive: true })
-  const debFor = (pkg: string) => readdirSync(dir).find((f) => f.startsWith(`${pkg.replace(/\+/g, '%2b')}_`) && f.endsWith('.deb')) ?? readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'))
+  const debFor = (pkg: string) => readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'))
   const missing = DISTROLESS_CC_PACKAGES.filter((p) => !debFor(p))
   if (missing.length > 0) {
     const codename = hostCodename()

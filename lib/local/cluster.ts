@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { delimiter, dirname, join } from 'node:path'
-import { cachedClusterBinaries, ensureClusterBinaries, type ClusterBinaries } from '../cluster-build.ts'
+import { cachedClusterBinaries, ensureClusterBinaries, withLock, type ClusterBinaries } from '../cluster-build.ts'
 import { PipelineError } from '../errors.ts'
 import { run, succeeds } from '../run.ts'
 import { VERSIONS } from '../versions.ts'
@@ -16,6 +16,12 @@ export const CLUSTER_NAME = 'doc-server'
 /** kwokctl names the context after the cluster. */
 export const CLUSTER_CONTEXT = `kwok-${CLUSTER_NAME}`
 const NODES = 2
+/**
+ * kwok renews each node's Lease; a new kwok run must wait for the leases of
+ * the one before to expire (by default 40 s x heartbeat factor 5 = 200 s)
+ * after an unclean stop. A 10 s lease makes that wait short.
+ */
+const CREATE_FLAGS = ['--heartbeat-factor', '1', '--node-lease-duration-seconds', '10']
 
 /**
  * Pods carrying this annotation never become ready: a project Stage keeps them
@@ -152,6 +158,27 @@ async function waitForNodes(kubectl: string, kubeconfig: string, onLine: OnLine)
   await run([kubectl, '--kubeconfig', kubeconfig, '--context', CLUSTER_CONTEXT, 'wait', '--for=condition=Ready', 'node', '--all', '--timeout=120s'], { onLine, timeoutMs: 150_000 })
 }
 
+const kubectlIn = (kubectl: string, kubeconfig: string, ...args: string[]) => [kubectl, '--kubeconfig', kubeconfig, '--context', CLUSTER_CONTEXT, '--request-timeout=10s', ...args]
+
+/**
+ * kwok only moves pods on nodes whose Lease it holds, and ignores pods it saw
+ * before that. After an unclean stop a new kwok run waits for its previous
+ * run's leases to expire (see CREATE_FLAGS), so the cluster counts as up only
+ * once every node lease has been renewed since `sinceMs`.
+ */
+async function waitForKwokLeases(kubectl: string, kubeconfig: string, sinceMs: number, onLine: OnLine): Promise<void> {
+  const deadline = Date.now() + 300_000
+  onLine?.('waiting for kwok to take over the simulated nodes (node leases)')
+  for (;;) {
+    const r = await run(kubectlIn(kubectl, kubeconfig, '-n', 'kube-node-lease', 'get', 'leases', '-o', 'json'), { okCodes: [1] })
+    const items = r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: { spec?: { renewTime?: string } }[] }).items : []
+    const fresh = items.filter((l) => Date.parse(l.spec?.renewTime ?? '') >= sinceMs - 1000)
+    if (fresh.length >= NODES) return
+    if (Date.now() > deadline) throw new PipelineError(`cluster: kwok has not taken over the nodes after 300s (${fresh.length} of ${NODES} leases renewed); see ${join(dirname(kubeconfig), 'kwok', 'clusters', CLUSTER_NAME, 'logs', 'kwok-controller.log')}`)
+    await new Promise((res) => setTimeout(res, 2000))
+  }
+}
+
 /**
  * Starts the local cluster, creating it (and building its binaries) the first
  * time. A cluster made from another configuration (a version bump, a changed
@@ -160,9 +187,16 @@ async function waitForNodes(kubectl: string, kubeconfig: string, onLine: OnLine)
 export async function ensureCluster(cache: string, onLine?: OnLine): Promise<LocalCluster> {
   const bins = await ensureClusterBinaries(cache, onLine)
   const p = paths(cache)
+  mkdirSync(dirname(p.root), { recursive: true })
+  // A test and a deploy started together must not both create (or recreate) the cluster.
+  return withLock(`${p.root}.lock`, onLine, () => upCluster(cache, bins, onLine))
+}
+
+async function upCluster(cache: string, bins: ClusterBinaries, onLine: OnLine): Promise<LocalCluster> {
+  const p = paths(cache)
   mkdirSync(p.root, { recursive: true })
   const config = await kwokctlConfig(bins)
-  const fingerprint = createHash('sha256').update(config).digest('hex')
+  const fingerprint = createHash('sha256').update(config).update(CREATE_FLAGS.join(' ')).digest('hex')
   let state = await clusterStatus(cache, bins.kubectl)
   const current = existsSync(p.fingerprint) ? readFileSync(p.fingerprint, 'utf8').trim() : ''
   if (state !== 'absent' && current !== fingerprint) {
@@ -171,11 +205,13 @@ export async function ensureCluster(cache: string, onLine?: OnLine): Promise<Loc
     state = 'absent'
   }
   const started = performance.now()
+  const startedAt = Date.now()
   if (state === 'absent') {
+    mkdirSync(p.root, { recursive: true })
     writeFileSync(p.config, config)
     rmSync(p.kubeconfig, { force: true })
     onLine?.(`creating the local cluster (Kubernetes ${VERSIONS.kubernetes}, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok})`)
-    await kwokctl(cache, bins, ['create', 'cluster', '--runtime', 'binary', '--config', p.config, '--kubeconfig', p.kubeconfig, '--wait', '120s', '--timeout', '240s'], onLine)
+    await kwokctl(cache, bins, ['create', 'cluster', '--runtime', 'binary', '--config', p.config, '--kubeconfig', p.kubeconfig, ...CREATE_FLAGS, '--wait', '120s', '--timeout', '240s'], onLine)
     writeFileSync(p.fingerprint, `${fingerprint}\n`)
     await kwokctl(cache, bins, ['scale', 'node', '--replicas', String(NODES)], onLine)
   } else if (state === 'stopped') {
@@ -183,6 +219,7 @@ export async function ensureCluster(cache: string, onLine?: OnLine): Promise<Loc
     await kwokctl(cache, bins, ['start', 'cluster', '--wait', '120s'], onLine)
   }
   await waitForNodes(bins.kubectl, p.kubeconfig, onLine)
+  if (state !== 'running') await waitForKwokLeases(bins.kubectl, p.kubeconfig, startedAt, onLine)
   if (state !== 'running') onLine?.(`local cluster ready in ${((performance.now() - started) / 1000).toFixed(1)} s`)
   return { kubeconfig: p.kubeconfig, context: CLUSTER_CONTEXT, binaries: bins }
 }
@@ -192,6 +229,8 @@ export async function stopCluster(cache: string, onLine?: OnLine): Promise<boole
   // Without its binaries no cluster can have been started: nothing to stop, nothing to build.
   const bins = cachedClusterBinaries(cache)
   if (!bins || (await clusterStatus(cache, bins.kubectl)) !== 'running') return false
+  // Leases left behind make the next start wait until kwok reclaims them; without them it creates fresh ones at once.
+  await run(kubectlIn(bins.kubectl, paths(cache).kubeconfig, '-n', 'kube-node-lease', 'delete', 'leases', '--all'), { okCodes: [1] })
   await kwokctl(cache, bins, ['stop', 'cluster'], onLine, 120_000)
   return true
 }

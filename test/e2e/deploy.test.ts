@@ -151,13 +151,17 @@ t('a release left in pending-upgrade by a killed helm is recovered', async () =>
   // A real interrupted upgrade: helm is killed while it waits for pods that never become ready.
   const helm = spawn(s.helm.helm, ['upgrade', 'doc-server', CHART_DIR, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace,
     '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', s.neverReady, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${digest(5)}`, '--wait', '--timeout', '600s'], { stdio: 'ignore' })
+  let helmEnded = false
+  const exited = new Promise<void>((res) => helm.once('exit', () => res(void (helmEnded = true))))
   let pending: { revision: number; updated?: string } | undefined
   while (!pending) {
+    // helm waits up to 600 s for pods that never get ready, so it cannot end on its own before we see pending-upgrade.
+    if (helmEnded) assert.unreachable('helm upgrade ended before the release was pending-upgrade')
     await new Promise((res) => setTimeout(res, 500))
     pending = (await history(s.helm, release())).find((e) => e.status === 'pending-upgrade')
   }
   helm.kill('SIGKILL')
-  await new Promise((res) => helm.once('exit', res))
+  await exited
   assert.is((await history(s.helm, release())).at(-1)!.status, 'pending-upgrade')
 
   // Younger than the deploy timeout, it may be someone's deploy still running: refused, untouched.
