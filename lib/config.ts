@@ -18,6 +18,8 @@ export const VARIABLES = [
   { name: 'REGISTRY_USER', default: '(none; GitHub Actions: GITHUB_ACTOR)', meaning: 'Registry login user; no login when empty.' },
   { name: 'REGISTRY_TOKEN', default: '(none; GitHub Actions: GITHUB_TOKEN)', meaning: 'Registry password or token. Never printed or written to a report.' },
   { name: 'DOCKER', default: '/usr/bin/docker when present, else docker on PATH', meaning: 'Docker client used for builds (it must support BuildKit).' },
+  { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit `--cache-from` for the image build, e.g. the GitHub cache backend; setting it or BUILD_CACHE_TO also passes `--load`.' },
+  { name: 'BUILD_CACHE_TO', default: '(none; the workflow: type=gha,mode=max,scope=doc-server-image)', meaning: 'BuildKit `--cache-to` for the image build; `mode=max` keeps the cook layer.' },
   { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
   { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
   { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
@@ -45,6 +47,8 @@ export interface Config {
   registryUser: string | undefined
   registryToken: string | undefined
   docker: string
+  buildCacheFrom: string | undefined
+  buildCacheTo: string | undefined
   scanSeverities: string[]
   scanIgnoreUnfixed: boolean
   scanIgnoreFile: string
@@ -137,6 +141,8 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     registryUser: get('REGISTRY_USER') ?? (github ? env.GITHUB_ACTOR : undefined),
     registryToken: get('REGISTRY_TOKEN') ?? (github ? env.GITHUB_TOKEN : undefined),
     docker: get('DOCKER') ?? (existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker'),
+    buildCacheFrom: get('BUILD_CACHE_FROM'),
+    buildCacheTo: get('BUILD_CACHE_TO'),
     scanSeverities: severities,
     scanIgnoreUnfixed: bool('SCAN_IGNORE_UNFIXED', get('SCAN_IGNORE_UNFIXED') ?? 'false'),
     scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),

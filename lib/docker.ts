@@ -106,6 +106,9 @@ export interface BuildOptions {
   outputDir?: string
   onLine?: OnLine
   timeoutMs?: number
+  /** BuildKit cache import/export (e.g. `type=gha,…`); with either, the image is loaded into the engine. */
+  cacheFrom?: string
+  cacheTo?: string
   /** CA bundle handed to the build as the `ca-bundle` secret; default: the machine's own. */
   caBundle?: string | false
 }
@@ -137,6 +140,10 @@ export async function buildImage(opts: BuildOptions): Promise<BuildResult> {
     for (const [k, v] of Object.entries(opts.buildArgs ?? {})) argv.push('--build-arg', `${k}=${v}`)
     if (opts.target) argv.push('--target', opts.target)
     if (opts.noCache) argv.push('--no-cache')
+    if (opts.cacheFrom) argv.push('--cache-from', opts.cacheFrom)
+    if (opts.cacheTo) argv.push('--cache-to', opts.cacheTo)
+    // A builder that exports cache (docker-container) keeps its image to itself unless told to load it.
+    if ((opts.cacheFrom || opts.cacheTo) && !opts.outputDir) argv.push('--load')
     const ca = opts.caBundle === undefined ? machineCaBundle() : opts.caBundle
     if (ca) argv.push('--secret', `id=ca-bundle,src=${ca}`)
     if (opts.outputDir) argv.push('--output', `type=local,dest=${opts.outputDir}`)

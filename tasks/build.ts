@@ -93,6 +93,8 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
           dockerfile: join(root, 'Dockerfile.optimized'),
           tags: [formatRef(ctx.ref)],
           buildArgs: await ociBuildArgs(root, ctx.git.sha),
+          ...(ctx.config.buildCacheFrom ? { cacheFrom: ctx.config.buildCacheFrom } : {}),
+          ...(ctx.config.buildCacheTo ? { cacheTo: ctx.config.buildCacheTo } : {}),
           onLine: (l) => (task.output = l),
         })
         const cook = ctx.build.cookCacheHit === null ? 'no cook step seen' : ctx.build.cookCacheHit ? 'cook step cached' : 'cook step rebuilt'

@@ -18,6 +18,13 @@ t('embedded defaults work with no configuration at all', () => {
   assert.is(c.trivyDbSource, 'local')
   assert.equal(c.scanSeverities, ['HIGH', 'CRITICAL'])
   assert.is(c.github, false)
+  assert.is(c.buildCacheFrom, undefined)
+})
+
+t('the BuildKit cache settings pass through as given', () => {
+  const c = loadConfig({ BUILD_CACHE_FROM: 'type=gha,scope=x', BUILD_CACHE_TO: 'type=gha,mode=max,scope=x' }, {})
+  assert.is(c.buildCacheFrom, 'type=gha,scope=x')
+  assert.is(c.buildCacheTo, 'type=gha,mode=max,scope=x')
 })
 
 t('GitHub Actions context fills in registry, owner, tag and credentials', () => {
