@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from './errors.ts'
-import { run } from './run.ts'
+import { processAlive, run } from './run.ts'
 import { ensureGoTool, requireTool } from './tools.ts'
 import { VERSIONS } from './versions.ts'
 
@@ -18,15 +18,6 @@ export interface ClusterBinaries {
 }
 
 type OnLine = ((line: string) => void) | undefined
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
 /**
  * One build (or cluster start) at a time per directory: a test and a bootstrap
@@ -45,7 +36,7 @@ export async function withLock<T>(lock: string, onLine: OnLine, fn: () => Promis
       } catch {
         // Just taken (no pid written yet) or just released: look again shortly.
       }
-      if (owner && !alive(owner)) {
+      if (owner && !processAlive(owner)) {
         rmSync(lock, { recursive: true, force: true })
         continue
       }

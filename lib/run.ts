@@ -96,3 +96,13 @@ export async function retry<T>(count: number, backoffMs: number, fn: (attempt: n
   }
   throw last
 }
+
+/** Whether a process with this pid exists (signal 0 probes without touching it). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { ensureDebianPackages } from '../apt.ts'
 import { PipelineError } from '../errors.ts'
 import { stateDir } from '../paths.ts'
-import { tail } from '../run.ts'
+import { processAlive, tail } from '../run.ts'
 
 /** The embedded default registry: loopback only, so nothing outside this machine can push to it. */
 export const LOCAL_REGISTRY = '127.0.0.1:5000'
@@ -33,19 +33,10 @@ export async function registryAnswers(addr: string, timeoutMs = 2000): Promise<b
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
 function ourPid(pidfile: string): number | undefined {
   if (!existsSync(pidfile)) return undefined
   const pid = Number(readFileSync(pidfile, 'utf8').trim())
-  return Number.isInteger(pid) && pid > 0 && alive(pid) ? pid : undefined
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined
 }
 
 /** The registry's config: distribution v2 on loopback, its data outside the clone. */
@@ -109,7 +100,7 @@ export async function stopRegistry(env: NodeJS.ProcessEnv = process.env): Promis
   const pid = ourPid(p.pidfile)
   if (!pid) return false
   process.kill(pid, 'SIGTERM')
-  for (let i = 0; i < 50 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100))
+  for (let i = 0; i < 50 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 100))
   rmSync(p.pidfile, { force: true })
   return true
 }
