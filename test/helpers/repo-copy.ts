@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { mkdirSync } from 'node:fs'
 import { run } from '../../lib/run.ts'
-import { repoRoot } from '../../lib/paths.ts'
+import { cacheDir, repoRoot } from '../../lib/paths.ts'
 
 /**
  * A throwaway copy of the working tree (tracked and untracked-but-not-ignored
@@ -15,7 +15,9 @@ export async function copyRepo(prefix = 'repo-copy-'): Promise<{ dir: string; re
   for (const f of files) {
     mkdirSync(dirname(join(dir, f)), { recursive: true })
     try {
-      cpSync(join(repoRoot, f), join(dir, f), { preserveTimestamps: true })
+      // Fresh timestamps: cargo then rebuilds the workspace crates of every copy
+      // instead of trusting artifacts another copy left in the shared target dir.
+      cpSync(join(repoRoot, f), join(dir, f))
     } catch {
       // A file deleted in the working tree but still tracked: nothing to copy.
     }
@@ -25,9 +27,12 @@ export async function copyRepo(prefix = 'repo-copy-'): Promise<{ dir: string; re
 }
 
 /**
- * The environment for running the pipeline inside a copy: dependencies compiled
- * once for the real repo are reused through the shared target directory.
+ * The environment for running the pipeline inside a copy. Copies share one
+ * target directory of their own, outside the clone, so dependencies compile
+ * once per machine. Never the real repository's: cargo records the crate's
+ * files by relative path and mtime, so a copy's artifacts (built from the
+ * copy's broken source) would look fresh to the real tree and be reused there.
  */
 export function copyEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...process.env, CARGO_TARGET_DIR: process.env.CARGO_TARGET_DIR ?? join(repoRoot, 'target'), FORCE_COLOR: '0', ...extra }
+  return { ...process.env, CARGO_TARGET_DIR: join(cacheDir(), 'test-copies', 'target'), FORCE_COLOR: '0', ...extra }
 }
