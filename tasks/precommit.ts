@@ -6,6 +6,7 @@
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
+import { ensureDebianPackages, type DebianNeed } from '../lib/apt.ts'
 import { isMain } from '../lib/cli.ts'
 import { PipelineError } from '../lib/errors.ts'
 import { repoRoot } from '../lib/paths.ts'
@@ -19,7 +20,7 @@ export interface PrecommitCtx {
 }
 
 /** The checks, in the order a person would fix them. */
-export function checks(root = repoRoot): { title: string; argv: () => string[] }[] {
+export function checks(root = repoRoot): { title: string; argv: () => string[]; needs?: DebianNeed[] }[] {
   const bin = (name: string) => join(root, 'node_modules', '.bin', name)
   const shellScripts = () => {
     const dir = join(root, 'scripts')
@@ -32,7 +33,7 @@ export function checks(root = repoRoot): { title: string; argv: () => string[] }
     { title: 'cargo test', argv: () => [requireTool('cargo'), 'test', '--all-features'] },
     { title: 'tsc', argv: () => [bin('tsc'), '--noEmit', '-p', join(root, 'tsconfig.json')] },
     { title: 'unit tests', argv: () => [bin('tsx'), join(root, 'test', 'run.ts'), '--unit'] },
-    { title: 'shellcheck', argv: () => [requireTool('shellcheck'), ...shellScripts()] },
+    { title: 'shellcheck', argv: () => [requireTool('shellcheck'), ...shellScripts()], needs: [{ pkg: 'shellcheck', provides: 'shellcheck' }] },
   ]
 }
 
@@ -42,6 +43,7 @@ export function precommitTasks(root = repoRoot): ListrTask<PrecommitCtx>[] {
     task: async (ctx, task) => {
       const started = performance.now()
       try {
+        if (check.needs) await ensureDebianPackages(check.needs, (line) => (task.output = line))
         await run(check.argv(), { cwd: root, onLine: (line) => (task.output = line) })
         ctx.results.push({ check: check.title, ok: true, seconds: (performance.now() - started) / 1000 })
       } catch (err) {
