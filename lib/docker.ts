@@ -2,7 +2,7 @@ import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PipelineError } from './errors.ts'
-import { retry, run, tail } from './run.ts'
+import { ANY_EXIT, retry, run, tail } from './run.ts'
 import { dockerEnv } from './local/docker.ts'
 
 type OnLine = (line: string) => void
@@ -153,7 +153,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildResult> {
       env: dockerEnv(),
       ...(opts.onLine ? { onLine: opts.onLine } : {}),
       timeoutMs: opts.timeoutMs ?? 60 * 60_000,
-      okCodes: Array.from({ length: 255 }, (_, i) => i + 1),
+      okCodes: ANY_EXIT,
     })
     const text = `${r.stderr}\n${r.stdout}`
     const steps = parseBuildOutput(text)

@@ -11,10 +11,13 @@ export interface RunOptions {
   /** Kill the command after this many milliseconds. */
   timeoutMs?: number
   /** Exit codes that are data, not failure. */
-  okCodes?: number[]
+  okCodes?: readonly number[]
   /** Strings to blank out of anything this command prints or throws (tokens, passwords). */
   secrets?: string[]
 }
+
+/** Every exit code, for `okCodes` when the exit code is data to read, not a failure. */
+export const ANY_EXIT: readonly number[] = Array.from({ length: 256 }, (_, i) => i)
 
 export interface RunResult {
   stdout: string
@@ -79,7 +82,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
 
 /** Whether a command succeeds; for probes where failure is an answer, not an error. */
 export async function succeeds(argv: readonly string[], opts: RunOptions = {}): Promise<boolean> {
-  const r = await run(argv, { ...opts, okCodes: Array.from({ length: 256 }, (_, i) => i) }).catch(() => undefined)
+  const r = await run(argv, { ...opts, okCodes: ANY_EXIT }).catch(() => undefined)
   return r?.exitCode === 0
 }
 
