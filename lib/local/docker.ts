@@ -1,11 +1,11 @@
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs'
-import { spawn } from 'node:child_process'
+import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { ensureDebianPackages } from '../apt.ts'
 import { PipelineError } from '../errors.ts'
-import { run, succeeds, tail } from '../run.ts'
+import { run, succeeds } from '../run.ts'
 import { stateDir } from '../paths.ts'
 import { findTool } from '../tools.ts'
+import { startDetached } from './service.ts'
 
 /** Debian's client: the preinstalled 28.x client has no buildx, so BuildKit builds need this one. */
 const DEBIAN_CLIENT = '/usr/bin/docker'
@@ -61,21 +61,10 @@ export async function ensureDockerEngine(configured: string, onLine?: (line: str
   const log = join(dir, 'dockerd.log')
   const pidfile = join(dir, 'dockerd.pid')
   onLine?.(`starting dockerd (log: ${log})`)
-  const fd = openSync(log, 'a')
-  // Detached on purpose: the engine is a shared machine service that outlives this run.
-  const child = spawn('/usr/sbin/dockerd', ['--pidfile', pidfile], { detached: true, stdio: ['ignore', fd, fd], env: { ...process.env } })
-  child.unref()
-  closeSync(fd)
-  let exited: number | null = null
-  child.on('exit', (code) => (exited = code ?? -1))
-  const deadline = Date.now() + 60_000
-  while (Date.now() < deadline) {
-    if (await engineAnswers(docker)) return { docker, started: true, ...(child.pid ? { pid: child.pid } : {}), log }
-    if (exited !== null) break
-    await new Promise((r) => setTimeout(r, 1000))
-  }
-  const why = exited !== null ? `exited ${exited}` : 'did not answer within 60 s'
-  throw new PipelineError(`docker: dockerd ${why}; see ${log}`, existsSync(log) ? tail(readFileSync(log, 'utf8'), 15) : undefined)
+  const started = await startDetached({ binary: '/usr/sbin/dockerd', args: ['--pidfile', pidfile], log, ready: () => engineAnswers(docker), timeoutMs: 60_000, pollMs: 1000 })
+  if (started.ok) return { docker, started: true, ...(started.pid ? { pid: started.pid } : {}), log }
+  const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer within 60 s'
+  throw new PipelineError(`docker: dockerd ${why}; see ${log}`, started.logTail)
 }
 
 /** The engine's facts for reports: server version and storage driver. */

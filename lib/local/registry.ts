@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ensureDebianPackages } from '../apt.ts'
 import { PipelineError } from '../errors.ts'
 import { stateDir } from '../paths.ts'
-import { processAlive, tail } from '../run.ts'
+import { processAlive } from '../run.ts'
+import { startDetached } from './service.ts'
 
 /** The embedded default registry: loopback only, so nothing outside this machine can push to it. */
 export const LOCAL_REGISTRY = '127.0.0.1:5000'
@@ -76,22 +76,13 @@ export async function ensureRegistry(addr = LOCAL_REGISTRY, onLine?: (line: stri
   mkdirSync(p.data, { recursive: true })
   writeFileSync(p.config, registryConfig(addr, p.data))
   onLine?.(`starting docker-registry on ${addr} (data: ${p.data})`)
-  const fd = openSync(p.log, 'a')
-  // Detached: the registry is a shared local service that later stages and runs reuse.
-  const child = spawn('/usr/bin/docker-registry', ['serve', p.config], { detached: true, stdio: ['ignore', fd, fd] })
-  child.unref()
-  closeSync(fd)
-  if (child.pid) writeFileSync(p.pidfile, `${child.pid}\n`)
-  let exited: number | null = null
-  child.on('exit', (code) => (exited = code ?? -1))
-  const deadline = Date.now() + 30_000
-  while (Date.now() < deadline) {
-    if (await registryAnswers(addr)) return registryStatus(addr, env)
-    if (exited !== null) break
-    await new Promise((r) => setTimeout(r, 300))
+  const started = await startDetached({ binary: '/usr/bin/docker-registry', args: ['serve', p.config], log: p.log, ready: () => registryAnswers(addr), timeoutMs: 30_000, pollMs: 300 })
+  if (started.ok) {
+    if (started.pid) writeFileSync(p.pidfile, `${started.pid}\n`)
+    return registryStatus(addr, env)
   }
-  const why = exited !== null ? `exited ${exited} (is ${addr} taken by another program?)` : 'did not answer /v2/ within 30 s'
-  throw new PipelineError(`registry: docker-registry on ${addr} ${why}; see ${p.log}`, existsSync(p.log) ? tail(readFileSync(p.log, 'utf8'), 15) : undefined)
+  const why = started.exited !== null ? `exited ${started.exited} (is ${addr} taken by another program?)` : 'did not answer /v2/ within 30 s'
+  throw new PipelineError(`registry: docker-registry on ${addr} ${why}; see ${p.log}`, started.logTail)
 }
 
 /** Stops the registry this project started (never one it did not start); its data stays. */
