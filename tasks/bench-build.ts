@@ -9,16 +9,16 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { isMain } from '../lib/cli.ts'
-import { loadConfig, type Config } from '../lib/config.ts'
-import { buildImage, coldAndWarmBuilds, imageBytes, pushImage, pushedBytes, removeContainer, removeImage, startContainer, type ColdWarm } from '../lib/docker.ts'
+import { isMain } from '../lib/core/cli.ts'
+import { loadConfig, type Config } from '../lib/core/config.ts'
+import { buildImage, coldAndWarmBuilds, imageBytes, pushImage, pushedBytes, removeContainer, removeImage, startContainer, type ColdWarm } from '../lib/build/docker.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { formatBytes, median, ratio, withReleaseProfile, type ProfileChoice } from '../lib/measure.ts'
-import { repoRoot } from '../lib/paths.ts'
-import { markdownTable } from '../lib/report.ts'
-import { defineStage, runStage } from '../lib/stage.ts'
+import { formatBytes, median, ratio, withReleaseProfile, type ProfileChoice } from '../lib/build/measure.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { markdownTable } from '../lib/core/report.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
 
 interface BenchCtx {
   config: Config

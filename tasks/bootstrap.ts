@@ -5,17 +5,17 @@
  * `npm test` runs this first; each stage also ensures its own needs.
  */
 import type { ListrTask } from 'listr2'
-import { ensureDebianPackages } from '../lib/apt.ts'
-import { isMain, runMain, taskList } from '../lib/cli.ts'
-import { requireTool } from '../lib/tools.ts'
-import { VERSIONS } from '../lib/versions.ts'
+import { ensureDebianPackages } from '../lib/core/apt.ts'
+import { isMain, runMain, taskList } from '../lib/core/cli.ts'
+import { requireTool } from '../lib/core/tools.ts'
+import { VERSIONS } from '../lib/core/versions.ts'
 import { ensureActionlint } from './lint-workflows.ts'
-import { loadConfig } from '../lib/config.ts'
+import { loadConfig } from '../lib/core/config.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { ensureClusterBinaries } from '../lib/cluster-build.ts'
-import { ensureLocalDb, ensureTrivy } from '../lib/trivy.ts'
+import { ensureClusterBinaries } from '../lib/local/cluster-build.ts'
+import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
 
 export function bootstrapTasks(): ListrTask<object>[] {
   return [

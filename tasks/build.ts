@@ -6,17 +6,17 @@
  */
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { isMain } from '../lib/cli.ts'
-import { loadConfig, shouldPush, type Config } from '../lib/config.ts'
-import { buildImage, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult } from '../lib/docker.ts'
-import { gitFacts, type GitFacts } from '../lib/git.ts'
-import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/image-ref.ts'
+import { isMain } from '../lib/core/cli.ts'
+import { loadConfig, shouldPush, type Config } from '../lib/core/config.ts'
+import { buildImage, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult } from '../lib/build/docker.ts'
+import { gitFacts, type GitFacts } from '../lib/core/git.ts'
+import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/build/image-ref.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { repoRoot } from '../lib/paths.ts'
-import { appendSummary, markdownTable, setOutput, writeReport } from '../lib/report.ts'
-import { defineStage, runStage } from '../lib/stage.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { appendSummary, markdownTable, setOutput, writeReport } from '../lib/core/report.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
 
 export interface BuildCtx {
   root: string

@@ -8,12 +8,12 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import chalk from 'chalk'
 import type { ListrTask } from 'listr2'
-import { isMain, reportFailure, taskList } from '../lib/cli.ts'
-import { PipelineError, firstLine } from '../lib/errors.ts'
-import { repoRoot } from '../lib/paths.ts'
-import { loadConfig } from '../lib/config.ts'
-import { appendSummary, markdownTable, writeReport } from '../lib/report.ts'
-import type { StageDef } from '../lib/stage.ts'
+import { isMain, reportFailure, taskList } from '../lib/core/cli.ts'
+import { PipelineError, firstLine } from '../lib/core/errors.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { loadConfig } from '../lib/core/config.ts'
+import { appendSummary, markdownTable, writeReport } from '../lib/core/report.ts'
+import type { StageDef } from '../lib/core/stage.ts'
 
 /** The pipeline's order; the workflow's jobs follow it (the tests check that). */
 export const ORDER = [

@@ -3,10 +3,10 @@
  * KUBE_CONTEXT is configured: `up` (build once, create or start), `down`
  * (stop; releases survive in etcd), `status`, `delete` (remove its state).
  */
-import { cachedBinaries } from '../lib/cluster-build.ts'
-import { isMain, runMain, taskList } from '../lib/cli.ts'
-import { loadConfig } from '../lib/config.ts'
-import { PipelineError } from '../lib/errors.ts'
+import { cachedBinaries } from '../lib/local/cluster-build.ts'
+import { isMain, runMain, taskList } from '../lib/core/cli.ts'
+import { loadConfig } from '../lib/core/config.ts'
+import { PipelineError } from '../lib/core/errors.ts'
 import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, deleteCluster, ensureCluster, stopCluster } from '../lib/local/cluster.ts'
 
 const ACTIONS = ['up', 'down', 'status', 'delete'] as const

@@ -7,16 +7,16 @@
  * reports/deploy.json says what happened.
  */
 import type { ListrTask } from 'listr2'
-import { ensureHelm, ensureKubectl } from '../lib/cluster-build.ts'
-import { isMain } from '../lib/cli.ts'
-import { loadConfig, type Config } from '../lib/config.ts'
-import { CHART_DIR, confirmRollback, explainFailure, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy.ts'
-import { PipelineError, firstLine } from '../lib/errors.ts'
-import { history, renderChart, upgradeInstall, type HelmTarget, type Release } from '../lib/helm.ts'
-import { requireContext, requireReachable, type KubeTarget } from '../lib/kube.ts'
+import { ensureHelm, ensureKubectl } from '../lib/local/cluster-build.ts'
+import { isMain } from '../lib/core/cli.ts'
+import { loadConfig, type Config } from '../lib/core/config.ts'
+import { CHART_DIR, confirmRollback, explainFailure, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
+import { PipelineError, firstLine } from '../lib/core/errors.ts'
+import { history, renderChart, upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
+import { requireContext, requireReachable, type KubeTarget } from '../lib/deploy/kube.ts'
 import { ensureCluster } from '../lib/local/cluster.ts'
-import { appendSummary, markdownTable, setOutput } from '../lib/report.ts'
-import { defineStage, runStage } from '../lib/stage.ts'
+import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
 
 export interface DeployCtx {
   started: number

@@ -3,11 +3,11 @@
  * environment's values, so a chart or values change that only one
  * environment trips over is caught before a deploy.
  */
-import { ensureHelm } from '../lib/cluster-build.ts'
-import { isMain, runMain, taskList } from '../lib/cli.ts'
-import { loadConfig } from '../lib/config.ts'
-import { CHART_DIR, valueFiles } from '../lib/deploy.ts'
-import { run } from '../lib/run.ts'
+import { ensureHelm } from '../lib/local/cluster-build.ts'
+import { isMain, runMain, taskList } from '../lib/core/cli.ts'
+import { loadConfig } from '../lib/core/config.ts'
+import { CHART_DIR, valueFiles } from '../lib/deploy/deploy.ts'
+import { run } from '../lib/core/run.ts'
 
 export const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const
 

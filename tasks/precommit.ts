@@ -6,14 +6,14 @@
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { ensureDebianPackages, type DebianNeed } from '../lib/apt.ts'
-import { isMain } from '../lib/cli.ts'
-import { PipelineError } from '../lib/errors.ts'
-import { repoRoot } from '../lib/paths.ts'
-import { appendSummary, markdownTable } from '../lib/report.ts'
-import { run } from '../lib/run.ts'
-import { defineStage, runStage } from '../lib/stage.ts'
-import { requireTool } from '../lib/tools.ts'
+import { ensureDebianPackages, type DebianNeed } from '../lib/core/apt.ts'
+import { isMain } from '../lib/core/cli.ts'
+import { PipelineError } from '../lib/core/errors.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { appendSummary, markdownTable } from '../lib/core/report.ts'
+import { run } from '../lib/core/run.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
+import { requireTool } from '../lib/core/tools.ts'
 
 export interface PrecommitCtx {
   results: { check: string; ok: boolean; seconds: number; error?: string; details?: string }[]

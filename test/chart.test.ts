@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { parse as parseYaml } from 'yaml'
-import { CHART_DIR } from '../lib/deploy.ts'
+import { CHART_DIR } from '../lib/deploy/deploy.ts'
 
 const t = suite('chart')
 

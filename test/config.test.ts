@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { VARIABLES, loadConfig, readDotenv, shouldPush } from '../lib/config.ts'
-import { repoRoot } from '../lib/paths.ts'
+import { VARIABLES, loadConfig, readDotenv, shouldPush } from '../lib/core/config.ts'
+import { repoRoot } from '../lib/core/paths.ts'
 
 const t = suite('config')
 

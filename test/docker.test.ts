@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/docker.ts'
+import { buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/build/docker.ts'
 import { dockerClient } from '../lib/local/docker.ts'
 import { statusEntry } from '../lib/local/base-images.ts'
 import { registryConfig } from '../lib/local/registry.ts'
-import { run } from '../lib/run.ts'
-import { BASE_IMAGES, VERSIONS } from '../lib/versions.ts'
+import { run } from '../lib/core/run.ts'
+import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
 
 const t = suite('docker')
 // Real BuildKit output (docker 20.10, --progress=plain) of Dockerfile.optimized.
@@ -103,7 +103,7 @@ t('the local registry listens on loopback only, its data outside the clone', () 
   assert.match(cfg, /rootdirectory: \/cache\/registry\/data/)
 })
 
-t('the Dockerfiles default to the pinned names in lib/versions.ts, and pull no frontend', () => {
+t('the Dockerfiles default to the pinned names in lib/core/versions.ts, and pull no frontend', () => {
   const root = new URL('..', import.meta.url)
   const optimized = readFileSync(new URL('Dockerfile.optimized', root), 'utf8')
   assert.match(optimized, new RegExp(`^ARG CHEF_IMAGE=${BASE_IMAGES.chef.replace(/[.]/g, '\\.')}$`, 'm'))

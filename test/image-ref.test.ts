@@ -1,6 +1,6 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { formatRef, imageRef, isValidTag, parseRef, pinnedRef, sanitizeTag } from '../lib/image-ref.ts'
+import { formatRef, imageRef, isValidTag, parseRef, pinnedRef, sanitizeTag } from '../lib/build/image-ref.ts'
 
 const t = suite('image-ref')
 

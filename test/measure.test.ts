@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, median, ratio, readBaseline, withReleaseProfile, type Measurements } from '../lib/measure.ts'
-import { readReport, writeReport } from '../lib/report.ts'
+import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, median, ratio, readBaseline, withReleaseProfile, type Measurements } from '../lib/build/measure.ts'
+import { readReport, writeReport } from '../lib/core/report.ts'
 
 const t = suite('measure')
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/report.ts'
+import { appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/core/report.ts'
 
 const t = suite('report')
 

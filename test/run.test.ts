@@ -1,7 +1,7 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { PipelineError } from '../lib/errors.ts'
-import { redact, retry, run, succeeds } from '../lib/run.ts'
+import { PipelineError } from '../lib/core/errors.ts'
+import { redact, retry, run, succeeds } from '../lib/core/run.ts'
 
 const t = suite('run')
 

@@ -4,10 +4,10 @@ import { join, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { repoRoot } from '../lib/paths.ts'
-import { decide, isExpired, parseIgnoreFile, readIgnoreFile, today, trivyIgnoreYaml, type IgnoreEntry, type Policy } from '../lib/scan-policy.ts'
-import { consoleSummary, markdownSummary, scanReport } from '../lib/scan-summary.ts'
-import { readTrivyReport, type Finding, type TrivyReport } from '../lib/trivy-report.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { decide, isExpired, parseIgnoreFile, readIgnoreFile, today, trivyIgnoreYaml, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
+import { consoleSummary, markdownSummary, scanReport } from '../lib/scan/scan-summary.ts'
+import { readTrivyReport, type Finding, type TrivyReport } from '../lib/scan/trivy-report.ts'
 
 const SHARED_REPORTS = resolve(repoRoot, '..', 'shared', 'fixtures', 'trivy-reports')
 const shared = existsSync(SHARED_REPORTS)

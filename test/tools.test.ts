@@ -1,6 +1,6 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { findTool, requireTool } from '../lib/tools.ts'
+import { findTool, requireTool } from '../lib/core/tools.ts'
 
 const t = suite('tools')
 

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { repoRoot } from '../lib/paths.ts'
-import { parseTrivyReport, readTrivyReport, sarifRuleIds } from '../lib/trivy-report.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { parseTrivyReport, readTrivyReport, sarifRuleIds } from '../lib/scan/trivy-report.ts'
 
 /** Real Trivy outputs kept beside the repository, never copied into it. */
 const SHARED_REPORTS = resolve(repoRoot, '..', 'shared', 'fixtures', 'trivy-reports')

@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { repoRoot } from '../lib/paths.ts'
-import { ANY_EXIT, run } from '../lib/run.ts'
-import { ADVISORIES_DIR, TRIVY_SPEC, advisoriesHash, isLocalRegistry, trivyCacheDir } from '../lib/trivy.ts'
-import { VERSIONS } from '../lib/versions.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { ANY_EXIT, run } from '../lib/core/run.ts'
+import { ADVISORIES_DIR, TRIVY_SPEC, advisoriesHash, isLocalRegistry, trivyCacheDir } from '../lib/scan/trivy.ts'
+import { VERSIONS } from '../lib/core/versions.ts'
 
 const t = suite('trivy')
 const SCRIPT = join(repoRoot, 'scripts', 'scan_image.sh')

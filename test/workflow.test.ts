@@ -1,7 +1,7 @@
 /**
  * The GitHub Actions workflow, read as data: GitHub cannot be reached from
  * here, so what it would do is checked against what the pipeline does locally
- * (tasks/ci.ts ORDER, lib/config.ts shouldPush, lib/versions.ts). actionlint
+ * (tasks/ci.ts ORDER, lib/core/config.ts shouldPush, lib/core/versions.ts). actionlint
  * itself runs in test/e2e/workflow.test.ts.
  */
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
@@ -10,10 +10,10 @@ import { basename, join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { parse } from 'yaml'
-import { loadConfig, shouldPush } from '../lib/config.ts'
-import { repoRoot } from '../lib/paths.ts'
-import { trivyCacheDir } from '../lib/trivy.ts'
-import { VERSIONS } from '../lib/versions.ts'
+import { loadConfig, shouldPush } from '../lib/core/config.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { trivyCacheDir } from '../lib/scan/trivy.ts'
+import { VERSIONS } from '../lib/core/versions.ts'
 import { ORDER } from '../tasks/ci.ts'
 import { WORKFLOWS_DIR, unpinnedActions, workflowFiles } from '../tasks/lint-workflows.ts'
 
@@ -128,7 +128,7 @@ t('every action is pinned to a full commit SHA with its release noted', () => {
 
 t('pull requests build and scan but never push or deploy', () => {
   const build = stepRunning(wf.jobs['build-image']!, 'build')!
-  assert.is(build.env?.PUSH, undefined, 'the build leaves pushing to lib/config.ts shouldPush')
+  assert.is(build.env?.PUSH, undefined, 'the build leaves pushing to lib/core/config.ts shouldPush')
   // The build step's literal environment, as a pull request's runner would see it.
   const literal = Object.fromEntries(Object.entries(build.env ?? {}).filter(([, v]) => !String(v).includes('${{')))
   const pr = loadConfig({ ...literal, GITHUB_ACTIONS: 'true', GITHUB_EVENT_NAME: 'pull_request', GITHUB_REPOSITORY_OWNER: 'o', GITHUB_SHA: 'a'.repeat(40) }, {})
@@ -211,7 +211,7 @@ t('caches: rust-cache for lint-test, BuildKit in the GitHub cache, the Trivy DB'
   assert.ok(steps.indexOf('docker/setup-buildx-action') < runtime && runtime === steps.indexOf('npx tsx tasks/build.ts') - 1, 'the cache token is exposed right before the build')
   const trivy = usesOf(wf.jobs['scan-image']!, 'actions/cache').find((s) => String(s.with!.path).includes('trivy'))
   assert.ok(trivy, 'the Trivy DB is cached')
-  // Where the scan stage keeps the public DB (lib/trivy.ts), under the default cache directory.
+  // Where the scan stage keeps the public DB (lib/scan/trivy.ts), under the default cache directory.
   assert.is(String(trivy!.with!.path), trivyCacheDir('~/.cache/doc-server-ci', 'remote'))
   assert.match(String(trivy!.with!.key), /\$\{\{ steps\.day\.outputs\.day \}\}$/, 'a new DB cache a day')
 })
@@ -225,7 +225,7 @@ t('scan-image sends its findings to code scanning, whatever the verdict', () => 
   assert.match(file, /^reports\/scan\/[\w.-]+\.sarif$/)
   assert.ok(sarif!.if!.includes(`hashFiles('${file}')`), 'uploads only a SARIF that exists')
   // The scan stage decides the file name; once it exists, both must agree.
-  const writers = ['tasks/scan.ts', 'scripts/scan_image.sh', 'lib/trivy-report.ts'].map((f) => join(repoRoot, f)).filter(existsSync)
+  const writers = ['tasks/scan.ts', 'scripts/scan_image.sh', 'lib/scan/trivy-report.ts'].map((f) => join(repoRoot, f)).filter(existsSync)
   if (writers.some((f) => /\.sarif\b/.test(readFileSync(f, 'utf8')))) {
     assert.ok(writers.some((f) => readFileSync(f, 'utf8').includes(basename(file))), `the scan stage writes no ${basename(file)}`)
   }
@@ -241,7 +241,7 @@ t('deploy: the environment\'s kubeconfig secret, written private, and its contex
   assert.ok(deploy.steps.some((s) => s.if === 'always()' && /rm -f "\$RUNNER_TEMP\/kubeconfig"/.test(s.run ?? '')))
 })
 
-t('toolchains: Node 20 everywhere, Rust as pinned in lib/versions.ts', () => {
+t('toolchains: Node 20 everywhere, Rust as pinned in lib/core/versions.ts', () => {
   for (const [name, job] of Object.entries(wf.jobs)) {
     const [node] = usesOf(job, 'actions/setup-node')
     assert.is(String(node?.with?.['node-version']), '20', `${name} sets up Node 20`)

@@ -1,10 +1,10 @@
 import { chmodSync, chownSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ensureDebianPackages } from '../apt.ts'
-import { PipelineError } from '../errors.ts'
-import { retry, run, succeeds } from '../run.ts'
-import { requireTool } from '../tools.ts'
-import { BASE_IMAGES, VERSIONS } from '../versions.ts'
+import { ensureDebianPackages } from '../core/apt.ts'
+import { PipelineError } from '../core/errors.ts'
+import { retry, run, succeeds } from '../core/run.ts'
+import { requireTool } from '../core/tools.ts'
+import { BASE_IMAGES, VERSIONS } from '../core/versions.ts'
 import { dockerEnv } from './docker.ts'
 
 type OnLine = (line: string) => void

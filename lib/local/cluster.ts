@@ -7,10 +7,10 @@
 import { createHash } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { delimiter, dirname, join } from 'node:path'
-import { cachedClusterBinaries, ensureClusterBinaries, withLock, type ClusterBinaries } from '../cluster-build.ts'
-import { PipelineError } from '../errors.ts'
-import { run, succeeds } from '../run.ts'
-import { VERSIONS } from '../versions.ts'
+import { cachedClusterBinaries, ensureClusterBinaries, withLock, type ClusterBinaries } from './cluster-build.ts'
+import { PipelineError } from '../core/errors.ts'
+import { run, succeeds } from '../core/run.ts'
+import { VERSIONS } from '../core/versions.ts'
 
 export const CLUSTER_NAME = 'doc-server'
 /** kwokctl names the context after the cluster. */

@@ -1,10 +1,10 @@
 import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { ensureDebianPackages } from '../apt.ts'
-import { PipelineError } from '../errors.ts'
-import { run, succeeds } from '../run.ts'
-import { stateDir } from '../paths.ts'
-import { findTool } from '../tools.ts'
+import { ensureDebianPackages } from '../core/apt.ts'
+import { PipelineError } from '../core/errors.ts'
+import { run, succeeds } from '../core/run.ts'
+import { stateDir } from '../core/paths.ts'
+import { findTool } from '../core/tools.ts'
 import { startDetached } from './service.ts'
 
 /** Debian's client: the preinstalled 28.x client has no buildx, so BuildKit builds need this one. */

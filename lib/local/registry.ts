@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ensureDebianPackages } from '../apt.ts'
-import { PipelineError } from '../errors.ts'
-import { stateDir } from '../paths.ts'
-import { processAlive } from '../run.ts'
+import { ensureDebianPackages } from '../core/apt.ts'
+import { PipelineError } from '../core/errors.ts'
+import { stateDir } from '../core/paths.ts'
+import { processAlive } from '../core/run.ts'
 import { startDetached } from './service.ts'
 
 /** The embedded default registry: loopback only, so nothing outside this machine can push to it. */

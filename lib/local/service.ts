@@ -1,6 +1,6 @@
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { tail } from '../run.ts'
+import { tail } from '../core/run.ts'
 
 export interface DetachedSpec {
   binary: string

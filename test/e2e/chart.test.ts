@@ -10,11 +10,11 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { parseAllDocuments } from 'yaml'
-import { ensureHelm } from '../../lib/cluster-build.ts'
-import { loadConfig } from '../../lib/config.ts'
-import { CHART_DIR, valueFiles } from '../../lib/deploy.ts'
-import { renderChart } from '../../lib/helm.ts'
-import { run } from '../../lib/run.ts'
+import { ensureHelm } from '../../lib/local/cluster-build.ts'
+import { loadConfig } from '../../lib/core/config.ts'
+import { CHART_DIR, valueFiles } from '../../lib/deploy/deploy.ts'
+import { renderChart } from '../../lib/deploy/helm.ts'
+import { run } from '../../lib/core/run.ts'
 
 const t = suite('e2e: chart')
 const s = {} as { helm: string; dir: string }

@@ -7,7 +7,7 @@ import { appendFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { ANY_EXIT, run } from '../../lib/run.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
 
 const t = suite('e2e: lint-test')

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { repoRoot } from '../../lib/paths.ts'
-import { ANY_EXIT, run } from '../../lib/run.ts'
+import { repoRoot } from '../../lib/core/paths.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { WORKFLOWS_DIR } from '../../tasks/lint-workflows.ts'
 
 const t = suite('e2e: lint:workflows')

@@ -2,8 +2,8 @@ import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { mkdirSync } from 'node:fs'
-import { run } from '../../lib/run.ts'
-import { cacheDir, repoRoot } from '../../lib/paths.ts'
+import { run } from '../../lib/core/run.ts'
+import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 
 /**
  * A throwaway copy of the working tree (tracked and untracked-but-not-ignored

@@ -1,12 +1,12 @@
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { deflateSync } from 'node:zlib'
-import { ensureDebianPackages } from '../../lib/apt.ts'
-import { buildImage, pushImage } from '../../lib/docker.ts'
+import { ensureDebianPackages } from '../../lib/core/apt.ts'
+import { buildImage, pushImage } from '../../lib/build/docker.ts'
 import { LOCAL_REGISTRY } from '../../lib/local/registry.ts'
-import { repoRoot } from '../../lib/paths.ts'
-import { run } from '../../lib/run.ts'
-import { BASE_IMAGES } from '../../lib/versions.ts'
+import { repoRoot } from '../../lib/core/paths.ts'
+import { run } from '../../lib/core/run.ts'
+import { BASE_IMAGES } from '../../lib/core/versions.ts'
 
 const FIXTURE = join(repoRoot, 'test', 'fixtures', 'vulnerable-image')
 

@@ -1,5 +1,5 @@
 import type { Decision, Policy } from './scan-policy.ts'
-import { markdownTable } from './report.ts'
+import { markdownTable } from '../core/report.ts'
 import { SEVERITIES, type Finding } from './trivy-report.ts'
 
 /** What was scanned: a pushed digest, a local image, or an existing report. */

@@ -2,8 +2,8 @@ import { homedir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-/** The repository root: lib/ sits directly below it. */
-export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+/** The repository root: lib/core/ sits two levels below it. */
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
 /**
  * Where tools, base-image inputs and local services keep their state: outside

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { PipelineError } from './errors.ts'
+import { PipelineError } from '../core/errors.ts'
 
 /** Trivy's severities, worst first. */
 export const SEVERITIES = ['CRITICAL', 'HIGH', 'MEDIUM', 'LOW', 'UNKNOWN'] as const

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs'
-import { PipelineError } from './errors.ts'
+import { PipelineError } from '../core/errors.ts'
 
 /** What `reports/measure.json` holds (plus the report's own stage and time). */
 export interface Measurements {

@@ -1,5 +1,5 @@
-import { PipelineError } from './errors.ts'
-import { run } from './run.ts'
+import { PipelineError } from '../core/errors.ts'
+import { run } from '../core/run.ts'
 
 /** Which cluster a command talks to: a kubeconfig (default when undefined) and a context in it. */
 export interface KubeTarget {

@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { PipelineError } from './errors.ts'
-import { processAlive, run } from './run.ts'
-import { ensureGoTool, requireTool } from './tools.ts'
-import { VERSIONS } from './versions.ts'
+import { PipelineError } from '../core/errors.ts'
+import { processAlive, run } from '../core/run.ts'
+import { ensureGoTool, requireTool } from '../core/tools.ts'
+import { VERSIONS } from '../core/versions.ts'
 
 /** Every binary the local cluster and the deploy stage run; all built from the Go module proxy. */
 export interface ClusterBinaries {

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
-import { PipelineError } from './errors.ts'
+import { PipelineError } from '../core/errors.ts'
 import { SEVERITIES, type Finding, type Severity, type TrivyReport } from './trivy-report.ts'
 
 /** What blocks: the same policy drives Trivy's outputs and the gate. */

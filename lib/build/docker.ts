@@ -1,9 +1,9 @@
 import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PipelineError } from './errors.ts'
-import { ANY_EXIT, retry, run, tail } from './run.ts'
-import { dockerEnv } from './local/docker.ts'
+import { PipelineError } from '../core/errors.ts'
+import { ANY_EXIT, retry, run, tail } from '../core/run.ts'
+import { dockerEnv } from '../local/docker.ts'
 
 type OnLine = (line: string) => void
 

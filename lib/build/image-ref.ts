@@ -1,4 +1,4 @@
-import { PipelineError } from './errors.ts'
+import { PipelineError } from '../core/errors.ts'
 
 export interface ImageRef {
   registry: string

@@ -1,6 +1,6 @@
-import { PipelineError } from './errors.ts'
+import { PipelineError } from '../core/errors.ts'
 import type { KubeTarget } from './kube.ts'
-import { run, type RunOptions } from './run.ts'
+import { run, type RunOptions } from '../core/run.ts'
 
 export interface HelmTarget extends Pick<KubeTarget, 'kubeconfig' | 'context'> {
   helm: string

@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import type { Config } from './config.ts'
-import { PipelineError, firstLine } from './errors.ts'
+import type { Config } from '../core/config.ts'
+import { PipelineError, firstLine } from '../core/errors.ts'
 import { history, pendingRecovery, rollback, uninstall, type HelmTarget, type Release } from './helm.ts'
-import { parseRef, repository } from './image-ref.ts'
+import { parseRef, repository } from '../build/image-ref.ts'
 import { firstFailureReason, getDeployment, listEvents, listPods, podsNotRunning, rolloutStatus, type KubeTarget } from './kube.ts'
-import { repoRoot } from './paths.ts'
-import { readReport, writeReport } from './report.ts'
+import { repoRoot } from '../core/paths.ts'
+import { readReport, writeReport } from '../core/report.ts'
 
 export const CHART_DIR = join(repoRoot, 'charts', 'doc-server')
 const CHART_NAME = 'doc-server'

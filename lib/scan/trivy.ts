@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto'
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
-import { PipelineError } from './errors.ts'
-import { repoRoot } from './paths.ts'
-import { run } from './run.ts'
-import { ensureGoTool, type GoToolSpec } from './tools.ts'
-import { VERSIONS } from './versions.ts'
+import { PipelineError } from '../core/errors.ts'
+import { repoRoot } from '../core/paths.ts'
+import { run } from '../core/run.ts'
+import { ensureGoTool, type GoToolSpec } from '../core/tools.ts'
+import { VERSIONS } from '../core/versions.ts'
 
 const bare = (v: string) => v.replace(/^v/, '')
 
