@@ -36,6 +36,11 @@ t('GitHub Actions context fills in registry, owner, tag and credentials', () => 
   assert.is(c.trivyDbSource, 'remote')
 })
 
+t('PRECOMMIT_CHECKS narrows lint-test to the checks it names; unset, all run', () => {
+  assert.equal(loadConfig({}, {}).precommitChecks, ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'unit-tests', 'shellcheck'])
+  assert.equal(loadConfig({ PRECOMMIT_CHECKS: ' tsc, unit-tests ' }, {}).precommitChecks, ['tsc', 'unit-tests'])
+})
+
 t('bad values give one line naming the variable', () => {
   const cases: [Record<string, string>, RegExp][] = [
     [{ PUSH: 'maybe' }, /^config: PUSH="maybe" is not valid: expected one of auto, true, false/],
@@ -46,6 +51,7 @@ t('bad values give one line naming the variable', () => {
     [{ REGISTRY: 'http://x' }, /REGISTRY/],
     [{ IMAGE_NAME: 'Agent Docs' }, /IMAGE_NAME/],
     [{ RELEASE_NAME: 'Doc_Server' }, /RELEASE_NAME/],
+    [{ PRECOMMIT_CHECKS: 'tsc,lint' }, /^config: PRECOMMIT_CHECKS="lint" is not valid: expected one of rustfmt, clippy/],
   ]
   for (const [env, re] of cases) {
     try {

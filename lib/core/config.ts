@@ -33,6 +33,7 @@ export const VARIABLES = [
   { name: 'MEASURE_BASELINE', default: '.ci/measure-baseline.json', meaning: 'Baseline the measure stage compares against to flag regressions.' },
   { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
   { name: 'DOC_SERVER_CACHE_DIR', default: '~/.cache/doc-server-ci', meaning: 'Pinned tools, base-image inputs and local service state, outside the clone.' },
+  { name: 'PRECOMMIT_CHECKS', default: '(all)', meaning: 'Comma list of the lint-test checks to run (rustfmt, clippy, cargo-test, tsc, unit-tests, shellcheck); the others are shown as skipped. For a quick local hook; CI runs them all.' },
   { name: 'DEBUG', default: '(unset)', meaning: 'When set, errors print their stack trace and tools their full output.' },
 ] as const
 
@@ -62,6 +63,8 @@ export interface Config {
   measureBaseline: string
   reportsDir: string
   cacheDir: string
+  /** The lint-test checks to run, by name; all of them unless PRECOMMIT_CHECKS narrows it. */
+  precommitChecks: PrecommitCheck[]
   debug: boolean
   /** Facts about where we run, read from the CI platform's own variables. */
   github: boolean
@@ -86,6 +89,10 @@ function positiveInt(name: string, value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1) throw bad(name, value, 'a whole number above 0')
   return Number(value)
 }
+
+/** The lint-test checks, by the names PRECOMMIT_CHECKS uses (tasks/precommit.ts defines what each runs). */
+export const PRECOMMIT_CHECKS = ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'unit-tests', 'shellcheck'] as const
+export type PrecommitCheck = (typeof PRECOMMIT_CHECKS)[number]
 
 const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
 
@@ -130,6 +137,8 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
   const releaseName = get('RELEASE_NAME') ?? 'doc-server'
   if (!/^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$/.test(releaseName)) throw bad('RELEASE_NAME', releaseName, 'a Helm release name (lower-case letters, digits, -; at most 53)')
 
+  const precommitChecks = (get('PRECOMMIT_CHECKS')?.split(',') ?? [...PRECOMMIT_CHECKS]).map((c) => oneOf('PRECOMMIT_CHECKS', c.trim(), PRECOMMIT_CHECKS))
+
   const abs = (p: string) => (isAbsolute(p) ? p : join(repoRoot, p))
   const cache = get('DOC_SERVER_CACHE_DIR')
   return {
@@ -156,6 +165,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
     reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),
     cacheDir: cache ? abs(cache) : cacheDir(env),
+    precommitChecks,
     debug: get('DEBUG') !== undefined,
     github,
     pullRequest,

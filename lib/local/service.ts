@@ -1,6 +1,6 @@
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { tail } from '../core/run.ts'
+import { childEnv, tail } from '../core/run.ts'
 
 export interface DetachedSpec {
   binary: string
@@ -24,7 +24,7 @@ export type DetachedStart = { ok: true; pid: number | undefined } | { ok: false;
  */
 export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> {
   const fd = openSync(spec.log, 'a')
-  const child = spawn(spec.binary, spec.args, { detached: true, stdio: ['ignore', fd, fd], env: spec.env ?? process.env })
+  const child = spawn(spec.binary, spec.args, { detached: true, stdio: ['ignore', fd, fd], env: childEnv(spec.env ?? process.env) })
   child.unref()
   closeSync(fd)
   let exited: number | null = null

@@ -2,7 +2,7 @@ import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { mkdirSync } from 'node:fs'
-import { run } from '../../lib/core/run.ts'
+import { childEnv, run } from '../../lib/core/run.ts'
 import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 
 /**
@@ -32,7 +32,9 @@ export async function copyRepo(prefix = 'repo-copy-'): Promise<{ dir: string; re
  * once per machine. Never the real repository's: cargo records the crate's
  * files by relative path and mtime, so a copy's artifacts (built from the
  * copy's broken source) would look fresh to the real tree and be reused there.
+ * Git's repository-locating variables (set when the tests run inside a git
+ * hook) are dropped: they name the outer repository, never the copy.
  */
 export function copyEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...process.env, CARGO_TARGET_DIR: join(cacheDir(), 'test-copies', 'target'), FORCE_COLOR: '0', ...extra }
+  return { ...childEnv(process.env), CARGO_TARGET_DIR: join(cacheDir(), 'test-copies', 'target'), FORCE_COLOR: '0', ...extra }
 }
