@@ -142,7 +142,7 @@ t('pull requests build and scan but never push or deploy', () => {
 
 t('GHCR with GITHUB_TOKEN, handed only to the steps that talk to the registry', () => {
   const holders = Object.entries(wf.jobs).flatMap(([name, job]) => job.steps.filter((s) => JSON.stringify(s).includes('secrets.GITHUB_TOKEN')).map((s) => `${name}: ${s.name}`))
-  assert.equal(holders, ['build-image: build', 'scan-image: Log in to ghcr.io to pull the image by digest'])
+  assert.equal(holders, ['build-image: build', 'build-image: measure', 'scan-image: Log in to ghcr.io to pull the image by digest'])
   const scan = wf.jobs['scan-image']!
   const login = scan.steps.find((s) => s.name?.startsWith('Log in to ghcr.io'))!
   assert.match(login.run!, /^docker login ghcr\.io --username "\$GITHUB_ACTOR" --password-stdin/, 'the token goes through stdin, never argv')

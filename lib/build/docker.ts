@@ -176,10 +176,37 @@ function why(err: unknown): string {
   return reason ?? lines.at(-1) ?? 'unknown error'
 }
 
-export async function registryLogin(docker: string, registry: string, user: string, token: string, onLine?: OnLine): Promise<void> {
-  await retry(3, 2000, () => run([docker, 'login', registry, '--username', user, '--password-stdin'], { env: dockerEnv(), input: token, secrets: [token], timeoutMs: 60_000, ...(onLine ? { onLine } : {}) })).catch((err) => {
+/** What a registry answers when it refuses a user name and token (distribution, GHCR, Docker Hub). */
+const REFUSED = /unauthorized|authentication required|incorrect username or password|denied|\b401\b/i
+
+/**
+ * A registry login that lasts only as long as the stage needs it: the
+ * credentials go to a throwaway DOCKER_CONFIG (a fresh 0700 directory), never
+ * to ~/.docker/config.json, and `end()` (or the process's exit) removes it.
+ * Pass `env` to every docker call that must be logged in (push, pull).
+ */
+export interface RegistrySession {
+  registry: string
+  env: NodeJS.ProcessEnv
+  end: () => void
+}
+
+export async function registryLogin(docker: string, registry: string, user: string, token: string, onLine?: OnLine): Promise<RegistrySession> {
+  const dir = mkdtempSync(join(tmpdir(), 'docker-config-'))
+  const end = () => rmSync(dir, { recursive: true, force: true })
+  process.once('exit', end)
+  const env = { DOCKER_CONFIG: dir }
+  const login = () => run([docker, 'login', registry, '--username', user, '--password-stdin'], { env: dockerEnv(env), input: token, secrets: [token], timeoutMs: 60_000, ...(onLine ? { onLine } : {}) })
+  // A refusal is an answer, not a network hiccup: asking again cannot change it.
+  const refused = (err: unknown) => REFUSED.test(why(err))
+  try {
+    await retry(3, 2000, login, refused)
+  } catch (err) {
+    end()
+    if (refused(err)) throw new PipelineError(`registry: ${registry} refused the credentials of ${user} (REGISTRY_USER/REGISTRY_TOKEN): check the token and that it may push there`)
     throw new PipelineError(`registry: login to ${registry} as ${user} failed: ${why(err)}`)
-  })
+  }
+  return { registry, env, end }
 }
 
 /** The digest `docker push` prints last: it exists only once the manifest (the tag) is written. */
@@ -193,14 +220,14 @@ export function parsePushDigest(output: string): { digest: string; size: number 
  * manifest, so a tag never names a half-pushed image: a failed attempt leaves
  * at most unreferenced blobs, which the next attempt reuses.
  */
-export async function pushImage(docker: string, ref: string, opts: { attempts?: number; backoffMs?: number; onLine?: OnLine; secrets?: string[] } = {}): Promise<{ digest: string; size: number; attempts: number }> {
+export async function pushImage(docker: string, ref: string, opts: { attempts?: number; backoffMs?: number; onLine?: OnLine; secrets?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<{ digest: string; size: number; attempts: number }> {
   const attempts = opts.attempts ?? 3
   let used = 0
   try {
     return await retry(attempts, opts.backoffMs ?? 3000, async (attempt) => {
       used = attempt
       if (attempt > 1) opts.onLine?.(`push attempt ${attempt} of ${attempts}`)
-      const r = await run([docker, 'push', ref], { env: dockerEnv(), timeoutMs: 15 * 60_000, secrets: opts.secrets ?? [], ...(opts.onLine ? { onLine: opts.onLine } : {}) })
+      const r = await run([docker, 'push', ref], { env: dockerEnv(opts.env), timeoutMs: 15 * 60_000, secrets: opts.secrets ?? [], ...(opts.onLine ? { onLine: opts.onLine } : {}) })
       const d = parsePushDigest(r.stdout + r.stderr)
       if (!d) throw new PipelineError(`push: docker push ${ref} printed no digest`)
       return { ...d, attempts: attempt }
@@ -210,8 +237,8 @@ export async function pushImage(docker: string, ref: string, opts: { attempts?: 
   }
 }
 
-export async function pullImage(docker: string, ref: string, onLine?: OnLine): Promise<void> {
-  await retry(3, 3000, () => run([docker, 'pull', ref], { env: dockerEnv(), timeoutMs: 10 * 60_000, ...(onLine ? { onLine } : {}) })).catch((err) => {
+export async function pullImage(docker: string, ref: string, onLine?: OnLine, env?: NodeJS.ProcessEnv): Promise<void> {
+  await retry(3, 3000, () => run([docker, 'pull', ref], { env: dockerEnv(env), timeoutMs: 10 * 60_000, ...(onLine ? { onLine } : {}) })).catch((err) => {
     throw new PipelineError(`pull: ${ref} failed: ${why(err)}`, err instanceof PipelineError ? err.details : undefined)
   })
 }
@@ -234,9 +261,9 @@ export async function imageBytes(docker: string, ref: string): Promise<number> {
  * Size as pushed: the registry's manifest (config and compressed layers),
  * which is what a node downloads. Plain HTTP is allowed for loopback registries only.
  */
-export async function pushedBytes(docker: string, pinned: string): Promise<number> {
+export async function pushedBytes(docker: string, pinned: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const insecure = /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(pinned) ? ['--insecure'] : []
-  const r = await retry(3, 2000, () => run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(), timeoutMs: 60_000 }))
+  const r = await retry(3, 2000, () => run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(env), timeoutMs: 60_000 }))
   const manifest = JSON.parse(r.stdout) as { config?: { size: number }; layers?: { size: number }[] }
   if (!manifest.layers) throw new PipelineError(`manifest: ${pinned} is a list, not one image manifest`)
   return (manifest.config?.size ?? 0) + manifest.layers.reduce((sum, l) => sum + l.size, 0)

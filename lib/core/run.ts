@@ -129,14 +129,18 @@ export async function succeeds(argv: readonly string[], opts: RunOptions = {}): 
   return r?.exitCode === 0
 }
 
-/** Bounded retries with linear backoff, for network edges only. */
-export async function retry<T>(count: number, backoffMs: number, fn: (attempt: number) => Promise<T>): Promise<T> {
+/**
+ * Bounded retries with linear backoff, for network edges only. `final` marks
+ * an error that is an answer (a refused login), which no retry can change.
+ */
+export async function retry<T>(count: number, backoffMs: number, fn: (attempt: number) => Promise<T>, final: (err: unknown) => boolean = () => false): Promise<T> {
   let last: unknown
   for (let attempt = 1; attempt <= count; attempt++) {
     try {
       return await fn(attempt)
     } catch (err) {
       last = err
+      if (final(err)) break
       if (attempt < count) await new Promise((r) => setTimeout(r, backoffMs * attempt))
     }
   }
