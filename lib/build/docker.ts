@@ -1,8 +1,8 @@
 import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PipelineError } from '../core/errors.ts'
-import { ANY_EXIT, retry, run, tail } from '../core/run.ts'
+import { PipelineError, debugOn } from '../core/errors.ts'
+import { ANY_EXIT, outputDetails, retry, run } from '../core/run.ts'
 import { dockerEnv } from '../local/docker.ts'
 
 type OnLine = (line: string) => void
@@ -70,14 +70,15 @@ export function stepLabel(name: string, max = 90): string {
 
 /**
  * The one-line reason a build failed: the failing Dockerfile step and the
- * compiler's first error, with the error block (not the whole log) as details.
+ * compiler's first error, with the error block (not the whole log, unless
+ * DEBUG is set) as details.
  */
 export function buildFailure(steps: readonly BuildStep[], rawOutput: string): PipelineError {
   const failed = steps.find((s) => s.error !== undefined)
   if (!failed) {
     const lines = rawOutput.split('\n').map((l) => l.trim()).filter(Boolean)
     const why = [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ?? lines.at(-1) ?? 'no output'
-    return new PipelineError(`docker build failed: ${why}`, tail(rawOutput, 20))
+    return new PipelineError(`docker build failed: ${why}`, outputDetails(rawOutput, 20))
   }
   const out = failed.output
   const at = out.findIndex((l) => /^error(\[E\d+\])?: /.test(l) && !/^error: could not compile/.test(l))
@@ -89,8 +90,10 @@ export function buildFailure(steps: readonly BuildStep[], rawOutput: string): Pi
     const end = block.findIndex((l, i) => i > 0 && /^(error: could not compile|warning: build failed)/.test(l))
     details = block.slice(0, end > 0 ? Math.min(end + 1, 40) : 40).join('\n')
   } else {
-    details = tail(out.join('\n'), 20)
+    details = outputDetails(out.join('\n'), 20)
   }
+  // DEBUG: the whole build log, every step, not only the failing one's.
+  if (debugOn()) details = rawOutput.replace(/\s+$/, '')
   return new PipelineError(`docker build failed at ${stepLabel(failed.name)}: ${first.trim()}`, details)
 }
 

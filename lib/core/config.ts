@@ -34,7 +34,7 @@ export const VARIABLES = [
   { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
   { name: 'DOC_SERVER_CACHE_DIR', default: '~/.cache/doc-server-ci', meaning: 'Pinned tools, base-image inputs and local service state, outside the clone.' },
   { name: 'PRECOMMIT_CHECKS', default: '(all)', meaning: 'Comma list of the lint-test checks to run (rustfmt, clippy, cargo-test, tsc, unit-tests, shellcheck); the others are shown as skipped. For a quick local hook; CI runs them all.' },
-  { name: 'DEBUG', default: '(unset)', meaning: 'When set, errors print their stack trace and tools their full output.' },
+  { name: 'DEBUG', default: '(unset)', meaning: "When set, a failure prints its stack trace and the failing tool's whole output (for a build, the whole BuildKit log) instead of its last lines; also read from .env." },
 ] as const
 
 export type VariableName = (typeof VARIABLES)[number]['name']

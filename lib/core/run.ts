@@ -1,5 +1,5 @@
 import { $ } from 'zx'
-import { PipelineError } from './errors.ts'
+import { PipelineError, debugOn } from './errors.ts'
 
 export interface RunOptions {
   cwd?: string
@@ -81,9 +81,18 @@ export function tail(text: string, lines = 25): string {
 }
 
 /**
+ * A tool's output for an error's details: its last `lines` (the part that names
+ * the error), or all of it when DEBUG is set.
+ */
+export function outputDetails(text: string, lines = 25): string {
+  return debugOn() ? text.replace(/\s+$/, '') : tail(text, lines)
+}
+
+/**
  * Run one command (an argv array, never a shell string), timing it and streaming
  * its output line by line. A non-zero exit throws a PipelineError whose message
- * names the command and exit code and whose details hold the output's tail.
+ * names the command and exit code and whose details hold the output's tail
+ * (all of it with DEBUG).
  * The child never inherits git's repository-locating variables (see childEnv).
  */
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
@@ -117,7 +126,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   if (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode)) {
     const name = argv.slice(0, 2).join(' ')
     const why = out.signal ? `was killed by ${out.signal}` : `exited ${exitCode}`
-    const details = tail([result.stderr, result.stdout].filter((s) => s.trim()).join('\n'))
+    const details = outputDetails([result.stderr, result.stdout].filter((s) => s.trim()).join('\n'))
     throw new PipelineError(`\`${name}\` ${why}`, details)
   }
   return result

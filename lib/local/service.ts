@@ -1,6 +1,6 @@
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { tail } from '../core/run.ts'
+import { outputDetails } from '../core/run.ts'
 
 export interface DetachedSpec {
   binary: string
@@ -51,5 +51,5 @@ export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> 
     if (exited !== null) break
     await new Promise((r) => setTimeout(r, spec.pollMs))
   }
-  return { ok: false, exited, logTail: existsSync(spec.log) ? tail(readFileSync(spec.log, 'utf8'), 15) : undefined }
+  return { ok: false, exited, logTail: existsSync(spec.log) ? outputDetails(readFileSync(spec.log, 'utf8'), 15) : undefined }
 }
