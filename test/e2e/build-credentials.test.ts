@@ -72,7 +72,7 @@ t('after a build stage run that logged in and pushed, no process and no file und
     assert.not.ok(out.includes(token), 'the token is in the output')
     assert.equal(processesHolding(token), [], 'processes with the token in their environment')
     const dirs = [homedir(), cacheDir(), reports, tmpdir()]
-    assert.equal(leaksOf(token, user, dirs, since), [], 'files holding the token')
+    assert.equal(await leaksOf(token, user, dirs, since), [], 'files holding the token')
     const configs = readdirSync(tmpdir()).filter((f) => f.startsWith('docker-config-') && statSync(join(tmpdir(), f)).mtimeMs >= since)
     assert.equal(configs, [], 'the throwaway docker config is gone')
   } finally {
