@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, shouldPush, type Config } from '../lib/core/config.ts'
-import { buildImage, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult, type RegistrySession } from '../lib/build/docker.ts'
+import { buildImage, checkBuildCacheSupport, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult, type RegistrySession } from '../lib/build/docker.ts'
 import { gitFacts, type GitFacts } from '../lib/core/git.ts'
 import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/build/image-ref.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
@@ -60,6 +60,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const engine = await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))
         ctx.docker = engine.docker
+        await checkBuildCacheSupport(ctx.docker, { from: ctx.config.buildCacheFrom, to: ctx.config.buildCacheTo })
         task.title = engine.started ? `Docker engine: started dockerd (log: ${engine.log})` : `Docker engine: running (${engine.docker})`
       },
     },

@@ -68,6 +68,11 @@ export function stepLabel(name: string, max = 90): string {
   return s.length > max ? `${s.slice(0, max - 1)}…` : s
 }
 
+/** docker's pointer to its help, printed after a bad command line: never the reason. */
+const USAGE_HINT = /^(See '.*--help'\.?|Usage:\s.*|Run '.*--help'.*)$/
+/** How the docker client words a refusal of its own, before the daemon is asked. */
+const CLIENT_ERROR = /unknown (shorthand )?flag|invalid argument|requires (exactly|at least|at most)|unknown command|is not a docker command|no such|not found|cannot|unable to|denied|refused/i
+
 /**
  * The one-line reason a build failed: the failing Dockerfile step and the
  * compiler's first error, with the error block (not the whole log, unless
@@ -76,8 +81,10 @@ export function stepLabel(name: string, max = 90): string {
 export function buildFailure(steps: readonly BuildStep[], rawOutput: string): PipelineError {
   const failed = steps.find((s) => s.error !== undefined)
   if (!failed) {
-    const lines = rawOutput.split('\n').map((l) => l.trim()).filter(Boolean)
-    const why = [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ?? lines.at(-1) ?? 'no output'
+    // Before any step, the client's own complaint (`unknown flag: --cache-to`) is the
+    // cause; its usage hint (`See 'docker build --help'.`) and usage text are not.
+    const lines = rawOutput.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !USAGE_HINT.test(l))
+    const why = [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ?? [...lines].reverse().find((l) => CLIENT_ERROR.test(l)) ?? lines.at(-1) ?? 'no output'
     return new PipelineError(`docker build failed: ${why}`, outputDetails(rawOutput, 20))
   }
   const out = failed.output
@@ -168,6 +175,29 @@ export async function buildImage(opts: BuildOptions): Promise<BuildResult> {
   } finally {
     rmSync(work, { recursive: true, force: true })
   }
+}
+
+/** The flags a client's `docker build` takes, from its own help. */
+export async function buildFlags(docker: string): Promise<Set<string>> {
+  const r = await run([docker, 'build', '--help'], { env: dockerEnv(), okCodes: ANY_EXIT, timeoutMs: 30_000 })
+  return new Set([...`${r.stdout}\n${r.stderr}`.matchAll(/(?:^|[\s,])(--[a-z][a-z-]*)/gm)].map((m) => m[1]!))
+}
+
+/**
+ * Refuses, in one line and before anything is built, BuildKit cache settings
+ * the client cannot pass on: they need `docker build` to be buildx (which has
+ * --cache-to and --load); Debian's 20.10 client is the classic builder, which
+ * would fail at once with a usage message.
+ */
+export async function checkBuildCacheSupport(docker: string, cache: { from?: string | undefined; to?: string | undefined }): Promise<void> {
+  const vars = [cache.from ? 'BUILD_CACHE_FROM' : '', cache.to ? 'BUILD_CACHE_TO' : ''].filter(Boolean)
+  if (vars.length === 0) return
+  const flags = await buildFlags(docker)
+  const missing = [...(cache.to ? ['--cache-to'] : []), '--load'].filter((f) => !flags.has(f))
+  if (missing.length === 0) return
+  const version = (await run([docker, 'version', '--format', '{{.Client.Version}}'], { env: dockerEnv(), okCodes: ANY_EXIT, timeoutMs: 30_000 })).stdout.trim().split('\n')[0]
+  const named = vars.join(' and ')
+  throw new PipelineError(`build: ${named} need${vars.length === 1 ? 's' : ''} a docker client whose build is buildx, but ${docker}${version ? ` (${version})` : ''} has no ${missing.join(' or ')}: set DOCKER to a client with buildx, or unset ${named} for a local build`)
 }
 
 /** The last line of a failed docker command that says why (the daemon's own words). */

@@ -18,7 +18,7 @@ export const VARIABLES = [
   { name: 'REGISTRY_USER', default: '(none; GitHub Actions: GITHUB_ACTOR)', meaning: 'Registry login user; no login when empty.' },
   { name: 'REGISTRY_TOKEN', default: '(none; GitHub Actions: GITHUB_TOKEN)', meaning: 'Registry password or token. Never printed or written to a report.' },
   { name: 'DOCKER', default: '/usr/bin/docker when present, else docker on PATH', meaning: 'Docker client used for builds (it must support BuildKit).' },
-  { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit `--cache-from` for the image build, e.g. the GitHub cache backend; setting it or BUILD_CACHE_TO also passes `--load`.' },
+  { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit `--cache-from` for the image build, e.g. the GitHub cache backend; setting it or BUILD_CACHE_TO also passes `--load`, so the docker build must be buildx (refused up front otherwise).' },
   { name: 'BUILD_CACHE_TO', default: '(none; the workflow: type=gha,mode=max,scope=doc-server-image)', meaning: 'BuildKit `--cache-to` for the image build; `mode=max` keeps the cook layer.' },
   { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
   { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
