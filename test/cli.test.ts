@@ -1,11 +1,11 @@
-import { writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { buildFailure, parseBuildOutput } from '../lib/build/docker.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { ANY_EXIT, run } from '../lib/core/run.ts'
-import { copyEnv, copyRepo } from './helpers/repo-copy.ts'
 
 const t = suite('cli')
 const root = new URL('..', import.meta.url).pathname
@@ -35,13 +35,16 @@ t('with DEBUG set, the failing tool\'s full output and the stack trace', async (
 })
 
 t('DEBUG from .env counts like DEBUG from the environment', async () => {
-  const copy = await copyRepo('debug-dotenv-')
+  // lib finds `.env` at the repository root above it: a scratch root with lib, the fixture and .env.
+  const dir = mkdtempSync(join(tmpdir(), 'debug-dotenv-'))
   try {
-    writeFileSync(join(copy.dir, '.env'), 'DEBUG=1\n')
-    const r = await run([join(copy.dir, 'node_modules/.bin/tsx'), join(copy.dir, 'test/fixtures/debug/failing-tool.ts')], { cwd: copy.dir, env: copyEnv({ DEBUG: '' }), okCodes: ANY_EXIT })
+    for (const path of ['lib', 'package.json', 'test/fixtures/debug']) cpSync(join(root, path), join(dir, path), { recursive: true })
+    symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'))
+    writeFileSync(join(dir, '.env'), 'DEBUG=1\n')
+    const r = await run([join(root, 'node_modules/.bin/tsx'), join(dir, 'test/fixtures/debug/failing-tool.ts')], { cwd: dir, env: { ...process.env, DEBUG: '', FORCE_COLOR: '0' }, okCodes: ANY_EXIT })
     assert.match(r.stdout + r.stderr, /tool line 1$/m)
   } finally {
-    copy.remove()
+    rmSync(dir, { recursive: true, force: true })
   }
 })
 
