@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { ensureDebianPackages, type DebianNeed } from '../lib/core/apt.ts'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, type PrecommitCheck } from '../lib/core/config.ts'
+import { precommitChecks, type PrecommitCheck } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, markdownTable } from '../lib/core/report.ts'
@@ -38,7 +38,7 @@ export function checks(root = repoRoot): { name: PrecommitCheck; title: string; 
   ]
 }
 
-export function precommitTasks(root = repoRoot, only: readonly PrecommitCheck[] = loadConfig().precommitChecks): ListrTask<PrecommitCtx>[] {
+export function precommitTasks(root = repoRoot, only: readonly PrecommitCheck[] = precommitChecks()): ListrTask<PrecommitCtx>[] {
   const checkTasks: ListrTask<PrecommitCtx>[] = checks(root).map((check) => ({
     title: check.title,
     skip: () => (only.includes(check.name) ? false : 'not in PRECOMMIT_CHECKS'),

@@ -94,6 +94,16 @@ function positiveInt(name: string, value: string): number {
 export const PRECOMMIT_CHECKS = ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'unit-tests', 'shellcheck'] as const
 export type PrecommitCheck = (typeof PRECOMMIT_CHECKS)[number]
 
+/**
+ * PRECOMMIT_CHECKS alone, for the git hook: a commit is not refused for a bad
+ * deploy setting the hook never uses. loadConfig validates it the same way.
+ */
+export function precommitChecks(processEnv: NodeJS.ProcessEnv = process.env, dotenv: Record<string, string> = readDotenv()): PrecommitCheck[] {
+  const value = ({ ...dotenv, ...processEnv }.PRECOMMIT_CHECKS ?? '').trim()
+  if (value === '') return [...PRECOMMIT_CHECKS]
+  return value.split(',').map((c) => oneOf('PRECOMMIT_CHECKS', c.trim(), PRECOMMIT_CHECKS))
+}
+
 const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
 
 /** Reads `.env` at the repository root, refusing keys the pipeline does not know (most are typos). */
@@ -137,7 +147,6 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
   const releaseName = get('RELEASE_NAME') ?? 'doc-server'
   if (!/^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$/.test(releaseName)) throw bad('RELEASE_NAME', releaseName, 'a Helm release name (lower-case letters, digits, -; at most 53)')
 
-  const precommitChecks = (get('PRECOMMIT_CHECKS')?.split(',') ?? [...PRECOMMIT_CHECKS]).map((c) => oneOf('PRECOMMIT_CHECKS', c.trim(), PRECOMMIT_CHECKS))
 
   const abs = (p: string) => (isAbsolute(p) ? p : join(repoRoot, p))
   const cache = get('DOC_SERVER_CACHE_DIR')
@@ -165,7 +174,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
     reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),
     cacheDir: cache ? abs(cache) : cacheDir(env),
-    precommitChecks,
+    precommitChecks: precommitChecks(processEnv, dotenv),
     debug: get('DEBUG') !== undefined,
     github,
     pullRequest,
