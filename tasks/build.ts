@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, shouldPush, type Config } from '../lib/core/config.ts'
-import { buildImage, checkBuildCacheSupport, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult, type RegistrySession } from '../lib/build/docker.ts'
+import { buildImage, checkBuildCacheSupport, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult, type RegistryLogin } from '../lib/build/docker.ts'
 import { gitFacts, type GitFacts } from '../lib/core/git.ts'
 import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/build/image-ref.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
@@ -26,7 +26,7 @@ export interface BuildCtx {
   push: boolean
   docker: string
   /** A login in a throwaway docker config, ended once the image is pulled back. */
-  login?: RegistrySession
+  login?: RegistryLogin
   build?: BuildResult
   healthySeconds?: number
   started: number

@@ -218,13 +218,13 @@ const REFUSED = /unauthorized|authentication required|incorrect username or pass
  * to ~/.docker/config.json, and `end()` (or the process's exit) removes it.
  * Pass `env` to every docker call that must be logged in (push, pull).
  */
-export interface RegistrySession {
+export interface RegistryLogin {
   registry: string
   env: NodeJS.ProcessEnv
   end: () => void
 }
 
-export async function registryLogin(docker: string, registry: string, user: string, token: string, onLine?: OnLine): Promise<RegistrySession> {
+export async function registryLogin(docker: string, registry: string, user: string, token: string, onLine?: OnLine): Promise<RegistryLogin> {
   const dir = mkdtempSync(join(tmpdir(), 'docker-config-'))
   const end = () => rmSync(dir, { recursive: true, force: true })
   process.once('exit', end)
