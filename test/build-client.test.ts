@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildFailure, buildImage, checkBuildCacheSupport, parseBuildOutput } from '../lib/build/docker.ts'
+import { buildFailure, buildImage, checkBuildCacheSupport, loginRefused, parseBuildOutput } from '../lib/build/docker.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 
 const t = suite('build client')
@@ -47,6 +47,14 @@ t('BuildKit cache settings with a client whose build is not buildx are refused i
   const both = await refused({ from: 'type=gha,scope=x', to: 'type=gha,mode=max,scope=x' })
   assert.match(both, /^build: BUILD_CACHE_FROM and BUILD_CACHE_TO need a docker client whose build is buildx, but \/usr\/bin\/docker (\(20\.10[^)]*\) )?has no --cache-to or --load: set DOCKER to a client with buildx, or unset BUILD_CACHE_FROM and BUILD_CACHE_TO for a local build$/)
   assert.match(await refused({ from: 'type=gha,scope=x' }), /^build: BUILD_CACHE_FROM needs a docker client whose build is buildx, but \/usr\/bin\/docker .*has no --load:/)
+})
+
+t('a refused login is told apart from a local failure, so only the refusal skips the retries', () => {
+  assert.ok(loginRefused('Error response from daemon: login attempt to https://127.0.0.1:5443/v2/ failed with status: 401 Unauthorized'))
+  assert.ok(loginRefused('Error response from daemon: Get "https://ghcr.io/v2/": denied: denied'))
+  assert.ok(loginRefused('Error response from daemon: Get "https://registry-1.docker.io/v2/": unauthorized: incorrect username or password'))
+  assert.not.ok(loginRefused('Got permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock'))
+  assert.not.ok(loginRefused('Error response from daemon: Get "https://ghcr.io/v2/": dial tcp: lookup ghcr.io: no such host'))
 })
 
 t.run()

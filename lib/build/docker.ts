@@ -209,8 +209,13 @@ function why(err: unknown): string {
   return reason ?? lines.at(-1) ?? 'unknown error'
 }
 
-/** What a registry answers when it refuses a user name and token (distribution, GHCR, Docker Hub). */
-const REFUSED = /unauthorized|authentication required|incorrect username or password|denied|\b401\b/i
+/** What a registry answers when it refuses a user name and token (distribution: 401 Unauthorized, GHCR: `denied: denied`, Docker Hub: `unauthorized: incorrect username or password`); a local `permission denied` is not one. */
+const REFUSED = /unauthorized|authentication required|incorrect username or password|\bdenied: |\b401\b/i
+
+/** Whether a failed login's reason is the registry refusing the credentials (not worth a retry). */
+export function loginRefused(reason: string): boolean {
+  return REFUSED.test(reason)
+}
 
 /**
  * A registry login that lasts only as long as the stage needs it: the
@@ -231,7 +236,7 @@ export async function registryLogin(docker: string, registry: string, user: stri
   const env = { DOCKER_CONFIG: dir }
   const login = () => run([docker, 'login', registry, '--username', user, '--password-stdin'], { env: dockerEnv(env), input: token, secrets: [token], timeoutMs: 60_000, ...(onLine ? { onLine } : {}) })
   // A refusal is an answer, not a network hiccup: asking again cannot change it.
-  const refused = (err: unknown) => REFUSED.test(why(err))
+  const refused = (err: unknown) => loginRefused(why(err))
   try {
     await retry(3, 2000, login, refused)
   } catch (err) {
