@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { checkServerTargets, compareServerBaseline, parseOha, peakRssBytes, runOha, serverBaselineFrom, writeDocTree, type LoadFigures, type ServerBench } from '../lib/bench/server.ts'
+import { checkServerTargets, compareServerBaseline, medianFigures, parseOha, peakRssBytes, runOha, serverBaselineFrom, writeDocTree, type LoadFigures, type ServerBench } from '../lib/bench/server.ts'
 
 const t = suite('bench-server')
 
@@ -34,6 +34,12 @@ const bench = (over: { rps?: number; p99?: number; slowP99?: number; rss?: numbe
 t('oha JSON becomes milliseconds, throughput and error counts', () => {
   assert.equal(parseOha(OHA_JSON), { requests: 20_000, ok: 19_990, errors: 10, rps: 15_999, p50Ms: 0.812, p99Ms: 3.146 })
   assert.throws(() => parseOha('Summary:\n  Success rate: 100%'), /not JSON/)
+})
+
+t('several runs summarise as medians, counts as sums', () => {
+  const m = medianFigures([figures(100, 9, 1), figures(300, 1), figures(200, 2)])
+  assert.equal(m, { requests: 3000, ok: 2999, errors: 1, rps: 200, p50Ms: 0.5, p99Ms: 2 })
+  assert.is(medianFigures([figures(100, 2), figures(200, 4)]).p99Ms, 3)
 })
 
 t('a run like the baseline passes; a clear slowdown or growth is flagged', () => {

@@ -70,6 +70,18 @@ export function parseOha(json: string): LoadFigures {
   }
 }
 
+/** The median of each figure over several runs (request and error counts are summed): one run on a shared machine is noise. */
+export function medianFigures(runs: readonly LoadFigures[]): LoadFigures {
+  if (runs.length === 0) throw new PipelineError('bench-server: no runs to summarise')
+  const med = (pick: (f: LoadFigures) => number) => {
+    const v = runs.map(pick).sort((a, b) => a - b)
+    const mid = Math.floor(v.length / 2)
+    return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2
+  }
+  const sum = (pick: (f: LoadFigures) => number) => runs.reduce((n, f) => n + pick(f), 0)
+  return { requests: sum((f) => f.requests), ok: sum((f) => f.ok), errors: sum((f) => f.errors), rps: med((f) => f.rps), p50Ms: med((f) => f.p50Ms), p99Ms: med((f) => f.p99Ms) }
+}
+
 /** Regressions against the baseline, one clear line each; scenarios missing from either side are skipped. */
 export function compareServerBaseline(b: ServerBench, base: ServerBaseline): string[] {
   const out: string[] = []
