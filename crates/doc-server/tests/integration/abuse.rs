@@ -272,6 +272,33 @@ fn drain_timeout_with_a_real_request_exits_one_and_counts_it() {
 }
 
 #[test]
+fn a_client_that_never_reads_its_answer_is_closed_after_the_request_timeout() {
+    let (_tmp, docs) = big_doc_fixture();
+    let server = ServerProcess::start_with(
+        &docs,
+        [127, 0, 0, 1].into(),
+        &[("REQUEST_TIMEOUT_SECS", "1"), ("DOCS_MAX_BYTES", "8000000")],
+    );
+    let started = Instant::now();
+    let mut conn = slow_reader(server.addr);
+    thread::sleep(Duration::from_millis(1500));
+    // Whatever was already buffered arrives, then the stream ends early.
+    let mut rest = Vec::new();
+    let _ = conn.read_to_end(&mut rest);
+    assert!(rest.len() < 6 * 1024 * 1024, "{} bytes", rest.len());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        metric(
+            server.addr,
+            "doc_server_connections_closed_total{reason=\"request_timeout\"}"
+        ),
+        "doc_server_connections_closed_total{reason=\"request_timeout\"} 1"
+    );
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait().status.code(), Some(0));
+}
+
+#[test]
 fn connection_limit_keeps_health_answering_and_refuses_the_rest() {
     let (_tmp, docs) = fixture();
     let server = ServerProcess::start_with(
