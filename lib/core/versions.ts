@@ -21,6 +21,8 @@ export const VERSIONS = {
   /** 3.6: the line kwok pairs with Kubernetes 1.34-1.36 (Debian's etcd 3.4 is too old). */
   etcd: 'v3.6.16',
   cargoChef: '0.1.78',
+  /** `npm run bench:server`'s load generator, built with `cargo install --locked` from crates.io. */
+  oha: '1.16.0',
   cargoAuditable: '0.7.7',
   rust: '1.95.0',
   debianSuite: 'bookworm',
