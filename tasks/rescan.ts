@@ -13,7 +13,7 @@ import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/core/report.ts'
+import { annotateError, appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/core/report.ts'
 import { run } from '../lib/core/run.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import type { Release } from '../lib/deploy/helm.ts'
@@ -103,7 +103,10 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
         setOutput('rescan-decision', failure ? 'fail' : 'pass')
         const rows = found.map((f) => [f.severity, f.id, f.pkg, f.installed, f.fixed || '(no fix yet)'])
         appendSummary(`### rescan: ${failure ? 'NEW FINDINGS' : 'clean'}\n\n\`${image.pinned}\`, running in ${where(ctx)}\n\n${rows.length ? markdownTable(['severity', 'id', 'package', 'installed', 'fixed in'], rows) : 'No blocking finding.'}`)
-        if (failure) throw new PipelineError(failure)
+        if (failure) {
+          annotateError('rescan: new findings in what runs', failure)
+          throw new PipelineError(failure)
+        }
         task.title = `Verdict: ${image.digest.slice(0, 19)}… still passes: ${scan.reason ?? ''}`
       },
     },
