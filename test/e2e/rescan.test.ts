@@ -7,7 +7,7 @@
  * registry and cluster (kwok runs no containers, so the digest in the pod spec
  * is what "runs").
  */
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -54,6 +54,19 @@ async function stage(file: 'deploy' | 'rescan', env: NodeJS.ProcessEnv = {}) {
   const out = (r.stdout + r.stderr).trim()
   return { code: r.exitCode, out, last: out.split('\n').at(-1) ?? '' }
 }
+/**
+ * trivy-db refuses to build a DB without any advisory ("no such bucket"), so the
+ * deploy-time directory holds one about a crate the image does not ship,
+ * derived from the tokio advisory with its identity and package replaced.
+ */
+function writeUnrelatedAdvisory(dir: string) {
+  const tokio = JSON.parse(readFileSync(join(ADVISORIES_DIR, TOKIO, 'GHSA-fg7r-2g4j-5cgr.json'), 'utf8'))
+  const id = 'GHSA-e2e0-e2e0-e2e0'
+  const advisory = { ...tokio, id, aliases: [], summary: 'Test advisory about a crate no image ships', references: [], affected: tokio.affected.map((a: { package: object }) => ({ ...a, package: { ecosystem: 'crates.io', name: 'doc-server-e2e-unshipped-crate' } })) }
+  const at = join(dir, 'ghsa', 'advisories', 'github-reviewed', '2022', '01', id)
+  mkdirSync(at, { recursive: true })
+  writeFileSync(join(at, `${id}.json`), JSON.stringify(advisory, null, 2))
+}
 const rescanJson = () => JSON.parse(readFileSync(join(s.reports, 'rescan.json'), 'utf8'))
 
 t.before(async () => {
@@ -73,7 +86,7 @@ t.before(async () => {
   s.reports = join(s.work, 'reports')
   // Deploy time: the advisories as they were before the tokio advisory was published.
   s.advisories = join(s.work, 'advisories')
-  mkdirSync(join(s.advisories, 'ghsa', 'advisories', 'github-reviewed'), { recursive: true })
+  writeUnrelatedAdvisory(s.advisories)
   s.vuln = await pushVulnerableImage(s.docker, s.work)
 })
 
