@@ -7,11 +7,12 @@
  * `tsx tasks/scan.ts --from-report FILE` re-gates an existing Trivy JSON report.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join, relative, resolve } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
+import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, readReport, setOutput, writeReport } from '../lib/core/report.ts'
 import { decide, isExpired, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary, markdownSummary, scanReport, type ScanSubject } from '../lib/scan/scan-summary.ts'
@@ -103,9 +104,9 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
           task.title = 'Vulnerability DB: Trivy downloads it from its default mirrors (TRIVY_DB_SOURCE=remote)'
           return
         }
-        const db = await ensureLocalDb(ctx.config.cacheDir, (l) => (task.output = l))
+        const db = await ensureLocalDb(ctx.config.cacheDir, (l) => (task.output = l), ctx.config.scanAdvisoriesDir)
         ctx.db = { source: 'local', updatedAt: db.updatedAt, advisories: db.hash }
-        task.title = `Vulnerability DB: local, from advisories/ (${db.built ? 'built now' : 'cached'}, ${db.hash.slice(0, 12)})`
+        task.title = `Vulnerability DB: local, from ${relative(repoRoot, ctx.config.scanAdvisoriesDir) || ctx.config.scanAdvisoriesDir} (${db.built ? 'built now' : 'cached'}, ${db.hash.slice(0, 12)})`
       },
     },
     {

@@ -23,6 +23,7 @@ export const VARIABLES = [
   { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
   { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
   { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
+  { name: 'SCAN_ADVISORIES_DIR', default: 'advisories', meaning: 'Advisories the local vulnerability DB is built from (TRIVY_DB_SOURCE=local); see advisories/README.md.' },
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
   { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline.' },
@@ -53,6 +54,7 @@ export interface Config {
   scanSeverities: string[]
   scanIgnoreUnfixed: boolean
   scanIgnoreFile: string
+  scanAdvisoriesDir: string
   trivyDbSource: 'local' | 'remote'
   deployEnv: 'dev' | 'staging' | 'prod'
   kubeContext: string | undefined
@@ -164,6 +166,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     scanSeverities: severities,
     scanIgnoreUnfixed: bool('SCAN_IGNORE_UNFIXED', get('SCAN_IGNORE_UNFIXED') ?? 'false'),
     scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),
+    scanAdvisoriesDir: abs(get('SCAN_ADVISORIES_DIR') ?? 'advisories'),
     trivyDbSource: oneOf('TRIVY_DB_SOURCE', get('TRIVY_DB_SOURCE') ?? (github ? 'remote' : 'local'), ['local', 'remote'] as const),
     deployEnv,
     kubeContext: get('KUBE_CONTEXT'),
