@@ -30,6 +30,11 @@ const CHEF_DEBIAN_PACKAGES = ['ca-certificates', 'curl', 'git', 'gcc', 'libc6-de
 const DEBIAN_MIRROR = 'http://deb.debian.org/debian'
 const RUSTUP_PROXIES = ['cargo', 'cargo-clippy', 'cargo-fmt', 'clippy-driver', 'rust-gdb', 'rust-gdbgui', 'rust-lldb', 'rustc', 'rustdoc', 'rustfmt']
 
+/** The image's ID (its config digest): what changes when a base image is rebuilt or updated. */
+export async function imageId(docker: string, name: string): Promise<string> {
+  return (await run([docker, 'image', 'inspect', '--format', '{{.Id}}', name], { env: dockerEnv() })).stdout.trim()
+}
+
 export async function imageExists(docker: string, name: string): Promise<boolean> {
   return succeeds([docker, 'image', 'inspect', '--format', '{{.Id}}', name], { env: dockerEnv() })
 }
