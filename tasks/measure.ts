@@ -36,7 +36,7 @@ export interface MeasureCtx {
   image: Measurements['image']
   binary: Measurements['binary']
   cold: number
-  warm: { seconds: number; cookCacheHit: boolean | null; compiled: string[]; missWhy: string | null }
+  warm: { seconds: number; cookCacheHit: boolean | null; compiled: string[]; missWhy: string | null; breakdown: Record<string, number> }
   inputs: ColdInputs
   coldRun: Measurements['build']['cold']
   m: Measurements
@@ -108,9 +108,10 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
         }
         const missWhy = cw.cookCacheHit === false ? explainCookMiss(readInputs(files.last), ctx.inputs) : null
         writeJson(files.last, ctx.inputs)
-        ctx.warm = { seconds: cw.warmSeconds, cookCacheHit: cw.cookCacheHit, compiled: cw.warmCompiled, missWhy }
+        ctx.warm = { seconds: cw.warmSeconds, cookCacheHit: cw.cookCacheHit, compiled: cw.warmCompiled, missWhy, breakdown: cw.warmBreakdown }
         const cold = `cold ${ctx.cold.toFixed(1)} s${ctx.coldRun.measured ? '' : ` (reused from ${ctx.coldRun.commit.slice(0, 8)})`}`
         task.title = `Warm ${ctx.warm.seconds.toFixed(1)} s, ${cold} (cook step ${ctx.warm.cookCacheHit ? 'cached' : 'NOT cached'}; warm build compiled: ${ctx.warm.compiled.join(', ') || 'nothing'})`
+        task.title += `\nwarm seconds: ${Object.entries(cw.warmBreakdown).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`
         if (missWhy) task.title += `\n${missWhy}`
       },
     },
@@ -133,7 +134,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
         const regressions = [...single.filter((l) => l.includes('image grew')), ...sustained.filter((l) => !l.startsWith('image'))]
         const notes = [...single.filter((l) => !l.includes('image grew')).map((l) => `this run only (not failing): ${l}`), ...(ctx.warm.missWhy ? [ctx.warm.missWhy] : [])]
         const misses = checkTargets(ctx.m)
-        writeReport(ctx.config.reportsDir, 'measure', { ...ctx.m, cookMiss: ctx.warm.missWhy, baseline: baseline ?? null, regressions, missedTargets: misses, historyFile: files.history })
+        writeReport(ctx.config.reportsDir, 'measure', { ...ctx.m, warmBreakdown: ctx.warm.breakdown, cookMiss: ctx.warm.missWhy, baseline: baseline ?? null, regressions, missedTargets: misses, historyFile: files.history })
         const table = markdownTable(['measure', 'this run', 'baseline'], measureRows(ctx.m, baseline))
         const trend = `${markdownTable(['date', 'commit', 'image', 'pushed', 'warm', 'cold', 'cook'], trendRows(history))}\nwarm trend: ${sparkline(history.slice(-20).map((e) => e.warmSeconds))}`
         appendSummary(`### measure\n\n${table}${[...regressions, ...notes, ...misses].map((l) => `\n- ${l}`).join('')}\n\n#### last runs\n\n${trend}`)

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/build/docker.ts'
+import { buildBreakdown, buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/build/docker.ts'
 import { dockerClient } from '../lib/local/docker.ts'
 import { statusEntry } from '../lib/local/base-images.ts'
 import { registryConfig } from '../lib/local/registry.ts'
@@ -24,6 +24,13 @@ t('the cook step cache hit is read from BuildKit\'s own CACHED line', () => {
   assert.ok((build.seconds ?? 0) > 0)
   assert.equal(compiledCrates(build), ['doc-server'], 'only our crate compiles on a code-only change')
   assert.is(cookStep(parseBuildOutput('#1 [a 1/1] RUN cargo build\n#1 DONE 1.0s\n')), undefined)
+})
+
+t('the warm seconds split into compile and link, strip, UPX, export and the rest', () => {
+  const b = buildBreakdown(parseBuildOutput(fixture('warm-code-change.txt')), 40)
+  // cargo printed Finished 28.70 s into the 29.7 s step; upx --best took 5.2 s.
+  assert.equal(b, { 'compile+link': 28.7, 'strip+sections': 1, upx: 5.2, export: 0, other: 5.1 })
+  assert.is(parseBuildOutput('#23 exporting to image\n#23 DONE 0.4s\n')[0]!.name, 'exporting to image')
 })
 
 t('a cook step that ran is not a cache hit', () => {
