@@ -79,7 +79,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
         } finally {
           rmSync(out, { recursive: true, force: true })
         }
-        task.title = `Binary: ${(ctx.binary.bytesBeforeUpx / 1e6).toFixed(2)} MB stripped, ${(ctx.binary.bytesAfterUpx / 1e6).toFixed(2)} MB after upx --best`
+        task.title = `Binary: ${(ctx.binary.bytesBeforeUpx / 1e6).toFixed(2)} MB stripped, ${(ctx.binary.bytesAfterUpx / 1e6).toFixed(2)} MB after upx`
       },
     },
     {

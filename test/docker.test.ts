@@ -28,7 +28,7 @@ t('the cook step cache hit is read from BuildKit\'s own CACHED line', () => {
 
 t('the warm seconds split into compile and link, strip, UPX, export and the rest', () => {
   const b = buildBreakdown(parseBuildOutput(fixture('warm-code-change.txt')), 40)
-  // cargo printed Finished 28.70 s into the 29.7 s step; upx --best took 5.2 s.
+  // cargo printed Finished 28.70 s into the 29.7 s step; upx took 5.2 s.
   assert.equal(b, { 'compile+link': 28.7, 'strip+sections': 1, upx: 5.2, export: 0, other: 5.1 })
   assert.is(parseBuildOutput('#23 exporting to image\n#23 DONE 0.4s\n')[0]!.name, 'exporting to image')
 })
