@@ -101,8 +101,14 @@ t('steps hold wiring only: each run step is one command or the kubeconfig hand-o
   }
 })
 
-t('triggers: push to main and feature/**, pull requests, manual runs', () => {
-  assert.equal(Object.keys(wf.on).sort(), ['pull_request', 'push', 'workflow_dispatch'])
+t('triggers: push to main and feature/**, pull requests, manual runs, a weekly cold measurement that never deploys', () => {
+  assert.equal(Object.keys(wf.on).sort(), ['pull_request', 'push', 'schedule', 'workflow_dispatch'])
+  assert.equal((wf.on.schedule as { cron: string }[]).length, 1)
+  const measure = wf.jobs['build-image']!.steps!.find((s) => s.name === 'measure')!
+  assert.match(measure.run!, /--cold/, 'the scheduled run measures cold whatever the inputs say')
+  assert.match(wf.jobs.deploy!.if as string, /github\.event_name != 'schedule'/, 'a scheduled run deploys nothing')
+  const history = wf.jobs['build-image']!.steps!.find((s) => s.with?.path === '~/.cache/doc-server-ci/measure')
+  assert.ok(history, 'the measure history and cold record are cached between runs')
   assert.equal((wf.on.push as { branches: string[] }).branches, ['main', 'feature/**'])
   assert.ok(wf.on.pull_request === null || Object.keys(wf.on.pull_request as object).length === 0, 'every pull request is built and scanned')
 })
