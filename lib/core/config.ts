@@ -23,6 +23,7 @@ export const VARIABLES = [
   { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
   { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
   { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
+  { name: 'SCAN_MAX_AGE', default: '24h', meaning: 'Deploy refuses an image whose scan attestation is older than this (a number with s, m, h or d).' },
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
   { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline.' },
@@ -52,6 +53,8 @@ export interface Config {
   scanSeverities: string[]
   scanIgnoreUnfixed: boolean
   scanIgnoreFile: string
+  /** SCAN_MAX_AGE in seconds. */
+  scanMaxAgeSecs: number
   trivyDbSource: 'local' | 'remote'
   deployEnv: 'dev' | 'staging' | 'prod'
   kubeContext: string | undefined
@@ -85,6 +88,15 @@ function bool(name: string, value: string): boolean {
 function positiveInt(name: string, value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1) throw bad(name, value, 'a whole number above 0')
   return Number(value)
+}
+
+const UNIT_SECS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
+
+/** A duration like 90s, 30m, 24h or 7d, in seconds. */
+export function duration(name: string, value: string): number {
+  const m = /^(\d+)([smhd])$/.exec(value)
+  if (!m || Number(m[1]) < 1) throw bad(name, value, 'a duration above 0 like 30m, 24h or 7d')
+  return Number(m[1]) * UNIT_SECS[m[2]!]!
 }
 
 const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
@@ -146,6 +158,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     scanSeverities: severities,
     scanIgnoreUnfixed: bool('SCAN_IGNORE_UNFIXED', get('SCAN_IGNORE_UNFIXED') ?? 'false'),
     scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),
+    scanMaxAgeSecs: duration('SCAN_MAX_AGE', get('SCAN_MAX_AGE') ?? '24h'),
     trivyDbSource: oneOf('TRIVY_DB_SOURCE', get('TRIVY_DB_SOURCE') ?? (github ? 'remote' : 'local'), ['local', 'remote'] as const),
     deployEnv,
     kubeContext: get('KUBE_CONTEXT'),

@@ -20,6 +20,8 @@ export const VERSIONS = {
   kubernetes: 'v1.36.3',
   /** 3.6: the line kwok pairs with Kubernetes 1.34-1.36 (Debian's etcd 3.4 is too old). */
   etcd: 'v3.6.16',
+  /** Signs and attests the pushed digest; built with `go install` from the Go module proxy (no replaces in its go.mod). */
+  cosign: 'v3.1.3',
   cargoChef: '0.1.78',
   cargoAuditable: '0.7.7',
   rust: '1.95.0',
