@@ -14,7 +14,7 @@ import {
   type ScanFacts,
   type VerifiedStatement,
 } from '../lib/sign/attest.ts'
-import { registryFlags, workflowIdentity } from '../lib/sign/cosign.ts'
+import { registryFlags, signsDigest, workflowIdentity } from '../lib/sign/cosign.ts'
 
 const t = suite('attest')
 
@@ -138,6 +138,15 @@ t('keyless identity: this repository\'s ci.yml on any ref; plain http only for l
   assert.throws(() => workflowIdentity('https://github.com', ''), /not owner\/name/)
   assert.equal(registryFlags('127.0.0.1:5000/local/x@sha256:1'), ['--allow-insecure-registry', '--allow-http-registry'])
   assert.equal(registryFlags('ghcr.io/acme/x@sha256:1'), [])
+})
+
+t('an image signature is cosign\'s simple-signing payload for the digest; attestation payloads are not one', () => {
+  const sig = (type: string, digest: string) => ({ critical: { identity: { 'docker-reference': 'r' }, image: { 'docker-manifest-digest': digest }, type }, optional: {} })
+  assert.ok(signsDigest(JSON.stringify([sig('https://sigstore.dev/cosign/sign/v1', D1)]), D1))
+  assert.ok(signsDigest(JSON.stringify([sig('cosign container image signature', D1)]), D1))
+  assert.not.ok(signsDigest(JSON.stringify([sig('https://sigstore.dev/cosign/sign/v1', D2)]), D1))
+  assert.not.ok(signsDigest(JSON.stringify([{ _type: 'https://in-toto.io/Statement/v0.1', predicateType: SCAN_PREDICATE_TYPE, subject: [{ digest: { sha256: D1.slice(7) } }] }]), D1))
+  assert.not.ok(signsDigest('not json', D1))
 })
 
 t('SCAN_MAX_AGE: durations, one-line refusal', () => {

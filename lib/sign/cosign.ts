@@ -153,13 +153,38 @@ function cosignReason(err: unknown): string {
   return (line ?? (err as Error).message).replace(/^Error:\s*/, '').trim()
 }
 
-/** Verifies the image's signature by the verifier; throws one line naming cosign's reason. */
-export async function verifySignature(c: CosignCall, v: Verifier): Promise<void> {
+/** The simple-signing types cosign writes for an image signature (v3, and older releases). */
+const SIGNATURE_TYPES = ['https://sigstore.dev/cosign/sign/v1', 'cosign container image signature']
+
+/**
+ * Whether cosign's verified payloads include a signature of the image itself.
+ * `cosign verify` also accepts the attestation bundles beside an image (their
+ * payload is an in-toto statement): those alone are not a signature of it.
+ */
+export function signsDigest(verifyOutput: string, digest: string): boolean {
+  let payloads: unknown
   try {
-    await run([c.cosign, 'verify', ...verifierArgs(v), ...registryFlags(c.image), '--output', 'json', c.image], { onLine: c.onLine, timeoutMs: 180_000 })
-  } catch (err) {
-    throw new PipelineError(`deploy: refused: ${c.image.split('@')[1]?.slice(0, 19)}… has no signature by ${describeVerifier(v)}: ${cosignReason(err)}`)
+    payloads = JSON.parse(verifyOutput.trim() || '[]')
+  } catch {
+    return false
   }
+  return Array.isArray(payloads) && payloads.some((p) => {
+    const critical = (p as { critical?: { type?: string; image?: { 'docker-manifest-digest'?: string } } }).critical
+    return SIGNATURE_TYPES.includes(critical?.type ?? '') && critical?.image?.['docker-manifest-digest'] === digest
+  })
+}
+
+/** Verifies the image's own signature by the verifier; throws one line naming cosign's reason. */
+export async function verifySignature(c: CosignCall, v: Verifier): Promise<void> {
+  const digest = c.image.split('@')[1] ?? ''
+  const refusal = (why: string) => new PipelineError(`deploy: refused: ${digest.slice(0, 19)}… has no signature by ${describeVerifier(v)}: ${why}`)
+  let out: string
+  try {
+    out = (await run([c.cosign, 'verify', ...verifierArgs(v), ...registryFlags(c.image), '--output', 'json', c.image], { onLine: c.onLine, timeoutMs: 180_000 })).stdout
+  } catch (err) {
+    throw refusal(cosignReason(err))
+  }
+  if (!signsDigest(out, digest)) throw refusal('only attestations verify, no image signature (cosign sign) for this digest')
 }
 
 /**
