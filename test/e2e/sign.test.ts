@@ -6,12 +6,12 @@
  * verification what it makes of it. Refusals are also checked through
  * `tasks/deploy.ts` itself: one line, non-zero, before any cluster step.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildImage, ociBuildArgs, pushImage } from '../../lib/build/docker.ts'
+import { ociBuildArgs } from '../../lib/build/docker.ts'
 import { loadConfig, type Config } from '../../lib/core/config.ts'
 import { gitFacts, type GitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
@@ -22,10 +22,10 @@ import type { DeployReport } from '../../lib/deploy/deploy.ts'
 import { verifyImage, type VerifyOptions } from '../../lib/deploy/verify.ts'
 import { ensureDockerEngine } from '../../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
-import type { Decision } from '../../lib/scan/scan-policy.ts'
 import { SCAN_PREDICATE_TYPE, type ScanFacts } from '../../lib/sign/attest.ts'
 import { ensureCosign, ensureLocalKeyPair, localVerifier, registryFlags, signImage, type Signer } from '../../lib/sign/cosign.ts'
-import { attestScan, signBuild, signingFor } from '../../lib/sign/sign.ts'
+import { signingFor } from '../../lib/sign/sign.ts'
+import { attestAsScan, passingDecision, pushTinyImage, signAsBuild } from '../helpers/signed-image.ts'
 
 const t = suite('e2e: sign')
 const REPO = `${LOCAL_REGISTRY}/local/sign-e2e`
@@ -38,39 +38,15 @@ interface State {
   work: string
   git: GitFacts
   source: string
-  n: number
   /** A fully signed and attested image, shared by the cases that copy from it. */
   good?: string
 }
 const s = {} as State
 
-async function pushImageOnce(label: string): Promise<string> {
-  const ctx = join(s.work, `img-${++s.n}`)
-  mkdirSync(ctx, { recursive: true })
-  writeFileSync(join(ctx, 'marker'), `${label} ${process.pid} ${Date.now()} ${s.n}\n`)
-  writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY marker /marker\n')
-  const ref = `${REPO}:${label}-${process.pid}-${s.n}`
-  await buildImage({ docker: s.docker, context: ctx, dockerfile: join(ctx, 'Dockerfile'), tags: [ref] })
-  return (await pushImage(s.docker, ref)).digest
-}
-
-const pass = (): Decision => ({ decision: 'pass', reason: 'no HIGH or CRITICAL finding', counts: { UNKNOWN: 0, LOW: 1, MEDIUM: 0, HIGH: 0, CRITICAL: 0 }, blocking: [], blockingIds: [], ignored: [], expired: [], unfixedAllowed: 0 })
-
-async function signAndProvenance(digest: string, git: GitFacts = s.git) {
-  const dir = join(s.work, `build-${digest.slice(7, 19)}-${s.n}`)
-  mkdirSync(dir, { recursive: true })
-  await signBuild({ config: s.config, image: `${REPO}@${digest}`, git, dockerfile: join(repoRoot, 'Dockerfile.optimized'), buildArgs: await ociBuildArgs(repoRoot, git.sha), startedOn: new Date(), outDir: dir })
-}
-
-async function scanAttest(digest: string, over: Partial<ScanFacts> = {}) {
-  const dir = join(s.work, `scan-${digest.slice(7, 19)}-${++s.n}`)
-  mkdirSync(dir, { recursive: true })
-  // A CycloneDX document of the shape Trivy writes (the scan e2e test covers Trivy's own).
-  const sbom = join(dir, 'sbom.cdx.json')
-  writeFileSync(sbom, JSON.stringify({ bomFormat: 'CycloneDX', specVersion: '1.6', version: 1, metadata: { component: { type: 'container', name: REPO } }, components: [] }))
-  const facts: ScanFacts = { digest, repository: REPO, decision: pass(), policy: { severities: ['HIGH', 'CRITICAL'], ignoreUnfixed: false }, trivyVersion: TRIVY, db: { source: 'local', updatedAt: new Date().toISOString() }, scannedAt: new Date().toISOString(), ...over }
-  await attestScan({ config: s.config, image: `${REPO}@${digest}`, facts, sbom, outDir: dir })
-}
+const pushImageOnce = (label: string) => pushTinyImage(s.docker, REPO, label, s.work)
+const pass = passingDecision
+const signAndProvenance = (digest: string, git: GitFacts = s.git) => signAsBuild(s.config, REPO, digest, git, s.work)
+const scanAttest = (digest: string, over: Partial<ScanFacts> = {}) => attestAsScan(s.config, REPO, digest, s.work, over)
 
 const opts = (digest: string, over: Partial<VerifyOptions> = {}): VerifyOptions => ({
   cosign: s.cosign, verifier: localVerifier(s.config.cacheDir), repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha, maxAgeSecs: 24 * 3600, allowDirty: false, ...over,
@@ -117,7 +93,6 @@ t.before(async () => {
   s.cosign = await ensureCosign(s.config.cacheDir)
   await signingFor(s.config) // creates the machine's key pair when it has none
   s.work = mkdtempSync(join(tmpdir(), 'sign-e2e-'))
-  s.n = 0
   // The provenance the build stage records for a clean checkout of this commit.
   s.git = { ...(await gitFacts(repoRoot)), dirty: false }
   s.source = (await ociBuildArgs(repoRoot, s.git.sha)).SOURCE!
@@ -168,7 +143,7 @@ async function downloadScanBundle(digest: string): Promise<string> {
 }
 
 async function attach(digest: string, bundle: string) {
-  const file = join(s.work, `attach-${++s.n}.json`)
+  const file = join(s.work, `attach-${digest.slice(7, 19)}-${Date.now()}.json`)
   writeFileSync(file, bundle)
   await run([s.cosign, 'attach', 'attestation', '--attestation', file, ...registryFlags(REPO), `${REPO}@${digest}`])
 }
