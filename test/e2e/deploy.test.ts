@@ -25,7 +25,7 @@ import { repoRoot } from '../../lib/core/paths.ts'
 import { writeReport } from '../../lib/core/report.ts'
 import { ensureDockerEngine } from '../../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
-import { pushSignedImage } from '../helpers/signed-image.ts'
+import { pushSignedImage, removeTinyImages } from '../helpers/signed-image.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
 
 const t = suite('e2e: deploy')
@@ -46,6 +46,7 @@ interface State {
   reports: string
   neverReady: string
   digests: Record<number, string>
+  docker: string
 }
 const s = {} as State
 const release = () => ({ name: 'doc-server', namespace: s.namespace })
@@ -88,7 +89,7 @@ t.before(async () => {
   s.namespace = `doc-server-e2e-${process.pid}`
   s.reports = mkdtempSync(join(tmpdir(), 'deploy-e2e-'))
   const config = loadConfig({ ...process.env }, {})
-  const docker = (await ensureDockerEngine(config.docker)).docker
+  const docker = (s.docker = (await ensureDockerEngine(config.docker)).docker)
   await ensureRegistry(LOCAL_REGISTRY)
   s.digests = {}
   for (const n of [1, 2, 3, 4]) {
@@ -102,6 +103,7 @@ t.after(async () => {
   await run([s.helm.helm, 'uninstall', 'doc-server', '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
   await deleteNamespace(s.kube, s.namespace)
   rmSync(s.reports, { recursive: true, force: true })
+  if (s.docker) await removeTinyImages(s.docker)
   if (s.startedCluster) await stopCluster(s.cache)
 })
 

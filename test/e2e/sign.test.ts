@@ -25,7 +25,7 @@ import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
 import { SCAN_PREDICATE_TYPE, type ScanFacts } from '../../lib/sign/attest.ts'
 import { ensureCosign, ensureLocalKeyPair, localVerifier, registryFlags, signImage, type Signer } from '../../lib/sign/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
-import { attestAsScan, passingDecision, pushTinyImage, signAsBuild } from '../helpers/signed-image.ts'
+import { DEBIAN_FILES, attestAsScan, passingDecision, pushTinyImage, removeTinyImages, signAsBuild } from '../helpers/signed-image.ts'
 
 const t = suite('e2e: sign')
 const REPO = `${LOCAL_REGISTRY}/local/sign-e2e`
@@ -98,7 +98,8 @@ t.before(async () => {
   s.source = (await ociBuildArgs(repoRoot, s.git.sha)).SOURCE!
 })
 
-t.after(() => {
+t.after(async () => {
+  await removeTinyImages(s.docker)
   if (s.work) rmSync(s.work, { recursive: true, force: true })
 })
 
@@ -116,6 +117,28 @@ t('signed, with provenance, scanned and attested: verified, and the report names
   for (const d of [v.scan.attestation, v.provenance.attestation, v.sbom.attestation]) assert.match(d, /^sha256:[0-9a-f]{64}$/)
   assert.is(v.note, null)
   s.good = digest
+})
+
+t('the real scan stage (pinned Trivy, local DB) attaches the SBOM and its decision; verification reads back exactly that', async () => {
+  const digest = await pushTinyImage(s.docker, REPO, 'scanned', s.work, DEBIAN_FILES)
+  await signAndProvenance(digest)
+  const reports = mkdtempSync(join(s.work, 'scan-stage-'))
+  writeReport(reports, 'build', { image: { ref: `${REPO}:scanned`, digest, repository: REPO, tag: 'scanned', pinned: `${REPO}@${digest}` }, pushed: true, commit: { sha: s.git.sha, branch: null, dirty: false } })
+  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, okCodes: ANY_EXIT, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, TRIVY_DB_SOURCE: 'local' } })
+  const scan = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { decision: string; deployable?: boolean }
+  assert.ok(scan.decision === 'pass' || scan.decision === 'fail')
+  assert.is(r.exitCode === 0, scan.decision === 'pass', (r.stdout + r.stderr).slice(-2000))
+  const predicate = JSON.parse(readFileSync(join(reports, 'scan', 'scan-attestation.json'), 'utf8')) as { decision: string; image: { digest: string }; scanner: { version: string } }
+  assert.is(predicate.decision, scan.decision, 'the attestation says what the gate decided')
+  assert.is(predicate.image.digest, digest)
+  assert.is(predicate.scanner.version, TRIVY)
+  if (scan.decision === 'pass') {
+    assert.is(scan.deployable, true)
+    const v = await verifyImage(opts(digest))
+    assert.is(v.scan.trivy, TRIVY)
+  } else {
+    await refused(digest, /did not pass/)
+  }
 })
 
 t('unsigned (attestations but no signature): refused', async () => {

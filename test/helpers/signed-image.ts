@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { buildImage, ociBuildArgs, pushImage } from '../../lib/build/docker.ts'
+import { dirname, join } from 'node:path'
+import { buildImage, ociBuildArgs, pushImage, removeImage } from '../../lib/build/docker.ts'
 import type { Config } from '../../lib/core/config.ts'
 import type { GitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
@@ -13,14 +13,33 @@ import { attestScan, signBuild } from '../../lib/sign/sign.ts'
 let counter = 0
 
 /** A small image (FROM scratch, one unique file) pushed to `repository`; its registry digest. */
-export async function pushTinyImage(docker: string, repository: string, label: string, work = mkdtempSync(join(tmpdir(), 'tiny-image-'))): Promise<string> {
+export async function pushTinyImage(docker: string, repository: string, label: string, work = mkdtempSync(join(tmpdir(), 'tiny-image-')), files: Record<string, string> = {}): Promise<string> {
   const ctx = join(work, `img-${label}-${++counter}`)
-  mkdirSync(ctx, { recursive: true })
-  writeFileSync(join(ctx, 'marker'), `${label} ${process.pid} ${Date.now()} ${counter}\n`)
-  writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY marker /marker\n')
+  mkdirSync(join(ctx, 'root'), { recursive: true })
+  writeFileSync(join(ctx, 'root', 'marker'), `${label} ${process.pid} ${Date.now()} ${counter}\n`)
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(ctx, 'root', path)), { recursive: true })
+    writeFileSync(join(ctx, 'root', path), text)
+  }
+  writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY root/ /\n')
   const ref = `${repository}:${label}-${process.pid}-${counter}`
   await buildImage({ docker, context: ctx, dockerfile: join(ctx, 'Dockerfile'), tags: [ref] })
+  pushed.push(ref)
   return (await pushImage(docker, ref)).digest
+}
+
+const pushed: string[] = []
+
+/** Drops the local tags of the images pushTinyImage built (the registry keeps them). */
+export async function removeTinyImages(docker: string): Promise<void> {
+  for (const ref of pushed.splice(0)) await removeImage(docker, ref)
+}
+
+/** Just enough of a Debian root for Trivy to detect the OS and list one package. */
+export const DEBIAN_FILES: Record<string, string> = {
+  'etc/os-release': 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n',
+  'etc/debian_version': '12.12\n',
+  'var/lib/dpkg/status': 'Package: base-files\nStatus: install ok installed\nPriority: required\nSection: admin\nMaintainer: Santiago Vila <sanvila@debian.org>\nArchitecture: amd64\nVersion: 12.4+deb12u12\n\n',
 }
 
 export const passingDecision = (): Decision => ({
