@@ -118,7 +118,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
     },
     {
       title: 'Sign the digest and attach SLSA provenance',
-      enabled: (ctx) => ctx.ref.digest !== undefined,
+      skip: (ctx) => ctx.ref.digest === undefined && 'not pushed: nothing in a registry to sign',
       task: async (ctx, task) => {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
