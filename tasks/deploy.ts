@@ -1,6 +1,7 @@
 /**
  * deploy: ships exactly the digest the scan passed, with Helm, to DEPLOY_ENV.
- * Every refusal (no digest, no passing scan, unknown environment, values the
+ * Every refusal (no digest, no passing scan, no signature or attestation in the
+ * registry that vouches for the digest, unknown environment, values the
  * chart refuses, a missing context, a silent cluster) happens before anything
  * is changed. A rollout that does not become ready is rolled back by Helm;
  * the stage then names the first real reason and exits non-zero. Either way
