@@ -24,6 +24,7 @@ export const VARIABLES = [
   { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
   { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
   { name: 'SCAN_ADVISORIES_DIR', default: 'advisories', meaning: 'Advisories the local vulnerability DB is built from (TRIVY_DB_SOURCE=local); see advisories/README.md.' },
+  { name: 'SCAN_MAX_AGE', default: '24h', meaning: 'Deploy refuses an image whose scan attestation is older than this (a number with s, m, h or d).' },
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
   { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline.' },
@@ -55,6 +56,8 @@ export interface Config {
   scanIgnoreUnfixed: boolean
   scanIgnoreFile: string
   scanAdvisoriesDir: string
+  /** SCAN_MAX_AGE in seconds. */
+  scanMaxAgeSecs: number
   trivyDbSource: 'local' | 'remote'
   deployEnv: 'dev' | 'staging' | 'prod'
   kubeContext: string | undefined
@@ -104,6 +107,15 @@ export function precommitChecks(processEnv: NodeJS.ProcessEnv = process.env, dot
   const value = ({ ...dotenv, ...processEnv }.PRECOMMIT_CHECKS ?? '').trim()
   if (value === '') return [...PRECOMMIT_CHECKS]
   return value.split(',').map((c) => oneOf('PRECOMMIT_CHECKS', c.trim(), PRECOMMIT_CHECKS))
+}
+
+const UNIT_SECS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
+
+/** A duration like 90s, 30m, 24h or 7d, in seconds. */
+export function duration(name: string, value: string): number {
+  const m = /^(\d+)([smhd])$/.exec(value)
+  if (!m || Number(m[1]) < 1) throw bad(name, value, 'a duration above 0 like 30m, 24h or 7d')
+  return Number(m[1]) * UNIT_SECS[m[2]!]!
 }
 
 const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
@@ -167,6 +179,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     scanIgnoreUnfixed: bool('SCAN_IGNORE_UNFIXED', get('SCAN_IGNORE_UNFIXED') ?? 'false'),
     scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),
     scanAdvisoriesDir: abs(get('SCAN_ADVISORIES_DIR') ?? 'advisories'),
+    scanMaxAgeSecs: duration('SCAN_MAX_AGE', get('SCAN_MAX_AGE') ?? '24h'),
     trivyDbSource: oneOf('TRIVY_DB_SOURCE', get('TRIVY_DB_SOURCE') ?? (github ? 'remote' : 'local'), ['local', 'remote'] as const),
     deployEnv,
     kubeContext: get('KUBE_CONTEXT'),

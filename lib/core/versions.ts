@@ -23,6 +23,8 @@ export const VERSIONS = {
   kubernetes: 'v1.36.3',
   /** 3.6: the line kwok pairs with Kubernetes 1.34-1.36 (Debian's etcd 3.4 is too old). */
   etcd: 'v3.6.16',
+  /** Signs and attests the pushed digest; built with `go install` from the Go module proxy (no replaces in its go.mod). */
+  cosign: 'v3.1.3',
   cargoChef: '0.1.78',
   /** The load generator of `npm run bench:server` and `bench:build -- --runtimes`; built with `cargo install --locked` from crates.io. */
   oha: '1.16.0',
