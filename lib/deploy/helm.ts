@@ -95,6 +95,8 @@ export interface UpgradeOptions {
   sets: Record<string, string>
   timeoutSecs: number
   onLine?: RunOptions['onLine']
+  /** Ends helm's wait early (the rollout tracker found a failure). */
+  signal?: AbortSignal
 }
 
 /**
@@ -109,5 +111,5 @@ export async function upgradeInstall(t: HelmTarget, r: Release, o: UpgradeOption
     ...Object.entries(o.sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]),
     '--atomic', '--wait', '--timeout', `${o.timeoutSecs}s`, '--history-max', '10',
   ]
-  return run(args, { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000 })
+  return run(args, { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000, ...(o.signal ? { signal: o.signal } : {}) })
 }
