@@ -156,7 +156,7 @@ async function ensureSandboxImage(d: NodeDirs, docker: string, onLine: OnLine): 
   await run([docker, 'build', '--quiet', '--tag', SANDBOX_IMAGE, work], { env: dockerEnv() })
   const tar = join(work, 'pause.tar')
   await run([docker, 'save', '--output', tar, SANDBOX_IMAGE], { env: dockerEnv() })
-  await run(ctr(d, 'images', 'import', '--no-unpack', tar))
+  await run(ctr(d, 'images', 'import', tar))
   rmSync(work, { recursive: true, force: true })
 }
 

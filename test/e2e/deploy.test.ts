@@ -12,14 +12,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { pushImage } from '../../lib/build/docker.ts'
+import { pushVariant } from '../../lib/deploy/bench.ts'
 import { cachedBinaries, type ClusterBinaries } from '../../lib/local/cluster-build.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { chartFullname, podSelector, type DeployReport } from '../../lib/deploy/deploy.ts'
 import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
 import { deleteNamespace, kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, ensureCluster, stopCluster } from '../../lib/local/cluster.ts'
-import { dockerEnv, ensureDockerEngine } from '../../lib/local/docker.ts'
+import { ensureDockerEngine } from '../../lib/local/docker.ts'
 import { runLoad, serviceProgrammed, type LoadResult } from '../../lib/local/load.ts'
 import { CONTAINERD_NAMESPACE, nodeDirs } from '../../lib/local/node-config.ts'
 import { ensureRegistry } from '../../lib/local/registry.ts'
@@ -103,19 +103,6 @@ async function underLoad<T>(during: () => Promise<T>, maxSeconds: number): Promi
   }
 }
 
-/** A copy of the built image that differs by one label: the same server under a new digest. */
-async function variant(base: string, n: number): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'deploy-variant-'))
-  try {
-    writeFileSync(join(dir, 'Dockerfile'), `FROM ${base}\nLABEL dev.doc-server.e2e-variant="${n}"\n`)
-    const ref = `${REPO}:e2e-deploy-v${n}`
-    await run([s.docker, 'build', '--quiet', '--tag', ref, dir], { env: dockerEnv(), timeoutMs: 300_000 })
-    return (await pushImage(s.docker, ref)).digest
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
-}
-
 t.before(async () => {
   const config = loadConfig()
   s.cache = config.cacheDir
@@ -138,7 +125,7 @@ t.before(async () => {
   })
   assert.is(built.exitCode, 0, `build stage failed:\n${(built.stdout + built.stderr).split('\n').slice(-20).join('\n')}`)
   const d1 = (JSON.parse(readFileSync(join(s.reports, 'build.json'), 'utf8')) as { image: { digest: string } }).image.digest
-  s.digests = [d1, await variant(`${REPO}@${d1}`, 2), await variant(`${REPO}@${d1}`, 3)]
+  s.digests = [d1, await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-2'), await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-3')]
 })
 
 t.after(async () => {
