@@ -82,7 +82,9 @@ export function kwokctlConfig(bins: ClusterBinaries): string {
     disable: ['kwok-controller'],
     quietPull: true,
   }
-  return JSON.stringify({ apiVersion: 'config.kwok.x-k8s.io/v1alpha1', kind: 'KwokctlConfiguration', options }, null, 2) + '\n'
+  // The node's Hostname address ("doc-server-node") resolves nowhere: logs and exec go to its InternalIP.
+  const componentsPatches = [{ name: 'kube-apiserver', extraArgs: [{ key: 'kubelet-preferred-address-types', value: 'InternalIP' }] }]
+  return JSON.stringify({ apiVersion: 'config.kwok.x-k8s.io/v1alpha1', kind: 'KwokctlConfiguration', options, componentsPatches }, null, 2) + '\n'
 }
 
 export type ClusterState = 'absent' | 'stopped' | 'running'

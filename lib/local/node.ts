@@ -161,7 +161,7 @@ async function ensureSandboxImage(d: NodeDirs, docker: string, onLine: OnLine): 
 }
 
 function writeConfigs(d: NodeDirs, nodeKubeconfig: string): void {
-  for (const dir of [d.containerd.dir, d.containerd.certsDir, d.cni.confDir, d.cni.ipamDir, d.kubelet.dir, d.kubelet.root, d.kubeProxy.dir]) mkdirSync(dir, { recursive: true })
+  for (const dir of [d.containerd.dir, d.containerd.certsDir, d.cni.confDir, d.cni.ipamDir, d.kubelet.dir, d.kubelet.root, d.kubelet.podLogs, d.kubeProxy.dir]) mkdirSync(dir, { recursive: true })
   writeFileSync(d.containerd.config, containerdConfig(d))
   mkdirSync(join(d.containerd.certsDir, LOCAL_REGISTRY), { recursive: true })
   writeFileSync(join(d.containerd.certsDir, LOCAL_REGISTRY, 'hosts.toml'), registryHostsToml(LOCAL_REGISTRY))
