@@ -9,11 +9,13 @@ import { join } from 'node:path'
 /** The node as the API server knows it. */
 export const NODE_NAME = 'doc-server-node'
 /**
- * The node's address: on a dummy interface the node owns, so the API server
- * reaches the kubelet (logs, exec) without any of the machine's real
- * addresses being involved; the kubelet refuses a loopback node IP.
+ * The node's address: an extra /32 on the loopback device (this kernel has
+ * no dummy interfaces), so the API server reaches the kubelet (logs, exec)
+ * without any of the machine's real addresses being involved; the kubelet
+ * refuses a 127.x node IP.
  */
-export const NODE_LINK = 'docsrv-node0'
+export const NODE_LINK = 'lo'
+export const NODE_ADDRESS_LABEL = 'lo:docsrv'
 export const NODE_IP = '10.89.0.1'
 /** The pods' bridge and subnet, clear of docker0 (172.17.0.0/16). */
 export const POD_BRIDGE = 'docsrv-cni0'

@@ -7,7 +7,7 @@
  * bridge, iptables chains, cgroups, mounts); `startNode` works after an
  * unclean stop too.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
@@ -22,6 +22,7 @@ import {
   KUBELET_HEALTHZ_PORT,
   KUBE_PROXY_HEALTHZ_PORT,
   NODE_IP,
+  NODE_ADDRESS_LABEL,
   NODE_LINK,
   NODE_NAME,
   POD_BRIDGE,
@@ -134,13 +135,11 @@ async function prepareHost(onLine: OnLine): Promise<void> {
     if (!existsSync(file)) throw new PipelineError(`cluster: ${key} does not exist on this kernel (br_netfilter is needed for pod traffic); load the module or use KUBE_CONTEXT`)
     if (readFileSync(file, 'utf8').trim() !== value) writeFileSync(file, value)
   }
-  if (!(await succeeds(['ip', 'link', 'show', NODE_LINK]))) {
-    onLine?.(`adding the node's address ${NODE_IP} on ${NODE_LINK}`)
-    await run(['ip', 'link', 'add', NODE_LINK, 'type', 'dummy'])
-  }
   const addrs = (await run(['ip', '-o', '-4', 'addr', 'show', 'dev', NODE_LINK])).stdout
-  if (!addrs.includes(`${NODE_IP}/`)) await run(['ip', 'addr', 'add', `${NODE_IP}/32`, 'dev', NODE_LINK])
-  await run(['ip', 'link', 'set', NODE_LINK, 'up'])
+  if (!addrs.includes(` ${NODE_IP}/`)) {
+    onLine?.(`adding the node's address ${NODE_IP}/32 on ${NODE_LINK}`)
+    await run(['ip', 'addr', 'add', `${NODE_IP}/32`, 'dev', NODE_LINK, 'label', NODE_ADDRESS_LABEL])
+  }
 }
 
 /** The pause program, compiled static and shipped FROM scratch, imported into the node's containerd. */
@@ -284,7 +283,14 @@ function removeCgroups(): void {
     } catch {
       continue
     }
-    for (const dir of dirs.reverse()) rmSync(dir, { recursive: false, force: true, maxRetries: 3 })
+    for (const dir of dirs.reverse()) {
+      try {
+        // cgroupfs directories go with rmdir only, children first, once no process is left in them.
+        rmdirSync(dir)
+      } catch {
+        // Still busy or already gone; `down` runs again after the last process exits.
+      }
+    }
   }
 }
 
@@ -346,9 +352,8 @@ export async function stopNode(root: string, kubeProxy: string | undefined, onLi
   for (const m of [...mountsUnder(d.kubelet.root), ...mountsUnder(d.containerd.state), ...mountsUnder(d.containerd.root)]) {
     await run(['umount', '-l', m], { okCodes: [1, 32] }).catch(() => undefined)
   }
-  for (const link of [POD_BRIDGE, NODE_LINK]) {
-    if (await succeeds(['ip', 'link', 'show', link])) await run(['ip', 'link', 'delete', link], { okCodes: [1, 2] })
-  }
+  if (await succeeds(['ip', 'link', 'show', POD_BRIDGE])) await run(['ip', 'link', 'delete', POD_BRIDGE], { okCodes: [1, 2] })
+  await run(['ip', 'addr', 'del', `${NODE_IP}/32`, 'dev', NODE_LINK], { okCodes: [1, 2] })
   if (kubeProxy && existsSync(kubeProxy)) await run([kubeProxy, '--cleanup', '--v', '0'], { okCodes: [1, 255], timeoutMs: 60_000 }).catch(() => undefined)
   await removeChains('nat', /^(KUBE-|CNI-)/)
   await removeChains('filter', /^(KUBE-|CNI-)/)
