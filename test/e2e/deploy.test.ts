@@ -140,7 +140,7 @@ t('bad input is refused with one line before the cluster is touched', async () =
     ['no digest', () => writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e` } }), {}, /names no image digest/],
     ['scan failed', () => reportsFor(fake(1), { decision: 'fail', reason: '1 CRITICAL', digest: fake(1) }), {}, /did not pass \(decision: fail; 1 CRITICAL\)/],
     ['scan of another digest', () => reportsFor(fake(1), { decision: 'pass', digest: fake(2) }), {}, /is not the built image/],
-    ['schema violation', () => writeFileSync(join(s.reports, 'bad.yaml'), 'replicaCount: many\n'), { DEPLOY_VALUES_FILE: join(s.reports, 'bad.yaml') }, /chart: values refused: .*replicaCount/],
+    ['schema violation', () => (reportsFor(fake(1)), writeFileSync(join(s.reports, 'bad.yaml'), 'replicaCount: many\n')), { DEPLOY_VALUES_FILE: join(s.reports, 'bad.yaml') }, /chart: values refused: .*replicaCount/],
     ['grace not below the timeout', () => reportsFor(fake(1)), { DEPLOY_READINESS_GRACE_SECS: '200' }, /DEPLOY_READINESS_GRACE_SECS="200" is not valid/],
   ]
   for (const [what, arrange, env, re] of cases) {
@@ -210,8 +210,8 @@ t('a crashing release is stopped and rolled back within 60 s, quoting the server
   assert.is.not(r.code, 0)
   assert.ok(r.seconds < 60, `stopped and rolled back after ${r.seconds.toFixed(1)} s`)
   assert.match(r.last, new RegExp(`rolled back to revision ${before}`))
-  assert.match(r.last, /crash loop \(restarted 2 times/)
-  assert.match(r.last, /DOCS_DIR="\/no\/such\/docs" does not exist/, 'the server\'s own error line')
+  assert.match(r.last, /crash loop \(restarted 2 times/, r.last)
+  assert.match(r.last, /DOCS_DIR="\/no\/such\/docs" does not exist/, `the server's own error line: ${r.last}`)
   assert.is(r.report.result, 'rolled-back')
   assert.is(load.failed, 0, `the previous revision stopped serving: ${load.failures.join('; ')}`)
   for (const id of await imageIDs()) assert.ok(id.endsWith(`@${d2}`), `after the rollback the runtime reports ${id}`)
