@@ -80,12 +80,23 @@ export function rolloutFailure(pods: readonly TrackedPod[], image: string, grace
   return undefined
 }
 
-/** The last non-empty line of a container's log (the ended instance's for a crash), or undefined. */
+/**
+ * The last non-empty line of a container's log: the ended instance's for a
+ * crash, else (or when the kubelet has already collected that instance) the
+ * current one's. A few short retries cover a container restarting just now.
+ */
 export async function lastLogLine(k: KubeTarget, namespace: string, f: RolloutFailure): Promise<string | undefined> {
   const args = [k.kubectl, ...kubeFlags(k), '-n', namespace, 'logs', f.pod, '-c', f.container, '--tail', '20', '--request-timeout=10s']
-  const r = await run(f.previous ? [...args, '--previous'] : args, { okCodes: [1], timeoutMs: 20_000 }).catch(() => undefined)
-  if (!r || r.exitCode !== 0) return undefined
-  return r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).at(-1)
+  const attempts = f.previous ? [[...args, '--previous'], args] : [args]
+  for (let round = 0; round < 3; round++) {
+    for (const argv of attempts) {
+      const r = await run(argv, { okCodes: [1], timeoutMs: 20_000 }).catch(() => undefined)
+      const line = r?.exitCode === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).at(-1) : undefined
+      if (line && !/^unable to retrieve container logs/.test(line)) return line
+    }
+    await new Promise((res) => setTimeout(res, 1000))
+  }
+  return undefined
 }
 
 export function describeFailure(f: RolloutFailure, logLine: string | undefined): string {
