@@ -15,6 +15,7 @@ import { ensureBaseImages } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
 import { ensureClusterBinaries } from '../lib/local/cluster-build.ts'
+import { NODE_PACKAGES } from '../lib/local/node.ts'
 import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
 import { ensureCosign } from '../lib/sign/cosign.ts'
 
@@ -78,8 +79,15 @@ export function bootstrapTasks(): ListrTask<object>[] {
       },
     },
     {
+      title: 'Debian packages for the local cluster\'s node (deploy): CNI plugins, conntrack, socat, ethtool, iptables',
+      task: async (_ctx, task) => {
+        const installed = await ensureDebianPackages(NODE_PACKAGES, (l) => (task.output = l))
+        task.title = `Debian packages for the local cluster's node (deploy): ${installed.length ? `installed ${installed.join(', ')}` : 'present'}`
+      },
+    },
+    {
       // The cluster itself is started by whoever needs it (ci:deploy, the deploy e2e test, cluster:up).
-      title: `Local Kubernetes binaries (deploy): Kubernetes ${VERSIONS.kubernetes}, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok}, helm ${VERSIONS.helm}`,
+      title: `Local Kubernetes binaries (deploy): Kubernetes ${VERSIONS.kubernetes} with kubelet and kube-proxy, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok}, helm ${VERSIONS.helm}`,
       task: async (_ctx, task) => {
         await ensureClusterBinaries(loadConfig().cacheDir, (l) => (task.output = l))
       },

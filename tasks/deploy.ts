@@ -11,10 +11,11 @@ import type { ListrTask } from 'listr2'
 import { ensureHelm, ensureKubectl } from '../lib/local/cluster-build.ts'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
-import { CHART_DIR, confirmRollback, explainFailure, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
+import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
 import { PipelineError, firstLine } from '../lib/core/errors.ts'
-import { history, renderChart, upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
+import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { requireContext, requireReachable, type KubeTarget } from '../lib/deploy/kube.ts'
+import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
 import { ensureCluster } from '../lib/local/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
@@ -112,7 +113,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         await requireReachable(ctx.kube)
         if (config.kubeContext && ctx.image!.pushed === false) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
         ctx.helm = { ...ctx.helm!, kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
-        task.title = `Cluster: ${ctx.kube.context} answers${config.kubeContext ? '' : ' (local kwok cluster)'}`
+        task.title = `Cluster: ${ctx.kube.context} answers${config.kubeContext ? '' : ' (local cluster, real node)'}`
       }),
     },
     {
@@ -132,11 +133,12 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
         try {
-          await upgradeInstall(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, onLine: (l) => (task.output = l) })
+          const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
+          await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, onLine: (l) => (task.output = l) }, track)
         } catch (err) {
           const why = await explainFailure(kube, helm, release, since)
           ctx.revision = why.revision
-          const reason = why.reason ?? firstLine(err)
+          const reason = err instanceof RolloutStopped ? err.reason : (why.reason ?? firstLine(err))
           if (why.rolledBackTo !== undefined) {
             ctx.result = 'rolled-back'
             const unhealthy = await confirmRollback(kube, release)

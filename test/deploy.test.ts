@@ -9,7 +9,9 @@ import { loadConfig } from '../lib/core/config.ts'
 import { chartFullname, deployableImage, podSelector, readDeployInputs, valueFiles, type BuildReport, type ScanReport } from '../lib/deploy/deploy.ts'
 import { pendingRecovery, schemaProblems, templateFailure, upgradeArgs, type HistoryEntry } from '../lib/deploy/helm.ts'
 import { firstFailureReason, podsNotRunning, type EventJson, type PodJson } from '../lib/deploy/kube.ts'
-import { neverReadyStage } from '../lib/local/cluster.ts'
+import { API_SERVER_PORT, kwokctlConfig } from '../lib/local/cluster.ts'
+import { POD_SUBNET, SANDBOX_IMAGE, cniConflist, containerdConfig, kubeletConfig, nodeDirs, registryHostsToml } from '../lib/local/node-config.ts'
+import { iptablesWords } from '../lib/local/node.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { writeReport } from '../lib/core/report.ts'
 import { parseAction } from '../tasks/cluster.ts'
@@ -159,10 +161,34 @@ t('the Kubernetes wrapper module pins every staging module to the matching v0 ve
   assert.is(goBinaryName('k8s.io/kubernetes/cmd/kubectl'), 'kubectl')
 })
 
-t('the never-ready stage keys on the annotation and sets Ready=False', () => {
-  const stage = JSON.stringify(neverReadyStage())
-  assert.match(stage, /simulate\.doc-server\.dev\/readiness/)
-  assert.match(stage, /type: Ready, status: \\"False\\"/)
+t('the control plane runs no simulated node, on its own port', () => {
+  const bins = { kubeApiserver: '/b/kube-apiserver', kubeControllerManager: '/b/kcm', kubeScheduler: '/b/ks', kubectl: '/b/kubectl', kubelet: '/b/kubelet', kubeProxy: '/b/kube-proxy', etcd: '/b/etcd', kwok: '/b/kwok', kwokctl: '/b/kwokctl', helm: '/b/helm' }
+  const opts = (JSON.parse(kwokctlConfig(bins)) as { options: { disable: string[]; kubeApiserverPort: number; kubeApiserverBinary: string } }).options
+  assert.equal(opts.disable, ['kwok-controller'])
+  assert.is(opts.kubeApiserverPort, API_SERVER_PORT)
+  assert.is(opts.kubeApiserverBinary, '/b/kube-apiserver')
+})
+
+t('the node\'s containerd is separate from Docker\'s and carries the settings this machine needs', () => {
+  const d = nodeDirs('/c/state/node-cluster/node')
+  const toml = containerdConfig(d)
+  assert.match(toml, /^root = "\/c\/state\/node-cluster\/node\/containerd\/root"$/m)
+  assert.match(toml, /address = "\/c\/state\/node-cluster\/node\/containerd\/containerd\.sock"/)
+  assert.match(toml, /restrict_oom_score_adj = true/)
+  assert.match(toml, /SystemdCgroup = false/)
+  assert.match(toml, new RegExp(`sandbox_image = "${SANDBOX_IMAGE}"`))
+  assert.match(registryHostsToml('127.0.0.1:5000'), /\[host\."http:\/\/127\.0\.0\.1:5000"\]/)
+  const cni = cniConflist(d) as { plugins: { type: string; ipam?: { ranges: { subnet: string }[][] } }[] }
+  assert.equal(cni.plugins.map((p) => p.type), ['bridge', 'portmap', 'firewall', 'loopback'])
+  assert.is(cni.plugins[0]!.ipam!.ranges[0]![0]!.subnet, POD_SUBNET)
+  const kubelet = kubeletConfig(d) as Record<string, unknown>
+  assert.is(kubelet.failCgroupV1, false)
+  assert.is(kubelet.cgroupDriver, 'cgroupfs')
+  assert.is(kubelet.containerRuntimeEndpoint, `unix://${d.containerd.socket}`)
+})
+
+t('iptables -S rules split into words with quoted comments kept whole', () => {
+  assert.equal(iptablesWords('-A POSTROUTING -s 10.88.0.5/32 -m comment --comment "name: \\"doc-server-pods\\" id: \\"abc\\"" -j CNI-1f'), ['-A', 'POSTROUTING', '-s', '10.88.0.5/32', '-m', 'comment', '--comment', 'name: "doc-server-pods" id: "abc"', '-j', 'CNI-1f'])
 })
 
 t('cluster actions are up, down, status and delete', () => {

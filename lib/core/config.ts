@@ -31,6 +31,7 @@ export const VARIABLES = [
   { name: 'DEPLOY_NAMESPACE', default: 'doc-server-<DEPLOY_ENV>', meaning: 'Namespace of the release.' },
   { name: 'RELEASE_NAME', default: 'doc-server', meaning: 'Helm release name.' },
   { name: 'DEPLOY_TIMEOUT_SECS', default: '300', meaning: 'How long a rollout may take before it is rolled back; keep it below the CI job timeout.' },
+  { name: 'DEPLOY_READINESS_GRACE_SECS', default: '60 (half of DEPLOY_TIMEOUT_SECS if that is less)', meaning: 'How long a new pod\'s running container may stay unready before the rollout is stopped and rolled back (crash loops, image-pull and config errors stop it at once); below DEPLOY_TIMEOUT_SECS.' },
   { name: 'DEPLOY_VALUES_FILE', default: '(none)', meaning: 'An extra Helm values file layered over values-<DEPLOY_ENV>.yaml (per-cluster overrides); checked against the chart schema like the others.' },
   { name: 'MEASURE_BASELINE', default: '.ci/measure-baseline.json', meaning: 'Baseline the measure stage compares against to flag regressions.' },
   { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
@@ -64,6 +65,7 @@ export interface Config {
   deployNamespace: string
   releaseName: string
   deployTimeoutSecs: number
+  deployReadinessGraceSecs: number
   deployValuesFile: string | undefined
   measureBaseline: string
   reportsDir: string
@@ -118,6 +120,14 @@ export function duration(name: string, value: string): number {
   return Number(m[1]) * UNIT_SECS[m[2]!]!
 }
 
+/** Unset: 60 s, or half the timeout when that is shorter. */
+function readinessGrace(value: string | undefined, timeoutSecs: number): number {
+  if (value === undefined) return Math.max(1, Math.min(60, Math.floor(timeoutSecs / 2)))
+  const grace = positiveInt('DEPLOY_READINESS_GRACE_SECS', value)
+  if (grace >= timeoutSecs) throw bad('DEPLOY_READINESS_GRACE_SECS', value, `fewer seconds than DEPLOY_TIMEOUT_SECS (${timeoutSecs})`)
+  return grace
+}
+
 const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
 
 /** Reads `.env` at the repository root, refusing keys the pipeline does not know (most are typos). */
@@ -159,6 +169,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
   const namespace = get('DEPLOY_NAMESPACE') ?? `doc-server-${deployEnv}`
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw bad('DEPLOY_NAMESPACE', namespace, 'a Kubernetes namespace name (lower-case letters, digits, -)')
   const releaseName = get('RELEASE_NAME') ?? 'doc-server'
+  const deployTimeoutSecs = positiveInt('DEPLOY_TIMEOUT_SECS', get('DEPLOY_TIMEOUT_SECS') ?? '300')
   if (!/^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$/.test(releaseName)) throw bad('RELEASE_NAME', releaseName, 'a Helm release name (lower-case letters, digits, -; at most 53)')
 
 
@@ -185,7 +196,8 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     kubeContext: get('KUBE_CONTEXT'),
     deployNamespace: namespace,
     releaseName,
-    deployTimeoutSecs: positiveInt('DEPLOY_TIMEOUT_SECS', get('DEPLOY_TIMEOUT_SECS') ?? '300'),
+    deployTimeoutSecs,
+    deployReadinessGraceSecs: readinessGrace(get('DEPLOY_READINESS_GRACE_SECS'), deployTimeoutSecs),
     deployValuesFile: get('DEPLOY_VALUES_FILE') ? abs(get('DEPLOY_VALUES_FILE')!) : undefined,
     measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
     reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),

@@ -12,6 +12,8 @@ export interface RunOptions {
   timeoutMs?: number
   /** Exit codes that are data, not failure. */
   okCodes?: readonly number[]
+  /** Ends the command (SIGTERM) when aborted; it then counts as killed. */
+  signal?: AbortSignal
   /** Strings to blank out of anything this command prints or throws (tokens, passwords). */
   secrets?: string[]
 }
@@ -106,6 +108,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     nothrow: true,
     input: opts.input,
     timeout: opts.timeoutMs,
+    ...(opts.signal ? { signal: opts.signal } : {}),
   })`${argv}`
   if (opts.onLine) {
     const onLine = opts.onLine

@@ -95,6 +95,8 @@ export interface UpgradeOptions {
   sets: Record<string, string>
   timeoutSecs: number
   onLine?: RunOptions['onLine']
+  /** Ends helm's wait early (the rollout tracker found a failure). */
+  signal?: AbortSignal
 }
 
 /**
@@ -116,5 +118,5 @@ export function upgradeArgs(t: HelmTarget, r: Release, o: Omit<UpgradeOptions, '
 }
 
 export async function upgradeInstall(t: HelmTarget, r: Release, o: UpgradeOptions) {
-  return run(upgradeArgs(t, r, o), { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000 })
+  return run(upgradeArgs(t, r, o), { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000, ...(o.signal ? { signal: o.signal } : {}) })
 }

@@ -96,7 +96,8 @@ const eventTime = (e: EventJson) => Date.parse(e.lastTimestamp ?? e.eventTime ??
  */
 export function firstFailureReason(events: readonly EventJson[], pods: readonly PodJson[], namePrefix: string, sinceMs: number): string | undefined {
   const warnings = events
-    .filter((e) => e.type === 'Warning' && (e.involvedObject?.name ?? '').startsWith(namePrefix) && eventTime(e) >= sinceMs - 1000)
+    // MissingClusterDNS: a cluster without DNS (the local one) warns on every pod; it never stops a rollout.
+    .filter((e) => e.type === 'Warning' && e.reason !== 'MissingClusterDNS' && (e.involvedObject?.name ?? '').startsWith(namePrefix) && eventTime(e) >= sinceMs - 1000)
     .sort((a, b) => eventTime(a) - eventTime(b))
   const first = warnings[0]
   if (first) return `${first.involvedObject?.kind ?? 'object'} ${first.involvedObject?.name}: ${first.reason}: ${first.message}`.trim()

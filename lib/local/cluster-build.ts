@@ -11,6 +11,8 @@ export interface ClusterBinaries {
   kubeControllerManager: string
   kubeScheduler: string
   kubectl: string
+  kubelet: string
+  kubeProxy: string
   etcd: string
   kwok: string
   kwokctl: string
@@ -147,7 +149,9 @@ async function moduleGoMod(mod: string, version: string): Promise<string> {
   return readFileSync(info.GoMod, 'utf8')
 }
 
-const KUBE_MAINS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].map((b) => ({ pkg: `k8s.io/kubernetes/cmd/${b}`, binary: b }))
+/** The control plane, kubectl, and the real node's kubelet and kube-proxy: one `go build`, shared packages. */
+const KUBE_BINARIES = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kubelet', 'kube-proxy']
+const KUBE_MAINS = KUBE_BINARIES.map((b) => ({ pkg: `k8s.io/kubernetes/cmd/${b}`, binary: b }))
 
 async function buildKubernetes(cache: string, onLine: OnLine, only?: string[]) {
   const version = VERSIONS.kubernetes
@@ -157,10 +161,10 @@ async function buildKubernetes(cache: string, onLine: OnLine, only?: string[]) {
   return buildWrapper(cache, { name: 'kubernetes', version, goMod, mains: KUBE_MAINS, ldflags: kubeLdflags(version), ...(only ? { only } : {}) }, onLine)
 }
 
-/** kube-apiserver, kube-controller-manager, kube-scheduler and kubectl, one Kubernetes version. */
+/** kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy, one Kubernetes version. */
 export async function ensureKubernetes(cache: string, onLine?: OnLine) {
   const p = await buildKubernetes(cache, onLine)
-  return { kubeApiserver: p['kube-apiserver']!, kubeControllerManager: p['kube-controller-manager']!, kubeScheduler: p['kube-scheduler']!, kubectl: p.kubectl! }
+  return { kubeApiserver: p['kube-apiserver']!, kubeControllerManager: p['kube-controller-manager']!, kubeScheduler: p['kube-scheduler']!, kubectl: p.kubectl!, kubelet: p.kubelet!, kubeProxy: p['kube-proxy']! }
 }
 
 /** kubectl alone (a remote cluster needs no control plane), pinned to the same Kubernetes version. */
@@ -212,7 +216,7 @@ export function cachedClusterBinaries(cache: string): ClusterBinaries | undefine
   const c = cachedBinaries(cache)
   if (!c.every((b) => b.present)) return undefined
   const at = (name: string) => c.find((b) => b.name === name)!.path
-  return { kubeApiserver: at('kube-apiserver'), kubeControllerManager: at('kube-controller-manager'), kubeScheduler: at('kube-scheduler'), kubectl: at('kubectl'), etcd: at('etcd'), kwok: at('kwok'), kwokctl: at('kwokctl'), helm: at('helm') }
+  return { kubeApiserver: at('kube-apiserver'), kubeControllerManager: at('kube-controller-manager'), kubeScheduler: at('kube-scheduler'), kubectl: at('kubectl'), kubelet: at('kubelet'), kubeProxy: at('kube-proxy'), etcd: at('etcd'), kwok: at('kwok'), kwokctl: at('kwokctl'), helm: at('helm') }
 }
 
 /** Which binaries are already cached, without building anything (for `cluster status`). */
@@ -222,7 +226,7 @@ export function cachedBinaries(cache: string): { name: string; path: string; pre
     return { name: binary, path, present: existsSync(path) }
   }
   return [
-    ...['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl'].map((b) => at('kubernetes', VERSIONS.kubernetes, b)),
+    ...KUBE_BINARIES.map((b) => at('kubernetes', VERSIONS.kubernetes, b)),
     at('etcd', VERSIONS.etcd, 'etcd'),
     at('kwokctl', VERSIONS.kwok, 'kwokctl'),
     at('kwok', VERSIONS.kwok, 'kwok'),

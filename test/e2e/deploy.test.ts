@@ -1,40 +1,42 @@
 /**
  * The deploy stage end to end, run as `npm run ci:deploy` runs it, against the
- * local cluster (real kube-apiserver, controller-manager, scheduler and etcd;
- * kwok simulating nodes and pod status). It builds and starts that cluster if
- * needed and, if it started it, stops it again at the end (state is kept).
- * Every release it makes lives in its own namespace, removed afterwards.
- *
- * kwok runs no containers and no probes: a pod is "ready" because a kwok stage
- * says so, and the failing rollout is a project stage that keeps pods
- * annotated `simulate.doc-server.dev/readiness: never` unready.
+ * local cluster with its real node: the image the build stage pushed to the
+ * local registry is pulled by digest, its containers run under the chart's
+ * security context, probes decide readiness, and rollouts replace real pods.
+ * Every assertion reads what the cluster (or the node's kernel) reports.
+ * The cluster is started if needed and, if this test started it, stopped at
+ * the end (state is kept). Each run's release lives in its own namespace.
  */
-import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import { pushVariant } from '../../lib/deploy/bench.ts'
 import { cachedBinaries, type ClusterBinaries } from '../../lib/local/cluster-build.ts'
 import { loadConfig } from '../../lib/core/config.ts'
-import { CHART_DIR, podSelector, type DeployReport } from '../../lib/deploy/deploy.ts'
+import { CHART_DIR, chartFullname, podSelector, type DeployReport } from '../../lib/deploy/deploy.ts'
 import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
-import { deleteNamespace, listPods, type KubeTarget } from '../../lib/deploy/kube.ts'
-import { NEVER_READY_ANNOTATION, clusterStatus, ensureCluster, stopCluster } from '../../lib/local/cluster.ts'
+import { deleteNamespace, kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
+import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, ensureCluster, stopCluster } from '../../lib/local/cluster.ts'
+import { ensureDockerEngine } from '../../lib/local/docker.ts'
+import { runLoad, serviceProgrammed, type LoadResult } from '../../lib/local/load.ts'
+import { CONTAINERD_NAMESPACE, nodeDirs } from '../../lib/local/node-config.ts'
+import { ensureRegistry } from '../../lib/local/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { writeReport } from '../../lib/core/report.ts'
-import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
-import { pushSignedImage, removeTinyImages } from '../helpers/signed-image.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
+import type { TrackedPod } from '../../lib/deploy/track.ts'
+import { copyEnv } from '../helpers/repo-copy.ts'
+import { attestAsScan, signAsBuild } from '../helpers/signed-image.ts'
+import { RolloutStopped, upgradeTracked } from '../../lib/deploy/track.ts'
 
-const t = suite('e2e: deploy')
+const t = suite('e2e: deploy (real node)')
 const ALL_OK = { okCodes: ANY_EXIT }
-const REPO = '127.0.0.1:5000/local/deploy-e2e'
-/** Digests 1-4 are real images in the local registry, signed and attested as the pipeline does (deploy verifies them); 5 is only ever given to helm directly. */
-const digest = (n: number) => s.digests[n] ?? `sha256:${n.toString(16).padStart(2, '0').repeat(32)}`
-/** The commit reportsFor's build.json names, and the signed provenance of digests 1-4. */
+const REPO = '127.0.0.1:5000/local/agent-docs'
+/** The commit build.json names and every test image's signed provenance records (deploy checks the two agree). */
 const COMMIT = 'e'.repeat(40)
+const fake = (n: number) => `sha256:${n.toString(16).padStart(2, '0').repeat(32)}`
 
 interface State {
   cache: string
@@ -42,79 +44,115 @@ interface State {
   bins: ClusterBinaries
   kube: KubeTarget
   helm: HelmTarget
+  docker: string
   namespace: string
   reports: string
-  neverReady: string
-  digests: Record<number, string>
-  docker: string
+  /** Working images, pushed: the build stage's own, and copies differing by one label (new digests). */
+  digests: string[]
 }
 const s = {} as State
 const release = () => ({ name: 'doc-server', namespace: s.namespace })
 
+type Pod = TrackedPod
+
 /** build.json and scan.json as the build and scan stages leave them for `d`. */
 function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }) {
-  writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e@${d}`, digest: d, repository: REPO, tag: 'e2e' }, pushed: true, commit: COMMIT })
+  writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e-deploy@${d}`, digest: d, repository: REPO, tag: 'e2e-deploy' }, pushed: true, commit: COMMIT })
   writeReport(s.reports, 'scan', scan)
 }
 
 async function deploy(env: NodeJS.ProcessEnv = {}) {
+  const started = performance.now()
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
     cwd: repoRoot,
-    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, DEPLOY_ENV: 'staging', DEPLOY_NAMESPACE: s.namespace, RELEASE_NAME: 'doc-server', KUBE_CONTEXT: '', DEPLOY_TIMEOUT_SECS: '120', DEPLOY_VALUES_FILE: '', ...env },
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, DEPLOY_ENV: 'staging', DEPLOY_NAMESPACE: s.namespace, RELEASE_NAME: 'doc-server', KUBE_CONTEXT: '', DEPLOY_TIMEOUT_SECS: '180', DEPLOY_VALUES_FILE: '', ...env },
     ...ALL_OK,
   })
   const out = (r.stdout + r.stderr).trim()
   const report = JSON.parse(readFileSync(join(s.reports, 'deploy.json'), 'utf8')) as DeployReport
-  return { code: r.exitCode, out, last: out.split('\n').at(-1) ?? '', report }
+  return { code: r.exitCode, out, last: out.split('\n').at(-1) ?? '', report, seconds: (performance.now() - started) / 1000 }
 }
 
-async function podImages(): Promise<string[]> {
-  const pods = await listPods(s.kube, s.namespace, podSelector('doc-server'))
-  return pods.filter((p) => !p.metadata.deletionTimestamp).map((p) => p.spec.containers[0]!.image).sort()
+async function kubectl(...args: string[]) {
+  return run([s.bins.kubectl, ...kubeFlags(s.kube), ...args], { timeoutMs: 60_000 })
 }
 
-async function namespaceExists(): Promise<boolean> {
-  const r = await run([s.bins.kubectl, '--kubeconfig', s.kube.kubeconfig!, '--context', s.kube.context, 'get', 'namespace', s.namespace], ALL_OK)
-  return r.exitCode === 0
+async function pods(): Promise<Pod[]> {
+  const r = await kubectl('-n', s.namespace, 'get', 'pods', '-l', podSelector('doc-server'), '-o', 'json')
+  return (JSON.parse(r.stdout) as { items: Pod[] }).items.filter((p) => !p.metadata.deletionTimestamp)
+}
+
+/** What the runtime reports each serving pod actually runs (the resolved image, not the spec). */
+async function imageIDs(): Promise<string[]> {
+  return (await pods()).flatMap((p) => (p.status?.containerStatuses ?? []).map((c) => c.imageID ?? '')).sort()
+}
+
+async function clusterIp(): Promise<string> {
+  const ip = (await kubectl('-n', s.namespace, 'get', 'service', chartFullname('doc-server'), '-o', 'jsonpath={.spec.clusterIP}')).stdout.trim()
+  for (let i = 0; i < 30 && !(await serviceProgrammed(ip)); i++) await new Promise((r) => setTimeout(r, 1000))
+  assert.ok(await serviceProgrammed(ip), `kube-proxy has not programmed ${ip}; no traffic is sent to an address it does not own`)
+  return ip
+}
+
+/** Load through the Service for as long as `during` runs (capped in requests and time). */
+async function underLoad<T>(during: () => Promise<T>, maxSeconds: number): Promise<{ result: T; load: LoadResult }> {
+  const host = await clusterIp()
+  const ac = new AbortController()
+  const loading = runLoad({ host, port: 80, path: '/api/docs', concurrency: 4, maxRequests: 20_000, maxSeconds, signal: ac.signal })
+  try {
+    return { result: await during(), load: await (ac.abort(), loading) }
+  } finally {
+    ac.abort()
+    await loading
+  }
 }
 
 t.before(async () => {
-  s.cache = loadConfig().cacheDir
-  const kubectl = cachedBinaries(s.cache).find((b) => b.name === 'kubectl')!
-  s.startedCluster = (await clusterStatus(s.cache, kubectl.present ? kubectl.path : undefined)) !== 'running'
+  const config = loadConfig()
+  s.cache = config.cacheDir
+  s.docker = (await ensureDockerEngine(config.docker)).docker
+  await ensureRegistry('127.0.0.1:5000')
+  const kubectlBin = cachedBinaries(s.cache).find((b) => b.name === 'kubectl')!
+  s.startedCluster = (await clusterStatus(s.cache, kubectlBin.present ? kubectlBin.path : undefined)) !== 'running'
   const cluster = await ensureCluster(s.cache)
   s.bins = cluster.binaries
   s.kube = { kubectl: s.bins.kubectl, kubeconfig: cluster.kubeconfig, context: cluster.context }
   s.helm = { helm: s.bins.helm, kubeconfig: cluster.kubeconfig, context: cluster.context }
   s.namespace = `doc-server-e2e-${process.pid}`
   s.reports = mkdtempSync(join(tmpdir(), 'deploy-e2e-'))
-  const config = loadConfig({ ...process.env }, {})
-  const docker = (s.docker = (await ensureDockerEngine(config.docker)).docker)
-  await ensureRegistry(LOCAL_REGISTRY)
-  s.digests = {}
-  for (const n of [1, 2, 3, 4]) {
-    s.digests[n] = await pushSignedImage({ config, docker, repository: REPO, label: `deploy-${n}`, git: { sha: COMMIT, shortSha: COMMIT.slice(0, 12), branch: undefined, dirty: false }, work: s.reports })
+  // The real image, as the build stage pushes it (BuildKit's cache makes this quick after the first build).
+  const built = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'build.ts')], {
+    cwd: repoRoot,
+    env: copyEnv({ REPORTS_DIR: s.reports, IMAGE_TAG: 'e2e-deploy', PUSH: 'true', REGISTRY: '127.0.0.1:5000' }),
+    timeoutMs: 60 * 60_000,
+    ...ALL_OK,
+  })
+  assert.is(built.exitCode, 0, `build stage failed:\n${(built.stdout + built.stderr).split('\n').slice(-20).join('\n')}`)
+  const d1 = (JSON.parse(readFileSync(join(s.reports, 'build.json'), 'utf8')) as { image: { digest: string } }).image.digest
+  s.digests = [d1, await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-2'), await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-3')]
+  // Deploy verifies signatures and attestations in the registry: each digest gets what the build and scan stages attach.
+  const git = { sha: COMMIT, shortSha: COMMIT.slice(0, 7), branch: 'e2e', dirty: false }
+  for (const d of s.digests) {
+    await signAsBuild(config, REPO, d, git, s.reports)
+    await attestAsScan(config, REPO, d, s.reports)
   }
-  s.neverReady = join(s.reports, 'never-ready.yaml')
-  writeFileSync(s.neverReady, `podAnnotations:\n  ${NEVER_READY_ANNOTATION}: never\n`)
 })
 
 t.after(async () => {
   await run([s.helm.helm, 'uninstall', 'doc-server', '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
   await deleteNamespace(s.kube, s.namespace)
   rmSync(s.reports, { recursive: true, force: true })
-  if (s.docker) await removeTinyImages(s.docker)
   if (s.startedCluster) await stopCluster(s.cache)
 })
 
 t('bad input is refused with one line before the cluster is touched', async () => {
   const cases: [string, () => void, NodeJS.ProcessEnv, RegExp][] = [
     ['no digest', () => writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e` } }), {}, /names no image digest/],
-    ['scan failed', () => reportsFor(digest(1), { decision: 'fail', reason: '1 CRITICAL', digest: digest(1) }), {}, /did not pass \(decision: fail; 1 CRITICAL\)/],
-    ['scan of another digest', () => reportsFor(digest(1), { decision: 'pass', digest: digest(2) }), {}, /is not the built image/],
-    ['unknown environment', () => reportsFor(digest(1)), { DEPLOY_ENV: 'qa' }, /DEPLOY_ENV="qa" is not valid/],
-    ['schema violation', () => writeFileSync(join(s.reports, 'bad.yaml'), 'replicaCount: many\n'), { DEPLOY_VALUES_FILE: join(s.reports, 'bad.yaml') }, /chart: values refused: .*replicaCount/],
-    ['missing context', () => undefined, { KUBE_CONTEXT: 'no-such-context', KUBECONFIG: s.kube.kubeconfig }, /KUBE_CONTEXT "no-such-context" is not a context/],
+    ['scan failed', () => reportsFor(fake(1), { decision: 'fail', reason: '1 CRITICAL', digest: fake(1) }), {}, /did not pass \(decision: fail; 1 CRITICAL\)/],
+    ['scan of another digest', () => reportsFor(fake(1), { decision: 'pass', digest: fake(2) }), {}, /is not the built image/],
+    ['unsigned digest', () => reportsFor(fake(1)), {}, /deploy: refused: sha256:.{12}… has no signature by/],
+    ['schema violation', () => (reportsFor(s.digests[0]!), writeFileSync(join(s.reports, 'bad.yaml'), 'replicaCount: many\n')), { DEPLOY_VALUES_FILE: join(s.reports, 'bad.yaml') }, /chart: values refused: .*replicaCount/],
+    ['grace not below the timeout', () => reportsFor(fake(1)), { DEPLOY_READINESS_GRACE_SECS: '200' }, /DEPLOY_READINESS_GRACE_SECS="200" is not valid/],
   ]
   for (const [what, arrange, env, re] of cases) {
     arrange()
@@ -122,83 +160,102 @@ t('bad input is refused with one line before the cluster is touched', async () =
     assert.is.not(r.code, 0, what)
     assert.match(r.last, re, `${what}: ${r.last}`)
   }
-  // An API server nobody listens on: a copy of the local kubeconfig pointing at a closed port.
   const dead = join(s.reports, 'dead-kubeconfig')
   writeFileSync(dead, readFileSync(s.kube.kubeconfig!, 'utf8').replace(/server: https?:\/\/[^\s]+/g, 'server: https://127.0.0.1:1'))
-  reportsFor(digest(1))
+  reportsFor(s.digests[0]!)
   const r = await deploy({ KUBE_CONTEXT: s.kube.context, KUBECONFIG: dead })
   assert.is.not(r.code, 0)
-  assert.match(r.last, /context "kwok-doc-server" does not answer \/readyz/)
-  assert.is(r.report.result, 'failed')
-  assert.is(await namespaceExists(), false, 'nothing was created')
+  assert.match(r.last, new RegExp(`context "${CLUSTER_CONTEXT}" does not answer /readyz`))
+  assert.is((await kubectl('get', 'namespace', s.namespace).catch(() => undefined)) === undefined, true, 'nothing was created')
 })
 
-t('a first install and an upgrade run exactly the deployed digests', async () => {
-  reportsFor(digest(1))
+t('install, then a rolling upgrade under load: every pod runs the pushed digest, no request fails', async () => {
+  const [d1, d2] = s.digests as [string, string]
+  reportsFor(d1)
   const first = await deploy()
   assert.is(first.code, 0, first.out)
   assert.is(first.report.result, 'deployed')
-  assert.is(first.report.revision, 1)
-  assert.is(first.report.digest, digest(1))
-  // Verified from the registry first: who signed, and the attestations relied on.
-  assert.match(first.report.verified?.identity ?? '', /^key sha256:[0-9a-f]{64}$/)
-  assert.is(first.report.verified?.provenance.commit, COMMIT)
-  assert.match(first.report.verified?.scan.attestation ?? '', /^sha256:[0-9a-f]{64}$/)
-  assert.equal(await podImages(), [`${REPO}@${digest(1)}`, `${REPO}@${digest(1)}`])
+  const ids1 = await imageIDs()
+  assert.is(ids1.length, 2)
+  for (const id of ids1) assert.ok(id.endsWith(`@${d1}`), `the runtime reports ${id}, not ${d1}`)
 
-  reportsFor(digest(2))
-  const second = await deploy()
+  reportsFor(d2)
+  const { result: second, load } = await underLoad(() => deploy(), 150)
   assert.is(second.code, 0, second.out)
-  assert.is(second.report.revision, 2)
   assert.is(second.report.previousRevision, 1)
-  assert.equal(await podImages(), [`${REPO}@${digest(2)}`, `${REPO}@${digest(2)}`])
+  const ids2 = await imageIDs()
+  assert.is(ids2.length, 2)
+  for (const id of ids2) assert.ok(id.endsWith(`@${d2}`), `the runtime reports ${id}, not ${d2}`)
+  assert.ok(load.sent >= 50, `only ${load.sent} requests were sent during the rollout`)
+  assert.is(load.failed, 0, `${load.failed} of ${load.sent} requests failed during the rolling update: ${load.failures.join('; ')}`)
 })
 
-t('a rollout that never becomes ready is rolled back, with the reason, exiting non-zero', async () => {
-  reportsFor(digest(3))
-  const r = await deploy({ DEPLOY_VALUES_FILE: s.neverReady, DEPLOY_TIMEOUT_SECS: '25' })
-  assert.is.not(r.code, 0)
-  assert.match(r.last, /rolled back to revision 2/)
-  assert.match(r.last, /Unhealthy: Readiness probe failed/)
-  assert.is(r.report.result, 'rolled-back')
-  assert.is(r.report.previousRevision, 2)
-  const h = await history(s.helm, release())
-  assert.equal(h.slice(-2).map((e) => e.status), ['failed', 'deployed'])
-  assert.equal(await podImages(), [`${REPO}@${digest(2)}`, `${REPO}@${digest(2)}`], 'the previous digest still serves')
-})
-
-t('a release left in pending-upgrade by a killed helm is recovered', async () => {
-  // A real interrupted upgrade: helm is killed while it waits for pods that never become ready.
-  const helm = spawn(s.helm.helm, ['upgrade', 'doc-server', CHART_DIR, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace,
-    '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', s.neverReady, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${digest(5)}`, '--wait', '--timeout', '600s'], { stdio: 'ignore' })
-  let helmEnded = false
-  const exited = new Promise<void>((res) => helm.once('exit', () => res(void (helmEnded = true))))
-  let pending: { revision: number; updated?: string } | undefined
-  while (!pending) {
-    // helm waits up to 600 s for pods that never get ready, so it cannot end on its own before we see pending-upgrade.
-    if (helmEnded) assert.unreachable('helm upgrade ended before the release was pending-upgrade')
-    await new Promise((res) => setTimeout(res, 500))
-    pending = (await history(s.helm, release())).find((e) => e.status === 'pending-upgrade')
+t('the runtime enforces the security context: uid 65532, read-only root filesystem (seen from the node)', async () => {
+  const d = nodeDirs(join(clusterStateDir(s.cache), 'node'))
+  const pod = (await pods())[0]!
+  const id = (pod.status?.containerStatuses?.[0]?.containerID ?? '').replace(/^containerd:\/\//, '')
+  assert.ok(id, 'the pod reports a container id')
+  const tasks = (await run(['ctr', '--address', d.containerd.socket, '--namespace', CONTAINERD_NAMESPACE, 'tasks', 'ls'])).stdout
+  const pid = Number(tasks.split('\n').find((l) => l.startsWith(id))?.trim().split(/\s+/)[1])
+  assert.ok(pid > 0, `containerd runs no task for ${id}`)
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  assert.match(status, /^Uid:\s+65532\s+65532\s+65532\s+65532$/m, 'the server process runs as 65532')
+  assert.match(status, /^CapEff:\s+0+$/m, 'with no capabilities')
+  // Even root on the node cannot write into the container's root filesystem: its mount is read-only.
+  let code = ''
+  try {
+    closeSync(openSync(`/proc/${pid}/root/e2e-write-probe`, 'w'))
+  } catch (err) {
+    code = (err as NodeJS.ErrnoException).code ?? ''
   }
-  helm.kill('SIGKILL')
-  await exited
-  assert.is((await history(s.helm, release())).at(-1)!.status, 'pending-upgrade')
+  assert.is(code, 'EROFS', 'a write to the container root filesystem fails as read-only')
+})
 
-  // Younger than the deploy timeout, it may be someone's deploy still running: refused, untouched.
-  reportsFor(digest(4))
-  const early = await deploy({ DEPLOY_TIMEOUT_SECS: '600' })
-  assert.is.not(early.code, 0)
-  assert.match(early.last, /has been pending-upgrade for \d+s .*another deploy may still be running/)
-  assert.is((await history(s.helm, release())).at(-1)!.status, 'pending-upgrade')
+t('a crashing release is stopped and rolled back within 60 s, quoting the server; the old pods keep serving', async () => {
+  const [, d2, d3] = s.digests as [string, string, string]
+  const values = join(s.reports, 'bad-docs-dir.yaml')
+  writeFileSync(values, 'docsDir: /no/such/docs\n')
+  reportsFor(d3)
+  const before = (await history(s.helm, release())).at(-1)!.revision
+  const { result: r, load } = await underLoad(() => deploy({ DEPLOY_VALUES_FILE: values }), 120)
+  assert.is.not(r.code, 0)
+  assert.ok(r.seconds < 60, `stopped and rolled back after ${r.seconds.toFixed(1)} s`)
+  assert.match(r.last, new RegExp(`rolled back to revision ${before}`))
+  assert.match(r.last, /crash loop \(restarted 2 times/, r.last)
+  assert.match(r.last, /DOCS_DIR="\/no\/such\/docs" does not exist/, `the server's own error line: ${r.last}`)
+  assert.is(r.report.result, 'rolled-back')
+  assert.is(load.failed, 0, `the previous revision stopped serving: ${load.failures.join('; ')}`)
+  for (const id of await imageIDs()) assert.ok(id.endsWith(`@${d2}`), `after the rollback the runtime reports ${id}`)
+})
 
-  // Older than the timeout: rolled back to the last good revision, then the new digest deploys.
-  const timeout = 30
-  while (Date.now() - Date.parse(pending.updated ?? '') <= timeout * 1000) await new Promise((res) => setTimeout(res, 1000))
-  const r = await deploy({ DEPLOY_TIMEOUT_SECS: String(timeout) })
-  assert.is(r.code, 0, r.out)
-  assert.match(r.report.recovered ?? '', new RegExp(`revision ${pending.revision} was stuck in pending-upgrade; rolled back to revision \\d+`))
-  assert.is(r.report.result, 'deployed')
-  assert.equal(await podImages(), [`${REPO}@${digest(4)}`, `${REPO}@${digest(4)}`])
+t('a digest the node cannot pull fails fast as an image-pull failure and is rolled back', async () => {
+  // The deploy stage never hands Helm a digest nobody signed (the first test): that refusal comes before the
+  // cluster. The tracker is what stops a digest the node still cannot pull (a registry that lost it, a pull
+  // secret gone), so here it drives Helm itself, exactly as the stage does after verification.
+  const [, d2] = s.digests as [string, string]
+  const missing = fake(9)
+  const before = (await history(s.helm, release())).at(-1)!.revision
+  const started = performance.now()
+  let err: unknown
+  try {
+    await upgradeTracked(
+      s.helm,
+      release(),
+      { chart: CHART_DIR, valueFiles: [join(CHART_DIR, 'values-staging.yaml')], sets: { 'image.repository': REPO, 'image.digest': missing }, timeoutSecs: 180 },
+      { kube: s.kube, image: `${REPO}@${missing}`, selector: podSelector('doc-server'), graceSecs: 60 },
+    )
+  } catch (e) {
+    err = e
+  }
+  const seconds = (performance.now() - started) / 1000
+  assert.instance(err, RolloutStopped, `the rollout was not stopped: ${String(err)}`)
+  assert.ok(seconds < 60, `took ${seconds.toFixed(1)} s`)
+  assert.match((err as RolloutStopped).reason, /image pull failure \((ErrImagePull|ImagePullBackOff)/)
+  const last = (await history(s.helm, release())).at(-1)!
+  assert.is(last.status, 'deployed')
+  assert.ok(last.revision > before, 'a rollback is a new revision')
+  assert.match(last.description ?? '', new RegExp(`Rollback to ${before}`))
+  for (const id of await imageIDs()) assert.ok(id.endsWith(`@${d2}`), `after the rollback the runtime reports ${id}`)
 })
 
 t.run()

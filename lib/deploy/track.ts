@@ -1,0 +1,184 @@
+/**
+ * Rollout tracking while Helm waits. Helm's `--wait` alone sits out the whole
+ * timeout on a crash-looping release; here the release's new pods are watched,
+ * and the first sign that they cannot become ready ends the wait at once:
+ * a container's second restart, an image that cannot be pulled, a container
+ * config error, or a running container that stays unready past a grace.
+ * The release is then rolled back (or a first install removed), and the
+ * reason names the pod, what the runtime said, and the container's own last
+ * log line.
+ */
+import { PipelineError, firstLine } from '../core/errors.ts'
+import { run } from '../core/run.ts'
+import { history, pendingRecovery, rollback, uninstall, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
+import { kubeFlags, type KubeTarget } from './kube.ts'
+
+interface ContainerState {
+  reason?: string
+  message?: string
+  exitCode?: number
+  startedAt?: string
+}
+
+export interface TrackedPod {
+  metadata: { name: string; deletionTimestamp?: string }
+  spec: { containers: { name: string; image: string }[] }
+  status?: {
+    containerStatuses?: {
+      name: string
+      ready?: boolean
+      restartCount?: number
+      imageID?: string
+      containerID?: string
+      state?: { waiting?: ContainerState; running?: ContainerState; terminated?: ContainerState }
+      lastState?: { terminated?: ContainerState }
+    }[]
+  }
+}
+
+export type FailureKind = 'crash loop' | 'image pull failure' | 'container config error' | 'readiness failing'
+
+export interface RolloutFailure {
+  kind: FailureKind
+  pod: string
+  container: string
+  /** What the runtime or kubelet said, one line. */
+  detail: string
+  /** Whether the container's logs are of the instance that ended (a crash) rather than the running one. */
+  previous: boolean
+}
+
+const PULL = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull', 'RegistryUnavailable'])
+const CONFIG = new Set(['CreateContainerConfigError', 'CreateContainerError', 'RunContainerError', 'PreStartHookError', 'PostStartHookError'])
+/** A container that has restarted this often is crash-looping (werf stops after a couple of errors too). */
+export const CRASH_RESTARTS = 2
+
+/**
+ * The first reason the pods running `image` cannot become ready, or undefined
+ * while they still may. Pods of the previous revision are not judged.
+ */
+export function rolloutFailure(pods: readonly TrackedPod[], image: string, graceSecs: number, now = Date.now()): RolloutFailure | undefined {
+  for (const pod of pods) {
+    if (pod.metadata.deletionTimestamp || !pod.spec.containers.some((c) => c.image === image)) continue
+    for (const c of pod.status?.containerStatuses ?? []) {
+      const base = { pod: pod.metadata.name, container: c.name }
+      const waiting = c.state?.waiting
+      const say = (s: ContainerState | undefined) => [s?.reason, s?.message].filter(Boolean).join(': ')
+      if (waiting?.reason && PULL.has(waiting.reason)) return { ...base, kind: 'image pull failure', detail: say(waiting), previous: false }
+      if (waiting?.reason && CONFIG.has(waiting.reason)) return { ...base, kind: 'container config error', detail: say(waiting), previous: false }
+      if ((c.restartCount ?? 0) >= CRASH_RESTARTS) {
+        const last = c.lastState?.terminated
+        const exit = last?.exitCode !== undefined ? `exit code ${last.exitCode}` : ''
+        return { ...base, kind: 'crash loop', detail: [`restarted ${c.restartCount} times`, last?.reason, exit].filter(Boolean).join(', '), previous: true }
+      }
+      const since = Date.parse(c.state?.running?.startedAt ?? '')
+      if (c.state?.running && c.ready !== true && since && now - since > graceSecs * 1000) {
+        return { ...base, kind: 'readiness failing', detail: `running but not ready for ${Math.round((now - since) / 1000)} s (DEPLOY_READINESS_GRACE_SECS=${graceSecs})`, previous: false }
+      }
+    }
+  }
+  return undefined
+}
+
+/**
+ * The last non-empty line of a container's log: the ended instance's for a
+ * crash, else (or when the kubelet has already collected that instance) the
+ * current one's. A few short retries cover a container restarting just now.
+ */
+export async function lastLogLine(k: KubeTarget, namespace: string, f: RolloutFailure): Promise<string | undefined> {
+  const args = [k.kubectl, ...kubeFlags(k), '-n', namespace, 'logs', f.pod, '-c', f.container, '--tail', '20', '--request-timeout=10s']
+  const attempts = f.previous ? [[...args, '--previous'], args] : [args]
+  for (let round = 0; round < 3; round++) {
+    for (const argv of attempts) {
+      const r = await run(argv, { okCodes: [1], timeoutMs: 20_000 }).catch(() => undefined)
+      const line = r?.exitCode === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).at(-1) : undefined
+      if (line && !/^unable to retrieve container logs/.test(line)) return line
+    }
+    await new Promise((res) => setTimeout(res, 1000))
+  }
+  return undefined
+}
+
+export function describeFailure(f: RolloutFailure, logLine: string | undefined): string {
+  return `pod ${f.pod}: ${f.kind} (${f.detail})${logLine ? `; container ${f.container} last logged: ${logLine}` : ''}`
+}
+
+/** Thrown when tracking stopped the rollout; `reason` is the line to print. */
+export class RolloutStopped extends PipelineError {
+  constructor(
+    readonly failure: RolloutFailure,
+    readonly reason: string,
+    readonly seconds: number,
+  ) {
+    super(`deploy: rollout stopped after ${seconds.toFixed(1)} s: ${reason}`)
+  }
+}
+
+export interface TrackOptions {
+  kube: KubeTarget
+  /** repository@digest: the pods to judge are the ones running it. */
+  image: string
+  selector: string
+  graceSecs: number
+  pollMs?: number
+}
+
+async function newPods(k: KubeTarget, namespace: string, selector: string): Promise<TrackedPod[]> {
+  const r = await run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 })
+  return r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: TrackedPod[] }).items : []
+}
+
+/**
+ * After the tracker stopped helm: whatever helm left (its own --atomic
+ * rollback, or a release still pending) ends on the last good revision, or
+ * the first install is removed.
+ */
+async function settle(t: HelmTarget, r: Release, timeoutSecs: number, onLine?: (l: string) => void): Promise<void> {
+  const plan = pendingRecovery(await history(t, r))
+  if (plan.action === 'rollback') {
+    onLine?.(`rolling back to revision ${plan.to}`)
+    await rollback(t, r, plan.to, timeoutSecs, onLine)
+  } else if (plan.action === 'uninstall') {
+    onLine?.('removing the failed first install')
+    await uninstall(t, r, onLine)
+  }
+}
+
+/**
+ * `helm upgrade --install --atomic --wait` with the release's new pods
+ * watched meanwhile. A failure found by the tracker stops helm, settles the
+ * release on its previous revision and throws RolloutStopped; otherwise
+ * helm's own result stands.
+ */
+export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOptions, track: TrackOptions): Promise<void> {
+  const started = performance.now()
+  const ac = new AbortController()
+  let done = false
+  let found: { failure: RolloutFailure; reason: string } | undefined
+  const watcher = (async () => {
+    while (!done) {
+      await new Promise((res) => setTimeout(res, track.pollMs ?? 1000))
+      if (done) return
+      const failure = rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs)
+      if (!failure) continue
+      found = { failure, reason: describeFailure(failure, await lastLogLine(track.kube, r.namespace, failure)) }
+      o.onLine?.(`stopping the rollout: ${found.reason}`)
+      ac.abort()
+      return
+    }
+  })()
+  const helm = await upgradeInstall(t, r, { ...o, signal: ac.signal }).then(
+    () => undefined,
+    (err: unknown) => err,
+  )
+  done = true
+  await watcher
+  if (found) {
+    const seconds = (performance.now() - started) / 1000
+    await settle(t, r, o.timeoutSecs, o.onLine).catch((err: unknown) => {
+      throw new PipelineError(`deploy: rollout stopped (${found!.reason}) but the release could not be rolled back: ${firstLine(err)}`)
+    })
+    throw new RolloutStopped(found.failure, found.reason, seconds)
+  }
+  if (helm !== undefined) throw helm
+}

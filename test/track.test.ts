@@ -1,0 +1,58 @@
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { loadConfig } from '../lib/core/config.ts'
+import { describeFailure, rolloutFailure, type TrackedPod } from '../lib/deploy/track.ts'
+
+const t = suite('rollout tracking')
+const NEW = `127.0.0.1:5000/local/agent-docs@sha256:${'b2'.repeat(32)}`
+const OLD = `127.0.0.1:5000/local/agent-docs@sha256:${'a1'.repeat(32)}`
+const NOW = Date.parse('2026-01-01T00:10:00Z')
+
+function pod(name: string, image: string, status: NonNullable<NonNullable<TrackedPod['status']>['containerStatuses']>[number]): TrackedPod {
+  return { metadata: { name }, spec: { containers: [{ name: 'doc-server', image }] }, status: { containerStatuses: [status] } }
+}
+
+t('a second restart is a crash loop; the first is not yet', () => {
+  const once = pod('p1', NEW, { name: 'doc-server', restartCount: 1, state: { waiting: { reason: 'CrashLoopBackOff' } } })
+  assert.is(rolloutFailure([once], NEW, 60, NOW), undefined)
+  const twice = pod('p1', NEW, { name: 'doc-server', restartCount: 2, state: { waiting: { reason: 'CrashLoopBackOff' } }, lastState: { terminated: { reason: 'Error', exitCode: 2 } } })
+  const f = rolloutFailure([twice], NEW, 60, NOW)!
+  assert.is(f.kind, 'crash loop')
+  assert.is(f.previous, true)
+  assert.is(f.detail, 'restarted 2 times, Error, exit code 2')
+  assert.is(describeFailure(f, 'error: DOCS_DIR /nope is not a directory'), 'pod p1: crash loop (restarted 2 times, Error, exit code 2); container doc-server last logged: error: DOCS_DIR /nope is not a directory')
+})
+
+t('image pull and config errors stop the rollout at once', () => {
+  const pull = pod('p2', NEW, { name: 'doc-server', restartCount: 0, state: { waiting: { reason: 'ErrImagePull', message: 'not found' } } })
+  assert.is(rolloutFailure([pull], NEW, 60, NOW)?.kind, 'image pull failure')
+  assert.is(rolloutFailure([pull], NEW, 60, NOW)?.detail, 'ErrImagePull: not found')
+  const cfg = pod('p3', NEW, { name: 'doc-server', restartCount: 0, state: { waiting: { reason: 'CreateContainerConfigError', message: 'secret "x" not found' } } })
+  assert.is(rolloutFailure([cfg], NEW, 60, NOW)?.kind, 'container config error')
+})
+
+t('an unready running container fails only past the grace', () => {
+  const young = pod('p4', NEW, { name: 'doc-server', ready: false, restartCount: 0, state: { running: { startedAt: '2026-01-01T00:09:30Z' } } })
+  assert.is(rolloutFailure([young], NEW, 60, NOW), undefined)
+  const old = pod('p4', NEW, { name: 'doc-server', ready: false, restartCount: 0, state: { running: { startedAt: '2026-01-01T00:08:30Z' } } })
+  assert.is(rolloutFailure([old], NEW, 60, NOW)?.kind, 'readiness failing')
+  const ready = pod('p4', NEW, { name: 'doc-server', ready: true, restartCount: 0, state: { running: { startedAt: '2026-01-01T00:08:30Z' } } })
+  assert.is(rolloutFailure([ready], NEW, 60, NOW), undefined)
+})
+
+t('pods of the previous revision and terminating pods are not judged', () => {
+  const old = pod('p5', OLD, { name: 'doc-server', restartCount: 5, state: { waiting: { reason: 'CrashLoopBackOff' } } })
+  assert.is(rolloutFailure([old], NEW, 60, NOW), undefined)
+  const leaving = { ...pod('p6', NEW, { name: 'doc-server', restartCount: 5 }), metadata: { name: 'p6', deletionTimestamp: '2026-01-01T00:09:00Z' } }
+  assert.is(rolloutFailure([leaving], NEW, 60, NOW), undefined)
+})
+
+t('DEPLOY_READINESS_GRACE_SECS: default far below the timeout, validated against it', () => {
+  assert.is(loadConfig({}, {}).deployReadinessGraceSecs, 60)
+  assert.is(loadConfig({ DEPLOY_TIMEOUT_SECS: '30' }, {}).deployReadinessGraceSecs, 15)
+  assert.is(loadConfig({ DEPLOY_READINESS_GRACE_SECS: '20' }, {}).deployReadinessGraceSecs, 20)
+  assert.throws(() => loadConfig({ DEPLOY_READINESS_GRACE_SECS: '300' }, {}), /DEPLOY_READINESS_GRACE_SECS="300" is not valid: expected fewer seconds than DEPLOY_TIMEOUT_SECS \(300\)/)
+  assert.throws(() => loadConfig({ DEPLOY_READINESS_GRACE_SECS: 'soon' }, {}), /DEPLOY_READINESS_GRACE_SECS="soon"/)
+})
+
+t.run()
