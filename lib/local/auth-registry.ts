@@ -5,14 +5,14 @@
  * through /etc/docker/certs.d. It is what the login path is tested against;
  * the embedded default for `ci:build` stays the open 127.0.0.1:5000.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { request } from 'node:https'
 import { join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
 import { stateDir } from '../core/paths.ts'
-import { processAlive, run, succeeds } from '../core/run.ts'
-import { startDetached } from './service.ts'
+import { run, succeeds } from '../core/run.ts'
+import { startDetached, stopOwned } from './service.ts'
 
 /** Loopback only, and not the open registry's port. */
 export const AUTH_REGISTRY = '127.0.0.1:5443'
@@ -95,21 +95,10 @@ async function ensureCertificates(p: ReturnType<typeof paths>, host: string): Pr
   await run(['openssl', 'x509', '-req', '-sha256', '-days', '825', '-in', p.csr, '-CA', p.caCert, '-CAkey', p.caKey, '-CAcreateserial', '-out', p.cert, '-extfile', p.ext])
 }
 
-function ourPid(pidfile: string): number | undefined {
-  if (!existsSync(pidfile)) return undefined
-  const pid = Number(readFileSync(pidfile, 'utf8').trim())
-  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined
-}
-
 /** Stops the auth registry this project started; its data, certificates and trust stay. */
 export async function stopAuthRegistry(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
   const p = paths(env)
-  const pid = ourPid(p.pidfile)
-  if (!pid) return false
-  process.kill(pid, 'SIGTERM')
-  for (let i = 0; i < 50 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 100))
-  rmSync(p.pidfile, { force: true })
-  return true
+  return stopOwned(p.pidfile, 'docker-registry')
 }
 
 /**

@@ -11,11 +11,11 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, wr
 import { dirname, join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { processAlive, run, succeeds, tail } from '../core/run.ts'
+import { run, succeeds, tail } from '../core/run.ts'
 import { repoRoot } from '../core/paths.ts'
 import { dockerEnv } from './docker.ts'
 import { LOCAL_REGISTRY } from './registry.ts'
-import { startDetached } from './service.ts'
+import { runningPid, startDetached, stopPid } from './service.ts'
 import {
   CNI_NETWORK,
   CONTAINERD_NAMESPACE,
@@ -56,21 +56,6 @@ export interface NodeBinaries {
   kubectl: string
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** The pid in a pidfile, if that process still runs the same program. */
-export function runningPid(pidfile: string, program: string): number | undefined {
-  if (!existsSync(pidfile)) return undefined
-  const pid = Number(readFileSync(pidfile, 'utf8').trim())
-  if (!pid || !processAlive(pid)) return undefined
-  try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? ''
-    return cmd.endsWith(program) ? pid : undefined
-  } catch {
-    return undefined
-  }
-}
-
 const ctr = (d: NodeDirs, ...args: string[]) => ['ctr', '--address', d.containerd.socket, '--namespace', CONTAINERD_NAMESPACE, ...args]
 
 async function httpOk(url: string): Promise<boolean> {
@@ -106,24 +91,6 @@ async function ensureService(s: Service, onLine: OnLine): Promise<'running' | 's
   }
   const why = started.exited !== null ? `exited ${started.exited}` : `did not become ready within ${s.timeoutMs / 1000} s`
   throw new PipelineError(`cluster: the node's ${s.name} ${why}; last lines of ${s.log}:\n${started.logTail ?? '(empty log)'}`, started.logTail)
-}
-
-async function stopPid(pid: number, graceMs: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM')
-  } catch {
-    return
-  }
-  const deadline = Date.now() + graceMs
-  while (Date.now() < deadline && processAlive(pid)) await sleep(200)
-  if (processAlive(pid)) {
-    try {
-      process.kill(pid, 'SIGKILL')
-    } catch {
-      // Gone meanwhile.
-    }
-    while (processAlive(pid)) await sleep(100)
-  }
 }
 
 /** Kernel and host settings pods need: bridged traffic through iptables, forwarding, the node's own address. */

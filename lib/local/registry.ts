@@ -1,10 +1,9 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
 import { stateDir } from '../core/paths.ts'
-import { processAlive } from '../core/run.ts'
-import { startDetached } from './service.ts'
+import { runningPid, startDetached, stopOwned } from './service.ts'
 
 /** The embedded default registry: loopback only, so nothing outside this machine can push to it. */
 export const LOCAL_REGISTRY = '127.0.0.1:5000'
@@ -33,12 +32,6 @@ export async function registryAnswers(addr: string, timeoutMs = 2000): Promise<b
   }
 }
 
-function ourPid(pidfile: string): number | undefined {
-  if (!existsSync(pidfile)) return undefined
-  const pid = Number(readFileSync(pidfile, 'utf8').trim())
-  return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : undefined
-}
-
 /** The registry's config: distribution v2 on loopback, its data outside the clone. */
 export function registryConfig(addr: string, dataDir: string): string {
   return [
@@ -60,7 +53,7 @@ export function registryConfig(addr: string, dataDir: string): string {
 
 export async function registryStatus(addr = LOCAL_REGISTRY, env: NodeJS.ProcessEnv = process.env): Promise<RegistryStatus> {
   const p = paths(env)
-  const pid = ourPid(p.pidfile)
+  const pid = runningPid(p.pidfile, 'docker-registry')
   return { addr, running: await registryAnswers(addr), ...(pid ? { pid } : {}), dataDir: p.data, log: p.log }
 }
 
@@ -88,10 +81,5 @@ export async function ensureRegistry(addr = LOCAL_REGISTRY, onLine?: (line: stri
 /** Stops the registry this project started (never one it did not start); its data stays. */
 export async function stopRegistry(env: NodeJS.ProcessEnv = process.env): Promise<boolean> {
   const p = paths(env)
-  const pid = ourPid(p.pidfile)
-  if (!pid) return false
-  process.kill(pid, 'SIGTERM')
-  for (let i = 0; i < 50 && processAlive(pid); i++) await new Promise((r) => setTimeout(r, 100))
-  rmSync(p.pidfile, { force: true })
-  return true
+  return stopOwned(p.pidfile, 'docker-registry')
 }

@@ -1,6 +1,6 @@
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { outputDetails } from '../core/run.ts'
+import { outputDetails, processAlive } from '../core/run.ts'
 
 export interface DetachedSpec {
   binary: string
@@ -52,4 +52,49 @@ export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> 
     await new Promise((r) => setTimeout(r, spec.pollMs))
   }
   return { ok: false, exited, logTail: existsSync(spec.log) ? outputDetails(readFileSync(spec.log, 'utf8'), 15) : undefined }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * The pid in a pidfile, if that process is alive and still runs `program`
+ * (a pid the kernel gave to something else after an unclean stop is not ours).
+ */
+export function runningPid(pidfile: string, program: string): number | undefined {
+  if (!existsSync(pidfile)) return undefined
+  const pid = Number(readFileSync(pidfile, 'utf8').trim())
+  if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return undefined
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? ''
+    return cmd.endsWith(program) ? pid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; returns once the process is gone. */
+export async function stopPid(pid: number, graceMs: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM')
+  } catch {
+    return
+  }
+  const deadline = Date.now() + graceMs
+  while (Date.now() < deadline && processAlive(pid)) await sleep(200)
+  if (processAlive(pid)) {
+    try {
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      // Gone meanwhile.
+    }
+    while (processAlive(pid)) await sleep(100)
+  }
+}
+
+/** Stops the service a pidfile names, if it is ours and running; false when there was none. */
+export async function stopOwned(pidfile: string, program: string, graceMs = 5000): Promise<boolean> {
+  const pid = runningPid(pidfile, program)
+  if (pid) await stopPid(pid, graceMs)
+  rmSync(pidfile, { force: true })
+  return pid !== undefined
 }
