@@ -51,34 +51,6 @@ export function bootstrapTasks(): ListrTask<object>[] {
       },
     },
     {
-      title: 'Base images (build)',
-      task: async (ctx: { docker?: string }, task) => {
-        const images = await ensureBaseImages(ctx.docker ?? loadConfig().docker, loadConfig().cacheDir, (l) => (task.output = l))
-        task.title = `Base images (build): ${images.map((i) => `${i.name} ${i.source}`).join(', ')}`
-      },
-    },
-    {
-      title: `Trivy ${VERSIONS.trivy} and the local vulnerability DB (scan)`,
-      task: async (_ctx, task) => {
-        const cache = loadConfig().cacheDir
-        const trivy = await ensureTrivy(cache, (l) => (task.output = l))
-        const db = await ensureLocalDb(cache, (l) => (task.output = l))
-        task.title = `Trivy v${trivy.version} and the local vulnerability DB (scan): ${db.built ? 'built' : 'cached'} from advisories/`
-      },
-    },
-    {
-      title: `cosign ${VERSIONS.cosign} (build, scan and deploy: signatures and attestations)`,
-      task: async (_ctx, task) => {
-        await ensureCosign(loadConfig().cacheDir, (l) => (task.output = l))
-      },
-    },
-    {
-      title: `actionlint ${VERSIONS.actionlint} (lint:workflows)`,
-      task: async (_ctx, task) => {
-        await ensureActionlint((l) => (task.output = l))
-      },
-    },
-    {
       title: 'Debian packages for the local cluster\'s node (deploy): CNI plugins, conntrack, socat, ethtool, iptables',
       task: async (_ctx, task) => {
         const installed = await ensureDebianPackages(NODE_PACKAGES, (l) => (task.output = l))
@@ -86,11 +58,51 @@ export function bootstrapTasks(): ListrTask<object>[] {
       },
     },
     {
-      // The cluster itself is started by whoever needs it (ci:deploy, the deploy e2e test, cluster:up).
-      title: `Local Kubernetes binaries (deploy): Kubernetes ${VERSIONS.kubernetes} with kubelet and kube-proxy, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok}, helm ${VERSIONS.helm}`,
-      task: async (_ctx, task) => {
-        await ensureClusterBinaries(loadConfig().cacheDir, (l) => (task.output = l))
-      },
+      // Independent builds, side by side: on a new machine the Go builds wait on the module proxy
+      // and the base images on Debian's mirrors and debootstrap, so overlapping them shortens the
+      // first run; each keeps its own cache and lock, and a later run finds them all present.
+      title: 'Built once per machine, side by side: base images, Trivy, cosign, actionlint, the cluster',
+      task: (_ctx, task) =>
+        task.newListr(
+          [
+            {
+              title: 'Base images (build)',
+              task: async (ctx: { docker?: string }, task) => {
+                const images = await ensureBaseImages(ctx.docker ?? loadConfig().docker, loadConfig().cacheDir, (l) => (task.output = l))
+                task.title = `Base images (build): ${images.map((i) => `${i.name} ${i.source}`).join(', ')}`
+              },
+            },
+            {
+              title: `Trivy ${VERSIONS.trivy} and the local vulnerability DB (scan)`,
+              task: async (_ctx, task) => {
+                const cache = loadConfig().cacheDir
+                const trivy = await ensureTrivy(cache, (l) => (task.output = l))
+                const db = await ensureLocalDb(cache, (l) => (task.output = l))
+                task.title = `Trivy v${trivy.version} and the local vulnerability DB (scan): ${db.built ? 'built' : 'cached'} from advisories/`
+              },
+            },
+            {
+              title: `cosign ${VERSIONS.cosign} (build, scan and deploy: signatures and attestations)`,
+              task: async (_ctx, task) => {
+                await ensureCosign(loadConfig().cacheDir, (l) => (task.output = l))
+              },
+            },
+            {
+              title: `actionlint ${VERSIONS.actionlint} (lint:workflows)`,
+              task: async (_ctx, task) => {
+                await ensureActionlint((l) => (task.output = l))
+              },
+            },
+            {
+              // The cluster itself is started by whoever needs it (ci:deploy, the deploy e2e test, cluster:up).
+              title: `Local Kubernetes binaries (deploy): Kubernetes ${VERSIONS.kubernetes} with kubelet and kube-proxy, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok}, helm ${VERSIONS.helm}`,
+              task: async (_ctx, task) => {
+                await ensureClusterBinaries(loadConfig().cacheDir, (l) => (task.output = l))
+              },
+            },
+          ],
+          { concurrent: true, exitOnError: true, rendererOptions: { collapseSubtasks: false } },
+        ),
     },
   ]
 }
