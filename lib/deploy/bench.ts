@@ -13,7 +13,7 @@ import { dockerEnv } from '../local/docker.ts'
 import { runLoad, serviceProgrammed, type LoadResult } from '../local/load.ts'
 import { chartFullname, podSelector } from './deploy.ts'
 import { history, pendingRecovery, rollback, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
-import { kubeFlags, type KubeTarget } from './kube.ts'
+import { kubeFlags, rolloutStatus, type KubeTarget } from './kube.ts'
 import { upgradeTracked } from './track.ts'
 
 /** A copy of an image that differs by one label: the same server under a new digest. */
@@ -51,12 +51,16 @@ async function timed<T>(fn: () => Promise<T>): Promise<Timed<T>> {
   return { seconds: Math.round((performance.now() - t0) / 100) / 10, value }
 }
 
-/** An upgrade to `digest` while a bounded load runs through the Service; helm's wait ends when all pods are ready. */
+/** An upgrade to `digest` while a bounded load runs through the Service, until the rollout is complete. */
 export async function upgradeUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, maxSeconds: number): Promise<{ seconds: number; load: LoadResult }> {
   const host = await programmedClusterIp(k, r)
   const ac = new AbortController()
   const loading = runLoad({ host, port: 80, path: '/api/docs', concurrency: 4, maxRequests: 50_000, maxSeconds, signal: ac.signal })
-  const up = await timed(() => upgradeInstall(t, r, { ...base, sets: { 'image.repository': repository, 'image.digest': digest } }))
+  // Helm's --wait does not count minReadySeconds; `rollout status` waits until the Deployment is complete.
+  const up = await timed(async () => {
+    await upgradeInstall(t, r, { ...base, sets: { 'image.repository': repository, 'image.digest': digest } })
+    await rolloutStatus(k, r.namespace, chartFullname(r.name))
+  })
   ac.abort()
   return { seconds: up.seconds, load: await loading }
 }
