@@ -8,6 +8,7 @@
  * the end (state is kept). Each run's release lives in its own namespace.
  */
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -20,7 +21,7 @@ import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
 import { deleteNamespace, kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, ensureCluster, stopCluster } from '../../lib/local/cluster.ts'
 import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { runLoad, serviceProgrammed, type LoadResult } from '../../lib/local/load.ts'
+import { isLocalTarget, runLoad, serviceProgrammed, type LoadResult } from '../../lib/local/load.ts'
 import { CONTAINERD_NAMESPACE, nodeDirs } from '../../lib/local/node-config.ts'
 import { ensureRegistry } from '../../lib/local/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
@@ -198,6 +199,29 @@ t('the runtime enforces the security context: uid 65532, read-only root filesyst
     code = (err as NodeJS.ErrnoException).code ?? ''
   }
   assert.is(code, 'EROFS', 'a write to the container root filesystem fails as read-only')
+})
+
+t('a slow in-flight request completes while its pod is being replaced (preStop, then SIGTERM drain)', async () => {
+  const pod = (await pods())[0]!
+  const podIp = (JSON.parse((await kubectl('-n', s.namespace, 'get', 'pod', pod.metadata.name, '-o', 'json')).stdout) as { status: { podIP: string } }).status.podIP
+  assert.ok(isLocalTarget(podIp), `${podIp} is an address of the node's own pod network`)
+  // The request head arrives in two parts: the second only after the kubelet ran preStop and sent SIGTERM.
+  const sock = connect(8080, podIp)
+  let response = ''
+  sock.on('data', (d) => (response += d.toString()))
+  const closed = new Promise<void>((res) => sock.on('close', () => res()))
+  await new Promise<void>((res, rej) => (sock.once('connect', () => res()), sock.once('error', rej)))
+  sock.write('GET /api/docs HTTP/1.1\r\nHost: doc-server\r\n')
+  const deleting = kubectl('-n', s.namespace, 'delete', 'pod', pod.metadata.name, '--wait=false')
+  await deleting
+  await new Promise((res) => setTimeout(res, 8000))
+  const terminating = await kubectl('-n', s.namespace, 'get', 'pod', pod.metadata.name, '-o', 'jsonpath={.metadata.deletionTimestamp}').then((r) => r.stdout.trim(), () => 'gone')
+  assert.ok(terminating && terminating !== 'gone', 'the pod was still draining, being replaced, while the request was in flight')
+  sock.write('Connection: close\r\n\r\n')
+  await closed
+  assert.match(response, /^HTTP\/1\.1 200 OK/, `the in-flight request got: ${response.slice(0, 80)}`)
+  assert.match(response, /"slug":"getting-started"/, 'with its whole body')
+  await kubectl('-n', s.namespace, 'rollout', 'status', `deployment/${chartFullname('doc-server')}`, '--timeout=90s')
 })
 
 t('a crashing release is stopped and rolled back within 60 s, quoting the server; the old pods keep serving', async () => {
