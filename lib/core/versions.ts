@@ -14,10 +14,10 @@ export const VERSIONS = {
    * watcher-based wait; built with `go install` (its go.mod has no replaces; needs Go 1.26).
    */
   helm: 'v4.3.1',
-  /** kwok/kwokctl simulate nodes and pod status; v0.8.0 defaults to Kubernetes 1.36. */
+  /** kwokctl launches the local control plane (no simulated node); v0.8.0 defaults to Kubernetes 1.36. */
   kwok: 'v0.8.0',
   /**
-   * kube-apiserver, controller-manager, scheduler and kubectl: the minor kwok v0.8.0 is
+   * kube-apiserver, controller-manager, scheduler, kubectl, kubelet and kube-proxy: the minor kwok v0.8.0 is
    * built and tested against (1.36), latest patch on the Go proxy; builds with Go 1.26.
    */
   kubernetes: 'v1.36.3',

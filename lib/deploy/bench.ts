@@ -4,23 +4,28 @@
  * crash-looping release takes to be stopped and rolled back with rollout
  * tracking versus Helm's plain `--atomic --wait`.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { pushImage } from '../build/docker.ts'
 import { run } from '../core/run.ts'
 import { dockerEnv } from '../local/docker.ts'
 import { runLoad, serviceProgrammed, type LoadResult } from '../local/load.ts'
 import { chartFullname, podSelector } from './deploy.ts'
 import { history, pendingRecovery, rollback, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
-import { kubeFlags, type KubeTarget } from './kube.ts'
+import { kubeFlags, rolloutStatus, type KubeTarget } from './kube.ts'
 import { upgradeTracked } from './track.ts'
 
 /** A copy of an image that differs by one label: the same server under a new digest. */
-export async function pushVariant(docker: string, repository: string, base: string, label: string): Promise<string> {
+export async function pushVariant(docker: string, repository: string, base: string, label: string, files: Record<string, string> = {}): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'doc-server-variant-'))
   try {
-    writeFileSync(join(dir, 'Dockerfile'), `FROM ${base}\nLABEL dev.doc-server.variant="${label}"\n`)
+    for (const [path, text] of Object.entries(files)) {
+      mkdirSync(dirname(join(dir, 'files', path)), { recursive: true })
+      writeFileSync(join(dir, 'files', path), text)
+    }
+    const copy = Object.keys(files).length ? 'COPY files/ /\n' : ''
+    writeFileSync(join(dir, 'Dockerfile'), `FROM ${base}\n${copy}LABEL dev.doc-server.variant="${label}"\n`)
     const ref = `${repository}:variant-${label}`
     await run([docker, 'build', '--quiet', '--tag', ref, dir], { env: dockerEnv(), timeoutMs: 300_000 })
     return (await pushImage(docker, ref)).digest
@@ -51,12 +56,16 @@ async function timed<T>(fn: () => Promise<T>): Promise<Timed<T>> {
   return { seconds: Math.round((performance.now() - t0) / 100) / 10, value }
 }
 
-/** An upgrade to `digest` while a bounded load runs through the Service; helm's wait ends when all pods are ready. */
+/** An upgrade to `digest` while a bounded load runs through the Service, until the rollout is complete. */
 export async function upgradeUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, maxSeconds: number): Promise<{ seconds: number; load: LoadResult }> {
   const host = await programmedClusterIp(k, r)
   const ac = new AbortController()
   const loading = runLoad({ host, port: 80, path: '/api/docs', concurrency: 4, maxRequests: 50_000, maxSeconds, signal: ac.signal })
-  const up = await timed(() => upgradeInstall(t, r, { ...base, sets: { 'image.repository': repository, 'image.digest': digest } }))
+  // Helm's --wait does not count minReadySeconds; `rollout status` waits until the Deployment is complete.
+  const up = await timed(async () => {
+    await upgradeInstall(t, r, { ...base, sets: { 'image.repository': repository, 'image.digest': digest } })
+    await rolloutStatus(k, r.namespace, chartFullname(r.name))
+  })
   ac.abort()
   return { seconds: up.seconds, load: await loading }
 }

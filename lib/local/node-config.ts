@@ -127,7 +127,7 @@ export function cniConflist(d: NodeDirs): object {
  * containerd 1.6 does not report its cgroup driver so it is named, swap and
  * disk thresholds never evict the test pods, and image GC never removes the
  * locally built sandbox image. The API server reaches the kubelet on the
- * node's own dummy address only.
+ * node's own address only.
  */
 export function kubeletConfig(d: NodeDirs): object {
   return {

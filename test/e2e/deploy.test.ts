@@ -8,6 +8,7 @@
  * the end (state is kept). Each run's release lives in its own namespace.
  */
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -20,7 +21,7 @@ import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
 import { deleteNamespace, kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, ensureCluster, stopCluster } from '../../lib/local/cluster.ts'
 import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { runLoad, serviceProgrammed, type LoadResult } from '../../lib/local/load.ts'
+import { isLocalTarget, runLoad, serviceProgrammed, type LoadResult } from '../../lib/local/load.ts'
 import { CONTAINERD_NAMESPACE, nodeDirs } from '../../lib/local/node-config.ts'
 import { ensureRegistry } from '../../lib/local/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
@@ -36,6 +37,16 @@ const ALL_OK = { okCodes: ANY_EXIT }
 const REPO = '127.0.0.1:5000/local/agent-docs'
 /** The commit build.json names and every test image's signed provenance records (deploy checks the two agree). */
 const COMMIT = 'e'.repeat(40)
+/** Where Dockerfile.optimized puts the served documents (DOCS_DIR). */
+const DOCS_IN_IMAGE = 'usr/local/share/doc-server/docs'
+/**
+ * The second image serves one large document: answering it to a client that
+ * does not read takes as long as the client likes, so a request can really be
+ * in flight when its pod is told to stop (more than the kernel's socket buffers
+ * hold, far below the server's DOCS_MAX_BYTES and staging's memory limit).
+ */
+const LARGE_DOC = 'large'
+const largeDoc = () => `# Large\n\n${'A line of a large document, served to a slow reader while its pod drains.\n'.repeat(300_000)}`
 const fake = (n: number) => `sha256:${n.toString(16).padStart(2, '0').repeat(32)}`
 
 interface State {
@@ -129,7 +140,7 @@ t.before(async () => {
   })
   assert.is(built.exitCode, 0, `build stage failed:\n${(built.stdout + built.stderr).split('\n').slice(-20).join('\n')}`)
   const d1 = (JSON.parse(readFileSync(join(s.reports, 'build.json'), 'utf8')) as { image: { digest: string } }).image.digest
-  s.digests = [d1, await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-2'), await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-3')]
+  s.digests = [d1, await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-2', { [`${DOCS_IN_IMAGE}/${LARGE_DOC}.md`]: largeDoc() }), await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-3')]
   // Deploy verifies signatures and attestations in the registry: each digest gets what the build and scan stages attach.
   const git = { sha: COMMIT, shortSha: COMMIT.slice(0, 7), branch: 'e2e', dirty: false }
   for (const d of s.digests) {
@@ -209,6 +220,36 @@ t('the runtime enforces the security context: uid 65532, read-only root filesyst
     code = (err as NodeJS.ErrnoException).code ?? ''
   }
   assert.is(code, 'EROFS', 'a write to the container root filesystem fails as read-only')
+})
+
+t('a slow in-flight request completes while its pod is being replaced (preStop, then SIGTERM drain)', async () => {
+  const pod = (await pods())[0]!
+  const podIp = (JSON.parse((await kubectl('-n', s.namespace, 'get', 'pod', pod.metadata.name, '-o', 'json')).stdout) as { status: { podIP: string } }).status.podIP
+  assert.ok(isLocalTarget(podIp), `${podIp} is an address of the node's own pod network`)
+  // A whole request for the large document, then no reading: the server's answer fills the socket
+  // buffers and waits, in flight, through preStop and SIGTERM, until this client reads again.
+  const sock = connect(8080, podIp)
+  sock.pause()
+  const chunks: Uint8Array[] = []
+  sock.on('data', (d: Uint8Array) => chunks.push(d))
+  const closed = new Promise<void>((res) => sock.on('close', () => res()))
+  await new Promise<void>((res, rej) => (sock.once('connect', () => res()), sock.once('error', rej)))
+  sock.write(`GET /api/docs/${LARGE_DOC} HTTP/1.1\r\nHost: doc-server\r\nConnection: close\r\n\r\n`)
+  await kubectl('-n', s.namespace, 'delete', 'pod', pod.metadata.name, '--wait=false')
+  // preStop (5 s in the chart's defaults), then SIGTERM: the server stops accepting but owes this answer.
+  await new Promise((res) => setTimeout(res, 9000))
+  const terminating = await kubectl('-n', s.namespace, 'get', 'pod', pod.metadata.name, '-o', 'jsonpath={.metadata.deletionTimestamp}').then((r) => r.stdout.trim(), () => 'gone')
+  assert.ok(terminating && terminating !== 'gone', 'the pod was still draining, being replaced, while the request was in flight')
+  sock.resume()
+  await closed
+  const response = Buffer.concat(chunks)
+  const headEnd = response.indexOf('\r\n\r\n')
+  const head = response.subarray(0, headEnd).toString()
+  assert.match(head, /^HTTP\/1\.1 200 OK/, `the in-flight request got: ${head.slice(0, 80)}`)
+  const length = Number(/content-length: (\d+)/i.exec(head)?.[1])
+  assert.ok(length > 10_000_000, `a large answer (${length} bytes)`)
+  assert.is(response.length - headEnd - 4, length, 'the whole body arrived')
+  await kubectl('-n', s.namespace, 'rollout', 'status', `deployment/${chartFullname('doc-server')}`, '--timeout=90s')
 })
 
 t('a crashing release is stopped and rolled back within 60 s, quoting the server; the old pods keep serving', async () => {
