@@ -4,7 +4,7 @@
  * sent, failed, p50 and p99 during that rolling update (a bounded load through
  * the Service's ClusterIP); seconds until a crash-looping release is back on
  * its previous revision, with rollout tracking and with Helm's plain
- * `--atomic --wait`. Needs the pushed image of `npm run ci:image`
+ * `--rollback-on-failure --wait=watcher`. Needs the pushed image of `npm run ci:image`
  * (reports/build.json). Figures go to reports/bench-deploy.json; not a gate.
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
@@ -78,7 +78,7 @@ function tasks(): ListrTask<BenchCtx>[] {
       },
     },
     {
-      title: `Crash-looping release: tracked vs plain helm --atomic --wait (timeout ${TIMEOUT_SECS}s)`,
+      title: `Crash-looping release: tracked vs plain helm --rollback-on-failure --wait (timeout ${TIMEOUT_SECS}s)`,
       task: async (ctx, task) => {
         const bad = join(ctx.config.reportsDir, 'bench-deploy-bad-values.yaml')
         writeFileSync(bad, 'docsDir: /no/such/docs\n')
@@ -96,7 +96,7 @@ function tasks(): ListrTask<BenchCtx>[] {
         mkdirSync(ctx.config.reportsDir, { recursive: true })
         writeFileSync(file, `${JSON.stringify({ writtenAt: new Date().toISOString(), replicas: 2, upgrades: ctx.upgrades, crashLoop: ctx.crash }, null, 2)}\n`)
         console.log(markdownTable(['rollout', 'helm upgrade → ready (s)', 'requests', 'failed', 'p50 ms', 'p99 ms'], rows))
-        console.log(markdownTable(['crash-looping release', 'seconds to rolled back'], [['rollout tracking', `${ctx.crash!.tracked}`], [`plain helm --atomic --wait (timeout ${TIMEOUT_SECS}s)`, `${ctx.crash!.plainHelm}`]]))
+        console.log(markdownTable(['crash-looping release', 'seconds to rolled back'], [['rollout tracking', `${ctx.crash!.tracked}`], [`plain helm --rollback-on-failure --wait (timeout ${TIMEOUT_SECS}s)`, `${ctx.crash!.plainHelm}`]]))
         task.title = `Report: ${file}`
       },
     },

@@ -2,7 +2,7 @@
  * The deploy benchmark's measurements on the local cluster's real node:
  * helm upgrade to ready, a rolling update under bounded load, and how long a
  * crash-looping release takes to be stopped and rolled back with rollout
- * tracking versus Helm's plain `--atomic --wait`.
+ * tracking versus Helm's plain `--rollback-on-failure --wait=watcher`.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -72,14 +72,14 @@ export async function upgradeUnderLoad(t: HelmTarget, k: KubeTarget, r: Release,
 
 /**
  * A crash-looping upgrade: seconds until the release is back on its previous
- * revision, with tracking, and with plain `helm --atomic --wait` (which sits
+ * revision, with tracking, and with plain `helm --rollback-on-failure --wait=watcher` (which sits
  * out its timeout before rolling back).
  */
 export async function crashLoopRollback(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, badValues: string, graceSecs: number): Promise<{ tracked: number; plainHelm: number }> {
   const o = { ...base, valueFiles: [...base.valueFiles, badValues], sets: { 'image.repository': repository, 'image.digest': digest } }
   const tracked = await timed(() => upgradeTracked(t, r, o, { kube: k, image: `${repository}@${digest}`, selector: podSelector(r.name), graceSecs }).catch(() => undefined))
   const plain = await timed(() => upgradeInstall(t, r, o).catch(() => undefined))
-  // Helm's --atomic rolled back itself; anything left pending is settled so the next run starts clean.
+  // Helm's --rollback-on-failure rolled back itself; anything left pending is settled so the next run starts clean.
   const plan = pendingRecovery(await history(t, r))
   if (plan.action === 'rollback') await rollback(t, r, plan.to, base.timeoutSecs)
   return { tracked: tracked.seconds, plainHelm: plain.seconds }

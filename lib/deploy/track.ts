@@ -129,7 +129,7 @@ async function newPods(k: KubeTarget, namespace: string, selector: string): Prom
 }
 
 /**
- * After the tracker stopped helm: whatever helm left (its own --atomic
+ * After the tracker stopped helm: whatever helm left (its own --rollback-on-failure
  * rollback, or a release still pending) ends on the last good revision, or
  * the first install is removed.
  */
@@ -145,7 +145,7 @@ async function settle(t: HelmTarget, r: Release, timeoutSecs: number, onLine?: (
 }
 
 /**
- * `helm upgrade --install --atomic --wait` with the release's new pods
+ * `helm upgrade --install --rollback-on-failure --wait=watcher` with the release's new pods
  * watched meanwhile. A failure found by the tracker stops helm, settles the
  * release on its previous revision and throws RolloutStopped; otherwise
  * helm's own result stands.
