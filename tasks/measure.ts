@@ -16,7 +16,7 @@ import { PipelineError } from '../lib/core/errors.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { baselineFrom, checkTargets, compareBaseline, improvementPct, measureRows, readBaseline, type Measurements } from '../lib/build/measure.ts'
+import { baselineFrom, checkTargets, compareBaseline, improvementPct, measureRows, requireBaseline, type Measurements } from '../lib/build/measure.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, markdownTable, readReport, writeReport } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
@@ -43,6 +43,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
       title: 'Docker engine, registry and base images',
       task: async (ctx, task) => {
         ctx.config = loadConfig()
+        requireBaseline(ctx.config.measureBaseline, updateBaseline())
         ctx.built = readReport<BuildReport>(ctx.config.reportsDir, 'build')
         ctx.docker = (await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))).docker
         if (ctx.built.pushed && ctx.config.registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
@@ -90,7 +91,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
           binary: ctx.binary,
           build: { coldSeconds: ctx.cold, warmSeconds: ctx.warm.seconds, cookCacheHit: ctx.warm.cookCacheHit, improvementPct: improvementPct(ctx.cold, ctx.warm.seconds), warmCompiledCrates: ctx.warm.compiled },
         }
-        const baseline = readBaseline(ctx.config.measureBaseline)
+        const baseline = requireBaseline(ctx.config.measureBaseline, updateBaseline())
         const regressions = baseline && !updateBaseline() ? compareBaseline(ctx.m, baseline) : []
         const misses = checkTargets(ctx.m)
         writeReport(ctx.config.reportsDir, 'measure', { ...ctx.m, baseline: baseline ?? null, regressions, missedTargets: misses })
