@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scans one container image with Trivy and writes, into --out:
-#   trivy.json      the vulnerability report (every package listed; the gate reads this)
+#   trivy.json      the vulnerability and secret report (every package listed; the gate reads this)
 #   trivy.sarif     SARIF 2.1.0 for code scanning
 #   sbom.cdx.json   CycloneDX SBOM
 #   sbom.spdx.json  SPDX SBOM
@@ -47,7 +47,7 @@ common=()
 [[ -n "$cache_dir" ]] && common+=(--cache-dir "$cache_dir")
 [[ -n "$ignorefile" ]] && common+=(--ignorefile "$ignorefile")
 
-scan=(image --format json --list-all-pkgs --scanners vuln --show-suppressed
+scan=(image --format json --list-all-pkgs --scanners "vuln,secret" --show-suppressed
   --image-src "$image_src" --exit-code 0 --no-progress --skip-version-check --disable-telemetry --timeout 15m)
 if $offline; then
   # Offline means: the DB already in the cache is the only source of truth.

@@ -17,7 +17,7 @@ import { decide, isExpired, readIgnoreFile, today, trivyIgnoreYaml, type Decisio
 import { consoleSummary, markdownSummary, scanReport, type ScanSubject } from '../lib/scan/scan-summary.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import { dbUpdatedAt, ensureLocalDb, ensureTrivy, scanImage, trivyCacheDir } from '../lib/scan/trivy.ts'
-import { assertSarifAgrees, readTrivyReport } from '../lib/scan/trivy-report.ts'
+import { assertCoverage, assertSarifAgrees, readTrivyReport } from '../lib/scan/trivy-report.ts'
 
 export interface ScanCtx {
   config: Config
@@ -69,7 +69,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
         Object.assign(ctx, parseScanArgs(argv))
         ctx.policy = { severities: ctx.config.scanSeverities, ignoreUnfixed: ctx.config.scanIgnoreUnfixed }
         ctx.day = today()
-        ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile)
+        ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile, { day: ctx.day, maxDays: ctx.config.scanIgnoreMaxDays })
         ctx.outDir = join(ctx.config.reportsDir, 'scan')
         mkdirSync(ctx.outDir, { recursive: true })
         ctx.ignoreForTrivy = join(ctx.outDir, 'trivyignore.yaml')
@@ -135,6 +135,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       task: (ctx, task) => {
         const path = ctx.fromReport ?? join(ctx.outDir, 'trivy.json')
         const report = readTrivyReport(path)
+        assertCoverage(report, path)
         if (fromReport(ctx)) ctx.subject = { scanned: path, source: 'report', ref: report.artifact }
         const d = decide(report, ctx.policy, ctx.entries, ctx.day)
         ctx.decision = d

@@ -1,6 +1,6 @@
 import type { Decision, Policy } from './scan-policy.ts'
 import { markdownTable } from '../core/report.ts'
-import { SEVERITIES, type Finding } from './trivy-report.ts'
+import { SEVERITIES, type Finding, type SecretFinding } from './trivy-report.ts'
 
 /** What was scanned: a pushed digest, a local image, or an existing report. */
 export interface ScanSubject {
@@ -10,6 +10,10 @@ export interface ScanSubject {
   digest?: string
   ref?: string
 }
+
+/** A secret by rule, severity, file and line: never its value. */
+const secretRow = (x: SecretFinding) => [x.severity, x.ruleId, x.target, x.startLine > 0 ? String(x.startLine) : '-']
+const SECRET_HEAD = ['severity', 'rule', 'file', 'line']
 
 const name = (f: Finding) => (f.aliases.length > 0 ? `${f.id} (${f.aliases.join(', ')})` : f.id)
 
@@ -24,6 +28,10 @@ export function consoleSummary(d: Decision): string {
   if (d.blocking.length > 0) {
     lines.push('', 'blocking:')
     lines.push(...pad([['severity', 'id', 'package', 'installed', 'fixed in'], ...d.blocking.map((f) => [f.severity, name(f), f.pkg, f.installed, f.fixed || '(no fix yet)'])]).map((l) => `  ${l}`))
+  }
+  if (d.secrets.length > 0) {
+    lines.push('', `secrets (${d.blockingSecrets.length} blocking; values never shown):`)
+    lines.push(...pad([SECRET_HEAD, ...d.secrets.map(secretRow)]).map((l) => `  ${l}`))
   }
   for (const e of d.expired) lines.push(`expired: ignore entry ${e.id} expired on ${e.expiredAt} and no longer applies ("${e.statement}")`)
   for (const e of d.ignored) lines.push(`ignored: ${e.id} until ${e.expiredAt} (${e.findings} finding${e.findings === 1 ? '' : 's'}): ${e.statement}`)
@@ -41,6 +49,7 @@ export function markdownSummary(d: Decision, subject: ScanSubject, policy: Polic
   if (d.blocking.length > 0) {
     parts.push(markdownTable(['severity', 'id', 'package', 'installed', 'fixed in'], d.blocking.map((f) => [f.severity, name(f), f.pkg, f.installed, f.fixed || '(no fix yet)'])))
   }
+  if (d.secrets.length > 0) parts.push(markdownTable(SECRET_HEAD, d.secrets.map(secretRow)))
   const notes = [
     ...d.expired.map((e) => `- **expired**: ignore entry \`${e.id}\` expired on ${e.expiredAt}; its finding blocks again`),
     ...d.ignored.map((e) => `- ignored until ${e.expiredAt}: \`${e.id}\`: ${e.statement}`),
@@ -63,6 +72,7 @@ export function scanReport(d: Decision, subject: ScanSubject, policy: Policy & {
     ignored: d.ignored,
     expired: d.expired,
     unfixedAllowed: d.unfixedAllowed,
+    secrets: d.secrets.map((x) => ({ ruleId: x.ruleId, category: x.category, severity: x.severity, file: x.target, startLine: x.startLine, endLine: x.endLine, blocking: d.blockingSecrets.includes(x) })),
     ...extra,
   }
 }
