@@ -27,7 +27,7 @@ export const VARIABLES = [
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
   { name: 'TRIVY_DB_REPOSITORY', default: '(local: 127.0.0.1:5000/<IMAGE_OWNER>/trivy-db:2; remote: Trivy\'s default mirrors)', meaning: 'OCI repository Trivy downloads its vulnerability DB from (`--db-repository`), e.g. a company mirror; with `local` the pipeline publishes the DB built from advisories/ there (a registry on this machine only).' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
-  { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline.' },
+  { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline. Any other context must be declared for DEPLOY_ENV in charts/doc-server/environments.yaml.' },
   { name: 'DEPLOY_NAMESPACE', default: 'doc-server-<DEPLOY_ENV>', meaning: 'Namespace of the release.' },
   { name: 'RELEASE_NAME', default: 'doc-server', meaning: 'Helm release name.' },
   { name: 'DEPLOY_TIMEOUT_SECS', default: '300', meaning: 'How long a rollout may take before it is rolled back; keep it below the CI job timeout.' },

@@ -94,6 +94,8 @@ export interface UpgradeOptions {
   valueFiles: readonly string[]
   sets: Record<string, string>
   timeoutSecs: number
+  /** Release labels (`--labels`), stored with the revision from the moment it is pending. */
+  labels?: Record<string, string>
   onLine?: RunOptions['onLine']
 }
 
@@ -108,6 +110,7 @@ export async function upgradeInstall(t: HelmTarget, r: Release, o: UpgradeOption
     ...o.valueFiles.flatMap((f) => ['--values', f]),
     ...Object.entries(o.sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]),
     '--atomic', '--wait', '--timeout', `${o.timeoutSecs}s`, '--history-max', '10',
+    ...(o.labels && Object.keys(o.labels).length > 0 ? ['--labels', Object.entries(o.labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
   ]
   return run(args, { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000 })
 }
