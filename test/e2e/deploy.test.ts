@@ -44,13 +44,13 @@ const s = {} as State
 const release = () => ({ name: 'doc-server', namespace: s.namespace })
 
 /** build.json and scan.json as the build and scan stages leave them for `d`. */
-function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }) {
-  writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e@${d}`, digest: d, repository: REPO, tag: 'e2e' }, pushed: true, commit: 'e'.repeat(40) })
+function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }, commit = 'e'.repeat(40)) {
+  writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e@${d}`, digest: d, repository: REPO, tag: 'e2e' }, pushed: true, commit: { sha: commit, branch: 'e2e', dirty: false } })
   writeReport(s.reports, 'scan', scan)
 }
 
-async function deploy(env: NodeJS.ProcessEnv = {}) {
-  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
+async function deploy(env: NodeJS.ProcessEnv = {}, args: string[] = []) {
+  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts'), ...args], {
     cwd: repoRoot,
     env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, DEPLOY_ENV: 'staging', DEPLOY_NAMESPACE: s.namespace, RELEASE_NAME: 'doc-server', KUBE_CONTEXT: '', DEPLOY_TIMEOUT_SECS: '120', DEPLOY_VALUES_FILE: '', ...env },
     ...ALL_OK,
@@ -98,7 +98,8 @@ t('bad input is refused with one line before the cluster is touched', async () =
     ['scan of another digest', () => reportsFor(digest(1), { decision: 'pass', digest: digest(2) }), {}, /is not the built image/],
     ['unknown environment', () => reportsFor(digest(1)), { DEPLOY_ENV: 'qa' }, /DEPLOY_ENV="qa" is not valid/],
     ['schema violation', () => writeFileSync(join(s.reports, 'bad.yaml'), 'replicaCount: many\n'), { DEPLOY_VALUES_FILE: join(s.reports, 'bad.yaml') }, /chart: values refused: .*replicaCount/],
-    ['missing context', () => undefined, { KUBE_CONTEXT: 'no-such-context', KUBECONFIG: s.kube.kubeconfig }, /KUBE_CONTEXT "no-such-context" is not a context/],
+    ['undeclared context', () => undefined, { KUBE_CONTEXT: 'no-such-context', KUBECONFIG: s.kube.kubeconfig }, /^✖ deploy: refused: KUBE_CONTEXT "no-such-context" is not declared for DEPLOY_ENV=staging in charts\/doc-server\/environments\.yaml/],
+    ['missing context', () => writeFileSync(join(s.reports, 'empty-kubeconfig'), 'apiVersion: v1\nkind: Config\n'), { KUBE_CONTEXT: s.kube.context, KUBECONFIG: join(s.reports, 'empty-kubeconfig') }, new RegExp(`KUBE_CONTEXT "${s.kube.context}" is not a context`)],
   ]
   for (const [what, arrange, env, re] of cases) {
     arrange()
@@ -147,10 +148,14 @@ t('a rollout that never becomes ready is rolled back, with the reason, exiting n
   assert.equal(await podImages(), [`${REPO}@${digest(2)}`, `${REPO}@${digest(2)}`], 'the previous digest still serves')
 })
 
-t('a release left in pending-upgrade by a killed helm is recovered', async () => {
+const RECORDED = 30
+
+t('a release left in pending-upgrade by a killed helm is recovered, judged by the timeout recorded with it', async () => {
   // A real interrupted upgrade: helm is killed while it waits for pods that never become ready.
   const helm = spawn(s.helm.helm, ['upgrade', 'doc-server', CHART_DIR, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace,
-    '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', s.neverReady, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${digest(5)}`, '--wait', '--timeout', '600s'], { stdio: 'ignore' })
+    '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', s.neverReady, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${digest(5)}`, '--wait', '--timeout', '600s',
+    // What the deploy stage records: this revision's own deploy allows itself RECORDED seconds.
+    '--labels', `doc-server.dev/commit=${'e'.repeat(40)},doc-server.dev/timeout-secs=${RECORDED}`], { stdio: 'ignore' })
   let helmEnded = false
   const exited = new Promise<void>((res) => helm.once('exit', () => res(void (helmEnded = true))))
   let pending: { revision: number; updated?: string } | undefined
@@ -164,21 +169,48 @@ t('a release left in pending-upgrade by a killed helm is recovered', async () =>
   await exited
   assert.is((await history(s.helm, release())).at(-1)!.status, 'pending-upgrade')
 
-  // Younger than the deploy timeout, it may be someone's deploy still running: refused, untouched.
+  // Younger than the timeout recorded with it, it may be that deploy still running: refused and
+  // untouched, however short the caller's own DEPLOY_TIMEOUT_SECS.
   reportsFor(digest(4))
-  const early = await deploy({ DEPLOY_TIMEOUT_SECS: '600' })
+  const early = await deploy({ DEPLOY_TIMEOUT_SECS: '1' })
   assert.is.not(early.code, 0)
-  assert.match(early.last, /has been pending-upgrade for \d+s .*another deploy may still be running/)
+  assert.match(early.last, new RegExp(`has been pending-upgrade for \\d+s \\(revision ${pending.revision}; its recorded timeout is ${RECORDED}s\\); another deploy may still be running`))
   assert.is((await history(s.helm, release())).at(-1)!.status, 'pending-upgrade')
 
-  // Older than the timeout: rolled back to the last good revision, then the new digest deploys.
-  const timeout = 30
-  while (Date.now() - Date.parse(pending.updated ?? '') <= timeout * 1000) await new Promise((res) => setTimeout(res, 1000))
-  const r = await deploy({ DEPLOY_TIMEOUT_SECS: String(timeout) })
+  // Older than its recorded timeout: rolled back to the last good revision, then the new digest
+  // deploys, however long the caller's own DEPLOY_TIMEOUT_SECS.
+  while (Date.now() - Date.parse(pending.updated ?? '') <= RECORDED * 1000) await new Promise((res) => setTimeout(res, 1000))
+  const r = await deploy({ DEPLOY_TIMEOUT_SECS: '600' })
   assert.is(r.code, 0, r.out)
   assert.match(r.report.recovered ?? '', new RegExp(`revision ${pending.revision} was stuck in pending-upgrade; rolled back to revision \\d+`))
   assert.is(r.report.result, 'deployed')
   assert.equal(await podImages(), [`${REPO}@${digest(4)}`, `${REPO}@${digest(4)}`])
+})
+
+t('an older commit is refused before anything changes; --allow-older rolls back on purpose', async () => {
+  const git = async (rev: string) => (await run(['git', 'rev-parse', rev], { cwd: repoRoot })).stdout.trim()
+  const [newer, older] = [await git('HEAD'), await git('HEAD~1')]
+  // The release runs the test commit eeee…, which is in no clone: the order cannot be shown.
+  reportsFor(digest(6), undefined, newer)
+  const unknown = await deploy()
+  assert.is.not(unknown.code, 0)
+  assert.match(unknown.last, /^✖ deploy: refused: the release runs commit eeeeeeeeeeee, which is not in this clone/)
+  const moved = await deploy({}, ['--allow-older'])
+  assert.is(moved.code, 0, moved.out)
+  assert.is(moved.report.commit, newer)
+  const before = await history(s.helm, release())
+
+  reportsFor(digest(7), undefined, older)
+  const r = await deploy()
+  assert.is.not(r.code, 0)
+  assert.is(r.last, `✖ deploy: refused: commit ${older.slice(0, 12)} does not descend from ${newer.slice(0, 12)}, which the release runs (an older or diverged pipeline); pass --allow-older to roll back on purpose`)
+  assert.equal(await history(s.helm, release()), before, 'no revision was made')
+  assert.equal(await podImages(), [`${REPO}@${digest(6)}`, `${REPO}@${digest(6)}`])
+
+  const back = await deploy({}, ['--allow-older'])
+  assert.is(back.code, 0, back.out)
+  assert.match(back.report.order ?? '', new RegExp(`^rolled ${newer.slice(0, 12)} back to ${older.slice(0, 12)} \\(--allow-older\\)$`))
+  assert.equal(await podImages(), [`${REPO}@${digest(7)}`, `${REPO}@${digest(7)}`])
 })
 
 t.run()
