@@ -16,7 +16,8 @@ import { appendSummary, readReport, setOutput, writeReport } from '../lib/core/r
 import { decide, isExpired, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary, markdownSummary, scanReport, type ScanSubject } from '../lib/scan/scan-summary.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
-import { dbUpdatedAt, ensureLocalDb, ensureTrivy, scanImage, trivyCacheDir } from '../lib/scan/trivy.ts'
+import { ensureTrivy, scanImage } from '../lib/scan/trivy.ts'
+import { prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
 import { assertCoverage, assertSarifAgrees, readTrivyReport } from '../lib/scan/trivy-report.ts'
 
 export interface ScanCtx {
@@ -29,7 +30,8 @@ export interface ScanCtx {
   ignoreForTrivy: string
   subject: ScanSubject
   trivy?: { path: string; version: string }
-  db?: { source: 'local' | 'remote'; updatedAt: string; advisories?: string }
+  db?: DbFacts
+  dbCache?: string
   seconds?: number
   decision?: Decision
 }
@@ -98,33 +100,29 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       title: 'Vulnerability DB',
       skip: notForReports,
       task: async (ctx, task) => {
-        if (ctx.config.trivyDbSource === 'remote') {
-          ctx.db = { source: 'remote', updatedAt: '' }
-          task.title = 'Vulnerability DB: Trivy downloads it from its default mirrors (TRIVY_DB_SOURCE=remote)'
-          return
-        }
-        const db = await ensureLocalDb(ctx.config.cacheDir, (l) => (task.output = l))
-        ctx.db = { source: 'local', updatedAt: db.updatedAt, advisories: db.hash }
-        task.title = `Vulnerability DB: local, from advisories/ (${db.built ? 'built now' : 'cached'}, ${db.hash.slice(0, 12)})`
+        const choice = await prepareDb(ctx.config, (l) => (task.output = l))
+        ctx.db = choice.facts
+        ctx.dbCache = choice.trivyCache
+        task.title = `Vulnerability DB: ${choice.title}`
       },
     },
     {
       title: 'Scan',
       skip: notForReports,
       task: async (ctx, task) => {
-        const source = ctx.db!.source
         const r = await scanImage({
           trivy: ctx.trivy!.path,
           image: ctx.subject.scanned,
           out: ctx.outDir,
           imageSrc: ctx.subject.source === 'remote' ? 'remote' : 'docker',
-          trivyCache: trivyCacheDir(ctx.config.cacheDir, source),
-          offline: source === 'local',
+          trivyCache: ctx.dbCache!,
+          offline: false,
+          dbRepository: ctx.db!.repository,
           ignoreFile: ctx.ignoreForTrivy,
           onLine: (l) => (task.output = l),
         })
         ctx.seconds = r.seconds
-        if (source === 'remote') ctx.db!.updatedAt = dbUpdatedAt(trivyCacheDir(ctx.config.cacheDir, 'remote'))
+        ctx.db!.updatedAt = scannedDbUpdatedAt(ctx.dbCache!) || ctx.db!.updatedAt
         const results = assertSarifAgrees(readTrivyReport(join(ctx.outDir, 'trivy.json')), readFileSync(join(ctx.outDir, 'trivy.sarif'), 'utf8'), 'trivy.sarif')
         task.title = `Scanned ${ctx.subject.scanned} in ${r.seconds.toFixed(1)} s: JSON, SARIF (${results} result${results === 1 ? '' : 's'}), CycloneDX and SPDX SBOMs in ${ctx.outDir}`
       },
@@ -148,10 +146,10 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
           artifacts,
         }))
         setOutput('scan-decision', d.decision)
-        appendSummary(markdownSummary(d, ctx.subject, ctx.policy))
+        appendSummary(markdownSummary(d, ctx.subject, ctx.policy, ctx.db))
         // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
-        if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d))
-        task.output = consoleSummary(d)
+        if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d, ctx.db))
+        task.output = consoleSummary(d, ctx.db)
         task.title = `Gate passed: ${d.reason}`
       },
     },

@@ -1,4 +1,5 @@
 import type { Decision, Policy } from './scan-policy.ts'
+import { describeDb, type DbFacts } from './db-source.ts'
 import { markdownTable } from '../core/report.ts'
 import { SEVERITIES, type Finding, type SecretFinding } from './trivy-report.ts'
 
@@ -23,8 +24,9 @@ function pad(rows: string[][]): string[] {
 }
 
 /** The short table the stage prints: counts by severity, then what blocks and why (the decision line is the caller's). */
-export function consoleSummary(d: Decision): string {
-  const lines = pad([['severity', ...SEVERITIES], ['findings', ...SEVERITIES.map((s) => String(d.counts[s]))]])
+export function consoleSummary(d: Decision, db?: DbFacts): string {
+  const lines = db ? [dbLine(db)] : []
+  lines.push(...pad([['severity', ...SEVERITIES], ['findings', ...SEVERITIES.map((s) => String(d.counts[s]))]]))
   if (d.blocking.length > 0) {
     lines.push('', 'blocking:')
     lines.push(...pad([['severity', 'id', 'package', 'installed', 'fixed in'], ...d.blocking.map((f) => [f.severity, name(f), f.pkg, f.installed, f.fixed || '(no fix yet)'])]).map((l) => `  ${l}`))
@@ -39,11 +41,16 @@ export function consoleSummary(d: Decision): string {
   return lines.join('\n')
 }
 
+/** Where the DB came from, how many advisories it holds and when it was built. */
+export function dbLine(db: DbFacts): string {
+  return `vulnerability DB: ${db.source}${db.repository ? ` via ${db.repository}` : ''}, ${describeDb(db)}`
+}
+
 /** The same facts for the GitHub job summary. */
-export function markdownSummary(d: Decision, subject: ScanSubject, policy: Policy): string {
+export function markdownSummary(d: Decision, subject: ScanSubject, policy: Policy, db?: DbFacts): string {
   const parts = [
     `### scan: ${d.decision === 'pass' ? 'passed' : 'FAILED'}`,
-    `\`${subject.scanned}\` (${subject.source}); blocking: ${policy.severities.join(', ')}${policy.ignoreUnfixed ? ', fixed only' : ''}`,
+    `\`${subject.scanned}\` (${subject.source}); blocking: ${policy.severities.join(', ')}${policy.ignoreUnfixed ? ', fixed only' : ''}${db ? `; ${dbLine(db)}` : ''}`,
     markdownTable([...SEVERITIES], [SEVERITIES.map((s) => d.counts[s])]),
   ]
   if (d.blocking.length > 0) {
