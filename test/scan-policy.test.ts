@@ -7,8 +7,11 @@ import * as assert from 'uvu/assert'
 import { repoRoot } from '../lib/core/paths.ts'
 import { checkIgnoreHorizon, daysBetween, decide, isExpired, parseIgnoreFile, readIgnoreFile, today, trivyIgnoreYaml, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary, markdownSummary, scanReport } from '../lib/scan/scan-summary.ts'
-import { type Finding, type SecretFinding, type TrivyReport } from '../lib/scan/trivy-report.ts'
+import { assertCoverage, readTrivyReport, type Finding, type SecretFinding, type TrivyReport } from '../lib/scan/trivy-report.ts'
 
+
+/** Real Trivy reports of the fixture images (test/fixtures/trivy-reports/generate.ts makes them). */
+const REPORTS = join(repoRoot, 'test', 'fixtures', 'trivy-reports')
 
 const t = suite('scan-policy')
 const POLICY: Policy = { severities: ['HIGH', 'CRITICAL'], ignoreUnfixed: false }
@@ -20,6 +23,38 @@ function finding(extra: Partial<Finding> = {}): Finding {
 const reportOf = (...findings: Finding[]): TrivyReport => ({ artifact: 'img', results: [], secrets: [], suppressedSecrets: [], findings, suppressed: [], packages: [], os: undefined })
 const secret = (extra: Partial<SecretFinding> = {}): SecretFinding => ({ ruleId: 'private-key', category: 'AsymmetricPrivateKey', title: 'Asymmetric Private Key', severity: 'HIGH', target: '/etc/ssl/private/server.key', startLine: 1, endLine: 1, ...extra })
 const entry = (id: string, expiredAt: string): IgnoreEntry => ({ id, statement: 'not reachable: we never close oneshot receivers', expiredAt })
+
+const gate = (file: string, policy = POLICY, entries: IgnoreEntry[] = []) => {
+  const report = readTrivyReport(join(REPORTS, file))
+  assertCoverage(report, file)
+  return decide(report, policy, entries, DAY)
+}
+
+t('the vulnerable image fails on CVE-2021-45710 in its binary\'s tokio 1.13.0', () => {
+  const d = gate('vulnerable.json')
+  assert.is(d.decision, 'fail')
+  assert.equal(d.blockingIds, ['CVE-2021-45710'])
+  assert.equal(d.counts, { CRITICAL: 0, HIGH: 1, MEDIUM: 0, LOW: 0, UNKNOWN: 0 })
+  assert.match(d.reason, /^1 HIGH\/CRITICAL finding remains: CVE-2021-45710 \[GHSA-fg7r-2g4j-5cgr\] in tokio 1\.13\.0 \(fixed in 1\.8\.4, 1\.13\.1\)$/)
+  assert.equal(d.secrets, [])
+})
+
+t('the clean image passes, and an ignore entry in force accepts the vulnerable one', () => {
+  const clean = gate('clean.json')
+  assert.is(clean.decision, 'pass')
+  assert.match(clean.reason, /^no HIGH\/CRITICAL vulnerability or secret remains after the policy \(0 findings, none blocking\)$/)
+  const accepted = gate('vulnerable.json', POLICY, [entry('CVE-2021-45710', '2026-07-01')])
+  assert.is(accepted.decision, 'pass')
+  assert.equal(accepted.ignored.map((e) => [e.id, e.findings]), [['CVE-2021-45710', 1]])
+  assert.is(gate('vulnerable.json', { severities: ['CRITICAL'], ignoreUnfixed: false }).decision, 'pass', 'HIGH does not block a CRITICAL-only policy')
+})
+
+t('the image with a private key fails, naming rule, file and line', () => {
+  const d = gate('secret.json')
+  assert.is(d.decision, 'fail')
+  assert.equal(d.blockingIds, [])
+  assert.is(d.reason, '1 HIGH/CRITICAL secret in the image: private-key (HIGH) in /etc/doc-server/tls.key:2')
+})
 
 t('an ignore entry in force lets the finding through, and says so', () => {
   const d = decide(reportOf(finding()), POLICY, [entry('CVE-2021-45710', '2026-12-31')], DAY)

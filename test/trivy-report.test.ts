@@ -1,9 +1,13 @@
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { assertCoverage, parseTrivyReport, readTrivyReport, sarifRuleIds } from '../lib/scan/trivy-report.ts'
+import { repoRoot } from '../lib/core/paths.ts'
+import { assertCoverage, assertSarifAgrees, parseTrivyReport, readTrivyReport, sarifRuleIds } from '../lib/scan/trivy-report.ts'
+
+/** Real Trivy reports of the fixture images (test/fixtures/trivy-reports/generate.ts makes them). */
+const REPORTS = join(repoRoot, 'test', 'fixtures', 'trivy-reports')
 
 const t = suite('trivy-report')
 
@@ -20,6 +24,36 @@ function refuses(text: string, re: RegExp) {
     assert.not.match(msg, /\n/, 'one line')
   }
 }
+
+t('reads the real report of the vulnerable image: OS packages, the binary\'s crates, one finding', () => {
+  const r = readTrivyReport(join(REPORTS, 'vulnerable.json'))
+  assert.match(r.artifact, /^127\.0\.0\.1:5000\/local\/scan-fixture-vulnerable@sha256:[a-f0-9]{64}$/)
+  assert.match(r.os ?? '', /^debian 12/)
+  assertCoverage(r, 'vulnerable.json')
+  assert.ok(r.packages.some((p) => p.name === 'libc6'), 'lists libc6')
+  assert.ok(r.packages.some((p) => p.name === 'tokio' && p.version === '1.13.0'), 'lists tokio 1.13.0')
+  assert.is(r.findings.length, 1)
+  const f = r.findings[0]!
+  assert.equal([f.id, f.pkg, f.installed, f.fixed, f.severity, f.status, f.target], ['CVE-2021-45710', 'tokio', '1.13.0', '1.8.4, 1.13.1', 'HIGH', 'fixed', 'usr/local/bin/scan-fixture'])
+  assert.equal(f.aliases, ['GHSA-fg7r-2g4j-5cgr'])
+})
+
+t('the clean image\'s report lists its packages and no finding; the secret image\'s lists the key by file', () => {
+  const clean = readTrivyReport(join(REPORTS, 'clean.json'))
+  assertCoverage(clean, 'clean.json')
+  assert.equal([clean.findings.length, clean.secrets.length], [0, 0])
+  assert.ok(clean.packages.some((p) => p.name === 'tokio' && p.version === '1.38.2'))
+  const secret = readTrivyReport(join(REPORTS, 'secret.json'))
+  assertCoverage(secret, 'secret.json')
+  assert.equal(secret.secrets.map((x) => [x.ruleId, x.severity, x.target, x.startLine]), [['private-key', 'HIGH', '/etc/doc-server/tls.key', 2]])
+})
+
+t('each SARIF fixture holds one result per finding and secret of its JSON report', () => {
+  for (const kind of ['vulnerable', 'clean', 'secret']) {
+    const json = readTrivyReport(join(REPORTS, `${kind}.json`))
+    assert.is(assertSarifAgrees(json, readFileSync(join(REPORTS, `${kind}.sarif`), 'utf8'), `${kind}.sarif`), json.findings.length + json.secrets.length, kind)
+  }
+})
 
 t('a result without Vulnerabilities is clean; vendor ids are kept as aliases', () => {
   const r = parseTrivyReport(report({ Results: [{ Target: 'os' }, { Target: 'bin', Vulnerabilities: [vuln({ VendorIDs: ['GHSA-x'] })] }] }), 'r.json')

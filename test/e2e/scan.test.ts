@@ -144,7 +144,7 @@ t('an image with a baked-in private key fails, naming the file and rule, never t
   writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: s.secret.ref, digest: s.secret.digest, repository: s.secret.repository }, pushed: true }))
   const r = await stage('scan', reports)
   assert.is(r.exitCode, 1)
-  assert.is(lastLine(r), `✖ scan gate failed: 1 HIGH/CRITICAL secret in the image: private-key (HIGH) in ${SECRET_FILE}:1`)
+  assert.is(lastLine(r), `✖ scan gate failed: 1 HIGH/CRITICAL secret in the image: private-key (HIGH) in ${SECRET_FILE}:2`)
   const report = scanJson(reports)
   assert.equal(report.secrets.map((x: { ruleId: string; file: string; blocking: boolean }) => [x.ruleId, x.file, x.blocking]), [['private-key', SECRET_FILE, true]])
   const sarif = JSON.parse(readFileSync(join(reports, 'scan', 'trivy.sarif'), 'utf8'))
