@@ -86,7 +86,8 @@ t.before(async () => {
 
 t.after(async () => {
   await run([s.helm.helm, 'uninstall', 'doc-server', '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
-  await deleteNamespace(s.kube, s.namespace)
+  // Clean-up must not hide a test's own failure (a cluster that went away, say).
+  await deleteNamespace(s.kube, s.namespace).catch((err: Error) => console.error(`e2e: deploy: namespace ${s.namespace} not removed: ${err.message}`))
   rmSync(s.reports, { recursive: true, force: true })
   if (s.startedCluster) await stopCluster(s.cache)
 })
