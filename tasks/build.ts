@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, shouldPush, type Config } from '../lib/core/config.ts'
-import { buildImage, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult } from '../lib/build/docker.ts'
+import { buildImage, checkBuildCacheSupport, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult, type RegistryLogin } from '../lib/build/docker.ts'
 import { gitFacts, type GitFacts } from '../lib/core/git.ts'
 import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/build/image-ref.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
@@ -25,6 +25,8 @@ export interface BuildCtx {
   ref: ImageRef
   push: boolean
   docker: string
+  /** A login in a throwaway docker config, ended once the image is pulled back. */
+  login?: RegistryLogin
   build?: BuildResult
   healthySeconds?: number
   started: number
@@ -58,6 +60,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const engine = await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))
         ctx.docker = engine.docker
+        await checkBuildCacheSupport(ctx.docker, { from: ctx.config.buildCacheFrom, to: ctx.config.buildCacheTo })
         task.title = engine.started ? `Docker engine: started dockerd (log: ${engine.log})` : `Docker engine: running (${engine.docker})`
       },
     },
@@ -80,7 +83,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       title: 'Registry login',
       enabled: (ctx) => ctx.push && !!ctx.config.registryUser && !!ctx.config.registryToken,
       task: async (ctx, task) => {
-        await registryLogin(ctx.docker, ctx.config.registry, ctx.config.registryUser!, ctx.config.registryToken!, (l) => (task.output = l))
+        ctx.login = await registryLogin(ctx.docker, ctx.config.registry, ctx.config.registryUser!, ctx.config.registryToken!, (l) => (task.output = l))
         task.title = `Registry login: ${ctx.config.registryUser} at ${ctx.config.registry}`
       },
     },
@@ -105,7 +108,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       title: 'Push',
       skip: (ctx) => (ctx.push ? false : 'not pushed (pull request or PUSH=false); later stages refuse to deploy an unpushed image'),
       task: async (ctx, task) => {
-        const pushed = await pushImage(ctx.docker, formatRef(ctx.ref), { onLine: (l) => (task.output = l), secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [] })
+        const pushed = await pushImage(ctx.docker, formatRef(ctx.ref), { onLine: (l) => (task.output = l), secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
         ctx.ref = { ...ctx.ref, digest: pushed.digest }
         task.title = `Pushed ${pinnedRef(ctx.ref)}`
       },
@@ -117,7 +120,8 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
         if (ctx.ref.digest) {
           // Drop the local copy first, so the image that runs is the one the registry serves.
           await removeImage(ctx.docker, formatRef({ ...ctx.ref, digest: undefined }))
-          await pullImage(ctx.docker, pinnedRef(ctx.ref), (l) => (task.output = l))
+          await pullImage(ctx.docker, pinnedRef(ctx.ref), (l) => (task.output = l), ctx.login?.env)
+          ctx.login?.end()
           await tagImage(ctx.docker, pinnedRef(ctx.ref), formatRef({ ...ctx.ref, digest: undefined }))
           image = pinnedRef(ctx.ref)
         }

@@ -123,7 +123,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       }),
     },
     {
-      title: 'helm upgrade --install --atomic --wait',
+      title: 'helm upgrade --install --rollback-on-failure --wait=watcher',
       task: reported(async (ctx, task) => {
         const { helm, release, config, image, kube } = ctx as Required<DeployCtx>
         task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
@@ -141,7 +141,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
             throw new PipelineError(`deploy: ${image.digest.slice(0, 19)}… did not become ready; rolled back to revision ${why.rolledBackTo} (${state}): ${reason}`, err instanceof PipelineError ? err.details : undefined)
           }
           ctx.result = 'failed'
-          throw new PipelineError(`deploy: ${image.digest.slice(0, 19)}… failed${ctx.previousRevision ? '' : ' on first install (removed by --atomic)'}: ${reason}`, err instanceof PipelineError ? err.details : undefined)
+          throw new PipelineError(`deploy: ${image.digest.slice(0, 19)}… failed${ctx.previousRevision ? '' : ' on first install (removed by --rollback-on-failure)'}: ${reason}`, err instanceof PipelineError ? err.details : undefined)
         }
         const entries = await history(helm, release)
         ctx.revision = entries[entries.length - 1]?.revision

@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
-import { buildImage, coldAndWarmBuilds, imageBytes, pushedBytes } from '../lib/build/docker.ts'
+import { buildImage, coldAndWarmBuilds, imageBytes, pushedBytes, registryLogin } from '../lib/build/docker.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
@@ -55,7 +55,9 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
       task: async (ctx, task) => {
         const ref = ctx.built.image.pinned ?? ctx.built.image.ref
         const bytes = await imageBytes(ctx.docker, ref)
-        const compressedBytes = ctx.built.image.pinned ? await pushedBytes(ctx.docker, ctx.built.image.pinned) : null
+        const { registry, registryUser: user, registryToken: token } = ctx.config
+        const login = ctx.built.image.pinned && user && token ? await registryLogin(ctx.docker, registry, user, token) : undefined
+        const compressedBytes = ctx.built.image.pinned ? await pushedBytes(ctx.docker, ctx.built.image.pinned, login?.env).finally(() => login?.end()) : null
         ctx.image = { ref: ctx.built.image.ref, digest: ctx.built.image.digest, bytes, compressedBytes }
         task.title = `Image size: ${(bytes / 1e6).toFixed(2)} MB uncompressed, ${compressedBytes === null ? 'not pushed' : `${(compressedBytes / 1e6).toFixed(2)} MB as pushed`}`
       },

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { ensureDebianPackages, type DebianNeed } from '../lib/core/apt.ts'
 import { isMain } from '../lib/core/cli.ts'
+import { precommitChecks, type PrecommitCheck } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, markdownTable } from '../lib/core/report.ts'
@@ -20,7 +21,7 @@ export interface PrecommitCtx {
 }
 
 /** The checks, in the order a person would fix them. */
-export function checks(root = repoRoot): { title: string; argv: () => string[]; needs?: DebianNeed[] }[] {
+export function checks(root = repoRoot): { name: PrecommitCheck; title: string; argv: () => string[]; needs?: DebianNeed[] }[] {
   const bin = (name: string) => join(root, 'node_modules', '.bin', name)
   const shellScripts = () => {
     const dir = join(root, 'scripts')
@@ -28,18 +29,19 @@ export function checks(root = repoRoot): { title: string; argv: () => string[]; 
     return [...inScripts, join(root, '.husky', 'pre-commit'), join(root, '.ci', 'run')]
   }
   return [
-    { title: 'rustfmt', argv: () => [requireTool('cargo'), 'fmt', '--all', '--', '--check'] },
-    { title: 'clippy', argv: () => [requireTool('cargo'), 'clippy', '--all-targets', '--all-features', '--', '-D', 'warnings', '-W', 'clippy::pedantic'] },
-    { title: 'cargo test', argv: () => [requireTool('cargo'), 'test', '--all-features'] },
-    { title: 'tsc', argv: () => [bin('tsc'), '--noEmit', '-p', join(root, 'tsconfig.json')] },
-    { title: 'unit tests', argv: () => [bin('tsx'), join(root, 'test', 'run.ts'), '--unit'] },
-    { title: 'shellcheck', argv: () => [requireTool('shellcheck'), ...shellScripts()], needs: [{ pkg: 'shellcheck', provides: 'shellcheck' }] },
+    { name: 'rustfmt', title: 'rustfmt', argv: () => [requireTool('cargo'), 'fmt', '--all', '--', '--check'] },
+    { name: 'clippy', title: 'clippy', argv: () => [requireTool('cargo'), 'clippy', '--all-targets', '--all-features', '--', '-D', 'warnings', '-W', 'clippy::pedantic'] },
+    { name: 'cargo-test', title: 'cargo test', argv: () => [requireTool('cargo'), 'test', '--all-features'] },
+    { name: 'tsc', title: 'tsc', argv: () => [bin('tsc'), '--noEmit', '-p', join(root, 'tsconfig.json')] },
+    { name: 'unit-tests', title: 'unit tests', argv: () => [bin('tsx'), join(root, 'test', 'run.ts'), '--unit'] },
+    { name: 'shellcheck', title: 'shellcheck', argv: () => [requireTool('shellcheck'), ...shellScripts()], needs: [{ pkg: 'shellcheck', provides: 'shellcheck' }] },
   ]
 }
 
-export function precommitTasks(root = repoRoot): ListrTask<PrecommitCtx>[] {
+export function precommitTasks(root = repoRoot, only: readonly PrecommitCheck[] = precommitChecks()): ListrTask<PrecommitCtx>[] {
   const checkTasks: ListrTask<PrecommitCtx>[] = checks(root).map((check) => ({
     title: check.title,
+    skip: () => (only.includes(check.name) ? false : 'not in PRECOMMIT_CHECKS'),
     task: async (ctx, task) => {
       const started = performance.now()
       try {

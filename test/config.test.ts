@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { VARIABLES, loadConfig, readDotenv, shouldPush } from '../lib/core/config.ts'
+import { VARIABLES, loadConfig, precommitChecks, readDotenv, shouldPush } from '../lib/core/config.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 
 const t = suite('config')
@@ -36,6 +36,12 @@ t('GitHub Actions context fills in registry, owner, tag and credentials', () => 
   assert.is(c.trivyDbSource, 'remote')
 })
 
+t('PRECOMMIT_CHECKS narrows lint-test to the checks it names; unset, all run', () => {
+  assert.equal(loadConfig({}, {}).precommitChecks, ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'unit-tests', 'shellcheck'])
+  assert.equal(loadConfig({ PRECOMMIT_CHECKS: ' tsc, unit-tests ' }, {}).precommitChecks, ['tsc', 'unit-tests'])
+  assert.equal(precommitChecks({ DEPLOY_ENV: 'qa' }, { PRECOMMIT_CHECKS: 'tsc' }), ['tsc'], 'the hook reads only its own variable, .env included')
+})
+
 t('bad values give one line naming the variable', () => {
   const cases: [Record<string, string>, RegExp][] = [
     [{ PUSH: 'maybe' }, /^config: PUSH="maybe" is not valid: expected one of auto, true, false/],
@@ -46,6 +52,7 @@ t('bad values give one line naming the variable', () => {
     [{ REGISTRY: 'http://x' }, /REGISTRY/],
     [{ IMAGE_NAME: 'Agent Docs' }, /IMAGE_NAME/],
     [{ RELEASE_NAME: 'Doc_Server' }, /RELEASE_NAME/],
+    [{ PRECOMMIT_CHECKS: 'tsc,lint' }, /^config: PRECOMMIT_CHECKS="lint" is not valid: expected one of rustfmt, clippy/],
   ]
   for (const [env, re] of cases) {
     try {

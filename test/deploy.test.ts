@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml'
 import { goBinaryName, kubeLdflags, kubernetesWrapperGoMod } from '../lib/local/cluster-build.ts'
 import { loadConfig } from '../lib/core/config.ts'
 import { chartFullname, deployableImage, podSelector, readDeployInputs, valueFiles, type BuildReport, type ScanReport } from '../lib/deploy/deploy.ts'
-import { pendingRecovery, schemaProblems, templateFailure, type HistoryEntry } from '../lib/deploy/helm.ts'
+import { pendingRecovery, schemaProblems, templateFailure, upgradeArgs, type HistoryEntry } from '../lib/deploy/helm.ts'
 import { firstFailureReason, podsNotRunning, type EventJson, type PodJson } from '../lib/deploy/kube.ts'
 import { neverReadyStage } from '../lib/local/cluster.ts'
 import { repoRoot } from '../lib/core/paths.ts'
@@ -130,6 +130,16 @@ t('helm errors become one line: schema violations and chart rules', () => {
   assert.is(schemaProblems('Error: something else'), undefined)
   const nested = `Error: values don't meet the specifications of the schema(s) in the following chart(s):\ndoc-server:\n- at '/resources/requests': 'allOf' failed\n  - at '/resources/requests/cpu': 'anyOf' failed\n    - at '/resources/requests/cpu': 'lots' does not match pattern '^[0-9]+$'\n    - at '/resources/requests/cpu': got string, want number\n- at '': additional properties 'replicas' not allowed\n`
   assert.is(schemaProblems(nested), "at '/resources/requests/cpu': 'lots' does not match pattern '^[0-9]+$'; at the top level: additional properties 'replicas' not allowed")
+})
+
+t('Helm 4 upgrade: --rollback-on-failure with the watcher wait, never the deprecated --atomic', () => {
+  const argv = upgradeArgs({ helm: 'helm', kubeconfig: '/k', context: 'c' }, { name: 'doc-server', namespace: 'ns' }, { chart: '/chart', valueFiles: ['/v.yaml'], sets: { 'image.digest': 'sha256:x' }, timeoutSecs: 90 })
+  assert.ok(argv.includes('--rollback-on-failure'))
+  assert.ok(argv.includes('--wait=watcher'), 'the strategy is spelled out, not left to what a bare --wait or --rollback-on-failure imply')
+  assert.not.ok(argv.includes('--atomic'))
+  assert.not.ok(argv.includes('--wait'))
+  assert.equal(argv.slice(argv.indexOf('--timeout'), argv.indexOf('--timeout') + 2), ['--timeout', '90s'])
+  assert.equal(argv.slice(argv.indexOf('--set-string'), argv.indexOf('--set-string') + 2), ['--set-string', 'image.digest=sha256:x'])
 })
 
 t('the Kubernetes wrapper module pins every staging module to the matching v0 version', () => {

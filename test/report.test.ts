@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/core/report.ts'
+import { annotateError, appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/core/report.ts'
 
 const t = suite('report')
 
@@ -40,6 +40,14 @@ t('the job summary and outputs are written only in GitHub Actions', () => {
   assert.is(setOutput('digest', 'sha256:1', { GITHUB_OUTPUT: out }), true)
   assert.is(readFileSync(out, 'utf8'), 'digest=sha256:1\n')
   assert.throws(() => setOutput('x', 'a\nb', { GITHUB_OUTPUT: out }), /one line/)
+})
+
+t('an error annotation only in GitHub Actions, escaped to one workflow command', () => {
+  const out: string[] = []
+  assert.is(annotateError('rescan: x', 'a', {}, (l) => out.push(l)), false)
+  assert.equal(out, [])
+  assert.is(annotateError('rescan: new, bad', '1 finding: 100%\nsecond line', { GITHUB_ACTIONS: 'true' }, (l) => out.push(l)), true)
+  assert.equal(out, ['\n::error title=rescan%3A new%2C bad::1 finding: 100%25%0Asecond line\n'])
 })
 
 t.run()

@@ -1,7 +1,7 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { PipelineError } from '../lib/core/errors.ts'
-import { redact, retry, run, succeeds } from '../lib/core/run.ts'
+import { GIT_REPOSITORY_VARIABLES, redact, retry, run, succeeds } from '../lib/core/run.ts'
 
 const t = suite('run')
 
@@ -67,6 +67,25 @@ t('retries are bounded', async () => {
     assert.is((err as Error).message, 'down')
   }
   assert.is(calls, 2)
+})
+
+t('a child never inherits the variables that tie git to a repository, whatever env it is given', async () => {
+  const outer = { PATH: process.env.PATH, GIT_INDEX_FILE: '/outer/.git/index.lock', GIT_DIR: '/outer/.git', GIT_WORK_TREE: '/outer', GIT_PREFIX: 'sub/', GIT_EDITOR: 'true' }
+  const r = await run(['sh', '-c', 'env | grep ^GIT_ | sort || true'], { env: outer })
+  assert.is(r.stdout, 'GIT_EDITOR=true\n', 'only what does not locate a repository passes')
+  const saved = process.env.GIT_INDEX_FILE
+  process.env.GIT_INDEX_FILE = '/outer/.git/index.lock'
+  try {
+    assert.is((await run(['sh', '-c', 'echo "${GIT_INDEX_FILE-unset}"'])).stdout, 'unset\n', 'nor from the inherited environment')
+  } finally {
+    if (saved === undefined) delete process.env.GIT_INDEX_FILE
+    else process.env.GIT_INDEX_FILE = saved
+  }
+})
+
+t('the list is git\'s own list of repository-local variables', async () => {
+  const local = (await run(['git', 'rev-parse', '--local-env-vars'])).stdout.trim().split('\n')
+  assert.equal([...GIT_REPOSITORY_VARIABLES].sort(), local.sort())
 })
 
 t.run()

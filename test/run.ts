@@ -11,7 +11,7 @@ const unitOnly = args.includes('--unit')
 const filter = args.find((a) => !a.startsWith('--'))
 const { suites } = await parse('test', /\.test\.ts$/, { cwd: new URL('..', import.meta.url).pathname })
 // Unit files first (fast feedback), then end-to-end files in pipeline order.
-const E2E_ORDER = ['precommit', 'build', 'scan', 'chart', 'deploy', 'workflow', 'ci']
+const E2E_ORDER = ['precommit', 'build', 'scan', 'chart', 'deploy', 'rescan', 'workflow', 'ci']
 const rank = (name: string) => {
   if (!name.startsWith('e2e')) return -1
   const i = E2E_ORDER.findIndex((stage) => name.startsWith(`e2e/${stage}`))

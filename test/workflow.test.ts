@@ -142,7 +142,7 @@ t('pull requests build and scan but never push or deploy', () => {
 
 t('GHCR with GITHUB_TOKEN, handed only to the steps that talk to the registry', () => {
   const holders = Object.entries(wf.jobs).flatMap(([name, job]) => job.steps.filter((s) => JSON.stringify(s).includes('secrets.GITHUB_TOKEN')).map((s) => `${name}: ${s.name}`))
-  assert.equal(holders, ['build-image: build', 'scan-image: Log in to ghcr.io to pull the image by digest'])
+  assert.equal(holders, ['build-image: build', 'build-image: measure', 'scan-image: Log in to ghcr.io to pull the image by digest'])
   const scan = wf.jobs['scan-image']!
   const login = scan.steps.find((s) => s.name?.startsWith('Log in to ghcr.io'))!
   assert.match(login.run!, /^docker login ghcr\.io --username "\$GITHUB_ACTOR" --password-stdin/, 'the token goes through stdin, never argv')
@@ -216,6 +216,22 @@ t('caches: rust-cache for lint-test, BuildKit in the GitHub cache, the Trivy DB'
   assert.match(String(trivy!.with!.key), /\$\{\{ steps\.day\.outputs\.day \}\}$/, 'a new DB cache a day')
 })
 
+t('the token that writes the Actions cache reaches the build step and no other run step', () => {
+  const build = wf.jobs['build-image']!
+  const runtime = build.steps.findIndex((s) => s.uses?.split('@')[0] === 'crazy-max/ghaction-github-runtime')
+  const buildStep = build.steps.indexOf(stepRunning(build, 'build')!)
+  const withdraw = build.steps.findIndex((s, i) => i > runtime && /\bACTIONS_RUNTIME_TOKEN\b/.test(s.run ?? ''))
+  assert.ok(runtime !== -1 && withdraw !== -1, 'the exported token is withdrawn again')
+  // Between the action that exports the ACTIONS_* variables and the step that blanks them: the build only.
+  assert.equal(build.steps.slice(runtime + 1, withdraw).map((s) => s.name ?? s.run), [build.steps[buildStep]!.name])
+  const blank = build.steps[withdraw]!
+  assert.is(blank.if, 'always()', 'withdrawn also when the build fails')
+  assert.match(blank.run!, /^printf '%s=\\n' .*>> "\$GITHUB_ENV"$/)
+  for (const v of ['ACTIONS_RUNTIME_TOKEN', 'ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_URL']) assert.ok(blank.run!.split(/\s+/).includes(v), `${v} is blanked`)
+  // No other job exposes the runtime.
+  for (const [name, job] of Object.entries(wf.jobs)) if (name !== 'build-image') assert.is(usesOf(job, 'crazy-max/ghaction-github-runtime').length, 0, name)
+})
+
 t('scan-image sends its findings to code scanning, whatever the verdict', () => {
   const scan = wf.jobs['scan-image']!
   const [sarif] = usesOf(scan, 'github/codeql-action/upload-sarif')
@@ -241,10 +257,10 @@ t('deploy: the environment\'s kubeconfig secret, written private, and its contex
   assert.ok(deploy.steps.some((s) => s.if === 'always()' && /rm -f "\$RUNNER_TEMP\/kubeconfig"/.test(s.run ?? '')))
 })
 
-t('toolchains: Node 20 everywhere, Rust as pinned in lib/core/versions.ts', () => {
+t('toolchains: Node 24 everywhere, Rust as pinned in lib/core/versions.ts', () => {
   for (const [name, job] of Object.entries(wf.jobs)) {
     const [node] = usesOf(job, 'actions/setup-node')
-    assert.is(String(node?.with?.['node-version']), '20', `${name} sets up Node 20`)
+    assert.is(String(node?.with?.['node-version']), '24', `${name} sets up Node 24`)
     assert.ok(job.steps.some((s) => s.run?.startsWith('npm ci')), `${name} installs from the lockfile`)
   }
   assert.is(String(wf.jobs['lint-test']!.env!.RUSTUP_TOOLCHAIN), VERSIONS.rust)

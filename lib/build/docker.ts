@@ -1,8 +1,8 @@
 import { appendFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PipelineError } from '../core/errors.ts'
-import { ANY_EXIT, retry, run, tail } from '../core/run.ts'
+import { PipelineError, debugOn } from '../core/errors.ts'
+import { ANY_EXIT, outputDetails, retry, run } from '../core/run.ts'
 import { dockerEnv } from '../local/docker.ts'
 
 type OnLine = (line: string) => void
@@ -68,16 +68,24 @@ export function stepLabel(name: string, max = 90): string {
   return s.length > max ? `${s.slice(0, max - 1)}…` : s
 }
 
+/** docker's pointer to its help, printed after a bad command line: never the reason. */
+const USAGE_HINT = /^(See '.*--help'\.?|Usage:\s.*|Run '.*--help'.*)$/
+/** How the docker client words a refusal of its own, before the daemon is asked. */
+const CLIENT_ERROR = /unknown (shorthand )?flag|invalid argument|requires (exactly|at least|at most)|unknown command|is not a docker command|no such|not found|cannot|unable to|denied|refused/i
+
 /**
  * The one-line reason a build failed: the failing Dockerfile step and the
- * compiler's first error, with the error block (not the whole log) as details.
+ * compiler's first error, with the error block (not the whole log, unless
+ * DEBUG is set) as details.
  */
 export function buildFailure(steps: readonly BuildStep[], rawOutput: string): PipelineError {
   const failed = steps.find((s) => s.error !== undefined)
   if (!failed) {
-    const lines = rawOutput.split('\n').map((l) => l.trim()).filter(Boolean)
-    const why = [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ?? lines.at(-1) ?? 'no output'
-    return new PipelineError(`docker build failed: ${why}`, tail(rawOutput, 20))
+    // Before any step, the client's own complaint (`unknown flag: --cache-to`) is the
+    // cause; its usage hint (`See 'docker build --help'.`) and usage text are not.
+    const lines = rawOutput.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !USAGE_HINT.test(l))
+    const why = [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ?? [...lines].reverse().find((l) => CLIENT_ERROR.test(l)) ?? lines.at(-1) ?? 'no output'
+    return new PipelineError(`docker build failed: ${why}`, outputDetails(rawOutput, 20))
   }
   const out = failed.output
   const at = out.findIndex((l) => /^error(\[E\d+\])?: /.test(l) && !/^error: could not compile/.test(l))
@@ -89,8 +97,10 @@ export function buildFailure(steps: readonly BuildStep[], rawOutput: string): Pi
     const end = block.findIndex((l, i) => i > 0 && /^(error: could not compile|warning: build failed)/.test(l))
     details = block.slice(0, end > 0 ? Math.min(end + 1, 40) : 40).join('\n')
   } else {
-    details = tail(out.join('\n'), 20)
+    details = outputDetails(out.join('\n'), 20)
   }
+  // DEBUG: the whole build log, every step, not only the failing one's.
+  if (debugOn()) details = rawOutput.replace(/\s+$/, '')
   return new PipelineError(`docker build failed at ${stepLabel(failed.name)}: ${first.trim()}`, details)
 }
 
@@ -167,6 +177,29 @@ export async function buildImage(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
+/** The flags a client's `docker build` takes, from its own help. */
+export async function buildFlags(docker: string): Promise<Set<string>> {
+  const r = await run([docker, 'build', '--help'], { env: dockerEnv(), okCodes: ANY_EXIT, timeoutMs: 30_000 })
+  return new Set([...`${r.stdout}\n${r.stderr}`.matchAll(/(?:^|[\s,])(--[a-z][a-z-]*)/gm)].map((m) => m[1]!))
+}
+
+/**
+ * Refuses, in one line and before anything is built, BuildKit cache settings
+ * the client cannot pass on: they need `docker build` to be buildx (which has
+ * --cache-to and --load); Debian's 20.10 client is the classic builder, which
+ * would fail at once with a usage message.
+ */
+export async function checkBuildCacheSupport(docker: string, cache: { from?: string | undefined; to?: string | undefined }): Promise<void> {
+  const vars = [cache.from ? 'BUILD_CACHE_FROM' : '', cache.to ? 'BUILD_CACHE_TO' : ''].filter(Boolean)
+  if (vars.length === 0) return
+  const flags = await buildFlags(docker)
+  const missing = [...(cache.to ? ['--cache-to'] : []), '--load'].filter((f) => !flags.has(f))
+  if (missing.length === 0) return
+  const version = (await run([docker, 'version', '--format', '{{.Client.Version}}'], { env: dockerEnv(), okCodes: ANY_EXIT, timeoutMs: 30_000 })).stdout.trim().split('\n')[0]
+  const named = vars.join(' and ')
+  throw new PipelineError(`build: ${named} need${vars.length === 1 ? 's' : ''} a docker client whose build is buildx, but ${docker}${version ? ` (${version})` : ''} has no ${missing.join(' or ')}: set DOCKER to a client with buildx, or unset ${named} for a local build`)
+}
+
 /** The last line of a failed docker command that says why (the daemon's own words). */
 function why(err: unknown): string {
   const details = err instanceof PipelineError ? err.details : undefined
@@ -176,10 +209,42 @@ function why(err: unknown): string {
   return reason ?? lines.at(-1) ?? 'unknown error'
 }
 
-export async function registryLogin(docker: string, registry: string, user: string, token: string, onLine?: OnLine): Promise<void> {
-  await retry(3, 2000, () => run([docker, 'login', registry, '--username', user, '--password-stdin'], { env: dockerEnv(), input: token, secrets: [token], timeoutMs: 60_000, ...(onLine ? { onLine } : {}) })).catch((err) => {
+/** What a registry answers when it refuses a user name and token (distribution: 401 Unauthorized, GHCR: `denied: denied`, Docker Hub: `unauthorized: incorrect username or password`); a local `permission denied` is not one. */
+const REFUSED = /unauthorized|authentication required|incorrect username or password|\bdenied: |\b401\b/i
+
+/** Whether a failed login's reason is the registry refusing the credentials (not worth a retry). */
+export function loginRefused(reason: string): boolean {
+  return REFUSED.test(reason)
+}
+
+/**
+ * A registry login that lasts only as long as the stage needs it: the
+ * credentials go to a throwaway DOCKER_CONFIG (a fresh 0700 directory), never
+ * to ~/.docker/config.json, and `end()` (or the process's exit) removes it.
+ * Pass `env` to every docker call that must be logged in (push, pull).
+ */
+export interface RegistryLogin {
+  registry: string
+  env: NodeJS.ProcessEnv
+  end: () => void
+}
+
+export async function registryLogin(docker: string, registry: string, user: string, token: string, onLine?: OnLine): Promise<RegistryLogin> {
+  const dir = mkdtempSync(join(tmpdir(), 'docker-config-'))
+  const end = () => rmSync(dir, { recursive: true, force: true })
+  process.once('exit', end)
+  const env = { DOCKER_CONFIG: dir }
+  const login = () => run([docker, 'login', registry, '--username', user, '--password-stdin'], { env: dockerEnv(env), input: token, secrets: [token], timeoutMs: 60_000, ...(onLine ? { onLine } : {}) })
+  // A refusal is an answer, not a network hiccup: asking again cannot change it.
+  const refused = (err: unknown) => loginRefused(why(err))
+  try {
+    await retry(3, 2000, login, refused)
+  } catch (err) {
+    end()
+    if (refused(err)) throw new PipelineError(`registry: ${registry} refused the credentials of ${user} (REGISTRY_USER/REGISTRY_TOKEN): check the token and that it may push there`)
     throw new PipelineError(`registry: login to ${registry} as ${user} failed: ${why(err)}`)
-  })
+  }
+  return { registry, env, end }
 }
 
 /** The digest `docker push` prints last: it exists only once the manifest (the tag) is written. */
@@ -193,14 +258,14 @@ export function parsePushDigest(output: string): { digest: string; size: number 
  * manifest, so a tag never names a half-pushed image: a failed attempt leaves
  * at most unreferenced blobs, which the next attempt reuses.
  */
-export async function pushImage(docker: string, ref: string, opts: { attempts?: number; backoffMs?: number; onLine?: OnLine; secrets?: string[] } = {}): Promise<{ digest: string; size: number; attempts: number }> {
+export async function pushImage(docker: string, ref: string, opts: { attempts?: number; backoffMs?: number; onLine?: OnLine; secrets?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<{ digest: string; size: number; attempts: number }> {
   const attempts = opts.attempts ?? 3
   let used = 0
   try {
     return await retry(attempts, opts.backoffMs ?? 3000, async (attempt) => {
       used = attempt
       if (attempt > 1) opts.onLine?.(`push attempt ${attempt} of ${attempts}`)
-      const r = await run([docker, 'push', ref], { env: dockerEnv(), timeoutMs: 15 * 60_000, secrets: opts.secrets ?? [], ...(opts.onLine ? { onLine: opts.onLine } : {}) })
+      const r = await run([docker, 'push', ref], { env: dockerEnv(opts.env), timeoutMs: 15 * 60_000, secrets: opts.secrets ?? [], ...(opts.onLine ? { onLine: opts.onLine } : {}) })
       const d = parsePushDigest(r.stdout + r.stderr)
       if (!d) throw new PipelineError(`push: docker push ${ref} printed no digest`)
       return { ...d, attempts: attempt }
@@ -210,8 +275,8 @@ export async function pushImage(docker: string, ref: string, opts: { attempts?: 
   }
 }
 
-export async function pullImage(docker: string, ref: string, onLine?: OnLine): Promise<void> {
-  await retry(3, 3000, () => run([docker, 'pull', ref], { env: dockerEnv(), timeoutMs: 10 * 60_000, ...(onLine ? { onLine } : {}) })).catch((err) => {
+export async function pullImage(docker: string, ref: string, onLine?: OnLine, env?: NodeJS.ProcessEnv): Promise<void> {
+  await retry(3, 3000, () => run([docker, 'pull', ref], { env: dockerEnv(env), timeoutMs: 10 * 60_000, ...(onLine ? { onLine } : {}) })).catch((err) => {
     throw new PipelineError(`pull: ${ref} failed: ${why(err)}`, err instanceof PipelineError ? err.details : undefined)
   })
 }
@@ -234,9 +299,9 @@ export async function imageBytes(docker: string, ref: string): Promise<number> {
  * Size as pushed: the registry's manifest (config and compressed layers),
  * which is what a node downloads. Plain HTTP is allowed for loopback registries only.
  */
-export async function pushedBytes(docker: string, pinned: string): Promise<number> {
+export async function pushedBytes(docker: string, pinned: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const insecure = /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(pinned) ? ['--insecure'] : []
-  const r = await retry(3, 2000, () => run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(), timeoutMs: 60_000 }))
+  const r = await retry(3, 2000, () => run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(env), timeoutMs: 60_000 }))
   const manifest = JSON.parse(r.stdout) as { config?: { size: number }; layers?: { size: number }[] }
   if (!manifest.layers) throw new PipelineError(`manifest: ${pinned} is a list, not one image manifest`)
   return (manifest.config?.size ?? 0) + manifest.layers.reduce((sum, l) => sum + l.size, 0)

@@ -2,7 +2,8 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import chalk from 'chalk'
 import { Listr, type ListrTask } from 'listr2'
-import { PipelineError, firstLine } from './errors.ts'
+import { readDotenv } from './config.ts'
+import { PipelineError, debugOn, firstLine } from './errors.ts'
 
 /** True when the module at `url` is the script node was started with (`tsx tasks/scan.ts`). */
 export function isMain(url: string): boolean {
@@ -19,9 +20,12 @@ export function taskList<Ctx>(tasks: ListrTask<Ctx>[], opts: { concurrent?: bool
   })
 }
 
-/** Prints a failure as the tool's own output tail (when there is one) and then one red line. */
+/**
+ * Prints a failure as the tool's own output (its tail; all of it, and the stack
+ * trace, with DEBUG) and then one red line.
+ */
 export function reportFailure(err: unknown, env: NodeJS.ProcessEnv = process.env): void {
-  if (env.DEBUG && err instanceof Error && err.stack) console.error(chalk.dim(err.stack))
+  if (debugOn(env) && err instanceof Error && err.stack) console.error(chalk.dim(err.stack))
   const details = err instanceof PipelineError ? err.details : undefined
   if (details) console.error(chalk.dim(details.split('\n').map((l) => `  │ ${l}`).join('\n')))
   console.error(chalk.red(`✖ ${firstLine(err)}`))
@@ -33,6 +37,9 @@ export function reportFailure(err: unknown, env: NodeJS.ProcessEnv = process.env
  */
 export async function runMain(main: () => Promise<unknown>): Promise<void> {
   try {
+    // DEBUG may come from .env like any variable; lib reads it from the environment.
+    const fromFile = readDotenv().DEBUG
+    if (!debugOn() && fromFile?.trim()) process.env.DEBUG = fromFile
     await main()
   } catch (err) {
     reportFailure(err)

@@ -18,12 +18,13 @@ export const VARIABLES = [
   { name: 'REGISTRY_USER', default: '(none; GitHub Actions: GITHUB_ACTOR)', meaning: 'Registry login user; no login when empty.' },
   { name: 'REGISTRY_TOKEN', default: '(none; GitHub Actions: GITHUB_TOKEN)', meaning: 'Registry password or token. Never printed or written to a report.' },
   { name: 'DOCKER', default: '/usr/bin/docker when present, else docker on PATH', meaning: 'Docker client used for builds (it must support BuildKit).' },
-  { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit `--cache-from` for the image build, e.g. the GitHub cache backend; setting it or BUILD_CACHE_TO also passes `--load`.' },
+  { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit `--cache-from` for the image build, e.g. the GitHub cache backend; setting it or BUILD_CACHE_TO also passes `--load`, so the docker build must be buildx (refused up front otherwise).' },
   { name: 'BUILD_CACHE_TO', default: '(none; the workflow: type=gha,mode=max,scope=doc-server-image)', meaning: 'BuildKit `--cache-to` for the image build; `mode=max` keeps the cook layer.' },
   { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
   { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
   { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
   { name: 'SCAN_IGNORE_MAX_DAYS', default: '90', meaning: 'How far ahead an ignore entry may expire; an entry with a later expired_at is refused, so every accepted risk is reviewed.' },
+  { name: 'SCAN_ADVISORIES_DIR', default: 'advisories', meaning: 'Advisories the local vulnerability DB is built from (TRIVY_DB_SOURCE=local); see advisories/README.md.' },
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
   { name: 'TRIVY_DB_REPOSITORY', default: '(local: 127.0.0.1:5000/<IMAGE_OWNER>/trivy-db:2; remote: Trivy\'s default mirrors)', meaning: 'OCI repository Trivy downloads its vulnerability DB from (`--db-repository`), e.g. a company mirror; with `local` the pipeline publishes the DB built from advisories/ there (a registry on this machine only).' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
@@ -35,7 +36,8 @@ export const VARIABLES = [
   { name: 'MEASURE_BASELINE', default: '.ci/measure-baseline.json', meaning: 'Baseline the measure stage compares against to flag regressions.' },
   { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
   { name: 'DOC_SERVER_CACHE_DIR', default: '~/.cache/doc-server-ci', meaning: 'Pinned tools, base-image inputs and local service state, outside the clone.' },
-  { name: 'DEBUG', default: '(unset)', meaning: 'When set, errors print their stack trace and tools their full output.' },
+  { name: 'PRECOMMIT_CHECKS', default: '(all)', meaning: 'Comma list of the lint-test checks to run (rustfmt, clippy, cargo-test, tsc, unit-tests, shellcheck); the others are shown as skipped. For a quick local hook; CI runs them all.' },
+  { name: 'DEBUG', default: '(unset)', meaning: "When set, a failure prints its stack trace and the failing tool's whole output (for a build, the whole BuildKit log) instead of its last lines; also read from .env." },
 ] as const
 
 export type VariableName = (typeof VARIABLES)[number]['name']
@@ -55,6 +57,7 @@ export interface Config {
   scanIgnoreUnfixed: boolean
   scanIgnoreFile: string
   scanIgnoreMaxDays: number
+  scanAdvisoriesDir: string
   trivyDbSource: 'local' | 'remote'
   trivyDbRepository: string | undefined
   deployEnv: 'dev' | 'staging' | 'prod'
@@ -66,6 +69,8 @@ export interface Config {
   measureBaseline: string
   reportsDir: string
   cacheDir: string
+  /** The lint-test checks to run, by name; all of them unless PRECOMMIT_CHECKS narrows it. */
+  precommitChecks: PrecommitCheck[]
   debug: boolean
   /** Facts about where we run, read from the CI platform's own variables. */
   github: boolean
@@ -98,6 +103,20 @@ function dbRepository(value: string | undefined): string | undefined {
     throw bad('TRIVY_DB_REPOSITORY', value, 'a registry repository with a tag, like 127.0.0.1:5000/local/trivy-db:2 or mirror.example.com/aquasec/trivy-db:2')
   }
   return value
+}
+
+/** The lint-test checks, by the names PRECOMMIT_CHECKS uses (tasks/precommit.ts defines what each runs). */
+export const PRECOMMIT_CHECKS = ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'unit-tests', 'shellcheck'] as const
+export type PrecommitCheck = (typeof PRECOMMIT_CHECKS)[number]
+
+/**
+ * PRECOMMIT_CHECKS alone, for the git hook: a commit is not refused for a bad
+ * deploy setting the hook never uses. loadConfig validates it the same way.
+ */
+export function precommitChecks(processEnv: NodeJS.ProcessEnv = process.env, dotenv: Record<string, string> = readDotenv()): PrecommitCheck[] {
+  const value = ({ ...dotenv, ...processEnv }.PRECOMMIT_CHECKS ?? '').trim()
+  if (value === '') return [...PRECOMMIT_CHECKS]
+  return value.split(',').map((c) => oneOf('PRECOMMIT_CHECKS', c.trim(), PRECOMMIT_CHECKS))
 }
 
 const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
@@ -143,6 +162,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
   const releaseName = get('RELEASE_NAME') ?? 'doc-server'
   if (!/^[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?$/.test(releaseName)) throw bad('RELEASE_NAME', releaseName, 'a Helm release name (lower-case letters, digits, -; at most 53)')
 
+
   const abs = (p: string) => (isAbsolute(p) ? p : join(repoRoot, p))
   const cache = get('DOC_SERVER_CACHE_DIR')
   return {
@@ -161,6 +181,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),
     scanIgnoreMaxDays: positiveInt('SCAN_IGNORE_MAX_DAYS', get('SCAN_IGNORE_MAX_DAYS') ?? '90'),
     trivyDbRepository: dbRepository(get('TRIVY_DB_REPOSITORY')),
+    scanAdvisoriesDir: abs(get('SCAN_ADVISORIES_DIR') ?? 'advisories'),
     trivyDbSource: oneOf('TRIVY_DB_SOURCE', get('TRIVY_DB_SOURCE') ?? (github ? 'remote' : 'local'), ['local', 'remote'] as const),
     deployEnv,
     kubeContext: get('KUBE_CONTEXT'),
@@ -171,6 +192,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
     reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),
     cacheDir: cache ? abs(cache) : cacheDir(env),
+    precommitChecks: precommitChecks(processEnv, dotenv),
     debug: get('DEBUG') !== undefined,
     github,
     pullRequest,

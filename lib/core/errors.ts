@@ -16,3 +16,11 @@ export function firstLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err)
   return text.split('\n').find((l) => l.trim() !== '')?.trim() ?? 'unknown error'
 }
+
+/**
+ * Whether DEBUG is set (to anything but blank): failures then print their
+ * stack trace, and a failing tool's whole output instead of its last lines.
+ */
+export function debugOn(env: NodeJS.ProcessEnv = process.env): boolean {
+  return (env.DEBUG ?? '').trim() !== ''
+}

@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeF
 import { dirname, join } from 'node:path'
 import { PipelineError } from './errors.ts'
 
-export type Stage = 'precommit' | 'build' | 'measure' | 'scan' | 'deploy' | 'ci'
+export type Stage = 'precommit' | 'build' | 'measure' | 'scan' | 'deploy' | 'rescan' | 'ci'
 
 export function reportPath(reportsDir: string, stage: Stage): string {
   return join(reportsDir, `${stage}.json`)
@@ -54,5 +54,16 @@ export function setOutput(name: string, value: string, env: NodeJS.ProcessEnv = 
   if (!file) return false
   if (/[\r\n]/.test(value)) throw new PipelineError(`output ${name}: value must be one line`)
   appendFileSync(file, `${name}=${value}\n`)
+  return true
+}
+
+/**
+ * An error annotation on the GitHub run page (a workflow command on stdout), so a
+ * failure is read without opening the log; a no-op elsewhere.
+ */
+export function annotateError(title: string, message: string, env: NodeJS.ProcessEnv = process.env, write: (s: string) => void = (s) => process.stdout.write(s)): boolean {
+  if (env.GITHUB_ACTIONS !== 'true') return false
+  const escape = (v: string) => v.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A')
+  write(`\n::error title=${escape(title).replace(/:/g, '%3A').replace(/,/g, '%2C')}::${escape(message)}\n`)
   return true
 }

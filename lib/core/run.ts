@@ -1,5 +1,5 @@
 import { $ } from 'zx'
-import { PipelineError } from './errors.ts'
+import { PipelineError, debugOn } from './errors.ts'
 
 export interface RunOptions {
   cwd?: string
@@ -26,6 +26,48 @@ export interface RunResult {
   seconds: number
 }
 
+/**
+ * The variables that tie git to one repository (`git rev-parse --local-env-vars`):
+ * git exports some of them into hooks (GIT_INDEX_FILE for `git commit -a` or
+ * `git commit <path>`, GIT_DIR and GIT_WORK_TREE in a worktree, GIT_PREFIX for
+ * aliases, …). A child that inherits them and runs git anywhere else (a
+ * temporary repository, a test copy, `npm ci`'s husky) would read or write the
+ * outer repository's index instead; git itself clears the same list when it
+ * runs a command in a submodule.
+ */
+export const GIT_REPOSITORY_VARIABLES = [
+  'GIT_ALTERNATE_OBJECT_DIRECTORIES',
+  'GIT_CONFIG',
+  'GIT_CONFIG_PARAMETERS',
+  'GIT_CONFIG_COUNT',
+  'GIT_OBJECT_DIRECTORY',
+  'GIT_DIR',
+  'GIT_WORK_TREE',
+  'GIT_IMPLICIT_WORK_TREE',
+  'GIT_GRAFT_FILE',
+  'GIT_INDEX_FILE',
+  'GIT_NO_REPLACE_OBJECTS',
+  'GIT_REPLACE_REF_BASE',
+  'GIT_PREFIX',
+  'GIT_INTERNAL_SUPER_PREFIX',
+  'GIT_SHALLOW_FILE',
+  'GIT_COMMON_DIR',
+] as const
+
+/**
+ * The environment for a child command: `env` without the repository-locating
+ * git variables. Every command the pipeline runs names its directory (its
+ * `cwd`, or the repository root found from this file), never the repository
+ * the environment points at, and any of them may run git underneath (the
+ * test runner, npm, cargo), so they are dropped for every child, not only
+ * for `git` itself.
+ */
+export function childEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const out = { ...env }
+  for (const name of GIT_REPOSITORY_VARIABLES) delete out[name]
+  return out
+}
+
 export function redact(text: string, secrets: readonly string[] = []): string {
   let out = text
   for (const s of secrets) if (s.length >= 4) out = out.split(s).join('***')
@@ -39,9 +81,19 @@ export function tail(text: string, lines = 25): string {
 }
 
 /**
+ * A tool's output for an error's details: its last `lines` (the part that names
+ * the error), or all of it when DEBUG is set.
+ */
+export function outputDetails(text: string, lines = 25): string {
+  return debugOn() ? text.replace(/\s+$/, '') : tail(text, lines)
+}
+
+/**
  * Run one command (an argv array, never a shell string), timing it and streaming
  * its output line by line. A non-zero exit throws a PipelineError whose message
- * names the command and exit code and whose details hold the output's tail.
+ * names the command and exit code and whose details hold the output's tail
+ * (all of it with DEBUG).
+ * The child never inherits git's repository-locating variables (see childEnv).
  */
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   if (argv.length === 0) throw new PipelineError('run: empty command')
@@ -49,7 +101,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   const secrets = opts.secrets ?? []
   const p = $({
     cwd: opts.cwd,
-    env: opts.env ?? process.env,
+    env: childEnv(opts.env ?? process.env),
     quiet: true,
     nothrow: true,
     input: opts.input,
@@ -74,7 +126,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   if (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode)) {
     const name = argv.slice(0, 2).join(' ')
     const why = out.signal ? `was killed by ${out.signal}` : `exited ${exitCode}`
-    const details = tail([result.stderr, result.stdout].filter((s) => s.trim()).join('\n'))
+    const details = outputDetails([result.stderr, result.stdout].filter((s) => s.trim()).join('\n'))
     throw new PipelineError(`\`${name}\` ${why}`, details)
   }
   return result
@@ -86,14 +138,18 @@ export async function succeeds(argv: readonly string[], opts: RunOptions = {}): 
   return r?.exitCode === 0
 }
 
-/** Bounded retries with linear backoff, for network edges only. */
-export async function retry<T>(count: number, backoffMs: number, fn: (attempt: number) => Promise<T>): Promise<T> {
+/**
+ * Bounded retries with linear backoff, for network edges only. `final` marks
+ * an error that is an answer (a refused login), which no retry can change.
+ */
+export async function retry<T>(count: number, backoffMs: number, fn: (attempt: number) => Promise<T>, final: (err: unknown) => boolean = () => false): Promise<T> {
   let last: unknown
   for (let attempt = 1; attempt <= count; attempt++) {
     try {
       return await fn(attempt)
     } catch (err) {
       last = err
+      if (final(err)) break
       if (attempt < count) await new Promise((r) => setTimeout(r, backoffMs * attempt))
     }
   }

@@ -7,7 +7,7 @@ import { run } from './run.ts'
 const HOW_TO_GET: Record<string, string> = {
   cargo: 'install Rust with rustup (https://rustup.rs), then `rustup component add clippy rustfmt`',
   git: '`apt-get install git`',
-  go: 'install Go 1.24 or newer (https://go.dev/dl) and put it on PATH',
+  go: 'install Go 1.26 or newer (Kubernetes 1.36 and Helm 4 need it) (https://go.dev/dl) and put it on PATH',
   shellcheck: '`apt-get install shellcheck` (or your platform\'s shellcheck package)',
   docker: '`apt-get install docker.io` (Debian) or Docker Engine for your platform',
   dockerd: '`apt-get install docker.io`',

@@ -9,8 +9,11 @@ export const VERSIONS = {
   trivyDb: 'v0.0.0-20260813095258-0e0340a01b57',
   /** `npm run lint:workflows`; built with `go install`, it runs shellcheck on `run:` scripts. */
   actionlint: 'v1.7.12',
-  /** Helm 3: `--atomic` rolls a failed upgrade back; built with `go install` (its go.mod has no replaces). */
-  helm: 'v3.22.0',
+  /**
+   * Helm 4 (`helm.sh/helm/v4`): `--rollback-on-failure` rolls a failed upgrade back, with the
+   * watcher-based wait; built with `go install` (its go.mod has no replaces; needs Go 1.26).
+   */
+  helm: 'v4.3.1',
   /** kwok/kwokctl simulate nodes and pod status; v0.8.0 defaults to Kubernetes 1.36. */
   kwok: 'v0.8.0',
   /**
@@ -21,8 +24,15 @@ export const VERSIONS = {
   /** 3.6: the line kwok pairs with Kubernetes 1.34-1.36 (Debian's etcd 3.4 is too old). */
   etcd: 'v3.6.16',
   cargoChef: '0.1.78',
+  /** `npm run bench:server`'s load generator, built with `cargo install --locked` from crates.io. */
+  oha: '1.16.0',
   cargoAuditable: '0.7.7',
   rust: '1.95.0',
+  /**
+   * The Node line the workflow runs (`npm run test:node24` runs the tests under it
+   * here); fetched from the npm registry's node-linux-<arch> package.
+   */
+  node24: '24.21.0',
   debianSuite: 'bookworm',
 } as const
 

@@ -82,11 +82,11 @@ export function pendingRecovery(entries: readonly HistoryEntry[]): { action: 'no
 }
 
 export async function rollback(t: HelmTarget, r: Release, revision: number, timeoutSecs: number, onLine?: RunOptions['onLine']): Promise<void> {
-  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait', '--timeout', `${timeoutSecs}s`], { onLine, timeoutMs: (timeoutSecs + 60) * 1000 })
+  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait=watcher', '--timeout', `${timeoutSecs}s`], { onLine, timeoutMs: (timeoutSecs + 60) * 1000 })
 }
 
 export async function uninstall(t: HelmTarget, r: Release, onLine?: RunOptions['onLine']): Promise<void> {
-  await run([t.helm, 'uninstall', r.name, ...flags(t, r), '--wait', '--timeout', '120s'], { onLine, timeoutMs: 180_000, okCodes: [] })
+  await run([t.helm, 'uninstall', r.name, ...flags(t, r), '--wait=watcher', '--timeout', '120s'], { onLine, timeoutMs: 180_000, okCodes: [] })
 }
 
 export interface UpgradeOptions {
@@ -100,17 +100,24 @@ export interface UpgradeOptions {
 }
 
 /**
- * `helm upgrade --install --atomic --wait`: a rollout that does not become
- * ready within the timeout is rolled back by helm itself. With --atomic the
- * rollback waits too, so the command can take twice the timeout.
+ * Helm 4's `--rollback-on-failure` (what Helm 3 called `--atomic`): a rollout
+ * that is not ready within the timeout is rolled back by helm itself, and the
+ * rollback waits too, so the command can take twice the timeout. `--wait=watcher`
+ * is Helm 4's kstatus watcher (what `--rollback-on-failure` defaults to),
+ * spelled out so the wait never silently becomes Helm 4's default `hookOnly`.
  */
-export async function upgradeInstall(t: HelmTarget, r: Release, o: UpgradeOptions) {
-  const args = [
+export const UPGRADE_WAIT_FLAGS = ['--rollback-on-failure', '--wait=watcher'] as const
+
+export function upgradeArgs(t: HelmTarget, r: Release, o: Omit<UpgradeOptions, 'onLine'>): string[] {
+  return [
     t.helm, 'upgrade', r.name, o.chart, '--install', ...flags(t, r), '--create-namespace',
     ...o.valueFiles.flatMap((f) => ['--values', f]),
     ...Object.entries(o.sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]),
-    '--atomic', '--wait', '--timeout', `${o.timeoutSecs}s`, '--history-max', '10',
+    ...UPGRADE_WAIT_FLAGS, '--timeout', `${o.timeoutSecs}s`, '--history-max', '10',
     ...(o.labels && Object.keys(o.labels).length > 0 ? ['--labels', Object.entries(o.labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
   ]
-  return run(args, { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000 })
+}
+
+export async function upgradeInstall(t: HelmTarget, r: Release, o: UpgradeOptions) {
+  return run(upgradeArgs(t, r, o), { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000 })
 }

@@ -185,21 +185,17 @@ export async function ensureKwok(cache: string, onLine?: OnLine): Promise<{ kwok
 }
 
 /**
- * Helm's own release build stamps the Kubernetes version its client libraries
- * speak (client-go v0.37 for Helm 3.22); unstamped, offline `helm template`
- * and `helm lint` assume Kubernetes 1.20 and refuse charts needing newer.
+ * Helm 4 reads the Kubernetes version its client libraries speak (client-go
+ * v0.37 for Helm 4.3) from the binary's module information, which `go install`
+ * keeps, so only the version is stamped, as Helm's own release build does.
  */
-const HELM_KUBE_MINOR = '37'
-
 export async function ensureHelm(cache: string, onLine?: OnLine): Promise<string> {
   const ldflags = [
     '-s -w',
-    `-X helm.sh/helm/v3/internal/version.version=${VERSIONS.helm}`,
-    '-X helm.sh/helm/v3/internal/version.gitTreeState=clean',
-    '-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1',
-    `-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=${HELM_KUBE_MINOR}`,
+    `-X helm.sh/helm/v4/internal/version.version=${VERSIONS.helm}`,
+    '-X helm.sh/helm/v4/internal/version.gitTreeState=clean',
   ].join(' ')
-  return ensureGoTool(cache, { binary: 'helm', pkg: 'helm.sh/helm/v3/cmd/helm', version: VERSIONS.helm, ldflags, env: { GOTOOLCHAIN: 'local' } }, onLine)
+  return ensureGoTool(cache, { binary: 'helm', pkg: 'helm.sh/helm/v4/cmd/helm', version: VERSIONS.helm, ldflags, env: { GOTOOLCHAIN: 'local' } }, onLine)
 }
 
 /** Everything, built one at a time: the machine has two cores shared with other builds. */

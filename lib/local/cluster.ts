@@ -11,6 +11,7 @@ import { cachedClusterBinaries, ensureClusterBinaries, withLock, type ClusterBin
 import { PipelineError } from '../core/errors.ts'
 import { run, succeeds } from '../core/run.ts'
 import { VERSIONS } from '../core/versions.ts'
+import { serviceEnv } from './service.ts'
 
 export const CLUSTER_NAME = 'doc-server'
 /** kwokctl names the context after the cluster. */
@@ -63,7 +64,8 @@ function paths(cache: string) {
  * /usr/bin/kubectl is another vendor's dispatcher, so ours goes first.
  */
 function kwokEnv(cache: string, bins: ClusterBinaries): NodeJS.ProcessEnv {
-  return { ...process.env, KWOK_WORKDIR: paths(cache).workdir, PATH: `${dirname(bins.kubectl)}${delimiter}${process.env.PATH ?? ''}` }
+  // The cluster's processes outlive the run: they get serviceEnv()'s variables only, never its tokens.
+  return serviceEnv(process.env, { KWOK_WORKDIR: paths(cache).workdir, PATH: `${dirname(bins.kubectl)}${delimiter}${process.env.PATH ?? ''}` })
 }
 
 /** Where kwok's own stage definitions live: its module in the Go module cache, at the pinned version. */

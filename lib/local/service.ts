@@ -1,6 +1,6 @@
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { tail } from '../core/run.ts'
+import { outputDetails } from '../core/run.ts'
 
 export interface DetachedSpec {
   binary: string
@@ -11,7 +11,23 @@ export interface DetachedSpec {
   ready: () => Promise<boolean>
   timeoutMs: number
   pollMs: number
+  /** Variables beyond serviceEnv()'s, for this service alone. */
   env?: NodeJS.ProcessEnv
+}
+
+/**
+ * The only variables a long-lived service inherits from the pipeline: where
+ * programs are, the locale, temp dir and proxies. Never the rest: a service
+ * outlives the run, and its /proc/<pid>/environ would keep whatever the run was
+ * given (REGISTRY_TOKEN, GITHUB_TOKEN, …) readable for as long as it lives;
+ * docker-registry would also read any REGISTRY_* variable as configuration.
+ */
+export const SERVICE_VARIABLES = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'XDG_RUNTIME_DIR', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy', 'SSL_CERT_FILE', 'SSL_CERT_DIR'] as const
+
+export function serviceEnv(env: NodeJS.ProcessEnv = process.env, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {}
+  for (const name of SERVICE_VARIABLES) if (env[name] !== undefined) out[name] = env[name]
+  return { ...out, ...extra }
 }
 
 export type DetachedStart = { ok: true; pid: number | undefined } | { ok: false; exited: number | null; logTail: string | undefined }
@@ -19,12 +35,12 @@ export type DetachedStart = { ok: true; pid: number | undefined } | { ok: false;
 /**
  * Starts a long-lived local service (dockerd, the registry) detached, since it
  * is shared by later stages and runs and must outlive this one, and waits until
- * it answers. A service that exits or stays silent comes back as a failure with
+ * it answers, with only the environment it needs (serviceEnv). A service that exits or stays silent comes back as a failure with
  * its log's tail, for the caller to name in one line.
  */
 export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> {
   const fd = openSync(spec.log, 'a')
-  const child = spawn(spec.binary, spec.args, { detached: true, stdio: ['ignore', fd, fd], env: spec.env ?? process.env })
+  const child = spawn(spec.binary, spec.args, { detached: true, stdio: ['ignore', fd, fd], env: serviceEnv(process.env, spec.env) })
   child.unref()
   closeSync(fd)
   let exited: number | null = null
@@ -35,5 +51,5 @@ export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> 
     if (exited !== null) break
     await new Promise((r) => setTimeout(r, spec.pollMs))
   }
-  return { ok: false, exited, logTail: existsSync(spec.log) ? tail(readFileSync(spec.log, 'utf8'), 15) : undefined }
+  return { ok: false, exited, logTail: existsSync(spec.log) ? outputDetails(readFileSync(spec.log, 'utf8'), 15) : undefined }
 }

@@ -7,12 +7,13 @@
  * (when known) and when it was built, so a pass against a tiny local DB is
  * never mistaken for a full scan.
  */
-import { join } from 'node:path'
+import { join, relative } from 'node:path'
+import { repoRoot } from '../core/paths.ts'
 import type { Config } from '../core/config.ts'
 import { PipelineError } from '../core/errors.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../local/registry.ts'
 import { ADVISORIES_ANNOTATION, countAdvisories, defaultDbRepository, ensureDbMirror, isLoopbackRegistry, mirrorCacheDir, parseOciRef, readDbManifest } from './db-mirror.ts'
-import { ADVISORIES_DIR, dbUpdatedAt, ensureLocalDb, trivyCacheDir } from './trivy.ts'
+import { dbUpdatedAt, ensureLocalDb, trivyCacheDir } from './trivy.ts'
 
 export interface DbFacts {
   source: 'local' | 'remote'
@@ -51,11 +52,11 @@ export async function prepareDb(config: Config, onLine?: (line: string) => void)
     throw new PipelineError(`config: TRIVY_DB_REPOSITORY=${repository} is not on this machine; TRIVY_DB_SOURCE=local publishes the DB built from advisories/ to a local registry. To scan through a company mirror, set TRIVY_DB_SOURCE=remote`)
   }
   if (registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY, onLine)
-  const db = await ensureLocalDb(config.cacheDir, onLine)
-  const mirrored = await ensureDbMirror(join(db.cacheDir, 'db'), db.hash, repository, { advisories: countAdvisories(ADVISORIES_DIR), updatedAt: db.updatedAt })
+  const db = await ensureLocalDb(config.cacheDir, onLine, config.scanAdvisoriesDir)
+  const mirrored = await ensureDbMirror(join(db.cacheDir, 'db'), db.hash, repository, { advisories: countAdvisories(config.scanAdvisoriesDir), updatedAt: db.updatedAt })
   const facts: DbFacts = { source: 'local', repository, digest: mirrored.digest, advisories: mirrored.advisories, updatedAt: db.updatedAt, advisoriesHash: db.hash }
   const what = `${db.built ? 'built now' : 'cached'}, ${mirrored.published ? 'published to' : 'served by'} ${repository}`
-  return { facts, trivyCache: mirrorCacheDir(join(config.cacheDir, 'trivy'), mirrored.digest), title: `local, from advisories/ (${what}): ${describeDb(facts)}` }
+  return { facts, trivyCache: mirrorCacheDir(join(config.cacheDir, 'trivy'), mirrored.digest), title: `local, from ${relative(repoRoot, config.scanAdvisoriesDir) || config.scanAdvisoriesDir} (${what}): ${describeDb(facts)}` }
 }
 
 /** After the scan: what Trivy actually loaded, from the metadata of the DB in its cache. */

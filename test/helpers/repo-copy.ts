@@ -2,7 +2,7 @@ import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { mkdirSync } from 'node:fs'
-import { run } from '../../lib/core/run.ts'
+import { childEnv, run } from '../../lib/core/run.ts'
 import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 
 /**
@@ -12,6 +12,8 @@ import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 export async function copyRepo(prefix = 'repo-copy-'): Promise<{ dir: string; remove: () => void }> {
   const dir = mkdtempSync(join(tmpdir(), prefix))
   const files = (await run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], { cwd: repoRoot })).stdout.split('\0').filter(Boolean)
+    // A copy's own node_modules is a symlink (linked below), which git lists as a file.
+    .filter((f) => f !== 'node_modules' && !f.startsWith('node_modules/'))
   for (const f of files) {
     mkdirSync(dirname(join(dir, f)), { recursive: true })
     try {
@@ -32,7 +34,9 @@ export async function copyRepo(prefix = 'repo-copy-'): Promise<{ dir: string; re
  * once per machine. Never the real repository's: cargo records the crate's
  * files by relative path and mtime, so a copy's artifacts (built from the
  * copy's broken source) would look fresh to the real tree and be reused there.
+ * Git's repository-locating variables (set when the tests run inside a git
+ * hook) are dropped: they name the outer repository, never the copy.
  */
 export function copyEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...process.env, CARGO_TARGET_DIR: join(cacheDir(), 'test-copies', 'target'), FORCE_COLOR: '0', ...extra }
+  return { ...childEnv(process.env), CARGO_TARGET_DIR: join(cacheDir(), 'test-copies', 'target'), FORCE_COLOR: '0', ...extra }
 }

@@ -16,12 +16,66 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 /// (e.g. milliseconds instead of seconds).
 pub const MAX_SHUTDOWN_TIMEOUT_SECS: u64 = 3600;
 
+/// hyper refuses a read buffer below this (`max_buf_size`), so it is the
+/// smallest accepted `MAX_HEADER_BYTES`.
+pub const MIN_HEADER_BYTES: u64 = 8192;
+
+/// Connection and request limits. The defaults fit the dev pod (64Mi): at
+/// `max_connections` connections each holding a full header buffer the
+/// server needs about 256 × 16 KiB = 4 MiB for buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From a connection's first byte (or its accept) until its request
+    /// head is complete; a slow-header client is disconnected after it.
+    pub header_read_timeout: Duration,
+    /// From a complete request head until the last byte of its response
+    /// was written, so a client that never reads its answer is bounded too.
+    pub request_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Connections served at once; beyond it only `/health/*` is answered
+    /// (on a few reserved connections) and the rest are closed at once.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers); larger gets a 431.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 256,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Bounds on `DOCS_DIR`, checked before any document is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocsLimits {
+    pub max_bytes: u64,
+    pub max_count: usize,
+}
+
+impl Default for DocsLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 * 1024 * 1024,
+            max_count: 10_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub bind_addr: IpAddr,
     pub port: u16,
     pub docs_dir: PathBuf,
     pub shutdown_timeout: Duration,
+    pub limits: Limits,
+    pub docs_limits: DocsLimits,
 }
 
 /// A rejected setting. `Display` renders the whole message on one line,
@@ -77,20 +131,7 @@ impl Config {
     /// Returns the first invalid setting found.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
         let port = port_from_lookup(&lookup)?;
-
-        let bind_addr = match lookup("BIND_ADDR") {
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            Some(raw) => raw
-                .to_str()
-                .and_then(|s| s.parse::<IpAddr>().ok())
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        "BIND_ADDR",
-                        &raw,
-                        "is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)",
-                    )
-                })?,
-        };
+        let bind_addr = bind_addr_from_lookup(&lookup)?;
 
         let docs_dir = match lookup("DOCS_DIR") {
             None => PathBuf::from(DEFAULT_DOCS_DIR),
@@ -123,22 +164,130 @@ impl Config {
                 })?,
         };
 
+        let defaults = Limits::default();
+        let secs = |var, default: Duration, max| {
+            number(
+                &lookup,
+                var,
+                default.as_secs(),
+                1,
+                max,
+                "whole number of seconds",
+            )
+            .map(Duration::from_secs)
+        };
+        let limits = Limits {
+            header_read_timeout: secs(
+                "HEADER_READ_TIMEOUT_SECS",
+                defaults.header_read_timeout,
+                300,
+            )?,
+            request_timeout: secs("REQUEST_TIMEOUT_SECS", defaults.request_timeout, 3600)?,
+            idle_timeout: secs("IDLE_TIMEOUT_SECS", defaults.idle_timeout, 3600)?,
+            max_connections: size(
+                &lookup,
+                "MAX_CONNECTIONS",
+                defaults.max_connections,
+                1,
+                100_000,
+            )?,
+            max_header_bytes: size(
+                &lookup,
+                "MAX_HEADER_BYTES",
+                defaults.max_header_bytes,
+                MIN_HEADER_BYTES,
+                1024 * 1024,
+            )?,
+        };
+        let docs_defaults = DocsLimits::default();
+        let docs_limits = DocsLimits {
+            max_bytes: number(
+                &lookup,
+                "DOCS_MAX_BYTES",
+                docs_defaults.max_bytes,
+                1,
+                1 << 40,
+                "number of bytes",
+            )?,
+            max_count: size(
+                &lookup,
+                "DOCS_MAX_COUNT",
+                docs_defaults.max_count,
+                1,
+                1_000_000,
+            )?,
+        };
+
         Ok(Self {
             bind_addr,
             port,
             docs_dir,
             shutdown_timeout,
+            limits,
+            docs_limits,
         })
     }
 }
 
-/// Reads only `PORT`. The health-check mode uses this on its own because it
-/// must work even where `DOCS_DIR` is not visible.
+/// An unsigned setting in `min..=max`, or `default` when unset. The error
+/// names the range, e.g. `is not a whole number of seconds (1-300)`.
+fn number(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+    what: &str,
+) -> Result<u64, ConfigError> {
+    match lookup(var) {
+        None => Ok(default),
+        Some(raw) => raw
+            .to_str()
+            .and_then(parse_digits)
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| ConfigError::new(var, &raw, format!("is not a {what} ({min}-{max})"))),
+    }
+}
+
+/// A count or byte size that the server uses as `usize`.
+fn size(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+    var: &'static str,
+    default: usize,
+    min: u64,
+    max: u64,
+) -> Result<usize, ConfigError> {
+    let default = u64::try_from(default).unwrap_or(u64::MAX);
+    let n = number(lookup, var, default, min, max, "whole number")?;
+    // `max` is far below `usize::MAX` on every supported target.
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Reads `BIND_ADDR` and `PORT` only: the address `--health-check` dials.
 ///
 /// # Errors
-/// Returns an error if `PORT` is set but not a port number.
-pub fn port_from_env() -> Result<u16, ConfigError> {
-    port_from_lookup(&|name| std::env::var_os(name))
+/// Returns an error if either is set but invalid.
+pub fn listen_addr_from_env() -> Result<(IpAddr, u16), ConfigError> {
+    let lookup = |name: &str| std::env::var_os(name);
+    Ok((bind_addr_from_lookup(&lookup)?, port_from_lookup(&lookup)?))
+}
+
+fn bind_addr_from_lookup(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+) -> Result<IpAddr, ConfigError> {
+    match lookup("BIND_ADDR") {
+        None => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        Some(raw) => raw
+            .to_str()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "BIND_ADDR",
+                    &raw,
+                    "is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)",
+                )
+            }),
+    }
 }
 
 fn port_from_lookup(lookup: &impl Fn(&str) -> Option<OsString>) -> Result<u16, ConfigError> {
@@ -300,6 +449,72 @@ mod tests {
                 parse(&[("DOCS_DIR", existing_dir()), ("SHUTDOWN_TIMEOUT_SECS", bad)]).unwrap_err();
             assert_eq!(err.var, "SHUTDOWN_TIMEOUT_SECS", "{bad}");
             assert!(err.to_string().contains("whole number of seconds"), "{err}");
+        }
+    }
+
+    #[test]
+    fn limits_have_defaults_and_ranges() {
+        let cfg = parse(&[("DOCS_DIR", existing_dir())]).unwrap();
+        assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.docs_limits, DocsLimits::default());
+        let cfg = parse(&[
+            ("DOCS_DIR", existing_dir()),
+            ("HEADER_READ_TIMEOUT_SECS", "2"),
+            ("REQUEST_TIMEOUT_SECS", "3"),
+            ("IDLE_TIMEOUT_SECS", "4"),
+            ("MAX_CONNECTIONS", "5"),
+            ("MAX_HEADER_BYTES", "8192"),
+            ("DOCS_MAX_BYTES", "1000"),
+            ("DOCS_MAX_COUNT", "7"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.limits.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.limits.request_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.limits.idle_timeout, Duration::from_secs(4));
+        assert_eq!(cfg.limits.max_connections, 5);
+        assert_eq!(cfg.limits.max_header_bytes, 8192);
+        assert_eq!(cfg.docs_limits.max_bytes, 1000);
+        assert_eq!(cfg.docs_limits.max_count, 7);
+    }
+
+    #[test]
+    fn bad_limits_are_rejected_with_the_range() {
+        for (var, bad, expected) in [
+            (
+                "HEADER_READ_TIMEOUT_SECS",
+                "0",
+                "is not a whole number of seconds (1-300)",
+            ),
+            (
+                "HEADER_READ_TIMEOUT_SECS",
+                "301",
+                "is not a whole number of seconds (1-300)",
+            ),
+            (
+                "REQUEST_TIMEOUT_SECS",
+                "1.5",
+                "is not a whole number of seconds (1-3600)",
+            ),
+            (
+                "IDLE_TIMEOUT_SECS",
+                "",
+                "is not a whole number of seconds (1-3600)",
+            ),
+            ("MAX_CONNECTIONS", "0", "is not a whole number (1-100000)"),
+            (
+                "MAX_HEADER_BYTES",
+                "4096",
+                "is not a whole number (8192-1048576)",
+            ),
+            (
+                "DOCS_MAX_BYTES",
+                "32M",
+                "is not a number of bytes (1-1099511627776)",
+            ),
+            ("DOCS_MAX_COUNT", "-1", "is not a whole number (1-1000000)"),
+        ] {
+            let err = parse(&[("DOCS_DIR", existing_dir()), (var, bad)]).unwrap_err();
+            assert_eq!(err.to_string(), format!("{var}={bad:?} {expected}"));
         }
     }
 

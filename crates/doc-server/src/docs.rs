@@ -5,9 +5,12 @@
 //! construction: a request can only name a key of the map built here.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+
+use crate::config::DocsLimits;
 
 /// Longest slug accepted; anything longer is not a file name we would ship.
 pub const MAX_SLUG_LEN: usize = 100;
@@ -15,34 +18,156 @@ pub const MAX_SLUG_LEN: usize = 100;
 /// balloon the memory of every replica.
 pub const MAX_DOC_BYTES: u64 = 1024 * 1024;
 
+/// One document. The content is held once: searching folds case on the fly
+/// instead of keeping a lower-cased copy, so the store costs about the size
+/// of the files it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doc {
     pub slug: String,
     pub title: String,
     pub content: String,
-    /// Lower-cased title and content, computed once so that searches do not
-    /// re-fold every document on every request.
-    search_text: String,
 }
 
 impl Doc {
     #[must_use]
     pub fn new(slug: String, content: String) -> Self {
         let title = extract_title(&content).unwrap_or_else(|| slug.clone());
-        let search_text = format!("{title}\n{content}").to_lowercase();
         Self {
             slug,
             title,
             content,
-            search_text,
         }
     }
 
-    /// Case-insensitive substring match on title or content.
-    /// `needle_lower` must already be lower-cased.
-    fn matches(&self, needle_lower: &str) -> bool {
-        self.search_text.contains(needle_lower)
+    fn matches(&self, needle: &Needle) -> bool {
+        needle.found_in(&self.title) || needle.found_in(&self.content)
     }
+}
+
+/// A search term, lower-cased once per request.
+struct Needle {
+    /// `char::to_lowercase` of every char, the same folding applied to the
+    /// text, so matching never depends on context-sensitive rules.
+    chars: Vec<char>,
+    /// The term is ASCII: ASCII text can be scanned byte by byte.
+    ascii: Option<Vec<u8>>,
+}
+
+impl Needle {
+    fn new(query: &str) -> Self {
+        let chars: Vec<char> = query.chars().flat_map(char::to_lowercase).collect();
+        let ascii = chars
+            .iter()
+            .all(char::is_ascii)
+            .then(|| chars.iter().map(|&c| c as u8).collect());
+        Self { chars, ascii }
+    }
+
+    /// Case-insensitive substring test without allocating.
+    fn found_in(&self, text: &str) -> bool {
+        match &self.ascii {
+            Some(bytes) if text.is_ascii() => find_ascii_ci(text.as_bytes(), bytes),
+            _ => find_chars_ci(text, &self.chars),
+        }
+    }
+}
+
+/// ASCII haystack, lower-case ASCII needle: jump between candidates for the
+/// first byte (either case) with `memchr2`, then compare the rest.
+fn find_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    let mut at = 0;
+    while let Some(i) = memchr::memchr2(first, first.to_ascii_uppercase(), &hay[at..]) {
+        let start = at + i;
+        let end = start + needle.len();
+        if end > hay.len() {
+            return false;
+        }
+        if hay[start + 1..end].eq_ignore_ascii_case(rest) {
+            return true;
+        }
+        at = start + 1;
+    }
+    false
+}
+
+/// General case: the text's chars lower-cased one by one, matched with
+/// Knuth-Morris-Pratt so the cost stays linear in the text.
+fn find_chars_ci(text: &str, needle: &[char]) -> bool {
+    if needle.is_empty() {
+        return true;
+    }
+    let mut fail = vec![0usize; needle.len()];
+    let mut k = 0;
+    for i in 1..needle.len() {
+        while k > 0 && needle[i] != needle[k] {
+            k = fail[k - 1];
+        }
+        if needle[i] == needle[k] {
+            k += 1;
+        }
+        fail[i] = k;
+    }
+    let mut matched = 0;
+    for c in text.chars().flat_map(char::to_lowercase) {
+        while matched > 0 && c != needle[matched] {
+            matched = fail[matched - 1];
+        }
+        if c == needle[matched] {
+            matched += 1;
+            if matched == needle.len() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Why `DOCS_DIR` could not be loaded. `Display` is one line that names the
+/// limit and what was found.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The directory cannot be resolved or listed.
+    Io(io::Error),
+    /// The documents add up to more bytes than `DOCS_MAX_BYTES`.
+    TooLarge { bytes: u64, limit: u64 },
+    /// More documents than `DOCS_MAX_COUNT`.
+    TooMany { count: usize, limit: usize },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(err) => write!(f, "cannot be read ({err})"),
+            Self::TooLarge { bytes, limit } => write!(
+                f,
+                "holds {bytes} bytes ({}) of documents, more than DOCS_MAX_BYTES={limit} ({}); \
+                 raise DOCS_MAX_BYTES together with the pod's memory limit, or serve fewer documents",
+                mib(*bytes),
+                mib(*limit)
+            ),
+            Self::TooMany { count, limit } => write!(
+                f,
+                "holds {count} documents, more than DOCS_MAX_COUNT={limit}; \
+                 raise DOCS_MAX_COUNT or serve fewer documents"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<io::Error> for LoadError {
+    fn from(err: io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // a human-readable figure
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// A file in `DOCS_DIR` that was not loaded, with the reason, so the caller
@@ -67,17 +192,27 @@ impl DocStore {
         }
     }
 
+    /// Loads every `*.md` file directly inside `dir` (no recursion), within
+    /// the default [`DocsLimits`].
+    ///
+    /// # Errors
+    /// See [`DocStore::load_within`].
+    pub fn load(dir: &Path) -> Result<(Self, Vec<Skipped>), LoadError> {
+        Self::load_within(dir, DocsLimits::default())
+    }
+
     /// Loads every `*.md` file directly inside `dir` (no recursion).
     ///
     /// Files whose stem is not a valid slug, that resolve outside `dir`
     /// (e.g. via a symlink), that are too large or not UTF-8 are skipped and
-    /// reported rather than failing the whole start-up.
+    /// reported rather than failing the whole start-up. The sizes are added
+    /// up before anything is read, so a tree over `limits` fails at once
+    /// instead of filling the memory first.
     ///
     /// # Errors
-    /// Fails only if `dir` itself cannot be resolved or listed.
-    pub fn load(dir: &Path) -> io::Result<(Self, Vec<Skipped>)> {
+    /// `dir` cannot be resolved or listed, or its documents exceed `limits`.
+    pub fn load_within(dir: &Path, limits: DocsLimits) -> Result<(Self, Vec<Skipped>), LoadError> {
         let root = fs::canonicalize(dir)?;
-        let mut docs = BTreeMap::new();
         let mut skipped = Vec::new();
 
         let mut entries: Vec<PathBuf> = fs::read_dir(&root)?
@@ -86,6 +221,8 @@ impl DocStore {
         // Deterministic order makes the skip log stable between restarts.
         entries.sort();
 
+        let mut candidates = Vec::new();
+        let mut total: u64 = 0;
         for path in entries {
             if path.extension().and_then(|e| e.to_str()) != Some("md") {
                 continue;
@@ -106,13 +243,46 @@ impl DocStore {
                 ));
                 continue;
             }
-            match read_doc(&root, &path) {
-                Ok(content) => {
-                    docs.insert(slug.to_owned(), Doc::new(slug.to_owned(), content));
+            match check_doc(&root, &path) {
+                Ok((real, len)) => {
+                    total = total.saturating_add(len);
+                    candidates.push((slug.to_owned(), path.clone(), real));
                 }
                 Err(reason) => skip(reason),
             }
         }
+        if candidates.len() > limits.max_count {
+            return Err(LoadError::TooMany {
+                count: candidates.len(),
+                limit: limits.max_count,
+            });
+        }
+        if total > limits.max_bytes {
+            return Err(LoadError::TooLarge {
+                bytes: total,
+                limit: limits.max_bytes,
+            });
+        }
+
+        let mut docs = BTreeMap::new();
+        let mut read_total: u64 = 0;
+        for (slug, path, real) in candidates {
+            match read_doc(&real) {
+                Ok(content) => {
+                    // A file that grew since it was measured still counts.
+                    read_total += content.len() as u64;
+                    if read_total > limits.max_bytes {
+                        return Err(LoadError::TooLarge {
+                            bytes: read_total,
+                            limit: limits.max_bytes,
+                        });
+                    }
+                    docs.insert(slug.clone(), Doc::new(slug, content));
+                }
+                Err(reason) => skipped.push(Skipped { path, reason }),
+            }
+        }
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
         Ok((Self { docs }, skipped))
     }
 
@@ -141,12 +311,13 @@ impl DocStore {
     /// Documents whose title or content contains `query`, ignoring case,
     /// sorted by slug.
     pub fn search(&self, query: &str) -> impl Iterator<Item = &Doc> {
-        let needle = query.to_lowercase();
+        let needle = Needle::new(query);
         self.docs.values().filter(move |d| d.matches(&needle))
     }
 }
 
-fn read_doc(root: &Path, path: &Path) -> Result<String, String> {
+/// The real path and size of a document that may be loaded.
+fn check_doc(root: &Path, path: &Path) -> Result<(PathBuf, u64), String> {
     // Resolve symlinks and make sure the real file is still under DOCS_DIR,
     // so a link like `docs/x.md -> /etc/passwd` is never served.
     let real = fs::canonicalize(path).map_err(|e| format!("cannot resolve path ({e})"))?;
@@ -166,7 +337,20 @@ fn read_doc(root: &Path, path: &Path) -> Result<String, String> {
             meta.len()
         ));
     }
-    let bytes = fs::read(&real).map_err(|e| format!("cannot read file ({e})"))?;
+    Ok((real, meta.len()))
+}
+
+fn read_doc(real: &Path) -> Result<String, String> {
+    let file = fs::File::open(real).map_err(|e| format!("cannot read file ({e})"))?;
+    // Read one byte past the limit to notice a file that grew meanwhile.
+    let mut bytes = Vec::new();
+    file.take(MAX_DOC_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read file ({e})"))?;
+    if bytes.len() as u64 > MAX_DOC_BYTES {
+        return Err(format!("larger than the {MAX_DOC_BYTES}-byte limit"));
+    }
+    bytes.shrink_to_fit();
     String::from_utf8(bytes).map_err(|_| "content is not valid UTF-8".to_owned())
 }
 
@@ -295,6 +479,34 @@ mod tests {
         assert_eq!(slugs(s.search("sigterm")), ["c-ops"]);
         assert_eq!(slugs(s.search("the")), ["a-intro", "b-config"]);
         assert!(s.search("nothing-matches-this").next().is_none());
+    }
+
+    #[test]
+    fn search_folds_case_beyond_ascii() {
+        let s = DocStore::from_docs([
+            Doc::new("greek".into(), "# Οδός\nΜΕΓΑΛΟΣ δρόμος".into()),
+            Doc::new("german".into(), "# Straße\nGRÜN und Blau".into()),
+            Doc::new("kelvin".into(), "# Units\n300 \u{212a} is warm".into()),
+        ]);
+        assert_eq!(slugs(s.search("μεγαλοσ")), ["greek"]);
+        assert_eq!(slugs(s.search("ΟΔΌ")), ["greek"]);
+        assert_eq!(slugs(s.search("grün")), ["german"]);
+        assert_eq!(slugs(s.search("STRASSE")), Vec::<&str>::new());
+        // The Kelvin sign folds to an ASCII `k`, so a non-ASCII document is
+        // searched char by char even for an ASCII term.
+        assert_eq!(slugs(s.search("300 k")), ["kelvin"]);
+        assert_eq!(slugs(s.search("blau")), ["german"]);
+    }
+
+    #[test]
+    fn ascii_search_handles_edges() {
+        assert!(find_ascii_ci(b"abc", b""));
+        assert!(find_ascii_ci(b"xxAbC", b"abc"));
+        assert!(!find_ascii_ci(b"xxAb", b"abc"));
+        assert!(find_ascii_ci(b"aaab", b"aab"));
+        assert!(find_chars_ci("aaab", &['a', 'a', 'b']));
+        assert!(find_chars_ci("abababc", &['a', 'b', 'a', 'b', 'c']));
+        assert!(!find_chars_ci("ababab", &['a', 'b', 'a', 'b', 'c']));
     }
 
     #[test]

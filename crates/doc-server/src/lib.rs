@@ -6,13 +6,15 @@
 
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod docs;
 pub mod metrics;
 pub mod server;
 
-pub use config::{Config, ConfigError};
-pub use docs::{Doc, DocStore};
-pub use server::{AppState, Phase, ServeOutcome, app, routes, serve, with_middleware};
+pub use config::{Config, ConfigError, DocsLimits, Limits};
+pub use conn::{ServeConfig, ServeOutcome, serve};
+pub use docs::{Doc, DocStore, LoadError};
+pub use server::{AppState, Phase, SERVICE_NAME, app, routes, with_middleware};
 
 use std::fmt::Display;
 use std::io::Write;

@@ -1,9 +1,12 @@
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use doc_server::{AppState, Config, DocStore, ServeOutcome, app, client, config, log, serve};
+use doc_server::{
+    AppState, Config, DocStore, SERVICE_NAME, ServeConfig, ServeOutcome, app, client, config, log,
+    serve,
+};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -22,10 +25,17 @@ Usage:
   doc-server --help          print this help
 
 Environment:
-  PORT                   port to listen on (1-65535, default 8080)
-  BIND_ADDR              address to bind (default 0.0.0.0)
-  DOCS_DIR               directory of *.md files (default: docs)
-  SHUTDOWN_TIMEOUT_SECS  how long to drain requests on SIGTERM/SIGINT (default 30)
+  PORT                      port to listen on (1-65535, default 8080)
+  BIND_ADDR                 address to bind (default 0.0.0.0)
+  DOCS_DIR                  directory of *.md files (default: docs)
+  SHUTDOWN_TIMEOUT_SECS     how long to drain requests on SIGTERM/SIGINT (default 30)
+  HEADER_READ_TIMEOUT_SECS  time to send a request head (default 10)
+  REQUEST_TIMEOUT_SECS      time from request head to response sent (default 30)
+  IDLE_TIMEOUT_SECS         keep-alive wait for the next request (default 60)
+  MAX_CONNECTIONS           connections served at once (default 256)
+  MAX_HEADER_BYTES          largest request head, bytes (default 16384)
+  DOCS_MAX_BYTES            total size of the documents, bytes (default 33554432)
+  DOCS_MAX_COUNT            number of documents (default 10000)
 ";
 
 fn main() -> ExitCode {
@@ -63,28 +73,46 @@ fn print_stdout(text: &str) {
 
 /// Container `HEALTHCHECK` entry point. Exit codes are only ever 0 or 1:
 /// Docker reserves 2 for health checks, so even a bad `PORT` reports 1.
+///
+/// It dials the address the server listens on (`BIND_ADDR`, `PORT`; the
+/// loopback address for a wildcard bind) and passes only on a ready answer
+/// that names this service, not on any 200 from whatever holds the port.
 fn health_check() -> ExitCode {
-    let port = match config::port_from_env() {
-        Ok(port) => port,
+    let (bind, port) = match config::listen_addr_from_env() {
+        Ok(found) => found,
         Err(err) => {
             log(format_args!("health check failed: {err}"));
             return ExitCode::FAILURE;
         }
     };
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let ip = match bind {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, port);
+    let url = format!("http://{addr}/health/ready");
     match client::get(addr, "/health/ready", HEALTH_CHECK_TIMEOUT) {
-        Ok(resp) if resp.status == 200 => ExitCode::SUCCESS,
         Ok(resp) => {
-            log(format_args!(
-                "health check failed: GET http://{addr}/health/ready returned {}",
-                resp.status
-            ));
-            ExitCode::FAILURE
+            let body: serde_json::Value = serde_json::from_str(&resp.body).unwrap_or_default();
+            if body["service"] != SERVICE_NAME {
+                log(format_args!(
+                    "health check failed: GET {url} answered {} but not as a Doc Server (is another process on the port?)",
+                    resp.status
+                ));
+                ExitCode::FAILURE
+            } else if resp.status == 200 && body["status"] == "ready" {
+                ExitCode::SUCCESS
+            } else {
+                log(format_args!(
+                    "health check failed: GET {url} returned {} (status {})",
+                    resp.status, body["status"]
+                ));
+                ExitCode::FAILURE
+            }
         }
         Err(err) => {
-            log(format_args!(
-                "health check failed: GET http://{addr}/health/ready: {err}"
-            ));
+            log(format_args!("health check failed: GET {url}: {err}"));
             ExitCode::FAILURE
         }
     }
@@ -100,13 +128,13 @@ fn run_server() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let (docs, skipped) = match DocStore::load(&config.docs_dir) {
+    let (docs, skipped) = match DocStore::load_within(&config.docs_dir, config.docs_limits) {
         Ok(loaded) => loaded,
         Err(err) => {
-            // The directory exists (checked by config) but cannot be listed,
-            // which is still a deployment mistake rather than a crash.
+            // A directory that cannot be listed or holds more than the limits
+            // allow is a deployment mistake rather than a crash.
             log(format_args!(
-                "DOCS_DIR={:?} cannot be read ({err})",
+                "DOCS_DIR={:?} {err}",
                 config.docs_dir.as_os_str()
             ));
             return ExitCode::from(EXIT_USAGE);
@@ -183,18 +211,21 @@ async fn run(config: Config, docs: DocStore) -> ExitCode {
         log(format_args!("received {name}"));
     };
 
-    let timeout = config.shutdown_timeout;
-    match serve(listener, app(state.clone()), state, shutdown, timeout).await {
+    let serve_config = ServeConfig {
+        limits: config.limits,
+        drain_timeout: config.shutdown_timeout,
+    };
+    match serve(listener, app(state.clone()), state, shutdown, serve_config).await {
         Ok(ServeOutcome::Drained) => {
             log("drained: all in-flight requests finished, exiting");
             ExitCode::SUCCESS
         }
         // Exit 1, not 0: requests were cut off, and the exit status is the
         // one signal an orchestrator records about how the shutdown went.
-        Ok(ServeOutcome::DrainTimedOut) => {
+        Ok(ServeOutcome::DrainTimedOut { cut_off }) => {
             log(format_args!(
-                "drain timed out after {}s with requests still in flight, exiting with status 1",
-                timeout.as_secs()
+                "drain timed out after {}s: {cut_off} request(s) still in flight were cut off, exiting with status 1",
+                config.shutdown_timeout.as_secs()
             ));
             ExitCode::FAILURE
         }

@@ -19,6 +19,40 @@ pub struct Metrics {
     /// map cannot grow without limit.
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     in_flight: AtomicU64,
+    connections_open: AtomicU64,
+    /// Indexed by [`Closed`].
+    connections_closed: [AtomicU64; Closed::ALL.len()],
+}
+
+/// Why the server closed a connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The request head did not arrive within `HEADER_READ_TIMEOUT_SECS`.
+    HeaderTimeout = 0,
+    /// A keep-alive connection waited longer than `IDLE_TIMEOUT_SECS`.
+    IdleTimeout = 1,
+    /// A request and its response took longer than `REQUEST_TIMEOUT_SECS`.
+    RequestTimeout = 2,
+    /// Closed at accept: `MAX_CONNECTIONS` and the probe reserve were full.
+    OverLimit = 3,
+}
+
+impl Closed {
+    const ALL: [Self; 4] = [
+        Self::HeaderTimeout,
+        Self::IdleTimeout,
+        Self::RequestTimeout,
+        Self::OverLimit,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::HeaderTimeout => "header_timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::RequestTimeout => "request_timeout",
+            Self::OverLimit => "over_limit",
+        }
+    }
 }
 
 impl Metrics {
@@ -37,6 +71,21 @@ impl Metrics {
         } else {
             requests.insert((route.to_owned(), status), 1);
         }
+    }
+
+    /// Counts an open connection until the returned guard is dropped.
+    pub fn track_connection(&self) -> ConnectionGuard<'_> {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self)
+    }
+
+    pub fn record_closed(&self, why: Closed) {
+        self.connections_closed[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn closed(&self, why: Closed) -> u64 {
+        self.connections_closed[why as usize].load(Ordering::Relaxed)
     }
 
     #[must_use]
@@ -69,9 +118,23 @@ impl Metrics {
              doc_server_http_requests_in_flight {}\n\
              # HELP doc_server_docs_loaded Markdown documents loaded from DOCS_DIR.\n\
              # TYPE doc_server_docs_loaded gauge\n\
-             doc_server_docs_loaded {docs_loaded}\n",
-            self.in_flight()
+             doc_server_docs_loaded {docs_loaded}\n\
+             # HELP doc_server_connections_open HTTP connections currently open.\n\
+             # TYPE doc_server_connections_open gauge\n\
+             doc_server_connections_open {}\n\
+             # HELP doc_server_connections_closed_total Connections the server closed on its own, by reason.\n\
+             # TYPE doc_server_connections_closed_total counter\n",
+            self.in_flight(),
+            self.connections_open.load(Ordering::Relaxed)
         );
+        for why in Closed::ALL {
+            let _ = writeln!(
+                out,
+                "doc_server_connections_closed_total{{reason=\"{}\"}} {}",
+                why.label(),
+                self.closed(why)
+            );
+        }
         out
     }
 }
@@ -81,6 +144,14 @@ pub struct InFlightGuard<'a>(&'a Metrics);
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct ConnectionGuard<'a>(&'a Metrics);
+
+impl Drop for ConnectionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -118,6 +189,23 @@ mod tests {
         assert!(text.contains("# TYPE doc_server_http_requests_in_flight gauge\n"));
         assert!(text.contains("doc_server_http_requests_in_flight 0\n"));
         assert!(text.contains("doc_server_docs_loaded 4\n"));
+        assert!(text.contains("doc_server_connections_open 0\n"));
+        assert!(
+            text.contains("doc_server_connections_closed_total{reason=\"header_timeout\"} 0\n")
+        );
+    }
+
+    #[test]
+    fn connection_gauge_and_close_reasons() {
+        let m = Metrics::default();
+        let c = m.track_connection();
+        m.record_closed(Closed::OverLimit);
+        m.record_closed(Closed::OverLimit);
+        let text = m.render(0);
+        assert!(text.contains("doc_server_connections_open 1\n"), "{text}");
+        assert!(text.contains("doc_server_connections_closed_total{reason=\"over_limit\"} 2\n"));
+        drop(c);
+        assert!(m.render(0).contains("doc_server_connections_open 0\n"));
     }
 
     #[test]

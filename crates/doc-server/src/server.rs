@@ -1,13 +1,11 @@
-//! HTTP routes, middleware and the graceful-shutdown serve loop.
+//! HTTP routes and middleware. The serve loop is in [`crate::conn`].
 
-use std::future::{Future, IntoFuture};
-use std::io;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Poll;
-use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
@@ -17,16 +15,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use crate::docs::{Doc, DocStore};
-use crate::log;
 use crate::metrics::{self, Metrics};
 
 /// Longest accepted search query; longer ones are rejected rather than
 /// scanned against every document.
 pub const MAX_QUERY_LEN: usize = 256;
+
+/// Names this service in `/health/*` answers, so `--health-check` can tell a
+/// Doc Server from whatever else may be answering on the port.
+pub const SERVICE_NAME: &str = "doc-server";
 
 /// Lifecycle phase, as reported by `/health/ready`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +68,7 @@ pub struct AppState {
 
 impl AppState {
     /// Wraps already-loaded documents. The state starts in
-    /// [`Phase::Starting`]; [`serve`] flips it to ready once it accepts.
+    /// [`Phase::Starting`]; [`crate::serve`] flips it to ready once it accepts.
     #[must_use]
     pub fn new(docs: DocStore) -> Self {
         Self {
@@ -139,70 +138,6 @@ pub fn app(state: AppState) -> Router {
     with_middleware(routes(), state)
 }
 
-/// How [`serve`] ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServeOutcome {
-    /// Every in-flight request finished after shutdown began.
-    Drained,
-    /// Requests were still running when the drain timeout expired.
-    DrainTimedOut,
-}
-
-/// Serves `app` on `listener` until `shutdown` resolves, then drains.
-///
-/// On shutdown the state flips to [`Phase::Draining`] first (so readiness
-/// probes fail and load balancers stop routing here), then the listener is
-/// closed and in-flight requests may finish for up to `drain_timeout`.
-///
-/// # Errors
-/// Propagates I/O errors from the server and failures of its task.
-pub async fn serve<F>(
-    listener: TcpListener,
-    app: Router,
-    state: AppState,
-    shutdown: F,
-    drain_timeout: Duration,
-) -> io::Result<ServeOutcome>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let (drain_started_tx, drain_started_rx) = oneshot::channel::<()>();
-    let signal_state = state.clone();
-    let signal = async move {
-        shutdown.await;
-        signal_state.mark_draining();
-        log(format_args!(
-            "shutdown started: readiness is now 503, draining in-flight requests (timeout {}s)",
-            drain_timeout.as_secs_f64()
-        ));
-        let _ = drain_started_tx.send(());
-    };
-
-    // Spawned so the drain timeout below can give up on it without having
-    // to poll two futures by hand.
-    let mut server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .into_future(),
-    );
-    state.mark_ready();
-
-    if drain_started_rx.await.is_err() {
-        // The signal future was dropped without firing: the server stopped
-        // on its own, so report whatever it returned.
-        server.await.map_err(io::Error::other)??;
-        return Ok(ServeOutcome::Drained);
-    }
-
-    if let Ok(joined) = tokio::time::timeout(drain_timeout, &mut server).await {
-        joined.map_err(io::Error::other)??;
-        Ok(ServeOutcome::Drained)
-    } else {
-        server.abort();
-        Ok(ServeOutcome::DrainTimedOut)
-    }
-}
-
 #[derive(Debug, Serialize)]
 struct DocSummary<'a> {
     slug: &'a str,
@@ -256,7 +191,7 @@ impl IntoResponse for ApiError {
 }
 
 async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "alive" }))
+    Json(serde_json::json!({ "status": "alive", "service": SERVICE_NAME }))
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
@@ -268,7 +203,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     };
     (
         status,
-        Json(serde_json::json!({ "status": phase.as_str() })),
+        Json(serde_json::json!({ "status": phase.as_str(), "service": SERVICE_NAME })),
     )
         .into_response()
 }

@@ -52,17 +52,26 @@ async fn readiness_follows_lifecycle() {
 
     let starting = get(&router, "/health/ready").await;
     assert_eq!(starting.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(starting.json(), json!({"status": "starting"}));
+    assert_eq!(
+        starting.json(),
+        json!({"status": "starting", "service": "doc-server"})
+    );
 
     state.mark_ready();
     let ready = get(&router, "/health/ready").await;
     assert_eq!(ready.status, StatusCode::OK);
-    assert_eq!(ready.json(), json!({"status": "ready"}));
+    assert_eq!(
+        ready.json(),
+        json!({"status": "ready", "service": "doc-server"})
+    );
 
     state.mark_draining();
     let draining = get(&router, "/health/ready").await;
     assert_eq!(draining.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(draining.json(), json!({"status": "draining"}));
+    assert_eq!(
+        draining.json(),
+        json!({"status": "draining", "service": "doc-server"})
+    );
 
     // Once draining, nothing may flip the server back to ready.
     state.mark_ready();

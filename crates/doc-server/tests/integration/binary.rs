@@ -2,7 +2,7 @@
 //! `--health-check`, and SIGTERM/SIGINT handling.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_doc-server");
 
 /// A port nothing listens on right now. There is a small window in which
 /// another process could take it, which is acceptable for tests.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -23,7 +23,7 @@ fn free_port() -> u16 {
 
 /// The binary with a clean environment, so the host's variables never leak
 /// into what is being tested.
-fn command(envs: &[(&str, &str)]) -> Command {
+pub fn command(envs: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .envs(envs.iter().copied())
@@ -33,14 +33,14 @@ fn command(envs: &[(&str, &str)]) -> Command {
     cmd
 }
 
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// Runs a command that is expected to exit promptly.
-fn run(cmd: &mut Command) -> Finished {
+pub fn run(cmd: &mut Command) -> Finished {
     let child = cmd.spawn().unwrap();
     wait_exit(child, Duration::from_secs(10))
 }
@@ -80,25 +80,33 @@ fn wait_exit(mut child: Child, limit: Duration) -> Finished {
 }
 
 /// A running server process, killed on drop if a test fails midway.
-struct ServerProcess {
+pub struct ServerProcess {
     child: Option<Child>,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl ServerProcess {
     fn start(docs: &Path) -> Self {
+        Self::start_with(docs, [127, 0, 0, 1].into(), &[])
+    }
+
+    /// Starts the binary on `ip` and a free port, with `extra` variables
+    /// over the defaults below, and waits until it is ready.
+    pub fn start_with(docs: &Path, ip: IpAddr, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let child = command(&[
-            ("PORT", &port.to_string()),
-            ("BIND_ADDR", "127.0.0.1"),
+        let (port_s, ip_s) = (port.to_string(), ip.to_string());
+        let mut envs = vec![
+            ("PORT", port_s.as_str()),
+            ("BIND_ADDR", ip_s.as_str()),
             ("DOCS_DIR", docs.to_str().unwrap()),
             ("SHUTDOWN_TIMEOUT_SECS", "5"),
-        ])
-        .spawn()
-        .unwrap();
+        ];
+        envs.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        envs.extend_from_slice(extra);
+        let child = command(&envs).spawn().unwrap();
         let mut server = Self {
             child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::new(ip, port),
         };
         let addr = server.addr;
         let child = server.child.as_mut().unwrap();
@@ -115,7 +123,12 @@ impl ServerProcess {
         server
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    /// Whether the process has exited, without waiting.
+    pub fn has_exited(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_some()
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.as_ref().unwrap().id()).unwrap();
         // SAFETY: `kill` has no memory-safety preconditions; the pid is our
         // own child, which has not been reaped yet, so it cannot have been
@@ -124,7 +137,7 @@ impl ServerProcess {
         assert_eq!(rc, 0, "kill failed");
     }
 
-    fn wait(mut self) -> Finished {
+    pub fn wait(mut self) -> Finished {
         wait_exit(self.child.take().unwrap(), Duration::from_secs(10))
     }
 }
@@ -138,7 +151,7 @@ impl Drop for ServerProcess {
     }
 }
 
-fn assert_one_line(stderr: &str) {
+pub fn assert_one_line(stderr: &str) {
     assert_eq!(
         stderr.lines().count(),
         1,

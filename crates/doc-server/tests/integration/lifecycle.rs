@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get as get_route;
-use doc_server::{AppState, Phase, ServeOutcome, app, routes, serve, with_middleware};
+use doc_server::{
+    AppState, Limits, Phase, ServeConfig, ServeOutcome, app, routes, serve, with_middleware,
+};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
@@ -41,7 +43,10 @@ impl Running {
             async {
                 let _ = rx.await;
             },
-            drain_timeout,
+            ServeConfig {
+                limits: Limits::default(),
+                drain_timeout,
+            },
         ));
         let ready = tokio::task::spawn_blocking(move || {
             wait_until(Duration::from_secs(5), || is_ready(addr))
@@ -163,7 +168,7 @@ async fn idle_keep_alive_connection_does_not_block_drain() {
         .unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];
-    while !String::from_utf8_lossy(&seen).contains(r#"{"status":"alive"}"#) {
+    while !String::from_utf8_lossy(&seen).contains(r#""status":"alive""#) {
         let n = conn.read(&mut buf).unwrap();
         assert_ne!(n, 0, "connection closed early");
         seen.extend_from_slice(&buf[..n]);
@@ -197,7 +202,7 @@ async fn drain_timeout_is_reported() {
     server.trigger_shutdown();
     assert_eq!(
         server.finish(Duration::from_secs(3)).await,
-        ServeOutcome::DrainTimedOut
+        ServeOutcome::DrainTimedOut { cut_off: 1 }
     );
     let waited = shutdown_at.elapsed();
     assert!(waited >= Duration::from_millis(200), "{waited:?}");

@@ -1,5 +1,6 @@
 //! Integration tests, built as one test binary to keep link times down.
 
+mod abuse;
 mod api;
 mod binary;
 mod common;
