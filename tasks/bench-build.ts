@@ -1,21 +1,27 @@
 /**
  * `npm run bench:build`: Dockerfile.optimized against its two peers for the
  * same code-only change (a naive single-stage build and a cache-mount-only
- * build), then what UPX buys (pushed size, start-to-ready time). With
- * `--profiles` it instead compares release-profile choices (LTO,
- * codegen-units) by warm rebuild time and size. Figures go to the log and
- * `reports/bench-build.json`; nothing here is a gate.
+ * build), what UPX buys (pushed size, start-to-ready time), and the static
+ * image against the dynamic one on distroless cc (sizes, SBOM packages,
+ * start-to-ready, throughput and p99 under the same loopback load); with
+ * `--runtimes` only that last comparison. With `--profiles` it instead
+ * compares release-profile choices (LTO, codegen-units) by warm rebuild time
+ * and size. Figures go to the log and `reports/bench-build.json`; nothing
+ * here is a gate.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
-import { buildImage, coldAndWarmBuilds, imageBytes, pushImage, pushedBytes, removeContainer, removeImage, startContainer, type ColdWarm } from '../lib/build/docker.ts'
-import { ensureBaseImages } from '../lib/local/base-images.ts'
+import { buildImage, coldAndWarmBuilds, imageBytes, pushImage, pushedBytes, removeImage, type ColdWarm } from '../lib/build/docker.ts'
+import { ensureBaseImages, ensureCargoTool } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
 import { formatBytes, median, ratio, withReleaseProfile, type ProfileChoice } from '../lib/build/measure.ts'
+import { LOAD, RUNTIMES, loadRun, sbomOf, startToReady, type LoadFigures, type SbomCounts } from '../lib/build/runtime-compare.ts'
+import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
+import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { markdownTable } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
@@ -25,6 +31,8 @@ interface BenchCtx {
   docker: string
   variants: (ColdWarm & { variant: string })[]
   upx: { upx: boolean; pushedBytes: number; imageBytes: number; readyMs: number }[]
+  tools: { trivy: string; trivyCache: string; oha: string }
+  runtimes: ({ runtime: string; label: string; pushedBytes: number; imageBytes: number; readyMs: number; load: LoadFigures } & SbomCounts)[]
 }
 
 const CHANGE = join('crates', 'doc-server', 'src', 'main.rs')
@@ -35,22 +43,6 @@ const PROFILES: ProfileChoice[] = [
   { lto: 'false', codegenUnits: 1 },
   { lto: 'false', codegenUnits: 16 },
 ]
-
-/** Milliseconds from `docker run` to the first 200 from /health/ready, polled from the host. */
-async function startToReady(docker: string, image: string): Promise<number> {
-  const t0 = performance.now()
-  const c = await startContainer(docker, image)
-  try {
-    for (let i = 0; i < 1500; i++) {
-      const ok = await fetch(`http://127.0.0.1:${c.hostPort}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
-      if (ok) return performance.now() - t0
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    throw new Error(`${image} never became ready`)
-  } finally {
-    await removeContainer(docker, c.id)
-  }
-}
 
 function variantTasks(): ListrTask<BenchCtx>[] {
   const variants: { variant: string; dockerfile: string; args: Record<string, string> }[] = [
@@ -85,6 +77,50 @@ function upxTasks(): ListrTask<BenchCtx>[] {
   }))
 }
 
+function runtimeTasks(): ListrTask<BenchCtx>[] {
+  return [
+    {
+      title: 'Trivy with the local DB (SBOMs) and oha (load)',
+      task: async (ctx, task) => {
+        const trivy = await ensureTrivy(ctx.config.cacheDir, (l) => (task.output = l))
+        const db = await ensureLocalDb(ctx.config.cacheDir, (l) => (task.output = l))
+        const oha = await ensureCargoTool(ctx.config.cacheDir, 'oha', VERSIONS.oha, (l) => (task.output = l))
+        ctx.tools = { trivy: trivy.path, trivyCache: db.cacheDir, oha }
+      },
+    },
+    ...RUNTIMES.map((rt): ListrTask<BenchCtx> => ({
+      title: `${rt.label}: sizes, SBOM, start-to-ready, load`,
+      task: async (ctx, task) => {
+        const ref = `${LOCAL_REGISTRY}/local/agent-docs-bench:${rt.key}`
+        await buildImage({ docker: ctx.docker, context: repoRoot, dockerfile: join(repoRoot, 'Dockerfile.optimized'), tags: [ref], buildArgs: rt.buildArgs, onLine: (l) => (task.output = l) })
+        const pinned = `${ref.replace(/:[^:/]+$/, '')}@${(await pushImage(ctx.docker, ref, { onLine: (l) => (task.output = l) })).digest}`
+        const sbom = await sbomOf(pinned, ctx.tools.trivy, ctx.tools.trivyCache)
+        const times: number[] = []
+        for (let i = 0; i < STARTS; i++) times.push(await startToReady(ctx.docker, ref))
+        task.output = `oha: ${LOAD.requests} requests over ${LOAD.connections} connections to ${LOAD.path}`
+        const load = await loadRun(ctx.tools.oha, ctx.docker, ref)
+        ctx.runtimes.push({ runtime: rt.key, label: rt.label, pushedBytes: await pushedBytes(ctx.docker, pinned), imageBytes: await imageBytes(ctx.docker, ref), readyMs: median(times), load, ...sbom })
+        await removeImage(ctx.docker, ref)
+        task.title = `${rt.label}: ${formatBytes(ctx.runtimes.at(-1)!.imageBytes)}, ${sbom.osPackages.length} OS packages, ready in ${median(times).toFixed(0)} ms, ${load.rps.toFixed(0)} req/s, p99 ${load.p99Ms.toFixed(2)} ms`
+      },
+    })),
+  ]
+}
+
+/** The cc and static images side by side, as the README's Build stage shows them. */
+function runtimeTable(rows: BenchCtx['runtimes']): string {
+  const figure = (f: (r: BenchCtx['runtimes'][number]) => string) => rows.map(f)
+  return markdownTable(['', ...rows.map((r) => r.label)], [
+    ['image (uncompressed)', ...figure((r) => formatBytes(r.imageBytes))],
+    ['image (as pushed)', ...figure((r) => formatBytes(r.pushedBytes))],
+    ['OS packages in the SBOM', ...figure((r) => `${r.osPackages.length} (${r.osPackages.join(', ')})`)],
+    ['crates in the SBOM', ...figure((r) => `${r.crates.length} (${['tokio', 'axum'].filter((c) => r.crates.includes(c)).join(', ')} …)`)],
+    ['start-to-ready ms (median)', ...figure((r) => r.readyMs.toFixed(0))],
+    [`req/s (${LOAD.requests} requests, ${LOAD.connections} connections)`, ...figure((r) => r.load.rps.toFixed(0))],
+    ['p50 / p99 ms', ...figure((r) => `${r.load.p50Ms.toFixed(2)} / ${r.load.p99Ms.toFixed(2)}`)],
+  ])
+}
+
 function profileTasks(): ListrTask<BenchCtx>[] {
   return PROFILES.map((p) => {
     const name = `lto=${p.lto}, codegen-units=${p.codegenUnits}`
@@ -100,7 +136,8 @@ function profileTasks(): ListrTask<BenchCtx>[] {
   })
 }
 
-export function benchTasks(profiles = process.argv.includes('--profiles')): ListrTask<BenchCtx>[] {
+export function benchTasks(profiles = process.argv.includes('--profiles'), runtimesOnly = process.argv.includes('--runtimes')): ListrTask<BenchCtx>[] {
+  const measured = profiles ? profileTasks() : runtimesOnly ? runtimeTasks() : [...variantTasks(), ...upxTasks(), ...runtimeTasks()]
   return [
     {
       title: 'Docker engine, registry and base images',
@@ -108,31 +145,32 @@ export function benchTasks(profiles = process.argv.includes('--profiles')): List
         ctx.config = loadConfig()
         ctx.docker = (await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))).docker
         await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
-        await ensureBaseImages(ctx.docker, ctx.config.cacheDir, (l) => (task.output = l))
+        await ensureBaseImages(ctx.docker, ctx.config.cacheDir, (l) => (task.output = l), [BASE_IMAGES.chef, BASE_IMAGES.runtime, BASE_IMAGES.runtimeCc])
       },
     },
-    ...(profiles ? profileTasks() : [...variantTasks(), ...upxTasks()]),
+    ...measured,
     {
       title: 'Results',
       rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: (ctx, task) => {
-        const ref = ctx.variants[0]!
-        const rows = ctx.variants.map((v) => [v.variant, v.coldSeconds.toFixed(1), v.warmSeconds.toFixed(1), ratio(v.warmSeconds, ref.warmSeconds), formatBytes(v.binaryBytes), formatBytes(v.imageBytes), ratio(v.imageBytes, ref.imageBytes), v.cookCacheHit === null ? '-' : v.cookCacheHit ? 'yes' : 'no', v.warmCompiled.length])
+        const ref = ctx.variants[0]
+        const rows = ctx.variants.map((v) => [v.variant, v.coldSeconds.toFixed(1), v.warmSeconds.toFixed(1), ratio(v.warmSeconds, ref!.warmSeconds), formatBytes(v.binaryBytes), formatBytes(v.imageBytes), ratio(v.imageBytes, ref!.imageBytes), v.cookCacheHit === null ? '-' : v.cookCacheHit ? 'yes' : 'no', v.warmCompiled.length])
         const first = profiles ? 'first build s' : 'cold s'
-        let out = markdownTable(['variant', first, 'warm s', 'warm vs first row', 'binary', 'image', 'image vs first row', 'cook cached', 'crates compiled warm'], rows)
+        let out = rows.length === 0 ? '' : markdownTable(['variant', first, 'warm s', 'warm vs first row', 'binary', 'image', 'image vs first row', 'cook cached', 'crates compiled warm'], rows)
         if (ctx.upx.length === 2) {
           const [on, off] = [ctx.upx.find((u) => u.upx)!, ctx.upx.find((u) => !u.upx)!]
           out += `\n\n${markdownTable(['UPX', 'pushed (compressed)', 'image (uncompressed)', 'start-to-ready ms (median)'], ctx.upx.map((u) => [u.upx ? 'on' : 'off', formatBytes(u.pushedBytes), formatBytes(u.imageBytes), u.readyMs.toFixed(0)]))}`
           out += `\nUPX saves ${formatBytes(off.pushedBytes - on.pushedBytes)} per pull and costs ${(on.readyMs - off.readyMs).toFixed(0)} ms per start.`
         }
-        task.output = out
+        if (ctx.runtimes.length > 0) out += `\n\n${runtimeTable(ctx.runtimes)}`
+        task.output = out.trim()
         mkdirSync(ctx.config.reportsDir, { recursive: true })
-        writeFileSync(join(ctx.config.reportsDir, profiles ? 'bench-profiles.json' : 'bench-build.json'), `${JSON.stringify({ writtenAt: new Date().toISOString(), variants: ctx.variants, upx: ctx.upx }, null, 2)}\n`)
+        writeFileSync(join(ctx.config.reportsDir, profiles ? 'bench-profiles.json' : 'bench-build.json'), `${JSON.stringify({ writtenAt: new Date().toISOString(), variants: ctx.variants, upx: ctx.upx, runtimes: ctx.runtimes }, null, 2)}\n`)
       },
     },
   ]
 }
 
-export const stage = defineStage<BenchCtx>({ name: 'bench-build', tasks: () => benchTasks(), initialCtx: () => ({ variants: [], upx: [] }) as unknown as BenchCtx })
+export const stage = defineStage<BenchCtx>({ name: 'bench-build', tasks: () => benchTasks(), initialCtx: () => ({ variants: [], upx: [], runtimes: [] }) as unknown as BenchCtx })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -16,6 +16,7 @@ import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
 import { ensureClusterBinaries } from '../lib/local/cluster-build.ts'
 import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
+import { ensureCosign } from '../lib/sign/cosign.ts'
 
 export function bootstrapTasks(): ListrTask<object>[] {
   return [
@@ -62,6 +63,12 @@ export function bootstrapTasks(): ListrTask<object>[] {
         const trivy = await ensureTrivy(cache, (l) => (task.output = l))
         const db = await ensureLocalDb(cache, (l) => (task.output = l))
         task.title = `Trivy v${trivy.version} and the local vulnerability DB (scan): ${db.built ? 'built' : 'cached'} from advisories/`
+      },
+    },
+    {
+      title: `cosign ${VERSIONS.cosign} (build, scan and deploy: signatures and attestations)`,
+      task: async (_ctx, task) => {
+        await ensureCosign(loadConfig().cacheDir, (l) => (task.output = l))
       },
     },
     {

@@ -4,6 +4,7 @@
  * runs it until its own HEALTHCHECK says healthy. Hands `reports/build.json`
  * (reference and digest) to the stages after it.
  */
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
@@ -17,6 +18,7 @@ import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, markdownTable, setOutput, writeReport } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
+import { signBuild, type BuildSigning } from '../lib/sign/sign.ts'
 
 export interface BuildCtx {
   root: string
@@ -28,6 +30,8 @@ export interface BuildCtx {
   /** A login in a throwaway docker config, ended once the image is pulled back. */
   login?: RegistryLogin
   build?: BuildResult
+  buildArgs?: Record<string, string>
+  signed?: BuildSigning
   healthySeconds?: number
   started: number
 }
@@ -40,6 +44,8 @@ export interface BuildReport {
   seconds: number
   build: { seconds: number; cookCacheHit: boolean | null }
   healthySeconds: number | null
+  /** Who signed the pushed digest, and the provenance predicate attached to it; null when nothing was pushed. */
+  signature: { identity: string; provenance: string } | null
 }
 
 export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
@@ -95,7 +101,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
           context: root,
           dockerfile: join(root, 'Dockerfile.optimized'),
           tags: [formatRef(ctx.ref)],
-          buildArgs: await ociBuildArgs(root, ctx.git.sha),
+          buildArgs: (ctx.buildArgs = await ociBuildArgs(root, ctx.git.sha)),
           ...(ctx.config.buildCacheFrom ? { cacheFrom: ctx.config.buildCacheFrom } : {}),
           ...(ctx.config.buildCacheTo ? { cacheTo: ctx.config.buildCacheTo } : {}),
           onLine: (l) => (task.output = l),
@@ -111,6 +117,16 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
         const pushed = await pushImage(ctx.docker, formatRef(ctx.ref), { onLine: (l) => (task.output = l), secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
         ctx.ref = { ...ctx.ref, digest: pushed.digest }
         task.title = `Pushed ${pinnedRef(ctx.ref)}`
+      },
+    },
+    {
+      title: 'Sign the digest and attach SLSA provenance',
+      skip: (ctx) => ctx.ref.digest === undefined && 'not pushed: nothing in a registry to sign',
+      task: async (ctx, task) => {
+        const dir = join(ctx.config.reportsDir, 'build')
+        mkdirSync(dir, { recursive: true })
+        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(root, 'Dockerfile.optimized'), buildArgs: ctx.buildArgs!, startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, onLine: (l) => (task.output = l) })
+        task.title = `Signed ${ctx.ref.digest!.slice(0, 19)}… with provenance (${ctx.signed.identity})`
       },
     },
     {
@@ -144,6 +160,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
           seconds: (performance.now() - ctx.started) / 1000,
           build: { seconds: ctx.build!.seconds, cookCacheHit: ctx.build!.cookCacheHit },
           healthySeconds: ctx.healthySeconds ?? null,
+          signature: ctx.signed ?? null,
         }
         const path = writeReport(ctx.config.reportsDir, 'build', report)
         setOutput('image', report.image.ref)

@@ -1,6 +1,7 @@
 /**
  * deploy: ships exactly the digest the scan passed, with Helm, to DEPLOY_ENV.
- * Every refusal (no digest, no passing scan, unknown environment, values the
+ * Every refusal (no digest, no passing scan, no signature or attestation in the
+ * registry that vouches for the digest, unknown environment, values the
  * chart refuses, a missing context, a silent cluster) happens before anything
  * is changed. A rollout that does not become ready is rolled back by Helm;
  * the stage then names the first real reason and exits non-zero. Either way
@@ -18,6 +19,7 @@ import { checkOrder, parseDeployArgs, recordLabels, releaseRecords, requireDecla
 import { CLUSTER_CONTEXT, ensureCluster } from '../lib/local/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
+import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
 
 export interface DeployCtx {
   started: number
@@ -34,6 +36,7 @@ export interface DeployCtx {
   previousRevision?: number
   revision?: number
   result?: DeployResult
+  verified?: Verified
 }
 
 type Task = ListrTask<DeployCtx>['task']
@@ -52,6 +55,7 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     commit: ctx.image?.commit ?? null,
     order: ctx.order ?? null,
     seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
+    verified: ctx.verified ?? null,
   })
   const c = ctx.config
   appendSummary(`### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`)
@@ -79,6 +83,14 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
         ctx.image = readDeployInputs(config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
         task.title = `Image: ${ctx.image.pinned}`
+      }),
+    },
+    {
+      title: 'Signature and attestations, from the registry',
+      task: reported(async (ctx, task) => {
+        ctx.verified = await verifyForDeploy(ctx.config!, ctx.image!, (l) => (task.output = l))
+        const v = ctx.verified
+        task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
       }),
     },
     {

@@ -19,6 +19,7 @@ import { defineStage, runStage } from '../lib/core/stage.ts'
 import { ensureTrivy, scanImage } from '../lib/scan/trivy.ts'
 import { prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
 import { assertCoverage, assertSarifAgrees, readTrivyReport } from '../lib/scan/trivy-report.ts'
+import { attestScan } from '../lib/sign/sign.ts'
 
 export interface ScanCtx {
   config: Config
@@ -33,6 +34,7 @@ export interface ScanCtx {
   db?: DbFacts
   dbCache?: string
   seconds?: number
+  scannedAt?: string
   decision?: Decision
 }
 
@@ -110,6 +112,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       title: 'Scan',
       skip: notForReports,
       task: async (ctx, task) => {
+        ctx.scannedAt = new Date().toISOString()
         const r = await scanImage({
           trivy: ctx.trivy!.path,
           image: ctx.subject.scanned,
@@ -130,7 +133,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
     {
       title: 'Gate',
       rendererOptions: { persistentOutput: true, outputBar: Infinity },
-      task: (ctx, task) => {
+      task: async (ctx, task) => {
         const path = ctx.fromReport ?? join(ctx.outDir, 'trivy.json')
         const report = readTrivyReport(path)
         assertCoverage(report, path)
@@ -144,9 +147,18 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
           db: ctx.db ?? null,
           seconds: ctx.seconds ?? null,
           artifacts,
+          // A re-gated report proves nothing about an image in the registry: it is never attested, never deployable.
+          deployable: !fromReport(ctx) && ctx.subject.source === 'remote',
         }))
         setOutput('scan-decision', d.decision)
         appendSummary(markdownSummary(d, ctx.subject, ctx.policy, ctx.db))
+        // Pass or fail, the pushed digest gets the result: deploy reads the newest, so a failing rescan blocks.
+        if (!fromReport(ctx) && ctx.subject.source === 'remote') {
+          const subject = ctx.subject as Required<ScanSubject>
+          task.output = 'attaching the SBOM and the scan result to the digest'
+          const facts = { digest: subject.digest, repository: subject.scanned.split('@')[0]!, decision: d, policy: ctx.policy, trivyVersion: ctx.trivy!.version, db: ctx.db!, scannedAt: ctx.scannedAt! }
+          await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir, onLine: (l) => (task.output = l) })
+        }
         // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
         if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d, ctx.db))
         task.output = consoleSummary(d, ctx.db)

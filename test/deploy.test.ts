@@ -58,6 +58,11 @@ t('refuses a missing digest, a missing or failed scan, and a different scanned d
   refusal(() => deployableImage(build(D1), pass(D2)), /is not the built image/)
 })
 
+t('a --from-report re-gate never makes an image deployable, even when it passed', () => {
+  refusal(() => deployableImage(build(), { decision: 'pass', image: { source: 'report', ref: 'x' }, deployable: false }), /--from-report re-gate: a useful check, but it never makes an image deployable/)
+  refusal(() => deployableImage(build(), { decision: 'pass', image: { source: 'report', digest: D1 } }), /never makes an image deployable/)
+})
+
 t('reads the reports from REPORTS_DIR; a missing scan report is a refusal', () => {
   const dir = mkdtempSync(join(tmpdir(), 'deploy-'))
   assert.throws(() => readDeployInputs(dir), /build\.json is missing; run the build stage first/)

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/build/docker.ts'
+import { buildBreakdown, buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/build/docker.ts'
 import { dockerClient } from '../lib/local/docker.ts'
-import { statusEntry } from '../lib/local/base-images.ts'
+import { DISTROLESS_CC_PACKAGES, DISTROLESS_STATIC_PACKAGES, ensureBaseImages, statusEntry } from '../lib/local/base-images.ts'
 import { registryConfig } from '../lib/local/registry.ts'
 import { run } from '../lib/core/run.ts'
 import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
@@ -24,6 +24,13 @@ t('the cook step cache hit is read from BuildKit\'s own CACHED line', () => {
   assert.ok((build.seconds ?? 0) > 0)
   assert.equal(compiledCrates(build), ['doc-server'], 'only our crate compiles on a code-only change')
   assert.is(cookStep(parseBuildOutput('#1 [a 1/1] RUN cargo build\n#1 DONE 1.0s\n')), undefined)
+})
+
+t('the warm seconds split into compile and link, strip, UPX, export and the rest', () => {
+  const b = buildBreakdown(parseBuildOutput(fixture('warm-code-change.txt')), 40)
+  // cargo printed Finished 28.70 s into the 29.7 s step; upx took 5.2 s.
+  assert.equal(b, { 'compile+link': 28.7, 'strip+sections': 1, upx: 5.2, export: 0, other: 5.1 })
+  assert.is(parseBuildOutput('#23 exporting to image\n#23 DONE 0.4s\n')[0]!.name, 'exporting to image')
 })
 
 t('a cook step that ran is not a cache hit', () => {
@@ -95,6 +102,19 @@ t('a bare docker client resolves to Debian\'s, which has BuildKit', () => {
 t('dpkg status entries say installed, as scanners expect', () => {
   const entry = statusEntry('Package: libssl3\nSource: openssl\nVersion: 3.0.17-1~deb12u2\nArchitecture: amd64\n')
   assert.is(entry, 'Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: 3.0.17-1~deb12u2\nArchitecture: amd64\n')
+})
+
+t('the static stand-in is distroless static\'s five packages: no C library; cc adds the C and C++ runtime', async () => {
+  assert.equal([...DISTROLESS_STATIC_PACKAGES], ['base-files', 'netbase', 'tzdata', 'media-types', 'ca-certificates'])
+  for (const p of DISTROLESS_STATIC_PACKAGES) assert.ok((DISTROLESS_CC_PACKAGES as readonly string[]).includes(p))
+  assert.ok((DISTROLESS_CC_PACKAGES as readonly string[]).includes('libc6'))
+  assert.is(BASE_IMAGES.runtime, 'gcr.io/distroless/static-debian12:nonroot')
+  try {
+    await ensureBaseImages('/nonexistent/docker', tmpdir(), undefined, ['example.invalid/base:1'])
+    assert.unreachable('an unknown base image was accepted')
+  } catch (err) {
+    assert.match((err as Error).message, /^base images: no stand-in is known for example\.invalid\/base:1; use one of /)
+  }
 })
 
 t('the local registry listens on loopback only, its data outside the clone', () => {

@@ -12,9 +12,9 @@ const sample = (over: { bytes?: number; warm?: number; cold?: number; hit?: bool
   const cold = over.cold ?? 200
   const warm = over.warm ?? 20
   return {
-    image: { ref: '127.0.0.1:5000/local/agent-docs:abc', digest: `sha256:${'a'.repeat(64)}`, bytes: over.bytes ?? 30_000_000, compressedBytes: 12_000_000 },
+    image: { ref: '127.0.0.1:5000/local/agent-docs:abc', digest: `sha256:${'a'.repeat(64)}`, bytes: over.bytes ?? 3_000_000, compressedBytes: 1_200_000 },
     binary: { bytesBeforeUpx: 2_500_000, bytesAfterUpx: 900_000 },
-    build: { coldSeconds: cold, warmSeconds: warm, cookCacheHit: over.hit === undefined ? true : over.hit, improvementPct: improvementPct(cold, warm), warmCompiledCrates: ['doc-server'] },
+    build: { coldSeconds: cold, cold: { measured: true, commit: 'abcdef0123456789', date: '2026-11-27T03:00:00Z', why: 'no cold build recorded on this machine yet' }, warmSeconds: warm, cookCacheHit: over.hit === undefined ? true : over.hit, improvementPct: improvementPct(cold, warm), warmCompiledCrates: ['doc-server'] },
   }
 }
 
@@ -36,9 +36,9 @@ t('a run within the targets has nothing to say', () => {
 })
 
 t('missed targets each get one line', () => {
-  const misses = checkTargets(sample({ bytes: 150_000_000, warm: 60, hit: false }))
+  const misses = checkTargets(sample({ bytes: 6_000_000, warm: 60, hit: false }))
   assert.is(misses.length, 3)
-  assert.match(misses[0]!, /image is 150\.00 MB, over the 100\.00 MB limit/)
+  assert.match(misses[0]!, /image is 6\.00 MB, over the 5\.00 MB limit/)
   assert.match(misses[1]!, /cook step was rebuilt/)
   assert.match(misses[2]!, /only 70% faster than cold \(60\.0 s vs 200\.0 s\); the target is 80%/)
   assert.match(checkTargets(sample({ hit: null }))[0]!, /no cargo chef cook step/)
@@ -48,9 +48,9 @@ t('missed targets each get one line', () => {
 t('the baseline flags an image that grew and a warm build that slowed', () => {
   const base = baselineFrom(sample())
   assert.equal(compareBaseline(sample(), base), [])
-  const regressions = compareBaseline(sample({ bytes: 33_000_000, warm: 45 }), base)
+  const regressions = compareBaseline(sample({ bytes: 3_300_000, warm: 45 }), base)
   assert.is(regressions.length, 2)
-  assert.is(regressions[0], 'image grew 10.0% over the baseline: 30.00 MB -> 33.00 MB (tolerance 5%)')
+  assert.is(regressions[0], 'image grew 10.0% over the baseline: 3.00 MB -> 3.30 MB (tolerance 5%)')
   assert.is(regressions[1], 'warm build slowed 125% over the baseline: 20.0 s -> 45.0 s (tolerance 50% and 10 s)')
 })
 
@@ -59,7 +59,7 @@ t('timing noise is not a regression', () => {
   // +100% but only 4 s: a shared machine does that.
   assert.equal(compareBaseline(sample({ warm: 8 }), base), [])
   // +3.3% image size is inside the 5% tolerance.
-  assert.equal(compareBaseline(sample({ bytes: 31_000_000 }), baselineFrom(sample())), [])
+  assert.equal(compareBaseline(sample({ bytes: 3_100_000 }), baselineFrom(sample())), [])
 })
 
 t('a baseline round-trips through its file, and a broken one is one clear line', () => {
@@ -68,7 +68,7 @@ t('a baseline round-trips through its file, and a broken one is one clear line',
   assert.is(readBaseline(path), undefined)
   writeFileSync(path, JSON.stringify(baselineFrom(sample())))
   const b = readBaseline(path)!
-  assert.is(b.image.bytes, 30_000_000)
+  assert.is(b.image.bytes, 3_000_000)
   assert.is(b.tolerance.warmPct, 50)
   writeFileSync(path, JSON.stringify({ image: { bytes: 1 }, build: { warmSeconds: 2 }, tolerance: { imagePct: 1 } }))
   assert.is(readBaseline(path)!.tolerance.imagePct, 1)
@@ -84,7 +84,7 @@ t('a missing baseline fails the stage unless this run creates it', () => {
   assert.throws(() => requireBaseline(path, false), /^measure: baseline .*measure-baseline\.json does not exist; create it with npm run ci:measure -- --update-baseline or set MEASURE_BASELINE$/)
   assert.is(requireBaseline(path, true), undefined, '--update-baseline writes it')
   writeFileSync(path, JSON.stringify(baselineFrom(sample())))
-  assert.is(requireBaseline(path, false)!.image.bytes, 30_000_000)
+  assert.is(requireBaseline(path, false)!.image.bytes, 3_000_000)
 })
 
 t('the measure report holds the keys later runs and people read', () => {
@@ -101,7 +101,7 @@ t('the measure report holds the keys later runs and people read', () => {
 
 t('the printed rows show the baseline only when there is one', () => {
   const rows = measureRows(sample())
-  assert.equal(rows[0], ['image (uncompressed)', '30.00 MB', '-'])
+  assert.equal(rows[0], ['image (uncompressed)', '3.00 MB', '-'])
   const withBase = measureRows(sample(), baselineFrom(sample({ warm: 10 })))
   assert.equal(withBase.find((r) => r[0]!.startsWith('warm build')), ['warm build (code-only change)', '20.0 s', '10.0 s'])
   assert.equal(rows.find((r) => r[0]!.startsWith('cook')), ['cook step cached on warm build', 'yes', '-'])

@@ -13,6 +13,7 @@ import { parse } from 'yaml'
 import { loadConfig, shouldPush } from '../lib/core/config.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { trivyCacheDir } from '../lib/scan/trivy.ts'
+import { workflowIdentity } from '../lib/sign/cosign.ts'
 import { VERSIONS } from '../lib/core/versions.ts'
 import { ORDER } from '../tasks/ci.ts'
 import { WORKFLOWS_DIR, unpinnedActions, workflowFiles } from '../tasks/lint-workflows.ts'
@@ -101,8 +102,14 @@ t('steps hold wiring only: each run step is one command or the kubeconfig hand-o
   }
 })
 
-t('triggers: push to main and feature/**, pull requests, manual runs', () => {
-  assert.equal(Object.keys(wf.on).sort(), ['pull_request', 'push', 'workflow_dispatch'])
+t('triggers: push to main and feature/**, pull requests, manual runs, a weekly cold measurement that never deploys', () => {
+  assert.equal(Object.keys(wf.on).sort(), ['pull_request', 'push', 'schedule', 'workflow_dispatch'])
+  assert.equal((wf.on.schedule as { cron: string }[]).length, 1)
+  const measure = wf.jobs['build-image']!.steps!.find((s) => s.name === 'measure')!
+  assert.match(measure.run!, /--cold/, 'the scheduled run measures cold whatever the inputs say')
+  assert.match(wf.jobs.deploy!.if as string, /github\.event_name != 'schedule'/, 'a scheduled run deploys nothing')
+  const history = wf.jobs['build-image']!.steps!.find((s) => s.with?.path === '~/.cache/doc-server-ci/measure')
+  assert.ok(history, 'the measure history and cold record are cached between runs')
   assert.equal((wf.on.push as { branches: string[] }).branches, ['main', 'feature/**'])
   assert.ok(wf.on.pull_request === null || Object.keys(wf.on.pull_request as object).length === 0, 'every pull request is built and scanned')
 })
@@ -114,8 +121,22 @@ t('permissions are least privilege, job by job', () => {
     assert.is(job.permissions!.contents, 'read', `${name}: contents: read`)
     return [name, Object.entries(job.permissions!).filter(([, v]) => v === 'write').map(([k]) => k)]
   }))
-  assert.equal(writes, { 'lint-test': [], 'build-image': ['packages'], 'scan-image': ['security-events'], deploy: [] })
+  assert.equal(writes, { 'lint-test': [], 'build-image': ['packages', 'id-token'], 'scan-image': ['packages', 'security-events', 'id-token'], deploy: [] })
   assert.not.match(TEXT, /write-all|read-all/)
+})
+
+t('keyless signing: id-token only on the jobs that sign; deploy reads signatures from the registry and verifies them', () => {
+  const withIdToken = Object.entries(wf.jobs).filter(([, j]) => j.permissions?.['id-token'] !== undefined).map(([n]) => n)
+  assert.equal(withIdToken, ['build-image', 'scan-image'])
+  assert.is(wf.jobs.deploy!.permissions!.packages, 'read')
+  const steps = wf.jobs.deploy!.steps
+  const login = steps.findIndex((s) => /docker login ghcr\.io/.test(s.run ?? ''))
+  const deploy = steps.findIndex((s) => /tasks\/deploy\.ts/.test(s.run ?? ''))
+  assert.ok(login !== -1 && login < deploy, 'deploy logs in to ghcr.io before verifying')
+  // The identity deploy expects is this repository's ci.yml, the file these jobs live in.
+  const v = workflowIdentity('https://github.com', 'acme/doc-server')
+  assert.ok(v.kind === 'keyless' && new RegExp(v.identityRegexp).test('https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main'))
+  assert.ok(existsSync(join(repoRoot, '.github', 'workflows', 'ci.yml')))
 })
 
 t('every action is pinned to a full commit SHA with its release noted', () => {
@@ -142,7 +163,7 @@ t('pull requests build and scan but never push or deploy', () => {
 
 t('GHCR with GITHUB_TOKEN, handed only to the steps that talk to the registry', () => {
   const holders = Object.entries(wf.jobs).flatMap(([name, job]) => job.steps.filter((s) => JSON.stringify(s).includes('secrets.GITHUB_TOKEN')).map((s) => `${name}: ${s.name}`))
-  assert.equal(holders, ['build-image: build', 'build-image: measure', 'scan-image: Log in to ghcr.io to pull the image by digest'])
+  assert.equal(holders, ['build-image: build', 'build-image: measure', 'scan-image: Log in to ghcr.io to pull the image by digest and attach attestations', 'deploy: Log in to ghcr.io to read signatures and attestations'])
   const scan = wf.jobs['scan-image']!
   const login = scan.steps.find((s) => s.name?.startsWith('Log in to ghcr.io'))!
   assert.match(login.run!, /^docker login ghcr\.io --username "\$GITHUB_ACTOR" --password-stdin/, 'the token goes through stdin, never argv')

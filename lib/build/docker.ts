@@ -17,6 +17,8 @@ export interface BuildStep {
   error?: string
   /** The step's own output, without BuildKit's `#N 12.3` prefix. */
   output: string[]
+  /** Seconds into the step at which each output line was printed (BuildKit's prefix). */
+  outputAt: number[]
 }
 
 /**
@@ -31,17 +33,22 @@ export function parseBuildOutput(text: string): BuildStep[] {
     const id = Number(m[1])
     const rest = m[2]!
     let step = steps.get(id)
+    const first = !step
     if (!step) {
-      step = { id, name: '', cached: false, output: [] }
+      step = { id, name: '', cached: false, output: [], outputAt: [] }
       steps.set(id, step)
     }
-    if (step.name === '' && rest.startsWith('[')) step.name = rest.trim()
+    // Dockerfile steps are named `[stage n/m] …`; BuildKit's own (`exporting to image`) are not bracketed.
+    if (step.name === '' && (rest.startsWith('[') || (first && /^[a-z]/.test(rest)))) step.name = rest.trim()
     else if (rest === 'CACHED') step.cached = true
     else if (/^DONE \d+(\.\d+)?s$/.test(rest)) step.seconds = Number(rest.slice(5, -1))
     else if (rest.startsWith('ERROR')) step.error = rest.replace(/^ERROR:?\s*/, '')
     else {
-      const out = /^\d+\.\d+ (.*)$/.exec(rest)
-      if (out) step.output.push(out[1]!)
+      const out = /^(\d+\.\d+) (.*)$/.exec(rest)
+      if (out) {
+        step.output.push(out[2]!)
+        step.outputAt.push(Number(out[1]))
+      }
     }
   }
   return [...steps.values()]
@@ -50,6 +57,23 @@ export function parseBuildOutput(text: string): BuildStep[] {
 /** The `cargo chef cook` step; undefined when the build had none (another Dockerfile). */
 export function cookStep(steps: readonly BuildStep[]): BuildStep | undefined {
   return steps.find((s) => /\bcargo chef cook\b/.test(s.name))
+}
+
+/**
+ * Where a build's seconds went, from BuildKit's step times and the seconds
+ * at which cargo printed `Finished`: compile and link (cargo, to Finished),
+ * strip and the .dep-v0 copy (the rest of that step), UPX, exporting the
+ * image, and everything else (context, COPY, cached steps).
+ */
+export function buildBreakdown(steps: readonly BuildStep[], totalSeconds: number): Record<'compile+link' | 'strip+sections' | 'upx' | 'export' | 'other', number> {
+  const compile = steps.find((s) => !s.cached && /cargo (auditable )?build/.test(s.name))
+  const finished = compile?.output.findIndex((l) => /^\s*Finished /.test(l)) ?? -1
+  const cargo = compile && finished >= 0 ? compile.outputAt[finished]! : (compile?.seconds ?? 0)
+  const strip = compile?.seconds !== undefined ? Math.max(0, compile.seconds - cargo) : 0
+  const upx = steps.find((s) => !s.cached && /\bupx\b/.test(s.name) && !/apt-get/.test(s.name))?.seconds ?? 0
+  const exp = steps.filter((s) => /^exporting to image/.test(s.name)).reduce((a, s) => a + (s.seconds ?? 0), 0)
+  const r = (n: number) => Math.round(n * 10) / 10
+  return { 'compile+link': r(cargo), 'strip+sections': r(strip), upx: r(upx), export: r(exp), other: r(Math.max(0, totalSeconds - cargo - strip - upx - exp)) }
 }
 
 /** Crates a step compiled (`Compiling name vX`): the evidence that a warm build rebuilt only our crate. */
@@ -398,6 +422,8 @@ export interface ColdWarm {
   imageBytes: number
   /** Size of the stripped binary before UPX, when the Dockerfile has an `artifacts` stage. */
   binaryBytes: number | null
+  /** Where the warm build's seconds went (see buildBreakdown). */
+  warmBreakdown: ReturnType<typeof buildBreakdown>
 }
 
 /**
@@ -436,6 +462,7 @@ export async function coldAndWarmBuilds(opts: {
       warmSeconds: warm.seconds,
       cookCacheHit: warm.cookCacheHit,
       warmCompiled: compiledCrates(compileStep),
+      warmBreakdown: buildBreakdown(warm.steps, warm.seconds),
       imageBytes: await imageBytes(opts.docker, `${tag}-warm`),
       binaryBytes,
     }

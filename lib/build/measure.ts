@@ -7,6 +7,8 @@ export interface Measurements {
   binary: { bytesBeforeUpx: number; bytesAfterUpx: number }
   build: {
     coldSeconds: number
+    /** Where the cold figure comes from: measured in this run, or reused from the recorded commit. */
+    cold: { measured: boolean; commit: string; date: string; why: string }
     warmSeconds: number
     /** Read from BuildKit's `#N CACHED` line for the cook step; null when it was not seen. */
     cookCacheHit: boolean | null
@@ -23,8 +25,8 @@ export interface Baseline {
   tolerance: { imagePct: number; warmPct: number; warmSeconds: number }
 }
 
-/** The issue's acceptance figures: an image under 100 MB, a cooked cache hit, a code-only rebuild at least 80% faster. */
-export const TARGETS = { maxImageBytes: 100 * 1000 * 1000, minImprovementPct: 80 } as const
+/** The acceptance figures: an image under 5 MB (static, about 3 MB measured, so a real margin), a cooked cache hit, a code-only rebuild at least 80% faster. */
+export const TARGETS = { maxImageBytes: 5 * 1000 * 1000, minImprovementPct: 80 } as const
 
 /** Timings on a shared 2-core machine wobble; only a clear slowdown counts. */
 export const DEFAULT_TOLERANCE: Baseline['tolerance'] = { imagePct: 5, warmPct: 50, warmSeconds: 10 }
@@ -119,10 +121,10 @@ export function measureRows(m: Measurements, b?: Baseline): string[][] {
     ['image (as pushed)', formatBytes(m.image.compressedBytes), base(formatBytes(b?.image.compressedBytes))],
     ['binary before UPX', formatBytes(m.binary.bytesBeforeUpx), '-'],
     ['binary after UPX', formatBytes(m.binary.bytesAfterUpx), '-'],
-    ['cold build (no cache)', `${m.build.coldSeconds.toFixed(1)} s`, '-'],
+    ['cold build (no cache)', `${m.build.coldSeconds.toFixed(1)} s${m.build.cold.measured ? '' : ` (reused: ${m.build.cold.commit.slice(0, 8)}, ${m.build.cold.date.slice(0, 10)})`}`, '-'],
     ['warm build (code-only change)', `${m.build.warmSeconds.toFixed(1)} s`, base(`${b?.build.warmSeconds.toFixed(1)} s`)],
     ['cook step cached on warm build', m.build.cookCacheHit === null ? 'unknown' : m.build.cookCacheHit ? 'yes' : 'NO', '-'],
-    ['warm vs cold', `${m.build.improvementPct}% faster`, '-'],
+    ['warm vs cold', `${m.build.improvementPct}% faster than the cold build of ${m.build.cold.commit.slice(0, 8)}`, '-'],
   ]
 }
 

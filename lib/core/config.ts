@@ -25,6 +25,7 @@ export const VARIABLES = [
   { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
   { name: 'SCAN_IGNORE_MAX_DAYS', default: '90', meaning: 'How far ahead an ignore entry may expire; an entry with a later expired_at is refused, so every accepted risk is reviewed.' },
   { name: 'SCAN_ADVISORIES_DIR', default: 'advisories', meaning: 'Advisories the local vulnerability DB is built from (TRIVY_DB_SOURCE=local); see advisories/README.md.' },
+  { name: 'SCAN_MAX_AGE', default: '24h', meaning: 'Deploy refuses an image whose scan attestation is older than this (a number with s, m, h or d).' },
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
   { name: 'TRIVY_DB_REPOSITORY', default: '(local: 127.0.0.1:5000/<IMAGE_OWNER>/trivy-db:2; remote: Trivy\'s default mirrors)', meaning: 'OCI repository Trivy downloads its vulnerability DB from (`--db-repository`), e.g. a company mirror; with `local` the pipeline publishes the DB built from advisories/ there (a registry on this machine only).' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
@@ -58,6 +59,8 @@ export interface Config {
   scanIgnoreFile: string
   scanIgnoreMaxDays: number
   scanAdvisoriesDir: string
+  /** SCAN_MAX_AGE in seconds. */
+  scanMaxAgeSecs: number
   trivyDbSource: 'local' | 'remote'
   trivyDbRepository: string | undefined
   deployEnv: 'dev' | 'staging' | 'prod'
@@ -117,6 +120,15 @@ export function precommitChecks(processEnv: NodeJS.ProcessEnv = process.env, dot
   const value = ({ ...dotenv, ...processEnv }.PRECOMMIT_CHECKS ?? '').trim()
   if (value === '') return [...PRECOMMIT_CHECKS]
   return value.split(',').map((c) => oneOf('PRECOMMIT_CHECKS', c.trim(), PRECOMMIT_CHECKS))
+}
+
+const UNIT_SECS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
+
+/** A duration like 90s, 30m, 24h or 7d, in seconds. */
+export function duration(name: string, value: string): number {
+  const m = /^(\d+)([smhd])$/.exec(value)
+  if (!m || Number(m[1]) < 1) throw bad(name, value, 'a duration above 0 like 30m, 24h or 7d')
+  return Number(m[1]) * UNIT_SECS[m[2]!]!
 }
 
 const SEVERITIES = ['UNKNOWN', 'LOW', 'MEDIUM', 'HIGH', 'CRITICAL'] as const
@@ -182,6 +194,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     scanIgnoreMaxDays: positiveInt('SCAN_IGNORE_MAX_DAYS', get('SCAN_IGNORE_MAX_DAYS') ?? '90'),
     trivyDbRepository: dbRepository(get('TRIVY_DB_REPOSITORY')),
     scanAdvisoriesDir: abs(get('SCAN_ADVISORIES_DIR') ?? 'advisories'),
+    scanMaxAgeSecs: duration('SCAN_MAX_AGE', get('SCAN_MAX_AGE') ?? '24h'),
     trivyDbSource: oneOf('TRIVY_DB_SOURCE', get('TRIVY_DB_SOURCE') ?? (github ? 'remote' : 'local'), ['local', 'remote'] as const),
     deployEnv,
     kubeContext: get('KUBE_CONTEXT'),

@@ -23,8 +23,10 @@ export const VERSIONS = {
   kubernetes: 'v1.36.3',
   /** 3.6: the line kwok pairs with Kubernetes 1.34-1.36 (Debian's etcd 3.4 is too old). */
   etcd: 'v3.6.16',
+  /** Signs and attests the pushed digest; built with `go install` from the Go module proxy (no replaces in its go.mod). */
+  cosign: 'v3.1.3',
   cargoChef: '0.1.78',
-  /** `npm run bench:server`'s load generator, built with `cargo install --locked` from crates.io. */
+  /** The load generator of `npm run bench:server` and `bench:build -- --runtimes`; built with `cargo install --locked` from crates.io. */
   oha: '1.16.0',
   cargoAuditable: '0.7.7',
   rust: '1.95.0',
@@ -38,5 +40,8 @@ export const VERSIONS = {
 
 export const BASE_IMAGES = {
   chef: `lukemathwalker/cargo-chef:${VERSIONS.cargoChef}-rust-${VERSIONS.rust}-bookworm`,
-  runtime: 'gcr.io/distroless/cc-debian12:nonroot',
+  /** The Doc Server is linked statically, so it needs no C library at run time. */
+  runtime: 'gcr.io/distroless/static-debian12:nonroot',
+  /** The previous, dynamically linked runtime; only `npm run bench:build` still builds on it, to compare. */
+  runtimeCc: 'gcr.io/distroless/cc-debian12:nonroot',
 } as const

@@ -8,6 +8,7 @@ import { firstFailureReason, getDeployment, listEvents, listPods, podsNotRunning
 import type { RevisionRecord } from './guard.ts'
 import { repoRoot } from '../core/paths.ts'
 import { readReport, writeReport } from '../core/report.ts'
+import type { Verified } from './verify.ts'
 
 export const CHART_DIR = join(repoRoot, 'charts', 'doc-server')
 const CHART_NAME = 'doc-server'
@@ -25,8 +26,10 @@ export interface BuildReport {
 export interface ScanReport {
   decision?: string
   reason?: string
-  image?: { ref?: string; digest?: string }
+  image?: { ref?: string; digest?: string; source?: string }
   digest?: string
+  /** false for a `--from-report` re-gate, which never makes anything deployable. */
+  deployable?: boolean
 }
 
 export interface DeployImage {
@@ -57,6 +60,7 @@ export function deployableImage(build: BuildReport, scan: ScanReport | undefined
   if (build.image?.ref) repo = repository(parseRef(build.image.ref))
   if (!repo || !repo.includes('/')) throw refused('reports/build.json names no image repository (registry/owner/name)')
   if (!scan) throw refused('reports/scan.json is missing; the image must pass the scan stage first')
+  if (scan.deployable === false || scan.image?.source === 'report') throw refused('reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest')
   if (scan.decision !== 'pass') throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision ?? 'none'}${scan.reason ? `; ${scan.reason}` : ''})`)
   const scanned = digestOf(scan)
   if (!scanned) throw refused('reports/scan.json does not say which digest it scanned; run the scan stage again')
@@ -113,6 +117,8 @@ export interface DeployReport {
   reason: string | null
   recovered: string | null
   seconds: number
+  /** What was verified in the registry before the cluster was touched (identity, attestation digests); null when it was not reached. */
+  verified?: Verified | null
 }
 
 export function writeDeployReport(config: Config, r: Omit<DeployReport, 'release' | 'namespace' | 'environment'>): string {

@@ -14,13 +14,26 @@ export type BaseImageSource = 'present' | 'pulled' | 'stand-in'
 /** Label on every stand-in, so nobody mistakes one for the published image. */
 export const STAND_IN_LABEL = 'org.doc-server.ci.stand-in'
 
-/** The Debian packages distroless cc (Debian 12) is made of. */
-export const DISTROLESS_CC_PACKAGES = ['base-files', 'netbase', 'tzdata', 'media-types', 'ca-certificates', 'libc6', 'libssl3', 'libgcc-s1', 'libstdc++6', 'libgomp1', 'gcc-12-base'] as const
+/** The Debian packages distroless static (Debian 12) is made of: no C library, nothing executable. */
+export const DISTROLESS_STATIC_PACKAGES = ['base-files', 'netbase', 'tzdata', 'media-types', 'ca-certificates'] as const
+/** distroless cc (Debian 12): static's packages plus the C and C++ runtime. */
+export const DISTROLESS_CC_PACKAGES = [...DISTROLESS_STATIC_PACKAGES, 'libc6', 'libssl3', 'libgcc-s1', 'libstdc++6', 'libgomp1', 'gcc-12-base'] as const
+
+/** The Debian packages of each distroless base the pipeline can build a stand-in for. */
+const DISTROLESS_PACKAGES: Record<string, readonly string[]> = {
+  [BASE_IMAGES.runtime]: DISTROLESS_STATIC_PACKAGES,
+  [BASE_IMAGES.runtimeCc]: DISTROLESS_CC_PACKAGES,
+}
 
 /** What the chef stand-in adds to a minimal bookworm: the build tools of the rust:bookworm image it stands in for. */
 const CHEF_DEBIAN_PACKAGES = ['ca-certificates', 'curl', 'git', 'gcc', 'libc6-dev', 'make', 'pkg-config', 'libssl-dev', 'xz-utils']
 const DEBIAN_MIRROR = 'http://deb.debian.org/debian'
 const RUSTUP_PROXIES = ['cargo', 'cargo-clippy', 'cargo-fmt', 'clippy-driver', 'rust-gdb', 'rust-gdbgui', 'rust-lldb', 'rustc', 'rustdoc', 'rustfmt']
+
+/** The image's ID (its config digest): what changes when a base image is rebuilt or updated. */
+export async function imageId(docker: string, name: string): Promise<string> {
+  return (await run([docker, 'image', 'inspect', '--format', '{{.Id}}', name], { env: dockerEnv() })).stdout.trim()
+}
 
 export async function imageExists(docker: string, name: string): Promise<boolean> {
   return succeeds([docker, 'image', 'inspect', '--format', '{{.Id}}', name], { env: dockerEnv() })
@@ -29,11 +42,14 @@ export async function imageExists(docker: string, name: string): Promise<boolean
 /**
  * Each base image under its exact public name: present already, pulled, or
  * (no registry reachable, as here and on air-gapped machines) a faithful
- * stand-in built once and then reused like the real one.
+ * stand-in built once and then reused like the real one. By default the two
+ * the Doc Server image needs; `names` may add the cc runtime (the bench).
  */
-export async function ensureBaseImages(docker: string, cache: string, onLine?: OnLine): Promise<{ name: string; source: BaseImageSource }[]> {
+export async function ensureBaseImages(docker: string, cache: string, onLine?: OnLine, names: readonly string[] = [BASE_IMAGES.chef, BASE_IMAGES.runtime]): Promise<{ name: string; source: BaseImageSource }[]> {
   const out: { name: string; source: BaseImageSource }[] = []
-  for (const [name, build] of [[BASE_IMAGES.chef, buildChefStandIn], [BASE_IMAGES.runtime, buildRuntimeStandIn]] as const) {
+  for (const name of names) {
+    const build = name === BASE_IMAGES.chef ? buildChefStandIn : DISTROLESS_PACKAGES[name] ? buildRuntimeStandIn : undefined
+    if (!build) throw new PipelineError(`base images: no stand-in is known for ${name}; use one of ${Object.values(BASE_IMAGES).join(', ')}`)
     if (await imageExists(docker, name)) {
       out.push({ name, source: 'present' })
       continue
@@ -162,15 +178,15 @@ function hostCodename(): string | undefined {
   return /^VERSION_CODENAME=(\S+)$/m.exec(readFileSync('/etc/os-release', 'utf8'))?.[1]
 }
 
-/** The .deb files of the distroless package set, fetched once with apt-get and kept in the cache. */
-async function distrolessDebs(dir: string, onLine?: OnLine): Promise<string[]> {
+/** The .deb files of a distroless package set, fetched once with apt-get and kept in the cache. */
+async function distrolessDebs(dir: string, packages: readonly string[], name: string, onLine?: OnLine): Promise<string[]> {
   mkdirSync(dir, { recursive: true })
   const debFor = (pkg: string) => readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'))
-  const missing = DISTROLESS_CC_PACKAGES.filter((p) => !debFor(p))
+  const missing = packages.filter((p) => !debFor(p))
   if (missing.length > 0) {
     const codename = hostCodename()
     if (codename !== VERSIONS.debianSuite) {
-      throw new PipelineError(`base images: the distroless stand-in is assembled from Debian ${VERSIONS.debianSuite} packages with apt-get, but this machine is ${codename ?? 'not Debian'}; pull ${BASE_IMAGES.runtime} or load it with docker load`)
+      throw new PipelineError(`base images: the distroless stand-in is assembled from Debian ${VERSIONS.debianSuite} packages with apt-get, but this machine is ${codename ?? 'not Debian'}; pull ${name} or load it with docker load`)
     }
     const apt = requireTool('apt-get')
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
@@ -182,7 +198,7 @@ async function distrolessDebs(dir: string, onLine?: OnLine): Promise<string[]> {
       await download()
     })
   }
-  return DISTROLESS_CC_PACKAGES.map((p) => {
+  return packages.map((p) => {
     const f = debFor(p)
     if (!f) throw new PipelineError(`base images: apt-get download gave no .deb for ${p}`)
     return join(dir, f)
@@ -198,14 +214,16 @@ export function statusEntry(control: string): string {
 }
 
 /**
- * distroless cc (Debian 12), assembled the way distroless itself is: the
+ * distroless static or cc (Debian 12), assembled the way distroless itself is: the
  * listed packages unpacked (never installed: no maintainer scripts, no shell),
  * a CA bundle, passwd and group with nonroot 65532, /tmp 1777, and one dpkg
  * status file per package so scanners see the exact versions.
  */
 async function buildRuntimeStandIn(docker: string, name: string, cache: string, onLine?: OnLine): Promise<void> {
   const work = join(cache, 'base-images')
-  const debs = await distrolessDebs(join(work, 'distroless-debs'), onLine)
+  const packages = DISTROLESS_PACKAGES[name]
+  if (!packages) throw new PipelineError(`base images: no distroless package set is known for ${name}`)
+  const debs = await distrolessDebs(join(work, 'distroless-debs'), packages, name, onLine)
   const rootfs = mkdtempSync(join(work, 'distroless-rootfs-'))
   try {
     const statusDir = join(rootfs, 'var/lib/dpkg/status.d')

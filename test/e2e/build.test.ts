@@ -62,6 +62,11 @@ t('build, push, pull by digest and run until healthy through the local registry'
     assert.is(report.pushed, true)
     assert.match(report.commit.sha, /^[0-9a-f]{40}$/)
     assert.ok((report.healthySeconds ?? 0) > 0, 'the stage waited for healthy')
+    // Signed by digest with the machine's key, with SLSA provenance for this commit beside it.
+    assert.match(report.signature?.identity ?? '', /^key sha256:[0-9a-f]{64}$/)
+    const provenance = JSON.parse(readFileSync(join(reports, 'build', 'provenance.json'), 'utf8')) as { buildDefinition: { resolvedDependencies: { digest: { gitCommit?: string } }[]; internalParameters: { dirty: boolean } } }
+    assert.is(provenance.buildDefinition.resolvedDependencies[0]!.digest.gitCommit, report.commit.sha)
+    assert.is(provenance.buildDefinition.internalParameters.dirty, report.commit.dirty)
 
     // The registry itself serves the manifest under that digest.
     const manifest = await fetch(`http://127.0.0.1:5000/v2/local/agent-docs/manifests/${report.image.digest}`, {

@@ -23,12 +23,18 @@ import { deleteNamespace, listPods, type KubeTarget } from '../../lib/deploy/kub
 import { NEVER_READY_ANNOTATION, clusterStatus, ensureCluster, stopCluster } from '../../lib/local/cluster.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { writeReport } from '../../lib/core/report.ts'
+import { ensureDockerEngine } from '../../lib/local/docker.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
+import { pushSignedImage, removeTinyImages } from '../helpers/signed-image.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
 
 const t = suite('e2e: deploy')
 const ALL_OK = { okCodes: ANY_EXIT }
-const REPO = '127.0.0.1:5000/local/agent-docs'
-const digest = (n: number) => `sha256:${n.toString(16).padStart(2, '0').repeat(32)}`
+const REPO = '127.0.0.1:5000/local/deploy-e2e'
+/** Digests 1-4 are real images in the local registry, signed and attested as the pipeline does (deploy verifies them); 5 is only ever given to helm directly. */
+const digest = (n: number) => s.digests[n] ?? `sha256:${n.toString(16).padStart(2, '0').repeat(32)}`
+/** The commit reportsFor's build.json names, and the signed provenance of digests 1-4. */
+const COMMIT = 'e'.repeat(40)
 
 interface State {
   cache: string
@@ -39,12 +45,15 @@ interface State {
   namespace: string
   reports: string
   neverReady: string
+  digests: Record<number, string>
+  commits: Record<number, string>
+  docker: string
 }
 const s = {} as State
 const release = () => ({ name: 'doc-server', namespace: s.namespace })
 
 /** build.json and scan.json as the build and scan stages leave them for `d`. */
-function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }, commit = 'e'.repeat(40)) {
+function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }, commit = COMMIT) {
   writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e@${d}`, digest: d, repository: REPO, tag: 'e2e' }, pushed: true, commit: { sha: commit, branch: 'e2e', dirty: false } })
   writeReport(s.reports, 'scan', scan)
 }
@@ -80,6 +89,20 @@ t.before(async () => {
   s.helm = { helm: s.bins.helm, kubeconfig: cluster.kubeconfig, context: cluster.context }
   s.namespace = `doc-server-e2e-${process.pid}`
   s.reports = mkdtempSync(join(tmpdir(), 'deploy-e2e-'))
+  const config = loadConfig({ ...process.env }, {})
+  const docker = (s.docker = (await ensureDockerEngine(config.docker)).docker)
+  await ensureRegistry(LOCAL_REGISTRY)
+  s.digests = {}
+  s.commits = {}
+  for (const n of [1, 2, 3, 4]) {
+    s.digests[n] = await pushSignedImage({ config, docker, repository: REPO, label: `deploy-${n}`, git: { sha: COMMIT, shortSha: COMMIT.slice(0, 12), branch: undefined, dirty: false }, work: s.reports })
+  }
+  // Digests 6 and 7: built from this clone's HEAD and HEAD~1, for the commit-order test.
+  for (const [n, rev] of [[6, 'HEAD'], [7, 'HEAD~1']] as const) {
+    const sha = (await run(['git', 'rev-parse', rev], { cwd: repoRoot })).stdout.trim()
+    s.commits[n] = sha
+    s.digests[n] = await pushSignedImage({ config, docker, repository: REPO, label: `deploy-${n}`, git: { sha, shortSha: sha.slice(0, 12), branch: undefined, dirty: false }, work: s.reports })
+  }
   s.neverReady = join(s.reports, 'never-ready.yaml')
   writeFileSync(s.neverReady, `podAnnotations:\n  ${NEVER_READY_ANNOTATION}: never\n`)
 })
@@ -89,6 +112,7 @@ t.after(async () => {
   // Clean-up must not hide a test's own failure (a cluster that went away, say).
   await deleteNamespace(s.kube, s.namespace).catch((err: Error) => console.error(`e2e: deploy: namespace ${s.namespace} not removed: ${err.message}`))
   rmSync(s.reports, { recursive: true, force: true })
+  if (s.docker) await removeTinyImages(s.docker)
   if (s.startedCluster) await stopCluster(s.cache)
 })
 
@@ -126,6 +150,10 @@ t('a first install and an upgrade run exactly the deployed digests', async () =>
   assert.is(first.report.result, 'deployed')
   assert.is(first.report.revision, 1)
   assert.is(first.report.digest, digest(1))
+  // Verified from the registry first: who signed, and the attestations relied on.
+  assert.match(first.report.verified?.identity ?? '', /^key sha256:[0-9a-f]{64}$/)
+  assert.is(first.report.verified?.provenance.commit, COMMIT)
+  assert.match(first.report.verified?.scan.attestation ?? '', /^sha256:[0-9a-f]{64}$/)
   assert.equal(await podImages(), [`${REPO}@${digest(1)}`, `${REPO}@${digest(1)}`])
 
   reportsFor(digest(2))
@@ -189,8 +217,7 @@ t('a release left in pending-upgrade by a killed helm is recovered, judged by th
 })
 
 t('an older commit is refused before anything changes; --allow-older rolls back on purpose', async () => {
-  const git = async (rev: string) => (await run(['git', 'rev-parse', rev], { cwd: repoRoot })).stdout.trim()
-  const [newer, older] = [await git('HEAD'), await git('HEAD~1')]
+  const [newer, older] = [s.commits[6]!, s.commits[7]!]
   // The release runs the test commit eeee…, which is in no clone: the order cannot be shown.
   reportsFor(digest(6), undefined, newer)
   const unknown = await deploy()

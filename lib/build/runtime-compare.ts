@@ -1,0 +1,114 @@
+/**
+ * What the static image costs or saves against the dynamically linked one on
+ * distroless cc: sizes, the packages its SBOM lists, start-to-ready time and
+ * the server's throughput and p99 under the same bounded loopback load.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PipelineError } from '../core/errors.ts'
+import { run } from '../core/run.ts'
+import { BASE_IMAGES } from '../core/versions.ts'
+import { trivyIgnoreYaml, today } from '../scan/scan-policy.ts'
+import { scanImage } from '../scan/trivy.ts'
+import { removeContainer, startContainer } from './docker.ts'
+
+/** The two ways the bench builds Dockerfile.optimized: the build arguments are the whole difference. */
+export const RUNTIMES = [
+  { key: 'cc', label: 'dynamic glibc on distroless cc', buildArgs: { RUNTIME_IMAGE: BASE_IMAGES.runtimeCc, TARGET_FEATURES: '-crt-static' } },
+  { key: 'static', label: 'static glibc on distroless static', buildArgs: { RUNTIME_IMAGE: BASE_IMAGES.runtime, TARGET_FEATURES: '+crt-static' } },
+] as const
+
+/** The same bounded load for both images: a fixed number of requests over a few keep-alive connections. */
+export const LOAD = { requests: 20_000, connections: 16, path: '/api/docs/getting-started' } as const
+
+export interface LoadFigures {
+  requests: number
+  ok: number
+  seconds: number
+  rps: number
+  p50Ms: number
+  p99Ms: number
+}
+
+export interface SbomCounts {
+  osPackages: string[]
+  crates: string[]
+}
+
+/** Milliseconds from `docker run` to the first 200 from /health/ready, polled from the host. */
+export async function startToReady(docker: string, image: string): Promise<number> {
+  const t0 = performance.now()
+  const c = await startContainer(docker, image)
+  try {
+    for (let i = 0; i < 1500; i++) {
+      const ok = await fetch(`http://127.0.0.1:${c.hostPort}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
+      if (ok) return performance.now() - t0
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    throw new PipelineError(`bench: ${image} never became ready`)
+  } finally {
+    await removeContainer(docker, c.id)
+  }
+}
+
+/** OS packages (pkg:deb) and crates (pkg:cargo) a CycloneDX SBOM lists, by name. */
+export function sbomCounts(cdxText: string, source: string): SbomCounts {
+  let cdx: { components?: { name?: string; purl?: string }[] }
+  try {
+    cdx = JSON.parse(cdxText)
+  } catch {
+    throw new PipelineError(`bench: ${source} is not JSON`)
+  }
+  const names = (prefix: string) => [...new Set((cdx.components ?? []).filter((c) => c.purl?.startsWith(prefix)).map((c) => c.name ?? '?'))].sort()
+  return { osPackages: names('pkg:deb/'), crates: names('pkg:cargo/') }
+}
+
+/** The SBOM the scan stage would write for `pinned`, made with the same script and the local DB. */
+export async function sbomOf(pinned: string, trivy: string, trivyCache: string): Promise<SbomCounts> {
+  const out = mkdtempSync(join(tmpdir(), 'doc-server-sbom-'))
+  try {
+    const ignoreFile = join(out, 'trivyignore.yaml')
+    writeFileSync(ignoreFile, trivyIgnoreYaml([], today()))
+    await scanImage({ trivy, image: pinned, out, imageSrc: 'remote', trivyCache, offline: true, ignoreFile })
+    return sbomCounts(readFileSync(join(out, 'sbom.cdx.json'), 'utf8'), `${pinned} sbom.cdx.json`)
+  } finally {
+    rmSync(out, { recursive: true, force: true })
+  }
+}
+
+/** oha's `--output-format json` report, reduced to what the bench prints. */
+export function parseOhaJson(text: string): LoadFigures {
+  let r: {
+    summary?: { total?: number; requestsPerSec?: number }
+    latencyPercentiles?: Record<string, number | null>
+    statusCodeDistribution?: Record<string, number>
+  }
+  try {
+    r = JSON.parse(text)
+  } catch {
+    throw new PipelineError('bench: oha did not print a JSON report')
+  }
+  const codes = r.statusCodeDistribution ?? {}
+  const requests = Object.values(codes).reduce((a, b) => a + b, 0)
+  const p = r.latencyPercentiles ?? {}
+  if (typeof r.summary?.total !== 'number' || typeof r.summary.requestsPerSec !== 'number' || typeof p.p99 !== 'number' || typeof p.p50 !== 'number') {
+    throw new PipelineError('bench: oha\'s JSON report has no summary.total, requestsPerSec or p50/p99 latency')
+  }
+  return { requests, ok: codes['200'] ?? 0, seconds: r.summary.total, rps: r.summary.requestsPerSec, p50Ms: p.p50 * 1000, p99Ms: p.p99 * 1000 }
+}
+
+/** A bounded run of oha against a container published on loopback (the only address load may go to). */
+export async function loadRun(oha: string, docker: string, image: string): Promise<LoadFigures> {
+  const c = await startContainer(docker, image)
+  try {
+    const url = `http://127.0.0.1:${c.hostPort}`
+    for (let i = 0; i < 500 && !(await fetch(`${url}/health/ready`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 20))
+    const argv = [oha, '--no-tui', '--output-format', 'json', '-n', String(LOAD.requests), '-c', String(LOAD.connections), `${url}${LOAD.path}`]
+    const figures = parseOhaJson((await run(argv, { timeoutMs: 300_000 })).stdout)
+    if (figures.ok !== LOAD.requests) throw new PipelineError(`bench: ${image} answered ${figures.ok} of ${LOAD.requests} requests with 200`)
+    return figures
+  } finally {
+    await removeContainer(docker, c.id)
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * The in-toto statements the pipeline attaches to an image digest, and the
+ * checks deploy runs on them. Plain functions on parsed JSON: cosign proves who
+ * signed a statement, these prove it says what a deployable image needs.
+ */
+import { createHash } from 'node:crypto'
+import { PipelineError } from '../core/errors.ts'
+import { VERSIONS } from '../core/versions.ts'
+import type { Decision, Policy } from '../scan/scan-policy.ts'
+
+/** The scan result's predicate type (cosign `--type` accepts a URI). */
+export const SCAN_PREDICATE_TYPE = 'https://doc-server.dev/attestations/scan/v1'
+/** cosign's short name for SLSA provenance v1 and the type it records. */
+export const PROVENANCE_TYPE = 'slsaprovenance1'
+export const PROVENANCE_PREDICATE_TYPE = 'https://slsa.dev/provenance/v1'
+export const SBOM_TYPE = 'cyclonedx'
+/** The build type our provenance describes. */
+export const BUILD_TYPE = 'https://doc-server.dev/build/dockerfile/v1'
+/** The severities every deployable scan must have blocked on, whatever SCAN_SEVERITIES said. */
+export const REQUIRED_SEVERITIES = ['HIGH', 'CRITICAL'] as const
+
+const DIGEST = /^sha256:[a-f0-9]{64}$/
+
+export interface ProvenanceFacts {
+  builderId: string
+  /** Where the source lives (the OCI `source` label). */
+  repository: string
+  commit: string
+  branch: string | null
+  dirty: boolean
+  dockerfile: { path: string; sha256: string }
+  buildArgs: Record<string, string>
+  startedOn: string
+  finishedOn: string
+  invocationId: string
+}
+
+/** SLSA provenance v1 for one build of Dockerfile.optimized. */
+export function provenancePredicate(f: ProvenanceFacts) {
+  return {
+    buildDefinition: {
+      buildType: BUILD_TYPE,
+      externalParameters: { repository: f.repository, ref: f.branch, dockerfile: f.dockerfile.path, buildArgs: f.buildArgs },
+      internalParameters: { dirty: f.dirty },
+      resolvedDependencies: [
+        { uri: `git+${f.repository}`, digest: { gitCommit: f.commit } },
+        { uri: f.dockerfile.path, digest: { sha256: f.dockerfile.sha256 } },
+      ],
+    },
+    runDetails: {
+      builder: { id: f.builderId },
+      metadata: { invocationId: f.invocationId, startedOn: f.startedOn, finishedOn: f.finishedOn },
+    },
+  }
+}
+
+export interface ScanFacts {
+  digest: string
+  repository: string
+  decision: Decision
+  policy: Policy
+  trivyVersion: string
+  db: { source: string; updatedAt: string; repository?: string | null; digest?: string | null; advisories?: number | null; advisoriesHash?: string }
+  scannedAt: string
+}
+
+/** The scan result as a predicate: what the gate decided, under which policy, with which scanner and DB. */
+export function scanPredicate(f: ScanFacts) {
+  return {
+    image: { repository: f.repository, digest: f.digest },
+    decision: f.decision.decision,
+    reason: f.decision.reason,
+    policy: { blockingSeverities: f.policy.severities, ignoreUnfixed: f.policy.ignoreUnfixed },
+    counts: f.decision.counts,
+    blockingIds: f.decision.blockingIds,
+    ignored: f.decision.ignored.map((e) => ({ id: e.id, expiredAt: e.expiredAt, statement: e.statement, findings: e.findings })),
+    scanner: { name: 'trivy', version: f.trivyVersion, db: f.db },
+    scannedAt: f.scannedAt,
+  }
+}
+
+export interface Statement {
+  _type?: string
+  predicateType?: string
+  subject?: { name?: string; digest?: Record<string, string> }[]
+  predicate?: Record<string, unknown>
+}
+
+export interface VerifiedStatement {
+  statement: Statement
+  /** sha256 of the signed payload (the statement as signed): what reports/deploy.json records. */
+  digest: string
+}
+
+/** The in-toto statements inside the DSSE envelopes cosign printed (or a Sigstore bundle holding one). */
+export function parseEnvelopes(lines: readonly string[]): VerifiedStatement[] {
+  return lines.map((line) => {
+    let env: { payload?: string; dsseEnvelope?: { payload?: string } }
+    try {
+      env = JSON.parse(line) as typeof env
+    } catch {
+      throw new PipelineError('deploy: refused: cosign printed an attestation that is not JSON')
+    }
+    const payload = env.payload ?? env.dsseEnvelope?.payload
+    if (!payload) throw new PipelineError('deploy: refused: an attestation has no payload')
+    const raw = Buffer.from(payload, 'base64')
+    let statement: Statement
+    try {
+      statement = JSON.parse(raw.toString('utf8')) as Statement
+    } catch {
+      throw new PipelineError('deploy: refused: an attestation payload is not an in-toto statement')
+    }
+    return { statement, digest: `sha256:${createHash('sha256').update(new Uint8Array(raw)).digest('hex')}` }
+  })
+}
+
+const refused = (why: string) => new PipelineError(`deploy: refused: ${why}`)
+const short = (d: string) => `${d.slice(0, 19)}…`
+
+/**
+ * Only statements about exactly this digest. One that names another subject
+ * was copied from another image: that is refused outright, not skipped.
+ */
+export function forDigest(all: readonly VerifiedStatement[], digest: string, predicateType: string, what: string): VerifiedStatement[] {
+  if (!DIGEST.test(digest)) throw refused(`"${digest}" is not sha256:<64 hex>`)
+  const hex = digest.slice('sha256:'.length)
+  const ofType = all.filter((s) => s.statement.predicateType === predicateType)
+  for (const s of ofType) {
+    const subjects = (s.statement.subject ?? []).map((x) => x.digest?.sha256)
+    if (!subjects.includes(hex)) throw refused(`a ${what} attestation attached to ${short(digest)} is about ${subjects[0] ? short(`sha256:${subjects[0]}`) : 'no digest'}: copied from another image`)
+  }
+  if (ofType.length === 0) throw refused(`${short(digest)} has no ${what} attestation (${predicateType})`)
+  return ofType
+}
+
+export interface ScanExpectations {
+  digest: string
+  now: Date
+  maxAgeSecs: number
+  /** Trivy version the pipeline pins (bare, no v). */
+  trivyVersion?: string
+}
+
+export interface ScanVerdict {
+  attestation: string
+  scannedAt: string
+  trivy: string
+  db: unknown
+  blockingSeverities: string[]
+  ignored: string[]
+}
+
+const fmtAge = (secs: number) => (secs >= 7200 ? `${Math.round(secs / 360) / 10} h` : `${Math.round(secs / 60)} min`)
+
+/**
+ * The newest scan attestation for the digest must: be by the pinned Trivy,
+ * pass, have blocked on at least HIGH and CRITICAL, be no older than
+ * SCAN_MAX_AGE (and not from the future), and rely on no ignore entry that
+ * has expired since.
+ */
+export function checkScan(statements: readonly VerifiedStatement[], e: ScanExpectations): ScanVerdict {
+  const mine = forDigest(statements, e.digest, SCAN_PREDICATE_TYPE, 'scan')
+  const when = (s: VerifiedStatement) => Date.parse(String(s.statement.predicate?.scannedAt ?? ''))
+  const newest = [...mine].sort((a, b) => (when(b) || 0) - (when(a) || 0))[0]!
+  const p = (newest.statement.predicate ?? {}) as {
+    image?: { digest?: string }
+    decision?: string
+    reason?: string
+    policy?: { blockingSeverities?: unknown }
+    ignored?: { id?: string; expiredAt?: string }[]
+    scanner?: { name?: string; version?: string; db?: unknown }
+    scannedAt?: string
+  }
+  if (p.image?.digest !== e.digest) throw refused(`the scan attestation names image ${p.image?.digest ? short(p.image.digest) : 'none'}, not ${short(e.digest)}`)
+  const pinned = e.trivyVersion ?? VERSIONS.trivy.replace(/^v/, '')
+  if (p.scanner?.name !== 'trivy' || p.scanner.version !== pinned) throw refused(`the scan of ${short(e.digest)} was made by ${p.scanner?.name ?? '?'} ${p.scanner?.version ?? '?'}, not the pinned Trivy ${pinned}`)
+  if (p.decision !== 'pass') throw refused(`the scan of ${short(e.digest)} did not pass (decision: ${p.decision ?? 'none'}${p.reason ? `; ${p.reason}` : ''})`)
+  const severities = Array.isArray(p.policy?.blockingSeverities) ? (p.policy.blockingSeverities as unknown[]).map(String) : []
+  const missing = REQUIRED_SEVERITIES.filter((s) => !severities.includes(s))
+  if (missing.length > 0) throw refused(`the scan of ${short(e.digest)} did not block on ${missing.join(', ')} (it blocked on ${severities.join(', ') || 'nothing'}); rescan with SCAN_SEVERITIES including HIGH,CRITICAL`)
+  const at = Date.parse(p.scannedAt ?? '')
+  if (Number.isNaN(at)) throw refused(`the scan attestation of ${short(e.digest)} has no scan time`)
+  const age = (e.now.getTime() - at) / 1000
+  if (age < -300) throw refused(`the scan attestation of ${short(e.digest)} is dated in the future (${p.scannedAt})`)
+  if (age > e.maxAgeSecs) throw refused(`the scan of ${short(e.digest)} is ${fmtAge(age)} old, over SCAN_MAX_AGE (${fmtAge(e.maxAgeSecs)}); run the scan stage again`)
+  const day = e.now.toISOString().slice(0, 10)
+  for (const i of p.ignored ?? []) {
+    if (!i.expiredAt || i.expiredAt <= day) throw refused(`the scan of ${short(e.digest)} relied on ignore entry ${i.id ?? '?'}, which expired on ${i.expiredAt ?? '?'}; run the scan stage again`)
+  }
+  return { attestation: newest.digest, scannedAt: p.scannedAt!, trivy: p.scanner.version, db: p.scanner.db ?? null, blockingSeverities: severities, ignored: (p.ignored ?? []).map((i) => String(i.id)) }
+}
+
+export interface ProvenanceExpectations {
+  digest: string
+  repository: string
+  /** The commit build.json names, when it names one. */
+  commit?: string
+  /** The local cluster accepts a build of uncommitted changes; a real cluster never does. */
+  allowDirty: boolean
+}
+
+export interface ProvenanceVerdict {
+  attestation: string
+  builder: string
+  repository: string
+  commit: string
+  dirty: boolean
+}
+
+/** Provenance for exactly this digest, from this repository and commit, of a clean tree (unless allowed). */
+export function checkProvenance(statements: readonly VerifiedStatement[], e: ProvenanceExpectations): ProvenanceVerdict {
+  const mine = forDigest(statements, e.digest, PROVENANCE_PREDICATE_TYPE, 'provenance')
+  const finished = (s: VerifiedStatement) => Date.parse(String((s.statement.predicate as { runDetails?: { metadata?: { finishedOn?: string } } } | undefined)?.runDetails?.metadata?.finishedOn ?? '')) || 0
+  const newest = [...mine].sort((a, b) => finished(b) - finished(a))[0]!
+  const p = (newest.statement.predicate ?? {}) as ReturnType<typeof provenancePredicate>
+  const def = p.buildDefinition
+  if (def?.buildType !== BUILD_TYPE) throw refused(`the provenance of ${short(e.digest)} is not of this pipeline's build type (${String(def?.buildType)})`)
+  const repository = def.externalParameters?.repository
+  if (repository !== e.repository) throw refused(`${short(e.digest)} was built from ${repository ?? 'an unnamed repository'}, not ${e.repository}`)
+  const commit = def.resolvedDependencies?.find((d) => d.uri === `git+${repository}`)?.digest as { gitCommit?: string } | undefined
+  if (!commit?.gitCommit) throw refused(`the provenance of ${short(e.digest)} names no commit`)
+  if (e.commit && commit.gitCommit !== e.commit) throw refused(`${short(e.digest)} was built from commit ${commit.gitCommit.slice(0, 12)}, not ${e.commit.slice(0, 12)} as build.json says`)
+  const dirty = def.internalParameters?.dirty
+  if (typeof dirty !== 'boolean') throw refused(`the provenance of ${short(e.digest)} does not say whether the tree was clean`)
+  if (dirty && !e.allowDirty) throw refused(`${short(e.digest)} was built from a working tree with uncommitted changes; commit and rebuild (only the local cluster takes dirty builds)`)
+  return { attestation: newest.digest, builder: p.runDetails?.builder?.id ?? '?', repository, commit: commit.gitCommit, dirty }
+}

@@ -1,0 +1,161 @@
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { loadConfig } from '../lib/core/config.ts'
+import { VERSIONS } from '../lib/core/versions.ts'
+import type { Decision } from '../lib/scan/scan-policy.ts'
+import {
+  PROVENANCE_PREDICATE_TYPE,
+  SCAN_PREDICATE_TYPE,
+  checkProvenance,
+  checkScan,
+  parseEnvelopes,
+  provenancePredicate,
+  scanPredicate,
+  type ScanFacts,
+  type VerifiedStatement,
+} from '../lib/sign/attest.ts'
+import { registryFlags, signsDigest, workflowIdentity } from '../lib/sign/cosign.ts'
+
+const t = suite('attest')
+
+const D1 = `sha256:${'a1'.repeat(32)}`
+const D2 = `sha256:${'b2'.repeat(32)}`
+const NOW = new Date('2026-11-27T12:00:00Z')
+const TRIVY = VERSIONS.trivy.replace(/^v/, '')
+const REPO = 'https://github.com/acme/doc-server'
+const COMMIT = 'c'.repeat(40)
+
+const decision = (over: Partial<Decision> = {}): Decision => ({
+  decision: 'pass',
+  reason: 'no blocking finding',
+  counts: { UNKNOWN: 0, LOW: 0, MEDIUM: 0, HIGH: 0, CRITICAL: 0 },
+  blocking: [],
+  blockingIds: [],
+  ignored: [],
+  expired: [],
+  unfixedAllowed: 0,
+  secrets: [],
+  blockingSecrets: [],
+  ...over,
+})
+
+const facts = (over: Partial<ScanFacts> = {}): ScanFacts => ({
+  digest: D1,
+  repository: '127.0.0.1:5000/local/agent-docs',
+  decision: decision(),
+  policy: { severities: ['HIGH', 'CRITICAL'], ignoreUnfixed: false },
+  trivyVersion: TRIVY,
+  db: { source: 'local', updatedAt: '2026-11-27T00:00:00Z' },
+  scannedAt: '2026-11-27T11:00:00Z',
+  ...over,
+})
+
+const stmt = (predicateType: string, predicate: object, subject = D1): VerifiedStatement => ({
+  statement: { _type: 'https://in-toto.io/Statement/v1', predicateType, subject: [{ name: 'img', digest: { sha256: subject.slice(7) } }], predicate: predicate as Record<string, unknown> },
+  digest: `sha256:${'f'.repeat(64)}`,
+})
+const scan = (f: Partial<ScanFacts> = {}, subject = D1) => stmt(SCAN_PREDICATE_TYPE, scanPredicate(facts(f)), subject)
+const expect = { digest: D1, now: NOW, maxAgeSecs: 24 * 3600 }
+
+const refusal = (fn: () => unknown, re: RegExp) => {
+  try {
+    fn()
+    assert.unreachable('accepted')
+  } catch (err) {
+    const msg = (err as Error).message
+    assert.match(msg, re)
+    assert.match(msg, /^deploy: refused: /)
+    assert.not.match(msg, /\n/, 'one line')
+  }
+}
+
+t('a passing, fresh scan of exactly this digest by the pinned Trivy is accepted', () => {
+  const v = checkScan([scan()], expect)
+  assert.is(v.trivy, TRIVY)
+  assert.is(v.scannedAt, '2026-11-27T11:00:00Z')
+  assert.equal(v.blockingSeverities, ['HIGH', 'CRITICAL'])
+})
+
+t('scan: failed, other scanner version, weak severities, stale, future, expired ignore entry', () => {
+  refusal(() => checkScan([scan({ decision: decision({ decision: 'fail', reason: '1 CRITICAL' }) })], expect), /did not pass.*1 CRITICAL/)
+  refusal(() => checkScan([scan({ trivyVersion: '0.69.4' })], expect), /0\.69\.4, not the pinned Trivy/)
+  refusal(() => checkScan([scan({ policy: { severities: ['UNKNOWN'], ignoreUnfixed: false } })], expect), /did not block on HIGH, CRITICAL/)
+  refusal(() => checkScan([scan({ policy: { severities: ['CRITICAL'], ignoreUnfixed: false } })], expect), /did not block on HIGH \(/)
+  refusal(() => checkScan([scan({ scannedAt: '2026-11-26T11:00:00Z' })], expect), /25 h old, over SCAN_MAX_AGE \(24 h\)/)
+  refusal(() => checkScan([scan({ scannedAt: '2026-11-27T11:00:00Z' })], { ...expect, maxAgeSecs: 1800 }), /60 min old, over SCAN_MAX_AGE \(30 min\)/)
+  refusal(() => checkScan([scan({ scannedAt: '2026-11-28T11:00:00Z' })], expect), /dated in the future/)
+  const ignored = [{ id: 'CVE-2021-45710', statement: 's', expiredAt: '2026-11-27', findings: 1 }]
+  refusal(() => checkScan([scan({ decision: decision({ ignored }) })], expect), /relied on ignore entry CVE-2021-45710, which expired on 2026-11-27/)
+  assert.equal(checkScan([scan({ decision: decision({ ignored: [{ ...ignored[0]!, expiredAt: '2026-11-28' }] }) })], expect).ignored, ['CVE-2021-45710'])
+})
+
+t('scan: a statement about another digest is refused, not skipped; none at all is refused', () => {
+  refusal(() => checkScan([scan(), scan({}, D2)], expect), /attached to sha256:a1a1a1a1a1a1… is about sha256:b2b2b2b2b2b2…: copied from another image/)
+  refusal(() => checkScan([scan({ digest: D2 })], expect), /names image sha256:b2b2/)
+  refusal(() => checkScan([], expect), /has no scan attestation/)
+  refusal(() => checkScan([stmt(PROVENANCE_PREDICATE_TYPE, {})], expect), /has no scan attestation/)
+})
+
+t('scan: the newest attestation decides, so a failing rescan blocks an older pass', () => {
+  const older = scan({ scannedAt: '2026-11-27T10:00:00Z' })
+  const newer = scan({ scannedAt: '2026-11-27T11:30:00Z', decision: decision({ decision: 'fail', reason: 'new advisory' }) })
+  refusal(() => checkScan([older, newer], expect), /new advisory/)
+  assert.is(checkScan([scan({ scannedAt: '2026-11-27T11:30:00Z' }), scan({ scannedAt: '2026-11-27T10:00:00Z', decision: decision({ decision: 'fail' }) })], expect).scannedAt, '2026-11-27T11:30:00Z')
+})
+
+const prov = (over: { dirty?: boolean; repository?: string; commit?: string } = {}, subject = D1) =>
+  stmt(PROVENANCE_PREDICATE_TYPE, provenancePredicate({
+    builderId: 'b', invocationId: 'i', repository: over.repository ?? REPO, commit: over.commit ?? COMMIT, branch: 'main', dirty: over.dirty ?? false,
+    dockerfile: { path: 'Dockerfile.optimized', sha256: 'd'.repeat(64) }, buildArgs: { SOURCE: REPO }, startedOn: '2026-11-27T10:00:00Z', finishedOn: '2026-11-27T10:05:00Z',
+  }), subject)
+const pexpect = { digest: D1, repository: REPO, commit: COMMIT, allowDirty: false }
+
+t('provenance: this repository and commit, clean tree', () => {
+  const v = checkProvenance([prov()], pexpect)
+  assert.equal([v.repository, v.commit, v.dirty], [REPO, COMMIT, false])
+  refusal(() => checkProvenance([prov({ repository: 'https://github.com/evil/fork' })], pexpect), /built from https:\/\/github.com\/evil\/fork, not https:\/\/github.com\/acme\/doc-server/)
+  refusal(() => checkProvenance([prov({ commit: 'e'.repeat(40) })], pexpect), /commit eeeeeeeeeeee, not cccccccccccc/)
+  refusal(() => checkProvenance([prov({ dirty: true })], pexpect), /uncommitted changes/)
+  assert.is(checkProvenance([prov({ dirty: true })], { ...pexpect, allowDirty: true }).dirty, true)
+  refusal(() => checkProvenance([prov({}, D2)], pexpect), /copied from another image/)
+  refusal(() => checkProvenance([stmt(PROVENANCE_PREDICATE_TYPE, { buildDefinition: { buildType: 'https://example.com/other' } })], pexpect), /not of this pipeline's build type/)
+})
+
+t('parseEnvelopes: DSSE envelopes as cosign prints them, digest of the signed payload', () => {
+  const payload = Buffer.from(JSON.stringify({ predicateType: SCAN_PREDICATE_TYPE, subject: [] }))
+  const [s] = parseEnvelopes([JSON.stringify({ payloadType: 'application/vnd.in-toto+json', payload: payload.toString('base64'), signatures: [] })])
+  assert.is(s!.statement.predicateType, SCAN_PREDICATE_TYPE)
+  assert.match(s!.digest, /^sha256:[0-9a-f]{64}$/)
+  assert.throws(() => parseEnvelopes(['{"payload": "bm90IGpzb24="}']), /not an in-toto statement/)
+})
+
+t('keyless identity: this repository\'s ci.yml on any ref; plain http only for loopback registries', () => {
+  const v = workflowIdentity('https://github.com', 'acme/doc-server')
+  assert.ok(v.kind === 'keyless')
+  const re = new RegExp(v.identityRegexp)
+  assert.ok(re.test('https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main'))
+  assert.not.ok(re.test('https://github.com/acme/doc-server-fork/.github/workflows/ci.yml@refs/heads/main'))
+  assert.not.ok(re.test('https://github.com/acme/doc-server/.github/workflows/other.yml@refs/heads/main'))
+  assert.is(v.issuer, 'https://token.actions.githubusercontent.com')
+  assert.throws(() => workflowIdentity('https://github.com', ''), /not owner\/name/)
+  assert.equal(registryFlags('127.0.0.1:5000/local/x@sha256:1'), ['--allow-insecure-registry', '--allow-http-registry'])
+  assert.equal(registryFlags('ghcr.io/acme/x@sha256:1'), [])
+})
+
+t('an image signature is cosign\'s simple-signing payload for the digest; attestation payloads are not one', () => {
+  const sig = (type: string, digest: string) => ({ critical: { identity: { 'docker-reference': 'r' }, image: { 'docker-manifest-digest': digest }, type }, optional: {} })
+  assert.ok(signsDigest(JSON.stringify([sig('https://sigstore.dev/cosign/sign/v1', D1)]), D1))
+  assert.ok(signsDigest(JSON.stringify([sig('cosign container image signature', D1)]), D1))
+  assert.not.ok(signsDigest(JSON.stringify([sig('https://sigstore.dev/cosign/sign/v1', D2)]), D1))
+  assert.not.ok(signsDigest(JSON.stringify([{ _type: 'https://in-toto.io/Statement/v0.1', predicateType: SCAN_PREDICATE_TYPE, subject: [{ digest: { sha256: D1.slice(7) } }] }]), D1))
+  assert.not.ok(signsDigest('not json', D1))
+})
+
+t('SCAN_MAX_AGE: durations, one-line refusal', () => {
+  assert.is(loadConfig({}, {}).scanMaxAgeSecs, 86_400)
+  assert.is(loadConfig({ SCAN_MAX_AGE: '90m' }, {}).scanMaxAgeSecs, 5400)
+  assert.is(loadConfig({ SCAN_MAX_AGE: '7d' }, {}).scanMaxAgeSecs, 604_800)
+  for (const bad of ['24', '0h', '-1h', '1w', '1.5h']) assert.throws(() => loadConfig({ SCAN_MAX_AGE: bad }, {}), /SCAN_MAX_AGE=.* is not valid: expected a duration/)
+})
+
+t.run()
