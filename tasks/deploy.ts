@@ -78,7 +78,6 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       task: reported((ctx, task) => {
         const config = (ctx.config = loadConfig())
         ctx.allowOlder = parseDeployArgs(argv).allowOlder
-        requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
         ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
         ctx.image = readDeployInputs(config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
@@ -108,6 +107,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       title: 'Cluster',
       task: reported(async (ctx, task) => {
         const config = ctx.config!
+        requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
         const onLine = (l: string) => (task.output = l)
         if (config.kubeContext) {
           ctx.kube = { kubectl: await ensureKubectl(config.cacheDir, onLine), kubeconfig: undefined, context: config.kubeContext }

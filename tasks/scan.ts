@@ -13,12 +13,12 @@ import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { appendSummary, readReport, setOutput, writeReport } from '../lib/core/report.ts'
-import { decide, isExpired, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
+import { decide, isExpired, withCoverage, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary, markdownSummary, scanReport, type ScanSubject } from '../lib/scan/scan-summary.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import { ensureTrivy, scanImage } from '../lib/scan/trivy.ts'
 import { prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
-import { assertCoverage, assertSarifAgrees, readTrivyReport } from '../lib/scan/trivy-report.ts'
+import { assertSarifAgrees, coverageProblem, readTrivyReport } from '../lib/scan/trivy-report.ts'
 import { attestScan } from '../lib/sign/sign.ts'
 
 export interface ScanCtx {
@@ -136,9 +136,8 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       task: async (ctx, task) => {
         const path = ctx.fromReport ?? join(ctx.outDir, 'trivy.json')
         const report = readTrivyReport(path)
-        assertCoverage(report, path)
         if (fromReport(ctx)) ctx.subject = { scanned: path, source: 'report', ref: report.artifact }
-        const d = decide(report, ctx.policy, ctx.entries, ctx.day)
+        const d = withCoverage(decide(report, ctx.policy, ctx.entries, ctx.day), coverageProblem(report, path))
         ctx.decision = d
         const artifacts = fromReport(ctx) ? {} : { json: 'scan/trivy.json', sarif: 'scan/trivy.sarif', cyclonedx: 'scan/sbom.cdx.json', spdx: 'scan/sbom.spdx.json', ignoreFile: 'scan/trivyignore.yaml' }
         writeReport(ctx.config.reportsDir, 'scan', scanReport(d, ctx.subject, { ...ctx.policy, ignoreFile: ctx.config.scanIgnoreFile }, {

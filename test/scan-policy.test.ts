@@ -5,9 +5,9 @@ import { parse as parseYaml } from 'yaml'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { repoRoot } from '../lib/core/paths.ts'
-import { checkIgnoreHorizon, daysBetween, decide, isExpired, parseIgnoreFile, readIgnoreFile, today, trivyIgnoreYaml, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
+import { checkIgnoreHorizon, daysBetween, decide, withCoverage, isExpired, parseIgnoreFile, readIgnoreFile, today, trivyIgnoreYaml, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary, markdownSummary, scanReport } from '../lib/scan/scan-summary.ts'
-import { assertCoverage, readTrivyReport, type Finding, type SecretFinding, type TrivyReport } from '../lib/scan/trivy-report.ts'
+import { assertCoverage, coverageProblem, readTrivyReport, type Finding, type SecretFinding, type TrivyReport } from '../lib/scan/trivy-report.ts'
 
 
 /** Real Trivy reports of the fixture images (test/fixtures/trivy-reports/generate.ts makes them). */
@@ -54,6 +54,15 @@ t('the image with a private key fails, naming rule, file and line', () => {
   assert.is(d.decision, 'fail')
   assert.equal(d.blockingIds, [])
   assert.is(d.reason, '1 HIGH/CRITICAL secret in the image: private-key (HIGH) in /etc/doc-server/tls.key:2')
+})
+
+t('a report that does not cover the OS packages and crates fails, recorded as the decision', () => {
+  const report = { ...reportOf(), results: [{ target: 'x (debian 12)', class: 'os-pkgs', type: 'debian', packages: 5 }] }
+  const d = withCoverage(decide(report, POLICY, [], DAY), coverageProblem(report, 'r.json'))
+  assert.is(d.decision, 'fail')
+  assert.match(d.reason, /^r\.json has no result for the binary's crates \(rustbinary\)/)
+  const clean = readTrivyReport(join(REPORTS, 'clean.json'))
+  assert.is(withCoverage(decide(clean, POLICY, [], DAY), coverageProblem(clean, 'clean.json')).decision, 'pass')
 })
 
 t('an ignore entry in force lets the finding through, and says so', () => {

@@ -227,3 +227,12 @@ export function decide(report: TrivyReport, policy: Policy, entries: readonly Ig
     blockingSecrets,
   }
 }
+
+/**
+ * A report that does not cover the OS packages and the binary's crates fails
+ * whatever it lists: the decision says why, so it is recorded (and attested)
+ * like any other failure.
+ */
+export function withCoverage(d: Decision, problem: string | undefined): Decision {
+  return problem ? { ...d, decision: 'fail', reason: problem } : d
+}

@@ -148,13 +148,20 @@ function toSecret(v: unknown, target: string, where: string): SecretFinding {
  * without `--list-all-pkgs`) says nothing about those packages, so it cannot
  * call the image clean.
  */
-export function assertCoverage(report: TrivyReport, source: string): void {
+export function coverageProblem(report: TrivyReport, source: string): string | undefined {
   const os = report.results.find((r) => r.class === 'os-pkgs')
-  if (!os) throw new PipelineError(`scan: ${source} has no result for the image's OS packages: Trivy did not recognise the OS, so it cannot vouch for them`)
-  if (os.packages === 0) throw new PipelineError(`scan: ${source} lists no OS packages for ${os.target}: scan with --list-all-pkgs, or Trivy found no package database`)
+  if (!os) return `${source} has no result for the image's OS packages: Trivy did not recognise the OS, so it cannot vouch for them`
+  if (os.packages === 0) return `${source} lists no OS packages for ${os.target}: scan with --list-all-pkgs, or Trivy found no package database`
   const crates = report.results.find((r) => r.class === 'lang-pkgs' && r.type === 'rustbinary')
-  if (!crates) throw new PipelineError(`scan: ${source} has no result for the binary's crates (rustbinary): the image lost its .dep-v0 dependency list, so Trivy cannot vouch for them`)
-  if (crates.packages === 0) throw new PipelineError(`scan: ${source} lists no crates for ${crates.target}: scan with --list-all-pkgs`)
+  if (!crates) return `${source} has no result for the binary's crates (rustbinary): the image lost its .dep-v0 dependency list, so Trivy cannot vouch for them`
+  if (crates.packages === 0) return `${source} lists no crates for ${crates.target}: scan with --list-all-pkgs`
+  return undefined
+}
+
+/** The same check as an error, for callers that stop on it. */
+export function assertCoverage(report: TrivyReport, source: string): void {
+  const problem = coverageProblem(report, source)
+  if (problem) throw new PipelineError(`scan: ${problem}`)
 }
 
 /** `file:line` of a secret, the way people look it up. */
