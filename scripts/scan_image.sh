@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scans one container image with Trivy and writes, into --out:
-#   trivy.json      the vulnerability report (every package listed; the gate reads this)
+#   trivy.json      the vulnerability and secret report (every package listed; the gate reads this)
 #   trivy.sarif     SARIF 2.1.0 for code scanning
 #   sbom.cdx.json   CycloneDX SBOM
 #   sbom.spdx.json  SPDX SBOM
@@ -12,7 +12,10 @@
 # never read as "vulnerabilities found".
 #
 # Usage: scan_image.sh --out DIR [--image-src remote|docker] [--insecure]
-#                      [--cache-dir DIR] [--offline] [--ignorefile FILE] IMAGE
+#                      [--cache-dir DIR] [--offline | --db-repository REPO]
+#                      [--ignorefile FILE] IMAGE
+# --db-repository downloads the DB from that OCI repository (a mirror, as in
+# Trivy's air-gapped set-up) instead of Trivy's default ones.
 # TRIVY names the trivy binary (default: trivy on PATH).
 set -euo pipefail
 
@@ -21,7 +24,7 @@ die() {
   exit 2
 }
 
-out="" image="" image_src="remote" insecure=false cache_dir="" offline=false ignorefile=""
+out="" image="" image_src="remote" insecure=false cache_dir="" offline=false ignorefile="" db_repository=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
@@ -29,8 +32,9 @@ while [[ $# -gt 0 ]]; do
     --insecure) insecure=true; shift ;;
     --cache-dir) cache_dir="${2:?--cache-dir needs a directory}"; shift 2 ;;
     --offline) offline=true; shift ;;
+    --db-repository) db_repository="${2:?--db-repository needs a repository}"; shift 2 ;;
     --ignorefile) ignorefile="${2:?--ignorefile needs a file}"; shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) [[ -z "$image" ]] || die "one image only (got $image and $1)"; image="$1"; shift ;;
   esac
@@ -42,18 +46,23 @@ done
 trivy="${TRIVY:-trivy}"
 command -v "$trivy" >/dev/null 2>&1 || die "trivy not found ($trivy); the scan stage installs the pinned version"
 [[ -z "$ignorefile" || -f "$ignorefile" ]] || die "ignore file $ignorefile does not exist"
+! $offline || [[ -z "$db_repository" ]] || die "--offline uses the DB already in the cache; it cannot download one from --db-repository"
 
 common=()
 [[ -n "$cache_dir" ]] && common+=(--cache-dir "$cache_dir")
 [[ -n "$ignorefile" ]] && common+=(--ignorefile "$ignorefile")
 
-scan=(image --format json --list-all-pkgs --scanners vuln --show-suppressed
+scan=(image --format json --list-all-pkgs --scanners "vuln,secret" --show-suppressed
   --image-src "$image_src" --exit-code 0 --no-progress --skip-version-check --disable-telemetry --timeout 15m)
 if $offline; then
   # Offline means: the DB already in the cache is the only source of truth.
   db_dir="${cache_dir:-${XDG_CACHE_HOME:-$HOME/.cache}/trivy}/db"
   [[ -s "$db_dir/trivy.db" && -s "$db_dir/metadata.json" ]] || die "no Trivy DB in $db_dir: an offline scan needs one (the scan stage builds it from advisories/)"
   scan+=(--skip-db-update --skip-java-db-update --offline-scan)
+fi
+if [[ -n "$db_repository" ]]; then
+  # The mirror is the only DB source; the Java DB (for jars) is not mirrored and not needed here.
+  scan+=(--db-repository "$db_repository" --skip-java-db-update)
 fi
 $insecure && scan+=(--insecure)
 

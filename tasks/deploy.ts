@@ -15,8 +15,9 @@ import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInpu
 import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { requireContext, requireReachable, type KubeTarget } from '../lib/deploy/kube.ts'
+import { checkOrder, parseDeployArgs, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
 import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
-import { ensureCluster } from '../lib/local/cluster.ts'
+import { CLUSTER_CONTEXT, ensureCluster } from '../lib/local/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
@@ -31,6 +32,8 @@ export interface DeployCtx {
   kube?: KubeTarget
   release?: Release
   recovered?: string
+  allowOlder?: boolean
+  order?: string
   previousRevision?: number
   revision?: number
   result?: DeployResult
@@ -50,6 +53,8 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     result,
     reason,
     recovered: ctx.recovered ?? null,
+    commit: ctx.image?.commit ?? null,
+    order: ctx.order ?? null,
     seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
     verified: ctx.verified ?? null,
   })
@@ -67,12 +72,13 @@ const reported = (fn: Task): Task => async (ctx, task) => {
   }
 }
 
-export function deployTasks(): ListrTask<DeployCtx>[] {
+export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[] {
   return [
     {
       title: 'Image: the digest the scan passed',
       task: reported((ctx, task) => {
         const config = (ctx.config = loadConfig())
+        ctx.allowOlder = parseDeployArgs(argv).allowOlder
         ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
         ctx.image = readDeployInputs(config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
@@ -102,6 +108,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       title: 'Cluster',
       task: reported(async (ctx, task) => {
         const config = ctx.config!
+        requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
         const onLine = (l: string) => (task.output = l)
         if (config.kubeContext) {
           ctx.kube = { kubectl: await ensureKubectl(config.cacheDir, onLine), kubeconfig: undefined, context: config.kubeContext }
@@ -119,8 +126,10 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     {
       title: 'Release: recover a stuck helm operation',
       task: reported(async (ctx, task) => {
-        const { helm, release, config } = ctx as Required<DeployCtx>
-        ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, (l) => (task.output = l))
+        const { helm, release, config, kube, image } = ctx as Required<DeployCtx>
+        const records = await releaseRecords(kube, release)
+        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder ?? false)
+        ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, (l) => (task.output = l), Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
         task.title = ctx.recovered ? `Release: ${ctx.recovered}` : `Release: ${ctx.previousRevision ? `at revision ${ctx.previousRevision}` : 'first install'}`
@@ -134,7 +143,8 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const since = Date.now()
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
-          await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, onLine: (l) => (task.output = l) }, track)
+          const labels = recordLabels(image.commit, config.deployTimeoutSecs)
+          await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels, onLine: (l) => (task.output = l) }, track)
         } catch (err) {
           const why = await explainFailure(kube, helm, release, since)
           ctx.revision = why.revision
@@ -166,6 +176,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
   ]
 }
 
-export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: deployTasks, initialCtx: () => ({ started: performance.now(), files: [], sets: {} }) })
+// Only a direct run reads the command line; inside `npm run ci:build` the arguments are the chain's.
+export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: () => deployTasks(isMain(import.meta.url) ? process.argv.slice(2) : []), initialCtx: () => ({ started: performance.now(), files: [], sets: {} }) })
 
 if (isMain(import.meta.url)) await runStage(stage)

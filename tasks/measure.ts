@@ -19,7 +19,7 @@ import { buildImage, coldAndWarmBuilds, imageBytes, pushedBytes, registryLogin }
 import { PipelineError } from '../lib/core/errors.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { baselineFrom, checkTargets, compareBaseline, improvementPct, measureRows, readBaseline, type Measurements } from '../lib/build/measure.ts'
+import { baselineFrom, checkTargets, compareBaseline, improvementPct, measureRows, requireBaseline, type Measurements } from '../lib/build/measure.ts'
 import { coldInputs, decideCold, explainCookMiss, measureStateFiles, prepareRecipe, readColdRecord, readInputs, writeJson, type ColdInputs } from '../lib/build/cold-inputs.ts'
 import { appendHistory, readHistory, sparkline, sustainedRegressions, trendRows } from '../lib/build/history.ts'
 import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
@@ -53,6 +53,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
       title: 'Docker engine, registry and base images',
       task: async (ctx, task) => {
         ctx.config = loadConfig()
+        requireBaseline(ctx.config.measureBaseline, updateBaseline())
         ctx.built = readReport<BuildReport>(ctx.config.reportsDir, 'build')
         ctx.docker = (await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))).docker
         if (ctx.built.pushed && ctx.config.registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
@@ -126,7 +127,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
           binary: ctx.binary,
           build: { coldSeconds: ctx.cold, cold: ctx.coldRun, warmSeconds: ctx.warm.seconds, cookCacheHit: ctx.warm.cookCacheHit, improvementPct: improvementPct(ctx.cold, ctx.warm.seconds), warmCompiledCrates: ctx.warm.compiled },
         }
-        const baseline = readBaseline(ctx.config.measureBaseline)
+        const baseline = requireBaseline(ctx.config.measureBaseline, updateBaseline())
         const files = measureStateFiles(ctx.config.cacheDir)
         appendHistory(files.history, { commit: ctx.built.commit.sha, date: new Date().toISOString(), imageBytes: ctx.image.bytes, compressedBytes: ctx.image.compressedBytes, warmSeconds: ctx.warm.seconds, coldSeconds: ctx.coldRun.measured ? ctx.cold : null, cookCacheHit: ctx.warm.cookCacheHit })
         const history = readHistory(files.history)

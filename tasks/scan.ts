@@ -7,18 +7,18 @@
  * `tsx tasks/scan.ts --from-report FILE` re-gates an existing Trivy JSON report.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join, relative, resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, readReport, setOutput, writeReport } from '../lib/core/report.ts'
-import { decide, isExpired, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
+import { decide, isExpired, withCoverage, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary, markdownSummary, scanReport, type ScanSubject } from '../lib/scan/scan-summary.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
-import { dbUpdatedAt, ensureLocalDb, ensureTrivy, scanImage, trivyCacheDir } from '../lib/scan/trivy.ts'
-import { assertSarifAgrees, readTrivyReport } from '../lib/scan/trivy-report.ts'
+import { ensureTrivy, scanImage } from '../lib/scan/trivy.ts'
+import { prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
+import { assertSarifAgrees, coverageProblem, readTrivyReport } from '../lib/scan/trivy-report.ts'
 import { attestScan } from '../lib/sign/sign.ts'
 
 export interface ScanCtx {
@@ -31,7 +31,8 @@ export interface ScanCtx {
   ignoreForTrivy: string
   subject: ScanSubject
   trivy?: { path: string; version: string }
-  db?: { source: 'local' | 'remote'; updatedAt: string; advisories?: string }
+  db?: DbFacts
+  dbCache?: string
   seconds?: number
   scannedAt?: string
   decision?: Decision
@@ -72,7 +73,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
         Object.assign(ctx, parseScanArgs(argv))
         ctx.policy = { severities: ctx.config.scanSeverities, ignoreUnfixed: ctx.config.scanIgnoreUnfixed }
         ctx.day = today()
-        ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile)
+        ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile, { day: ctx.day, maxDays: ctx.config.scanIgnoreMaxDays })
         ctx.outDir = join(ctx.config.reportsDir, 'scan')
         mkdirSync(ctx.outDir, { recursive: true })
         ctx.ignoreForTrivy = join(ctx.outDir, 'trivyignore.yaml')
@@ -101,34 +102,30 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       title: 'Vulnerability DB',
       skip: notForReports,
       task: async (ctx, task) => {
-        if (ctx.config.trivyDbSource === 'remote') {
-          ctx.db = { source: 'remote', updatedAt: '' }
-          task.title = 'Vulnerability DB: Trivy downloads it from its default mirrors (TRIVY_DB_SOURCE=remote)'
-          return
-        }
-        const db = await ensureLocalDb(ctx.config.cacheDir, (l) => (task.output = l), ctx.config.scanAdvisoriesDir)
-        ctx.db = { source: 'local', updatedAt: db.updatedAt, advisories: db.hash }
-        task.title = `Vulnerability DB: local, from ${relative(repoRoot, ctx.config.scanAdvisoriesDir) || ctx.config.scanAdvisoriesDir} (${db.built ? 'built now' : 'cached'}, ${db.hash.slice(0, 12)})`
+        const choice = await prepareDb(ctx.config, (l) => (task.output = l))
+        ctx.db = choice.facts
+        ctx.dbCache = choice.trivyCache
+        task.title = `Vulnerability DB: ${choice.title}`
       },
     },
     {
       title: 'Scan',
       skip: notForReports,
       task: async (ctx, task) => {
-        const source = ctx.db!.source
         ctx.scannedAt = new Date().toISOString()
         const r = await scanImage({
           trivy: ctx.trivy!.path,
           image: ctx.subject.scanned,
           out: ctx.outDir,
           imageSrc: ctx.subject.source === 'remote' ? 'remote' : 'docker',
-          trivyCache: trivyCacheDir(ctx.config.cacheDir, source),
-          offline: source === 'local',
+          trivyCache: ctx.dbCache!,
+          offline: false,
+          dbRepository: ctx.db!.repository,
           ignoreFile: ctx.ignoreForTrivy,
           onLine: (l) => (task.output = l),
         })
         ctx.seconds = r.seconds
-        if (source === 'remote') ctx.db!.updatedAt = dbUpdatedAt(trivyCacheDir(ctx.config.cacheDir, 'remote'))
+        ctx.db!.updatedAt = scannedDbUpdatedAt(ctx.dbCache!) || ctx.db!.updatedAt
         const results = assertSarifAgrees(readTrivyReport(join(ctx.outDir, 'trivy.json')), readFileSync(join(ctx.outDir, 'trivy.sarif'), 'utf8'), 'trivy.sarif')
         task.title = `Scanned ${ctx.subject.scanned} in ${r.seconds.toFixed(1)} s: JSON, SARIF (${results} result${results === 1 ? '' : 's'}), CycloneDX and SPDX SBOMs in ${ctx.outDir}`
       },
@@ -140,7 +137,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
         const path = ctx.fromReport ?? join(ctx.outDir, 'trivy.json')
         const report = readTrivyReport(path)
         if (fromReport(ctx)) ctx.subject = { scanned: path, source: 'report', ref: report.artifact }
-        const d = decide(report, ctx.policy, ctx.entries, ctx.day)
+        const d = withCoverage(decide(report, ctx.policy, ctx.entries, ctx.day), coverageProblem(report, path))
         ctx.decision = d
         const artifacts = fromReport(ctx) ? {} : { json: 'scan/trivy.json', sarif: 'scan/trivy.sarif', cyclonedx: 'scan/sbom.cdx.json', spdx: 'scan/sbom.spdx.json', ignoreFile: 'scan/trivyignore.yaml' }
         writeReport(ctx.config.reportsDir, 'scan', scanReport(d, ctx.subject, { ...ctx.policy, ignoreFile: ctx.config.scanIgnoreFile }, {
@@ -153,7 +150,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
           deployable: !fromReport(ctx) && ctx.subject.source === 'remote',
         }))
         setOutput('scan-decision', d.decision)
-        appendSummary(markdownSummary(d, ctx.subject, ctx.policy))
+        appendSummary(markdownSummary(d, ctx.subject, ctx.policy, ctx.db))
         // Pass or fail, the pushed digest gets the result: deploy reads the newest, so a failing rescan blocks.
         if (!fromReport(ctx) && ctx.subject.source === 'remote') {
           const subject = ctx.subject as Required<ScanSubject>
@@ -162,8 +159,8 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
           await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir, onLine: (l) => (task.output = l) })
         }
         // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
-        if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d))
-        task.output = consoleSummary(d)
+        if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d, ctx.db))
+        task.output = consoleSummary(d, ctx.db)
         task.title = `Gate passed: ${d.reason}`
       },
     },

@@ -34,6 +34,8 @@ const decision = (over: Partial<Decision> = {}): Decision => ({
   ignored: [],
   expired: [],
   unfixedAllowed: 0,
+  secrets: [],
+  blockingSecrets: [],
   ...over,
 })
 

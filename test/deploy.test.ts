@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -15,6 +15,8 @@ import { iptablesWords } from '../lib/local/node.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { writeReport } from '../lib/core/report.ts'
 import { parseAction } from '../tasks/cluster.ts'
+import { ENVIRONMENTS_FILE, checkOrder, parseDeployArgs, parseEnvironments, recordLabels, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
+import { run } from '../lib/core/run.ts'
 
 const t = suite('deploy')
 
@@ -206,6 +208,69 @@ t('the deploy job outlives a failed rollout and its rollback (2 x DEPLOY_TIMEOUT
   assert.ok(job, 'a workflow job runs the deploy stage')
   const timeout = loadConfig({}, {}).deployTimeoutSecs
   assert.ok((job!['timeout-minutes'] ?? 360) * 60 > 2 * timeout + 120, `deploy job timeout ${job!['timeout-minutes']} min is too short for 2 x ${timeout}s`)
+})
+
+t('a KUBE_CONTEXT must be declared for its DEPLOY_ENV; the local cluster always may be used', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'envs-'))
+  const file = join(dir, 'environments.yaml')
+  writeFileSync(file, 'dev:\n  contexts: [dev-cluster]\nprod:\n  contexts: [prod-eu]\n')
+  requireDeclaredContext('dev', 'dev-cluster', 'kwok-doc-server', file)
+  requireDeclaredContext('prod', 'prod-eu', 'kwok-doc-server', file)
+  requireDeclaredContext('prod', undefined, 'kwok-doc-server', file)
+  requireDeclaredContext('prod', 'kwok-doc-server', 'kwok-doc-server', file)
+  refusal(() => requireDeclaredContext('prod', 'dev-cluster', 'kwok-doc-server', file), /KUBE_CONTEXT "dev-cluster" is not declared for DEPLOY_ENV=prod in .*environments\.yaml \(declared: prod-eu\); add it there or use the right context$/)
+  refusal(() => requireDeclaredContext('staging', 'prod-eu', 'kwok-doc-server', file), /not declared for DEPLOY_ENV=staging .*\(declared: none\)/)
+  refusal(() => requireDeclaredContext('dev', 'x', 'kwok-doc-server', join(dir, 'missing.yaml')), /missing\.yaml is missing; it declares which contexts each DEPLOY_ENV may use/)
+  assert.throws(() => parseEnvironments('dev: [a]\n', 'e.yaml'), /e\.yaml: dev must be \{ contexts: \[context names\] \}/)
+  assert.throws(() => parseEnvironments('dev:\n  contexts: [a]\n  context: b\n', 'e.yaml'), /dev must be/)
+  assert.throws(() => parseEnvironments('dev: [', 'e.yaml'), /e\.yaml does not parse/)
+})
+
+t('the committed environments file declares every environment and parses', () => {
+  const envs = parseEnvironments(readFileSync(ENVIRONMENTS_FILE, 'utf8'), ENVIRONMENTS_FILE)
+  assert.equal(Object.keys(envs).sort(), ['dev', 'prod', 'staging'])
+  for (const env of ['dev', 'staging', 'prod']) assert.ok(existsSync(join(repoRoot, 'charts', 'doc-server', `values-${env}.yaml`)), `${env} has values`)
+})
+
+async function rejects(p: Promise<unknown>, re: RegExp) {
+  try {
+    await p
+    assert.unreachable('accepted')
+  } catch (err) {
+    assert.match((err as Error).message, re)
+    assert.not.match((err as Error).message, /\n/)
+  }
+}
+
+t('a deploy moves the release forward in git history; older or unknown commits need --allow-older', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'order-'))
+  const git = async (...args: string[]) => (await run(['git', '-c', 'user.name=t', '-c', 'user.email=t@example.com', ...args], { cwd: dir })).stdout.trim()
+  await git('init', '-q')
+  const commit = async (msg: string) => (await git('commit', '-q', '--allow-empty', '-m', msg), git('rev-parse', 'HEAD'))
+  const a = await commit('a')
+  const b = await commit('b')
+  await git('checkout', '-q', '-b', 'side', a)
+  const side = await commit('side')
+  assert.is(await checkOrder(undefined, b, false, dir), undefined, 'first install')
+  assert.is(await checkOrder(a, b, false, dir), undefined, 'forward')
+  assert.is(await checkOrder(b, b, false, dir), undefined, 'the same commit again')
+  await rejects(checkOrder(b, a, false, dir), new RegExp(`^deploy: refused: commit ${a.slice(0, 12)} does not descend from ${b.slice(0, 12)}, which the release runs \\(an older or diverged pipeline\\); pass --allow-older to roll back on purpose$`))
+  await rejects(checkOrder(b, side, false, dir), /does not descend from/)
+  await rejects(checkOrder('e'.repeat(40), b, false, dir), /the release runs commit eeeeeeeeeeee, which is not in this clone, .*fetch the full history, or pass --allow-older/)
+  await rejects(checkOrder(b, undefined, false, dir), /build\.json names no commit, so the order cannot be checked/)
+  assert.is(await checkOrder(b, a, true, dir), `rolled ${b.slice(0, 12)} back to ${a.slice(0, 12)} (--allow-older)`)
+})
+
+t('the release records its commit and timeout; the running commit is the deployed revision\'s', () => {
+  assert.equal(recordLabels('c'.repeat(40), 300), { 'doc-server.dev/commit': 'c'.repeat(40), 'doc-server.dev/timeout-secs': '300' })
+  assert.equal(recordLabels(undefined, 30), { 'doc-server.dev/timeout-secs': '30' })
+  const rec = (revision: number, status: string, commit?: string) => ({ revision, status, commit, timeoutSecs: 300 })
+  assert.is(runningCommit([rec(1, 'superseded', 'a'), rec(2, 'deployed', 'b'), rec(3, 'failed', 'c')]), 'b')
+  assert.is(runningCommit([rec(1, 'failed', 'a')]), undefined)
+  assert.is(deployableImage({ ...build(), commit: { sha: 'd'.repeat(40) } }, pass()).commit, 'd'.repeat(40), 'the build stage\'s commit object')
+  assert.equal(parseDeployArgs([]), { allowOlder: false })
+  assert.equal(parseDeployArgs(['--allow-older']), { allowOlder: true })
+  assert.throws(() => parseDeployArgs(['--force']), /the only option is --allow-older/)
 })
 
 t.run()

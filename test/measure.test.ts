@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, median, ratio, readBaseline, withReleaseProfile, type Measurements } from '../lib/build/measure.ts'
+import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, median, ratio, readBaseline, requireBaseline, withReleaseProfile, type Measurements } from '../lib/build/measure.ts'
 import { readReport, writeReport } from '../lib/core/report.ts'
 
 const t = suite('measure')
@@ -77,6 +77,14 @@ t('a baseline round-trips through its file, and a broken one is one clear line',
   assert.throws(() => readBaseline(path), /is not valid JSON/)
   writeFileSync(path, JSON.stringify({ image: { bytes: 'big' }, build: {} }))
   assert.throws(() => readBaseline(path), /needs image\.bytes and build\.warmSeconds/)
+})
+
+t('a missing baseline fails the stage unless this run creates it', () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'baseline-')), 'measure-baseline.json')
+  assert.throws(() => requireBaseline(path, false), /^measure: baseline .*measure-baseline\.json does not exist; create it with npm run ci:measure -- --update-baseline or set MEASURE_BASELINE$/)
+  assert.is(requireBaseline(path, true), undefined, '--update-baseline writes it')
+  writeFileSync(path, JSON.stringify(baselineFrom(sample())))
+  assert.is(requireBaseline(path, false)!.image.bytes, 3_000_000)
 })
 
 t('the measure report holds the keys later runs and people read', () => {

@@ -84,7 +84,18 @@ export function baselineFrom(m: Measurements, tolerance: Baseline['tolerance'] =
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0
 
-/** Reads the baseline file; missing is fine (nothing to compare), malformed is a one-line error. */
+/**
+ * The baseline this run compares against. A missing one fails, before anything
+ * is measured (a deleted or mistyped MEASURE_BASELINE would otherwise let any
+ * regression through), unless this run is the one creating it.
+ */
+export function requireBaseline(path: string, updating: boolean): Baseline | undefined {
+  const b = readBaseline(path)
+  if (!b && !updating) throw new PipelineError(`measure: baseline ${path} does not exist; create it with npm run ci:measure -- --update-baseline or set MEASURE_BASELINE`)
+  return b
+}
+
+/** Reads the baseline file: undefined when missing, a one-line error when malformed. */
 export function readBaseline(path: string): Baseline | undefined {
   if (!existsSync(path)) return undefined
   let raw: unknown

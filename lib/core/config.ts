@@ -23,11 +23,13 @@ export const VARIABLES = [
   { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
   { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
   { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
+  { name: 'SCAN_IGNORE_MAX_DAYS', default: '90', meaning: 'How far ahead an ignore entry may expire; an entry with a later expired_at is refused, so every accepted risk is reviewed.' },
   { name: 'SCAN_ADVISORIES_DIR', default: 'advisories', meaning: 'Advisories the local vulnerability DB is built from (TRIVY_DB_SOURCE=local); see advisories/README.md.' },
   { name: 'SCAN_MAX_AGE', default: '24h', meaning: 'Deploy refuses an image whose scan attestation is older than this (a number with s, m, h or d).' },
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
+  { name: 'TRIVY_DB_REPOSITORY', default: '(local: 127.0.0.1:5000/<IMAGE_OWNER>/trivy-db:2; remote: Trivy\'s default mirrors)', meaning: 'OCI repository Trivy downloads its vulnerability DB from (`--db-repository`), e.g. a company mirror; with `local` the pipeline publishes the DB built from advisories/ there (a registry on this machine only).' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
-  { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline.' },
+  { name: 'KUBE_CONTEXT', default: '(none: the local cluster)', meaning: 'kubectl context to deploy to; empty targets the local cluster started by the pipeline. Any other context must be declared for DEPLOY_ENV in charts/doc-server/environments.yaml.' },
   { name: 'DEPLOY_NAMESPACE', default: 'doc-server-<DEPLOY_ENV>', meaning: 'Namespace of the release.' },
   { name: 'RELEASE_NAME', default: 'doc-server', meaning: 'Helm release name.' },
   { name: 'DEPLOY_TIMEOUT_SECS', default: '300', meaning: 'How long a rollout may take before it is rolled back; keep it below the CI job timeout.' },
@@ -56,10 +58,12 @@ export interface Config {
   scanSeverities: string[]
   scanIgnoreUnfixed: boolean
   scanIgnoreFile: string
+  scanIgnoreMaxDays: number
   scanAdvisoriesDir: string
   /** SCAN_MAX_AGE in seconds. */
   scanMaxAgeSecs: number
   trivyDbSource: 'local' | 'remote'
+  trivyDbRepository: string | undefined
   deployEnv: 'dev' | 'staging' | 'prod'
   kubeContext: string | undefined
   deployNamespace: string
@@ -95,6 +99,15 @@ function bool(name: string, value: string): boolean {
 function positiveInt(name: string, value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1) throw bad(name, value, 'a whole number above 0')
   return Number(value)
+}
+
+/** An OCI repository with a tag, as Trivy's --db-repository takes it: host[:port]/path:tag. */
+function dbRepository(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  if (!/^[a-z0-9.-]+(:\d{1,5})?\/[a-z0-9._/-]+:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/.test(value)) {
+    throw bad('TRIVY_DB_REPOSITORY', value, 'a registry repository with a tag, like 127.0.0.1:5000/local/trivy-db:2 or mirror.example.com/aquasec/trivy-db:2')
+  }
+  return value
 }
 
 /** The lint-test checks, by the names PRECOMMIT_CHECKS uses (tasks/precommit.ts defines what each runs). */
@@ -189,6 +202,8 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     scanSeverities: severities,
     scanIgnoreUnfixed: bool('SCAN_IGNORE_UNFIXED', get('SCAN_IGNORE_UNFIXED') ?? 'false'),
     scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),
+    scanIgnoreMaxDays: positiveInt('SCAN_IGNORE_MAX_DAYS', get('SCAN_IGNORE_MAX_DAYS') ?? '90'),
+    trivyDbRepository: dbRepository(get('TRIVY_DB_REPOSITORY')),
     scanAdvisoriesDir: abs(get('SCAN_ADVISORIES_DIR') ?? 'advisories'),
     scanMaxAgeSecs: duration('SCAN_MAX_AGE', get('SCAN_MAX_AGE') ?? '24h'),
     trivyDbSource: oneOf('TRIVY_DB_SOURCE', get('TRIVY_DB_SOURCE') ?? (github ? 'remote' : 'local'), ['local', 'remote'] as const),

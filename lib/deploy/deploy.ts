@@ -5,6 +5,7 @@ import { PipelineError, firstLine } from '../core/errors.ts'
 import { history, pendingRecovery, rollback, uninstall, type HelmTarget, type Release } from './helm.ts'
 import { parseRef, repository } from '../build/image-ref.ts'
 import { firstFailureReason, getDeployment, listEvents, listPods, podsNotRunning, rolloutStatus, type KubeTarget } from './kube.ts'
+import type { RevisionRecord } from './guard.ts'
 import { repoRoot } from '../core/paths.ts'
 import { readReport, writeReport } from '../core/report.ts'
 import type { Verified } from './verify.ts'
@@ -18,7 +19,8 @@ export interface BuildReport {
   image?: { ref?: string; digest?: string; repository?: string; tag?: string }
   digest?: string
   pushed?: boolean
-  commit?: string
+  /** The build stage writes { sha, branch, dirty }; a bare sha is accepted too. */
+  commit?: string | { sha?: string }
 }
 
 export interface ScanReport {
@@ -63,7 +65,8 @@ export function deployableImage(build: BuildReport, scan: ScanReport | undefined
   const scanned = digestOf(scan)
   if (!scanned) throw refused('reports/scan.json does not say which digest it scanned; run the scan stage again')
   if (scanned !== digest) throw refused(`the scanned image ${scanned.slice(0, 19)}… is not the built image ${digest.slice(0, 19)}…; scan the build being deployed`)
-  return { repository: repo, digest, pinned: `${repo}@${digest}`, pushed: build.pushed, commit: build.commit }
+  const commit = typeof build.commit === 'string' ? build.commit : build.commit?.sha
+  return { repository: repo, digest, pinned: `${repo}@${digest}`, pushed: build.pushed, commit: commit || undefined }
 }
 
 /** Reads both reports; a missing scan report is a refusal, not a crash. */
@@ -107,6 +110,9 @@ export interface DeployReport {
   previousRevision: number | null
   digest: string | null
   image: string | null
+  /** The commit deployed (recorded on the release), and a note when --allow-older moved it back. */
+  commit?: string | null
+  order?: string | null
   result: DeployResult
   reason: string | null
   recovered: string | null
@@ -123,15 +129,20 @@ export function writeDeployReport(config: Config, r: Omit<DeployReport, 'release
  * A release left in pending-* by an interrupted helm (a killed job, a lost
  * runner) blocks every later upgrade. It is rolled back to its last good
  * revision, or uninstalled if it never deployed. A pending revision younger
- * than the deploy timeout may be another deploy still running: refused.
+ * than the timeout its own deploy recorded (`records`, the revision's labels)
+ * may be that deploy still running: refused. The caller's timeout is used
+ * only for a revision that recorded none (made by another tool).
  */
-export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSecs: number, onLine?: (l: string) => void, now = Date.now()): Promise<string | undefined> {
+export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSecs: number, onLine?: (l: string) => void, now = Date.now(), records: readonly RevisionRecord[] = []): Promise<string | undefined> {
   const plan = pendingRecovery(await history(t, r))
   if (plan.action === 'none') return undefined
   const from = plan.from
   const ageSecs = Math.round((now - (Date.parse(from.updated ?? '') || 0)) / 1000)
-  if (ageSecs < timeoutSecs) {
-    throw new PipelineError(`deploy: release ${r.name} has been ${from.status} for ${ageSecs}s (revision ${from.revision}); another deploy may still be running. Retry after ${timeoutSecs - ageSecs}s`)
+  const recorded = records.find((x) => x.revision === from.revision)?.timeoutSecs
+  const limit = recorded ?? timeoutSecs
+  if (ageSecs < limit) {
+    const which = recorded !== undefined ? `its recorded timeout is ${recorded}s` : `it recorded no timeout; DEPLOY_TIMEOUT_SECS is ${timeoutSecs}s`
+    throw new PipelineError(`deploy: release ${r.name} has been ${from.status} for ${ageSecs}s (revision ${from.revision}; ${which}); another deploy may still be running. Retry after ${limit - ageSecs}s`)
   }
   if (plan.action === 'rollback') {
     onLine?.(`revision ${from.revision} is stuck in ${from.status}: rolling back to revision ${plan.to}`)

@@ -94,6 +94,8 @@ export interface UpgradeOptions {
   valueFiles: readonly string[]
   sets: Record<string, string>
   timeoutSecs: number
+  /** Release labels (`--labels`), stored with the revision from the moment it is pending. */
+  labels?: Record<string, string>
   onLine?: RunOptions['onLine']
   /** Ends helm's wait early (the rollout tracker found a failure). */
   signal?: AbortSignal
@@ -114,6 +116,7 @@ export function upgradeArgs(t: HelmTarget, r: Release, o: Omit<UpgradeOptions, '
     ...o.valueFiles.flatMap((f) => ['--values', f]),
     ...Object.entries(o.sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]),
     ...UPGRADE_WAIT_FLAGS, '--timeout', `${o.timeoutSecs}s`, '--history-max', '10',
+    ...(o.labels && Object.keys(o.labels).length > 0 ? ['--labels', Object.entries(o.labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
   ]
 }
 

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml'
 import { PipelineError } from '../core/errors.ts'
-import { SEVERITIES, type Finding, type Severity, type TrivyReport } from './trivy-report.ts'
+import { SEVERITIES, secretWhere, type Finding, type SecretFinding, type Severity, type TrivyReport } from './trivy-report.ts'
 
 /** What blocks: the same policy drives Trivy's outputs and the gate. */
 export interface Policy {
@@ -68,10 +68,35 @@ export function parseIgnoreFile(text: string, source: string): IgnoreEntry[] {
   })
 }
 
-/** Reads the ignore file; a missing one is an error, since a typo in its path would otherwise pass unnoticed. */
-export function readIgnoreFile(path: string): IgnoreEntry[] {
+/** Whole days from `day` to `date` (both YYYY-MM-DD, UTC). */
+export function daysBetween(day: string, date: string): number {
+  return Math.round((Date.parse(`${date}T00:00:00Z`) - Date.parse(`${day}T00:00:00Z`)) / 86_400_000)
+}
+
+/**
+ * An accepted risk is reviewed at least every `maxDays` (SCAN_IGNORE_MAX_DAYS):
+ * an entry expiring further ahead is refused, so "accept until 2099" cannot
+ * turn an exception into a permanent one.
+ */
+export function checkIgnoreHorizon(entries: readonly IgnoreEntry[], source: string, day: string, maxDays: number): void {
+  for (const e of entries) {
+    const ahead = daysBetween(day, e.expiredAt)
+    if (ahead > maxDays) {
+      throw new PipelineError(`scan: ignore file ${source}: ${e.id} expires on ${e.expiredAt}, ${ahead} days ahead; at most SCAN_IGNORE_MAX_DAYS=${maxDays} days are allowed, so set an earlier expired_at and review it then`)
+    }
+  }
+}
+
+/**
+ * Reads the ignore file; a missing one is an error, since a typo in its path
+ * would otherwise pass unnoticed. With `horizon`, entries expiring more than
+ * `maxDays` after `day` are refused.
+ */
+export function readIgnoreFile(path: string, horizon?: { day: string; maxDays: number }): IgnoreEntry[] {
   if (!existsSync(path)) throw new PipelineError(`scan: ignore file ${path} does not exist; create it (an empty vulnerabilities list is fine) or set SCAN_IGNORE_FILE`)
-  return parseIgnoreFile(readFileSync(path, 'utf8'), path)
+  const entries = parseIgnoreFile(readFileSync(path, 'utf8'), path)
+  if (horizon) checkIgnoreHorizon(entries, path, horizon.day, horizon.maxDays)
+  return entries
 }
 
 /** Today as YYYY-MM-DD in UTC, the clock Trivy compares `expired_at` with. */
@@ -114,6 +139,10 @@ export interface Decision {
   expired: { id: string; statement: string; expiredAt: string; findings: number }[]
   /** Findings the policy lets through only because they have no fix yet. */
   unfixedAllowed: number
+  /** Every secret found (suppressed ones included: no ignore entry can accept a secret). */
+  secrets: SecretFinding[]
+  /** Secrets of a blocking severity: a baked-in key blocks like a vulnerability. */
+  blockingSecrets: SecretFinding[]
 }
 
 function short(f: Finding): string {
@@ -156,24 +185,37 @@ export function decide(report: TrivyReport, policy: Policy, entries: readonly Ig
     }
     blocking.push(f)
   }
+  // A secret cannot be accepted: the fix is to take it out of the image (and rotate it).
+  const secrets = [...report.secrets, ...report.suppressedSecrets]
+  const blockingSecrets = secrets.filter((x) => policy.severities.includes(x.severity))
   blocking.sort((a, b) => SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) || a.id.localeCompare(b.id) || a.pkg.localeCompare(b.pkg))
   const blockingIds = [...new Set(blocking.map((f) => f.id))]
   const expiredNote = [...expired.values()].map((e) => `ignore entry ${e.id} expired on ${e.expiredAt}`).join('; ')
   const sev = policy.severities.join('/')
   let reason: string
+  const parts: string[] = []
+  if (blockingSecrets.length > 0) {
+    const listed = blockingSecrets.slice(0, 3).map((x) => `${x.ruleId} (${x.severity}) in ${secretWhere(x)}`).join(', ')
+    const more = blockingSecrets.length > 3 ? ` and ${blockingSecrets.length - 3} more` : ''
+    parts.push(`${blockingSecrets.length} ${sev} secret${blockingSecrets.length === 1 ? '' : 's'} in the image: ${listed}${more}`)
+  }
   if (blocking.length > 0) {
     const listed = blocking.slice(0, 3).map(short).join(', ')
     const more = blocking.length > 3 ? ` and ${blocking.length - 3} more` : ''
-    reason = `${blocking.length} ${sev} finding${blocking.length === 1 ? ' remains' : 's remain'}: ${listed}${more}${expiredNote ? ` (${expiredNote})` : ''}`
+    parts.push(`${blocking.length} ${sev} finding${blocking.length === 1 ? ' remains' : 's remain'}: ${listed}${more}${expiredNote ? ` (${expiredNote})` : ''}`)
+  }
+  if (parts.length > 0) {
+    reason = parts.join('; ')
   } else {
     const open = all.length - [...ignored.values()].reduce((n, e) => n + e.findings, 0)
     const notes = [`${open} finding${open === 1 ? '' : 's'}, none blocking`]
     if (ignored.size > 0) notes.push(`${ignored.size} accepted by the ignore file`)
     if (unfixedAllowed > 0) notes.push(`${unfixedAllowed} ${sev} without a fix allowed by SCAN_IGNORE_UNFIXED`)
-    reason = `no ${sev} vulnerability remains after the policy (${notes.join('; ')})`
+    if (secrets.length > 0) notes.push(`${secrets.length} secret${secrets.length === 1 ? '' : 's'} below ${sev}`)
+    reason = `no ${sev} vulnerability or secret remains after the policy (${notes.join('; ')})`
   }
   return {
-    decision: blocking.length > 0 ? 'fail' : 'pass',
+    decision: blocking.length > 0 || blockingSecrets.length > 0 ? 'fail' : 'pass',
     reason,
     counts,
     blocking,
@@ -181,5 +223,16 @@ export function decide(report: TrivyReport, policy: Policy, entries: readonly Ig
     ignored: [...ignored.values()],
     expired: [...expired.values()],
     unfixedAllowed,
+    secrets,
+    blockingSecrets,
   }
+}
+
+/**
+ * A report that does not cover the OS packages and the binary's crates fails
+ * whatever it lists: the decision says why, so it is recorded (and attested)
+ * like any other failure.
+ */
+export function withCoverage(d: Decision, problem: string | undefined): Decision {
+  return problem ? { ...d, decision: 'fail', reason: problem } : d
 }

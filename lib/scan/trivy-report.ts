@@ -26,8 +26,38 @@ export interface Finding {
   url: string
 }
 
+/**
+ * A secret Trivy's secret scanner found in a file of the image: where it is and
+ * which rule matched, never the matched text (the report's Match and Code are
+ * not read, so nothing downstream can print them).
+ */
+export interface SecretFinding {
+  ruleId: string
+  category: string
+  title: string
+  severity: Severity
+  /** The file inside the image. */
+  target: string
+  startLine: number
+  endLine: number
+}
+
+/** One entry of the report's Results: what Trivy looked at. */
+export interface ResultInfo {
+  target: string
+  /** os-pkgs, lang-pkgs, secret, ... */
+  class: string
+  /** debian, rustbinary, ... */
+  type: string
+  packages: number
+}
+
 export interface TrivyReport {
   artifact: string
+  results: ResultInfo[]
+  secrets: SecretFinding[]
+  /** Secrets Trivy itself suppressed; judged again like suppressed vulnerabilities. */
+  suppressedSecrets: SecretFinding[]
   findings: Finding[]
   /**
    * Vulnerabilities Trivy itself suppressed (ignore file, VEX), from
@@ -67,30 +97,76 @@ export function parseTrivyReport(text: string, source: string): TrivyReport {
   }
   if (!('Results' in raw)) throw new PipelineError(`scan: ${source} has no Results: Trivy found nothing to scan, so it cannot vouch for the image`)
   if (!Array.isArray(raw.Results)) throw new PipelineError(`scan: ${source} has malformed Results (expected a list)`)
+  if (raw.Results.length === 0) throw new PipelineError(`scan: ${source} has empty Results: Trivy listed nothing it scanned, so it cannot vouch for the image`)
 
   const findings: Finding[] = []
   const suppressed: Finding[] = []
   const packages: TrivyReport['packages'] = []
+  const results: ResultInfo[] = []
+  const secrets: SecretFinding[] = []
+  const suppressedSecrets: SecretFinding[] = []
   raw.Results.forEach((result, i) => {
     if (!isObject(result) || typeof result.Target !== 'string') throw new PipelineError(`scan: ${source} has a malformed result #${i + 1} (no Target)`)
     const target = result.Target
-    for (const key of ['Vulnerabilities', 'Packages', 'ExperimentalModifiedFindings'] as const) {
+    for (const key of ['Vulnerabilities', 'Packages', 'ExperimentalModifiedFindings', 'Secrets'] as const) {
       if (result[key] !== undefined && result[key] !== null && !Array.isArray(result[key])) {
         throw new PipelineError(`scan: ${source} has malformed ${key} in ${target} (expected a list)`)
       }
     }
-    for (const p of (result.Packages as unknown[] | undefined) ?? []) {
+    const listed = (result.Packages as unknown[] | undefined) ?? []
+    for (const p of listed) {
       if (isObject(p)) packages.push({ target, name: str(p.Name), version: str(p.Version) })
     }
+    results.push({ target, class: str(result.Class), type: str(result.Type), packages: listed.length })
+    ;((result.Secrets as unknown[] | undefined) ?? []).forEach((v, j) => secrets.push(toSecret(v, target, `${source}: ${target} secret #${j + 1}`)))
     ;((result.Vulnerabilities as unknown[] | undefined) ?? []).forEach((v, j) => findings.push(toFinding(v, target, `${source}: ${target} vulnerability #${j + 1}`)))
     ;((result.ExperimentalModifiedFindings as unknown[] | undefined) ?? []).forEach((m, j) => {
       const where = `${source}: ${target} suppressed finding #${j + 1}`
       if (!isObject(m)) throw new PipelineError(`scan: ${where} is not an object`)
       if (m.Type === 'vulnerability') suppressed.push(toFinding(m.Finding, target, where))
+      if (m.Type === 'secret') suppressedSecrets.push(toSecret(m.Finding, target, where))
     })
   })
   const os = isObject(raw.Metadata) && isObject(raw.Metadata.OS) ? `${str(raw.Metadata.OS.Family)} ${str(raw.Metadata.OS.Name)}`.trim() : undefined
-  return { artifact: str(raw.ArtifactName), findings, suppressed, packages, os: os || undefined }
+  return { artifact: str(raw.ArtifactName), results, secrets, suppressedSecrets, findings, suppressed, packages, os: os || undefined }
+}
+
+function toSecret(v: unknown, target: string, where: string): SecretFinding {
+  if (!isObject(v)) throw new PipelineError(`scan: ${where} is not an object`)
+  if (typeof v.RuleID !== 'string' || v.RuleID === '') throw new PipelineError(`scan: ${where} has no RuleID`)
+  const severity = v.Severity === undefined || v.Severity === '' ? 'UNKNOWN' : v.Severity
+  if (!(SEVERITIES as readonly unknown[]).includes(severity)) throw new PipelineError(`scan: ${where} (${v.RuleID}) has unknown Severity ${JSON.stringify(v.Severity)}`)
+  const line = (n: unknown) => (typeof n === 'number' && Number.isInteger(n) ? n : 0)
+  return { ruleId: v.RuleID, category: str(v.Category), title: str(v.Title), severity: severity as Severity, target, startLine: line(v.StartLine), endLine: line(v.EndLine) }
+}
+
+/**
+ * A report about an image must show Trivy saw what the image is made of: a
+ * result listing the OS packages, and one listing the crates of the Rust
+ * binary (the `.dep-v0` the image ships). A report without them (a scan that
+ * did not recognise the OS, lost the binary's dependency list, or was made
+ * without `--list-all-pkgs`) says nothing about those packages, so it cannot
+ * call the image clean.
+ */
+export function coverageProblem(report: TrivyReport, source: string): string | undefined {
+  const os = report.results.find((r) => r.class === 'os-pkgs')
+  if (!os) return `${source} has no result for the image's OS packages: Trivy did not recognise the OS, so it cannot vouch for them`
+  if (os.packages === 0) return `${source} lists no OS packages for ${os.target}: scan with --list-all-pkgs, or Trivy found no package database`
+  const crates = report.results.find((r) => r.class === 'lang-pkgs' && r.type === 'rustbinary')
+  if (!crates) return `${source} has no result for the binary's crates (rustbinary): the image lost its .dep-v0 dependency list, so Trivy cannot vouch for them`
+  if (crates.packages === 0) return `${source} lists no crates for ${crates.target}: scan with --list-all-pkgs`
+  return undefined
+}
+
+/** The same check as an error, for callers that stop on it. */
+export function assertCoverage(report: TrivyReport, source: string): void {
+  const problem = coverageProblem(report, source)
+  if (problem) throw new PipelineError(`scan: ${problem}`)
+}
+
+/** `file:line` of a secret, the way people look it up. */
+export function secretWhere(s: SecretFinding): string {
+  return `${s.target}${s.startLine > 0 ? `:${s.startLine}` : ''}`
 }
 
 function toFinding(v: unknown, target: string, where: string): Finding {
@@ -128,9 +204,9 @@ export function readTrivyReport(path: string): TrivyReport {
  */
 export function assertSarifAgrees(report: TrivyReport, sarifText: string, source: string): number {
   const sarif = sarifRuleIds(sarifText, source)
-  const json = report.findings.map((f) => f.id).sort()
+  const json = [...report.findings.map((f) => f.id), ...report.secrets.map((x) => x.ruleId)].sort()
   if (sarif.length !== json.length || sarif.some((id, i) => id !== json[i])) {
-    throw new PipelineError(`scan: ${source} lists ${sarif.length} results but the JSON report has ${json.length} findings; the outputs disagree`)
+    throw new PipelineError(`scan: ${source} lists ${sarif.length} results but the JSON report has ${json.length} findings and secrets; the outputs disagree`)
   }
   return sarif.length
 }

@@ -132,6 +132,8 @@ export interface ScanOptions {
   imageSrc: 'remote' | 'docker'
   trivyCache: string
   offline: boolean
+  /** Trivy's --db-repository: the OCI repository (mirror) the DB is downloaded from. */
+  dbRepository?: string | null
   ignoreFile: string
   onLine?: (line: string) => void
 }
@@ -145,6 +147,7 @@ export function isLocalRegistry(image: string): boolean {
 export async function scanImage(o: ScanOptions): Promise<{ seconds: number }> {
   const argv = [join(repoRoot, 'scripts', 'scan_image.sh'), '--out', o.out, '--image-src', o.imageSrc, '--cache-dir', o.trivyCache, '--ignorefile', o.ignoreFile]
   if (o.offline) argv.push('--offline')
+  if (o.dbRepository) argv.push('--db-repository', o.dbRepository)
   if (o.imageSrc === 'remote' && isLocalRegistry(o.image)) argv.push('--insecure')
   argv.push(o.image)
   try {

@@ -60,7 +60,7 @@ export interface ScanFacts {
   decision: Decision
   policy: Policy
   trivyVersion: string
-  db: { source: string; updatedAt: string; advisories?: string }
+  db: { source: string; updatedAt: string; repository?: string | null; digest?: string | null; advisories?: number | null; advisoriesHash?: string }
   scannedAt: string
 }
 

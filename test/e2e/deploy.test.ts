@@ -7,6 +7,7 @@
  * The cluster is started if needed and, if this test started it, stopped at
  * the end (state is kept). Each run's release lives in its own namespace.
  */
+import { spawn } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -60,6 +61,11 @@ interface State {
   reports: string
   /** Working images, pushed: the build stage's own, and copies differing by one label (new digests). */
   digests: string[]
+  /** Copies signed as built from this clone's HEAD and HEAD~1, for the commit-order test. */
+  newer: { digest: string; sha: string }
+  older: { digest: string; sha: string }
+  /** Values that make every pod crash at start (the server refuses a DOCS_DIR that does not exist). */
+  crashing: string
 }
 const s = {} as State
 const release = () => ({ name: 'doc-server', namespace: s.namespace })
@@ -67,14 +73,14 @@ const release = () => ({ name: 'doc-server', namespace: s.namespace })
 type Pod = TrackedPod
 
 /** build.json and scan.json as the build and scan stages leave them for `d`. */
-function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }) {
-  writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e-deploy@${d}`, digest: d, repository: REPO, tag: 'e2e-deploy' }, pushed: true, commit: COMMIT })
+function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }, commit = COMMIT) {
+  writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e-deploy@${d}`, digest: d, repository: REPO, tag: 'e2e-deploy' }, pushed: true, commit: { sha: commit, branch: 'e2e', dirty: false } })
   writeReport(s.reports, 'scan', scan)
 }
 
-async function deploy(env: NodeJS.ProcessEnv = {}) {
+async function deploy(env: NodeJS.ProcessEnv = {}, args: string[] = []) {
   const started = performance.now()
-  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
+  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts'), ...args], {
     cwd: repoRoot,
     env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, DEPLOY_ENV: 'staging', DEPLOY_NAMESPACE: s.namespace, RELEASE_NAME: 'doc-server', KUBE_CONTEXT: '', DEPLOY_TIMEOUT_SECS: '180', DEPLOY_VALUES_FILE: '', ...env },
     ...ALL_OK,
@@ -147,11 +153,21 @@ t.before(async () => {
     await signAsBuild(config, REPO, d, git, s.reports)
     await attestAsScan(config, REPO, d, s.reports)
   }
+  const [newer, older] = [(await run(['git', 'rev-parse', 'HEAD'], { cwd: repoRoot })).stdout.trim(), (await run(['git', 'rev-parse', 'HEAD~1'], { cwd: repoRoot })).stdout.trim()]
+  for (const [key, sha] of [['newer', newer], ['older', older]] as const) {
+    const digest = await pushVariant(s.docker, REPO, `${REPO}@${d1}`, `e2e-${key}`)
+    await signAsBuild(config, REPO, digest, { sha, shortSha: sha.slice(0, 7), branch: 'e2e', dirty: false }, s.reports)
+    await attestAsScan(config, REPO, digest, s.reports)
+    s[key] = { digest, sha }
+  }
+  s.crashing = join(s.reports, 'bad-docs-dir.yaml')
+  writeFileSync(s.crashing, 'docsDir: /no/such/docs\n')
 })
 
 t.after(async () => {
   await run([s.helm.helm, 'uninstall', 'doc-server', '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
-  await deleteNamespace(s.kube, s.namespace)
+  // Clean-up must not hide a test's own failure (a cluster that went away, say).
+  await deleteNamespace(s.kube, s.namespace).catch((err: Error) => console.error(`e2e: deploy: namespace ${s.namespace} not removed: ${err.message}`))
   rmSync(s.reports, { recursive: true, force: true })
   if (s.startedCluster) await stopCluster(s.cache)
 })
@@ -164,6 +180,9 @@ t('bad input is refused with one line before the cluster is touched', async () =
     ['unsigned digest', () => reportsFor(fake(1)), {}, /deploy: refused: sha256:.{12}… has no signature by/],
     ['schema violation', () => (reportsFor(s.digests[0]!), writeFileSync(join(s.reports, 'bad.yaml'), 'replicaCount: many\n')), { DEPLOY_VALUES_FILE: join(s.reports, 'bad.yaml') }, /chart: values refused: .*replicaCount/],
     ['grace not below the timeout', () => reportsFor(fake(1)), { DEPLOY_READINESS_GRACE_SECS: '200' }, /DEPLOY_READINESS_GRACE_SECS="200" is not valid/],
+    ['unknown environment', () => reportsFor(s.digests[0]!), { DEPLOY_ENV: 'qa' }, /DEPLOY_ENV="qa" is not valid/],
+    ['undeclared context', () => reportsFor(s.digests[0]!), { KUBE_CONTEXT: 'no-such-context', KUBECONFIG: s.kube.kubeconfig }, /^✖ deploy: refused: KUBE_CONTEXT "no-such-context" is not declared for DEPLOY_ENV=staging in charts\/doc-server\/environments\.yaml/],
+    ['missing context', () => writeFileSync(join(s.reports, 'empty-kubeconfig'), 'apiVersion: v1\nkind: Config\n'), { KUBE_CONTEXT: s.kube.context, KUBECONFIG: join(s.reports, 'empty-kubeconfig') }, new RegExp(`KUBE_CONTEXT "${s.kube.context}" is not a context`)],
   ]
   for (const [what, arrange, env, re] of cases) {
     arrange()
@@ -297,6 +316,70 @@ t('a digest the node cannot pull fails fast as an image-pull failure and is roll
   assert.ok(last.revision > before, 'a rollback is a new revision')
   assert.match(last.description ?? '', new RegExp(`Rollback to ${before}`))
   for (const id of await imageIDs()) assert.ok(id.endsWith(`@${d2}`), `after the rollback the runtime reports ${id}`)
+})
+
+const RECORDED = 30
+
+t('a release left in pending-upgrade by a killed helm is recovered, judged by the timeout recorded with it', async () => {
+  // A real interrupted upgrade: helm is killed while it waits for pods that crash at start and never become ready.
+  const helm = spawn(s.helm.helm, ['upgrade', 'doc-server', CHART_DIR, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace,
+    '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', s.crashing, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${s.digests[2]}`, '--wait', '--timeout', '600s',
+    // What the deploy stage records: this revision's own deploy allows itself RECORDED seconds.
+    '--labels', `doc-server.dev/commit=${'e'.repeat(40)},doc-server.dev/timeout-secs=${RECORDED}`], { stdio: 'ignore' })
+  let helmEnded = false
+  const exited = new Promise<void>((res) => helm.once('exit', () => res(void (helmEnded = true))))
+  let pending: { revision: number; updated?: string } | undefined
+  while (!pending) {
+    // helm waits up to 600 s for pods that never get ready, so it cannot end on its own before we see pending-upgrade.
+    if (helmEnded) assert.unreachable('helm upgrade ended before the release was pending-upgrade')
+    await new Promise((res) => setTimeout(res, 500))
+    pending = (await history(s.helm, release())).find((e) => e.status === 'pending-upgrade')
+  }
+  helm.kill('SIGKILL')
+  await exited
+  assert.is((await history(s.helm, release())).at(-1)!.status, 'pending-upgrade')
+
+  // Younger than the timeout recorded with it, it may be that deploy still running: refused and
+  // untouched, however short the caller's own DEPLOY_TIMEOUT_SECS.
+  reportsFor(s.digests[0]!)
+  const early = await deploy({ DEPLOY_TIMEOUT_SECS: '1' })
+  assert.is.not(early.code, 0)
+  assert.match(early.last, new RegExp(`has been pending-upgrade for \\d+s \\(revision ${pending.revision}; its recorded timeout is ${RECORDED}s\\); another deploy may still be running`))
+  assert.is((await history(s.helm, release())).at(-1)!.status, 'pending-upgrade')
+
+  // Older than its recorded timeout: rolled back to the last good revision, then the new digest
+  // deploys, however long the caller's own DEPLOY_TIMEOUT_SECS.
+  while (Date.now() - Date.parse(pending.updated ?? '') <= RECORDED * 1000) await new Promise((res) => setTimeout(res, 1000))
+  const r = await deploy({ DEPLOY_TIMEOUT_SECS: '600' })
+  assert.is(r.code, 0, r.out)
+  assert.match(r.report.recovered ?? '', new RegExp(`revision ${pending.revision} was stuck in pending-upgrade; rolled back to revision \\d+`))
+  assert.is(r.report.result, 'deployed')
+  for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.digests[0]}`), `after the recovery the runtime reports ${id}`)
+})
+
+t('an older commit is refused before anything changes; --allow-older rolls back on purpose', async () => {
+  const [newer, older] = [s.newer.sha, s.older.sha]
+  // The release runs the test commit eeee…, which is in no clone: the order cannot be shown.
+  reportsFor(s.newer.digest, undefined, newer)
+  const unknown = await deploy()
+  assert.is.not(unknown.code, 0)
+  assert.match(unknown.last, /^✖ deploy: refused: the release runs commit eeeeeeeeeeee, which is not in this clone/)
+  const moved = await deploy({}, ['--allow-older'])
+  assert.is(moved.code, 0, moved.out)
+  assert.is(moved.report.commit, newer)
+  const before = await history(s.helm, release())
+
+  reportsFor(s.older.digest, undefined, older)
+  const r = await deploy()
+  assert.is.not(r.code, 0)
+  assert.is(r.last, `✖ deploy: refused: commit ${older.slice(0, 12)} does not descend from ${newer.slice(0, 12)}, which the release runs (an older or diverged pipeline); pass --allow-older to roll back on purpose`)
+  assert.equal(await history(s.helm, release()), before, 'no revision was made')
+  for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.newer.digest}`), `the refused deploy left ${id}`)
+
+  const back = await deploy({}, ['--allow-older'])
+  assert.is(back.code, 0, back.out)
+  assert.match(back.report.order ?? '', new RegExp(`^rolled ${newer.slice(0, 12)} back to ${older.slice(0, 12)} \\(--allow-older\\)$`))
+  for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.older.digest}`), `after --allow-older the runtime reports ${id}`)
 })
 
 t.run()

@@ -25,6 +25,7 @@ import { ensureDockerEngine } from '../../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
 import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
+import { signAsBuild } from '../helpers/signed-image.ts'
 
 const t = suite('e2e: rescan')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -88,6 +89,9 @@ t.before(async () => {
   s.advisories = join(s.work, 'advisories')
   writeUnrelatedAdvisory(s.advisories)
   s.vuln = await pushVulnerableImage(s.docker, s.work)
+  // Deploy verifies a signature and provenance from the registry: sign it as the build stage would.
+  const commit = 'e'.repeat(40)
+  await signAsBuild(config, s.vuln.repository, s.vuln.digest, { sha: commit, shortSha: commit.slice(0, 12), branch: undefined, dirty: false }, s.work)
 })
 
 t.after(async () => {

@@ -7,7 +7,7 @@
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
@@ -17,12 +17,16 @@ import { ensureDockerEngine } from '../../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
+import { SECRET_FILE, keyLines, pushFixtureImage, removeFixtureImage, type FixtureImage } from '../helpers/fixture-images.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
 
 const t = suite('e2e: scan')
 const ALL_OK = { okCodes: ANY_EXIT }
-const SHARED_REPORTS = resolve(repoRoot, '..', 'shared', 'fixtures', 'trivy-reports')
+/** Real Trivy reports of the fixture images, made by test/fixtures/trivy-reports/generate.ts. */
+const FIXTURE_REPORTS = join(repoRoot, 'test', 'fixtures', 'trivy-reports')
+/** A date inside SCAN_IGNORE_MAX_DAYS (90) from today. */
+const SOON = new Date(Date.now() + 30 * 86_400_000).toISOString().slice(0, 10)
 const ADVISORY = { cve: 'CVE-2021-45710', ghsa: 'GHSA-fg7r-2g4j-5cgr' }
 
 interface State {
@@ -33,6 +37,7 @@ interface State {
   /** Reports of the vulnerable image. */
   vulnReports: string
   vuln?: { repository: string; digest: string; ref: string }
+  secret?: FixtureImage
 }
 const s = {} as State
 
@@ -64,6 +69,7 @@ t.after(async () => {
     await fetch(`http://${s.vuln.repository.replace(`${LOCAL_REGISTRY}/`, `${LOCAL_REGISTRY}/v2/`)}/manifests/${s.vuln.digest}`, { method: 'DELETE' }).catch(() => undefined)
     await removeImage(s.docker, s.vuln.ref)
   }
+  if (s.secret) await removeFixtureImage(s.docker, s.secret)
   if (s.work) rmSync(s.work, { recursive: true, force: true })
 })
 
@@ -100,6 +106,57 @@ t('the Doc Server image passes, with SARIF and both SBOMs listing its crates and
   assert.not.ok(cdx.components.some((x) => x.name === 'libc6'), 'the static image carries no libc6')
   const sarif = JSON.parse(readFileSync(join(out, 'trivy.sarif'), 'utf8'))
   assert.is(sarif.version, '2.1.0')
+  // Scanned through the local mirror of the DB built from advisories/, and the report says what it holds.
+  assert.equal([report.db.source, report.db.repository, report.db.advisories], ['local', `${LOCAL_REGISTRY}/local/trivy-db:2`, 1])
+  assert.match(report.db.updatedAt, /^\d{4}-\d{2}-\d{2}T/)
+  assert.match(r.stdout + r.stderr, new RegExp(`vulnerability DB: local via ${LOCAL_REGISTRY}/local/trivy-db:2, 1 advisory, built \\d{4}-`))
+})
+
+t('the local DB is served by the registry as Trivy\'s OCI artifact, and a mirror set by TRIVY_DB_REPOSITORY is scanned through', async () => {
+  const res = await fetch(`http://${LOCAL_REGISTRY}/v2/local/trivy-db/manifests/2`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } })
+  assert.is(res.status, 200)
+  const manifest = (await res.json()) as { config: { mediaType: string }; layers: { mediaType: string; annotations: Record<string, string> }[]; annotations: Record<string, string> }
+  assert.is(manifest.config.mediaType, 'application/vnd.aquasec.trivy.config.v1+json')
+  assert.equal(manifest.layers.map((l) => [l.mediaType, l.annotations['org.opencontainers.image.title']]), [['application/vnd.aquasec.trivy.db.layer.v1.tar+gzip', 'db.tar.gz']])
+  assert.is(manifest.annotations['org.doc-server.trivy-db.advisories'], '1')
+
+  // The company-mirror path: TRIVY_DB_SOURCE=remote with TRIVY_DB_REPOSITORY, nothing built here,
+  // a private cache so Trivy must download the DB from that repository to find the finding.
+  const cache = join(s.work, 'mirror-cache')
+  mkdirSync(cache, { recursive: true })
+  symlinkSync(join(loadConfig({ ...process.env }, {}).cacheDir, 'tools'), join(cache, 'tools'))
+  const reports = join(s.work, 'mirror')
+  mkdirSync(reports, { recursive: true })
+  const vuln = await pushVulnerableImage(s.docker, join(s.work, 'mirror-image'))
+  try {
+    writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: vuln.ref, digest: vuln.digest, repository: vuln.repository }, pushed: true }))
+    const r = await stage('scan', reports, [], { TRIVY_DB_SOURCE: 'remote', TRIVY_DB_REPOSITORY: `${LOCAL_REGISTRY}/local/trivy-db:2`, DOC_SERVER_CACHE_DIR: cache })
+    assert.is(r.exitCode, 1, lastLine(r))
+    const report = scanJson(reports)
+    assert.equal(report.blockingIds, [ADVISORY.cve])
+    assert.equal([report.db.source, report.db.repository, report.db.advisories], ['remote', `${LOCAL_REGISTRY}/local/trivy-db:2`, 1])
+    assert.ok(existsSync(join(cache, 'trivy', 'remote', 'db', 'trivy.db')), 'downloaded from the mirror')
+  } finally {
+    await removeFixtureImage(s.docker, vuln)
+  }
+})
+
+t('an image with a baked-in private key fails, naming the file and rule, never the key', async () => {
+  s.secret = await pushFixtureImage(s.docker, s.work, 'secret')
+  const reports = join(s.work, 'secret')
+  mkdirSync(reports, { recursive: true })
+  writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: s.secret.ref, digest: s.secret.digest, repository: s.secret.repository }, pushed: true }))
+  const r = await stage('scan', reports)
+  assert.is(r.exitCode, 1)
+  assert.is(lastLine(r), `✖ scan gate failed: 1 HIGH/CRITICAL secret in the image: private-key (HIGH) in ${SECRET_FILE}:2`)
+  const report = scanJson(reports)
+  assert.equal(report.secrets.map((x: { ruleId: string; file: string; blocking: boolean }) => [x.ruleId, x.file, x.blocking]), [['private-key', SECRET_FILE, true]])
+  const sarif = JSON.parse(readFileSync(join(reports, 'scan', 'trivy.sarif'), 'utf8'))
+  assert.equal(sarif.runs[0].results.map((x: { ruleId: string }) => x.ruleId), ['private-key'], 'the SARIF shows it too')
+  const everything = [r.stdout, r.stderr, readFileSync(join(reports, 'scan.json'), 'utf8'), ...['trivy.json', 'trivy.sarif', 'sbom.cdx.json', 'sbom.spdx.json'].map((f) => readFileSync(join(reports, 'scan', f), 'utf8'))].join('\n')
+  const lines = keyLines(s.secret.key!)
+  assert.ok(lines.length > 10, 'a real key')
+  for (const l of lines) assert.not.ok(everything.includes(l), 'no line of the key in any output')
 })
 
 t('an image with a crate version a fixture advisory names fails, naming the advisory', async () => {
@@ -135,7 +192,7 @@ t('an ignore entry in force lets it pass; once expired it blocks again and the s
   assert.ok(s.vuln, 'needs the vulnerable image from the previous test')
   const ignore = join(s.work, 'ignore.yaml')
   const entry = (date: string) => `vulnerabilities:\n  - id: ${ADVISORY.cve}\n    statement: The fixture never closes a oneshot receiver.\n    expired_at: ${date}\n`
-  writeFileSync(ignore, entry('2999-12-31'))
+  writeFileSync(ignore, entry(SOON))
   const pass = await stage('scan', s.vulnReports, [], { SCAN_IGNORE_FILE: ignore })
   assert.is(pass.exitCode, 0, lastLine(pass))
   const passed = scanJson(s.vulnReports)
@@ -171,18 +228,14 @@ t('the local DB is rebuilt when an advisory changes, and only then', async () =>
   assert.is.not(rebuilt.hash, first.hash)
 })
 
-if (existsSync(SHARED_REPORTS)) {
-  t('--from-report re-gates Trivy\'s own reports: alpine 3.9 fails, alpine 3.10 passes, debian buster fails', async () => {
-    const reports = join(s.work, 'from-report')
-    for (const [file, code, decision] of [['alpine-39.json', 1, 'fail'], ['alpine-310.json', 0, 'pass'], ['debian-buster.json', 1, 'fail']] as const) {
-      const r = await stage('scan', reports, ['--from-report', join(SHARED_REPORTS, file)])
-      assert.is(r.exitCode, code, `${file}: ${lastLine(r)}`)
-      assert.is(scanJson(reports).decision, decision, file)
-    }
-  })
-} else {
-  console.log(`e2e: scan: ${SHARED_REPORTS} is absent; the --from-report test on Trivy's reports is skipped`)
-}
+t('--from-report re-gates the committed real reports: vulnerable fails, clean passes, with a secret fails', async () => {
+  const reports = join(s.work, 'from-report')
+  for (const [file, code, decision] of [['vulnerable.json', 1, 'fail'], ['clean.json', 0, 'pass'], ['secret.json', 1, 'fail']] as const) {
+    const r = await stage('scan', reports, ['--from-report', join(FIXTURE_REPORTS, file)])
+    assert.is(r.exitCode, code, `${file}: ${lastLine(r)}`)
+    assert.is(scanJson(reports).decision, decision, file)
+  }
+})
 
 t('bad input fails closed with one line: missing image, malformed report, unknown schema, bad ignore file, missing DB', async () => {
   const bad = join(s.work, 'bad')
@@ -203,6 +256,8 @@ t('bad input fails closed with one line: missing image, malformed report, unknow
     ['truncated.json', '{"SchemaVersion": 2, "Results": [', /is not valid JSON/],
     ['schema3.json', JSON.stringify({ SchemaVersion: 3, Results: [] }), /has SchemaVersion 3; the gate reads only Trivy's SchemaVersion 2$/],
     ['no-results.json', JSON.stringify({ SchemaVersion: 2, ArtifactName: 'x' }), /has no Results: Trivy found nothing to scan/],
+    ['empty-results.json', JSON.stringify({ SchemaVersion: 2, ArtifactName: 'x', Results: [] }), /has empty Results: Trivy listed nothing it scanned/],
+    ['os-only.json', JSON.stringify({ SchemaVersion: 2, ArtifactName: 'x', Results: [{ Target: 'x (debian 12)', Class: 'os-pkgs', Type: 'debian', Packages: [{ Name: 'libc6', Version: '2.36' }] }] }), /has no result for the binary's crates \(rustbinary\)/],
   ]
   for (const [name, body, re] of cases) {
     writeFileSync(join(bad, name), body)

@@ -43,7 +43,7 @@ export const DEBIAN_FILES: Record<string, string> = {
 }
 
 export const passingDecision = (): Decision => ({
-  decision: 'pass', reason: 'no HIGH or CRITICAL finding', counts: { UNKNOWN: 0, LOW: 1, MEDIUM: 0, HIGH: 0, CRITICAL: 0 }, blocking: [], blockingIds: [], ignored: [], expired: [], unfixedAllowed: 0,
+  decision: 'pass', reason: 'no HIGH or CRITICAL finding', counts: { UNKNOWN: 0, LOW: 1, MEDIUM: 0, HIGH: 0, CRITICAL: 0 }, blocking: [], blockingIds: [], ignored: [], expired: [], unfixedAllowed: 0, secrets: [], blockingSecrets: [],
 })
 
 /** What the build stage attaches: the signature and SLSA provenance for `git`'s commit. */
