@@ -125,7 +125,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
-        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(root, 'Dockerfile.optimized'), buildArgs: ctx.buildArgs!, startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, onLine: (l) => (task.output = l) })
+        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(root, 'Dockerfile.optimized'), buildArgs: ctx.buildArgs!, startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, onLine: (l) => (task.output = l), ...(ctx.login ? { env: ctx.login.env } : {}) })
         task.title = `Signed ${ctx.ref.digest!.slice(0, 19)}… with provenance (${ctx.signed.identity})`
       },
     },

@@ -118,9 +118,9 @@ function signerArgs(s: Signer): string[] {
   return s.kind === 'key' ? ['--key', s.key, '--tlog-upload=false', '--use-signing-config=false'] : []
 }
 
-function signerEnv(s: Signer): { env: NodeJS.ProcessEnv; secrets: string[] } {
-  if (s.kind !== 'key') return { env: process.env, secrets: [] }
-  return { env: { ...process.env, COSIGN_PASSWORD: s.password }, secrets: [s.password] }
+function signerEnv(s: Signer, extra: NodeJS.ProcessEnv = {}): { env: NodeJS.ProcessEnv; secrets: string[] } {
+  if (s.kind !== 'key') return { env: { ...process.env, ...extra }, secrets: [] }
+  return { env: { ...process.env, ...extra, COSIGN_PASSWORD: s.password }, secrets: [s.password] }
 }
 
 function verifierArgs(v: Verifier): string[] {
@@ -132,17 +132,19 @@ export interface CosignCall {
   /** repository@sha256:… */
   image: string
   onLine?: (line: string) => void
+  /** Variables for the registry (DOCKER_CONFIG of a throwaway login), beyond the signer's own. */
+  env?: NodeJS.ProcessEnv
 }
 
 /** Signs exactly the digest (never a tag). */
 export async function signImage(c: CosignCall, s: Signer): Promise<void> {
-  const { env, secrets } = signerEnv(s)
+  const { env, secrets } = signerEnv(s, c.env)
   await run([c.cosign, 'sign', '--yes', ...signerArgs(s), ...registryFlags(c.image), c.image], { env, secrets, onLine: c.onLine, timeoutMs: 180_000 })
 }
 
 /** Attaches a signed in-toto attestation (`type`: cosign's short name or a predicate type URI) to the digest. */
 export async function attestImage(c: CosignCall, s: Signer, type: string, predicateFile: string): Promise<void> {
-  const { env, secrets } = signerEnv(s)
+  const { env, secrets } = signerEnv(s, c.env)
   await run([c.cosign, 'attest', '--yes', '--type', type, '--predicate', predicateFile, ...signerArgs(s), ...registryFlags(c.image), c.image], { env, secrets, onLine: c.onLine, timeoutMs: 180_000 })
 }
 

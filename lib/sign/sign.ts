@@ -55,9 +55,11 @@ export async function signBuild(o: {
   startedOn: Date
   outDir: string
   onLine?: (line: string) => void
+  /** The push's login (its throwaway DOCKER_CONFIG): the signature and provenance go to the same registry. */
+  env?: NodeJS.ProcessEnv
 }): Promise<BuildSigning> {
   const s = await signingFor(o.config, o.onLine)
-  const call = { cosign: s.cosign, image: o.image, onLine: o.onLine }
+  const call = { cosign: s.cosign, image: o.image, onLine: o.onLine, ...(o.env ? { env: o.env } : {}) }
   await signImage(call, s.signer)
   const builder = builderId()
   const predicate = provenancePredicate({
