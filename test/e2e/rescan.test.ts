@@ -26,6 +26,7 @@ import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
 import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { signAsBuild } from '../helpers/signed-image.ts'
+import { copyEnv } from '../helpers/repo-copy.ts'
 
 const t = suite('e2e: rescan')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -88,7 +89,13 @@ t.before(async () => {
   // Deploy time: the advisories as they were before the tokio advisory was published.
   s.advisories = join(s.work, 'advisories')
   writeUnrelatedAdvisory(s.advisories)
-  s.vuln = await pushVulnerableImage(s.docker, s.work)
+  // What runs must really run on the node: the Doc Server image the build stage pushes (BuildKit's
+  // cache makes this quick), with the fixture's binary listing tokio 1.13.0 added on top.
+  const buildReports = join(s.work, 'build-reports')
+  const built = await run([tsx, join(repoRoot, 'tasks', 'build.ts')], { cwd: repoRoot, env: copyEnv({ REPORTS_DIR: buildReports, IMAGE_TAG: 'e2e-rescan', PUSH: 'true', REGISTRY: LOCAL_REGISTRY }), timeoutMs: 60 * 60_000, ...ALL_OK })
+  assert.is(built.exitCode, 0, `build stage failed:\n${(built.stdout + built.stderr).split('\n').slice(-20).join('\n')}`)
+  const server = (JSON.parse(readFileSync(join(buildReports, 'build.json'), 'utf8')) as { image: { repository: string; digest: string } }).image
+  s.vuln = await pushVulnerableImage(s.docker, s.work, `${server.repository}@${server.digest}`)
   // Deploy verifies a signature and provenance from the registry: sign it as the build stage would.
   const commit = 'e'.repeat(40)
   await signAsBuild(config, s.vuln.repository, s.vuln.digest, { sha: commit, shortSha: commit.slice(0, 12), branch: undefined, dirty: false }, s.work)

@@ -23,10 +23,11 @@ export interface FixtureImage {
 
 /**
  * Builds one of the scan fixture images (see test/fixtures/scan-images/Dockerfile)
- * on the runtime base image and pushes it to the local registry. The secret
- * image's key is made fresh by openssl each time: no key is ever committed.
+ * on the runtime base image (or `base`: the real Doc Server image, for a fixture
+ * a node can run) and pushes it to the local registry. The secret image's key is
+ * made fresh by openssl each time: no key is ever committed.
  */
-export async function pushFixtureImage(docker: string, work: string, kind: FixtureKind): Promise<FixtureImage> {
+export async function pushFixtureImage(docker: string, work: string, kind: FixtureKind, base: string = BASE_IMAGES.runtime): Promise<FixtureImage> {
   await ensureDebianPackages([{ pkg: 'binutils', provides: 'objcopy' }, { pkg: 'openssl', provides: 'openssl' }])
   const ctx = join(work, `${kind}-context`)
   rmSync(ctx, { recursive: true, force: true })
@@ -45,7 +46,7 @@ export async function pushFixtureImage(docker: string, work: string, kind: Fixtu
   }
   const repository = `${LOCAL_REGISTRY}/local/scan-fixture-${kind}`
   const ref = `${repository}:e2e-${process.pid}`
-  await buildImage({ docker, context: ctx, dockerfile: join(FIXTURE_IMAGES, 'Dockerfile'), tags: [ref], buildArgs: { RUNTIME_IMAGE: BASE_IMAGES.runtime, RUN_ID: `${process.pid}-${Date.now()}` } })
+  await buildImage({ docker, context: ctx, dockerfile: join(FIXTURE_IMAGES, 'Dockerfile'), tags: [ref], buildArgs: { RUNTIME_IMAGE: base, RUN_ID: `${process.pid}-${Date.now()}` } })
   const pushed = await pushImage(docker, ref)
   return { repository, digest: pushed.digest, ref, key }
 }
