@@ -8,16 +8,17 @@
  * reports/deploy.json says what happened.
  */
 import type { ListrTask } from 'listr2'
-import { ensureHelm, ensureKubectl } from '../lib/local/cluster-build.ts'
+import { ensureHelm } from '../lib/local/cluster-build.ts'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
 import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
-import { requireContext, requireReachable, type KubeTarget } from '../lib/deploy/kube.ts'
+import type { KubeTarget } from '../lib/deploy/kube.ts'
+import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
 import { checkOrder, parseDeployArgs, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
 import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
-import { CLUSTER_CONTEXT, ensureCluster } from '../lib/local/cluster.ts'
+import { CLUSTER_CONTEXT } from '../lib/local/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
@@ -109,18 +110,10 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       task: reported(async (ctx, task) => {
         const config = ctx.config!
         requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
-        const onLine = (l: string) => (task.output = l)
-        if (config.kubeContext) {
-          ctx.kube = { kubectl: await ensureKubectl(config.cacheDir, onLine), kubeconfig: undefined, context: config.kubeContext }
-          await requireContext(ctx.kube)
-        } else {
-          const local = await ensureCluster(config.cacheDir, onLine)
-          ctx.kube = { kubectl: local.binaries.kubectl, kubeconfig: local.kubeconfig, context: local.context }
-        }
-        await requireReachable(ctx.kube)
+        ctx.kube = await connectCluster(config, (l) => (task.output = l))
         if (config.kubeContext && ctx.image!.pushed === false) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
         ctx.helm = { ...ctx.helm!, kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
-        task.title = `Cluster: ${ctx.kube.context} answers${config.kubeContext ? '' : ' (local cluster, real node)'}`
+        task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
       }),
     },
     {

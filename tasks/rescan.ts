@@ -17,10 +17,9 @@ import { annotateError, appendSummary, markdownTable, readReport, setOutput, wri
 import { run } from '../lib/core/run.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import type { Release } from '../lib/deploy/helm.ts'
-import { requireContext, requireReachable, type KubeTarget } from '../lib/deploy/kube.ts'
+import type { KubeTarget } from '../lib/deploy/kube.ts'
+import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
 import { runningImage, type RunningImage } from '../lib/deploy/running.ts'
-import { ensureKubectl } from '../lib/local/cluster-build.ts'
-import { ensureCluster } from '../lib/local/cluster.ts'
 
 interface Blocking { id: string; aliases: string[]; severity: string; pkg: string; installed: string; fixed: string }
 interface ScanFacts { decision?: string; reason?: string; blocking?: Blocking[]; db?: { source: string; updatedAt: string } | null }
@@ -56,16 +55,8 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
         const config = (ctx.config = loadConfig())
         ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
         ctx.scanDir = join(config.reportsDir, 'rescan')
-        const onLine = (l: string) => (task.output = l)
-        if (config.kubeContext) {
-          ctx.kube = { kubectl: await ensureKubectl(config.cacheDir, onLine), kubeconfig: undefined, context: config.kubeContext }
-          await requireContext(ctx.kube)
-        } else {
-          const local = await ensureCluster(config.cacheDir, onLine)
-          ctx.kube = { kubectl: local.binaries.kubectl, kubeconfig: local.kubeconfig, context: local.context }
-        }
-        await requireReachable(ctx.kube)
-        task.title = `Cluster: ${ctx.kube.context} answers${config.kubeContext ? '' : ' (local kwok cluster)'}`
+        ctx.kube = await connectCluster(config, (l) => (task.output = l))
+        task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
       },
     },
     {
