@@ -2,7 +2,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeF
 import { dirname, join } from 'node:path'
 import { PipelineError } from './errors.ts'
 
-export type Stage = 'precommit' | 'build' | 'measure' | 'scan' | 'deploy' | 'rescan' | 'ci'
+export type Stage = 'precommit' | 'build' | 'measure' | 'scan' | 'deploy' | 'rescan' | 'ci' | 'bench-feedback'
 
 export function reportPath(reportsDir: string, stage: Stage): string {
   return join(reportsDir, `${stage}.json`)
