@@ -6,10 +6,10 @@
  *   before  the measure stage's cold record is set aside, so it builds cold
  *           (`--no-cache`), as it did on every run before;
  *   after   the record is there, so the cold figure is reused.
- * The record is put back afterwards. Figures go to the log and
+ * The record set aside is put back unless the cold run wrote a fresher one. Figures go to the log and
  * `reports/bench-feedback.json`; nothing here is a gate.
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, symlinkSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
@@ -77,8 +77,8 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
         try {
           ctx.rows.push(await ciBuild(ctx, 'before', (l) => (task.output = l)))
         } finally {
-          // The cold run wrote a fresh record; the one set aside goes back only if none was written.
-          if (existsSync(aside)) existsSync(cold) ? renameSync(aside, `${aside}.old`) : renameSync(aside, cold)
+          // The cold run wrote a fresher record of the same inputs; the one set aside goes back only if none was written.
+          if (existsSync(aside)) existsSync(cold) ? rmSync(aside) : renameSync(aside, cold)
         }
         task.title = `Before (cold build every run): ${ctx.rows.at(-1)!.seconds.toFixed(1)} s`
       },
