@@ -15,6 +15,7 @@ import {
   type VerifiedStatement,
 } from '../lib/sign/attest.ts'
 import { registryFlags, signsDigest, workflowIdentity } from '../lib/sign/cosign.ts'
+import { refusal } from './helpers/refusal.ts'
 
 const t = suite('attest')
 
@@ -56,18 +57,6 @@ const stmt = (predicateType: string, predicate: object, subject = D1): VerifiedS
 })
 const scan = (f: Partial<ScanFacts> = {}, subject = D1) => stmt(SCAN_PREDICATE_TYPE, scanPredicate(facts(f)), subject)
 const expect = { digest: D1, now: NOW, maxAgeSecs: 24 * 3600 }
-
-const refusal = (fn: () => unknown, re: RegExp) => {
-  try {
-    fn()
-    assert.unreachable('accepted')
-  } catch (err) {
-    const msg = (err as Error).message
-    assert.match(msg, re)
-    assert.match(msg, /^deploy: refused: /)
-    assert.not.match(msg, /\n/, 'one line')
-  }
-}
 
 t('a passing, fresh scan of exactly this digest by the pinned Trivy is accepted', () => {
   const v = checkScan([scan()], expect)

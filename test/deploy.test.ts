@@ -17,6 +17,7 @@ import { writeReport } from '../lib/core/report.ts'
 import { parseAction } from '../tasks/cluster.ts'
 import { ENVIRONMENTS_FILE, checkOrder, parseDeployArgs, parseEnvironments, recordLabels, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
 import { run } from '../lib/core/run.ts'
+import { refusal } from './helpers/refusal.ts'
 
 const t = suite('deploy')
 
@@ -24,18 +25,6 @@ const D1 = `sha256:${'a1'.repeat(32)}`
 const D2 = `sha256:${'b2'.repeat(32)}`
 const build = (digest = D1): BuildReport => ({ image: { ref: `127.0.0.1:5000/local/agent-docs:abc@${digest}`, digest, repository: '127.0.0.1:5000/local/agent-docs', tag: 'abc' }, pushed: true, commit: 'c'.repeat(40) })
 const pass = (digest = D1): ScanReport => ({ decision: 'pass', image: { digest } })
-
-const refusal = (fn: () => unknown, re: RegExp) => {
-  try {
-    fn()
-    assert.unreachable('accepted')
-  } catch (err) {
-    const msg = (err as Error).message
-    assert.match(msg, re)
-    assert.match(msg, /^deploy: refused: /)
-    assert.not.match(msg, /\n/)
-  }
-}
 
 t('deploys exactly the built digest, pinned, when the scan passed it', () => {
   const img = deployableImage(build(), pass())

@@ -13,6 +13,7 @@ import { PipelineError } from '../core/errors.ts'
 import { stateDir } from '../core/paths.ts'
 import { run, succeeds } from '../core/run.ts'
 import { startDetached, stopOwned } from './service.ts'
+import { registryConfig } from './registry.ts'
 
 /** Loopback only, and not the open registry's port. */
 export const AUTH_REGISTRY = '127.0.0.1:5443'
@@ -60,28 +61,7 @@ export function tlsStatus(addr: string, ca: string, auth?: { user: string; token
 
 /** The registry's config: TLS with our certificate, htpasswd auth, loopback only. */
 export function authRegistryConfig(addr: string, p: ReturnType<typeof paths>): string {
-  return [
-    'version: 0.1',
-    'log:',
-    '  level: info',
-    'storage:',
-    '  filesystem:',
-    `    rootdirectory: ${p.data}`,
-    '  delete:',
-    '    enabled: true',
-    'auth:',
-    '  htpasswd:',
-    '    realm: doc-server-test-registry',
-    `    path: ${p.htpasswd}`,
-    'http:',
-    `  addr: ${addr}`,
-    '  tls:',
-    `    certificate: ${p.cert}`,
-    `    key: ${p.key}`,
-    '  headers:',
-    '    X-Content-Type-Options: [nosniff]',
-    '',
-  ].join('\n')
+  return registryConfig(addr, p.data, { realm: 'doc-server-test-registry', htpasswd: p.htpasswd, cert: p.cert, key: p.key })
 }
 
 /** A CA and a server certificate for 127.0.0.1 signed by it, made once and kept while valid for another day. */

@@ -32,8 +32,16 @@ export async function registryAnswers(addr: string, timeoutMs = 2000): Promise<b
   }
 }
 
-/** The registry's config: distribution v2 on loopback, its data outside the clone. */
-export function registryConfig(addr: string, dataDir: string): string {
+/** What makes a registry ask for credentials, as GHCR does: htpasswd users behind TLS. */
+export interface RegistryAuth {
+  realm: string
+  htpasswd: string
+  cert: string
+  key: string
+}
+
+/** The registry's config: distribution v2 on loopback, its data outside the clone; with `auth`, TLS and htpasswd. */
+export function registryConfig(addr: string, dataDir: string, auth?: RegistryAuth): string {
   return [
     'version: 0.1',
     'log:',
@@ -43,8 +51,10 @@ export function registryConfig(addr: string, dataDir: string): string {
     `    rootdirectory: ${dataDir}`,
     '  delete:',
     '    enabled: true',
+    ...(auth ? ['auth:', '  htpasswd:', `    realm: ${auth.realm}`, `    path: ${auth.htpasswd}`] : []),
     'http:',
     `  addr: ${addr}`,
+    ...(auth ? ['  tls:', `    certificate: ${auth.cert}`, `    key: ${auth.key}`] : []),
     '  headers:',
     '    X-Content-Type-Options: [nosniff]',
     '',

@@ -19,7 +19,8 @@ import { ensureDockerEngine } from '../../lib/local/docker.ts'
 import { ensureRegistry, stopRegistry } from '../../lib/local/registry.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
-import { leaksOf, processesHolding, unusedPort } from '../helpers/secrets.ts'
+import { unusedPort } from '../helpers/net.ts'
+import { leaksOf, processesHolding } from '../helpers/secrets.ts'
 
 const t = suite('e2e: build credentials')
 const TAG = `e2e-creds-${process.pid}`

@@ -6,7 +6,6 @@
  * belongs to `npm run ci:measure`, not to every test run.
  */
 import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -20,24 +19,13 @@ import { ensureRegistry, registryAnswers, stopRegistry } from '../../lib/local/r
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { BASE_IMAGES } from '../../lib/core/versions.ts'
 import type { BuildReport } from '../../tasks/build.ts'
+import { unusedPort } from '../helpers/net.ts'
 import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
 
 const t = suite('e2e: build')
 const ALL_OK = { okCodes: ANY_EXIT }
 const TAG = `e2e-${process.pid}`
 let docker = ''
-
-/** A loopback port nothing listens on: bound, read, released. */
-async function unusedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))))
-    })
-  })
-}
 
 async function buildStage(cwd: string, env: NodeJS.ProcessEnv) {
   return run(['node_modules/.bin/tsx', 'tasks/build.ts'], { cwd, env: copyEnv(env), timeoutMs: 60 * 60_000, ...ALL_OK })

@@ -1,18 +1,5 @@
 import { readFileSync, readdirSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
-
-/** A loopback port nothing listens on: bound, read, released. */
-export async function unusedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address()
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))))
-    })
-  })
-}
 
 /** The forms a token takes at rest: as given, and base64 of `user:token` as docker's config.json stores it. */
 function forms(token: string, user: string): string[] {
