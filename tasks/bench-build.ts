@@ -4,21 +4,23 @@
  * build), what UPX buys (pushed size, start-to-ready time), and the static
  * image against the dynamic one on distroless cc (sizes, SBOM packages,
  * start-to-ready, throughput and p99 under the same loopback load); with
- * `--runtimes` only that last comparison. With `--profiles` it instead
- * compares release-profile choices (LTO, codegen-units) by warm rebuild time
- * and size. Figures go to the log and `reports/bench-build.json`; nothing
- * here is a gate.
+ * `--runtimes` only that last comparison. With `--warm-options` it instead
+ * measures the options tried for the warm build (codegen units, LTO, UPX
+ * level) against the committed choice, in alternating rounds. Figures go to
+ * the log and `reports/bench-build.json` (`bench-warm-options.json`);
+ * nothing here is a gate.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
-import { buildImage, coldAndWarmBuilds, imageBytes, pushImage, pushedBytes, removeImage, type ColdWarm } from '../lib/build/docker.ts'
+import { CODE_CHANGE_FILE, buildImage, coldAndWarmBuilds, imageBytes, pushImage, pushedBytes, removeImage, type ColdWarm } from '../lib/build/docker.ts'
 import { ensureBaseImages, ensureCargoTool } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { formatBytes, median, ratio, withReleaseProfile, type ProfileChoice } from '../lib/build/measure.ts'
+import { formatBytes, median, ratio } from '../lib/build/measure.ts'
+import { WARM_OPTION_HEADERS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
 import { LOAD, RUNTIMES, loadRun, sbomOf, startToReady, type LoadFigures, type SbomCounts } from '../lib/build/runtime-compare.ts'
 import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
 import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
@@ -33,16 +35,11 @@ interface BenchCtx {
   upx: { upx: boolean; pushedBytes: number; imageBytes: number; readyMs: number }[]
   tools: { trivy: string; trivyCache: string; oha: string }
   runtimes: ({ runtime: string; label: string; pushedBytes: number; imageBytes: number; readyMs: number; load: LoadFigures } & SbomCounts)[]
+  warmOptions: WarmOptionResult[]
 }
 
-const CHANGE = join('crates', 'doc-server', 'src', 'main.rs')
 const STARTS = 5
-const PROFILES: ProfileChoice[] = [
-  { lto: 'fat', codegenUnits: 1 },
-  { lto: 'thin', codegenUnits: 1 },
-  { lto: 'false', codegenUnits: 1 },
-  { lto: 'false', codegenUnits: 16 },
-]
+const WARM_ROUNDS = 3
 
 function variantTasks(): ListrTask<BenchCtx>[] {
   const variants: { variant: string; dockerfile: string; args: Record<string, string> }[] = [
@@ -53,7 +50,7 @@ function variantTasks(): ListrTask<BenchCtx>[] {
   return variants.map((v) => ({
     title: `${v.variant}: cold, then warm after a code-only change`,
     task: async (ctx, task) => {
-      const r = await coldAndWarmBuilds({ docker: ctx.docker, root: repoRoot, dockerfile: v.dockerfile, changeFile: CHANGE, buildArgs: v.args, onLine: (l) => (task.output = l) })
+      const r = await coldAndWarmBuilds({ docker: ctx.docker, root: repoRoot, dockerfile: v.dockerfile, changeFile: CODE_CHANGE_FILE, buildArgs: v.args, onLine: (l) => (task.output = l) })
       ctx.variants.push({ variant: v.variant, ...r })
       task.title = `${v.variant}: cold ${r.coldSeconds.toFixed(1)} s, warm ${r.warmSeconds.toFixed(1)} s, image ${formatBytes(r.imageBytes)}`
     },
@@ -121,23 +118,20 @@ function runtimeTable(rows: BenchCtx['runtimes']): string {
   ])
 }
 
-function profileTasks(): ListrTask<BenchCtx>[] {
-  return PROFILES.map((p) => {
-    const name = `lto=${p.lto}, codegen-units=${p.codegenUnits}`
-    return {
-      title: `profile ${name}: first build, then warm after a code-only change`,
+function warmOptionTasks(): ListrTask<BenchCtx>[] {
+  return [
+    {
+      title: `Warm build options, ${WARM_ROUNDS} alternating rounds`,
       task: async (ctx, task) => {
-        const prepare = (copy: string) => writeFileSync(join(copy, 'Cargo.toml'), withReleaseProfile(readFileSync(join(copy, 'Cargo.toml'), 'utf8'), p))
-        const r = await coldAndWarmBuilds({ docker: ctx.docker, root: repoRoot, dockerfile: 'Dockerfile.optimized', changeFile: CHANGE, noCache: false, prepare, onLine: (l) => (task.output = l) })
-        ctx.variants.push({ variant: name, ...r })
-        task.title = `profile ${name}: warm ${r.warmSeconds.toFixed(1)} s, binary ${formatBytes(r.binaryBytes)}, image ${formatBytes(r.imageBytes)}`
+        ctx.warmOptions = await measureWarmOptions({ docker: ctx.docker, root: repoRoot, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`), onLine: (l) => (task.output = l) })
+        task.title = `Warm build options: ${ctx.warmOptions.length} measured, ${WARM_ROUNDS} rounds each`
       },
-    }
-  })
+    },
+  ]
 }
 
-export function benchTasks(profiles = process.argv.includes('--profiles'), runtimesOnly = process.argv.includes('--runtimes')): ListrTask<BenchCtx>[] {
-  const measured = profiles ? profileTasks() : runtimesOnly ? runtimeTasks() : [...variantTasks(), ...upxTasks(), ...runtimeTasks()]
+export function benchTasks(warmOptions = process.argv.includes('--warm-options'), runtimesOnly = process.argv.includes('--runtimes')): ListrTask<BenchCtx>[] {
+  const measured = warmOptions ? warmOptionTasks() : runtimesOnly ? runtimeTasks() : [...variantTasks(), ...upxTasks(), ...runtimeTasks()]
   return [
     {
       title: 'Docker engine, registry and base images',
@@ -155,22 +149,22 @@ export function benchTasks(profiles = process.argv.includes('--profiles'), runti
       task: (ctx, task) => {
         const ref = ctx.variants[0]
         const rows = ctx.variants.map((v) => [v.variant, v.coldSeconds.toFixed(1), v.warmSeconds.toFixed(1), ratio(v.warmSeconds, ref!.warmSeconds), formatBytes(v.binaryBytes), formatBytes(v.imageBytes), ratio(v.imageBytes, ref!.imageBytes), v.cookCacheHit === null ? '-' : v.cookCacheHit ? 'yes' : 'no', v.warmCompiled.length])
-        const first = profiles ? 'first build s' : 'cold s'
-        let out = rows.length === 0 ? '' : markdownTable(['variant', first, 'warm s', 'warm vs first row', 'binary', 'image', 'image vs first row', 'cook cached', 'crates compiled warm'], rows)
+        let out = rows.length === 0 ? '' : markdownTable(['variant', 'cold s', 'warm s', 'warm vs first row', 'binary', 'image', 'image vs first row', 'cook cached', 'crates compiled warm'], rows)
         if (ctx.upx.length === 2) {
           const [on, off] = [ctx.upx.find((u) => u.upx)!, ctx.upx.find((u) => !u.upx)!]
           out += `\n\n${markdownTable(['UPX', 'pushed (compressed)', 'image (uncompressed)', 'start-to-ready ms (median)'], ctx.upx.map((u) => [u.upx ? 'on' : 'off', formatBytes(u.pushedBytes), formatBytes(u.imageBytes), u.readyMs.toFixed(0)]))}`
           out += `\nUPX saves ${formatBytes(off.pushedBytes - on.pushedBytes)} per pull and costs ${(on.readyMs - off.readyMs).toFixed(0)} ms per start.`
         }
         if (ctx.runtimes.length > 0) out += `\n\n${runtimeTable(ctx.runtimes)}`
+        if (ctx.warmOptions.length > 0) out += `\n\n${markdownTable(WARM_OPTION_HEADERS, warmOptionRows(ctx.warmOptions, formatBytes))}`
         task.output = out.trim()
         mkdirSync(ctx.config.reportsDir, { recursive: true })
-        writeFileSync(join(ctx.config.reportsDir, profiles ? 'bench-profiles.json' : 'bench-build.json'), `${JSON.stringify({ writtenAt: new Date().toISOString(), variants: ctx.variants, upx: ctx.upx, runtimes: ctx.runtimes }, null, 2)}\n`)
+        writeFileSync(join(ctx.config.reportsDir, warmOptions ? 'bench-warm-options.json' : 'bench-build.json'), `${JSON.stringify({ writtenAt: new Date().toISOString(), variants: ctx.variants, upx: ctx.upx, runtimes: ctx.runtimes, warmOptions: ctx.warmOptions }, null, 2)}\n`)
       },
     },
   ]
 }
 
-export const stage = defineStage<BenchCtx>({ name: 'bench-build', tasks: () => benchTasks(), initialCtx: () => ({ variants: [], upx: [], runtimes: [] }) as unknown as BenchCtx })
+export const stage = defineStage<BenchCtx>({ name: 'bench-build', tasks: () => benchTasks(), initialCtx: () => ({ variants: [], upx: [], runtimes: [], warmOptions: [] }) as unknown as BenchCtx })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -13,6 +13,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
+import { CODE_CHANGE_FILE } from '../lib/build/docker.ts'
 import { measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
@@ -35,10 +36,9 @@ interface Ctx {
 }
 
 /** The Doc Server file each run changes by one line, as a developer's push would. */
-const CHANGED = join('crates', 'doc-server', 'src', 'main.rs')
 
 async function ciBuild(ctx: Ctx, label: Row['run'], onLine: (l: string) => void): Promise<Row> {
-  appendFileSync(join(ctx.worktree, CHANGED), `// bench:feedback ${label} ${Date.now()}\n`)
+  appendFileSync(join(ctx.worktree, CODE_CHANGE_FILE), `// bench:feedback ${label} ${Date.now()}\n`)
   const reports = join(ctx.worktree, 'reports')
   const started = performance.now()
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(ctx.worktree, 'tasks', 'ci.ts')], {

@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
-import { buildImage, coldAndWarmBuilds, imageBytes, pushedBytes, registryLogin } from '../lib/build/docker.ts'
+import { CODE_CHANGE_FILE, buildImage, coldAndWarmBuilds, imageBytes, pushedBytes, registryLogin } from '../lib/build/docker.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
@@ -44,7 +44,6 @@ export interface MeasureCtx {
 
 const updateBaseline = () => process.argv.includes('--update-baseline')
 const forceCold = () => process.argv.includes('--cold')
-const WARM_FILE = join('crates', 'doc-server', 'src', 'main.rs')
 
 export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
   const dockerfile = (ctx: string) => join(ctx, 'Dockerfile.optimized')
@@ -104,7 +103,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
       task: async (ctx, task) => {
         const files = measureStateFiles(ctx.config.cacheDir)
         // Reusing the cold figure, the first build only primes the cache (usually all cached after the build stage).
-        const cw = await coldAndWarmBuilds({ docker: ctx.docker, root, dockerfile: 'Dockerfile.optimized', changeFile: WARM_FILE, noCache: ctx.coldRun.measured, onLine: (l) => (task.output = l) })
+        const cw = await coldAndWarmBuilds({ docker: ctx.docker, root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, noCache: ctx.coldRun.measured, onLine: (l) => (task.output = l) })
         if (ctx.coldRun.measured) {
           ctx.cold = cw.coldSeconds
           writeJson(files.cold, { inputs: ctx.inputs, coldSeconds: ctx.cold, commit: ctx.coldRun.commit, date: ctx.coldRun.date })

@@ -33,6 +33,14 @@ t('the warm seconds split into compile and link, strip, UPX, export and the rest
   assert.is(parseBuildOutput('#23 exporting to image\n#23 DONE 0.4s\n')[0]!.name, 'exporting to image')
 })
 
+t('with UPX in the compile step, its seconds run from the packing: line to the step\'s end', () => {
+  const steps = parseBuildOutput(fixture('warm-code-change-one-step.txt'))
+  // cargo printed Finished at 2.204 s, packing: at 2.223 s, and the step took 2.6 s.
+  assert.equal(buildBreakdown(steps, 3), { 'compile+link': 2.2, 'strip+sections': 0, upx: 0.4, export: 0, other: 0.4 })
+  assert.equal(compiledCrates(steps.find((s) => /cargo auditable build/.test(s.name))), ['doc-server'])
+  assert.is(cookStep(steps)!.cached, true)
+})
+
 t('a cook step that ran is not a cache hit', () => {
   const text = '#16 [cook 2/2] RUN cargo chef cook --release --recipe-path recipe.json\n#16 0.5    Compiling serde v1.0.0\n#16 DONE 74.3s\n'
   const cook = cookStep(parseBuildOutput(text))!

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, median, ratio, readBaseline, requireBaseline, withReleaseProfile, type Measurements } from '../lib/build/measure.ts'
+import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, median, ratio, readBaseline, requireBaseline, withTomlSettings, type Measurements } from '../lib/build/measure.ts'
 import { readReport, writeReport } from '../lib/core/report.ts'
 
 const t = suite('measure')
@@ -107,16 +107,14 @@ t('the printed rows show the baseline only when there is one', () => {
   assert.equal(rows.find((r) => r[0]!.startsWith('cook')), ['cook step cached on warm build', 'yes', '-'])
 })
 
-t('a profile choice rewrites only lto and codegen-units of [profile.release]', () => {
-  const toml = '[workspace]\nmembers = ["a"]\n\n[profile.release]\nopt-level = "z"\nlto = "fat"\n# why\ncodegen-units = 1\nstrip = true\n\n[profile.dev]\nlto = false\n'
-  const thin = withReleaseProfile(toml, { lto: 'thin', codegenUnits: 16 })
-  assert.is(thin, toml.replace('lto = "fat"', 'lto = "thin"').replace('codegen-units = 1', 'codegen-units = 16'))
-  assert.match(withReleaseProfile(toml, { lto: 'false', codegenUnits: 16 }), /\[profile\.release\][^[]*lto = false/)
-  assert.match(withReleaseProfile(toml, { lto: 'false', codegenUnits: 16 }), /\[profile\.dev\]\nlto = false\n$/)
-  const bare = withReleaseProfile('[profile.release]\nstrip = true\n', { lto: 'fat', codegenUnits: 1 })
-  assert.match(bare, /codegen-units = 1/)
-  assert.match(bare, /lto = "fat"/)
-  assert.throws(() => withReleaseProfile('[workspace]\n', { lto: 'fat', codegenUnits: 1 }), /no \[profile\.release\]/)
+t('a warm option sets only the keys it names, in the tables it names', () => {
+  const toml = '[workspace]\nmembers = ["a"]\n\n[profile.release]\nopt-level = "z"\nlto = "off"\n# why\ncodegen-units = 1\nstrip = true\n\n[profile.release.package.doc-server]\ncodegen-units = 2\n\n[profile.dev]\nlto = false\n'
+  const fat = withTomlSettings(toml, { 'profile.release': { lto: '"fat"' } })
+  assert.is(fat, toml.replace('lto = "off"', 'lto = "fat"'), 'the comment, the other tables and [profile.dev]\'s lto are untouched')
+  const one = withTomlSettings(toml, { 'profile.release.package.doc-server': { 'codegen-units': '1' } })
+  assert.is(one, toml.replace('codegen-units = 2', 'codegen-units = 1'), 'the package table, not [profile.release]')
+  const added = withTomlSettings('[profile.release]\nstrip = true\n', { 'profile.release': { lto: 'false' }, 'profile.release.package.doc-server': { 'codegen-units': '4' } })
+  assert.is(added, '[profile.release]\nlto = false\nstrip = true\n\n[profile.release.package.doc-server]\ncodegen-units = 4\n')
 })
 
 t('ratios and medians for the bench table', () => {

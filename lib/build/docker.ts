@@ -5,7 +5,7 @@ import { PipelineError, debugOn } from '../core/errors.ts'
 import { ANY_EXIT, outputDetails, retry, run } from '../core/run.ts'
 import { dockerEnv } from '../local/docker.ts'
 
-type OnLine = (line: string) => void
+export type OnLine = (line: string) => void
 
 /** One step of a BuildKit build, as `--progress=plain` reports it. */
 export interface BuildStep {
@@ -61,16 +61,23 @@ export function cookStep(steps: readonly BuildStep[]): BuildStep | undefined {
 
 /**
  * Where a build's seconds went, from BuildKit's step times and the seconds
- * at which cargo printed `Finished`: compile and link (cargo, to Finished),
- * strip and the .dep-v0 copy (the rest of that step), UPX, exporting the
- * image, and everything else (context, COPY, cached steps).
+ * at which output lines were printed: compile and link (cargo, to its
+ * `Finished`), strip and the .dep-v0 copy (from there to the `packing:`
+ * line), UPX (from that line to the step's end, or a step of its own in a
+ * Dockerfile that packs separately), exporting the image, and everything
+ * else (context, planner, COPY, cached steps).
  */
 export function buildBreakdown(steps: readonly BuildStep[], totalSeconds: number): Record<'compile+link' | 'strip+sections' | 'upx' | 'export' | 'other', number> {
   const compile = steps.find((s) => !s.cached && /cargo (auditable )?build/.test(s.name))
-  const finished = compile?.output.findIndex((l) => /^\s*Finished /.test(l)) ?? -1
-  const cargo = compile && finished >= 0 ? compile.outputAt[finished]! : (compile?.seconds ?? 0)
-  const strip = compile?.seconds !== undefined ? Math.max(0, compile.seconds - cargo) : 0
-  const upx = steps.find((s) => !s.cached && /\bupx\b/.test(s.name) && !/apt-get/.test(s.name))?.seconds ?? 0
+  const at = (re: RegExp) => {
+    const i = compile?.output.findIndex((l) => re.test(l)) ?? -1
+    return i >= 0 ? compile!.outputAt[i]! : undefined
+  }
+  const stepSeconds = compile?.seconds ?? 0
+  const cargo = at(/^\s*Finished /) ?? stepSeconds
+  const packing = at(/^packing: upx\b/)
+  const strip = Math.max(0, (packing ?? stepSeconds) - cargo)
+  const upx = packing !== undefined ? Math.max(0, stepSeconds - packing) : (steps.find((s) => !s.cached && /\bupx\b/.test(s.name) && !/apt-get/.test(s.name) && s !== compile)?.seconds ?? 0)
   const exp = steps.filter((s) => /^exporting to image/.test(s.name)).reduce((a, s) => a + (s.seconds ?? 0), 0)
   const r = (n: number) => Math.round(n * 10) / 10
   return { 'compile+link': r(cargo), 'strip+sections': r(strip), upx: r(upx), export: r(exp), other: r(Math.max(0, totalSeconds - cargo - strip - upx - exp)) }
@@ -422,9 +429,18 @@ export interface ColdWarm {
   imageBytes: number
   /** Size of the stripped binary before UPX, when the Dockerfile has an `artifacts` stage. */
   binaryBytes: number | null
+  /** Size of the binary as shipped (after UPX, when it packs), from the same stage. */
+  packedBytes: number | null
   /** Where the warm build's seconds went (see buildBreakdown). */
   warmBreakdown: ReturnType<typeof buildBreakdown>
 }
+
+/**
+ * The file a "code-only change" touches in the measure stage and the benches:
+ * the router, in the library where nearly all of the server's code lives
+ * (the binary's main.rs only calls into it).
+ */
+export const CODE_CHANGE_FILE = join('crates', 'doc-server', 'src', 'server.rs')
 
 /**
  * A cold build, then a warm one after a code-only change (a comment appended
@@ -452,10 +468,12 @@ export async function coldAndWarmBuilds(opts: {
     const warm = await buildImage({ ...base, tags: [`${tag}-warm`] })
     const compileStep = [...warm.steps].reverse().find((s) => /cargo (auditable )?build/.test(s.name))
     let binaryBytes: number | null = null
+    let packedBytes: number | null = null
     if (readFileSync(base.dockerfile, 'utf8').includes(' AS artifacts')) {
       const out = join(copy, '.artifacts')
       await buildImage({ ...base, target: 'artifacts', outputDir: out })
       binaryBytes = statSync(join(out, 'doc-server.unpacked')).size
+      packedBytes = statSync(join(out, 'doc-server')).size
     }
     return {
       coldSeconds: cold.seconds,
@@ -465,6 +483,7 @@ export async function coldAndWarmBuilds(opts: {
       warmBreakdown: buildBreakdown(warm.steps, warm.seconds),
       imageBytes: await imageBytes(opts.docker, `${tag}-warm`),
       binaryBytes,
+      packedBytes,
     }
   } finally {
     for (const t of [`${tag}-cold`, `${tag}-warm`]) await removeImage(opts.docker, t)

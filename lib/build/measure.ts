@@ -128,33 +128,33 @@ export function measureRows(m: Measurements, b?: Baseline): string[][] {
   ]
 }
 
-/** One release-profile choice the bench compares (what it costs in warm rebuild time and size). */
-export interface ProfileChoice {
-  lto: 'fat' | 'thin' | 'false'
-  codegenUnits: number
-}
-
 /**
- * The workspace Cargo.toml with `lto` and `codegen-units` of [profile.release]
- * set as given (added when missing), everything else untouched.
+ * Cargo.toml with the given keys set in the given tables (`profile.release`,
+ * `profile.release.package.doc-server`), each added when missing; every
+ * other line, comments included, is left as it is. Values are TOML as
+ * written (`"off"`, `false`, `2`).
  */
-export function withReleaseProfile(cargoToml: string, choice: ProfileChoice): string {
-  const lines = cargoToml.split('\n')
-  const start = lines.findIndex((l) => l.trim() === '[profile.release]')
-  if (start === -1) throw new PipelineError('measure: Cargo.toml has no [profile.release] section to vary')
-  let end = lines.findIndex((l, i) => i > start && /^\s*\[/.test(l))
-  if (end === -1) end = lines.length
-  const values: Record<string, string> = { lto: choice.lto === 'false' ? 'false' : `"${choice.lto}"`, 'codegen-units': String(choice.codegenUnits) }
-  for (const [key, value] of Object.entries(values)) {
-    const at = lines.findIndex((l, i) => i > start && i < end && new RegExp(`^\\s*${key}\\s*=`).test(l))
-    if (at === -1) {
-      lines.splice(start + 1, 0, `${key} = ${value}`)
-      end++
-    } else {
-      lines[at] = `${key} = ${value}`
+export function withTomlSettings(cargoToml: string, settings: Readonly<Record<string, Readonly<Record<string, string>>>>): string {
+  const lines = cargoToml.replace(/\n*$/, '').split('\n')
+  for (const [table, values] of Object.entries(settings)) {
+    let start = lines.findIndex((l) => l.trim() === `[${table}]`)
+    if (start === -1) {
+      lines.push('', `[${table}]`)
+      start = lines.length - 1
+    }
+    let end = lines.findIndex((l, i) => i > start && /^\s*\[/.test(l))
+    if (end === -1) end = lines.length
+    for (const [key, value] of Object.entries(values)) {
+      const at = lines.findIndex((l, i) => i > start && i < end && new RegExp(`^\\s*${key.replace(/[-.]/g, '\\$&')}\\s*=`).test(l))
+      if (at === -1) {
+        lines.splice(start + 1, 0, `${key} = ${value}`)
+        end++
+      } else {
+        lines[at] = `${key} = ${value}`
+      }
     }
   }
-  return lines.join('\n')
+  return `${lines.join('\n')}\n`
 }
 
 /** `2.4×` style ratio of a figure to the reference one. */

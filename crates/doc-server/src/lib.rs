@@ -1,9 +1,11 @@
 //! `doc-server`: serves a directory of Markdown documents as a small JSON API
 //! with health, readiness and Prometheus metrics endpoints.
 //!
-//! The binary is a thin wrapper around this library; keeping the router and
-//! the serve loop here lets integration tests run the real server in-process.
+//! The binary is a thin wrapper around this library ([`cli::main`]); keeping
+//! the router and the serve loop here lets integration tests run the real
+//! server in-process.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
