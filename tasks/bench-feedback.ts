@@ -6,14 +6,21 @@
  *   before  the measure stage's cold record is set aside, so it builds cold
  *           (`--no-cache`), as it did on every run before;
  *   after   the record is there, so the cold figure is reused.
- * The record set aside is put back unless the cold run wrote a fresher one. Figures go to the log and
- * `reports/bench-feedback.json`; nothing here is a gate.
+ * The before run's measure stage built cold and warm, so its warm/cold ratio
+ * is one run's. Then every option tried for the warm build is measured
+ * against the committed one on the same worktree (lib/build/warm-options.ts).
+ * The record set aside is put back unless the cold run wrote a fresher one.
+ * Figures go to the log and `reports/bench-feedback.json`; nothing here is a
+ * gate. `--no-options` leaves the options out (two ci:build runs only).
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { CODE_CHANGE_FILE } from '../lib/build/docker.ts'
+import { formatBytes, type Measurements } from '../lib/build/measure.ts'
+import { WARM_OPTION_HEADERS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
+import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
@@ -33,9 +40,13 @@ interface Ctx {
   config: Config
   worktree: string
   rows: Row[]
+  /** The before run's measure report: its cold and warm builds ran in that one run. */
+  measured: (Measurements & { warmBreakdown: Record<string, number> }) | null
+  options: WarmOptionResult[]
 }
 
-/** The Doc Server file each run changes by one line, as a developer's push would. */
+const WARM_ROUNDS = 3
+const withOptions = () => !process.argv.includes('--no-options')
 
 async function ciBuild(ctx: Ctx, label: Row['run'], onLine: (l: string) => void): Promise<Row> {
   appendFileSync(join(ctx.worktree, CODE_CHANGE_FILE), `// bench:feedback ${label} ${Date.now()}\n`)
@@ -80,6 +91,7 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
           // The cold run wrote a fresher record of the same inputs; the one set aside goes back only if none was written.
           if (existsSync(aside)) existsSync(cold) ? rmSync(aside) : renameSync(aside, cold)
         }
+        ctx.measured = JSON.parse(readFileSync(join(ctx.worktree, 'reports', 'measure.json'), 'utf8')) as Ctx['measured']
         task.title = `Before (cold build every run): ${ctx.rows.at(-1)!.seconds.toFixed(1)} s`
       },
     },
@@ -91,6 +103,15 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
       },
     },
     {
+      title: `Warm build options against the committed one, ${WARM_ROUNDS} alternating rounds`,
+      skip: () => !withOptions() && 'left out (--no-options)',
+      task: async (ctx, task) => {
+        const { docker } = await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))
+        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`), onLine: (l) => (task.output = l) })
+        task.title = `Warm build options: ${ctx.options.length} measured, ${WARM_ROUNDS} rounds each`
+      },
+    },
+    {
       title: 'Report',
       task: async (ctx, task) => {
         await run(['git', 'worktree', 'remove', '--force', ctx.worktree], { cwd: repoRoot, okCodes: ANY_EXIT })
@@ -98,14 +119,17 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
         const table = markdownTable(['run', 'wall', ...names], ctx.rows.map((r) => [r.run, `${r.seconds.toFixed(1)} s`, ...r.stages.map((s) => `${s.seconds.toFixed(1)}`)]))
         mkdirSync(ctx.config.reportsDir, { recursive: true })
         const [before, after] = ctx.rows as [Row, Row]
-        writeReport(ctx.config.reportsDir, 'bench-feedback', { rows: ctx.rows, ratio: after.seconds / before.seconds })
-        console.log(`\n${table}\n\nafter/before: ${(after.seconds / before.seconds).toFixed(2)}\n`)
+        const m = ctx.measured
+        const coldWarm = m ? `warm/cold, both built in the before run: warm ${m.build.warmSeconds.toFixed(1)} s (${Object.entries(m.warmBreakdown).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}), cold ${m.build.coldSeconds.toFixed(1)} s: ${m.build.improvementPct}% faster` : 'warm/cold: the before run wrote no measure report'
+        const options = ctx.options.length > 0 ? `\n\n${markdownTable(WARM_OPTION_HEADERS, warmOptionRows(ctx.options, formatBytes))}` : ''
+        writeReport(ctx.config.reportsDir, 'bench-feedback', { rows: ctx.rows, ratio: after.seconds / before.seconds, warmCold: m ? { warmSeconds: m.build.warmSeconds, coldSeconds: m.build.coldSeconds, improvementPct: m.build.improvementPct, breakdown: m.warmBreakdown } : null, warmOptions: ctx.options })
+        console.log(`\n${table}\n\nafter/before: ${(after.seconds / before.seconds).toFixed(2)}\n${coldWarm}${options}\n`)
         task.title = `Report: ${join(ctx.config.reportsDir, 'bench-feedback.json')}`
       },
     },
   ]
 }
 
-export const stage = defineStage<Ctx>({ name: 'bench-feedback', tasks: benchFeedbackTasks, initialCtx: () => ({}) as Ctx })
+export const stage = defineStage<Ctx>({ name: 'bench-feedback', tasks: benchFeedbackTasks, initialCtx: () => ({ measured: null, options: [] }) as unknown as Ctx })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -40,7 +40,7 @@ t('missed targets each get one line', () => {
   assert.is(misses.length, 3)
   assert.match(misses[0]!, /image is 6\.00 MB, over the 5\.00 MB limit/)
   assert.match(misses[1]!, /cook step was rebuilt/)
-  assert.match(misses[2]!, /only 70% faster than cold \(60\.0 s vs 200\.0 s\); the target is 80%/)
+  assert.match(misses[2]!, /only 70% faster than cold \(60\.0 s vs 200\.0 s\); the target is 90%/)
   assert.match(checkTargets(sample({ hit: null }))[0]!, /no cargo chef cook step/)
   for (const m of misses) assert.not.match(m, /\n/)
 })
