@@ -82,6 +82,20 @@ export function tail(text: string, lines = 25): string {
   return all.slice(-lines).join('\n')
 }
 
+/** A log line that reports an error: klog's E and F levels (Kubernetes components), fatal, panic, error. */
+export const LOG_ERROR = /\b(E\d{4}|F\d{4}|fatal|panic|error)\b/i
+
+/**
+ * The one line of a log that says most about a failure, for a one-line
+ * message: the last line matching `prefer` when given and found, else the
+ * last line with any words, trimmed and cut at 300 characters.
+ */
+export function lastWords(text: string, prefer?: RegExp): string {
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '')
+  const line = (prefer ? [...lines].reverse().find((l) => prefer.test(l)) : undefined) ?? lines.at(-1) ?? '(empty log)'
+  return line.length > 300 ? `${line.slice(0, 299)}…` : line
+}
+
 /**
  * A tool's output for an error's details: its last `lines` (the part that names
  * the error), or all of it when DEBUG is set.

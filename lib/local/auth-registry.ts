@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
 import { stateDir } from '../core/paths.ts'
-import { run, succeeds } from '../core/run.ts'
+import { lastWords, run, succeeds } from '../core/run.ts'
 import { startDetached, stopOwned } from './service.ts'
 import { registryConfig } from './registry.ts'
 
@@ -111,8 +111,8 @@ export async function ensureAuthRegistry(user: string, token: string, opts: { ad
   opts.onLine?.(`starting docker-registry with htpasswd auth and TLS on ${addr} (data: ${p.data})`)
   const started = await startDetached({ binary: '/usr/bin/docker-registry', args: ['serve', p.config], log: p.log, ready: async () => (await tlsStatus(addr, ca)) === 401, timeoutMs: 30_000, pollMs: 300 })
   if (!started.ok) {
-    const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer /v2/ with 401 within 30 s'
-    throw new PipelineError(`registry: auth registry on ${addr} ${why}; see ${p.log}`, started.logTail)
+    const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer /v2/ with 401 within 30 s and was stopped'
+    throw new PipelineError(`registry: auth registry on ${addr} ${why}: ${lastWords(started.logTail ?? '')} (log: ${p.log})`, started.logTail)
   }
   if (started.pid) writeFileSync(p.pidfile, `${started.pid}\n`)
   return { addr, caCert: p.caCert, pid: started.pid, dataDir: p.data, log: p.log }

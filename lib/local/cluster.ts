@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { delimiter, dirname, join } from 'node:path'
 import { cachedClusterBinaries, ensureClusterBinaries, withLock, type ClusterBinaries } from './cluster-build.ts'
 import { PipelineError } from '../core/errors.ts'
-import { run, succeeds, tail } from '../core/run.ts'
+import { LOG_ERROR, lastWords, run, succeeds, tail } from '../core/run.ts'
 import { VERSIONS } from '../core/versions.ts'
 import { serviceEnv } from './service.ts'
 import { loadConfig } from '../core/config.ts'
@@ -114,8 +114,8 @@ async function kwokctlOrExplain(cache: string, bins: ClusterBinaries, args: stri
       const log = join(logs, `${c}.log`)
       if (!existsSync(log)) continue
       const text = readFileSync(log, 'utf8')
-      if (/\b(E\d{4}|F\d{4}|fatal|panic|error)\b/i.test(tail(text, 5))) {
-        throw new PipelineError(`cluster: the control plane did not start (${args.slice(0, 2).join(' ')}); ${c} says, in ${log}:\n${tail(text, 10)}`, tail(text, 25))
+      if (LOG_ERROR.test(tail(text, 5))) {
+        throw new PipelineError(`cluster: the control plane did not start (${args.slice(0, 2).join(' ')}); ${c}: ${lastWords(tail(text, 5), LOG_ERROR)} (log: ${log})`, tail(text, 25))
       }
     }
     throw err

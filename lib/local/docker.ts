@@ -2,7 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { run, succeeds } from '../core/run.ts'
+import { lastWords, run, succeeds } from '../core/run.ts'
 import { stateDir } from '../core/paths.ts'
 import { findTool } from '../core/tools.ts'
 import { startDetached } from './service.ts'
@@ -63,8 +63,8 @@ export async function ensureDockerEngine(configured: string, onLine?: (line: str
   onLine?.(`starting dockerd (log: ${log})`)
   const started = await startDetached({ binary: '/usr/sbin/dockerd', args: ['--pidfile', pidfile], log, ready: () => engineAnswers(docker), timeoutMs: 60_000, pollMs: 1000 })
   if (started.ok) return { docker, started: true, ...(started.pid ? { pid: started.pid } : {}), log }
-  const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer within 60 s'
-  throw new PipelineError(`docker: dockerd ${why}; see ${log}`, started.logTail)
+  const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer within 60 s and was stopped'
+  throw new PipelineError(`docker: dockerd ${why}: ${lastWords(started.logTail ?? '')} (log: ${log})`, started.logTail)
 }
 
 /** The engine's facts for reports: server version and storage driver. */

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, wr
 import { dirname, join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { run, succeeds, tail } from '../core/run.ts'
+import { LOG_ERROR, lastWords, run, succeeds, tail } from '../core/run.ts'
 import { repoRoot } from '../core/paths.ts'
 import { dockerEnv } from './docker.ts'
 import { LOCAL_REGISTRY } from './registry.ts'
@@ -67,7 +67,7 @@ async function httpOk(url: string): Promise<boolean> {
   }
 }
 
-interface Service {
+export interface Service {
   name: string
   binary: string
   args: string[]
@@ -78,7 +78,7 @@ interface Service {
 }
 
 /** Starts a service unless its pidfile names a live process; a failure names the service and quotes its log. */
-async function ensureService(s: Service, onLine: OnLine): Promise<'running' | 'started'> {
+export async function ensureService(s: Service, onLine: OnLine): Promise<'running' | 'started'> {
   const pid = runningPid(s.pid, s.binary.split('/').pop()!)
   if (pid && (await s.ready())) return 'running'
   if (pid) await stopPid(pid, 15_000)
@@ -89,8 +89,8 @@ async function ensureService(s: Service, onLine: OnLine): Promise<'running' | 's
     writeFileSync(s.pid, `${started.pid ?? ''}\n`)
     return 'started'
   }
-  const why = started.exited !== null ? `exited ${started.exited}` : `did not become ready within ${s.timeoutMs / 1000} s`
-  throw new PipelineError(`cluster: the node's ${s.name} ${why}; last lines of ${s.log}:\n${started.logTail ?? '(empty log)'}`, started.logTail)
+  const why = started.exited !== null ? `exited ${started.exited}` : `did not become ready within ${s.timeoutMs / 1000} s and was stopped`
+  throw new PipelineError(`cluster: the node's ${s.name} ${why}: ${lastWords(started.logTail ?? '')} (log: ${s.log})`, started.logTail)
 }
 
 /** Kernel and host settings pods need: bridged traffic through iptables, forwarding, the node's own address. */
@@ -176,7 +176,7 @@ export async function startNode(root: string, bins: NodeBinaries, kubeconfig: st
   const r = await run([bins.kubectl, '--kubeconfig', kubeconfig, 'wait', '--for=condition=Ready', `node/${NODE_NAME}`, '--timeout=120s'], { okCodes: [1], timeoutMs: 150_000 })
   if (r.exitCode !== 0) {
     const logTail = existsSync(d.kubelet.log) ? tail(readFileSync(d.kubelet.log, 'utf8'), 15) : '(no log)'
-    throw new PipelineError(`cluster: node ${NODE_NAME} is not Ready after 120 s; last lines of ${d.kubelet.log}:\n${logTail}`, logTail)
+    throw new PipelineError(`cluster: node ${NODE_NAME} is not Ready after 120 s; the kubelet's last error: ${lastWords(logTail, LOG_ERROR)} (log: ${d.kubelet.log})`, logTail)
   }
   return { started }
 }

@@ -4,6 +4,7 @@ import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
 import { stateDir } from '../core/paths.ts'
 import { runningPid, startDetached, stopOwned } from './service.ts'
+import { lastWords } from '../core/run.ts'
 
 /** The embedded default registry: loopback only, so nothing outside this machine can push to it. */
 export const LOCAL_REGISTRY = '127.0.0.1:5000'
@@ -84,8 +85,8 @@ export async function ensureRegistry(addr = LOCAL_REGISTRY, onLine?: (line: stri
     if (started.pid) writeFileSync(p.pidfile, `${started.pid}\n`)
     return registryStatus(addr, env)
   }
-  const why = started.exited !== null ? `exited ${started.exited} (is ${addr} taken by another program?)` : 'did not answer /v2/ within 30 s'
-  throw new PipelineError(`registry: docker-registry on ${addr} ${why}; see ${p.log}`, started.logTail)
+  const why = started.exited !== null ? `exited ${started.exited} (is ${addr} taken by another program?)` : 'did not answer /v2/ within 30 s and was stopped'
+  throw new PipelineError(`registry: docker-registry on ${addr} ${why}: ${lastWords(started.logTail ?? '')} (log: ${p.log})`, started.logTail)
 }
 
 /** Stops the registry this project started (never one it did not start); its data stays. */

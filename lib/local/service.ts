@@ -36,7 +36,9 @@ export type DetachedStart = { ok: true; pid: number | undefined } | { ok: false;
  * Starts a long-lived local service (dockerd, the registry) detached, since it
  * is shared by later stages and runs and must outlive this one, and waits until
  * it answers, with only the environment it needs (serviceEnv). A service that exits or stays silent comes back as a failure with
- * its log's tail, for the caller to name in one line.
+ * its log's tail, for the caller to name in one line; one that stays silent
+ * is stopped first, so no half-started process (without a pidfile, which only
+ * a started one gets) is left holding its port for the next run to trip on.
  */
 export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> {
   const fd = openSync(spec.log, 'a')
@@ -51,7 +53,9 @@ export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> 
     if (exited !== null) break
     await new Promise((r) => setTimeout(r, spec.pollMs))
   }
-  return { ok: false, exited, logTail: existsSync(spec.log) ? outputDetails(readFileSync(spec.log, 'utf8'), 15) : undefined }
+  const exitCode = exited as number | null
+  if (exitCode === null && child.pid !== undefined) await stopPid(child.pid, 5000)
+  return { ok: false, exited: exitCode, logTail: existsSync(spec.log) ? outputDetails(readFileSync(spec.log, 'utf8'), 15) : undefined }
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
