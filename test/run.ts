@@ -1,10 +1,12 @@
 /**
  * Runs the uvu suites: every `test/*.test.ts` (unit) and, unless `--unit`
  * is given, `test/e2e/*.test.ts` (the real tools end to end). A file name
- * fragment narrows the run: `tsx test/run.ts image-ref`.
+ * fragment narrows the run: `tsx test/run.ts image-ref`. A suite whose
+ * set-up failed fails the run (uvu alone would count it as passing).
  */
 import { parse } from 'uvu/parse'
 import { run } from 'uvu/run'
+import { failIfSetUpFailed } from './helpers/hooks.ts'
 
 const args = process.argv.slice(2)
 const unitOnly = args.includes('--unit')
@@ -25,4 +27,5 @@ if (picked.length === 0) {
   process.exitCode = 1
 } else {
   await run(picked, { bail: false })
+  failIfSetUpFailed()
 }

@@ -16,6 +16,7 @@ import { repoRoot } from '../core/paths.ts'
 import { dockerEnv } from './docker.ts'
 import { LOCAL_REGISTRY } from './registry.ts'
 import { runningPid, startDetached, stopPid } from './service.ts'
+import { criAnswers } from './cri.ts'
 import {
   CNI_NETWORK,
   CONTAINERD_NAMESPACE,
@@ -149,7 +150,7 @@ export async function startNode(root: string, bins: NodeBinaries, kubeconfig: st
   await prepareHost(onLine)
   const started: string[] = []
   const containerd = await ensureService(
-    { name: 'containerd', binary: '/usr/bin/containerd', args: ['--config', d.containerd.config], log: d.containerd.log, pid: d.containerd.pid, ready: () => succeeds(ctr(d, 'version'), { timeoutMs: 5000 }), timeoutMs: 60_000 },
+    { name: 'containerd', binary: '/usr/bin/containerd', args: ['--config', d.containerd.config], log: d.containerd.log, pid: d.containerd.pid, ready: () => criAnswers(d.containerd.socket), timeoutMs: 60_000 },
     onLine,
   )
   if (containerd === 'started') started.push('containerd')

@@ -21,12 +21,13 @@ import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { unusedPort } from '../helpers/net.ts'
 import { leaksOf, processesHolding } from '../helpers/secrets.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: build credentials')
 const TAG = `e2e-creds-${process.pid}`
 let docker = ''
 
-t.before(async () => {
+setUp(t, 'e2e: build credentials', async () => {
   const config = loadConfig()
   docker = (await ensureDockerEngine(config.docker)).docker
   await ensureBaseImages(docker, config.cacheDir)

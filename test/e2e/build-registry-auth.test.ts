@@ -21,6 +21,7 @@ import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import type { BuildReport } from '../../tasks/build.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { leaksOf, processesHolding } from '../helpers/secrets.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: registry login')
 const TAG = `e2e-auth-${process.pid}`
@@ -43,7 +44,7 @@ async function buildStage(reports: string, env: NodeJS.ProcessEnv) {
   return { ...r, out: r.stdout + r.stderr }
 }
 
-t.before(async () => {
+setUp(t, 'e2e: registry login', async () => {
   const config = loadConfig()
   docker = (await ensureDockerEngine(config.docker)).docker
   await ensureBaseImages(docker, config.cacheDir)

@@ -21,6 +21,7 @@ import { BASE_IMAGES } from '../../lib/core/versions.ts'
 import type { BuildReport } from '../../tasks/build.ts'
 import { unusedPort } from '../helpers/net.ts'
 import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: build')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -31,7 +32,7 @@ async function buildStage(cwd: string, env: NodeJS.ProcessEnv) {
   return run(['node_modules/.bin/tsx', 'tasks/build.ts'], { cwd, env: copyEnv(env), timeoutMs: 60 * 60_000, ...ALL_OK })
 }
 
-t.before(async () => {
+setUp(t, 'e2e: build', async () => {
   const config = loadConfig()
   docker = (await ensureDockerEngine(config.docker)).docker
   await ensureBaseImages(docker, config.cacheDir)

@@ -15,6 +15,7 @@ import { loadConfig } from '../../lib/core/config.ts'
 import { CHART_DIR, valueFiles } from '../../lib/deploy/deploy.ts'
 import { renderChart } from '../../lib/deploy/helm.ts'
 import { run } from '../../lib/core/run.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: chart')
 const s = {} as { helm: string; dir: string }
@@ -48,11 +49,13 @@ async function refused(body: string, re: RegExp) {
   }
 }
 
-t.before(async () => {
+setUp(t, 'e2e: chart', async () => {
   s.helm = await ensureHelm(loadConfig().cacheDir)
   s.dir = mkdtempSync(join(tmpdir(), 'chart-'))
 })
-t.after(() => rmSync(s.dir, { recursive: true, force: true }))
+t.after(() => {
+  if (s.dir) rmSync(s.dir, { recursive: true, force: true })
+})
 
 t('helm lint --strict is clean for every environment', async () => {
   for (const env of ['dev', 'staging', 'prod']) {

@@ -18,6 +18,7 @@ import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
 import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: ci:build')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -31,7 +32,7 @@ async function tags(repository: string): Promise<string[]> {
   return ((await res.json()) as { tags: string[] | null }).tags ?? []
 }
 
-t.before(async () => {
+setUp(t, 'e2e: ci:build', async () => {
   const config = loadConfig({ ...process.env }, {})
   await ensureDockerEngine(config.docker)
   await ensureRegistry(LOCAL_REGISTRY)

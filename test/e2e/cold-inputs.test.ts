@@ -12,18 +12,21 @@ import { copyBuildContext } from '../../lib/build/docker.ts'
 import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 import { VERSIONS } from '../../lib/core/versions.ts'
 import { ensureCargoTool } from '../../lib/local/base-images.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('cold-inputs')
 const s = {} as { chef: string; copy: string; base: Recipe }
 const inputs = (recipe: Recipe, over: { dockerfile?: string; toolchain?: string; base?: string } = {}) =>
   coldInputs({ recipe, dockerfile: over.dockerfile ?? 'FROM x', toolchain: over.toolchain ?? `rust ${VERSIONS.rust}`, baseImages: { chef: over.base ?? 'sha256:1' } })
 
-t.before(async () => {
+setUp(t, 'cold-inputs', async () => {
   s.chef = await ensureCargoTool(cacheDir(process.env), 'cargo-chef', VERSIONS.cargoChef)
   s.copy = copyBuildContext(repoRoot, 'cold-inputs-')
   s.base = await prepareRecipe(s.chef, s.copy)
 })
-t.after(() => rmSync(s.copy, { recursive: true, force: true }))
+t.after(() => {
+  if (s.copy) rmSync(s.copy, { recursive: true, force: true })
+})
 
 t('a code-only change keeps every cold input: the last cold figure is reused', async () => {
   appendFileSync(join(s.copy, 'crates/doc-server/src/main.rs'), '\n// a code-only change\n')

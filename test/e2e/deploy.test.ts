@@ -32,6 +32,7 @@ import type { TrackedPod } from '../../lib/deploy/track.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { attestAsScan, signAsBuild } from '../helpers/signed-image.ts'
 import { RolloutStopped, upgradeTracked } from '../../lib/deploy/track.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: deploy (real node)')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -124,7 +125,7 @@ async function underLoad<T>(during: () => Promise<T>, maxSeconds: number): Promi
   }
 }
 
-t.before(async () => {
+setUp(t, 'e2e: deploy (real node)', async () => {
   const config = loadConfig()
   s.cache = config.cacheDir
   s.docker = (await ensureDockerEngine(config.docker)).docker
@@ -165,10 +166,12 @@ t.before(async () => {
 })
 
 t.after(async () => {
-  await run([s.helm.helm, 'uninstall', 'doc-server', '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
-  // Clean-up must not hide a test's own failure (a cluster that went away, say).
-  await deleteNamespace(s.kube, s.namespace).catch((err: Error) => console.error(`e2e: deploy: namespace ${s.namespace} not removed: ${err.message}`))
-  rmSync(s.reports, { recursive: true, force: true })
+  // Clean-up must not hide a test's own failure (a cluster that went away, say), nor a set-up that stopped half-way.
+  if (s.helm && s.namespace) {
+    await run([s.helm.helm, 'uninstall', 'doc-server', '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
+    await deleteNamespace(s.kube, s.namespace).catch((err: Error) => console.error(`e2e: deploy: namespace ${s.namespace} not removed: ${err.message}`))
+  }
+  if (s.reports) rmSync(s.reports, { recursive: true, force: true })
   if (s.startedCluster) await stopCluster(s.cache)
 })
 

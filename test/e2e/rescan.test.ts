@@ -27,6 +27,7 @@ import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { signAsBuild } from '../helpers/signed-image.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: rescan')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -71,7 +72,7 @@ function writeUnrelatedAdvisory(dir: string) {
 }
 const rescanJson = () => JSON.parse(readFileSync(join(s.reports, 'rescan.json'), 'utf8'))
 
-t.before(async () => {
+setUp(t, 'e2e: rescan', async () => {
   const config = loadConfig({ ...process.env }, {})
   s.cache = config.cacheDir
   s.docker = (await ensureDockerEngine(config.docker)).docker

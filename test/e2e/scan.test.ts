@@ -20,6 +20,7 @@ import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { SECRET_FILE, keyLines, pushFixtureImage, removeFixtureImage, type FixtureImage } from '../helpers/fixture-images.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: scan')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -51,7 +52,7 @@ function stage(file: 'scan' | 'build', reports: string, args: string[] = [], env
 const lastLine = (r: { stdout: string; stderr: string }) => (r.stdout + r.stderr).trim().split('\n').at(-1) ?? ''
 const scanJson = (reports: string) => JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8'))
 
-t.before(async () => {
+setUp(t, 'e2e: scan', async () => {
   const config = loadConfig({ ...process.env }, {})
   s.docker = (await ensureDockerEngine(config.docker)).docker
   await ensureRegistry(LOCAL_REGISTRY)

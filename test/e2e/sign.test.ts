@@ -26,6 +26,7 @@ import { SCAN_PREDICATE_TYPE, type ScanFacts } from '../../lib/sign/attest.ts'
 import { ensureCosign, ensureLocalKeyPair, localVerifier, registryFlags, signImage, type Signer } from '../../lib/sign/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
 import { DEBIAN_FILES, attestAsScan, passingDecision, pushTinyImage, removeTinyImages, signAsBuild } from '../helpers/signed-image.ts'
+import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: sign')
 const REPO = `${LOCAL_REGISTRY}/local/sign-e2e`
@@ -86,7 +87,7 @@ async function deployRefuses(digest: string, scan: object, re: RegExp) {
   return report
 }
 
-t.before(async () => {
+setUp(t, 'e2e: sign', async () => {
   s.config = loadConfig({ ...process.env }, {})
   s.docker = (await ensureDockerEngine(s.config.docker)).docker
   await ensureRegistry(LOCAL_REGISTRY)
@@ -99,7 +100,7 @@ t.before(async () => {
 })
 
 t.after(async () => {
-  await removeTinyImages(s.docker)
+  if (s.docker) await removeTinyImages(s.docker)
   if (s.work) rmSync(s.work, { recursive: true, force: true })
 })
 
