@@ -1,9 +1,9 @@
 /**
- * criAnswers asks the CRI what the kubelet asks first. The real containerd is
- * exercised by every cluster start (test/e2e/deploy.test.ts); here, an HTTP/2
- * server on a unix socket answers with the status containerd's CRI gave in
- * the window after a restart (grpc-status 2, "server is not initialized
- * yet"), then with 0, to pin down how the answer is read.
+ * criAnswers asks the CRI what the kubelet asks first; test/e2e/containerd.test.ts
+ * asks a real containerd. The window in which containerd's CRI still answers
+ * "server is not initialized yet" lasts tens of milliseconds, too short to hit
+ * on purpose, so here an HTTP/2 server on a unix socket answers with that
+ * status (grpc-status 2), then with 0, to pin down how the answer is read.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type Http2Server } from 'node:http2'

@@ -138,6 +138,11 @@ function writeConfigs(d: NodeDirs, nodeKubeconfig: string): void {
   writeFileSync(d.kubeProxy.config, JSON.stringify(kubeProxyConfig(nodeKubeconfig), null, 2))
 }
 
+/** The node's containerd: ready when its CRI answers, which is what the kubelet needs (lib/local/cri.ts), not merely its own API. */
+export function containerdService(d: NodeDirs): Service {
+  return { name: 'containerd', binary: '/usr/bin/containerd', args: ['--config', d.containerd.config], log: d.containerd.log, pid: d.containerd.pid, ready: () => criAnswers(d.containerd.socket), timeoutMs: 60_000 }
+}
+
 /**
  * Starts whatever part of the node is not running and waits until the API
  * server reports the node Ready. `kubeconfig` is the control plane's admin
@@ -149,10 +154,7 @@ export async function startNode(root: string, bins: NodeBinaries, kubeconfig: st
   writeConfigs(d, kubeconfig)
   await prepareHost(onLine)
   const started: string[] = []
-  const containerd = await ensureService(
-    { name: 'containerd', binary: '/usr/bin/containerd', args: ['--config', d.containerd.config], log: d.containerd.log, pid: d.containerd.pid, ready: () => criAnswers(d.containerd.socket), timeoutMs: 60_000 },
-    onLine,
-  )
+  const containerd = await ensureService(containerdService(d), onLine)
   if (containerd === 'started') started.push('containerd')
   await ensureSandboxImage(d, docker, onLine)
   const kubelet = await ensureService(
