@@ -10,6 +10,7 @@ import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, shouldPush, type Config } from '../lib/core/config.ts'
 import { buildImage, checkBuildCacheSupport, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult, type RegistryLogin } from '../lib/build/docker.ts'
+import { cookMissReason, currentColdInputs, measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { gitFacts, type GitFacts } from '../lib/core/git.ts'
 import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/build/image-ref.ts'
 import { ensureBaseImages } from '../lib/local/base-images.ts'
@@ -30,6 +31,8 @@ export interface BuildCtx {
   /** A login in a throwaway docker config, ended once the image is pulled back. */
   login?: RegistryLogin
   build?: BuildResult
+  /** Why the cook step was rebuilt, when it was. */
+  cookMiss?: string
   buildArgs?: Record<string, string>
   signed?: BuildSigning
   healthySeconds?: number
@@ -42,7 +45,7 @@ export interface BuildReport {
   commit: { sha: string; branch: string | null; dirty: boolean }
   pushed: boolean
   seconds: number
-  build: { seconds: number; cookCacheHit: boolean | null }
+  build: { seconds: number; cookCacheHit: boolean | null; cookMiss: string | null }
   healthySeconds: number | null
   /** Who signed the pushed digest, and the provenance predicate attached to it; null when nothing was pushed. */
   signature: { identity: string; provenance: string } | null
@@ -106,8 +109,9 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
           ...(ctx.config.buildCacheTo ? { cacheTo: ctx.config.buildCacheTo } : {}),
           onLine: (l) => (task.output = l),
         })
-        const cook = ctx.build.cookCacheHit === null ? 'no cook step seen' : ctx.build.cookCacheHit ? 'cook step cached' : 'cook step rebuilt'
-        task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${cook})`
+        // A miss is named by what changed in the recipe since the last run (cargo-chef's recooks are otherwise a mystery).
+        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(ctx.docker, ctx.config.cacheDir, root, (l) => (task.output = l)))
+        task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${ctx.build.cookCacheHit === null ? 'no cook step seen' : (ctx.cookMiss ?? 'cook step cached')})`
       },
     },
     {
@@ -158,7 +162,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
           commit: { sha: ctx.git.sha, branch: ctx.git.branch ?? null, dirty: ctx.git.dirty },
           pushed: ctx.ref.digest !== undefined,
           seconds: (performance.now() - ctx.started) / 1000,
-          build: { seconds: ctx.build!.seconds, cookCacheHit: ctx.build!.cookCacheHit },
+          build: { seconds: ctx.build!.seconds, cookCacheHit: ctx.build!.cookCacheHit, cookMiss: ctx.cookMiss ?? null },
           healthySeconds: ctx.healthySeconds ?? null,
           signature: ctx.signed ?? null,
         }

@@ -9,7 +9,7 @@
  * run is appended to a history outside the clone; the stage fails when the
  * image grew past the baseline, or when the median of the last runs did.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import type { ListrTask } from 'listr2'
@@ -20,10 +20,9 @@ import { PipelineError } from '../lib/core/errors.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
 import { baselineFrom, checkTargets, compareBaseline, improvementPct, measureRows, requireBaseline, type Measurements } from '../lib/build/measure.ts'
-import { coldInputs, decideCold, explainCookMiss, measureStateFiles, prepareRecipe, readColdRecord, readInputs, writeJson, type ColdInputs } from '../lib/build/cold-inputs.ts'
+import { currentColdInputs, decideCold, explainCookMiss, measureStateFiles, readColdRecord, readInputs, writeJson, type ColdInputs } from '../lib/build/cold-inputs.ts'
 import { appendHistory, readHistory, sparkline, sustainedRegressions, trendRows } from '../lib/build/history.ts'
-import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
-import { ensureBaseImages, ensureCargoTool, imageId } from '../lib/local/base-images.ts'
+import { ensureBaseImages } from '../lib/local/base-images.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, markdownTable, readReport, writeReport } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
@@ -87,10 +86,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
     {
       title: 'Cold build inputs: recipe, Dockerfile, toolchain, base images',
       task: async (ctx, task) => {
-        const chef = await ensureCargoTool(ctx.config.cacheDir, 'cargo-chef', VERSIONS.cargoChef, (l) => (task.output = l))
-        const baseImages = { chef: await imageId(ctx.docker, BASE_IMAGES.chef), runtime: await imageId(ctx.docker, BASE_IMAGES.runtime) }
-        const toolchain = `rust ${VERSIONS.rust}, cargo-chef ${VERSIONS.cargoChef}, cargo-auditable ${VERSIONS.cargoAuditable}`
-        ctx.inputs = coldInputs({ recipe: await prepareRecipe(chef, root), dockerfile: readFileSync(dockerfile(root), 'utf8'), toolchain, baseImages })
+        ctx.inputs = await currentColdInputs(ctx.docker, ctx.config.cacheDir, root, (l) => (task.output = l))
         const record = readColdRecord(measureStateFiles(ctx.config.cacheDir).cold)
         const d = decideCold(record, ctx.inputs, forceCold())
         ctx.coldRun = d.cold || !record ? { measured: true, commit: ctx.built.commit.sha, date: new Date().toISOString(), why: d.why } : { measured: false, commit: record.commit, date: record.date, why: d.why }

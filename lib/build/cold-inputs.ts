@@ -11,6 +11,8 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
+import { BASE_IMAGES, VERSIONS } from '../core/versions.ts'
+import { ensureCargoTool, imageId } from '../local/base-images.ts'
 
 /** cargo-chef's recipe.json, as `cargo chef prepare` writes it. */
 export interface Recipe {
@@ -165,11 +167,34 @@ export function decideCold(record: ColdRecord | undefined, now: ColdInputs, forc
 }
 
 /** One line on why the warm build's cook step ran, from the previous run's inputs. */
-export function explainCookMiss(previous: ColdInputs | undefined, now: ColdInputs): string {
-  if (!previous) return 'cook step not cached; no earlier run on this machine to compare its recipe with'
+export function explainCookMiss(previous: ColdInputs | undefined, now: ColdInputs | undefined): string {
+  if (!previous || !now) return 'cook step not cached; no earlier run on this machine to compare its recipe with'
   const changes = coldChanges(previous, now)
   if (changes.length > 0) return `cook step not cached because ${changes.join('; ')}`
   return 'cook step not cached though no recipe input changed since the last run: BuildKit evicted the layer, or cook and build differ in target, profile or RUSTFLAGS'
+}
+
+/** This workspace's cold inputs on this machine: what the cook step's cache key is made of. */
+export async function currentColdInputs(docker: string, cacheDir: string, root: string, onLine?: (line: string) => void): Promise<ColdInputs> {
+  const chef = await ensureCargoTool(cacheDir, 'cargo-chef', VERSIONS.cargoChef, onLine)
+  const baseImages = { chef: await imageId(docker, BASE_IMAGES.chef), runtime: await imageId(docker, BASE_IMAGES.runtime) }
+  const toolchain = `rust ${VERSIONS.rust}, cargo-chef ${VERSIONS.cargoChef}, cargo-auditable ${VERSIONS.cargoAuditable}`
+  return coldInputs({ recipe: await prepareRecipe(chef, root), dockerfile: readFileSync(join(root, 'Dockerfile.optimized'), 'utf8'), toolchain, baseImages })
+}
+
+/**
+ * Why the build stage's cook step missed, against the inputs the last run on
+ * this machine recorded in `file` (the measure stage records them every run);
+ * this run's `current` inputs become the record. Without a record there is
+ * nothing to compare, and `current` is not asked (it may have to install
+ * cargo-chef, as on a fresh CI runner).
+ */
+export async function cookMissReason(file: string, current: () => Promise<ColdInputs>): Promise<string> {
+  const previous = readInputs(file)
+  if (!previous) return explainCookMiss(undefined, undefined)
+  const now = await current()
+  writeJson(file, now)
+  return explainCookMiss(previous, now)
 }
 
 export function readInputs(path: string): ColdInputs | undefined {

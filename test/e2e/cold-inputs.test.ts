@@ -3,11 +3,11 @@
  * is blamed on, decided from recipes the pinned cargo-chef makes of real
  * copies of this workspace (no Docker needed).
  */
-import { appendFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { coldChanges, coldInputs, prepareRecipe, recipeChanges, type Recipe } from '../../lib/build/cold-inputs.ts'
+import { coldChanges, coldInputs, cookMissReason, prepareRecipe, readInputs, recipeChanges, writeJson, type Recipe } from '../../lib/build/cold-inputs.ts'
 import { copyBuildContext } from '../../lib/build/docker.ts'
 import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 import { VERSIONS } from '../../lib/core/versions.ts'
@@ -69,6 +69,28 @@ t('a cook miss names a feature change, a new workspace crate, the toolchain, the
     writeFileSync(manifest, text)
     writeFileSync(root, rootText)
     rmSync(join(s.copy, 'crates/extra'), { recursive: true, force: true })
+  }
+})
+
+t('the build stage names a cook miss against the last run\'s record, and its own inputs become the record', async () => {
+  const file = join(s.copy, '.measure', 'last-inputs.json')
+  let asked = 0
+  const current = async () => (asked++, inputs(await prepareRecipe(s.chef, s.copy)))
+  assert.is(await cookMissReason(file, current), 'cook step not cached; no earlier run on this machine to compare its recipe with')
+  assert.is(asked, 0, 'without a record, cargo-chef is not even asked')
+  assert.not.ok(existsSync(file))
+
+  writeJson(file, inputs(s.base))
+  const manifest = join(s.copy, 'crates/doc-server/Cargo.toml')
+  const text = readFileSync(manifest, 'utf8')
+  writeFileSync(manifest, text.replace('"signal", "sync", "time"]', '"signal", "sync", "time", "fs"]'))
+  try {
+    assert.match(await cookMissReason(file, current), /^cook step not cached because crates\/doc-server\/Cargo\.toml changed: \[dependencies\.tokio\] features = \[.*"fs"\]/)
+    assert.ok(readInputs(file)!.recipe.skeleton.manifests.some((m) => m.contents.includes('"fs"')), 'this run is now the record')
+    assert.match(await cookMissReason(file, current), /no recipe input changed since the last run: BuildKit evicted the layer/)
+  } finally {
+    writeFileSync(manifest, text)
+    rmSync(join(s.copy, '.measure'), { recursive: true, force: true })
   }
 })
 
