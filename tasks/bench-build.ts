@@ -20,7 +20,7 @@ import { ensureBaseImages, ensureCargoTool } from '../lib/local/base-images.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
 import { formatBytes, median, ratio } from '../lib/build/measure.ts'
-import { WARM_OPTION_HEADERS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
+import { WARM_OPTION_HEADERS, WARM_ROUNDS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
 import { LOAD, RUNTIMES, loadRun, sbomOf, startToReady, type LoadFigures, type SbomCounts } from '../lib/build/runtime-compare.ts'
 import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
 import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
@@ -39,7 +39,6 @@ interface BenchCtx {
 }
 
 const STARTS = 5
-const WARM_ROUNDS = 3
 
 function variantTasks(): ListrTask<BenchCtx>[] {
   const variants: { variant: string; dockerfile: string; args: Record<string, string> }[] = [

@@ -19,7 +19,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { CODE_CHANGE_FILE } from '../lib/build/docker.ts'
 import { formatBytes, type Measurements } from '../lib/build/measure.ts'
-import { WARM_OPTION_HEADERS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
+import { WARM_OPTION_HEADERS, WARM_ROUNDS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
 import { ensureDockerEngine } from '../lib/local/docker.ts'
 import { measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { isMain } from '../lib/core/cli.ts'
@@ -45,7 +45,6 @@ interface Ctx {
   options: WarmOptionResult[]
 }
 
-const WARM_ROUNDS = 3
 const withOptions = () => !process.argv.includes('--no-options')
 
 async function ciBuild(ctx: Ctx, label: Row['run'], onLine: (l: string) => void): Promise<Row> {

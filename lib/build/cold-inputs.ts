@@ -167,8 +167,10 @@ export function decideCold(record: ColdRecord | undefined, now: ColdInputs, forc
 }
 
 /** One line on why the warm build's cook step ran, from the previous run's inputs. */
-export function explainCookMiss(previous: ColdInputs | undefined, now: ColdInputs | undefined): string {
-  if (!previous || !now) return 'cook step not cached; no earlier run on this machine to compare its recipe with'
+const NO_EARLIER_RUN = 'cook step not cached; no earlier run on this machine to compare its recipe with'
+
+export function explainCookMiss(previous: ColdInputs | undefined, now: ColdInputs): string {
+  if (!previous) return NO_EARLIER_RUN
   const changes = coldChanges(previous, now)
   if (changes.length > 0) return `cook step not cached because ${changes.join('; ')}`
   return 'cook step not cached though no recipe input changed since the last run: BuildKit evicted the layer, or cook and build differ in target, profile or RUSTFLAGS'
@@ -191,7 +193,7 @@ export async function currentColdInputs(docker: string, cacheDir: string, root: 
  */
 export async function cookMissReason(file: string, current: () => Promise<ColdInputs>): Promise<string> {
   const previous = readInputs(file)
-  if (!previous) return explainCookMiss(undefined, undefined)
+  if (!previous) return NO_EARLIER_RUN
   const now = await current()
   writeJson(file, now)
   return explainCookMiss(previous, now)

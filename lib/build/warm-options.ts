@@ -19,6 +19,9 @@ export interface WarmOption {
 
 const CRATE_PROFILE = 'profile.release.package.doc-server'
 
+/** Rounds per option: the median of three is the first that one slow build cannot move. */
+export const WARM_ROUNDS = 3
+
 /** The first one is what the workspace ships with; the others change one thing each. */
 export const WARM_OPTIONS: readonly WarmOption[] = [
   { name: 'as committed: lto "off", doc-server in 2 codegen units, UPX -7' },

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { ensureDebianPackages } from '../core/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { lastWords, run, succeeds } from '../core/run.ts'
+import { lastWords, succeeds } from '../core/run.ts'
 import { stateDir } from '../core/paths.ts'
 import { findTool } from '../core/tools.ts'
 import { startDetached } from './service.ts'
@@ -67,9 +67,3 @@ export async function ensureDockerEngine(configured: string, onLine?: (line: str
   throw new PipelineError(`docker: dockerd ${why}: ${lastWords(started.logTail ?? '')} (log: ${log})`, started.logTail)
 }
 
-/** The engine's facts for reports: server version and storage driver. */
-export async function engineInfo(docker: string): Promise<{ serverVersion: string; storageDriver: string }> {
-  const r = await run([docker, 'info', '--format', '{{.ServerVersion}} {{.Driver}}'], { env: dockerEnv() })
-  const [serverVersion = '', storageDriver = ''] = r.stdout.trim().split(' ')
-  return { serverVersion, storageDriver }
-}

@@ -184,11 +184,6 @@ export async function startNode(root: string, bins: NodeBinaries, kubeconfig: st
   return { started }
 }
 
-export function nodeRunning(root: string): { containerd: boolean; kubelet: boolean; kubeProxy: boolean } {
-  const d = nodeDirs(root)
-  return { containerd: !!runningPid(d.containerd.pid, 'containerd'), kubelet: !!runningPid(d.kubelet.pid, 'kubelet'), kubeProxy: !!runningPid(d.kubeProxy.pid, 'kube-proxy') }
-}
-
 /** Processes whose command line names our containerd's socket: the shims that hold the pods' containers. */
 function shimPids(d: NodeDirs): number[] {
   const pids: number[] = []

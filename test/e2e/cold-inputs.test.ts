@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { coldChanges, coldInputs, cookMissReason, prepareRecipe, readInputs, recipeChanges, writeJson, type Recipe } from '../../lib/build/cold-inputs.ts'
-import { copyBuildContext } from '../../lib/build/docker.ts'
+import { CODE_CHANGE_FILE, copyBuildContext } from '../../lib/build/docker.ts'
 import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 import { VERSIONS } from '../../lib/core/versions.ts'
 import { ensureCargoTool } from '../../lib/local/base-images.ts'
@@ -29,7 +29,7 @@ t.after(() => {
 })
 
 t('a code-only change keeps every cold input: the last cold figure is reused', async () => {
-  appendFileSync(join(s.copy, 'crates/doc-server/src/main.rs'), '\n// a code-only change\n')
+  appendFileSync(join(s.copy, CODE_CHANGE_FILE), '\n// a code-only change\n')
   const now = await prepareRecipe(s.chef, s.copy)
   assert.equal(coldChanges(inputs(s.base), inputs(now)), [])
 })
