@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::{
-    AppState, Config, DocStore, SERVICE_NAME, ServeConfig, ServeOutcome, app, client, config, log,
-    serve,
+    AppState, Config, DocStore, Limits, SERVICE_NAME, ServeConfig, ServeOutcome, admin_app, app,
+    client, config, log, serve, serve_admin,
 };
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{oneshot, watch};
 
 /// Exit code for invalid configuration or command-line usage, distinct from
 /// runtime failures (1) so that a crash loop caused by a typo is obvious.
@@ -22,21 +23,26 @@ doc-server: serves the Markdown files in DOCS_DIR as a JSON API
 
 Usage:
   doc-server                 run the server
-  doc-server --health-check  exit 0 if the local server is ready, else 1
+  doc-server --health-check  exit 0 if the local server is ready (asked on ADMIN_PORT), else 1
   doc-server --version       print the version
   doc-server --help          print this help
 
 Environment:
-  PORT                      port to listen on (1-65535, default 8080)
-  BIND_ADDR                 address to bind (default 0.0.0.0)
+  PORT                      port of the API (1-65535, default 8080)
+  ADMIN_PORT                port of /health/* and /metrics (1-65535, default 9090)
+  BIND_ADDR                 address to bind both to (default 0.0.0.0)
   DOCS_DIR                  directory of *.md files (default: docs)
   SHUTDOWN_TIMEOUT_SECS     how long to drain requests on SIGTERM/SIGINT (default 30)
   HEADER_READ_TIMEOUT_SECS  time to send a request head (default 10)
   REQUEST_TIMEOUT_SECS      time from request head to response sent (default 30)
   IDLE_TIMEOUT_SECS         keep-alive wait for the next request (default 60)
-  MAX_CONNECTIONS           connections served at once (default 256)
+  MAX_CONNECTIONS           connections served at once on PORT (default 256)
+  ADMIN_MAX_CONNECTIONS     connections served at once on ADMIN_PORT (default 16)
   MAX_HEADER_BYTES          largest request head, bytes (default 16384)
-  DOCS_MAX_BYTES            total size of the documents, bytes (default 33554432)
+  SEARCH_CONCURRENCY        searches running at once (default 2)
+  SEARCH_QUEUE              searches waiting for them, past it 503 (default 16)
+  SEARCH_TIMEOUT_MS         time a search may take, waiting included (default 2000)
+  DOCS_MAX_BYTES            memory for the documents, text and answers (default 33554432)
   DOCS_MAX_COUNT            number of documents (default 10000)
 ";
 
@@ -81,11 +87,12 @@ fn print_stdout(text: &str) {
 /// Container `HEALTHCHECK` entry point. Exit codes are only ever 0 or 1:
 /// Docker reserves 2 for health checks, so even a bad `PORT` reports 1.
 ///
-/// It dials the address the server listens on (`BIND_ADDR`, `PORT`; the
-/// loopback address for a wildcard bind) and passes only on a ready answer
-/// that names this service, not on any 200 from whatever holds the port.
+/// It dials the admin listener (`BIND_ADDR`, `ADMIN_PORT`; the loopback
+/// address for a wildcard bind), which a flood of the public port cannot
+/// reach, and passes only on a ready answer that names this service, not on
+/// any 200 from whatever holds the port.
 fn health_check() -> ExitCode {
-    let (bind, port) = match config::listen_addr_from_env() {
+    let (bind, port) = match config::admin_addr_from_env() {
         Ok(found) => found,
         Err(err) => {
             log(format_args!("health check failed: {err}"));
@@ -194,46 +201,97 @@ async fn run(config: Config, docs: DocStore) -> ExitCode {
     };
 
     let addr = SocketAddr::new(config.bind_addr, config.port);
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(err) => {
+    let admin_addr = SocketAddr::new(config.bind_addr, config.admin_port);
+    let (listener, admin_listener) = match (
+        TcpListener::bind(addr).await,
+        std::net::TcpListener::bind(admin_addr).and_then(|l| l.set_nonblocking(true).map(|()| l)),
+    ) {
+        (Ok(listener), Ok(admin)) => (listener, admin),
+        (Err(err), _) => {
             log(format_args!("cannot listen on {addr}: {err}"));
+            return ExitCode::FAILURE;
+        }
+        (_, Err(err)) => {
+            log(format_args!(
+                "cannot listen on {admin_addr} (ADMIN_PORT): {err}"
+            ));
             return ExitCode::FAILURE;
         }
     };
 
     let docs_count = docs.len();
-    let state = AppState::new(docs);
+    let held = docs.held_bytes();
+    let state = AppState::with_search(docs, config.search);
+    let (admin_stop, admin) = match start_admin(
+        admin_listener,
+        state.clone(),
+        Limits::admin(config.admin_max_connections),
+    ) {
+        Ok(started) => started,
+        Err(err) => {
+            log(format_args!("cannot start the admin listener: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    #[allow(clippy::cast_precision_loss)] // a human-readable figure
+    let held_mib = held as f64 / (1024.0 * 1024.0);
     log(format_args!(
-        "listening on {addr} (port {}), {docs_count} documents loaded from {}",
+        "listening on {addr} (port {}), admin (/health/*, /metrics) on {admin_addr}, {docs_count} documents loaded from {} ({held_mib:.1} MiB held with their answers)",
         config.port,
         config.docs_dir.display()
     ));
 
-    let shutdown = async move {
-        let name = tokio::select! {
-            _ = sigterm.recv() => "SIGTERM",
-            _ = sigint.recv() => "SIGINT",
-        };
-        log(format_args!("received {name}"));
+    // Counts shutdown signals: the first starts the drain, a second ends it.
+    let (signals_tx, signals) = watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sigint.recv() => "SIGINT",
+            };
+            let mut count = 0;
+            signals_tx.send_modify(|n| {
+                *n += 1;
+                count = *n;
+            });
+            if count == 1 {
+                log(format_args!("received {name}"));
+            } else {
+                log(format_args!("received {name} again: ending the drain now"));
+            }
+        }
+    });
+    let nth_signal = |n: u32| {
+        let mut signals = signals.clone();
+        async move {
+            let _ = signals.wait_for(|&count| count >= n).await;
+        }
     };
 
     let serve_config = ServeConfig {
         limits: config.limits,
         drain_timeout: config.shutdown_timeout,
     };
-    match serve(listener, app(state.clone()), state, shutdown, serve_config).await {
+    let outcome = serve(
+        listener,
+        app(state.clone()),
+        state,
+        nth_signal(1),
+        nth_signal(2),
+        serve_config,
+    )
+    .await;
+    let _ = admin_stop.send(());
+    let _ = tokio::task::spawn_blocking(move || admin.join()).await;
+    match outcome {
         Ok(ServeOutcome::Drained) => {
             log("drained: all in-flight requests finished, exiting");
             ExitCode::SUCCESS
         }
         // Exit 1, not 0: requests were cut off, and the exit status is the
         // one signal an orchestrator records about how the shutdown went.
-        Ok(ServeOutcome::DrainTimedOut { cut_off }) => {
-            log(format_args!(
-                "drain timed out after {}s: {cut_off} request(s) still in flight were cut off, exiting with status 1",
-                config.shutdown_timeout.as_secs()
-            ));
+        Ok(ServeOutcome::CutOff(cut)) => {
+            log(format_args!("{cut}, exiting with status 1"));
             ExitCode::FAILURE
         }
         Err(err) => {
@@ -241,6 +299,42 @@ async fn run(config: Config, docs: DocStore) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the admin listener on a thread and runtime of its own, so neither
+/// a flood of the public port nor busy workers can delay a probe's answer.
+/// It serves until the returned sender fires (or is dropped).
+fn start_admin(
+    listener: std::net::TcpListener,
+    state: AppState,
+    limits: Limits,
+) -> std::io::Result<(oneshot::Sender<()>, std::thread::JoinHandle<()>)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("admin".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        log(format_args!("admin listener failed: {err}"));
+                        return;
+                    }
+                };
+                let stop = async move {
+                    let _ = stop_rx.await;
+                };
+                if let Err(err) =
+                    serve_admin(listener, admin_app(state.clone()), state, stop, limits).await
+                {
+                    log(format_args!("admin listener failed: {err}"));
+                }
+            });
+        })?;
+    Ok((stop_tx, thread))
 }
 
 /// Replaces the default multi-line panic report with one log line, so a

@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const DEFAULT_PORT: u16 = 8080;
+/// The admin listener (`/health/*`, `/metrics`): probes and scrapes reach it
+/// directly, never through the Service, so a flood of the public port
+/// cannot starve them.
+pub const DEFAULT_ADMIN_PORT: u16 = 9090;
 pub const DEFAULT_DOCS_DIR: &str = "docs";
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 30;
 /// Upper bound for the drain timeout. Orchestrators kill the process long
@@ -33,8 +37,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request.
     pub idle_timeout: Duration,
-    /// Connections served at once; beyond it only `/health/*` is answered
-    /// (on a few reserved connections) and the rest are closed at once.
+    /// Connections served at once; past it a new connection is closed at
+    /// once.
     pub max_connections: usize,
     /// Largest request head (request line and headers); larger gets a 431.
     pub max_header_bytes: usize,
@@ -52,9 +56,50 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The admin listener's: probes and scrapes send their request at once
+    /// and need their answer within seconds, so nothing there may wait long.
+    #[must_use]
+    pub fn admin(max_connections: usize) -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections,
+            max_header_bytes: 8192,
+        }
+    }
+}
+
+/// Searches scan every document, so they run on the blocking pool, a few
+/// at a time, each within a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchLimits {
+    /// Searches running at once.
+    pub concurrency: usize,
+    /// Searches that may wait for one of those slots; past it a search is
+    /// answered 503 at once.
+    pub queue: usize,
+    /// From the request to its result, waiting included; the scan checks it
+    /// between documents and gives up with a 503.
+    pub timeout: Duration,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        Self {
+            concurrency: 2,
+            queue: 16,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Bounds on `DOCS_DIR`, checked before any document is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocsLimits {
+    /// Memory the documents may take: their text and their prepared JSON
+    /// answers together (see `DocStore::held_bytes`).
     pub max_bytes: u64,
     pub max_count: usize,
 }
@@ -72,9 +117,12 @@ impl Default for DocsLimits {
 pub struct Config {
     pub bind_addr: IpAddr,
     pub port: u16,
+    pub admin_port: u16,
+    pub admin_max_connections: usize,
     pub docs_dir: PathBuf,
     pub shutdown_timeout: Duration,
     pub limits: Limits,
+    pub search: SearchLimits,
     pub docs_limits: DocsLimits,
 }
 
@@ -132,6 +180,14 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
         let port = port_from_lookup(&lookup)?;
         let bind_addr = bind_addr_from_lookup(&lookup)?;
+        let admin_port = admin_port_from_lookup(&lookup)?;
+        if admin_port == port {
+            return Err(ConfigError::new(
+                "ADMIN_PORT",
+                OsStr::new(&admin_port.to_string()),
+                "is also PORT; the admin listener needs a port of its own",
+            ));
+        }
 
         let docs_dir = match lookup("DOCS_DIR") {
             None => PathBuf::from(DEFAULT_DOCS_DIR),
@@ -199,34 +255,57 @@ impl Config {
                 1024 * 1024,
             )?,
         };
-        let docs_defaults = DocsLimits::default();
-        let docs_limits = DocsLimits {
-            max_bytes: number(
-                &lookup,
-                "DOCS_MAX_BYTES",
-                docs_defaults.max_bytes,
-                1,
-                1 << 40,
-                "number of bytes",
-            )?,
-            max_count: size(
-                &lookup,
-                "DOCS_MAX_COUNT",
-                docs_defaults.max_count,
-                1,
-                1_000_000,
-            )?,
-        };
+        let admin_max_connections = size(&lookup, "ADMIN_MAX_CONNECTIONS", 16, 1, 1024)?;
+        let search = search_from_lookup(&lookup)?;
+        let docs_limits = docs_limits_from_lookup(&lookup)?;
 
         Ok(Self {
             bind_addr,
             port,
+            admin_port,
+            admin_max_connections,
             docs_dir,
             shutdown_timeout,
             limits,
+            search,
             docs_limits,
         })
     }
+}
+
+fn docs_limits_from_lookup(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+) -> Result<DocsLimits, ConfigError> {
+    let defaults = DocsLimits::default();
+    Ok(DocsLimits {
+        max_bytes: number(
+            lookup,
+            "DOCS_MAX_BYTES",
+            defaults.max_bytes,
+            1,
+            1 << 40,
+            "number of bytes",
+        )?,
+        max_count: size(lookup, "DOCS_MAX_COUNT", defaults.max_count, 1, 1_000_000)?,
+    })
+}
+
+fn search_from_lookup(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+) -> Result<SearchLimits, ConfigError> {
+    let defaults = SearchLimits::default();
+    Ok(SearchLimits {
+        concurrency: size(lookup, "SEARCH_CONCURRENCY", defaults.concurrency, 1, 64)?,
+        queue: size(lookup, "SEARCH_QUEUE", defaults.queue, 0, 10_000)?,
+        timeout: Duration::from_millis(number(
+            lookup,
+            "SEARCH_TIMEOUT_MS",
+            u64::try_from(defaults.timeout.as_millis()).unwrap_or(u64::MAX),
+            10,
+            60_000,
+            "whole number of milliseconds",
+        )?),
+    })
 }
 
 /// An unsigned setting in `min..=max`, or `default` when unset. The error
@@ -263,13 +342,17 @@ fn size(
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-/// Reads `BIND_ADDR` and `PORT` only: the address `--health-check` dials.
+/// Reads `BIND_ADDR` and `ADMIN_PORT` only: the address `--health-check`
+/// dials.
 ///
 /// # Errors
 /// Returns an error if either is set but invalid.
-pub fn listen_addr_from_env() -> Result<(IpAddr, u16), ConfigError> {
+pub fn admin_addr_from_env() -> Result<(IpAddr, u16), ConfigError> {
     let lookup = |name: &str| std::env::var_os(name);
-    Ok((bind_addr_from_lookup(&lookup)?, port_from_lookup(&lookup)?))
+    Ok((
+        bind_addr_from_lookup(&lookup)?,
+        admin_port_from_lookup(&lookup)?,
+    ))
 }
 
 fn bind_addr_from_lookup(
@@ -291,14 +374,26 @@ fn bind_addr_from_lookup(
 }
 
 fn port_from_lookup(lookup: &impl Fn(&str) -> Option<OsString>) -> Result<u16, ConfigError> {
-    match lookup("PORT") {
-        None => Ok(DEFAULT_PORT),
+    port_var(lookup, "PORT", DEFAULT_PORT)
+}
+
+fn admin_port_from_lookup(lookup: &impl Fn(&str) -> Option<OsString>) -> Result<u16, ConfigError> {
+    port_var(lookup, "ADMIN_PORT", DEFAULT_ADMIN_PORT)
+}
+
+fn port_var(
+    lookup: &impl Fn(&str) -> Option<OsString>,
+    var: &'static str,
+    default: u16,
+) -> Result<u16, ConfigError> {
+    match lookup(var) {
+        None => Ok(default),
         Some(raw) => raw
             .to_str()
             .and_then(parse_digits)
             .and_then(|n| u16::try_from(n).ok())
             .filter(|&port| port != 0)
-            .ok_or_else(|| ConfigError::new("PORT", &raw, "is not a port number (1-65535)")),
+            .ok_or_else(|| ConfigError::new(var, &raw, "is not a port number (1-65535)")),
     }
 }
 
@@ -361,13 +456,13 @@ mod tests {
     #[test]
     fn explicit_values_are_used() {
         let cfg = parse(&[
-            ("PORT", "9090"),
+            ("PORT", "9091"),
             ("BIND_ADDR", "::1"),
             ("DOCS_DIR", existing_dir()),
             ("SHUTDOWN_TIMEOUT_SECS", "5"),
         ])
         .unwrap();
-        assert_eq!(cfg.port, 9090);
+        assert_eq!(cfg.port, 9091);
         assert_eq!(cfg.bind_addr, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(cfg.docs_dir, PathBuf::from(existing_dir()));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(5));
@@ -515,6 +610,67 @@ mod tests {
         ] {
             let err = parse(&[("DOCS_DIR", existing_dir()), (var, bad)]).unwrap_err();
             assert_eq!(err.to_string(), format!("{var}={bad:?} {expected}"));
+        }
+    }
+
+    #[test]
+    fn admin_port_and_search_limits() {
+        let cfg = parse(&[("DOCS_DIR", existing_dir())]).unwrap();
+        assert_eq!(cfg.admin_port, 9090);
+        assert_eq!(cfg.admin_max_connections, 16);
+        assert_eq!(cfg.search, SearchLimits::default());
+        let cfg = parse(&[
+            ("DOCS_DIR", existing_dir()),
+            ("ADMIN_PORT", "9100"),
+            ("ADMIN_MAX_CONNECTIONS", "4"),
+            ("SEARCH_CONCURRENCY", "1"),
+            ("SEARCH_QUEUE", "0"),
+            ("SEARCH_TIMEOUT_MS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.admin_port, 9100);
+        assert_eq!(cfg.admin_max_connections, 4);
+        assert_eq!(
+            cfg.search,
+            SearchLimits {
+                concurrency: 1,
+                queue: 0,
+                timeout: Duration::from_millis(250)
+            }
+        );
+        for (vars, expected) in [
+            (
+                &[("ADMIN_PORT", "0")][..],
+                r#"ADMIN_PORT="0" is not a port number (1-65535)"#,
+            ),
+            (
+                &[("PORT", "9090")],
+                r#"ADMIN_PORT="9090" is also PORT; the admin listener needs a port of its own"#,
+            ),
+            (
+                &[("PORT", "7000"), ("ADMIN_PORT", "7000")],
+                r#"ADMIN_PORT="7000" is also PORT; the admin listener needs a port of its own"#,
+            ),
+            (
+                &[("ADMIN_MAX_CONNECTIONS", "0")],
+                r#"ADMIN_MAX_CONNECTIONS="0" is not a whole number (1-1024)"#,
+            ),
+            (
+                &[("SEARCH_CONCURRENCY", "65")],
+                r#"SEARCH_CONCURRENCY="65" is not a whole number (1-64)"#,
+            ),
+            (
+                &[("SEARCH_QUEUE", "-1")],
+                r#"SEARCH_QUEUE="-1" is not a whole number (0-10000)"#,
+            ),
+            (
+                &[("SEARCH_TIMEOUT_MS", "2s")],
+                r#"SEARCH_TIMEOUT_MS="2s" is not a whole number of milliseconds (10-60000)"#,
+            ),
+        ] {
+            let mut vars = vars.to_vec();
+            vars.push(("DOCS_DIR", existing_dir()));
+            assert_eq!(parse(&vars).unwrap_err().to_string(), expected);
         }
     }
 

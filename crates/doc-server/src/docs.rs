@@ -3,12 +3,23 @@
 //! Documents are read once at startup and served from memory. Requests never
 //! touch the filesystem, which is what makes path traversal impossible by
 //! construction: a request can only name a key of the map built here.
+//!
+//! Every answer that can be built in advance is built here, once: each
+//! document's JSON, the list, and each document's entry in a list. A request
+//! then hands out a reference to shared bytes, so a thousand clients reading
+//! the largest document slowly cost one copy of it, not a thousand.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::http::HeaderValue;
+use serde::Serialize;
 
 use crate::config::DocsLimits;
 
@@ -17,10 +28,12 @@ pub const MAX_SLUG_LEN: usize = 100;
 /// Documents larger than this are skipped so that one stray file cannot
 /// balloon the memory of every replica.
 pub const MAX_DOC_BYTES: u64 = 1024 * 1024;
+/// Longest title kept, in characters; a longer first line is cut and ends
+/// in `…`. Titles are repeated in the list and in every search answer.
+pub const MAX_TITLE_CHARS: usize = 200;
 
-/// One document. The content is held once: searching folds case on the fly
-/// instead of keeping a lower-cased copy, so the store costs about the size
-/// of the files it was read from.
+/// One document. The content is held once as text: searching folds case on
+/// the fly instead of keeping a lower-cased copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doc {
     pub slug: String,
@@ -42,6 +55,132 @@ impl Doc {
     fn matches(&self, needle: &Needle) -> bool {
         needle.found_in(&self.title) || needle.found_in(&self.content)
     }
+}
+
+/// An answer prepared at load: its JSON and a strong validator for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub body: Bytes,
+    /// A strong `ETag`, derived from the bytes alone, so every replica
+    /// serving the same documents gives the same one.
+    pub etag: HeaderValue,
+}
+
+impl Answer {
+    fn new(body: Vec<u8>) -> Self {
+        let etag = etag_for(&body);
+        Self {
+            body: Bytes::from(body),
+            etag,
+        }
+    }
+
+    /// Whether an `If-None-Match` header names this answer: `*`, or one of
+    /// its entity tags (compared weakly, as RFC 9110 asks for this header).
+    #[must_use]
+    pub fn matches_if_none_match(&self, header: &HeaderValue) -> bool {
+        let Ok(list) = header.to_str() else {
+            return false;
+        };
+        let ours = self.etag.as_bytes();
+        list.split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == ours)
+    }
+}
+
+/// `"<length>-<FNV-1a 64>"` of the bytes: a strong validator (the bytes
+/// decide it), cheap, and the same in every build and replica.
+fn etag_for(bytes: &[u8]) -> HeaderValue {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    HeaderValue::from_str(&format!("\"{:x}-{hash:016x}\"", bytes.len()))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// Serializes `value` into a buffer of exactly its size: counted first, so
+/// loading never holds a doubled buffer of the largest answer.
+fn to_exact_json(value: &impl Serialize) -> Vec<u8> {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serializing strings and integers into memory cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    let mut out = Vec::with_capacity(count.0);
+    let _ = serde_json::to_writer(&mut out, value);
+    out
+}
+
+#[derive(Serialize)]
+struct DocJson<'a> {
+    slug: &'a str,
+    title: &'a str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    slug: &'a str,
+    title: &'a str,
+}
+
+/// A document with its prepared answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    doc: Doc,
+    /// `{"slug":…,"title":…,"content":…}`
+    answer: Answer,
+    /// `{"slug":…,"title":…}`, this document's element of a list.
+    summary: Bytes,
+}
+
+impl Entry {
+    fn new(doc: Doc) -> Self {
+        let answer = Answer::new(to_exact_json(&DocJson {
+            slug: &doc.slug,
+            title: &doc.title,
+            content: &doc.content,
+        }));
+        let summary = Bytes::from(to_exact_json(&SummaryJson {
+            slug: &doc.slug,
+            title: &doc.title,
+        }));
+        Self {
+            doc,
+            answer,
+            summary,
+        }
+    }
+
+    /// Bytes this entry keeps in memory.
+    fn held(&self) -> u64 {
+        let d = &self.doc;
+        (d.slug.len()
+            + d.title.len()
+            + d.content.len()
+            + self.answer.body.len()
+            + self.summary.len()) as u64
+    }
+}
+
+/// Why a search ended before it had looked at every document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchStopped {
+    /// Its deadline passed.
+    Deadline,
+    /// Nobody waits for the answer any more (the client left).
+    Cancelled,
 }
 
 /// A search term, lower-cased once per request.
@@ -131,8 +270,15 @@ fn find_chars_ci(text: &str, needle: &[char]) -> bool {
 pub enum LoadError {
     /// The directory cannot be resolved or listed.
     Io(io::Error),
-    /// The documents add up to more bytes than `DOCS_MAX_BYTES`.
-    TooLarge { bytes: u64, limit: u64 },
+    /// The documents take more memory than `DOCS_MAX_BYTES`: `files` bytes
+    /// of files held as text and as JSON answers, `held` bytes in all (a
+    /// lower bound when `at_least`, known before anything is read).
+    TooLarge {
+        files: u64,
+        held: u64,
+        limit: u64,
+        at_least: bool,
+    },
     /// More documents than `DOCS_MAX_COUNT`.
     TooMany { count: usize, limit: usize },
 }
@@ -141,11 +287,19 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Io(err) => write!(f, "cannot be read ({err})"),
-            Self::TooLarge { bytes, limit } => write!(
+            Self::TooLarge {
+                files,
+                held,
+                limit,
+                at_least,
+            } => write!(
                 f,
-                "holds {bytes} bytes ({}) of documents, more than DOCS_MAX_BYTES={limit} ({}); \
+                "holds {files} bytes ({}) of documents, which take {}{held} bytes ({}) in memory \
+                 as text and as prepared answers, more than DOCS_MAX_BYTES={limit} ({}); \
                  raise DOCS_MAX_BYTES together with the pod's memory limit, or serve fewer documents",
-                mib(*bytes),
+                mib(*files),
+                if *at_least { "at least " } else { "" },
+                mib(*held),
                 mib(*limit)
             ),
             Self::TooMany { count, limit } => write!(
@@ -179,16 +333,53 @@ pub struct Skipped {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The documents, sorted by slug, with every answer that does not depend
+/// on the request already built.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocStore {
-    docs: BTreeMap<String, Doc>,
+    entries: Vec<Entry>,
+    by_slug: BTreeMap<String, usize>,
+    /// `[{"slug":…,"title":…},…]`, every document.
+    list: Answer,
+    held: u64,
+}
+
+impl Default for DocStore {
+    fn default() -> Self {
+        Self::from_docs([])
+    }
 }
 
 impl DocStore {
     #[must_use]
     pub fn from_docs(docs: impl IntoIterator<Item = Doc>) -> Self {
+        let sorted: BTreeMap<String, Doc> = docs.into_iter().map(|d| (d.slug.clone(), d)).collect();
+        Self::from_entries(sorted.into_values().map(Entry::new).collect())
+    }
+
+    fn from_entries(entries: Vec<Entry>) -> Self {
+        let by_slug = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.doc.slug.clone(), i))
+            .collect();
+        let mut list =
+            Vec::with_capacity(2 + entries.iter().map(|e| e.summary.len() + 1).sum::<usize>());
+        list.push(b'[');
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 {
+                list.push(b',');
+            }
+            list.extend_from_slice(&e.summary);
+        }
+        list.push(b']');
+        let list = Answer::new(list);
+        let held = entries.iter().map(Entry::held).sum::<u64>() + list.body.len() as u64;
         Self {
-            docs: docs.into_iter().map(|d| (d.slug.clone(), d)).collect(),
+            entries,
+            by_slug,
+            list,
+            held,
         }
     }
 
@@ -206,8 +397,10 @@ impl DocStore {
     /// Files whose stem is not a valid slug, that resolve outside `dir`
     /// (e.g. via a symlink), that are too large or not UTF-8 are skipped and
     /// reported rather than failing the whole start-up. The sizes are added
-    /// up before anything is read, so a tree over `limits` fails at once
-    /// instead of filling the memory first.
+    /// up before anything is read (each document is held at least twice: as
+    /// text and as its JSON answer), so a tree over `limits` fails at once
+    /// instead of filling the memory first; what the answers really take is
+    /// checked as each one is built.
     ///
     /// # Errors
     /// `dir` cannot be resolved or listed, or its documents exceed `limits`.
@@ -246,7 +439,7 @@ impl DocStore {
             match check_doc(&root, &path) {
                 Ok((real, len)) => {
                     total = total.saturating_add(len);
-                    candidates.push((slug.to_owned(), path.clone(), real));
+                    candidates.push((slug.to_owned(), path.clone(), real, len));
                 }
                 Err(reason) => skip(reason),
             }
@@ -257,62 +450,125 @@ impl DocStore {
                 limit: limits.max_count,
             });
         }
-        if total > limits.max_bytes {
+        if total.saturating_mul(2) > limits.max_bytes {
             return Err(LoadError::TooLarge {
-                bytes: total,
+                files: total,
+                held: total.saturating_mul(2),
                 limit: limits.max_bytes,
+                at_least: true,
             });
         }
 
-        let mut docs = BTreeMap::new();
-        let mut read_total: u64 = 0;
-        for (slug, path, real) in candidates {
-            match read_doc(&real) {
+        let mut built = Vec::with_capacity(candidates.len());
+        let mut files: u64 = 0;
+        // The list repeats every summary, and its brackets.
+        let mut held: u64 = 2;
+        for (slug, path, real, len) in candidates {
+            match read_doc(&real, len) {
                 Ok(content) => {
                     // A file that grew since it was measured still counts.
-                    read_total += content.len() as u64;
-                    if read_total > limits.max_bytes {
+                    files += content.len() as u64;
+                    let entry = Entry::new(Doc::new(slug, content));
+                    held += entry.held() + entry.summary.len() as u64 + 1;
+                    if held > limits.max_bytes {
                         return Err(LoadError::TooLarge {
-                            bytes: read_total,
+                            files,
+                            held,
                             limit: limits.max_bytes,
+                            at_least: false,
                         });
                     }
-                    docs.insert(slug.clone(), Doc::new(slug, content));
+                    built.push(entry);
                 }
                 Err(reason) => skipped.push(Skipped { path, reason }),
             }
         }
         skipped.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok((Self { docs }, skipped))
+        Ok((Self::from_entries(built), skipped))
     }
 
     #[must_use]
     pub fn len(&self) -> usize {
-        self.docs.len()
+        self.entries.len()
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// Bytes the documents and their prepared answers take in memory: what
+    /// `DOCS_MAX_BYTES` bounds.
+    #[must_use]
+    pub fn held_bytes(&self) -> u64 {
+        self.held
     }
 
     /// Exact-match lookup. Anything that is not a valid slug, including
     /// decoded traversal attempts such as `../etc/passwd`, is simply absent.
     #[must_use]
     pub fn get(&self, slug: &str) -> Option<&Doc> {
-        self.docs.get(slug)
+        self.by_slug.get(slug).map(|&i| &self.entries[i].doc)
+    }
+
+    /// The document's prepared JSON answer.
+    #[must_use]
+    pub fn answer(&self, slug: &str) -> Option<&Answer> {
+        self.by_slug.get(slug).map(|&i| &self.entries[i].answer)
+    }
+
+    /// The list of every document, prepared.
+    #[must_use]
+    pub fn list(&self) -> &Answer {
+        &self.list
     }
 
     /// All documents, sorted by slug.
     pub fn iter(&self) -> impl Iterator<Item = &Doc> {
-        self.docs.values()
+        self.entries.iter().map(|e| &e.doc)
     }
 
     /// Documents whose title or content contains `query`, ignoring case,
     /// sorted by slug.
     pub fn search(&self, query: &str) -> impl Iterator<Item = &Doc> {
         let needle = Needle::new(query);
-        self.docs.values().filter(move |d| d.matches(&needle))
+        self.iter().filter(move |d| d.matches(&needle))
+    }
+
+    /// Like [`DocStore::search`], as positions in the store, but it gives up
+    /// between two documents once `deadline` has passed or `cancelled` is
+    /// set: a search costs at most one document past either.
+    ///
+    /// # Errors
+    /// Why it stopped early.
+    pub fn search_until(
+        &self,
+        query: &str,
+        deadline: Instant,
+        cancelled: &AtomicBool,
+    ) -> Result<Vec<u32>, SearchStopped> {
+        let needle = Needle::new(query);
+        let mut hits = Vec::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(SearchStopped::Cancelled);
+            }
+            if Instant::now() >= deadline {
+                return Err(SearchStopped::Deadline);
+            }
+            if entry.doc.matches(&needle) {
+                // DOCS_MAX_COUNT is at most a million.
+                hits.push(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        Ok(hits)
+    }
+
+    /// The list element (`{"slug":…,"title":…}`) of the document at
+    /// `index`, as [`DocStore::search_until`] returns it.
+    #[must_use]
+    pub fn summary(&self, index: u32) -> Option<&Bytes> {
+        self.entries.get(index as usize).map(|e| &e.summary)
     }
 }
 
@@ -340,10 +596,11 @@ fn check_doc(root: &Path, path: &Path) -> Result<(PathBuf, u64), String> {
     Ok((real, meta.len()))
 }
 
-fn read_doc(real: &Path) -> Result<String, String> {
+fn read_doc(real: &Path, len: u64) -> Result<String, String> {
     let file = fs::File::open(real).map_err(|e| format!("cannot read file ({e})"))?;
-    // Read one byte past the limit to notice a file that grew meanwhile.
-    let mut bytes = Vec::new();
+    // Read one byte past the limit to notice a file that grew meanwhile;
+    // sized up front, so the buffer is not grown (and copied) on the way.
+    let mut bytes = Vec::with_capacity(usize::try_from(len + 1).unwrap_or(0));
     file.take(MAX_DOC_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read file ({e})"))?;
@@ -380,7 +637,17 @@ pub fn extract_title(content: &str) -> Option<String> {
     }
     // Optional closing sequence: `# Title ##`.
     let title = rest.trim().trim_end_matches('#').trim_end();
-    (!title.is_empty()).then(|| title.to_owned())
+    (!title.is_empty()).then(|| cap_title(title))
+}
+
+/// At most [`MAX_TITLE_CHARS`] characters, the last one `…` when cut.
+fn cap_title(title: &str) -> String {
+    match title.char_indices().nth(MAX_TITLE_CHARS - 1) {
+        Some((cut, _)) if title[cut..].chars().nth(1).is_some() => {
+            format!("{}…", &title[..cut])
+        }
+        _ => title.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -441,6 +708,16 @@ mod tests {
         assert_eq!(extract_title("## Second level"), None);
         assert_eq!(extract_title("#NoSpace"), None);
         assert_eq!(extract_title("#   \nbody"), None);
+    }
+
+    #[test]
+    fn long_titles_are_capped() {
+        let exact = "é".repeat(MAX_TITLE_CHARS);
+        assert_eq!(extract_title(&format!("# {exact}\n")), Some(exact.clone()));
+        let long = format!("# {}\nbody", "é".repeat(1024 * 1024 / 2));
+        let title = extract_title(&long).unwrap();
+        assert_eq!(title.chars().count(), MAX_TITLE_CHARS);
+        assert!(title.ends_with("é…"), "{title}");
     }
 
     #[test]
@@ -507,6 +784,123 @@ mod tests {
         assert!(find_chars_ci("aaab", &['a', 'a', 'b']));
         assert!(find_chars_ci("abababc", &['a', 'b', 'a', 'b', 'c']));
         assert!(!find_chars_ci("ababab", &['a', 'b', 'a', 'b', 'c']));
+    }
+
+    #[test]
+    fn answers_are_prepared_json_with_strong_etags() {
+        let s = store();
+        let answer = s.answer("b-config").unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "slug": "b-config",
+                "title": "Configuration",
+                "content": "# Configuration\nSet PORT to change the port.",
+            })
+        );
+        let list: serde_json::Value = serde_json::from_slice(&s.list().body).unwrap();
+        assert_eq!(
+            list,
+            serde_json::json!([
+                {"slug": "a-intro", "title": "Getting Started"},
+                {"slug": "b-config", "title": "Configuration"},
+                {"slug": "c-ops", "title": "Operations"},
+            ])
+        );
+        assert_eq!(
+            s.summary(1).unwrap(),
+            &br#"{"slug":"b-config","title":"Configuration"}"#[..]
+        );
+        assert!(s.summary(3).is_none());
+        // Strong (no W/), quoted, and a function of the bytes alone.
+        let etag = answer.etag.to_str().unwrap();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+        assert_eq!(store().answer("b-config").unwrap().etag, answer.etag);
+        assert_ne!(s.answer("a-intro").unwrap().etag, answer.etag);
+        assert_ne!(s.list().etag, answer.etag);
+        // The text once, the answer, the list element and the list.
+        let expected: usize = s
+            .iter()
+            .map(|d| d.slug.len() + d.title.len() + d.content.len())
+            .sum::<usize>()
+            + ["a-intro", "b-config", "c-ops"]
+                .iter()
+                .map(|slug| s.answer(slug).unwrap().body.len())
+                .sum::<usize>()
+            + (0..3).map(|i| s.summary(i).unwrap().len()).sum::<usize>()
+            + s.list().body.len();
+        assert_eq!(s.held_bytes(), expected as u64);
+    }
+
+    #[test]
+    fn if_none_match_compares_entity_tags() {
+        let s = store();
+        let answer = s.answer("a-intro").unwrap();
+        let tag = answer.etag.to_str().unwrap().to_owned();
+        let header = |v: &str| HeaderValue::from_str(v).unwrap();
+        for hit in [
+            tag.clone(),
+            format!("W/{tag}"),
+            "*".to_owned(),
+            format!("\"nope\", {tag}"),
+            format!("\"nope\",{tag} ,\"other\""),
+        ] {
+            assert!(answer.matches_if_none_match(&header(&hit)), "{hit}");
+        }
+        for miss in [
+            "\"nope\"".to_owned(),
+            tag.trim_matches('"').to_owned(),
+            format!("{tag}x"),
+            String::new(),
+        ] {
+            assert!(!answer.matches_if_none_match(&header(&miss)), "{miss}");
+        }
+    }
+
+    #[test]
+    fn a_search_stops_at_its_deadline_or_when_cancelled() {
+        let s = store();
+        let go = AtomicBool::new(false);
+        let later = Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(s.search_until("the", later, &go), Ok(vec![0, 1]));
+        assert_eq!(
+            s.search_until("the", Instant::now(), &go),
+            Err(SearchStopped::Deadline)
+        );
+        let stop = AtomicBool::new(true);
+        assert_eq!(
+            s.search_until("the", later, &stop),
+            Err(SearchStopped::Cancelled)
+        );
+    }
+
+    #[test]
+    fn memory_for_the_answers_counts_against_the_limit() {
+        let dir = std::env::temp_dir().join(format!("doc-server-docs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // 10 kB of a control character: 60 kB of JSON answer.
+        fs::write(dir.join("ctl.md"), "\u{1}".repeat(10_000)).unwrap();
+        let limits = |max_bytes| DocsLimits {
+            max_bytes,
+            max_count: 10,
+        };
+        let err = DocStore::load_within(&dir, limits(19_999)).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "holds 10000 bytes (0.0 MiB) of documents, which take at least 20000 bytes"
+            ),
+            "{err}"
+        );
+        let err = DocStore::load_within(&dir, limits(50_000)).unwrap_err();
+        let LoadError::TooLarge { held, at_least, .. } = err else {
+            panic!("{err}")
+        };
+        assert!(!at_least);
+        assert!(held > 70_000, "{held}");
+        let (store, _) = DocStore::load_within(&dir, limits(200_000)).unwrap();
+        assert!(store.held_bytes() > 70_000 && store.held_bytes() < 200_000);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -13,10 +13,12 @@ pub mod docs;
 pub mod metrics;
 pub mod server;
 
-pub use config::{Config, ConfigError, DocsLimits, Limits};
-pub use conn::{ServeConfig, ServeOutcome, serve};
-pub use docs::{Doc, DocStore, LoadError};
-pub use server::{AppState, Phase, SERVICE_NAME, app, routes, with_middleware};
+pub use config::{Config, ConfigError, DocsLimits, Limits, SearchLimits};
+pub use conn::{CutOff, DrainEnd, ServeConfig, ServeOutcome, serve, serve_admin};
+pub use docs::{Answer, Doc, DocStore, LoadError};
+pub use server::{
+    AppState, Phase, SERVICE_NAME, admin_app, admin_routes, app, routes, with_middleware,
+};
 
 use std::fmt::Display;
 use std::io::Write;

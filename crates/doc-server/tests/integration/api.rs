@@ -1,7 +1,7 @@
 //! Endpoint behaviour, driven in-process through the router.
 
 use axum::http::StatusCode;
-use doc_server::{AppState, DocStore, app};
+use doc_server::{AppState, DocStore, admin_app, app};
 use serde_json::json;
 
 use crate::common::{SECRET, fixture, get, load_state};
@@ -216,9 +216,10 @@ async fn search_without_term_is_400() {
 
 #[tokio::test]
 async fn metrics_count_by_route_template() {
-    let (_tmp, _, router) = ready_app();
+    let (_tmp, state, router) = ready_app();
+    let admin = admin_app(state);
 
-    let before = get(&router, "/metrics").await;
+    let before = get(&admin, "/metrics").await;
     assert_eq!(before.status, StatusCode::OK);
     assert!(
         before.headers["content-type"]
@@ -251,7 +252,7 @@ async fn metrics_count_by_route_template() {
     get(&router, "/some/random/path").await;
     get(&router, "/another/random/path").await;
 
-    let after = get(&router, "/metrics").await.body;
+    let after = get(&admin, "/metrics").await.body;
     for line in [
         "doc_server_http_requests_total{route=\"/api/docs/{slug}\",status=\"200\"} 2",
         "doc_server_http_requests_total{route=\"/api/docs/{slug}\",status=\"404\"} 1",
@@ -266,13 +267,91 @@ async fn metrics_count_by_route_template() {
 }
 
 #[tokio::test]
-async fn wrong_method_is_405_and_counted() {
+async fn wrong_method_is_json_405_and_counted() {
+    let (_tmp, state, router) = ready_app();
+    for (method, path) in [
+        ("POST", "/api/docs"),
+        ("DELETE", "/api/docs/alpha"),
+        ("PUT", "/api/search?q=x"),
+        ("POST", "/health/live"),
+    ] {
+        let reply = crate::common::call(&router, method, path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(reply.headers["content-type"], "application/json");
+        assert_eq!(reply.headers["allow"], "GET,HEAD");
+        assert_eq!(
+            reply.json(),
+            json!({"error": "method not allowed; use GET"})
+        );
+    }
+    let options = crate::common::call(&router, "OPTIONS", "/api/docs").await;
+    assert_eq!(options.status, StatusCode::OK);
+    assert_eq!(options.headers["content-type"], "application/json");
+    assert_eq!(options.headers["allow"], "GET,HEAD");
+    assert_eq!(options.json(), json!({"allow": ["GET", "HEAD"]}));
+    // HEAD is GET without the body.
+    let head = crate::common::call(&router, "HEAD", "/api/docs/alpha").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.body, "");
+    let metrics = get(&admin_app(state), "/metrics").await.body;
+    for line in [
+        "doc_server_http_requests_total{route=\"/api/docs\",status=\"405\"} 1",
+        "doc_server_http_requests_total{route=\"/api/docs\",status=\"200\"} 1",
+        "doc_server_http_requests_total{route=\"/health/live\",status=\"405\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_served_by_the_admin_router_only() {
+    let (_tmp, state, router) = ready_app();
+    assert_eq!(get(&router, "/metrics").await.status, StatusCode::NOT_FOUND);
+    let admin = admin_app(state);
+    assert_eq!(get(&admin, "/metrics").await.status, StatusCode::OK);
+    assert_eq!(get(&admin, "/health/live").await.status, StatusCode::OK);
+    assert_eq!(get(&admin, "/health/ready").await.status, StatusCode::OK);
+    assert_eq!(get(&admin, "/api/docs").await.status, StatusCode::NOT_FOUND);
+    // The public router keeps /health/* for load balancers on the service port.
+    assert_eq!(get(&router, "/health/ready").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn documents_and_the_list_carry_an_etag_and_answer_304_to_it() {
     let (_tmp, _, router) = ready_app();
-    let reply = crate::common::call(&router, "POST", "/api/docs").await;
-    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
-    let metrics = get(&router, "/metrics").await.body;
-    assert!(
-        metrics.contains("doc_server_http_requests_total{route=\"/api/docs\",status=\"405\"} 1"),
-        "{metrics}"
-    );
+    for path in ["/api/docs/alpha", "/api/docs"] {
+        let first = get(&router, path).await;
+        assert_eq!(first.status, StatusCode::OK);
+        let etag = first.headers["etag"].to_str().unwrap().to_owned();
+        assert!(etag.starts_with('"') && !etag.starts_with("W/"), "{etag}");
+        assert_eq!(
+            get(&router, path).await.headers["etag"],
+            etag.as_str(),
+            "stable"
+        );
+        for (inm, status) in [
+            (etag.clone(), StatusCode::NOT_MODIFIED),
+            (format!("W/{etag}"), StatusCode::NOT_MODIFIED),
+            (format!("\"other\", {etag}"), StatusCode::NOT_MODIFIED),
+            ("*".to_owned(), StatusCode::NOT_MODIFIED),
+            ("\"other\"".to_owned(), StatusCode::OK),
+        ] {
+            let reply =
+                crate::common::call_with(&router, "GET", path, &[("if-none-match", &inm)]).await;
+            assert_eq!(reply.status, status, "{path} If-None-Match: {inm}");
+            assert_eq!(reply.headers["etag"], etag.as_str());
+            if status == StatusCode::NOT_MODIFIED {
+                assert_eq!(reply.body, "", "a 304 has no body");
+            } else {
+                assert_eq!(reply.body, first.body);
+            }
+        }
+    }
+    let alpha = get(&router, "/api/docs/alpha").await.headers["etag"].clone();
+    let beta = get(&router, "/api/docs/beta-guide").await.headers["etag"].clone();
+    assert_ne!(alpha, beta);
 }

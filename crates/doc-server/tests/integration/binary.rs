@@ -21,6 +21,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Two distinct free ports (both held while the second is asked for).
+pub fn free_ports() -> (u16, u16) {
+    let a = TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
 /// The binary with a clean environment, so the host's variables never leak
 /// into what is being tested.
 pub fn command(envs: &[(&str, &str)]) -> Command {
@@ -82,7 +92,10 @@ fn wait_exit(mut child: Child, limit: Duration) -> Finished {
 /// A running server process, killed on drop if a test fails midway.
 pub struct ServerProcess {
     child: Option<Child>,
+    /// `PORT`: the API.
     pub addr: SocketAddr,
+    /// `ADMIN_PORT`: `/health/*` and `/metrics`.
+    pub admin: SocketAddr,
 }
 
 impl ServerProcess {
@@ -90,13 +103,14 @@ impl ServerProcess {
         Self::start_with(docs, [127, 0, 0, 1].into(), &[])
     }
 
-    /// Starts the binary on `ip` and a free port, with `extra` variables
-    /// over the defaults below, and waits until it is ready.
+    /// Starts the binary on `ip` and two free ports, with `extra` variables
+    /// over the defaults below, and waits until its admin port says ready.
     pub fn start_with(docs: &Path, ip: IpAddr, extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let (port_s, ip_s) = (port.to_string(), ip.to_string());
+        let (port, admin_port) = free_ports();
+        let (port_s, admin_s, ip_s) = (port.to_string(), admin_port.to_string(), ip.to_string());
         let mut envs = vec![
             ("PORT", port_s.as_str()),
+            ("ADMIN_PORT", admin_s.as_str()),
             ("BIND_ADDR", ip_s.as_str()),
             ("DOCS_DIR", docs.to_str().unwrap()),
             ("SHUTDOWN_TIMEOUT_SECS", "5"),
@@ -107,13 +121,16 @@ impl ServerProcess {
         let mut server = Self {
             child: Some(child),
             addr: SocketAddr::new(ip, port),
+            admin: SocketAddr::new(ip, admin_port),
         };
-        let addr = server.addr;
+        let admin = server.admin;
         let child = server.child.as_mut().unwrap();
-        let ready = wait_until(Duration::from_secs(10), || {
-            is_ready(addr) || child.try_wait().unwrap().is_some()
+        // Generous: a debug build on a busy machine takes seconds to load
+        // and prepare a 50 MB tree.
+        let ready = wait_until(Duration::from_secs(60), || {
+            is_ready(admin) || child.try_wait().unwrap().is_some()
         });
-        if !is_ready(addr) {
+        if !is_ready(admin) {
             let out = wait_exit(server.child.take().unwrap(), Duration::from_secs(1));
             panic!(
                 "server not ready (polled: {ready}); stderr:\n{}",
@@ -126,6 +143,28 @@ impl ServerProcess {
     /// Whether the process has exited, without waiting.
     pub fn has_exited(&mut self) -> bool {
         self.child.as_mut().unwrap().try_wait().unwrap().is_some()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// The process's resident memory now and at its peak (`VmRSS`,
+    /// `VmHWM`), in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().strip_suffix(" kB"))
+                .unwrap_or_else(|| panic!("no {key} in {status}"))
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+                * 1024
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -197,11 +236,15 @@ fn sigint_drains_and_exits_zero() {
 fn health_check_passes_against_running_server() {
     let (_tmp, docs) = fixture();
     let server = ServerProcess::start(&docs);
-    let port = server.addr.port().to_string();
-    // DOCS_DIR is deliberately bogus: the probe runs in the same container
-    // but must not depend on it.
-    let out =
-        run(command(&[("PORT", &port), ("DOCS_DIR", "/does/not/exist")]).arg("--health-check"));
+    let admin = server.admin.port().to_string();
+    // DOCS_DIR and PORT are deliberately bogus: the probe runs in the same
+    // container but depends on ADMIN_PORT alone.
+    let out = run(command(&[
+        ("ADMIN_PORT", &admin),
+        ("PORT", "nonsense"),
+        ("DOCS_DIR", "/does/not/exist"),
+    ])
+    .arg("--health-check"));
     assert_eq!(out.status.code(), Some(0), "stderr:\n{}", out.stderr);
     assert_eq!(out.stderr, "");
     server.signal(libc::SIGTERM);
@@ -212,7 +255,7 @@ fn health_check_passes_against_running_server() {
 fn health_check_fails_when_nothing_listens() {
     let port = free_port().to_string();
     let started = Instant::now();
-    let out = run(command(&[("PORT", &port)]).arg("--health-check"));
+    let out = run(command(&[("ADMIN_PORT", &port)]).arg("--health-check"));
     assert_eq!(out.status.code(), Some(1));
     assert_one_line(&out.stderr);
     assert!(
@@ -225,11 +268,11 @@ fn health_check_fails_when_nothing_listens() {
 
 #[test]
 fn health_check_with_bad_port_exits_one() {
-    let out = run(command(&[("PORT", "abc")]).arg("--health-check"));
+    let out = run(command(&[("ADMIN_PORT", "abc")]).arg("--health-check"));
     // Never 2: Docker reserves that exit code for health checks.
     assert_eq!(out.status.code(), Some(1));
     assert_one_line(&out.stderr);
-    assert!(out.stderr.contains(r#"PORT="abc""#), "{}", out.stderr);
+    assert!(out.stderr.contains(r#"ADMIN_PORT="abc""#), "{}", out.stderr);
 }
 
 #[test]
@@ -267,6 +310,18 @@ fn bad_config_exits_two_with_one_line() {
             "doc-server: SHUTDOWN_TIMEOUT_SECS=\"soon\" is not a whole number of seconds (1-3600)\n",
         ),
         (
+            &[("ADMIN_PORT", "8080"), ("DOCS_DIR", docs)],
+            "doc-server: ADMIN_PORT=\"8080\" is also PORT; the admin listener needs a port of its own\n",
+        ),
+        (
+            &[("ADMIN_PORT", "65536"), ("DOCS_DIR", docs)],
+            "doc-server: ADMIN_PORT=\"65536\" is not a port number (1-65535)\n",
+        ),
+        (
+            &[("DOCS_DIR", docs), ("SEARCH_CONCURRENCY", "0")],
+            "doc-server: SEARCH_CONCURRENCY=\"0\" is not a whole number (1-64)\n",
+        ),
+        (
             &[("DOCS_DIR", docs), ("BIND_ADDR", "localhost")],
             "doc-server: BIND_ADDR=\"localhost\" is not an IP address (e.g. 0.0.0.0, 127.0.0.1 or ::)\n",
         ),
@@ -299,18 +354,29 @@ fn port_in_use_exits_one_with_one_line() {
     let (_tmp, docs) = fixture();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = run(&mut command(&[
-        ("PORT", &port),
-        ("BIND_ADDR", "127.0.0.1"),
-        ("DOCS_DIR", docs.to_str().unwrap()),
-    ]));
-    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
-    let last = out.stderr.lines().last().unwrap();
-    assert!(
-        last.starts_with("doc-server: cannot listen on 127.0.0.1:"),
-        "{}",
-        out.stderr
-    );
+    let free = free_port().to_string();
+    for (public, admin, expected) in [
+        (
+            &port,
+            &free,
+            format!("doc-server: cannot listen on 127.0.0.1:{port}: "),
+        ),
+        (
+            &free,
+            &port,
+            format!("doc-server: cannot listen on 127.0.0.1:{port} (ADMIN_PORT): "),
+        ),
+    ] {
+        let out = run(&mut command(&[
+            ("PORT", public),
+            ("ADMIN_PORT", admin),
+            ("BIND_ADDR", "127.0.0.1"),
+            ("DOCS_DIR", docs.to_str().unwrap()),
+        ]));
+        assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+        let last = out.stderr.lines().last().unwrap();
+        assert!(last.starts_with(&expected), "{}", out.stderr);
+    }
 }
 
 #[test]

@@ -93,11 +93,21 @@ impl Reply {
 
 /// Runs one request through the router in-process.
 pub async fn call(router: &Router, method: &str, uri: &str) -> Reply {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::empty())
-        .unwrap();
+    call_with(router, method, uri, &[]).await
+}
+
+/// Runs one request with extra headers through the router in-process.
+pub async fn call_with(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Body::empty()).unwrap();
     let resp = router.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();

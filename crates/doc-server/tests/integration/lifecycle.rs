@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get as get_route;
 use doc_server::{
-    AppState, Limits, Phase, ServeConfig, ServeOutcome, app, routes, serve, with_middleware,
+    AppState, CutOff, DrainEnd, Limits, Phase, ServeConfig, ServeOutcome, admin_app, app, routes,
+    serve, with_middleware,
 };
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -22,6 +23,7 @@ struct Running {
     addr: SocketAddr,
     state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
+    stop_now: Option<oneshot::Sender<()>>,
     handle: JoinHandle<io::Result<ServeOutcome>>,
     _docs: TempDir,
 }
@@ -36,12 +38,19 @@ impl Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let (now_tx, now_rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(serve(
             listener,
             router,
             state.clone(),
             async {
                 let _ = rx.await;
+            },
+            async {
+                // Only a send ends the drain early, not a dropped sender.
+                if now_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             },
             ServeConfig {
                 limits: Limits::default(),
@@ -58,6 +67,7 @@ impl Running {
             addr,
             state,
             shutdown: Some(tx),
+            stop_now: Some(now_tx),
             handle,
             _docs: tmp,
         }
@@ -65,6 +75,11 @@ impl Running {
 
     fn trigger_shutdown(&mut self) {
         self.shutdown.take().unwrap().send(()).unwrap();
+    }
+
+    /// A second signal: the drain ends at once.
+    fn stop_now(&mut self) {
+        self.stop_now.take().unwrap().send(()).unwrap();
     }
 
     async fn finish(self, limit: Duration) -> ServeOutcome {
@@ -202,11 +217,43 @@ async fn drain_timeout_is_reported() {
     server.trigger_shutdown();
     assert_eq!(
         server.finish(Duration::from_secs(3)).await,
-        ServeOutcome::DrainTimedOut { cut_off: 1 }
+        ServeOutcome::CutOff(CutOff {
+            by_request_timeout: 0,
+            at_end: 1,
+            ended: DrainEnd::Deadline
+        })
     );
     let waited = shutdown_at.elapsed();
     assert!(waited >= Duration::from_millis(200), "{waited:?}");
     assert!(waited < Duration::from_secs(2), "{waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_ends_the_drain_at_once() {
+    let started = Arc::new(Notify::new());
+    let never_released = Arc::new(Notify::new());
+    let mut server = Running::start(
+        slow_route(started.clone(), never_released),
+        Duration::from_secs(600),
+    )
+    .await;
+    let addr = server.addr;
+    let _stuck = tokio::spawn(http_get(addr, "/test/slow"));
+    started.notified().await;
+
+    server.trigger_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped_at = Instant::now();
+    server.stop_now();
+    assert_eq!(
+        server.finish(Duration::from_secs(3)).await,
+        ServeOutcome::CutOff(CutOff {
+            by_request_timeout: 0,
+            at_end: 1,
+            ended: DrainEnd::Signal
+        })
+    );
+    assert!(stopped_at.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +277,8 @@ async fn handler_panic_is_500_and_server_keeps_serving() {
     let again = http_get(addr, "/test/panic").await.unwrap();
     assert_eq!(again.status, 500);
 
-    let metrics = http_get(addr, "/metrics").await.unwrap().body;
+    // Scraped the way the admin listener serves it, on the same state.
+    let metrics = get(&admin_app(server.state.clone()), "/metrics").await.body;
     assert!(
         metrics.contains("doc_server_http_requests_total{route=\"/test/panic\",status=\"500\"} 2"),
         "{metrics}"

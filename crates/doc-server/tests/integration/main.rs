@@ -4,4 +4,6 @@ mod abuse;
 mod api;
 mod binary;
 mod common;
+mod http;
 mod lifecycle;
+mod pressure;
