@@ -85,7 +85,7 @@ fn print_stdout(text: &str) {
 }
 
 /// Container `HEALTHCHECK` entry point. Exit codes are only ever 0 or 1:
-/// Docker reserves 2 for health checks, so even a bad `PORT` reports 1.
+/// Docker reserves 2 for health checks, so even a bad `ADMIN_PORT` reports 1.
 ///
 /// It dials the admin listener (`BIND_ADDR`, `ADMIN_PORT`; the loopback
 /// address for a wildcard bind), which a flood of the public port cannot

@@ -250,15 +250,31 @@ fn find_chars_ci(text: &str, needle: &[char]) -> bool {
         fail[i] = k;
     }
     let mut matched = 0;
-    for c in text.chars().flat_map(char::to_lowercase) {
+    let mut step = |c: char| {
         while matched > 0 && c != needle[matched] {
             matched = fail[matched - 1];
         }
         if c == needle[matched] {
             matched += 1;
-            if matched == needle.len() {
+        }
+        matched == needle.len()
+    };
+    // Documents are mostly ASCII: those bytes are folded as bytes, and only
+    // the other characters are decoded and folded in full.
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(&b) = bytes.get(at) {
+        if b.is_ascii() {
+            if step(char::from(b.to_ascii_lowercase())) {
                 return true;
             }
+            at += 1;
+        } else {
+            let c = text[at..].chars().next().unwrap_or_default();
+            if c.to_lowercase().any(&mut step) {
+                return true;
+            }
+            at += c.len_utf8().max(1);
         }
     }
     false
@@ -773,6 +789,16 @@ mod tests {
         // searched char by char even for an ASCII term.
         assert_eq!(slugs(s.search("300 k")), ["kelvin"]);
         assert_eq!(slugs(s.search("blau")), ["german"]);
+        // Non-ASCII terms in mostly ASCII text, across the two kinds of
+        // characters, and a partial match that must fall back.
+        let mixed = DocStore::from_docs([Doc::new(
+            "mixed".into(),
+            "# Notes\nDie ÜBERPRÜFUNG der Sonden: überprüft, dann grüüün.".into(),
+        )]);
+        assert_eq!(slugs(mixed.search("die überprüfung")), ["mixed"]);
+        assert_eq!(slugs(mixed.search("ÜBERPRÜFT, DANN")), ["mixed"]);
+        assert_eq!(slugs(mixed.search("ÜÜN.")), ["mixed"]);
+        assert_eq!(slugs(mixed.search("überprüfungen")), Vec::<&str>::new());
     }
 
     #[test]

@@ -195,6 +195,38 @@ async fn search_matches_title_and_content_case_insensitively() {
 }
 
 #[tokio::test]
+async fn a_search_answer_of_many_frames_is_the_list_of_its_hits() {
+    // About 60 bytes a hit: 2000 hits span several 16 KiB frames.
+    let docs = (0..2000).map(|i| {
+        doc_server::Doc::new(
+            format!("doc-{i:04}"),
+            format!(
+                "# Title {i}\n{}",
+                if i % 3 == 0 { "common" } else { "rare" }
+            ),
+        )
+    });
+    let state = AppState::new(DocStore::from_docs(docs));
+    state.mark_ready();
+    let router = app(state);
+    let reply = get(&router, "/api/search?q=COMMON").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(
+        reply.headers["content-length"].to_str().unwrap(),
+        reply.body.len().to_string()
+    );
+    let expected: Vec<serde_json::Value> = (0..2000)
+        .filter(|i| i % 3 == 0)
+        .map(|i| json!({"slug": format!("doc-{i:04}"), "title": format!("Title {i}")}))
+        .collect();
+    assert_eq!(reply.json(), serde_json::Value::Array(expected));
+    let none = get(&router, "/api/search?q=absent").await;
+    assert_eq!(none.body, "[]");
+    assert_eq!(none.headers["content-length"], "2");
+}
+
+#[tokio::test]
 async fn search_without_term_is_400() {
     let (_tmp, _, router) = ready_app();
     for uri in [
