@@ -3,17 +3,19 @@
  * only. oha (pinned, built from crates.io once per machine) measures
  * throughput and p50/p99 (median of 3 runs of 20,000 requests) for one
  * document and for a search, first on a calm
- * server, then while 200 slow-header connections are open; then the peak
- * RSS with a 50 MB doc tree. Figures go to `reports/bench-server.json` and
- * the log; a clear regression against `.ci/bench-server-baseline.json`
- * (or a missed target) fails the run. `--update-baseline` writes the
- * baseline from this run instead.
+ * server, then while 200 slow-header connections are open; then the admin
+ * port's probes beside the public port's while the public port is flooded
+ * and while 16 searches saturate the CPU; then the peak RSS with a 50 MB
+ * doc tree and with documents at DOCS_MAX_BYTES read by 256 slow readers.
+ * Figures go to `reports/bench-server.json` and the log; a clear regression
+ * against `.ci/bench-server-baseline.json` (or a missed target) fails the
+ * run. `--update-baseline` writes the baseline from this run instead.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { checkServerTargets, compareServerBaseline, medianFigures, mib, openSlowHeaderClients, peakRssBytes, readServerBaseline, runOha, serverBaselineFrom, startServer, writeDocTree, type RunningServer, type ServerBench } from '../lib/bench/server.ts'
+import { checkServerTargets, compareServerBaseline, floodPublicPort, medianFigures, mib, openFullHeads, openSlowHeaderClients, openSlowReaders, peakRssBytes, peakRssWhile, probesDuring, readServerBaseline, runOha, sequence, serverBaselineFrom, withServer, writeDocTree, writeDocsAtLimit, type LoadFigures, type Port, type RunningServer, type ServerBench } from '../lib/bench/server.ts'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
@@ -42,32 +44,26 @@ const REPEATS = 3
 const ENDPOINTS = ['/api/docs/getting-started', '/api/search?q=health']
 /** Long enough that the slow-header clients outlive the measurement: their cost is what is measured. */
 const SERVER_ENV = { HEADER_READ_TIMEOUT_SECS: '120' }
+/** Every public slot (MAX_CONNECTIONS 256) taken, and new connections arriving 50 times a second. */
+const FLOOD = { idle: 200, halfSent: 56, everyMs: 20 }
+const PROBE_SECONDS = 6
+/** Not in any document and not ASCII: every search reads the whole tree on its slowest path. */
+const HARD_SEARCH = '/api/search?q=%C3%BCberpr%C3%BCfung'
+
+function record(ctx: Ctx, scenario: string, endpoint: string, port: Port, figures: LoadFigures): string {
+  ctx.bench.runs.push({ scenario, endpoint, port, figures })
+  return `${port} ${endpoint}: p50 ${figures.p50Ms} ms, p99 ${figures.p99Ms} ms, ${figures.ok} ok, ${figures.errors} failed`
+}
 
 async function measure(ctx: Ctx, server: RunningServer, scenario: string, onLine: (l: string) => void): Promise<void> {
   for (const endpoint of ENDPOINTS) {
     const url = `${server.base}${endpoint}`
     await runOha(ctx.oha, url, { ...LOAD, requests: 2_000 })
     const figures = medianFigures(await sequence(REPEATS, () => runOha(ctx.oha, url, LOAD)))
-    ctx.bench.runs.push({ scenario, endpoint, figures })
+    ctx.bench.runs.push({ scenario, endpoint, port: 'public', figures })
     onLine(`${endpoint}: ${figures.rps} req/s, p50 ${figures.p50Ms} ms, p99 ${figures.p99Ms} ms, ${figures.errors} errors`)
   }
   ctx.bench.peakRss.push({ scenario, bytes: peakRssBytes(server.proc.pid!) })
-}
-
-async function sequence<T>(n: number, fn: () => Promise<T>): Promise<T[]> {
-  const out: T[] = []
-  for (let i = 0; i < n; i++) out.push(await fn())
-  return out
-}
-
-async function withServer(ctx: Ctx, docs: string, env: Record<string, string>, fn: (s: RunningServer) => Promise<void>): Promise<void> {
-  const server = await startServer(ctx.bin, docs, env)
-  try {
-    await fn(server)
-  } finally {
-    const code = await server.stop()
-    if (code !== 0) throw new PipelineError(`bench-server: doc-server exited ${code} on SIGTERM: ${server.stderr().trim().split('\n').at(-1) ?? ''}`)
-  }
 }
 
 export function benchServerTasks(updateBaseline = process.argv.includes('--update-baseline')): ListrTask<Ctx>[] {
@@ -86,7 +82,7 @@ export function benchServerTasks(updateBaseline = process.argv.includes('--updat
       title: `calm, then with ${SLOW_CLIENTS} slow-header connections open`,
       task: async (ctx, task) => {
         const onLine = (l: string) => (task.output = l)
-        await withServer(ctx, DOCS, SERVER_ENV, async (server) => {
+        await withServer(ctx.bin, DOCS, SERVER_ENV, async (server) => {
           await measure(ctx, server, 'calm', onLine)
           const slow = await openSlowHeaderClients(server.port, SLOW_CLIENTS)
           try {
@@ -100,19 +96,59 @@ export function benchServerTasks(updateBaseline = process.argv.includes('--updat
       },
     },
     {
-      title: `peak RSS with a ${TREE_BYTES / 1e6} MB doc tree`,
+      title: `flood of the public port (${FLOOD.idle} idle keep-alive, ${FLOOD.halfSent} half-sent heads, 50 new a second): probes on both ports`,
+      task: async (ctx, task) => {
+        await withServer(ctx.bin, DOCS, {}, async (server) => {
+          const flood = await floodPublicPort(server.port, FLOOD)
+          try {
+            const { probes } = await probesDuring(ctx.oha, [`${server.adminBase}/health/live`, `${server.base}/health/live`], PROBE_SECONDS)
+            task.output = [record(ctx, 'flood', '/health/live', 'admin', probes[0]!), record(ctx, 'flood', '/health/live', 'public', probes[1]!)].join('; ')
+          } finally {
+            flood.close()
+          }
+        })
+      },
+    },
+    {
+      title: `a ${TREE_BYTES / 1e6} MB doc tree: peak RSS, then 16 searches saturating the CPU beside probes on both ports`,
       task: async (ctx, task) => {
         const dir = mkdtempSync(join(tmpdir(), 'bench-server-docs-'))
         try {
           ctx.bench.docTreeBytes = writeDocTree(dir, TREE_BYTES)
-          const env = { ...SERVER_ENV, DOCS_MAX_BYTES: String(64 * 1024 * 1024) }
-          await withServer(ctx, dir, env, async (server) => {
+          // Held twice (text and prepared answers): about 100 MB.
+          const env = { ...SERVER_ENV, DOCS_MAX_BYTES: String(128 * 1024 * 1024) }
+          await withServer(ctx.bin, dir, env, async (server) => {
             ctx.bench.peakRss.push({ scenario: 'doc-tree-50MB-loaded', bytes: peakRssBytes(server.proc.pid!) })
             await runOha(ctx.oha, `${server.base}/api/docs/doc-000`, { requests: 400, concurrency: 8 })
             await runOha(ctx.oha, `${server.base}/api/search?q=rollout%20memory`, { requests: 40, concurrency: 4 })
             ctx.bench.peakRss.push({ scenario: 'doc-tree-50MB-under-load', bytes: peakRssBytes(server.proc.pid!) })
-            task.output = `loaded ${mib(ctx.bench.peakRss.at(-2)!.bytes)}, under load ${mib(ctx.bench.peakRss.at(-1)!.bytes)}`
+            const { probes, load } = await probesDuring(ctx.oha, [`${server.adminBase}/health/live`, `${server.base}/health/live`], PROBE_SECONDS, () =>
+              runOha(ctx.oha, `${server.base}${HARD_SEARCH}`, { seconds: PROBE_SECONDS + 2, concurrency: 16 }))
+            task.output = [
+              record(ctx, 'search-saturation', '/health/live', 'admin', probes[0]!),
+              record(ctx, 'search-saturation', '/health/live', 'public', probes[1]!),
+              record(ctx, 'search-saturation', HARD_SEARCH, 'public', load!),
+            ].join('; ')
           })
+        } finally {
+          rmSync(dir, { recursive: true, force: true })
+        }
+      },
+    },
+    {
+      title: 'documents at DOCS_MAX_BYTES: peak RSS with 256 slow readers of the largest answer, then 256 full request heads',
+      task: async (ctx, task) => {
+        const dir = mkdtempSync(join(tmpdir(), 'bench-server-limit-'))
+        try {
+          writeDocsAtLimit(dir)
+          for (const [scenario, open] of [
+            ['memory-at-limit-slow-readers', (s: RunningServer) => openSlowReaders(s.port, '/api/docs/ctl-0', 256)],
+            ['memory-at-limit-full-heads', (s: RunningServer) => openFullHeads(s.port, 256, 16_000)],
+          ] as const) {
+            const peak = await peakRssWhile(ctx.bin, dir, SERVER_ENV, open)
+            ctx.bench.peakRss.push({ scenario, bytes: peak.bytes })
+            task.output = `${scenario}: documents hold ${peak.held}, peak RSS ${mib(peak.bytes)} with ${peak.connections} connections`
+          }
         } finally {
           rmSync(dir, { recursive: true, force: true })
         }
@@ -123,9 +159,9 @@ export function benchServerTasks(updateBaseline = process.argv.includes('--updat
       rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: (ctx, task) => {
         const b = ctx.bench
-        const rows = b.runs.map((r) => [r.scenario, r.endpoint, r.figures.rps, r.figures.p50Ms, r.figures.p99Ms, r.figures.errors])
+        const rows = b.runs.map((r) => [r.scenario, r.port ?? 'public', r.endpoint, r.figures.rps, r.figures.p50Ms, r.figures.p99Ms, r.figures.errors])
         const rss = b.peakRss.map((r) => [r.scenario, mib(r.bytes)])
-        task.output = `${markdownTable(['scenario', 'endpoint', 'req/s', 'p50 ms', 'p99 ms', 'errors'], rows)}\n\n${markdownTable(['scenario', 'peak RSS'], rss)}`
+        task.output = `${markdownTable(['scenario', 'port', 'endpoint', 'req/s', 'p50 ms', 'p99 ms', 'errors'], rows)}\n\n${markdownTable(['scenario', 'peak RSS'], rss)}`
         mkdirSync(ctx.config.reportsDir, { recursive: true })
         writeFileSync(join(ctx.config.reportsDir, 'bench-server.json'), `${JSON.stringify({ writtenAt: new Date().toISOString(), ...b }, null, 2)}\n`)
         if (updateBaseline) {

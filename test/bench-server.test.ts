@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { checkServerTargets, compareServerBaseline, medianFigures, parseOha, peakRssBytes, runOha, serverBaselineFrom, writeDocTree, type LoadFigures, type ServerBench } from '../lib/bench/server.ts'
+import { checkServerTargets, compareServerBaseline, heldByDocs, medianFigures, memoryFormulaBytes, ohaArgs, parseOha, peakRssBytes, runOha, serverBaselineFrom, writeDocTree, writeDocsAtLimit, type LoadFigures, type ServerBench } from '../lib/bench/server.ts'
 
 const t = suite('bench-server')
 
@@ -34,6 +34,9 @@ const bench = (over: { rps?: number; p99?: number; slowP99?: number; rss?: numbe
 t('oha JSON becomes milliseconds, throughput and error counts', () => {
   assert.equal(parseOha(OHA_JSON), { requests: 20_000, ok: 19_990, errors: 10, rps: 15_999, p50Ms: 0.812, p99Ms: 3.146 })
   assert.throws(() => parseOha('Summary:\n  Success rate: 100%'), /not JSON/)
+  // A duration-bounded run's last requests, cut by its end, are not failures.
+  const timed = JSON.stringify({ summary: { requestsPerSec: 20 }, latencyPercentiles: { p50: 0.001, p99: 0.002 }, statusCodeDistribution: { '200': 60 }, errorDistribution: { 'aborted due to deadline': 1 } })
+  assert.equal(parseOha(timed), { requests: 60, ok: 60, errors: 0, rps: 20, p50Ms: 1, p99Ms: 2 })
 })
 
 t('several runs summarise as medians, counts as sums', () => {
@@ -61,6 +64,70 @@ t('targets: slow-header p99 within a few times calm, RSS under the dev pod limit
   const b = bench()
   b.runs[0]!.figures.errors = 3
   assert.match(checkServerTargets(b).join('\n'), /3 of 1000 requests failed/)
+})
+
+t('under attack only the admin port must answer, within its target; the public port may refuse', () => {
+  const b = bench()
+  b.runs.push(
+    { scenario: 'flood', endpoint: '/health/live', port: 'admin', figures: figures(20, 3) },
+    { scenario: 'flood', endpoint: '/health/live', port: 'public', figures: figures(0, 0, 120) },
+    { scenario: 'search-saturation', endpoint: '/health/live', port: 'admin', figures: figures(20, 12) },
+    { scenario: 'search-saturation', endpoint: '/api/search?q=%C3%BC', port: 'public', figures: figures(10, 900, 500) },
+  )
+  assert.equal(checkServerTargets(b), [])
+  b.runs[2]!.figures = figures(20, 180, 2)
+  b.runs[4]!.figures = figures(20, 75)
+  const missed = checkServerTargets(b)
+  assert.equal(missed, [
+    'admin /health/live (flood): 2 of 1000 requests failed',
+    'admin /health/live (flood): p99 180 ms, over the 100 ms target',
+    'admin /health/live (search-saturation): p99 75 ms, over the 50 ms target',
+  ])
+})
+
+t('the memory formula is DOCS_MAX_BYTES + 4 MiB + connections x (head + 8 KiB), and a peak over it is flagged', () => {
+  assert.is(memoryFormulaBytes(), 42 * 1024 * 1024)
+  assert.is(memoryFormulaBytes(64 * 1024 * 1024, 100, 8192), 68 * 1024 * 1024 + 100 * 16 * 1024)
+  const b = bench()
+  b.peakRss.push({ scenario: 'memory-at-limit-full-heads', bytes: 41 * 1024 * 1024 }, { scenario: 'memory-at-limit-slow-readers', bytes: 43 * 1024 * 1024 })
+  assert.equal(checkServerTargets(b), ["peak RSS (memory-at-limit-slow-readers) is 43.0 MiB, over the README's formula (42.0 MiB)"])
+})
+
+t('runs on the two ports are compared with their own baseline', () => {
+  const b = bench()
+  b.runs.push({ scenario: 'flood', endpoint: '/health/live', port: 'admin', figures: figures(20, 3) }, { scenario: 'flood', endpoint: '/health/live', port: 'public', figures: figures(20, 900) })
+  const base = serverBaselineFrom(b)
+  assert.equal(base.runs.at(-2), { scenario: 'flood', endpoint: '/health/live', port: 'admin', rps: 20, p99Ms: 3 })
+  b.runs.at(-1)!.figures = figures(20, 3)
+  assert.equal(compareServerBaseline(b, base), [], 'the public run is not judged by the admin one')
+  b.runs.at(-2)!.figures = figures(20, 40)
+  assert.match(compareServerBaseline(b, base).join('\n'), /^admin \/health\/live \(flood\): p99 rose to 40 ms from 3 ms/)
+})
+
+t('oha runs are bounded by a count or a duration, at a rate and on new connections when asked', () => {
+  const url = 'http://127.0.0.1:9/health/live'
+  assert.equal(ohaArgs(url, { requests: 100, concurrency: 4 }), ['--no-tui', '--output-format', 'json', '-n', '100', '-c', '4', '-t', '10s', url])
+  assert.equal(ohaArgs(url, { seconds: 6, concurrency: 1, perSecond: 20, newConnections: true }), ['--no-tui', '--output-format', 'json', '-z', '6s', '-c', '1', '-q', '20', '--disable-keepalive', '-t', '10s', url])
+  assert.throws(() => ohaArgs(url, { concurrency: 1 }), /a request count or a duration/)
+  assert.throws(() => ohaArgs(url, { requests: 1, seconds: 1, concurrency: 1 }), /a request count or a duration/)
+})
+
+t('the start-up line says what the documents hold', () => {
+  assert.is(heldByDocs('doc-server: listening on …, 6 documents loaded from /d (31.7 MiB held with their answers)\n'), '31.7 MiB')
+  assert.is(heldByDocs('doc-server: listening on …'), undefined)
+})
+
+t('documents at the limit: four of 1 MiB of a control character and two of text', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-limit-'))
+  try {
+    writeDocsAtLimit(dir)
+    const files = readdirSync(dir).sort()
+    assert.equal(files, ['ctl-0.md', 'ctl-1.md', 'ctl-2.md', 'ctl-3.md', 'plain-0.md', 'plain-1.md'])
+    assert.is(statSync(join(dir, 'ctl-0.md')).size, 1024 * 1024)
+    assert.ok(statSync(join(dir, 'plain-1.md')).size > 900_000)
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 t('the generated doc tree has the asked size in files under the 1 MiB limit', () => {

@@ -16,10 +16,14 @@ export interface LoadFigures {
   p99Ms: number
 }
 
+/** Which of the server's listeners a run measured: the API, or probes and metrics. */
+export type Port = 'public' | 'admin'
+
 /** What `reports/bench-server.json` holds (plus when it was written). */
 export interface ServerBench {
   oha: string
-  runs: { scenario: string; endpoint: string; figures: LoadFigures }[]
+  /** `port` is `public` when absent (runs recorded before the admin port existed). */
+  runs: { scenario: string; endpoint: string; port?: Port; figures: LoadFigures }[]
   /** Peak RSS (VmHWM) of the server in each scenario, in bytes. */
   peakRss: { scenario: string; bytes: number }[]
   slowHeaderConnections: number
@@ -28,7 +32,7 @@ export interface ServerBench {
 
 /** Figures a later run is compared with, and how much worse it may be before it is a regression. */
 export interface ServerBaseline {
-  runs: { scenario: string; endpoint: string; rps: number; p99Ms: number }[]
+  runs: { scenario: string; endpoint: string; port?: Port; rps: number; p99Ms: number }[]
   peakRss: { scenario: string; bytes: number }[]
   tolerance: { rpsDropPct: number; p99Factor: number; p99SlackMs: number; rssGrowPct: number; rssSlackBytes: number }
 }
@@ -39,8 +43,25 @@ export interface ServerBaseline {
  */
 export const DEFAULT_SERVER_TOLERANCE: ServerBaseline['tolerance'] = { rpsDropPct: 60, p99Factor: 4, p99SlackMs: 5, rssGrowPct: 50, rssSlackBytes: 8 * 1024 * 1024 }
 
-/** The issue's targets: slow-header clients may raise p99 only a few times, and RSS stays under the dev pod's limit. */
-export const SERVER_TARGETS = { slowP99Factor: 5, slowP99SlackMs: 5, devPodMemoryBytes: 64 * 1024 * 1024 } as const
+/**
+ * The targets: slow-header clients may raise p99 only a few times, RSS stays under the dev pod's
+ * limit, and the admin port answers probes fast whatever the public port suffers (a flood of its
+ * connections, searches saturating the CPU).
+ */
+export const SERVER_TARGETS = {
+  slowP99Factor: 5,
+  slowP99SlackMs: 5,
+  devPodMemoryBytes: 64 * 1024 * 1024,
+  adminP99Ms: { flood: 100, 'search-saturation': 50 } as Record<string, number>,
+} as const
+
+/**
+ * The memory a pod needs, as the README states it from the `memory-at-limit` scenario:
+ * DOCS_MAX_BYTES + 4 MiB + MAX_CONNECTIONS x (MAX_HEADER_BYTES + 8 KiB).
+ */
+export function memoryFormulaBytes(docsMaxBytes = 32 * 1024 * 1024, maxConnections = 256, maxHeaderBytes = 16 * 1024): number {
+  return docsMaxBytes + 4 * 1024 * 1024 + maxConnections * (maxHeaderBytes + 8 * 1024)
+}
 
 /** The figures in oha's `--output-format json`: seconds become milliseconds, status counts become ok/errors. */
 export function parseOha(json: string): LoadFigures {
@@ -58,7 +79,8 @@ export function parseOha(json: string): LoadFigures {
   const statuses = Object.entries(o.statusCodeDistribution ?? {})
   const ok = statuses.filter(([code]) => code.startsWith('2')).reduce((n, [, c]) => n + c, 0)
   const notOk = statuses.filter(([code]) => !code.startsWith('2')).reduce((n, [, c]) => n + c, 0)
-  const failed = Object.values(o.errorDistribution ?? {}).reduce((n, c) => n + c, 0)
+  // A run bounded by a duration ends the requests still in flight: the run's end, not a failure.
+  const failed = Object.entries(o.errorDistribution ?? {}).filter(([why]) => why !== 'aborted due to deadline').reduce((n, [, c]) => n + c, 0)
   const ms = (s: number | null | undefined) => Math.round((s ?? 0) * 1000 * 1000) / 1000
   return {
     requests: ok + notOk + failed,
@@ -87,9 +109,9 @@ export function compareServerBaseline(b: ServerBench, base: ServerBaseline): str
   const out: string[] = []
   const t = base.tolerance
   for (const was of base.runs) {
-    const now = b.runs.find((r) => r.scenario === was.scenario && r.endpoint === was.endpoint)?.figures
+    const now = b.runs.find((r) => r.scenario === was.scenario && r.endpoint === was.endpoint && (r.port ?? 'public') === (was.port ?? 'public'))?.figures
     if (!now) continue
-    const name = `${was.endpoint} (${was.scenario})`
+    const name = `${was.port === 'admin' ? 'admin ' : ''}${was.endpoint} (${was.scenario})`
     if (now.rps < was.rps * (1 - t.rpsDropPct / 100)) out.push(`${name}: throughput fell to ${now.rps} req/s from ${was.rps} (tolerance ${t.rpsDropPct}%)`)
     if (now.p99Ms > was.p99Ms * t.p99Factor && now.p99Ms > was.p99Ms + t.p99SlackMs) out.push(`${name}: p99 rose to ${now.p99Ms} ms from ${was.p99Ms} ms (tolerance ${t.p99Factor}x and ${t.p99SlackMs} ms)`)
   }
@@ -110,15 +132,25 @@ export function checkServerTargets(b: ServerBench): string[] {
       out.push(`${r.endpoint}: p99 with ${b.slowHeaderConnections} slow-header connections is ${r.figures.p99Ms} ms, over ${SERVER_TARGETS.slowP99Factor}x the calm ${calm.p99Ms} ms`)
     }
   }
-  for (const r of b.runs) if (r.figures.errors > 0) out.push(`${r.endpoint} (${r.scenario}): ${r.figures.errors} of ${r.figures.requests} requests failed`)
+  for (const r of b.runs) {
+    // Under attack the public port is meant to refuse connections and searches to be turned away:
+    // there only the admin port's answers count.
+    const attacked = r.scenario in SERVER_TARGETS.adminP99Ms
+    if (r.figures.errors > 0 && (!attacked || r.port === 'admin')) out.push(`${r.port === 'admin' ? 'admin ' : ''}${r.endpoint} (${r.scenario}): ${r.figures.errors} of ${r.figures.requests} requests failed`)
+    const target = SERVER_TARGETS.adminP99Ms[r.scenario]
+    if (r.port === 'admin' && target !== undefined && r.figures.p99Ms > target) out.push(`admin ${r.endpoint} (${r.scenario}): p99 ${r.figures.p99Ms} ms, over the ${target} ms target`)
+  }
   const slowRss = b.peakRss.find((r) => r.scenario === 'slow-headers')?.bytes
   if (slowRss !== undefined && slowRss >= SERVER_TARGETS.devPodMemoryBytes) out.push(`peak RSS with slow-header connections is ${mib(slowRss)}, not under the dev pod's ${mib(SERVER_TARGETS.devPodMemoryBytes)}`)
+  for (const r of b.peakRss.filter((x) => x.scenario.startsWith('memory-at-limit'))) {
+    if (r.bytes > memoryFormulaBytes()) out.push(`peak RSS (${r.scenario}) is ${mib(r.bytes)}, over the README's formula (${mib(memoryFormulaBytes())})`)
+  }
   return out
 }
 
 export function serverBaselineFrom(b: ServerBench, tolerance = DEFAULT_SERVER_TOLERANCE): ServerBaseline {
   return {
-    runs: b.runs.map((r) => ({ scenario: r.scenario, endpoint: r.endpoint, rps: r.figures.rps, p99Ms: r.figures.p99Ms })),
+    runs: b.runs.map((r) => ({ scenario: r.scenario, endpoint: r.endpoint, ...(r.port ? { port: r.port } : {}), rps: r.figures.rps, p99Ms: r.figures.p99Ms })),
     peakRss: b.peakRss,
     tolerance,
   }
@@ -142,6 +174,26 @@ export function peakRssBytes(pid: number): number {
   const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   if (!m) throw new PipelineError(`bench-server: /proc/${pid}/status has no VmHWM line`)
   return Number(m[1]) * 1024
+}
+
+/**
+ * Documents that take just under the default DOCS_MAX_BYTES (32 MiB) in the server's memory, text
+ * and prepared answers together, with the largest answer possible: four documents of 1 MiB of a
+ * control character (JSON writes each as six bytes: 7 MiB each held) and two of plain text.
+ */
+export function writeDocsAtLimit(dir: string): void {
+  mkdirSync(dir, { recursive: true })
+  for (let i = 0; i < 4; i++) writeFileSync(join(dir, `ctl-${i}.md`), '\u0001'.repeat(1024 * 1024))
+  const words = ['lorem', 'ipsum', 'dolor', 'sit', 'amet', 'consectetur', 'adipiscing', 'elit']
+  for (let i = 0; i < 2; i++) {
+    const lines = [`# Plain ${i}`, '']
+    for (let j = 0, n = 0; n < 960_000; j++) {
+      const line = `line ${j} ${words.map((_, k) => words[(j + k) % words.length]).join(' ')}`
+      lines.push(line)
+      n += line.length + 1
+    }
+    writeFileSync(join(dir, `plain-${i}.md`), lines.join('\n'))
+  }
 }
 
 /**
@@ -182,32 +234,145 @@ export async function freePort(): Promise<number> {
 
 export interface RunningServer {
   proc: ChildProcess
+  /** The API (PORT). */
   base: string
   port: number
+  /** Probes and metrics (ADMIN_PORT). */
+  adminBase: string
   stderr: () => string
   stop: () => Promise<number | null>
 }
 
-/** Starts the release binary on 127.0.0.1 with `env` and waits for /health/ready. */
+/** Starts the release binary on 127.0.0.1 with `env` and waits until its admin port says ready. */
 export async function startServer(bin: string, docsDir: string, env: Record<string, string> = {}): Promise<RunningServer> {
   const port = await freePort()
+  let adminPort = await freePort()
+  while (adminPort === port) adminPort = await freePort()
   let log = ''
-  const proc = spawn(bin, [], { env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), BIND_ADDR: '127.0.0.1', DOCS_DIR: docsDir }, stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = spawn(bin, [], { env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), ADMIN_PORT: String(adminPort), BIND_ADDR: '127.0.0.1', DOCS_DIR: docsDir }, stdio: ['ignore', 'ignore', 'pipe'] })
   proc.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)))
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
   const base = `http://127.0.0.1:${port}`
+  const adminBase = `http://127.0.0.1:${adminPort}`
   const stop = async () => {
     if (proc.exitCode === null) proc.kill('SIGTERM')
     return await exited
   }
-  for (let i = 0; i < 500; i++) {
+  for (let i = 0; i < 1500; i++) {
     if (proc.exitCode !== null) throw new PipelineError(`bench-server: doc-server exited ${proc.exitCode} at start: ${log.trim().split('\n').at(-1) ?? ''}`)
-    const ok = await fetch(`${base}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
-    if (ok) return { proc, base, port, stderr: () => log, stop }
+    const ok = await fetch(`${adminBase}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
+    if (ok) return { proc, base, port, adminBase, stderr: () => log, stop }
     await new Promise((r) => setTimeout(r, 20))
   }
   await stop()
-  throw new PipelineError(`bench-server: doc-server on port ${port} was not ready within 10 s`)
+  throw new PipelineError(`bench-server: doc-server (admin port ${adminPort}) was not ready within 30 s`)
+}
+
+/** Runs `fn` against a server started with `env`, then stops it with SIGTERM; an exit other than 0 is an error. */
+export async function withServer(bin: string, docs: string, env: Record<string, string>, fn: (s: RunningServer) => Promise<void>): Promise<void> {
+  const server = await startServer(bin, docs, env)
+  try {
+    await fn(server)
+  } finally {
+    const code = await server.stop()
+    if (code !== 0) throw new PipelineError(`bench-server: doc-server exited ${code} on SIGTERM: ${server.stderr().trim().split('\n').at(-1) ?? ''}`)
+  }
+}
+
+/** `fn` run `n` times, one after the other. */
+export async function sequence<T>(n: number, fn: () => Promise<T>): Promise<T[]> {
+  const out: T[] = []
+  for (let i = 0; i < n; i++) out.push(await fn())
+  return out
+}
+
+/** A server's peak RSS a second after `open` has opened its connections, what its documents hold, and how many stayed open. */
+export async function peakRssWhile(bin: string, docs: string, env: Record<string, string>, open: (s: RunningServer) => Promise<OpenSockets>): Promise<{ bytes: number; held: string; connections: number }> {
+  let out = { bytes: 0, held: '?', connections: 0 }
+  await withServer(bin, docs, env, async (server) => {
+    const sockets = await open(server)
+    try {
+      await new Promise((r) => setTimeout(r, 1000))
+      out = { bytes: peakRssBytes(server.proc.pid!), held: heldByDocs(server.stderr()) ?? '?', connections: sockets.open() }
+    } finally {
+      sockets.close()
+    }
+  })
+  return out
+}
+
+/** What the server's start-up line says its documents take in memory, e.g. `31.7 MiB`. */
+export function heldByDocs(stderr: string): string | undefined {
+  return /\(([\d.]+ MiB) held with their answers\)/.exec(stderr)?.[1]
+}
+
+/** Sockets opened against one port, all closed by `close()`. */
+export interface OpenSockets {
+  open: () => number
+  close: () => void
+}
+
+function socketsOf(sockets: Socket[], timers: NodeJS.Timeout[] = []): OpenSockets {
+  return {
+    open: () => sockets.filter((s) => !s.destroyed).length,
+    close: () => {
+      for (const t of timers) clearInterval(t)
+      for (const s of sockets) s.destroy()
+    },
+  }
+}
+
+/** Connects and sends `request`; resolves once `until` has seen the first answer bytes (or at once without it). */
+function openOne(port: number, request: string, sockets: Socket[], awaitAnswer: boolean): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => {
+      s.write(request)
+      if (!awaitAnswer) resolve()
+    })
+    sockets.push(s)
+    s.once('data', () => {
+      // Stop reading: the rest of the answer stays with the server.
+      s.pause()
+      resolve()
+    })
+    s.on('error', (err) => reject(err))
+  })
+}
+
+/**
+ * `count` connections that each ask for `path` and then stop reading after the first bytes of the
+ * answer: slow readers, holding their answer in the server until the request timeout.
+ */
+export async function openSlowReaders(port: number, path: string, count: number): Promise<OpenSockets> {
+  const sockets: Socket[] = []
+  for (let i = 0; i < count; i++) await openOne(port, `GET ${path} HTTP/1.1\r\nHost: bench\r\n\r\n`, sockets, true)
+  return socketsOf(sockets)
+}
+
+/** `count` connections that each send a request head of `bytes` bytes but never its end. */
+export async function openFullHeads(port: number, count: number, bytes: number): Promise<OpenSockets> {
+  const sockets: Socket[] = []
+  const head = `GET /api/docs HTTP/1.1\r\nHost: bench\r\nX-Pad: ${'a'.repeat(bytes)}`
+  for (let i = 0; i < count; i++) await openOne(port, head, sockets, false)
+  return socketsOf(sockets)
+}
+
+/**
+ * The attack on the public port: `idle` keep-alive connections that made one request and stay open,
+ * `halfSent` connections that never finish their head, and a new half-sent connection every
+ * `everyMs` for as long as it runs (refused or not), as an attacker refilling freed slots would.
+ */
+export async function floodPublicPort(port: number, o: { idle: number; halfSent: number; everyMs: number }): Promise<OpenSockets> {
+  const sockets: Socket[] = []
+  const half = 'GET /api/docs HTTP/1.1\r\nHost: bench\r\nX-Slow: '
+  for (let i = 0; i < o.idle; i++) await openOne(port, 'GET /health/live HTTP/1.1\r\nHost: bench\r\n\r\n', sockets, true)
+  for (let i = 0; i < o.halfSent; i++) await openOne(port, half, sockets, false)
+  const timer = setInterval(() => {
+    const s = connect(port, '127.0.0.1', () => s.write(half))
+    s.on('error', () => s.destroy())
+    sockets.push(s)
+  }, o.everyMs)
+  return socketsOf(sockets, [timer])
 }
 
 /**
@@ -239,9 +404,37 @@ export async function openSlowHeaderClients(port: number, count: number): Promis
   }
 }
 
-/** One bounded oha run (a fixed request count, a per-request timeout, loopback only). */
-export async function runOha(oha: string, url: string, opts: { requests: number; concurrency: number }): Promise<LoadFigures> {
+/** How one oha run is bounded: a request count or a duration; optionally a rate, and a new connection per request (as the kubelet probes). */
+export interface OhaOptions {
+  requests?: number
+  seconds?: number
+  concurrency: number
+  perSecond?: number
+  newConnections?: boolean
+}
+
+/** The oha arguments for `opts` (bounded: a count or a duration, and a per-request timeout). */
+export function ohaArgs(url: string, opts: OhaOptions): string[] {
+  if ((opts.requests === undefined) === (opts.seconds === undefined)) throw new PipelineError('bench-server: an oha run needs a request count or a duration, not both')
+  return [
+    '--no-tui', '--output-format', 'json',
+    ...(opts.requests !== undefined ? ['-n', String(opts.requests)] : ['-z', `${opts.seconds}s`]),
+    '-c', String(opts.concurrency),
+    ...(opts.perSecond !== undefined ? ['-q', String(opts.perSecond)] : []),
+    ...(opts.newConnections ? ['--disable-keepalive'] : []),
+    '-t', '10s', url,
+  ]
+}
+
+/** Probes at a kubelet's pace (one connection each, 20 a second) to each URL for `seconds`, beside `load` when given. */
+export async function probesDuring(oha: string, urls: string[], seconds: number, load?: () => Promise<LoadFigures>): Promise<{ probes: LoadFigures[]; load?: LoadFigures }> {
+  const [loaded, ...probes] = await Promise.all([load?.(), ...urls.map((u) => runOha(oha, u, { seconds, concurrency: 1, perSecond: 20, newConnections: true }))])
+  return { probes: probes as LoadFigures[], ...(loaded ? { load: loaded } : {}) }
+}
+
+/** One bounded oha run, loopback only. */
+export async function runOha(oha: string, url: string, opts: OhaOptions): Promise<LoadFigures> {
   if (!/^http:\/\/(127\.\d+\.\d+\.\d+|\[::1\])[:/]/.test(url)) throw new PipelineError(`bench-server: ${url} is not a loopback address`)
-  const r = await run([oha, '--no-tui', '--output-format', 'json', '-n', String(opts.requests), '-c', String(opts.concurrency), '-t', '10s', url], { timeoutMs: 5 * 60_000 })
+  const r = await run([oha, ...ohaArgs(url, opts)], { timeoutMs: 5 * 60_000 })
   return parseOha(r.stdout)
 }
