@@ -79,6 +79,11 @@ t('the deployment is safe to roll and to stop', async () => {
   assert.is(c.readinessProbe.httpGet.path, '/health/ready')
   assert.is(c.livenessProbe.httpGet.path, '/health/live')
   assert.ok(c.startupProbe.httpGet.path)
+  // Every probe on the admin port, which a flood of the API cannot reach.
+  for (const probe of [c.startupProbe, c.readinessProbe, c.livenessProbe]) assert.is(probe.httpGet.port, 'admin')
+  assert.equal(c.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }, { name: 'admin', containerPort: 9090, protocol: 'TCP' }])
+  const env = (name: string) => c.env.find((e: { name: string }) => e.name === name)?.value
+  assert.equal([env('PORT'), env('ADMIN_PORT'), env('ADMIN_MAX_CONNECTIONS'), env('SEARCH_CONCURRENCY')], ['8080', '9090', '16', '2'])
   const shutdown = Number(c.env.find((e: { name: string }) => e.name === 'SHUTDOWN_TIMEOUT_SECS').value)
   assert.ok(pod.terminationGracePeriodSeconds > shutdown + c.lifecycle.preStop.sleep.seconds, 'grace period outlasts preStop + drain')
   assert.equal(pod.securityContext.seccompProfile, { type: 'RuntimeDefault' })
@@ -108,6 +113,31 @@ t('each environment renders its own shape', async () => {
   assert.ok(kind(prod, 'Deployment')!.spec.template.spec.topologySpreadConstraints[0].labelSelector.matchLabels)
 })
 
+t('the Service exposes the API only; a NetworkPolicy, when on, admits the admin port from the listed sources', async () => {
+  const dev = await render('dev')
+  assert.equal(kind(dev, 'Service')!.spec.ports, [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }])
+  assert.not.ok(kind(dev, 'NetworkPolicy'), 'off by default')
+  const policy = valuesFile('policy.yaml', [
+    'networkPolicy:',
+    '  enabled: true',
+    '  adminFrom:',
+    '    - ipBlock: {cidr: 10.89.0.0/16}',
+    '    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}',
+    '      podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}',
+    '',
+  ].join('\n'))
+  const np = kind(await render('dev', { 'image.repository': REPO, 'image.digest': DIGEST }, policy), 'NetworkPolicy')!
+  assert.equal(np.spec.podSelector.matchLabels, { 'app.kubernetes.io/name': 'doc-server', 'app.kubernetes.io/instance': 'doc-server' })
+  assert.equal(np.spec.policyTypes, ['Ingress'])
+  const [api, admin] = np.spec.ingress
+  assert.equal(api, { ports: [{ port: 'http', protocol: 'TCP' }] }, 'the API from anywhere')
+  assert.equal(admin.ports, [{ port: 'admin', protocol: 'TCP' }])
+  assert.equal(admin.from, [
+    { ipBlock: { cidr: '10.89.0.0/16' } },
+    { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } },
+  ])
+})
+
 t('bad values are refused at template time with one line', async () => {
   await refused('replicaCount: two\n', /replicaCount/)
   await refused('replicas: 3\n', /replicas/)
@@ -116,6 +146,12 @@ t('bad values are refused at template time with one line', async () => {
   await refused('shutdownTimeoutSeconds: 0\n', /shutdownTimeoutSeconds/)
   await refused('terminationGracePeriodSeconds: 20\n', /terminationGracePeriodSeconds \(20\) must exceed/)
   await refused('autoscaling:\n  enabled: true\n  minReplicas: 5\n  maxReplicas: 2\n', /minReplicas \(5\) is above/)
+  await refused('adminPort: 8080\n', /adminPort \(8080\) is also containerPort/)
+  await refused('adminPort: 80\n', /adminPort/)
+  await refused('limits:\n  searchConcurrency: 0\n', /searchConcurrency/)
+  await refused('networkPolicy:\n  enabled: true\n', /networkPolicy\.adminFrom is empty: the admin port would refuse the kubelet's probes/)
+  await refused('networkPolicy:\n  enabled: true\n  adminFrom:\n    - ipBlock: {cidr: nodes}\n', /cidr/)
+  await refused('extraEnv:\n  - name: ADMIN_PORT\n    value: "1"\n', /extraEnv/)
 })
 
 t.run()
