@@ -9,7 +9,7 @@
  */
 import { spawn } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -123,6 +123,44 @@ async function underLoad<T>(during: () => Promise<T>, maxSeconds: number): Promi
     ac.abort()
     await loading
   }
+}
+
+/**
+ * The attack the admin port is for, sent through the Service: keep-alive connections that made one
+ * request and stay idle, heads that are never finished, and a new half-sent connection every
+ * `everyMs` (as an attacker refills freed slots). Bounded: at most `max` sockets, only to an address
+ * of the local cluster that kube-proxy owns, all closed by `close()`.
+ */
+async function floodService(host: string, port: number, o: { idle: number; halfSent: number; everyMs: number; max: number }) {
+  assert.ok(isLocalTarget(host) && (await serviceProgrammed(host)), `${host} is a Service address of the local cluster`)
+  const sockets: Socket[] = []
+  const open = (request: string, waitForAnswer: boolean) => new Promise<void>((res) => {
+    if (sockets.length >= o.max) return res()
+    const sock = connect(port, host, () => (sock.write(request), waitForAnswer ? undefined : res()))
+    sockets.push(sock)
+    sock.once('data', () => (sock.pause(), res()))
+    // A connection refused at the limit is closed at once: that is part of the attack too.
+    sock.once('close', () => res())
+    sock.on('error', () => sock.destroy())
+  })
+  const half = 'GET /api/docs HTTP/1.1\r\nHost: doc-server\r\nX-Slow: '
+  for (let i = 0; i < o.idle; i++) await open('GET /health/live HTTP/1.1\r\nHost: doc-server\r\n\r\n', true)
+  for (let i = 0; i < o.halfSent; i++) await open(half, false)
+  const timer = setInterval(() => void open(half, false), o.everyMs)
+  return {
+    sockets: () => sockets.length,
+    close: () => {
+      clearInterval(timer)
+      for (const sock of sockets) sock.destroy()
+    },
+  }
+}
+
+/** One line of a pod's metrics, read on its admin port (the pod's own address, not the Service). */
+async function podMetric(podIp: string, prefix: string): Promise<string> {
+  assert.ok(isLocalTarget(podIp), `${podIp} is an address of the node's own pod network`)
+  const text = await fetch(`http://${podIp}:9090/metrics`, { signal: AbortSignal.timeout(5000) }).then((r) => r.text())
+  return text.split('\n').find((l) => l.startsWith(prefix)) ?? `${prefix} (missing)`
 }
 
 setUp(t, 'e2e: deploy (real node)', async () => {
@@ -242,6 +280,34 @@ t('the runtime enforces the security context: uid 65532, read-only root filesyst
     code = (err as NodeJS.ErrnoException).code ?? ''
   }
   assert.is(code, 'EROFS', 'a write to the container root filesystem fails as read-only')
+})
+
+t('a flood of the API through the Service restarts no pod: the probes are on the admin port', async () => {
+  const before = await pods()
+  assert.is(before.length, 2)
+  const restarts = (ps: Pod[]) => Object.fromEntries(ps.map((p) => [p.metadata.name, p.status?.containerStatuses?.[0]?.restartCount ?? -1]))
+  assert.equal(Object.values(restarts(before)), [0, 0], 'no restart before the attack')
+  const ips = await Promise.all(before.map(async (p) => (JSON.parse((await kubectl('-n', s.namespace, 'get', 'pod', p.metadata.name, '-o', 'json')).stdout) as { status: { podIP: string } }).status.podIP))
+  // Both pods' 256 public slots (the chart's maxConnections) and more: kube-proxy spreads them.
+  const flood = await floodService(await clusterIp(), 80, { idle: 600, halfSent: 200, everyMs: 50, max: 2000 })
+  try {
+    for (const ip of ips) assert.is(await podMetric(ip, 'doc_server_connections_open{listener="public"}'), 'doc_server_connections_open{listener="public"} 256', `the public port of ${ip} is full`)
+    // Longer than the liveness probe's period x failureThreshold (10 s x 3): a pod whose probes
+    // were refused would be restarted within it.
+    const until = Date.now() + 45_000
+    while (Date.now() < until) {
+      const now = await pods()
+      assert.equal(restarts(now), restarts(before), 'a pod restarted during the attack')
+      for (const p of now) assert.ok(p.status?.containerStatuses?.[0]?.ready, `${p.metadata.name} stopped being ready during the attack`)
+      await new Promise((r) => setTimeout(r, 5000))
+    }
+    const refused = await Promise.all(ips.map((ip) => podMetric(ip, 'doc_server_connections_closed_total{listener="public",reason="over_limit"}')))
+    assert.ok(refused.some((l) => !l.endsWith(' 0')), `the flood reached past the limit: ${refused.join('; ')}`)
+  } finally {
+    flood.close()
+  }
+  assert.equal(restarts(await pods()), restarts(before))
+  assert.ok(flood.sockets() <= 2000)
 })
 
 t('a slow in-flight request completes while its pod is being replaced (preStop, then SIGTERM drain)', async () => {
