@@ -8,18 +8,20 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, shouldPush, type Config } from '../lib/core/config.ts'
-import { buildImage, checkBuildCacheSupport, ociBuildArgs, pullImage, pushImage, registryLogin, removeContainer, removeImage, startContainer, tagImage, waitHealthy, type BuildResult, type RegistryLogin } from '../lib/build/docker.ts'
-import { cookMissReason, currentColdInputs, measureStateFiles } from '../lib/build/cold-inputs.ts'
-import { gitFacts, type GitFacts } from '../lib/core/git.ts'
-import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/build/image-ref.ts'
-import { ensureBaseImages } from '../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
+import { loadConfig,shouldPush,type Config } from '../lib/core/config.ts'
+import { buildImage,checkBuildCacheSupport,ociBuildArgs,type BuildResult } from '../lib/build/docker.ts'
+import { removeContainer,startContainer,waitHealthy } from '../lib/build/container.ts'
+import { pullImage,pushImage,registryLogin,removeImage,tagImage,type RegistryLogin } from '../lib/build/registry.ts'
+import { cookMissReason,currentColdInputs,measureStateFiles } from '../lib/build/cold-inputs.ts'
+import { gitFacts,type GitFacts } from '../lib/core/git.ts'
+import { formatRef,imageRef,pinnedRef,repository,type ImageRef } from '../lib/build/image-ref.ts'
+import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { appendSummary, markdownTable, setOutput, writeReport } from '../lib/core/report.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
-import { signBuild, type BuildSigning } from '../lib/sign/sign.ts'
+import { appendSummary,markdownTable,setOutput,writeReport } from '../lib/core/report.ts'
+import { defineStage,runStage } from '../lib/core/stage.ts'
+import { signBuild,type BuildSigning } from '../lib/sign/sign.ts'
 
 export interface BuildCtx {
   root: string
@@ -67,7 +69,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
     {
       title: 'Docker engine',
       task: async (ctx, task) => {
-        const engine = await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))
+        const engine = await ensureDockerEngine(ctx.config.docker)
         ctx.docker = engine.docker
         await checkBuildCacheSupport(ctx.docker, { from: ctx.config.buildCacheFrom, to: ctx.config.buildCacheTo })
         task.title = engine.started ? `Docker engine: started dockerd (log: ${engine.log})` : `Docker engine: running (${engine.docker})`
@@ -77,14 +79,14 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       title: `Local registry ${LOCAL_REGISTRY}`,
       enabled: (ctx) => ctx.push && ctx.config.registry === LOCAL_REGISTRY,
       task: async (_ctx, task) => {
-        const status = await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
+        const status = await ensureRegistry(LOCAL_REGISTRY)
         task.title = `Local registry ${LOCAL_REGISTRY}: answering (data: ${status.dataDir})`
       },
     },
     {
       title: 'Base images',
       task: async (ctx, task) => {
-        const images = await ensureBaseImages(ctx.docker, ctx.config.cacheDir, (l) => (task.output = l))
+        const images = await ensureBaseImages(ctx.docker, ctx.config.cacheDir)
         task.title = `Base images: ${images.map((i) => `${i.name} (${i.source})`).join(', ')}`
       },
     },
@@ -92,7 +94,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       title: 'Registry login',
       enabled: (ctx) => ctx.push && !!ctx.config.registryUser && !!ctx.config.registryToken,
       task: async (ctx, task) => {
-        ctx.login = await registryLogin(ctx.docker, ctx.config.registry, ctx.config.registryUser!, ctx.config.registryToken!, (l) => (task.output = l))
+        ctx.login = await registryLogin(ctx.docker, ctx.config.registry, ctx.config.registryUser!, ctx.config.registryToken!)
         task.title = `Registry login: ${ctx.config.registryUser} at ${ctx.config.registry}`
       },
     },
@@ -107,10 +109,9 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
           buildArgs: (ctx.buildArgs = await ociBuildArgs(root, ctx.git.sha)),
           ...(ctx.config.buildCacheFrom ? { cacheFrom: ctx.config.buildCacheFrom } : {}),
           ...(ctx.config.buildCacheTo ? { cacheTo: ctx.config.buildCacheTo } : {}),
-          onLine: (l) => (task.output = l),
         })
         // A miss is named by what changed in the recipe since the last run (cargo-chef's recooks are otherwise a mystery).
-        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(ctx.docker, ctx.config.cacheDir, root, (l) => (task.output = l)))
+        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(ctx.docker, ctx.config.cacheDir, root))
         task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${ctx.build.cookCacheHit === null ? 'no cook step seen' : (ctx.cookMiss ?? 'cook step cached')})`
       },
     },
@@ -118,7 +119,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       title: 'Push',
       skip: (ctx) => (ctx.push ? false : 'not pushed (pull request or PUSH=false); later stages refuse to deploy an unpushed image'),
       task: async (ctx, task) => {
-        const pushed = await pushImage(ctx.docker, formatRef(ctx.ref), { onLine: (l) => (task.output = l), secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
+        const pushed = await pushImage(ctx.docker, formatRef(ctx.ref), { secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
         ctx.ref = { ...ctx.ref, digest: pushed.digest }
         task.title = `Pushed ${pinnedRef(ctx.ref)}`
       },
@@ -129,7 +130,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
-        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(root, 'Dockerfile.optimized'), buildArgs: ctx.buildArgs!, startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, onLine: (l) => (task.output = l), ...(ctx.login ? { env: ctx.login.env } : {}) })
+        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(root, 'Dockerfile.optimized'), buildArgs: ctx.buildArgs!, startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, ...(ctx.login ? { env: ctx.login.env } : {}) })
         task.title = `Signed ${ctx.ref.digest!.slice(0, 19)}… with provenance (${ctx.signed.identity})`
       },
     },
@@ -140,7 +141,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
         if (ctx.ref.digest) {
           // Drop the local copy first, so the image that runs is the one the registry serves.
           await removeImage(ctx.docker, formatRef({ ...ctx.ref, digest: undefined }))
-          await pullImage(ctx.docker, pinnedRef(ctx.ref), (l) => (task.output = l), ctx.login?.env)
+          await pullImage(ctx.docker, pinnedRef(ctx.ref), ctx.login?.env)
           ctx.login?.end()
           await tagImage(ctx.docker, pinnedRef(ctx.ref), formatRef({ ...ctx.ref, digest: undefined }))
           image = pinnedRef(ctx.ref)

@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import chalk from 'chalk'
 import type { ListrTask } from 'listr2'
 import { isMain, reportFailure, taskList } from '../lib/core/cli.ts'
+import { showOutput } from '../lib/core/output.ts'
 import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { loadConfig } from '../lib/core/config.ts'
@@ -88,7 +89,7 @@ export async function runPipeline(argv: readonly string[]): Promise<StageRow[]> 
         // Until its last task runs, a started stage counts as failed: a crash cannot pass it.
         row.result = 'failed'
         const done: ListrTask<object> = { title: `${name} passed`, task: () => finish('passed') }
-        return task.newListr<object>([...(def.tasks() as ListrTask<object>[]), done], { ctx: def.initialCtx(), exitOnError: true })
+        return task.newListr<object>(showOutput([...(def.tasks() as ListrTask<object>[]), done]), { ctx: def.initialCtx(), exitOnError: true })
       },
     })
     onFailure.push(() => {

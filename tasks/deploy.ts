@@ -8,7 +8,7 @@
  * reports/deploy.json says what happened.
  */
 import type { ListrTask } from 'listr2'
-import { ensureHelm } from '../lib/local/cluster-build.ts'
+import { ensureHelm } from '../lib/tools/kube.ts'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
@@ -18,7 +18,7 @@ import type { KubeTarget } from '../lib/deploy/kube.ts'
 import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
 import { checkOrder, parseDeployArgs, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
 import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
-import { CLUSTER_CONTEXT } from '../lib/local/cluster.ts'
+import { CLUSTER_CONTEXT } from '../lib/sandbox/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
@@ -89,7 +89,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'Signature and attestations, from the registry',
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config!, ctx.image!, (l) => (task.output = l))
+        ctx.verified = await verifyForDeploy(ctx.config!, ctx.image!)
         const v = ctx.verified
         task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
       }),
@@ -99,7 +99,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       task: reported(async (ctx, task) => {
         const config = ctx.config!
         ctx.files = valueFiles(config.deployEnv, config.deployValuesFile)
-        const helm = await ensureHelm(config.cacheDir, (l) => (task.output = l))
+        const helm = await ensureHelm(config.cacheDir)
         ctx.helm = { helm, kubeconfig: undefined, context: '' }
         await renderChart(helm, ctx.release!, CHART_DIR, ctx.files, ctx.sets)
         task.title = `Chart values: ${config.deployEnv} accepted by the schema`
@@ -110,7 +110,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       task: reported(async (ctx, task) => {
         const config = ctx.config!
         requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
-        ctx.kube = await connectCluster(config, (l) => (task.output = l))
+        ctx.kube = await connectCluster(config)
         if (config.kubeContext && ctx.image!.pushed === false) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
         ctx.helm = { ...ctx.helm!, kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
@@ -122,7 +122,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
         const { helm, release, config, kube, image } = ctx as Required<DeployCtx>
         const records = await releaseRecords(kube, release)
         ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder ?? false)
-        ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, (l) => (task.output = l), Date.now(), records)
+        ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
         task.title = ctx.recovered ? `Release: ${ctx.recovered}` : `Release: ${ctx.previousRevision ? `at revision ${ctx.previousRevision}` : 'first install'}`
@@ -137,7 +137,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
           const labels = recordLabels(image.commit, config.deployTimeoutSecs)
-          await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels, onLine: (l) => (task.output = l) }, track)
+          await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels }, track)
         } catch (err) {
           const why = await explainFailure(kube, helm, release, since)
           ctx.revision = why.revision
@@ -159,7 +159,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       title: 'Verify: rollout complete, pods run the digest',
       task: reported(async (ctx, task) => {
         const { release, image, kube } = ctx as Required<DeployCtx>
-        const pods = await verifyRollout(kube, release, image.pinned, image.digest, (l) => (task.output = l))
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest)
         ctx.result = 'deployed'
         report(ctx, 'deployed', null)
         setOutput('revision', String(ctx.revision ?? ''))

@@ -9,23 +9,25 @@
  * run is appended to a history outside the clone; the stage fails when the
  * image grew past the baseline, or when the median of the last runs did.
  */
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync,mkdtempSync,rmSync,statSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { dirname,join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
-import { CODE_CHANGE_FILE, buildImage, coldAndWarmBuilds, imageBytes, pushedBytes, registryLogin } from '../lib/build/docker.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
+import { buildImage } from '../lib/build/docker.ts'
+import { CODE_CHANGE_FILE,coldAndWarmBuilds } from '../lib/build/cold-warm.ts'
+import { imageBytes,pushedBytes,registryLogin } from '../lib/build/registry.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { ensureDockerEngine } from '../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { baselineFrom, checkTargets, compareBaseline, improvementPct, measureRows, requireBaseline, type Measurements } from '../lib/build/measure.ts'
-import { currentColdInputs, decideCold, explainCookMiss, measureStateFiles, readColdRecord, readInputs, writeJson, type ColdInputs } from '../lib/build/cold-inputs.ts'
-import { appendHistory, readHistory, sparkline, sustainedRegressions, trendRows } from '../lib/build/history.ts'
-import { ensureBaseImages } from '../lib/local/base-images.ts'
+import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
+import { baselineFrom,checkTargets,compareBaseline,improvementPct,measureRows,requireBaseline,type Measurements } from '../lib/build/measure.ts'
+import { currentColdInputs,decideCold,explainCookMiss,measureStateFiles,readColdRecord,readInputs,writeJson,type ColdInputs } from '../lib/build/cold-inputs.ts'
+import { appendHistory,readHistory,sparkline,sustainedRegressions,trendRows } from '../lib/build/history.ts'
+import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { appendSummary, markdownTable, readReport, writeReport } from '../lib/core/report.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
+import { appendSummary,markdownTable,readReport,writeReport } from '../lib/core/report.ts'
+import { defineStage,runStage } from '../lib/core/stage.ts'
 import type { BuildReport } from './build.ts'
 
 export interface MeasureCtx {
@@ -49,13 +51,13 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
   return [
     {
       title: 'Docker engine, registry and base images',
-      task: async (ctx, task) => {
+      task: async (ctx) => {
         ctx.config = loadConfig()
         requireBaseline(ctx.config.measureBaseline, updateBaseline())
         ctx.built = readReport<BuildReport>(ctx.config.reportsDir, 'build')
-        ctx.docker = (await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))).docker
-        if (ctx.built.pushed && ctx.config.registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
-        await ensureBaseImages(ctx.docker, ctx.config.cacheDir, (l) => (task.output = l))
+        ctx.docker = (await ensureDockerEngine(ctx.config.docker)).docker
+        if (ctx.built.pushed && ctx.config.registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY)
+        await ensureBaseImages(ctx.docker, ctx.config.cacheDir)
       },
     },
     {
@@ -75,7 +77,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
       task: async (ctx, task) => {
         const out = mkdtempSync(join(tmpdir(), 'doc-server-artifacts-'))
         try {
-          await buildImage({ docker: ctx.docker, context: root, dockerfile: dockerfile(root), target: 'artifacts', outputDir: out, onLine: (l) => (task.output = l) })
+          await buildImage({ docker: ctx.docker, context: root, dockerfile: dockerfile(root), target: 'artifacts', outputDir: out })
           ctx.binary = { bytesBeforeUpx: statSync(join(out, 'doc-server.unpacked')).size, bytesAfterUpx: statSync(join(out, 'doc-server')).size }
         } finally {
           rmSync(out, { recursive: true, force: true })
@@ -86,7 +88,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
     {
       title: 'Cold build inputs: recipe, Dockerfile, toolchain, base images',
       task: async (ctx, task) => {
-        ctx.inputs = await currentColdInputs(ctx.docker, ctx.config.cacheDir, root, (l) => (task.output = l))
+        ctx.inputs = await currentColdInputs(ctx.docker, ctx.config.cacheDir, root)
         const record = readColdRecord(measureStateFiles(ctx.config.cacheDir).cold)
         const d = decideCold(record, ctx.inputs, forceCold())
         ctx.coldRun = d.cold || !record ? { measured: true, commit: ctx.built.commit.sha, date: new Date().toISOString(), why: d.why } : { measured: false, commit: record.commit, date: record.date, why: d.why }
@@ -99,7 +101,7 @@ export function measureTasks(root = repoRoot): ListrTask<MeasureCtx>[] {
       task: async (ctx, task) => {
         const files = measureStateFiles(ctx.config.cacheDir)
         // Reusing the cold figure, the first build only primes the cache (usually all cached after the build stage).
-        const cw = await coldAndWarmBuilds({ docker: ctx.docker, root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, noCache: ctx.coldRun.measured, onLine: (l) => (task.output = l) })
+        const cw = await coldAndWarmBuilds({ docker: ctx.docker, root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, noCache: ctx.coldRun.measured })
         if (ctx.coldRun.measured) {
           ctx.cold = cw.coldSeconds
           writeJson(files.cold, { inputs: ctx.inputs, coldSeconds: ctx.cold, commit: ctx.coldRun.commit, date: ctx.coldRun.date })

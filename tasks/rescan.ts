@@ -55,7 +55,7 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
         const config = (ctx.config = loadConfig())
         ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
         ctx.scanDir = join(config.reportsDir, 'rescan')
-        ctx.kube = await connectCluster(config, (l) => (task.output = l))
+        ctx.kube = await connectCluster(config)
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
       },
     },
@@ -73,7 +73,7 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
       task: async (ctx, task) => {
         const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx')
         // Exit 1 is the scan gate failing: data for the verdict below, read from scan.json.
-        await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, REPORTS_DIR: ctx.scanDir }, onLine: (l) => (task.output = l), okCodes: [1], timeoutMs: 30 * 60_000 })
+        await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, REPORTS_DIR: ctx.scanDir }, okCodes: [1], timeoutMs: 30 * 60_000 })
         ctx.scan = readReport<ScanFacts>(ctx.scanDir, 'scan')
         task.title = `Scanned ${ctx.image!.pinned}: ${ctx.scan.decision ?? 'no decision'}${ctx.scan.db?.updatedAt ? ` (DB of ${ctx.scan.db.updatedAt})` : ''}`
       },

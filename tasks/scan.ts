@@ -6,19 +6,20 @@
  * the policy; Trivy's exit code is never the findings signal.
  * `tsx tasks/scan.ts --from-report FILE` re-gates an existing Trivy JSON report.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { mkdirSync,readFileSync,writeFileSync } from 'node:fs'
+import { join,resolve } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { appendSummary, readReport, setOutput, writeReport } from '../lib/core/report.ts'
-import { decide, isExpired, withCoverage, readIgnoreFile, today, trivyIgnoreYaml, type Decision, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
-import { consoleSummary, markdownSummary, scanReport, type ScanSubject } from '../lib/scan/scan-summary.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
-import { ensureTrivy, scanImage } from '../lib/scan/trivy.ts'
-import { prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
-import { assertSarifAgrees, coverageProblem, readTrivyReport } from '../lib/scan/trivy-report.ts'
+import { appendSummary,readReport,setOutput,writeReport } from '../lib/core/report.ts'
+import { decide,isExpired,withCoverage,readIgnoreFile,today,trivyIgnoreYaml,type Decision,type IgnoreEntry,type Policy } from '../lib/scan/scan-policy.ts'
+import { consoleSummary,markdownSummary,scanReport,type ScanSubject } from '../lib/scan/scan-summary.ts'
+import { defineStage,runStage } from '../lib/core/stage.ts'
+import { scanImage } from '../lib/scan/trivy.ts'
+import { ensureTrivy } from '../lib/tools/trivy.ts'
+import { prepareDb,scannedDbUpdatedAt,type DbFacts } from '../lib/scan/db-source.ts'
+import { assertSarifAgrees,coverageProblem,readTrivyReport } from '../lib/scan/trivy-report.ts'
 import { attestScan } from '../lib/sign/sign.ts'
 
 export interface ScanCtx {
@@ -94,7 +95,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       title: 'Trivy',
       skip: notForReports,
       task: async (ctx, task) => {
-        ctx.trivy = await ensureTrivy(ctx.config.cacheDir, (l) => (task.output = l))
+        ctx.trivy = await ensureTrivy(ctx.config.cacheDir)
         task.title = `Trivy v${ctx.trivy.version} (${ctx.trivy.path})`
       },
     },
@@ -102,7 +103,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       title: 'Vulnerability DB',
       skip: notForReports,
       task: async (ctx, task) => {
-        const choice = await prepareDb(ctx.config, (l) => (task.output = l))
+        const choice = await prepareDb(ctx.config)
         ctx.db = choice.facts
         ctx.dbCache = choice.trivyCache
         task.title = `Vulnerability DB: ${choice.title}`
@@ -122,7 +123,6 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
           offline: false,
           dbRepository: ctx.db!.repository,
           ignoreFile: ctx.ignoreForTrivy,
-          onLine: (l) => (task.output = l),
         })
         ctx.seconds = r.seconds
         ctx.db!.updatedAt = scannedDbUpdatedAt(ctx.dbCache!) || ctx.db!.updatedAt
@@ -156,7 +156,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
           const subject = ctx.subject as Required<ScanSubject>
           task.output = 'attaching the SBOM and the scan result to the digest'
           const facts = { digest: subject.digest, repository: subject.scanned.split('@')[0]!, decision: d, policy: ctx.policy, trivyVersion: ctx.trivy!.version, db: ctx.db!, scannedAt: ctx.scannedAt! }
-          await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir, onLine: (l) => (task.output = l) })
+          await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir })
         }
         // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
         if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d, ctx.db))

@@ -1,7 +1,7 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../lib/core/config.ts'
-import { VERSIONS } from '../lib/core/versions.ts'
+import { VERSIONS } from '../lib/tools/versions.ts'
 import type { Decision } from '../lib/scan/scan-policy.ts'
 import {
   PROVENANCE_PREDICATE_TYPE,

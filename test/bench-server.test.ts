@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { checkServerTargets, compareServerBaseline, medianFigures, parseOha, peakRssBytes, runOha, serverBaselineFrom, writeDocTree, type LoadFigures, type ServerBench } from '../lib/bench/server.ts'
+import { checkServerTargets, compareServerBaseline, medianFigures, parseOha, peakRssBytes, runOha, serverBaselineFrom, writeDocTree, type LoadFigures, type ServerBench } from '../bench/lib/server.ts'
 
 const t = suite('bench-server')
 

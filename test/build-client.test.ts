@@ -1,9 +1,11 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync,mkdtempSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildFailure, buildImage, checkBuildCacheSupport, loginRefused, parseBuildOutput } from '../lib/build/docker.ts'
+import { buildImage,checkBuildCacheSupport } from '../lib/build/docker.ts'
+import { loginRefused } from '../lib/build/registry.ts'
+import { buildFailure,parseBuildOutput } from '../lib/build/buildkit-log.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 
 const t = suite('build client')

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { parseOhaJson, sbomCounts } from '../lib/build/runtime-compare.ts'
+import { parseOhaJson, sbomCounts } from '../bench/lib/runtime-compare.ts'
 
 const t = suite('runtime-compare')
 

@@ -1,7 +1,7 @@
 /**
  * The GitHub Actions workflow, read as data: GitHub cannot be reached from
  * here, so what it would do is checked against what the pipeline does locally
- * (tasks/ci.ts ORDER, lib/core/config.ts shouldPush, lib/core/versions.ts). actionlint
+ * (tasks/ci.ts ORDER, lib/core/config.ts shouldPush, lib/tools/versions.ts). actionlint
  * itself runs in test/e2e/workflow.test.ts.
  */
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
@@ -14,7 +14,7 @@ import { loadConfig, shouldPush } from '../lib/core/config.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { trivyCacheDir } from '../lib/scan/trivy.ts'
 import { workflowIdentity } from '../lib/sign/cosign.ts'
-import { VERSIONS } from '../lib/core/versions.ts'
+import { VERSIONS } from '../lib/tools/versions.ts'
 import { ORDER } from '../tasks/ci.ts'
 import { WORKFLOWS_DIR, unpinnedActions, workflowFiles } from '../tasks/lint-workflows.ts'
 
@@ -278,7 +278,7 @@ t('deploy: the environment\'s kubeconfig secret, written private, and its contex
   assert.ok(deploy.steps.some((s) => s.if === 'always()' && /rm -f "\$RUNNER_TEMP\/kubeconfig"/.test(s.run ?? '')))
 })
 
-t('toolchains: Node 24 everywhere, Rust as pinned in lib/core/versions.ts', () => {
+t('toolchains: Node 24 everywhere, Rust as pinned in lib/tools/versions.ts', () => {
   for (const [name, job] of Object.entries(wf.jobs)) {
     const [node] = usesOf(job, 'actions/setup-node')
     assert.is(String(node?.with?.['node-version']), '24', `${name} sets up Node 24`)

@@ -69,7 +69,7 @@ t('each job caches the tools it builds under a key of its own', () => {
   for (const a of keys) {
     const shared = keys.filter((b) => b !== a && b.key === a.key)
     assert.equal(shared.map((b) => b.id), [], `${a.id} shares its tools cache key ${a.key}: the first job to save wins and the other never saves what it built`)
-    assert.match(a.key, /\$\{\{ hashFiles\('lib\/core\/versions\.ts'\) \}\}/, `${a.id}: a new pin means a new cache`)
+    assert.match(a.key, /\$\{\{ hashFiles\('lib\/tools\/versions\.ts'\) \}\}/, `${a.id}: a new pin means a new cache`)
   }
   // Whoever builds tools caches them.
   for (const { id, job } of jobs) {

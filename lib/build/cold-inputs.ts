@@ -6,13 +6,14 @@
  * touches none of them, so its cold figure is the last one measured.
  */
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync,mkdirSync,mkdtempSync,readFileSync,renameSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { dirname,join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { BASE_IMAGES, VERSIONS } from '../core/versions.ts'
-import { ensureCargoTool, imageId } from '../local/base-images.ts'
+import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
+import { imageId } from './docker.ts'
+import { ensureCargoTool } from '../tools/cargo.ts'
 
 /** cargo-chef's recipe.json, as `cargo chef prepare` writes it. */
 export interface Recipe {
@@ -177,8 +178,8 @@ export function explainCookMiss(previous: ColdInputs | undefined, now: ColdInput
 }
 
 /** This workspace's cold inputs on this machine: what the cook step's cache key is made of. */
-export async function currentColdInputs(docker: string, cacheDir: string, root: string, onLine?: (line: string) => void): Promise<ColdInputs> {
-  const chef = await ensureCargoTool(cacheDir, 'cargo-chef', VERSIONS.cargoChef, onLine)
+export async function currentColdInputs(docker: string, cacheDir: string, root: string): Promise<ColdInputs> {
+  const chef = await ensureCargoTool(cacheDir, 'cargo-chef', VERSIONS.cargoChef)
   const baseImages = { chef: await imageId(docker, BASE_IMAGES.chef), runtime: await imageId(docker, BASE_IMAGES.runtime) }
   const toolchain = `rust ${VERSIONS.rust}, cargo-chef ${VERSIONS.cargoChef}, cargo-auditable ${VERSIONS.cargoAuditable}`
   return coldInputs({ recipe: await prepareRecipe(chef, root), dockerfile: readFileSync(join(root, 'Dockerfile.optimized'), 'utf8'), toolchain, baseImages })

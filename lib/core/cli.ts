@@ -4,6 +4,7 @@ import chalk from 'chalk'
 import { Listr, type ListrTask } from 'listr2'
 import { readDotenv } from './config.ts'
 import { PipelineError, debugOn, firstLine } from './errors.ts'
+import { showOutput } from './output.ts'
 
 /** True when the module at `url` is the script node was started with (`tsx tasks/scan.ts`). */
 export function isMain(url: string): boolean {
@@ -12,7 +13,7 @@ export function isMain(url: string): boolean {
 
 /** A listr2 list with the options every stage shares. */
 export function taskList<Ctx>(tasks: ListrTask<Ctx>[], opts: { concurrent?: boolean; exitOnError?: boolean } = {}): Listr<Ctx> {
-  return new Listr<Ctx>(tasks, {
+  return new Listr<Ctx>(showOutput(tasks), {
     concurrent: opts.concurrent ?? false,
     exitOnError: opts.exitOnError ?? true,
     rendererOptions: { collapseSubtasks: false, collapseErrors: false, showErrorMessage: true },

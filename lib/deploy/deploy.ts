@@ -9,6 +9,7 @@ import type { RevisionRecord } from './guard.ts'
 import { repoRoot } from '../core/paths.ts'
 import { readReport, writeReport } from '../core/report.ts'
 import type { Verified } from './verify.ts'
+import { say } from '../core/output.ts'
 
 export const CHART_DIR = join(repoRoot, 'charts', 'doc-server')
 const CHART_NAME = 'doc-server'
@@ -133,7 +134,7 @@ export function writeDeployReport(config: Config, r: Omit<DeployReport, 'release
  * may be that deploy still running: refused. The caller's timeout is used
  * only for a revision that recorded none (made by another tool).
  */
-export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSecs: number, onLine?: (l: string) => void, now = Date.now(), records: readonly RevisionRecord[] = []): Promise<string | undefined> {
+export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSecs: number, now = Date.now(), records: readonly RevisionRecord[] = []): Promise<string | undefined> {
   const plan = pendingRecovery(await history(t, r))
   if (plan.action === 'none') return undefined
   const from = plan.from
@@ -145,12 +146,12 @@ export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSe
     throw new PipelineError(`deploy: release ${r.name} has been ${from.status} for ${ageSecs}s (revision ${from.revision}; ${which}); another deploy may still be running. Retry after ${limit - ageSecs}s`)
   }
   if (plan.action === 'rollback') {
-    onLine?.(`revision ${from.revision} is stuck in ${from.status}: rolling back to revision ${plan.to}`)
-    await rollback(t, r, plan.to, timeoutSecs, onLine)
+    say(`revision ${from.revision} is stuck in ${from.status}: rolling back to revision ${plan.to}`)
+    await rollback(t, r, plan.to, timeoutSecs)
     return `revision ${from.revision} was stuck in ${from.status}; rolled back to revision ${plan.to}`
   }
-  onLine?.(`revision ${from.revision} is stuck in ${from.status} and never deployed: uninstalling it`)
-  await uninstall(t, r, onLine)
+  say(`revision ${from.revision} is stuck in ${from.status} and never deployed: uninstalling it`)
+  await uninstall(t, r)
   return `revision ${from.revision} was stuck in ${from.status} and never deployed; uninstalled`
 }
 
@@ -177,9 +178,9 @@ export async function confirmRollback(k: KubeTarget, r: Release): Promise<string
  * The rollout is complete and every serving pod runs exactly the deployed
  * image. kwok fills no imageID, so there the pod spec's image is the evidence.
  */
-export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string, onLine?: (l: string) => void): Promise<number> {
+export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string): Promise<number> {
   const name = chartFullname(r.name)
-  await rolloutStatus(k, r.namespace, name, onLine)
+  await rolloutStatus(k, r.namespace, name)
   const dep = await getDeployment(k, r.namespace, name)
   const images = dep.spec.template.spec.containers.map((c) => c.image)
   if (!images.includes(pinned)) throw new PipelineError(`deploy: deployment ${name} templates ${images.join(', ')}, not ${pinned}`)

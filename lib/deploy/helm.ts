@@ -1,6 +1,6 @@
 import { PipelineError } from '../core/errors.ts'
 import type { KubeTarget } from './kube.ts'
-import { run, type RunOptions } from '../core/run.ts'
+import { run } from '../core/run.ts'
 
 export interface HelmTarget extends Pick<KubeTarget, 'kubeconfig' | 'context'> {
   helm: string
@@ -81,12 +81,12 @@ export function pendingRecovery(entries: readonly HistoryEntry[]): { action: 'no
   return good ? { action: 'rollback', from: last, to: good.revision } : { action: 'uninstall', from: last }
 }
 
-export async function rollback(t: HelmTarget, r: Release, revision: number, timeoutSecs: number, onLine?: RunOptions['onLine']): Promise<void> {
-  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait=watcher', '--timeout', `${timeoutSecs}s`], { onLine, timeoutMs: (timeoutSecs + 60) * 1000 })
+export async function rollback(t: HelmTarget, r: Release, revision: number, timeoutSecs: number): Promise<void> {
+  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait=watcher', '--timeout', `${timeoutSecs}s`], { timeoutMs: (timeoutSecs + 60) * 1000 })
 }
 
-export async function uninstall(t: HelmTarget, r: Release, onLine?: RunOptions['onLine']): Promise<void> {
-  await run([t.helm, 'uninstall', r.name, ...flags(t, r), '--wait=watcher', '--timeout', '120s'], { onLine, timeoutMs: 180_000, okCodes: [] })
+export async function uninstall(t: HelmTarget, r: Release): Promise<void> {
+  await run([t.helm, 'uninstall', r.name, ...flags(t, r), '--wait=watcher', '--timeout', '120s'], { timeoutMs: 180_000, okCodes: [] })
 }
 
 export interface UpgradeOptions {
@@ -96,7 +96,6 @@ export interface UpgradeOptions {
   timeoutSecs: number
   /** Release labels (`--labels`), stored with the revision from the moment it is pending. */
   labels?: Record<string, string>
-  onLine?: RunOptions['onLine']
   /** Ends helm's wait early (the rollout tracker found a failure). */
   signal?: AbortSignal
 }
@@ -110,7 +109,7 @@ export interface UpgradeOptions {
  */
 export const UPGRADE_WAIT_FLAGS = ['--rollback-on-failure', '--wait=watcher'] as const
 
-export function upgradeArgs(t: HelmTarget, r: Release, o: Omit<UpgradeOptions, 'onLine'>): string[] {
+export function upgradeArgs(t: HelmTarget, r: Release, o: UpgradeOptions): string[] {
   return [
     t.helm, 'upgrade', r.name, o.chart, '--install', ...flags(t, r), '--create-namespace',
     ...o.valueFiles.flatMap((f) => ['--values', f]),
@@ -121,5 +120,5 @@ export function upgradeArgs(t: HelmTarget, r: Release, o: Omit<UpgradeOptions, '
 }
 
 export async function upgradeInstall(t: HelmTarget, r: Release, o: UpgradeOptions) {
-  return run(upgradeArgs(t, r, o), { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000, ...(o.signal ? { signal: o.signal } : {}) })
+  return run(upgradeArgs(t, r, o), { timeoutMs: (2 * o.timeoutSecs + 120) * 1000, ...(o.signal ? { signal: o.signal } : {}) })
 }

@@ -79,8 +79,8 @@ export async function getDeployment(t: KubeTarget, namespace: string, name: stri
   return kubectlJson<DeploymentJson>(t, ['-n', namespace, 'get', 'deployment', name])
 }
 
-export async function rolloutStatus(t: KubeTarget, namespace: string, name: string, onLine?: (l: string) => void): Promise<void> {
-  await run([t.kubectl, ...kubeFlags(t), '-n', namespace, 'rollout', 'status', `deployment/${name}`, '--timeout=60s'], { onLine, timeoutMs: 90_000 })
+export async function rolloutStatus(t: KubeTarget, namespace: string, name: string): Promise<void> {
+  await run([t.kubectl, ...kubeFlags(t), '-n', namespace, 'rollout', 'status', `deployment/${name}`, '--timeout=60s'], { timeoutMs: 90_000 })
 }
 
 export async function deleteNamespace(t: KubeTarget, namespace: string): Promise<void> {

@@ -4,17 +4,17 @@
  * Either way it must answer before anything is asked of it.
  */
 import type { Config } from '../core/config.ts'
-import { ensureKubectl } from '../local/cluster-build.ts'
-import { ensureCluster } from '../local/cluster.ts'
+import { ensureKubectl } from '../tools/kube.ts'
+import { ensureCluster } from '../sandbox/cluster.ts'
 import { requireContext, requireReachable, type KubeTarget } from './kube.ts'
 
-export async function connectCluster(config: Config, onLine?: (line: string) => void): Promise<KubeTarget> {
+export async function connectCluster(config: Config): Promise<KubeTarget> {
   let kube: KubeTarget
   if (config.kubeContext) {
-    kube = { kubectl: await ensureKubectl(config.cacheDir, onLine), kubeconfig: undefined, context: config.kubeContext }
+    kube = { kubectl: await ensureKubectl(config.cacheDir), kubeconfig: undefined, context: config.kubeContext }
     await requireContext(kube)
   } else {
-    const local = await ensureCluster(config.cacheDir, onLine)
+    const local = await ensureCluster(config.cacheDir)
     kube = { kubectl: local.binaries.kubectl, kubeconfig: local.kubeconfig, context: local.context }
   }
   await requireReachable(kube)

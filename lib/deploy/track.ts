@@ -12,6 +12,7 @@ import { PipelineError, firstLine } from '../core/errors.ts'
 import { run } from '../core/run.ts'
 import { history, pendingRecovery, rollback, uninstall, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
 import { kubeFlags, type KubeTarget } from './kube.ts'
+import { say } from '../core/output.ts'
 
 interface ContainerState {
   reason?: string
@@ -133,14 +134,14 @@ async function newPods(k: KubeTarget, namespace: string, selector: string): Prom
  * rollback, or a release still pending) ends on the last good revision, or
  * the first install is removed.
  */
-async function settle(t: HelmTarget, r: Release, timeoutSecs: number, onLine?: (l: string) => void): Promise<void> {
+async function settle(t: HelmTarget, r: Release, timeoutSecs: number): Promise<void> {
   const plan = pendingRecovery(await history(t, r))
   if (plan.action === 'rollback') {
-    onLine?.(`rolling back to revision ${plan.to}`)
-    await rollback(t, r, plan.to, timeoutSecs, onLine)
+    say(`rolling back to revision ${plan.to}`)
+    await rollback(t, r, plan.to, timeoutSecs)
   } else if (plan.action === 'uninstall') {
-    onLine?.('removing the failed first install')
-    await uninstall(t, r, onLine)
+    say('removing the failed first install')
+    await uninstall(t, r)
   }
 }
 
@@ -162,7 +163,7 @@ export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOption
       const failure = rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs)
       if (!failure) continue
       found = { failure, reason: describeFailure(failure, await lastLogLine(track.kube, r.namespace, failure)) }
-      o.onLine?.(`stopping the rollout: ${found.reason}`)
+      say(`stopping the rollout: ${found.reason}`)
       ac.abort()
       return
     }
@@ -175,7 +176,7 @@ export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOption
   await watcher
   if (found) {
     const seconds = (performance.now() - started) / 1000
-    await settle(t, r, o.timeoutSecs, o.onLine).catch((err: unknown) => {
+    await settle(t, r, o.timeoutSecs).catch((err: unknown) => {
       throw new PipelineError(`deploy: rollout stopped (${found!.reason}) but the release could not be rolled back: ${firstLine(err)}`)
     })
     throw new RolloutStopped(found.failure, found.reason, seconds)

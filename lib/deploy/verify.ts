@@ -6,8 +6,9 @@
 import { ociBuildArgs } from '../build/docker.ts'
 import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
-import { PROVENANCE_TYPE, SBOM_TYPE, SCAN_PREDICATE_TYPE, checkProvenance, checkScan, forDigest, parseEnvelopes, type ProvenanceVerdict, type ScanVerdict } from '../sign/attest.ts'
-import { describeVerifier, ensureCosign, localVerifier, verifiedAttestations, verifySignature, workflowIdentity, type Verifier } from '../sign/cosign.ts'
+import { PROVENANCE_TYPE,SBOM_TYPE,SCAN_PREDICATE_TYPE,checkProvenance,checkScan,forDigest,parseEnvelopes,type ProvenanceVerdict,type ScanVerdict } from '../sign/attest.ts'
+import { describeVerifier,localVerifier,verifiedAttestations,verifySignature,workflowIdentity,type Verifier } from '../sign/cosign.ts'
+import { ensureCosign } from '../tools/cosign.ts'
 
 /** What reports/deploy.json records under `verified`. */
 export interface Verified {
@@ -36,12 +37,11 @@ export interface VerifyOptions {
   maxAgeSecs: number
   allowDirty: boolean
   now?: Date
-  onLine?: (line: string) => void
 }
 
 /** Signature, scan, provenance and SBOM of `repository@digest`; the first failing check throws one line. */
 export async function verifyImage(o: VerifyOptions): Promise<Verified> {
-  const call = { cosign: o.cosign, image: `${o.repository}@${o.digest}`, onLine: o.onLine }
+  const call = { cosign: o.cosign, image: `${o.repository}@${o.digest}` }
   await verifySignature(call, o.verifier)
   const scan = checkScan(parseEnvelopes(await verifiedAttestations(call, o.verifier, SCAN_PREDICATE_TYPE)), { digest: o.digest, now: o.now ?? new Date(), maxAgeSecs: o.maxAgeSecs })
   const provenance = checkProvenance(parseEnvelopes(await verifiedAttestations(call, o.verifier, PROVENANCE_TYPE)), { digest: o.digest, repository: o.sourceRepository, ...(o.commit ? { commit: o.commit } : {}), allowDirty: o.allowDirty })
@@ -56,13 +56,13 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
 }
 
 /** The deploy stage's call: the pinned cosign, the expected identity, and the local-cluster allowance for dirty builds. */
-export async function verifyForDeploy(config: Config, image: { repository: string; digest: string; commit?: unknown }, onLine?: (line: string) => void): Promise<Verified> {
+export async function verifyForDeploy(config: Config, image: { repository: string; digest: string; commit?: unknown }): Promise<Verified> {
   const verifier = expectedVerifier(config)
-  const cosign = await ensureCosign(config.cacheDir, onLine)
+  const cosign = await ensureCosign(config.cacheDir)
   // build.json names the commit as a string (older) or { sha, … }.
   const c = image.commit
   const commit = typeof c === 'string' ? c : typeof (c as { sha?: unknown } | undefined)?.sha === 'string' ? (c as { sha: string }).sha : undefined
   // The same `source` the build stage labels the image with and records in its provenance.
   const sourceRepository = (await ociBuildArgs(repoRoot, commit ?? 'HEAD')).SOURCE!
-  return verifyImage({ cosign, verifier, repository: image.repository, digest: image.digest, sourceRepository, ...(commit ? { commit } : {}), maxAgeSecs: config.scanMaxAgeSecs, allowDirty: !config.kubeContext, onLine })
+  return verifyImage({ cosign, verifier, repository: image.repository, digest: image.digest, sourceRepository, ...(commit ? { commit } : {}), maxAgeSecs: config.scanMaxAgeSecs, allowDirty: !config.kubeContext })
 }

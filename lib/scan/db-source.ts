@@ -11,7 +11,7 @@ import { join, relative } from 'node:path'
 import { repoRoot } from '../core/paths.ts'
 import type { Config } from '../core/config.ts'
 import { PipelineError } from '../core/errors.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../local/registry.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../sandbox/registry.ts'
 import { ADVISORIES_ANNOTATION, countAdvisories, defaultDbRepository, ensureDbMirror, isLoopbackRegistry, mirrorCacheDir, parseOciRef, readDbManifest } from './db-mirror.ts'
 import { dbUpdatedAt, ensureLocalDb, trivyCacheDir } from './trivy.ts'
 
@@ -38,7 +38,7 @@ export interface DbChoice {
 }
 
 /** The DB a scan will use, published to the local mirror first when it is the local one. */
-export async function prepareDb(config: Config, onLine?: (line: string) => void): Promise<DbChoice> {
+export async function prepareDb(config: Config): Promise<DbChoice> {
   if (config.trivyDbSource === 'remote') {
     const repository = config.trivyDbRepository ?? null
     const served = repository ? await readDbManifest(repository, isLoopbackRegistry(parseOciRef(repository).registry)) : undefined
@@ -51,8 +51,8 @@ export async function prepareDb(config: Config, onLine?: (line: string) => void)
   if (!isLoopbackRegistry(registry)) {
     throw new PipelineError(`config: TRIVY_DB_REPOSITORY=${repository} is not on this machine; TRIVY_DB_SOURCE=local publishes the DB built from advisories/ to a local registry. To scan through a company mirror, set TRIVY_DB_SOURCE=remote`)
   }
-  if (registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY, onLine)
-  const db = await ensureLocalDb(config.cacheDir, onLine, config.scanAdvisoriesDir)
+  if (registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY)
+  const db = await ensureLocalDb(config.cacheDir, config.scanAdvisoriesDir)
   const mirrored = await ensureDbMirror(join(db.cacheDir, 'db'), db.hash, repository, { advisories: countAdvisories(config.scanAdvisoriesDir), updatedAt: db.updatedAt })
   const facts: DbFacts = { source: 'local', repository, digest: mirrored.digest, advisories: mirrored.advisories, updatedAt: db.updatedAt, advisoriesHash: db.hash }
   const what = `${db.built ? 'built now' : 'cached'}, ${mirrored.published ? 'published to' : 'served by'} ${repository}`

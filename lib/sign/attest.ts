@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto'
 import { PipelineError } from '../core/errors.ts'
-import { VERSIONS } from '../core/versions.ts'
+import { VERSIONS } from '../tools/versions.ts'
 import type { Decision, Policy } from '../scan/scan-policy.ts'
 
 /** The scan result's predicate type (cosign `--type` accepts a URI). */

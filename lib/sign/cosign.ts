@@ -1,33 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { createHash,randomBytes } from 'node:crypto'
+import { existsSync,mkdirSync,readFileSync,renameSync,rmSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { ensureGoTool, type GoToolSpec } from '../core/tools.ts'
-import { VERSIONS } from '../core/versions.ts'
-
-/** cosign from the Go module proxy, pinned and version-stamped like its release builds. */
-export const COSIGN_SPEC: GoToolSpec = {
-  binary: 'cosign',
-  pkg: 'github.com/sigstore/cosign/v3/cmd/cosign',
-  version: VERSIONS.cosign,
-  env: { GOTOOLCHAIN: 'local' },
-  ldflags: `-s -w -X sigs.k8s.io/release-utils/version.gitVersion=${VERSIONS.cosign}`,
-}
-
-/** The pinned cosign, built once per machine; a binary that is not exactly the pinned version is refused. */
-export async function ensureCosign(cache: string, onLine?: (line: string) => void): Promise<string> {
-  const path = await ensureGoTool(cache, COSIGN_SPEC, onLine)
-  const out = await run([path, 'version', '--json'])
-  let version = ''
-  try {
-    version = String((JSON.parse(out.stdout) as { gitVersion?: unknown }).gitVersion ?? '')
-  } catch {
-    throw new PipelineError(`cosign: ${path} did not report its version`, out.stdout)
-  }
-  if (version !== VERSIONS.cosign) throw new PipelineError(`cosign: ${path} is ${version || '?'}, not the pinned ${VERSIONS.cosign}; delete it so the pinned one is built`)
-  return path
-}
+import { say } from '../core/output.ts'
 
 /** Who signs: the local key pair, or the workflow's OIDC identity (keyless, GitHub Actions). */
 export type Signer = { kind: 'key'; key: string; pub: string; password: string } | { kind: 'keyless' }
@@ -69,7 +45,7 @@ export function keyFingerprint(pubPem: string): string {
  * environment, never argv. Built in a temporary directory and renamed, so an
  * interrupted run never leaves half a key pair.
  */
-export async function ensureLocalKeyPair(cosign: string, cache: string, onLine?: (line: string) => void): Promise<Signer & { kind: 'key' }> {
+export async function ensureLocalKeyPair(cosign: string, cache: string): Promise<Signer & { kind: 'key' }> {
   const p = localKeyPaths(cache)
   if (!existsSync(p.dir)) {
     const tmp = `${p.dir}.tmp-${process.pid}`
@@ -77,7 +53,7 @@ export async function ensureLocalKeyPair(cosign: string, cache: string, onLine?:
     mkdirSync(tmp, { recursive: true, mode: 0o700 })
     const password = randomBytes(32).toString('base64url')
     writeFileSync(join(tmp, 'cosign.password'), password, { mode: 0o600 })
-    onLine?.(`creating the local signing key pair in ${p.dir} (once per machine)`)
+    say(`creating the local signing key pair in ${p.dir} (once per machine)`)
     await run([cosign, 'generate-key-pair', '--output-key-prefix', join(tmp, 'cosign')], { env: { ...process.env, COSIGN_PASSWORD: password }, secrets: [password], timeoutMs: 60_000 })
     try {
       renameSync(tmp, p.dir)
@@ -131,7 +107,6 @@ export interface CosignCall {
   cosign: string
   /** repository@sha256:… */
   image: string
-  onLine?: (line: string) => void
   /** Variables for the registry (DOCKER_CONFIG of a throwaway login), beyond the signer's own. */
   env?: NodeJS.ProcessEnv
 }
@@ -139,13 +114,13 @@ export interface CosignCall {
 /** Signs exactly the digest (never a tag). */
 export async function signImage(c: CosignCall, s: Signer): Promise<void> {
   const { env, secrets } = signerEnv(s, c.env)
-  await run([c.cosign, 'sign', '--yes', ...signerArgs(s), ...registryFlags(c.image), c.image], { env, secrets, onLine: c.onLine, timeoutMs: 180_000 })
+  await run([c.cosign, 'sign', '--yes', ...signerArgs(s), ...registryFlags(c.image), c.image], { env, secrets, timeoutMs: 180_000 })
 }
 
 /** Attaches a signed in-toto attestation (`type`: cosign's short name or a predicate type URI) to the digest. */
 export async function attestImage(c: CosignCall, s: Signer, type: string, predicateFile: string): Promise<void> {
   const { env, secrets } = signerEnv(s, c.env)
-  await run([c.cosign, 'attest', '--yes', '--type', type, '--predicate', predicateFile, ...signerArgs(s), ...registryFlags(c.image), c.image], { env, secrets, onLine: c.onLine, timeoutMs: 180_000 })
+  await run([c.cosign, 'attest', '--yes', '--type', type, '--predicate', predicateFile, ...signerArgs(s), ...registryFlags(c.image), c.image], { env, secrets, timeoutMs: 180_000 })
 }
 
 /** cosign's complaint, one line: its last `Error:` line, else the exit. */
@@ -182,7 +157,7 @@ export async function verifySignature(c: CosignCall, v: Verifier): Promise<void>
   const refusal = (why: string) => new PipelineError(`deploy: refused: ${digest.slice(0, 19)}… has no signature by ${describeVerifier(v)}: ${why}`)
   let out: string
   try {
-    out = (await run([c.cosign, 'verify', ...verifierArgs(v), ...registryFlags(c.image), '--output', 'json', c.image], { onLine: c.onLine, timeoutMs: 180_000 })).stdout
+    out = (await run([c.cosign, 'verify', ...verifierArgs(v), ...registryFlags(c.image), '--output', 'json', c.image], { timeoutMs: 180_000 })).stdout
   } catch (err) {
     throw refusal(cosignReason(err))
   }
@@ -195,7 +170,7 @@ export async function verifySignature(c: CosignCall, v: Verifier): Promise<void>
  */
 export async function verifiedAttestations(c: CosignCall, v: Verifier, type: string): Promise<string[]> {
   try {
-    const out = await run([c.cosign, 'verify-attestation', '--type', type, ...verifierArgs(v), ...registryFlags(c.image), c.image], { onLine: c.onLine, timeoutMs: 180_000 })
+    const out = await run([c.cosign, 'verify-attestation', '--type', type, ...verifierArgs(v), ...registryFlags(c.image), c.image], { timeoutMs: 180_000 })
     return out.stdout.split('\n').filter((l) => l.trim().startsWith('{'))
   } catch (err) {
     throw new PipelineError(`deploy: refused: ${c.image.split('@')[1]?.slice(0, 19)}… has no ${type} attestation signed by ${describeVerifier(v)}: ${cosignReason(err)}`)

@@ -3,14 +3,15 @@
  * and SLSA provenance (build), the CycloneDX SBOM and the scan result (scan).
  * Locally with the machine's key pair, in GitHub Actions keyless.
  */
-import { createHash, randomUUID } from 'node:crypto'
-import { readFileSync, writeFileSync } from 'node:fs'
-import { join, relative } from 'node:path'
+import { createHash,randomUUID } from 'node:crypto'
+import { readFileSync,writeFileSync } from 'node:fs'
+import { join,relative } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
 import type { GitFacts } from '../core/git.ts'
-import { PROVENANCE_TYPE, SBOM_TYPE, SCAN_PREDICATE_TYPE, provenancePredicate, scanPredicate, type ScanFacts } from './attest.ts'
-import { attestImage, describeVerifier, ensureCosign, ensureLocalKeyPair, keyFingerprint, signImage, workflowIdentity, type Signer, type Verifier } from './cosign.ts'
+import { PROVENANCE_TYPE,SBOM_TYPE,SCAN_PREDICATE_TYPE,provenancePredicate,scanPredicate,type ScanFacts } from './attest.ts'
+import { attestImage,describeVerifier,ensureLocalKeyPair,keyFingerprint,signImage,workflowIdentity,type Signer,type Verifier } from './cosign.ts'
+import { ensureCosign } from '../tools/cosign.ts'
 
 export interface Signing {
   cosign: string
@@ -20,13 +21,13 @@ export interface Signing {
 }
 
 /** The signer for this run: keyless in GitHub Actions, else the local key pair (created once). */
-export async function signingFor(config: Config, onLine?: (line: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<Signing> {
-  const cosign = await ensureCosign(config.cacheDir, onLine)
+export async function signingFor(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<Signing> {
+  const cosign = await ensureCosign(config.cacheDir)
   if (config.github) {
     const v = workflowIdentity(env.GITHUB_SERVER_URL ?? 'https://github.com', env.GITHUB_REPOSITORY ?? '')
     return { cosign, signer: { kind: 'keyless' }, identity: describeVerifier(v) }
   }
-  const signer = await ensureLocalKeyPair(cosign, config.cacheDir, onLine)
+  const signer = await ensureLocalKeyPair(cosign, config.cacheDir)
   const v: Verifier = { kind: 'key', pub: signer.pub, fingerprint: keyFingerprint(readFileSync(signer.pub, 'utf8')) }
   return { cosign, signer, identity: describeVerifier(v) }
 }
@@ -54,12 +55,11 @@ export async function signBuild(o: {
   buildArgs: Record<string, string>
   startedOn: Date
   outDir: string
-  onLine?: (line: string) => void
   /** The push's login (its throwaway DOCKER_CONFIG): the signature and provenance go to the same registry. */
   env?: NodeJS.ProcessEnv
 }): Promise<BuildSigning> {
-  const s = await signingFor(o.config, o.onLine)
-  const call = { cosign: s.cosign, image: o.image, onLine: o.onLine, ...(o.env ? { env: o.env } : {}) }
+  const s = await signingFor(o.config)
+  const call = { cosign: s.cosign, image: o.image, ...(o.env ? { env: o.env } : {}) }
   await signImage(call, s.signer)
   const builder = builderId()
   const predicate = provenancePredicate({
@@ -81,9 +81,9 @@ export async function signBuild(o: {
 }
 
 /** Attaches the CycloneDX SBOM and the scan result to the scanned digest. */
-export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string; onLine?: (line: string) => void }): Promise<string> {
-  const s = await signingFor(o.config, o.onLine)
-  const call = { cosign: s.cosign, image: o.image, onLine: o.onLine }
+export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string; }): Promise<string> {
+  const s = await signingFor(o.config)
+  const call = { cosign: s.cosign, image: o.image }
   await attestImage(call, s.signer, SBOM_TYPE, o.sbom)
   const file = join(o.outDir, 'scan-attestation.json')
   writeFileSync(file, `${JSON.stringify(scanPredicate(o.facts), null, 2)}\n`)

@@ -5,22 +5,24 @@
  * registry that is down. Builds reuse the BuildKit cache: the cold build
  * belongs to `npm run ci:measure`, not to every test run.
  */
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { appendFileSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
-import { pushImage, removeContainer, removeImage, startContainer, tagImage, waitHealthy } from '../../lib/build/docker.ts'
+import { removeContainer,startContainer,waitHealthy } from '../../lib/build/container.ts'
+import { pushImage,removeImage,tagImage } from '../../lib/build/registry.ts'
 import { PipelineError } from '../../lib/core/errors.ts'
-import { ensureBaseImages } from '../../lib/local/base-images.ts'
-import { ensureDockerEngine, dockerEnv } from '../../lib/local/docker.ts'
-import { ensureRegistry, registryAnswers, stopRegistry } from '../../lib/local/registry.ts'
-import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import { BASE_IMAGES } from '../../lib/core/versions.ts'
+import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
+import { dockerEnv } from '../../lib/build/docker.ts'
+import { ensureRegistry,registryAnswers,stopRegistry } from '../../lib/sandbox/registry.ts'
+import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { BASE_IMAGES } from '../../lib/tools/versions.ts'
 import type { BuildReport } from '../../tasks/build.ts'
 import { unusedPort } from '../helpers/net.ts'
-import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
+import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: build')
@@ -134,13 +136,13 @@ t('a local registry starts from nothing, serves /v2/ and stops, its data outside
   const env = { ...process.env, DOC_SERVER_CACHE_DIR: cache }
   try {
     assert.is(await registryAnswers(addr), false)
-    const status = await ensureRegistry(addr, undefined, env)
+    const status = await ensureRegistry(addr, env)
     assert.ok(status.running)
     assert.ok(status.pid, 'started by us, so stoppable by us')
     assert.ok(status.dataDir.startsWith(cache))
     const res = await fetch(`http://${addr}/v2/`)
     assert.is(res.status, 200)
-    assert.is((await ensureRegistry(addr, undefined, env)).pid, status.pid, 'a running registry is reused, not restarted')
+    assert.is((await ensureRegistry(addr, env)).pid, status.pid, 'a running registry is reused, not restarted')
     assert.is(await stopRegistry(env), true)
     assert.is(await registryAnswers(addr), false)
   } finally {

@@ -4,19 +4,20 @@
  * vulnerability stops it at scan before anything is deployed. Real cargo,
  * registry, Trivy and the real chain in tasks/ci.ts.
  */
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync,existsSync,mkdtempSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
-import { ensureBaseImages } from '../../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
+import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import { ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
-import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
+import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ensureLocalDb } from '../../lib/scan/trivy.ts'
+import { ensureTrivy } from '../../lib/tools/trivy.ts'
+import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { setUp } from '../helpers/hooks.ts'
 

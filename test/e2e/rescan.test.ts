@@ -7,23 +7,24 @@
  * registry and cluster (kwok runs no containers, so the digest in the pod spec
  * is what "runs").
  */
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync,mkdirSync,mkdtempSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { removeImage } from '../../lib/build/docker.ts'
+import { removeImage } from '../../lib/build/registry.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { writeReport } from '../../lib/core/report.ts'
-import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import { deleteNamespace, type KubeTarget } from '../../lib/deploy/kube.ts'
-import { cachedBinaries } from '../../lib/local/cluster-build.ts'
-import { clusterStatus, ensureCluster, stopCluster } from '../../lib/local/cluster.ts'
-import { ensureBaseImages } from '../../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
-import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
+import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { deleteNamespace,type KubeTarget } from '../../lib/deploy/kube.ts'
+import { cachedBinaries } from '../../lib/tools/kube.ts'
+import { clusterStatus,ensureCluster,stopCluster } from '../../lib/sandbox/cluster.ts'
+import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
+import { ADVISORIES_DIR,ensureLocalDb } from '../../lib/scan/trivy.ts'
+import { ensureTrivy } from '../../lib/tools/trivy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { signAsBuild } from '../helpers/signed-image.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
@@ -113,7 +114,7 @@ t.after(async () => {
   }
   if (s.work) rmSync(s.work, { recursive: true, force: true })
   // The next scan on this machine finds the DB built from the repository's advisories again.
-  await ensureLocalDb(s.cache, undefined, ADVISORIES_DIR)
+  await ensureLocalDb(s.cache, ADVISORIES_DIR)
   if (s.startedCluster) await stopCluster(s.cache)
 })
 

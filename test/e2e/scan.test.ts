@@ -5,21 +5,22 @@
  * carrying a crate version a fixture advisory names fails, the ignore file's
  * expiry decides, and `--from-report` re-gates Trivy's own reports.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync,existsSync,mkdirSync,mkdtempSync,readFileSync,rmSync,symlinkSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
-import { removeImage } from '../../lib/build/docker.ts'
-import { ensureBaseImages } from '../../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/local/registry.ts'
+import { removeImage } from '../../lib/build/registry.ts'
+import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
-import { SECRET_FILE, keyLines, pushFixtureImage, removeFixtureImage, type FixtureImage } from '../helpers/fixture-images.ts'
-import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import { ADVISORIES_DIR, ensureLocalDb, ensureTrivy } from '../../lib/scan/trivy.ts'
+import { SECRET_FILE,keyLines,pushFixtureImage,removeFixtureImage,type FixtureImage } from '../helpers/fixture-images.ts'
+import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ADVISORIES_DIR,ensureLocalDb } from '../../lib/scan/trivy.ts'
+import { ensureTrivy } from '../../lib/tools/trivy.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: scan')
@@ -218,13 +219,13 @@ t('the local DB is rebuilt when an advisory changes, and only then', async () =>
   symlinkSync(join(config.cacheDir, 'tools'), join(cache, 'tools'))
   const advisories = join(s.work, 'advisories')
   cpSync(ADVISORIES_DIR, advisories, { recursive: true })
-  const first = await ensureLocalDb(cache, undefined, advisories)
+  const first = await ensureLocalDb(cache, advisories)
   assert.is(first.built, true)
   assert.ok(existsSync(join(cache, 'trivy', 'local', 'db', 'trivy.db')))
-  assert.is((await ensureLocalDb(cache, undefined, advisories)).built, false, 'unchanged advisories reuse the DB')
+  assert.is((await ensureLocalDb(cache, advisories)).built, false, 'unchanged advisories reuse the DB')
   const file = join(advisories, 'ghsa', 'advisories', 'github-reviewed', '2022', '01', ADVISORY.ghsa, `${ADVISORY.ghsa}.json`)
   writeFileSync(file, readFileSync(file, 'utf8').replace('"summary": "Race Condition in tokio"', '"summary": "Race condition in tokio"'))
-  const rebuilt = await ensureLocalDb(cache, undefined, advisories)
+  const rebuilt = await ensureLocalDb(cache, advisories)
   assert.is(rebuilt.built, true)
   assert.is.not(rebuilt.hash, first.hash)
 })

@@ -1,14 +1,15 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync,mkdtempSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { buildImage, ociBuildArgs, pushImage, removeImage } from '../../lib/build/docker.ts'
+import { dirname,join } from 'node:path'
+import { buildImage,ociBuildArgs } from '../../lib/build/docker.ts'
+import { pushImage,removeImage } from '../../lib/build/registry.ts'
 import type { Config } from '../../lib/core/config.ts'
 import type { GitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { VERSIONS } from '../../lib/core/versions.ts'
+import { VERSIONS } from '../../lib/tools/versions.ts'
 import type { Decision } from '../../lib/scan/scan-policy.ts'
 import type { ScanFacts } from '../../lib/sign/attest.ts'
-import { attestScan, signBuild } from '../../lib/sign/sign.ts'
+import { attestScan,signBuild } from '../../lib/sign/sign.ts'
 
 let counter = 0
 

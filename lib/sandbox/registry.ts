@@ -1,10 +1,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ensureDebianPackages } from '../core/apt.ts'
+import { ensureDebianPackages } from '../tools/apt.ts'
 import { PipelineError } from '../core/errors.ts'
 import { stateDir } from '../core/paths.ts'
 import { runningPid, startDetached, stopOwned } from './service.ts'
 import { lastWords } from '../core/run.ts'
+import { say } from '../core/output.ts'
 
 /** The embedded default registry: loopback only, so nothing outside this machine can push to it. */
 export const LOCAL_REGISTRY = '127.0.0.1:5000'
@@ -73,13 +74,13 @@ export async function registryStatus(addr = LOCAL_REGISTRY, env: NodeJS.ProcessE
  * otherwise Debian's docker-registry (installed when missing) is started in
  * the background with its config, data and log under the state dir.
  */
-export async function ensureRegistry(addr = LOCAL_REGISTRY, onLine?: (line: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<RegistryStatus> {
+export async function ensureRegistry(addr = LOCAL_REGISTRY, env: NodeJS.ProcessEnv = process.env): Promise<RegistryStatus> {
   if (await registryAnswers(addr)) return registryStatus(addr, env)
-  await ensureDebianPackages([{ pkg: 'docker-registry', provides: '/usr/bin/docker-registry' }], onLine)
+  await ensureDebianPackages([{ pkg: 'docker-registry', provides: '/usr/bin/docker-registry' }])
   const p = paths(env)
   mkdirSync(p.data, { recursive: true })
   writeFileSync(p.config, registryConfig(addr, p.data))
-  onLine?.(`starting docker-registry on ${addr} (data: ${p.data})`)
+  say(`starting docker-registry on ${addr} (data: ${p.data})`)
   const started = await startDetached({ binary: '/usr/bin/docker-registry', args: ['serve', p.config], log: p.log, ready: () => registryAnswers(addr), timeoutMs: 30_000, pollMs: 300 })
   if (started.ok) {
     if (started.pid) writeFileSync(p.pidfile, `${started.pid}\n`)

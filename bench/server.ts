@@ -9,21 +9,22 @@
  * (or a missed target) fails the run. `--update-baseline` writes the
  * baseline from this run instead.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync,mkdtempSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { checkServerTargets, compareServerBaseline, medianFigures, mib, openSlowHeaderClients, peakRssBytes, readServerBaseline, runOha, serverBaselineFrom, startServer, writeDocTree, type RunningServer, type ServerBench } from '../lib/bench/server.ts'
+import { checkServerTargets,compareServerBaseline,medianFigures,mib,openSlowHeaderClients,peakRssBytes,readServerBaseline,runOha,serverBaselineFrom,startServer,writeDocTree,type RunningServer,type ServerBench } from './lib/server.ts'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { markdownTable } from '../lib/core/report.ts'
-import { requireTool } from '../lib/core/tools.ts'
+import { requireTool } from '../lib/tools/which.ts'
 import { run } from '../lib/core/run.ts'
-import { VERSIONS } from '../lib/core/versions.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
-import { ensureCargoTool } from '../lib/local/base-images.ts'
+import { VERSIONS } from '../lib/tools/versions.ts'
+import { defineStage,runStage } from '../lib/core/stage.ts'
+import { ensureCargoTool } from '../lib/tools/cargo.ts'
+import { say } from '../lib/core/output.ts'
 
 interface Ctx {
   config: Config
@@ -43,13 +44,13 @@ const ENDPOINTS = ['/api/docs/getting-started', '/api/search?q=health']
 /** Long enough that the slow-header clients outlive the measurement: their cost is what is measured. */
 const SERVER_ENV = { HEADER_READ_TIMEOUT_SECS: '120' }
 
-async function measure(ctx: Ctx, server: RunningServer, scenario: string, onLine: (l: string) => void): Promise<void> {
+async function measure(ctx: Ctx, server: RunningServer, scenario: string): Promise<void> {
   for (const endpoint of ENDPOINTS) {
     const url = `${server.base}${endpoint}`
     await runOha(ctx.oha, url, { ...LOAD, requests: 2_000 })
     const figures = medianFigures(await sequence(REPEATS, () => runOha(ctx.oha, url, LOAD)))
     ctx.bench.runs.push({ scenario, endpoint, figures })
-    onLine(`${endpoint}: ${figures.rps} req/s, p50 ${figures.p50Ms} ms, p99 ${figures.p99Ms} ms, ${figures.errors} errors`)
+    say(`${endpoint}: ${figures.rps} req/s, p50 ${figures.p50Ms} ms, p99 ${figures.p99Ms} ms, ${figures.errors} errors`)
   }
   ctx.bench.peakRss.push({ scenario, bytes: peakRssBytes(server.proc.pid!) })
 }
@@ -74,24 +75,23 @@ export function benchServerTasks(updateBaseline = process.argv.includes('--updat
   return [
     {
       title: `oha ${VERSIONS.oha} and the release binary`,
-      task: async (ctx, task) => {
+      task: async (ctx) => {
         ctx.config = loadConfig()
-        ctx.oha = await ensureCargoTool(ctx.config.cacheDir, 'oha', VERSIONS.oha, (l) => (task.output = l))
-        await run([requireTool('cargo'), 'build', '--release', '--locked', '-p', 'doc-server'], { cwd: repoRoot, onLine: (l) => (task.output = l) })
+        ctx.oha = await ensureCargoTool(ctx.config.cacheDir, 'oha', VERSIONS.oha)
+        await run([requireTool('cargo'), 'build', '--release', '--locked', '-p', 'doc-server'], { cwd: repoRoot })
         ctx.bin = join(repoRoot, 'target', 'release', 'doc-server')
         ctx.bench.oha = VERSIONS.oha
       },
     },
     {
       title: `calm, then with ${SLOW_CLIENTS} slow-header connections open`,
-      task: async (ctx, task) => {
-        const onLine = (l: string) => (task.output = l)
+      task: async (ctx) => {
         await withServer(ctx, DOCS, SERVER_ENV, async (server) => {
-          await measure(ctx, server, 'calm', onLine)
+          await measure(ctx, server, 'calm')
           const slow = await openSlowHeaderClients(server.port, SLOW_CLIENTS)
           try {
             await new Promise((r) => setTimeout(r, 500))
-            await measure(ctx, server, 'slow-headers', onLine)
+            await measure(ctx, server, 'slow-headers')
             if (slow.open() < SLOW_CLIENTS) throw new PipelineError(`bench-server: only ${slow.open()} of ${SLOW_CLIENTS} slow-header connections stayed open; the measurement does not show their cost`)
           } finally {
             slow.close()

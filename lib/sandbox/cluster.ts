@@ -2,31 +2,31 @@
  * The local Kubernetes: a real kube-apiserver, controller-manager, scheduler
  * and etcd (built from the Go module proxy, launched by kwokctl's binary
  * runtime with no simulated node and no kwok controller) and one real node
- * (lib/local/node.ts: containerd, kubelet, kube-proxy) on which pods pull,
+ * (lib/sandbox/node.ts: containerd, kubelet, kube-proxy) on which pods pull,
  * start, probe and drain. kwokctl stays as the control plane's launcher: it
  * makes the certificates, kubeconfig and etcd/apiserver flags, and starts and
  * stops them as a unit. Nothing is pulled from outside; the state lives under
  * `<cache>/state/node-cluster`, outside the clone.
  */
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { delimiter, dirname, join } from 'node:path'
-import { cachedClusterBinaries, ensureClusterBinaries, withLock, type ClusterBinaries } from './cluster-build.ts'
+import { existsSync,mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
+import { delimiter,dirname,join } from 'node:path'
+import { cachedClusterBinaries,ensureClusterBinaries,type ClusterBinaries } from '../tools/kube.ts'
+import { withLock } from '../core/lock.ts'
 import { PipelineError } from '../core/errors.ts'
-import { LOG_ERROR, lastWords, run, succeeds, tail } from '../core/run.ts'
-import { VERSIONS } from '../core/versions.ts'
+import { LOG_ERROR,lastWords,run,succeeds,tail } from '../core/run.ts'
+import { VERSIONS } from '../tools/versions.ts'
 import { serviceEnv } from './service.ts'
 import { loadConfig } from '../core/config.ts'
-import { ensureDockerEngine } from './docker.ts'
-import { deleteNode, startNode, stopNode } from './node.ts'
+import { ensureDockerEngine } from './engine.ts'
+import { deleteNode,startNode,stopNode } from './node.ts'
+import { say } from '../core/output.ts'
 
 export const CLUSTER_NAME = 'doc-server-node'
 /** kwokctl names the context after the cluster. */
 export const CLUSTER_CONTEXT = `kwok-${CLUSTER_NAME}`
 /** Fixed, so a stopped cluster of another checkout cannot take it (kwokctl would otherwise pick a free one). */
 export const API_SERVER_PORT = 16443
-
-type OnLine = ((line: string) => void) | undefined
 
 export interface ClusterTarget {
   kubeconfig: string | undefined
@@ -99,15 +99,15 @@ export async function clusterStatus(cache: string, kubectl?: string): Promise<Cl
   return up ? 'running' : 'stopped'
 }
 
-async function kwokctl(cache: string, bins: ClusterBinaries, args: string[], onLine: OnLine, timeoutMs = 300_000) {
-  return run([bins.kwokctl, '--name', CLUSTER_NAME, ...args], { env: kwokEnv(cache, bins), onLine, timeoutMs })
+async function kwokctl(cache: string, bins: ClusterBinaries, args: string[], timeoutMs = 300_000) {
+  return run([bins.kwokctl, '--name', CLUSTER_NAME, ...args], { env: kwokEnv(cache, bins), timeoutMs })
 }
 
 
 /** A kwokctl step that fails names the control-plane component whose log says why. */
-async function kwokctlOrExplain(cache: string, bins: ClusterBinaries, args: string[], onLine: OnLine, timeoutMs?: number): Promise<void> {
+async function kwokctlOrExplain(cache: string, bins: ClusterBinaries, args: string[], timeoutMs?: number): Promise<void> {
   try {
-    await kwokctl(cache, bins, args, onLine, timeoutMs)
+    await kwokctl(cache, bins, args, timeoutMs)
   } catch (err) {
     const logs = paths(cache).logs
     for (const c of ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) {
@@ -127,15 +127,15 @@ async function kwokctlOrExplain(cache: string, bins: ClusterBinaries, args: stri
  * time, then its node. A cluster made from another configuration (a version
  * bump) is recreated, so what runs always matches lib/versions.ts.
  */
-export async function ensureCluster(cache: string, onLine?: OnLine): Promise<LocalCluster> {
-  const bins = await ensureClusterBinaries(cache, onLine)
+export async function ensureCluster(cache: string): Promise<LocalCluster> {
+  const bins = await ensureClusterBinaries(cache)
   const p = paths(cache)
   mkdirSync(dirname(p.root), { recursive: true })
   // A test and a deploy started together must not both create (or recreate) the cluster.
-  return withLock(`${p.root}.lock`, onLine, () => upCluster(cache, bins, onLine))
+  return withLock(`${p.root}.lock`, () => upCluster(cache, bins))
 }
 
-async function upCluster(cache: string, bins: ClusterBinaries, onLine: OnLine): Promise<LocalCluster> {
+async function upCluster(cache: string, bins: ClusterBinaries): Promise<LocalCluster> {
   const p = paths(cache)
   mkdirSync(p.root, { recursive: true })
   const config = kwokctlConfig(bins)
@@ -143,8 +143,8 @@ async function upCluster(cache: string, bins: ClusterBinaries, onLine: OnLine): 
   let state = await clusterStatus(cache, bins.kubectl)
   const current = existsSync(p.fingerprint) ? readFileSync(p.fingerprint, 'utf8').trim() : ''
   if (state !== 'absent' && current !== fingerprint) {
-    onLine?.('the local cluster was made from another configuration: recreating it')
-    await deleteCluster(cache, onLine)
+    say('the local cluster was made from another configuration: recreating it')
+    await deleteCluster(cache)
     state = 'absent'
   }
   const started = performance.now()
@@ -152,18 +152,18 @@ async function upCluster(cache: string, bins: ClusterBinaries, onLine: OnLine): 
     mkdirSync(p.root, { recursive: true })
     writeFileSync(p.config, config)
     rmSync(p.kubeconfig, { force: true })
-    onLine?.(`creating the local control plane (Kubernetes ${VERSIONS.kubernetes}, etcd ${VERSIONS.etcd}) on 127.0.0.1:${API_SERVER_PORT}`)
-    await kwokctlOrExplain(cache, bins, ['create', 'cluster', '--runtime', 'binary', '--config', p.config, '--kubeconfig', p.kubeconfig, '--wait', '120s', '--timeout', '240s'], onLine)
+    say(`creating the local control plane (Kubernetes ${VERSIONS.kubernetes}, etcd ${VERSIONS.etcd}) on 127.0.0.1:${API_SERVER_PORT}`)
+    await kwokctlOrExplain(cache, bins, ['create', 'cluster', '--runtime', 'binary', '--config', p.config, '--kubeconfig', p.kubeconfig, '--wait', '120s', '--timeout', '240s'])
     writeFileSync(p.fingerprint, `${fingerprint}\n`)
   } else if (state === 'stopped') {
-    onLine?.('starting the local control plane')
-    await kwokctlOrExplain(cache, bins, ['start', 'cluster', '--wait', '120s'], onLine)
+    say('starting the local control plane')
+    await kwokctlOrExplain(cache, bins, ['start', 'cluster', '--wait', '120s'])
   }
   const flat = await run([bins.kubectl, '--kubeconfig', p.kubeconfig, 'config', 'view', '--raw', '--minify', '--flatten', '--context', CLUSTER_CONTEXT])
   writeFileSync(p.nodeKubeconfig, flat.stdout, { mode: 0o600 })
-  const docker = await ensureDockerEngine(loadConfig().docker, onLine)
-  const node = await startNode(p.node, bins, p.nodeKubeconfig, docker.docker, onLine)
-  if (state !== 'running' || node.started.length) onLine?.(`local cluster ready in ${((performance.now() - started) / 1000).toFixed(1)} s${node.started.length ? ` (started ${node.started.join(', ')})` : ''}`)
+  const docker = await ensureDockerEngine(loadConfig().docker)
+  const node = await startNode(p.node, bins, p.nodeKubeconfig, docker.docker)
+  if (state !== 'running' || node.started.length) say(`local cluster ready in ${((performance.now() - started) / 1000).toFixed(1)} s${node.started.length ? ` (started ${node.started.join(', ')})` : ''}`)
   return { kubeconfig: p.kubeconfig, context: CLUSTER_CONTEXT, binaries: bins }
 }
 
@@ -172,20 +172,20 @@ async function upCluster(cache: string, bins: ClusterBinaries, onLine: OnLine): 
  * control plane; etcd's data stays, so the next start keeps every release and
  * the kubelet recreates their pods.
  */
-export async function stopCluster(cache: string, onLine?: OnLine): Promise<boolean> {
+export async function stopCluster(cache: string): Promise<boolean> {
   const bins = cachedClusterBinaries(cache)
   const p = paths(cache)
-  const stoppedNode = existsSync(p.node) ? await stopNode(p.node, bins?.kubeProxy, onLine) : []
+  const stoppedNode = existsSync(p.node) ? await stopNode(p.node, bins?.kubeProxy) : []
   if (!bins || (await clusterStatus(cache, bins.kubectl)) !== 'running') return stoppedNode.length > 0
-  await kwokctl(cache, bins, ['stop', 'cluster'], onLine, 120_000)
+  await kwokctl(cache, bins, ['stop', 'cluster'], 120_000)
   return true
 }
 
 /** Removes the cluster (its processes, what the node made, and its state). */
-export async function deleteCluster(cache: string, onLine?: OnLine): Promise<void> {
+export async function deleteCluster(cache: string): Promise<void> {
   const p = paths(cache)
   const bins = cachedClusterBinaries(cache)
-  if (existsSync(p.node)) await deleteNode(p.node, bins?.kubeProxy, onLine)
-  if (bins && existsSync(p.clusterConfig)) await kwokctl(cache, bins, ['delete', 'cluster'], onLine, 120_000)
+  if (existsSync(p.node)) await deleteNode(p.node, bins?.kubeProxy)
+  if (bins && existsSync(p.clusterConfig)) await kwokctl(cache, bins, ['delete', 'cluster'], 120_000)
   rmSync(p.root, { recursive: true, force: true })
 }

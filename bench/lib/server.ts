@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
-import { PipelineError } from '../core/errors.ts'
-import { run } from '../core/run.ts'
+import { PipelineError } from '../../lib/core/errors.ts'
+import { run } from '../../lib/core/run.ts'
 
 /** One load run of oha against one URL. Latencies in milliseconds. */
 export interface LoadFigures {

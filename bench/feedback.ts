@@ -8,27 +8,27 @@
  *   after   the record is there, so the cold figure is reused.
  * The before run's measure stage built cold and warm, so its warm/cold ratio
  * is one run's. Then every option tried for the warm build is measured
- * against the committed one on the same worktree (lib/build/warm-options.ts).
+ * against the committed one on the same worktree (bench/lib/warm-options.ts).
  * The record set aside is put back unless the cold run wrote a fresher one.
  * Figures go to the log and `reports/bench-feedback.json`; nothing here is a
  * gate. `--no-options` leaves the options out (two ci:build runs only).
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs'
+import { appendFileSync,existsSync,mkdirSync,readFileSync,renameSync,rmSync,symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { CODE_CHANGE_FILE } from '../lib/build/docker.ts'
-import { formatBytes, type Measurements } from '../lib/build/measure.ts'
-import { WARM_OPTION_HEADERS, WARM_ROUNDS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
-import { ensureDockerEngine } from '../lib/local/docker.ts'
+import { CODE_CHANGE_FILE } from '../lib/build/cold-warm.ts'
+import { formatBytes,type Measurements } from '../lib/build/measure.ts'
+import { WARM_OPTION_HEADERS,WARM_ROUNDS,measureWarmOptions,warmOptionRows,type WarmOptionResult } from './lib/warm-options.ts'
+import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { markdownTable, writeReport } from '../lib/core/report.ts'
-import { ANY_EXIT, childEnv, run } from '../lib/core/run.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
+import { markdownTable,writeReport } from '../lib/core/report.ts'
+import { ANY_EXIT,childEnv,run } from '../lib/core/run.ts'
+import { defineStage,runStage } from '../lib/core/stage.ts'
 
 interface Row {
   run: 'before' | 'after'
@@ -47,7 +47,7 @@ interface Ctx {
 
 const withOptions = () => !process.argv.includes('--no-options')
 
-async function ciBuild(ctx: Ctx, label: Row['run'], onLine: (l: string) => void): Promise<Row> {
+async function ciBuild(ctx: Ctx, label: Row['run']): Promise<Row> {
   appendFileSync(join(ctx.worktree, CODE_CHANGE_FILE), `// bench:feedback ${label} ${Date.now()}\n`)
   const reports = join(ctx.worktree, 'reports')
   const started = performance.now()
@@ -55,7 +55,6 @@ async function ciBuild(ctx: Ctx, label: Row['run'], onLine: (l: string) => void)
     cwd: ctx.worktree,
     // The lint-test stage compiles in the same target dir as the tests' copies, so it is as warm as a developer's.
     env: { ...childEnv(), FORCE_COLOR: '0', REPORTS_DIR: reports, CARGO_TARGET_DIR: join(ctx.config.cacheDir, 'test-copies', 'target') },
-    onLine,
     okCodes: ANY_EXIT,
     timeoutMs: 60 * 60_000,
   })
@@ -85,7 +84,7 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
         const aside = `${cold}.bench-feedback`
         if (existsSync(cold)) renameSync(cold, aside)
         try {
-          ctx.rows.push(await ciBuild(ctx, 'before', (l) => (task.output = l)))
+          ctx.rows.push(await ciBuild(ctx, 'before'))
         } finally {
           // The cold run wrote a fresher record of the same inputs; the one set aside goes back only if none was written.
           if (existsSync(aside)) existsSync(cold) ? rmSync(aside) : renameSync(aside, cold)
@@ -97,7 +96,7 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
     {
       title: 'After: ci:build reusing the cold figure',
       task: async (ctx, task) => {
-        ctx.rows.push(await ciBuild(ctx, 'after', (l) => (task.output = l)))
+        ctx.rows.push(await ciBuild(ctx, 'after'))
         task.title = `After (cold figure reused): ${ctx.rows.at(-1)!.seconds.toFixed(1)} s`
       },
     },
@@ -105,8 +104,8 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
       title: `Warm build options against the committed one, ${WARM_ROUNDS} alternating rounds`,
       skip: () => !withOptions() && 'left out (--no-options)',
       task: async (ctx, task) => {
-        const { docker } = await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))
-        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`), onLine: (l) => (task.output = l) })
+        const { docker } = await ensureDockerEngine(ctx.config.docker)
+        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`) })
         task.title = `Warm build options: ${ctx.options.length} measured, ${WARM_ROUNDS} rounds each`
       },
     },

@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
+import { existsSync,mkdirSync,readdirSync,renameSync,rmSync } from 'node:fs'
 import { join } from 'node:path'
-import { PipelineError } from './errors.ts'
-import { run } from './run.ts'
-import { requireTool } from './tools.ts'
+import { PipelineError } from '../core/errors.ts'
+import { run } from '../core/run.ts'
+import { requireTool } from './which.ts'
+import { say } from '../core/output.ts'
 
 /** The npm package that carries Node's own Linux binary for this CPU (`bin/node`). */
 export function nodePackage(version: string, arch: string = process.arch, platform: string = process.platform): string {
@@ -19,7 +20,7 @@ export function nodePackage(version: string, arch: string = process.arch, platfo
  * `<cache>/tools/node/<version>/`, moved into place only once it runs and
  * reports exactly that version.
  */
-export async function ensureNodeBinary(cache: string, version: string, onLine?: (line: string) => void): Promise<string> {
+export async function ensureNodeBinary(cache: string, version: string): Promise<string> {
   const dir = join(cache, 'tools', 'node', version)
   const bin = join(dir, 'bin', 'node')
   if (existsSync(bin)) return bin
@@ -28,8 +29,8 @@ export async function ensureNodeBinary(cache: string, version: string, onLine?: 
   rmSync(tmp, { recursive: true, force: true })
   mkdirSync(tmp, { recursive: true })
   try {
-    onLine?.(`fetching ${pkg} from the npm registry (once per machine)`)
-    await run([requireTool('npm'), 'pack', pkg, '--pack-destination', tmp, '--silent'], { cwd: tmp, onLine })
+    say(`fetching ${pkg} from the npm registry (once per machine)`)
+    await run([requireTool('npm'), 'pack', pkg, '--pack-destination', tmp, '--silent'], { cwd: tmp })
     const tgz = readdirSync(tmp).find((f) => f.endsWith('.tgz'))
     if (!tgz) throw new PipelineError(`node: npm pack ${pkg} wrote no archive`)
     await run(['tar', '-xzf', join(tmp, tgz), '-C', tmp])

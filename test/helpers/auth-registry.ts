@@ -8,12 +8,13 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { request } from 'node:https'
 import { join } from 'node:path'
-import { ensureDebianPackages } from '../core/apt.ts'
-import { PipelineError } from '../core/errors.ts'
-import { stateDir } from '../core/paths.ts'
-import { lastWords, run, succeeds } from '../core/run.ts'
-import { startDetached, stopOwned } from './service.ts'
-import { registryConfig } from './registry.ts'
+import { ensureDebianPackages } from '../../lib/tools/apt.ts'
+import { PipelineError } from '../../lib/core/errors.ts'
+import { stateDir } from '../../lib/core/paths.ts'
+import { lastWords, run, succeeds } from '../../lib/core/run.ts'
+import { startDetached, stopOwned } from '../../lib/sandbox/service.ts'
+import { registryConfig } from '../../lib/sandbox/registry.ts'
+import { say } from '../../lib/core/output.ts'
 
 /** Loopback only, and not the open registry's port. */
 export const AUTH_REGISTRY = '127.0.0.1:5443'
@@ -87,7 +88,7 @@ export async function stopAuthRegistry(env: NodeJS.ProcessEnv = process.env): Pr
  * htpasswd on stdin and is never written anywhere in clear. Root only: the
  * engine's trust lives in /etc/docker/certs.d.
  */
-export async function ensureAuthRegistry(user: string, token: string, opts: { addr?: string; onLine?: (line: string) => void; env?: NodeJS.ProcessEnv } = {}): Promise<AuthRegistry> {
+export async function ensureAuthRegistry(user: string, token: string, opts: { addr?: string; env?: NodeJS.ProcessEnv } = {}): Promise<AuthRegistry> {
   const addr = opts.addr ?? AUTH_REGISTRY
   const env = opts.env ?? process.env
   const [host] = addr.split(':')
@@ -96,7 +97,7 @@ export async function ensureAuthRegistry(user: string, token: string, opts: { ad
     { pkg: 'docker-registry', provides: '/usr/bin/docker-registry' },
     { pkg: 'apache2-utils', provides: 'htpasswd' },
     { pkg: 'openssl', provides: 'openssl' },
-  ], opts.onLine)
+  ])
   const p = paths(env)
   mkdirSync(p.data, { recursive: true })
   await ensureCertificates(p, host!)
@@ -108,7 +109,7 @@ export async function ensureAuthRegistry(user: string, token: string, opts: { ad
   await stopAuthRegistry(env)
   const ca = readFileSync(p.caCert, 'utf8')
   if ((await tlsStatus(addr, ca)) !== undefined) throw new PipelineError(`registry: ${addr} is taken by a registry this project did not start; stop it first`)
-  opts.onLine?.(`starting docker-registry with htpasswd auth and TLS on ${addr} (data: ${p.data})`)
+  say(`starting docker-registry with htpasswd auth and TLS on ${addr} (data: ${p.data})`)
   const started = await startDetached({ binary: '/usr/bin/docker-registry', args: ['serve', p.config], log: p.log, ready: async () => (await tlsStatus(addr, ca)) === 401, timeoutMs: 30_000, pollMs: 300 })
   if (!started.ok) {
     const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer /v2/ with 401 within 30 s and was stopped'

@@ -3,15 +3,15 @@
  * distroless cc: sizes, the packages its SBOM lists, start-to-ready time and
  * the server's throughput and p99 under the same bounded loopback load.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PipelineError } from '../core/errors.ts'
-import { run } from '../core/run.ts'
-import { BASE_IMAGES } from '../core/versions.ts'
-import { trivyIgnoreYaml, today } from '../scan/scan-policy.ts'
-import { scanImage } from '../scan/trivy.ts'
-import { removeContainer, startContainer } from './docker.ts'
+import { PipelineError } from '../../lib/core/errors.ts'
+import { run } from '../../lib/core/run.ts'
+import { BASE_IMAGES } from '../../lib/tools/versions.ts'
+import { trivyIgnoreYaml,today } from '../../lib/scan/scan-policy.ts'
+import { scanImage } from '../../lib/scan/trivy.ts'
+import { removeContainer,startContainer } from '../../lib/build/container.ts'
 
 /** The two ways the bench builds Dockerfile.optimized: the build arguments are the whole difference. */
 export const RUNTIMES = [

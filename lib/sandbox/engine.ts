@@ -1,32 +1,13 @@
-import { existsSync, mkdirSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { ensureDebianPackages } from '../core/apt.ts'
+import { ensureDebianPackages } from '../tools/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { lastWords, succeeds } from '../core/run.ts'
+import { lastWords } from '../core/run.ts'
 import { stateDir } from '../core/paths.ts'
-import { findTool } from '../core/tools.ts'
+import { findTool } from '../tools/which.ts'
 import { startDetached } from './service.ts'
-
-/** Debian's client: the preinstalled 28.x client has no buildx, so BuildKit builds need this one. */
-const DEBIAN_CLIENT = '/usr/bin/docker'
-
-/**
- * The client to build with. A bare `docker` resolves to Debian's client once
- * docker.io is installed, since the first `docker` on PATH may lack buildx.
- */
-export function dockerClient(configured: string): string {
-  if (configured === 'docker' && existsSync(DEBIAN_CLIENT)) return DEBIAN_CLIENT
-  return configured
-}
-
-/** The environment every docker call gets: BuildKit on, plain progress output. */
-export function dockerEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  return { ...process.env, DOCKER_BUILDKIT: '1', BUILDKIT_PROGRESS: 'plain', ...extra }
-}
-
-export async function engineAnswers(docker: string): Promise<boolean> {
-  return succeeds([docker, 'info', '--format', '{{.ServerVersion}}'], { env: dockerEnv(), timeoutMs: 20_000 })
-}
+import { DEBIAN_CLIENT,dockerClient,engineAnswers } from '../build/docker.ts'
+import { say } from '../core/output.ts'
 
 export interface EngineStatus {
   docker: string
@@ -42,7 +23,7 @@ export interface EngineStatus {
  * dockerd started in the background (log and pidfile under the state dir),
  * since CI machines start with no engine. Elsewhere one line says what to do.
  */
-export async function ensureDockerEngine(configured: string, onLine?: (line: string) => void, env: NodeJS.ProcessEnv = process.env): Promise<EngineStatus> {
+export async function ensureDockerEngine(configured: string, env: NodeJS.ProcessEnv = process.env): Promise<EngineStatus> {
   let docker = dockerClient(configured)
   if (findTool(docker) && (await engineAnswers(docker))) return { docker, started: false }
   const root = process.getuid?.() === 0
@@ -52,7 +33,7 @@ export async function ensureDockerEngine(configured: string, onLine?: (line: str
   await ensureDebianPackages([
     { pkg: 'docker.io', provides: '/usr/sbin/dockerd' },
     { pkg: 'docker.io', provides: DEBIAN_CLIENT },
-  ], onLine)
+  ])
   docker = dockerClient(configured)
   if (await engineAnswers(docker)) return { docker, started: false }
 
@@ -60,7 +41,7 @@ export async function ensureDockerEngine(configured: string, onLine?: (line: str
   mkdirSync(dir, { recursive: true })
   const log = join(dir, 'dockerd.log')
   const pidfile = join(dir, 'dockerd.pid')
-  onLine?.(`starting dockerd (log: ${log})`)
+  say(`starting dockerd (log: ${log})`)
   const started = await startDetached({ binary: '/usr/sbin/dockerd', args: ['--pidfile', pidfile], log, ready: () => engineAnswers(docker), timeoutMs: 60_000, pollMs: 1000 })
   if (started.ok) return { docker, started: true, ...(started.pid ? { pid: started.pid } : {}), log }
   const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer within 60 s and was stopped'

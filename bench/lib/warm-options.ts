@@ -4,10 +4,10 @@
  * against the workspace's choice in the same run, on the same machine, in
  * alternating rounds so that a noisy minute does not favour one of them.
  */
-import { readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CODE_CHANGE_FILE, coldAndWarmBuilds, type ColdWarm, type OnLine } from './docker.ts'
-import { median, withTomlSettings } from './measure.ts'
+import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../../lib/build/cold-warm.ts'
+import { median,withTomlSettings } from '../../lib/build/measure.ts'
 
 export interface WarmOption {
   name: string
@@ -51,7 +51,7 @@ export interface WarmOptionResult {
  * Runs `rounds` rounds; in each, every option builds once (a first build that
  * primes its layers, then the measured warm build after a code-only change).
  */
-export async function measureWarmOptions(opts: { docker: string; root: string; rounds: number; options?: readonly WarmOption[]; onLine?: OnLine; onProgress?: (line: string) => void }): Promise<WarmOptionResult[]> {
+export async function measureWarmOptions(opts: { docker: string; root: string; rounds: number; options?: readonly WarmOption[]; onProgress?: (line: string) => void }): Promise<WarmOptionResult[]> {
   const options = opts.options ?? WARM_OPTIONS
   const runs: ColdWarm[][] = options.map(() => [])
   for (let round = 1; round <= opts.rounds; round++) {
@@ -60,7 +60,7 @@ export async function measureWarmOptions(opts: { docker: string; root: string; r
       const prepare = (copy: string) => {
         if (option.cargo) writeFileSync(join(copy, 'Cargo.toml'), withTomlSettings(readFileSync(join(copy, 'Cargo.toml'), 'utf8'), option.cargo))
       }
-      runs[i]!.push(await coldAndWarmBuilds({ docker: opts.docker, root: opts.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, buildArgs: option.buildArgs ?? {}, noCache: false, prepare, ...(opts.onLine ? { onLine: opts.onLine } : {}) }))
+      runs[i]!.push(await coldAndWarmBuilds({ docker: opts.docker, root: opts.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, buildArgs: option.buildArgs ?? {}, noCache: false, prepare }))
     }
   }
   return options.map((option, i) => {

@@ -7,37 +7,36 @@
  * bridge, iptables chains, cgroups, mounts); `startNode` works after an
  * unclean stop too.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { ensureDebianPackages } from '../core/apt.ts'
+import { existsSync,mkdirSync,readFileSync,readdirSync,rmSync,rmdirSync,writeFileSync } from 'node:fs'
+import { dirname,join } from 'node:path'
+import { ensureDebianPackages } from '../tools/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { LOG_ERROR, lastWords, run, succeeds, tail } from '../core/run.ts'
+import { LOG_ERROR,lastWords,run,succeeds,tail } from '../core/run.ts'
 import { repoRoot } from '../core/paths.ts'
-import { dockerEnv } from './docker.ts'
+import { dockerEnv } from '../build/docker.ts'
 import { LOCAL_REGISTRY } from './registry.ts'
-import { runningPid, startDetached, stopPid } from './service.ts'
+import { runningPid,startDetached,stopPid } from './service.ts'
 import { criAnswers } from './cri.ts'
 import {
-  CNI_NETWORK,
-  CONTAINERD_NAMESPACE,
-  KUBELET_HEALTHZ_PORT,
-  KUBE_PROXY_HEALTHZ_PORT,
-  NODE_IP,
-  NODE_ADDRESS_LABEL,
-  NODE_LINK,
-  NODE_NAME,
-  POD_BRIDGE,
-  SANDBOX_IMAGE,
-  cniConflist,
-  containerdConfig,
-  kubeProxyConfig,
-  kubeletConfig,
-  nodeDirs,
-  registryHostsToml,
-  type NodeDirs,
+CNI_NETWORK,
+CONTAINERD_NAMESPACE,
+KUBELET_HEALTHZ_PORT,
+KUBE_PROXY_HEALTHZ_PORT,
+NODE_IP,
+NODE_ADDRESS_LABEL,
+NODE_LINK,
+NODE_NAME,
+POD_BRIDGE,
+SANDBOX_IMAGE,
+cniConflist,
+containerdConfig,
+kubeProxyConfig,
+kubeletConfig,
+nodeDirs,
+registryHostsToml,
+type NodeDirs,
 } from './node-config.ts'
-
-type OnLine = ((line: string) => void) | undefined
+import { say } from '../core/output.ts'
 
 /** What the node needs from Debian (containerd and runc come with docker.io, which the Docker engine installs). */
 export const NODE_PACKAGES = [
@@ -79,11 +78,11 @@ export interface Service {
 }
 
 /** Starts a service unless its pidfile names a live process; a failure names the service and quotes its log. */
-export async function ensureService(s: Service, onLine: OnLine): Promise<'running' | 'started'> {
+export async function ensureService(s: Service): Promise<'running' | 'started'> {
   const pid = runningPid(s.pid, s.binary.split('/').pop()!)
   if (pid && (await s.ready())) return 'running'
   if (pid) await stopPid(pid, 15_000)
-  onLine?.(`starting ${s.name} (log: ${s.log})`)
+  say(`starting ${s.name} (log: ${s.log})`)
   writeFileSync(s.log, `\n--- ${new Date().toISOString()} starting ${s.name}\n`, { flag: 'a' })
   const started = await startDetached({ binary: s.binary, args: s.args, log: s.log, ready: s.ready, timeoutMs: s.timeoutMs, pollMs: 500 })
   if (started.ok) {
@@ -95,7 +94,7 @@ export async function ensureService(s: Service, onLine: OnLine): Promise<'runnin
 }
 
 /** Kernel and host settings pods need: bridged traffic through iptables, forwarding, the node's own address. */
-async function prepareHost(onLine: OnLine): Promise<void> {
+async function prepareHost(): Promise<void> {
   await run(['modprobe', 'br_netfilter'], { okCodes: [1] }).catch(() => undefined)
   await run(['modprobe', 'overlay'], { okCodes: [1] }).catch(() => undefined)
   for (const [key, value] of [['net.ipv4.ip_forward', '1'], ['net.bridge.bridge-nf-call-iptables', '1']] as const) {
@@ -105,20 +104,20 @@ async function prepareHost(onLine: OnLine): Promise<void> {
   }
   const addrs = (await run(['ip', '-o', '-4', 'addr', 'show', 'dev', NODE_LINK])).stdout
   if (!addrs.includes(` ${NODE_IP}/`)) {
-    onLine?.(`adding the node's address ${NODE_IP}/32 on ${NODE_LINK}`)
+    say(`adding the node's address ${NODE_IP}/32 on ${NODE_LINK}`)
     await run(['ip', 'addr', 'add', `${NODE_IP}/32`, 'dev', NODE_LINK, 'label', NODE_ADDRESS_LABEL])
   }
 }
 
 /** The pause program, compiled static and shipped FROM scratch, imported into the node's containerd. */
-async function ensureSandboxImage(d: NodeDirs, docker: string, onLine: OnLine): Promise<void> {
+async function ensureSandboxImage(d: NodeDirs, docker: string): Promise<void> {
   const have = await run(ctr(d, 'images', 'ls', '-q', `name==${SANDBOX_IMAGE}`))
   if (have.stdout.trim() === SANDBOX_IMAGE) return
-  onLine?.(`building the sandbox image ${SANDBOX_IMAGE} (static pause, FROM scratch)`)
+  say(`building the sandbox image ${SANDBOX_IMAGE} (static pause, FROM scratch)`)
   const work = join(d.root, 'pause-build')
   rmSync(work, { recursive: true, force: true })
   mkdirSync(work, { recursive: true })
-  await run(['gcc', '-static', '-Os', '-s', '-o', join(work, 'pause'), join(repoRoot, 'lib', 'local', 'pause.c')])
+  await run(['gcc', '-static', '-Os', '-s', '-o', join(work, 'pause'), join(repoRoot, 'lib', 'sandbox', 'pause.c')])
   writeFileSync(join(work, 'Dockerfile'), 'FROM scratch\nCOPY pause /pause\nUSER 65535:65535\nENTRYPOINT ["/pause"]\n')
   await run([docker, 'build', '--quiet', '--tag', SANDBOX_IMAGE, work], { env: dockerEnv() })
   const tar = join(work, 'pause.tar')
@@ -138,7 +137,7 @@ function writeConfigs(d: NodeDirs, nodeKubeconfig: string): void {
   writeFileSync(d.kubeProxy.config, JSON.stringify(kubeProxyConfig(nodeKubeconfig), null, 2))
 }
 
-/** The node's containerd: ready when its CRI answers, which is what the kubelet needs (lib/local/cri.ts), not merely its own API. */
+/** The node's containerd: ready when its CRI answers, which is what the kubelet needs (lib/sandbox/cri.ts), not merely its own API. */
 export function containerdService(d: NodeDirs): Service {
   return { name: 'containerd', binary: '/usr/bin/containerd', args: ['--config', d.containerd.config], log: d.containerd.log, pid: d.containerd.pid, ready: () => criAnswers(d.containerd.socket), timeoutMs: 60_000 }
 }
@@ -148,15 +147,15 @@ export function containerdService(d: NodeDirs): Service {
  * server reports the node Ready. `kubeconfig` is the control plane's admin
  * kubeconfig (single context); the kubelet and kube-proxy use it.
  */
-export async function startNode(root: string, bins: NodeBinaries, kubeconfig: string, docker: string, onLine?: OnLine): Promise<{ started: string[] }> {
-  await ensureDebianPackages(NODE_PACKAGES, onLine)
+export async function startNode(root: string, bins: NodeBinaries, kubeconfig: string, docker: string): Promise<{ started: string[] }> {
+  await ensureDebianPackages(NODE_PACKAGES)
   const d = nodeDirs(root)
   writeConfigs(d, kubeconfig)
-  await prepareHost(onLine)
+  await prepareHost()
   const started: string[] = []
-  const containerd = await ensureService(containerdService(d), onLine)
+  const containerd = await ensureService(containerdService(d))
   if (containerd === 'started') started.push('containerd')
-  await ensureSandboxImage(d, docker, onLine)
+  await ensureSandboxImage(d, docker)
   const kubelet = await ensureService(
     {
       name: 'kubelet',
@@ -167,15 +166,13 @@ export async function startNode(root: string, bins: NodeBinaries, kubeconfig: st
       ready: () => httpOk(`http://127.0.0.1:${KUBELET_HEALTHZ_PORT}/healthz`),
       timeoutMs: 120_000,
     },
-    onLine,
   )
   if (kubelet === 'started') started.push('kubelet')
   const proxy = await ensureService(
     { name: 'kube-proxy', binary: bins.kubeProxy, args: ['--config', d.kubeProxy.config, '--v', '1'], log: d.kubeProxy.log, pid: d.kubeProxy.pid, ready: () => httpOk(`http://127.0.0.1:${KUBE_PROXY_HEALTHZ_PORT}/healthz`), timeoutMs: 120_000 },
-    onLine,
   )
   if (proxy === 'started') started.push('kube-proxy')
-  onLine?.(`waiting for node ${NODE_NAME} to be Ready`)
+  say(`waiting for node ${NODE_NAME} to be Ready`)
   const r = await run([bins.kubectl, '--kubeconfig', kubeconfig, 'wait', '--for=condition=Ready', `node/${NODE_NAME}`, '--timeout=120s'], { okCodes: [1], timeoutMs: 150_000 })
   if (r.exitCode !== 0) {
     const logTail = existsSync(d.kubelet.log) ? tail(readFileSync(d.kubelet.log, 'utf8'), 15) : '(no log)'
@@ -265,20 +262,20 @@ function removeCgroups(): void {
  * stop: everything is found from the state dir and the kernel, not from
  * memory of a previous run.
  */
-export async function stopNode(root: string, kubeProxy: string | undefined, onLine?: OnLine): Promise<string[]> {
+export async function stopNode(root: string, kubeProxy: string | undefined): Promise<string[]> {
   const d = nodeDirs(root)
   const stopped: string[] = []
   for (const [name, pidfile, program] of [['kubelet', d.kubelet.pid, 'kubelet'], ['kube-proxy', d.kubeProxy.pid, 'kube-proxy']] as const) {
     const pid = runningPid(pidfile, program)
     if (pid) {
-      onLine?.(`stopping ${name} (pid ${pid})`)
+      say(`stopping ${name} (pid ${pid})`)
       await stopPid(pid, 20_000)
       stopped.push(name)
     }
     rmSync(pidfile, { force: true })
   }
   const shims = shimPids(d)
-  if (shims.length) onLine?.(`stopping ${shims.length} pod container shim(s)`)
+  if (shims.length) say(`stopping ${shims.length} pod container shim(s)`)
   for (const pid of shims) {
     try {
       process.kill(-pid, 'SIGKILL')
@@ -303,7 +300,7 @@ export async function stopNode(root: string, kubeProxy: string | undefined, onLi
   }
   const cd = runningPid(d.containerd.pid, 'containerd')
   if (cd) {
-    onLine?.(`stopping containerd (pid ${cd})`)
+    say(`stopping containerd (pid ${cd})`)
     await stopPid(cd, 20_000)
     stopped.push('containerd')
   }
@@ -329,8 +326,8 @@ export async function stopNode(root: string, kubeProxy: string | undefined, onLi
 }
 
 /** Removes the node's state (containerd's images and snapshots too), after stopping it. */
-export async function deleteNode(root: string, kubeProxy: string | undefined, onLine?: OnLine): Promise<void> {
-  await stopNode(root, kubeProxy, onLine)
+export async function deleteNode(root: string, kubeProxy: string | undefined): Promise<void> {
+  await stopNode(root, kubeProxy)
   for (const m of mountsUnder(root)) await run(['umount', '-l', m], { okCodes: [1, 32] }).catch(() => undefined)
   rmSync(root, { recursive: true, force: true })
   mkdirSync(dirname(root), { recursive: true })

@@ -10,23 +10,27 @@
  * the log and `reports/bench-build.json` (`bench-warm-options.json`);
  * nothing here is a gate.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
-import { CODE_CHANGE_FILE, buildImage, coldAndWarmBuilds, imageBytes, pushImage, pushedBytes, removeImage, type ColdWarm } from '../lib/build/docker.ts'
-import { ensureBaseImages, ensureCargoTool } from '../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { formatBytes, median, ratio } from '../lib/build/measure.ts'
-import { WARM_OPTION_HEADERS, WARM_ROUNDS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from '../lib/build/warm-options.ts'
-import { LOAD, RUNTIMES, loadRun, sbomOf, startToReady, type LoadFigures, type SbomCounts } from '../lib/build/runtime-compare.ts'
-import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
-import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
+import { buildImage } from '../lib/build/docker.ts'
+import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../lib/build/cold-warm.ts'
+import { imageBytes,pushImage,pushedBytes,removeImage } from '../lib/build/registry.ts'
+import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
+import { ensureCargoTool } from '../lib/tools/cargo.ts'
+import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
+import { formatBytes,median,ratio } from '../lib/build/measure.ts'
+import { WARM_OPTION_HEADERS,WARM_ROUNDS,measureWarmOptions,warmOptionRows,type WarmOptionResult } from './lib/warm-options.ts'
+import { LOAD,RUNTIMES,loadRun,sbomOf,startToReady,type LoadFigures,type SbomCounts } from './lib/runtime-compare.ts'
+import { BASE_IMAGES,VERSIONS } from '../lib/tools/versions.ts'
+import { ensureLocalDb } from '../lib/scan/trivy.ts'
+import { ensureTrivy } from '../lib/tools/trivy.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { markdownTable } from '../lib/core/report.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
+import { defineStage,runStage } from '../lib/core/stage.ts'
 
 interface BenchCtx {
   config: Config
@@ -49,7 +53,7 @@ function variantTasks(): ListrTask<BenchCtx>[] {
   return variants.map((v) => ({
     title: `${v.variant}: cold, then warm after a code-only change`,
     task: async (ctx, task) => {
-      const r = await coldAndWarmBuilds({ docker: ctx.docker, root: repoRoot, dockerfile: v.dockerfile, changeFile: CODE_CHANGE_FILE, buildArgs: v.args, onLine: (l) => (task.output = l) })
+      const r = await coldAndWarmBuilds({ docker: ctx.docker, root: repoRoot, dockerfile: v.dockerfile, changeFile: CODE_CHANGE_FILE, buildArgs: v.args })
       ctx.variants.push({ variant: v.variant, ...r })
       task.title = `${v.variant}: cold ${r.coldSeconds.toFixed(1)} s, warm ${r.warmSeconds.toFixed(1)} s, image ${formatBytes(r.imageBytes)}`
     },
@@ -61,8 +65,8 @@ function upxTasks(): ListrTask<BenchCtx>[] {
     title: `UPX ${upx ? 'on' : 'off'}: pushed size and start-to-ready`,
     task: async (ctx, task) => {
       const ref = `${LOCAL_REGISTRY}/local/agent-docs-bench:${upx ? 'upx' : 'no-upx'}`
-      await buildImage({ docker: ctx.docker, context: repoRoot, dockerfile: join(repoRoot, 'Dockerfile.optimized'), tags: [ref], buildArgs: { PACK_WITH_UPX: String(upx) }, onLine: (l) => (task.output = l) })
-      const pushed = await pushImage(ctx.docker, ref, { onLine: (l) => (task.output = l) })
+      await buildImage({ docker: ctx.docker, context: repoRoot, dockerfile: join(repoRoot, 'Dockerfile.optimized'), tags: [ref], buildArgs: { PACK_WITH_UPX: String(upx) } })
+      const pushed = await pushImage(ctx.docker, ref, {  })
       const pinned = `${ref.replace(/:[^:/]+$/, '')}@${pushed.digest}`
       const times: number[] = []
       for (let i = 0; i < STARTS; i++) times.push(await startToReady(ctx.docker, ref))
@@ -77,10 +81,10 @@ function runtimeTasks(): ListrTask<BenchCtx>[] {
   return [
     {
       title: 'Trivy with the local DB (SBOMs) and oha (load)',
-      task: async (ctx, task) => {
-        const trivy = await ensureTrivy(ctx.config.cacheDir, (l) => (task.output = l))
-        const db = await ensureLocalDb(ctx.config.cacheDir, (l) => (task.output = l))
-        const oha = await ensureCargoTool(ctx.config.cacheDir, 'oha', VERSIONS.oha, (l) => (task.output = l))
+      task: async (ctx) => {
+        const trivy = await ensureTrivy(ctx.config.cacheDir)
+        const db = await ensureLocalDb(ctx.config.cacheDir)
+        const oha = await ensureCargoTool(ctx.config.cacheDir, 'oha', VERSIONS.oha)
         ctx.tools = { trivy: trivy.path, trivyCache: db.cacheDir, oha }
       },
     },
@@ -88,8 +92,8 @@ function runtimeTasks(): ListrTask<BenchCtx>[] {
       title: `${rt.label}: sizes, SBOM, start-to-ready, load`,
       task: async (ctx, task) => {
         const ref = `${LOCAL_REGISTRY}/local/agent-docs-bench:${rt.key}`
-        await buildImage({ docker: ctx.docker, context: repoRoot, dockerfile: join(repoRoot, 'Dockerfile.optimized'), tags: [ref], buildArgs: rt.buildArgs, onLine: (l) => (task.output = l) })
-        const pinned = `${ref.replace(/:[^:/]+$/, '')}@${(await pushImage(ctx.docker, ref, { onLine: (l) => (task.output = l) })).digest}`
+        await buildImage({ docker: ctx.docker, context: repoRoot, dockerfile: join(repoRoot, 'Dockerfile.optimized'), tags: [ref], buildArgs: rt.buildArgs })
+        const pinned = `${ref.replace(/:[^:/]+$/, '')}@${(await pushImage(ctx.docker, ref, {  })).digest}`
         const sbom = await sbomOf(pinned, ctx.tools.trivy, ctx.tools.trivyCache)
         const times: number[] = []
         for (let i = 0; i < STARTS; i++) times.push(await startToReady(ctx.docker, ref))
@@ -122,7 +126,7 @@ function warmOptionTasks(): ListrTask<BenchCtx>[] {
     {
       title: `Warm build options, ${WARM_ROUNDS} alternating rounds`,
       task: async (ctx, task) => {
-        ctx.warmOptions = await measureWarmOptions({ docker: ctx.docker, root: repoRoot, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`), onLine: (l) => (task.output = l) })
+        ctx.warmOptions = await measureWarmOptions({ docker: ctx.docker, root: repoRoot, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`) })
         task.title = `Warm build options: ${ctx.warmOptions.length} measured, ${WARM_ROUNDS} rounds each`
       },
     },
@@ -134,11 +138,11 @@ export function benchTasks(warmOptions = process.argv.includes('--warm-options')
   return [
     {
       title: 'Docker engine, registry and base images',
-      task: async (ctx, task) => {
+      task: async (ctx) => {
         ctx.config = loadConfig()
-        ctx.docker = (await ensureDockerEngine(ctx.config.docker, (l) => (task.output = l))).docker
-        await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
-        await ensureBaseImages(ctx.docker, ctx.config.cacheDir, (l) => (task.output = l), [BASE_IMAGES.chef, BASE_IMAGES.runtime, BASE_IMAGES.runtimeCc])
+        ctx.docker = (await ensureDockerEngine(ctx.config.docker)).docker
+        await ensureRegistry(LOCAL_REGISTRY)
+        await ensureBaseImages(ctx.docker, ctx.config.cacheDir, [BASE_IMAGES.chef, BASE_IMAGES.runtime, BASE_IMAGES.runtimeCc])
       },
     },
     ...measured,

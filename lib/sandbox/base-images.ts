@@ -1,13 +1,14 @@
-import { chmodSync, chownSync, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync,chownSync,copyFileSync,existsSync,linkSync,mkdirSync,mkdtempSync,readFileSync,readdirSync,realpathSync,rmSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ensureDebianPackages } from '../core/apt.ts'
+import { ensureDebianPackages } from '../tools/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { retry, run, succeeds } from '../core/run.ts'
-import { requireTool } from '../core/tools.ts'
-import { BASE_IMAGES, VERSIONS } from '../core/versions.ts'
-import { dockerEnv } from './docker.ts'
-
-type OnLine = (line: string) => void
+import { retry,run,succeeds } from '../core/run.ts'
+import { requireTool } from '../tools/which.ts'
+import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
+import { dockerEnv } from '../build/docker.ts'
+import { ensureCargoTool } from '../tools/cargo.ts'
+import { imageExists } from '../build/docker.ts'
+import { say } from '../core/output.ts'
 
 export type BaseImageSource = 'present' | 'pulled' | 'stand-in'
 
@@ -30,22 +31,13 @@ const CHEF_DEBIAN_PACKAGES = ['ca-certificates', 'curl', 'git', 'gcc', 'libc6-de
 const DEBIAN_MIRROR = 'http://deb.debian.org/debian'
 const RUSTUP_PROXIES = ['cargo', 'cargo-clippy', 'cargo-fmt', 'clippy-driver', 'rust-gdb', 'rust-gdbgui', 'rust-lldb', 'rustc', 'rustdoc', 'rustfmt']
 
-/** The image's ID (its config digest): what changes when a base image is rebuilt or updated. */
-export async function imageId(docker: string, name: string): Promise<string> {
-  return (await run([docker, 'image', 'inspect', '--format', '{{.Id}}', name], { env: dockerEnv() })).stdout.trim()
-}
-
-export async function imageExists(docker: string, name: string): Promise<boolean> {
-  return succeeds([docker, 'image', 'inspect', '--format', '{{.Id}}', name], { env: dockerEnv() })
-}
-
 /**
  * Each base image under its exact public name: present already, pulled, or
  * (no registry reachable, as here and on air-gapped machines) a faithful
  * stand-in built once and then reused like the real one. By default the two
  * the Doc Server image needs; `names` may add the cc runtime (the bench).
  */
-export async function ensureBaseImages(docker: string, cache: string, onLine?: OnLine, names: readonly string[] = [BASE_IMAGES.chef, BASE_IMAGES.runtime]): Promise<{ name: string; source: BaseImageSource }[]> {
+export async function ensureBaseImages(docker: string, cache: string, names: readonly string[] = [BASE_IMAGES.chef, BASE_IMAGES.runtime]): Promise<{ name: string; source: BaseImageSource }[]> {
   const out: { name: string; source: BaseImageSource }[] = []
   for (const name of names) {
     const build = name === BASE_IMAGES.chef ? buildChefStandIn : DISTROLESS_PACKAGES[name] ? buildRuntimeStandIn : undefined
@@ -54,7 +46,7 @@ export async function ensureBaseImages(docker: string, cache: string, onLine?: O
       out.push({ name, source: 'present' })
       continue
     }
-    onLine?.(`pulling ${name}`)
+    say(`pulling ${name}`)
     const pulled = await retry(2, 2000, async () => {
       if (!(await succeeds([docker, 'pull', name], { env: dockerEnv(), timeoutMs: 180_000 }))) throw new Error('pull failed')
       return true
@@ -63,43 +55,25 @@ export async function ensureBaseImages(docker: string, cache: string, onLine?: O
       out.push({ name, source: 'pulled' })
       continue
     }
-    onLine?.(`${name} cannot be pulled: building a stand-in under the same name (once per machine)`)
-    await build(docker, name, cache, onLine)
+    say(`${name} cannot be pulled: building a stand-in under the same name (once per machine)`)
+    await build(docker, name, cache)
     out.push({ name, source: 'stand-in' })
   }
   return out
 }
 
 /** Imports a root filesystem as an image, with the given Dockerfile-style config changes. */
-async function importRootfs(docker: string, rootfs: string, name: string, changes: string[], onLine?: OnLine): Promise<void> {
+async function importRootfs(docker: string, rootfs: string, name: string, changes: string[]): Promise<void> {
   rmSync(join(rootfs, 'dev'), { recursive: true, force: true })
   mkdirSync(join(rootfs, 'dev'))
   const tar = `${rootfs}.tar`
-  onLine?.(`packing ${name}`)
+  say(`packing ${name}`)
   await run(['tar', '--numeric-owner', '--xattrs', '-C', rootfs, '-cf', tar, '.'])
   try {
-    await run([docker, 'import', ...changes.flatMap((c) => ['--change', c]), tar, name], { env: dockerEnv(), onLine })
+    await run([docker, 'import', ...changes.flatMap((c) => ['--change', c]), tar, name], { env: dockerEnv() })
   } finally {
     rmSync(tar, { force: true })
   }
-}
-
-/** A pinned crates.io tool built once with the machine's cargo into `<cache>/tools/<crate>/<version>/bin`. */
-export async function ensureCargoTool(cache: string, crate: string, version: string, onLine?: OnLine): Promise<string> {
-  const dir = join(cache, 'tools', crate, version)
-  const bin = join(dir, 'bin', crate)
-  if (existsSync(bin)) return bin
-  const tmp = `${dir}.tmp-${process.pid}`
-  rmSync(tmp, { recursive: true, force: true })
-  onLine?.(`building ${crate} ${version} from crates.io (once per machine)`)
-  await run([requireTool('cargo'), 'install', '--locked', crate, '--version', version, '--root', tmp], {
-    env: { ...process.env, CARGO_TARGET_DIR: join(tmp, 'target') },
-    onLine,
-  })
-  rmSync(join(tmp, 'target'), { recursive: true, force: true })
-  rmSync(dir, { recursive: true, force: true })
-  renameSync(tmp, dir)
-  return bin
 }
 
 /** The machine's pinned Rust toolchain: its sysroot and host triple. */
@@ -120,17 +94,17 @@ async function rustToolchain(): Promise<{ sysroot: string; host: string; rustup:
  * toolchain under rustup in /usr/local, and cargo-chef installed with
  * `cargo install --locked` at the pinned version.
  */
-async function buildChefStandIn(docker: string, name: string, cache: string, onLine?: OnLine): Promise<void> {
-  await ensureDebianPackages([{ pkg: 'debootstrap', provides: '/usr/sbin/debootstrap' }], onLine)
+async function buildChefStandIn(docker: string, name: string, cache: string): Promise<void> {
+  await ensureDebianPackages([{ pkg: 'debootstrap', provides: '/usr/sbin/debootstrap' }])
   const toolchain = await rustToolchain()
-  const chef = await ensureCargoTool(cache, 'cargo-chef', VERSIONS.cargoChef, onLine)
+  const chef = await ensureCargoTool(cache, 'cargo-chef', VERSIONS.cargoChef)
   const work = join(cache, 'base-images')
   const debs = join(work, 'debootstrap-debs')
   mkdirSync(debs, { recursive: true })
   const rootfs = mkdtempSync(join(work, 'chef-rootfs-'))
   try {
-    onLine?.(`debootstrap ${VERSIONS.debianSuite} (packages cached in ${debs})`)
-    await run(['/usr/sbin/debootstrap', '--variant=minbase', `--include=${CHEF_DEBIAN_PACKAGES.join(',')}`, `--cache-dir=${debs}`, VERSIONS.debianSuite, rootfs, DEBIAN_MIRROR], { onLine, timeoutMs: 30 * 60_000 })
+    say(`debootstrap ${VERSIONS.debianSuite} (packages cached in ${debs})`)
+    await run(['/usr/sbin/debootstrap', '--variant=minbase', `--include=${CHEF_DEBIAN_PACKAGES.join(',')}`, `--cache-dir=${debs}`, VERSIONS.debianSuite, rootfs, DEBIAN_MIRROR], { timeoutMs: 30 * 60_000 })
     rmSync(join(rootfs, 'etc', 'apt', 'sources.list'), { force: true })
     writeFileSync(join(rootfs, 'etc', 'apt', 'sources.list.d', 'debian.sources'), debianSources(VERSIONS.debianSuite))
     for (const d of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
@@ -142,7 +116,7 @@ async function buildChefStandIn(docker: string, name: string, cache: string, onL
     const cargoBin = join(rootfs, 'usr/local/cargo/bin')
     mkdirSync(join(rustupHome, 'toolchains'), { recursive: true })
     mkdirSync(cargoBin, { recursive: true })
-    onLine?.(`copying Rust ${VERSIONS.rust} (${toolchain.host})`)
+    say(`copying Rust ${VERSIONS.rust} (${toolchain.host})`)
     // The docs are most of a toolchain's size and the published image has none.
     await run(['cp', '-a', toolchain.sysroot, join(rustupHome, 'toolchains', toolchainName)])
     rmSync(join(rustupHome, 'toolchains', toolchainName, 'share', 'doc'), { recursive: true, force: true })
@@ -160,7 +134,7 @@ async function buildChefStandIn(docker: string, name: string, cache: string, onL
       `ENV RUST_VERSION=${VERSIONS.rust}`,
       `LABEL ${STAND_IN_LABEL}=true`,
       'CMD ["bash"]',
-    ], onLine)
+    ])
   } finally {
     rmSync(rootfs, { recursive: true, force: true })
   }
@@ -179,7 +153,7 @@ function hostCodename(): string | undefined {
 }
 
 /** The .deb files of a distroless package set, fetched once with apt-get and kept in the cache. */
-async function distrolessDebs(dir: string, packages: readonly string[], name: string, onLine?: OnLine): Promise<string[]> {
+async function distrolessDebs(dir: string, packages: readonly string[], name: string): Promise<string[]> {
   mkdirSync(dir, { recursive: true })
   const debFor = (pkg: string) => readdirSync(dir).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'))
   const missing = packages.filter((p) => !debFor(p))
@@ -190,11 +164,11 @@ async function distrolessDebs(dir: string, packages: readonly string[], name: st
     }
     const apt = requireTool('apt-get')
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
-    onLine?.(`apt-get download ${missing.join(' ')}`)
-    const download = () => run([apt, 'download', ...missing], { cwd: dir, env, onLine })
+    say(`apt-get download ${missing.join(' ')}`)
+    const download = () => run([apt, 'download', ...missing], { cwd: dir, env })
     // A machine whose package lists were never fetched cannot download; fetch them once and retry.
     await download().catch(async () => {
-      await run([apt, 'update', '-qq'], { env, onLine })
+      await run([apt, 'update', '-qq'], { env })
       await download()
     })
   }
@@ -219,17 +193,17 @@ export function statusEntry(control: string): string {
  * a CA bundle, passwd and group with nonroot 65532, /tmp 1777, and one dpkg
  * status file per package so scanners see the exact versions.
  */
-async function buildRuntimeStandIn(docker: string, name: string, cache: string, onLine?: OnLine): Promise<void> {
+async function buildRuntimeStandIn(docker: string, name: string, cache: string): Promise<void> {
   const work = join(cache, 'base-images')
   const packages = DISTROLESS_PACKAGES[name]
   if (!packages) throw new PipelineError(`base images: no distroless package set is known for ${name}`)
-  const debs = await distrolessDebs(join(work, 'distroless-debs'), packages, name, onLine)
+  const debs = await distrolessDebs(join(work, 'distroless-debs'), packages, name)
   const rootfs = mkdtempSync(join(work, 'distroless-rootfs-'))
   try {
     const statusDir = join(rootfs, 'var/lib/dpkg/status.d')
     mkdirSync(statusDir, { recursive: true })
     for (const deb of debs) {
-      onLine?.(`unpacking ${deb.split('/').pop()}`)
+      say(`unpacking ${deb.split('/').pop()}`)
       await run(['dpkg-deb', '-x', deb, rootfs])
       const control = (await run(['dpkg-deb', '-f', deb])).stdout
       const pkg = /^Package: (\S+)$/m.exec(control)?.[1]
@@ -269,7 +243,7 @@ async function buildRuntimeStandIn(docker: string, name: string, cache: string, 
       'USER 65532',
       'WORKDIR /home/nonroot',
       `LABEL ${STAND_IN_LABEL}=true`,
-    ], onLine)
+    ])
   } finally {
     rmSync(rootfs, { recursive: true, force: true })
   }

@@ -7,8 +7,8 @@
  * programmed the address (see serviceProgrammed).
  */
 import { request } from 'node:http'
-import { PipelineError } from '../core/errors.ts'
-import { run } from '../core/run.ts'
+import { PipelineError } from '../../lib/core/errors.ts'
+import { run } from '../../lib/core/run.ts'
 
 export interface LoadOptions {
   host: string

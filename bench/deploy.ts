@@ -15,14 +15,14 @@ import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { markdownTable, readReport } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
-import { crashLoopRollback, pushVariant, upgradeUnderLoad } from '../lib/deploy/bench.ts'
+import { crashLoopRollback, pushVariant, upgradeUnderLoad } from './lib/deploy.ts'
 import { CHART_DIR, valueFiles, type BuildReport } from '../lib/deploy/deploy.ts'
 import { upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { deleteNamespace, type KubeTarget } from '../lib/deploy/kube.ts'
-import type { LoadResult } from '../lib/local/load.ts'
-import { ensureCluster } from '../lib/local/cluster.ts'
-import { ensureDockerEngine } from '../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
+import type { LoadResult } from './lib/load.ts'
+import { ensureCluster } from '../lib/sandbox/cluster.ts'
+import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../lib/sandbox/registry.ts'
 
 interface BenchCtx {
   config: Config
@@ -45,23 +45,22 @@ function tasks(): ListrTask<BenchCtx>[] {
     {
       title: 'Image and local cluster',
       task: async (ctx, task) => {
-        const onLine = (l: string) => (task.output = l)
         const build = readReport<BuildReport>(ctx.config.reportsDir, 'build')
         const digest = build.image?.digest
         const repository = build.image?.repository
         if (!digest || !repository || !repository.startsWith(`${LOCAL_REGISTRY}/`) || build.pushed !== true) {
           throw new PipelineError(`bench:deploy: reports/build.json names no image pushed to ${LOCAL_REGISTRY}; run \`npm run ci:image\` first`)
         }
-        const docker = (await ensureDockerEngine(ctx.config.docker, onLine)).docker
-        await ensureRegistry(LOCAL_REGISTRY, onLine)
-        const cluster = await ensureCluster(ctx.config.cacheDir, onLine)
+        const docker = (await ensureDockerEngine(ctx.config.docker)).docker
+        await ensureRegistry(LOCAL_REGISTRY)
+        const cluster = await ensureCluster(ctx.config.cacheDir)
         ctx.kube = { kubectl: cluster.binaries.kubectl, kubeconfig: cluster.kubeconfig, context: cluster.context }
         ctx.helm = { helm: cluster.binaries.helm, kubeconfig: cluster.kubeconfig, context: cluster.context }
         ctx.repository = repository
         ctx.digests = [digest, await pushVariant(docker, repository, `${repository}@${digest}`, 'bench-b')]
         ctx.release = { name: 'doc-server', namespace: 'doc-server-bench' }
         await deleteNamespace(ctx.kube, ctx.release.namespace)
-        await upgradeInstall(ctx.helm, ctx.release, { ...base(), sets: { 'image.repository': repository, 'image.digest': digest }, onLine })
+        await upgradeInstall(ctx.helm, ctx.release, { ...base(), sets: { 'image.repository': repository, 'image.digest': digest } })
         task.title = `Image and local cluster: ${repository}@${digest.slice(0, 19)}… installed`
       },
     },

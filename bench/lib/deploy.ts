@@ -4,17 +4,17 @@
  * crash-looping release takes to be stopped and rolled back with rollout
  * tracking versus Helm's plain `--rollback-on-failure --wait=watcher`.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync,mkdtempSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { pushImage } from '../build/docker.ts'
-import { run } from '../core/run.ts'
-import { dockerEnv } from '../local/docker.ts'
-import { runLoad, serviceProgrammed, type LoadResult } from '../local/load.ts'
-import { chartFullname, podSelector } from './deploy.ts'
-import { history, pendingRecovery, rollback, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
-import { kubeFlags, rolloutStatus, type KubeTarget } from './kube.ts'
-import { upgradeTracked } from './track.ts'
+import { dirname,join } from 'node:path'
+import { pushImage } from '../../lib/build/registry.ts'
+import { run } from '../../lib/core/run.ts'
+import { dockerEnv } from '../../lib/build/docker.ts'
+import { runLoad,serviceProgrammed,type LoadResult } from './load.ts'
+import { chartFullname,podSelector } from '../../lib/deploy/deploy.ts'
+import { history,pendingRecovery,rollback,upgradeInstall,type HelmTarget,type Release,type UpgradeOptions } from '../../lib/deploy/helm.ts'
+import { kubeFlags,rolloutStatus,type KubeTarget } from '../../lib/deploy/kube.ts'
+import { upgradeTracked } from '../../lib/deploy/track.ts'
 
 /** A copy of an image that differs by one label: the same server under a new digest. */
 export async function pushVariant(docker: string, repository: string, base: string, label: string, files: Record<string, string> = {}): Promise<string> {
