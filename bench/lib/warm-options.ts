@@ -7,7 +7,8 @@
 import { readFileSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../../lib/build/cold-warm.ts'
-import { median,withTomlSettings } from '../../lib/build/measure.ts'
+import { withTomlSettings } from '../../lib/build/measure.ts'
+import { median } from '../../lib/core/stats.ts'
 
 export interface WarmOption {
   name: string
