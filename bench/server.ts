@@ -26,6 +26,7 @@ import { VERSIONS } from '../lib/tools/versions.ts'
 import { defineStage,runStage } from '../lib/core/stage.ts'
 import { ensureCargoTool } from '../lib/tools/cargo.ts'
 import { say } from '../lib/core/output.ts'
+import { sleep } from '../lib/core/wait.ts'
 
 interface Ctx {
   config: Config
@@ -92,7 +93,7 @@ export function benchServerTasks(argv: readonly string[]): ListrTask<Ctx>[] {
           await measure(ctx, server, 'calm')
           const slow = await openSlowHeaderClients(server.port, SLOW_CLIENTS)
           try {
-            await new Promise((r) => setTimeout(r, 500))
+            await sleep(500)
             await measure(ctx, server, 'slow-headers')
             if (slow.open() < SLOW_CLIENTS) throw new PipelineError(`bench-server: only ${slow.open()} of ${SLOW_CLIENTS} slow-header connections stayed open; the measurement does not show their cost`)
           } finally {

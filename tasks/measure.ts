@@ -9,11 +9,11 @@
  * run is appended to a history outside the clone; the stage fails when the
  * image grew past the baseline, or when the median of the last runs did.
  */
-import { mkdirSync,mkdtempSync,rmSync,statSync,writeFileSync } from 'node:fs'
+import { mkdtempSync,rmSync,statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname,join } from 'node:path'
+import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { isMain, parseOptions } from '../lib/core/cli.ts'
+import { isMain,parseOptions } from '../lib/core/cli.ts'
 import { loadConfig,type Config } from '../lib/core/config.ts'
 import { buildImage } from '../lib/build/docker.ts'
 import { CODE_CHANGE_FILE,coldAndWarmBuilds } from '../lib/build/cold-warm.ts'
@@ -22,13 +22,14 @@ import { PipelineError } from '../lib/core/errors.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
 import { baselineFrom,checkTargets,compareBaseline,improvementPct,measureRows,requireBaseline,type Measurements } from '../lib/build/measure.ts'
-import { currentColdInputs,decideCold,explainCookMiss,measureStateFiles,readColdRecord,readInputs,writeJson,type ColdInputs } from '../lib/build/cold-inputs.ts'
+import { currentColdInputs,decideCold,explainCookMiss,measureStateFiles,readColdRecord,readInputs,type ColdInputs } from '../lib/build/cold-inputs.ts'
+import { writeJson } from '../lib/core/json.ts'
 import { appendHistory,readHistory,sparkline,sustainedRegressions,trendRows } from '../lib/build/history.ts'
 import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { appendSummary, markdownTable } from '../lib/core/summary.ts'
-import { readReport, writeReport, type Report } from '../lib/core/reports.ts'
-import { defineStage, need, runStage } from '../lib/core/stage.ts'
+import { appendSummary,markdownTable } from '../lib/core/summary.ts'
+import { readReport,writeReport,type Report } from '../lib/core/reports.ts'
+import { defineStage,need,runStage } from '../lib/core/stage.ts'
 
 export interface MeasureCtx {
   config: Config
@@ -155,8 +156,7 @@ export function measureTasks(): ListrTask<MeasureCtx>[] {
         const trend = `${markdownTable(['date', 'commit', 'image', 'pushed', 'warm', 'cold', 'cook'], trendRows(history))}\nwarm trend: ${sparkline(history.slice(-20).map((e) => e.warmSeconds))}`
         appendSummary(`### measure\n\n${table}${[...regressions, ...notes, ...misses].map((l) => `\n- ${l}`).join('')}\n\n#### last runs\n\n${trend}`)
         if (ctx.updateBaseline) {
-          mkdirSync(dirname(ctx.config.measureBaseline), { recursive: true })
-          writeFileSync(ctx.config.measureBaseline, `${JSON.stringify(baselineFrom(m), null, 2)}\n`)
+          writeJson(ctx.config.measureBaseline, baselineFrom(m))
           task.title = `Report written; baseline updated: ${ctx.config.measureBaseline}`
         }
         // A missed target is shown, not fatal: it follows from the workspace's

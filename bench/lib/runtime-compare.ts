@@ -12,6 +12,7 @@ import { BASE_IMAGES } from '../../lib/tools/versions.ts'
 import { trivyIgnoreYaml,today } from '../../lib/scan/scan-policy.ts'
 import { scanImage } from '../../lib/scan/trivy.ts'
 import { removeContainer,startContainer } from '../../lib/build/container.ts'
+import { waitFor } from '../../lib/core/wait.ts'
 
 /** The two ways the bench builds Dockerfile.optimized: the build arguments are the whole difference. */
 export const RUNTIMES = [
@@ -28,17 +29,17 @@ export interface SbomCounts {
   crates: string[]
 }
 
+const ready = (port: number) => fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
+
 /** Milliseconds from `docker run` to the first 200 from /health/ready, polled from the host. */
 export async function startToReady(docker: string, image: string): Promise<number> {
   const t0 = performance.now()
   const c = await startContainer(docker, image)
   try {
-    for (let i = 0; i < 1500; i++) {
-      const ok = await fetch(`http://127.0.0.1:${c.hostPort}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
-      if (ok) return performance.now() - t0
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    throw new PipelineError(`bench: ${image} never became ready`)
+    return await waitFor(
+      async () => ((await ready(c.hostPort)) ? performance.now() - t0 : undefined),
+      { timeoutMs: 30_000, intervalMs: 10, onTimeout: () => new PipelineError(`bench: ${image} never became ready`) },
+    )
   } finally {
     await removeContainer(docker, c.id)
   }
@@ -74,7 +75,7 @@ export async function loadRun(oha: string, docker: string, image: string): Promi
   const c = await startContainer(docker, image)
   try {
     const url = `http://127.0.0.1:${c.hostPort}`
-    for (let i = 0; i < 500 && !(await fetch(`${url}/health/ready`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 20))
+    await waitFor(async () => (await ready(c.hostPort)) || undefined, { timeoutMs: 10_000, intervalMs: 20, onTimeout: () => new PipelineError(`bench: ${image} never became ready`) })
     const figures = await runOha(oha, `${url}${LOAD.path}`, { requests: LOAD.requests, concurrency: LOAD.connections })
     if (figures.ok !== LOAD.requests) throw new PipelineError(`bench: ${image} answered ${figures.ok} of ${LOAD.requests} requests with 200`)
     return figures

@@ -4,6 +4,7 @@ import { connect,createServer,type Socket } from 'node:net'
 import { join } from 'node:path'
 import { PipelineError } from '../../lib/core/errors.ts'
 import { LoadFigures } from './oha.ts'
+import { waitFor } from '../../lib/core/wait.ts'
 
 /** What `reports/bench-server.json` holds (plus when it was written). */
 export interface ServerBench {
@@ -149,14 +150,14 @@ export async function startServer(bin: string, docsDir: string, env: Record<stri
     if (proc.exitCode === null) proc.kill('SIGTERM')
     return await exited
   }
-  for (let i = 0; i < 500; i++) {
-    if (proc.exitCode !== null) throw new PipelineError(`bench-server: doc-server exited ${proc.exitCode} at start: ${log.trim().split('\n').at(-1) ?? ''}`)
-    const ok = await fetch(`${base}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
-    if (ok) return { proc, base, port, stderr: () => log, stop }
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  await stop()
-  throw new PipelineError(`bench-server: doc-server on port ${port} was not ready within 10 s`)
+  await waitFor(
+    async () => {
+      if (proc.exitCode !== null) throw new PipelineError(`bench-server: doc-server exited ${proc.exitCode} at start: ${log.trim().split('\n').at(-1) ?? ''}`)
+      return (await fetch(`${base}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)) || undefined
+    },
+    { timeoutMs: 10_000, intervalMs: 20, onTimeout: async () => (await stop(), new PipelineError(`bench-server: doc-server on port ${port} was not ready within 10 s`)) },
+  )
+  return { proc, base, port, stderr: () => log, stop }
 }
 
 /**

@@ -6,10 +6,11 @@
  * The schemas name what later stages read; a report may carry more facts
  * (written as they are, after the check), which a reader does not see.
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { existsSync, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { z } from 'zod'
 import { PipelineError } from './errors.ts'
+import { writeJson } from './json.ts'
 
 const digest = z.string().regex(/^sha256:[a-f0-9]{64}$/, 'a sha256:<64 hex> digest')
 
@@ -143,11 +144,7 @@ export function writeReport<S extends Stage>(reportsDir: string, stage: S, data:
   const checked = REPORTS[stage].safeParse(data)
   if (!checked.success) throw new PipelineError(`report: ${stage}.json would not be valid: ${firstIssue(checked.error)}`)
   const path = reportPath(reportsDir, stage)
-  mkdirSync(dirname(path), { recursive: true })
-  const body = { stage, writtenAt: new Date().toISOString(), ...data }
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, JSON.stringify(body, null, 2) + '\n')
-  renameSync(tmp, path)
+  writeJson(path, { stage, writtenAt: new Date().toISOString(), ...data })
   return path
 }
 
