@@ -6,7 +6,8 @@
 import { createHash } from 'node:crypto'
 import { PipelineError } from '../core/errors.ts'
 import { VERSIONS } from '../tools/versions.ts'
-import type { Decision, Policy } from '../scan/scan-policy.ts'
+import type { Decision } from '../scan/scan-policy.ts'
+import type { AppliedPolicy } from '../scan/committed-policy.ts'
 
 /** The scan result's predicate type (cosign `--type` accepts a URI). */
 export const SCAN_PREDICATE_TYPE = 'https://doc-server.dev/attestations/scan/v1'
@@ -58,7 +59,8 @@ export interface ScanFacts {
   digest: string
   repository: string
   decision: Decision
-  policy: Policy
+  /** The policy the gate applied, and its digest (see lib/scan/committed-policy.ts). */
+  policy: AppliedPolicy & { digest: string }
   trivyVersion: string
   db: { source: string; updatedAt: string; repository?: string | null; digest?: string | null; advisories?: number | null; advisoriesHash?: string }
   scannedAt: string
@@ -70,7 +72,7 @@ export function scanPredicate(f: ScanFacts) {
     image: { repository: f.repository, digest: f.digest },
     decision: f.decision.decision,
     reason: f.decision.reason,
-    policy: { blockingSeverities: f.policy.severities, ignoreUnfixed: f.policy.ignoreUnfixed },
+    policy: { digest: f.policy.digest, blockingSeverities: f.policy.severities, ignoreUnfixed: f.policy.ignoreUnfixed, ignoreMaxDays: f.policy.ignoreMaxDays, ignoreFile: f.policy.ignoreFile, ignoreFileSha256: f.policy.ignoreFileSha256 },
     counts: f.decision.counts,
     blockingIds: f.decision.blockingIds,
     ignored: f.decision.ignored.map((e) => ({ id: e.id, expiredAt: e.expiredAt, statement: e.statement, findings: e.findings })),

@@ -9,16 +9,23 @@ import { say } from '../core/output.ts'
 export type Signer = { kind: 'key'; key: string; pub: string; password: string } | { kind: 'keyless' }
 
 /** Who must have signed: the local public key, or this repository's workflow. */
-export type Verifier = { kind: 'key'; pub: string; fingerprint: string } | { kind: 'keyless'; identityRegexp: string; issuer: string }
+export type Verifier =
+  | { kind: 'key'; pub: string; fingerprint: string }
+  /** A GitHub Actions certificate: exactly `identity` (or matching `identityRegexp`), from `issuer`, its workflow-trigger and workflow-ref extensions naming `trigger` and `ref` when given. */
+  | { kind: 'keyless'; identity?: string; identityRegexp?: string; issuer: string; trigger?: string; ref?: string }
 
-export const GITHUB_OIDC_ISSUER = 'https://token.actions.githubusercontent.com'
 
-const escapeRegexp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 
-/** The certificate identity of this repository's ci.yml, on any ref (keyless signatures in GitHub Actions). */
-export function workflowIdentity(serverUrl: string, repository: string): Verifier {
-  if (!/^[\w.-]+\/[\w.-]+$/.test(repository)) throw new PipelineError(`signing: GITHUB_REPOSITORY "${repository}" is not owner/name`)
-  return { kind: 'keyless', identityRegexp: `^${escapeRegexp(`${serverUrl}/${repository}/.github/workflows/ci.yml@`)}refs/`, issuer: GITHUB_OIDC_ISSUER }
+/**
+ * The identity a keyless signature made in this job carries: the running
+ * workflow at the ref it ran from (GITHUB_WORKFLOW_REF), as Fulcio writes it
+ * into the certificate. Only for reports; who may sign is decided by the
+ * environment deployed to (lib/sign/signers.ts).
+ */
+export function workflowRunIdentity(env: NodeJS.ProcessEnv = process.env): string {
+  const ref = env.GITHUB_WORKFLOW_REF ?? ''
+  if (!/^[\w.-]+\/[\w.-]+\/\.github\/workflows\/[^@\s]+@refs\/\S+$/.test(ref)) throw new PipelineError(`signing: GITHUB_WORKFLOW_REF "${ref}" is not owner/repo/.github/workflows/<file>@<ref>`)
+  return `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${ref}`
 }
 
 export interface LocalKeyPair {
@@ -76,7 +83,8 @@ export function localVerifier(cache: string): Verifier {
 
 /** How reports and errors name a verifier. */
 export function describeVerifier(v: Verifier): string {
-  return v.kind === 'key' ? `key ${v.fingerprint}` : `${v.identityRegexp} (issuer ${v.issuer})`
+  if (v.kind === 'key') return `key ${v.fingerprint}`
+  return `${v.identity ?? v.identityRegexp ?? '?'}${v.trigger ? ` (${v.trigger})` : ''}`
 }
 
 /** Flags for a plain-http registry on loopback (the local one); none for any other registry. */
@@ -100,7 +108,13 @@ function signerEnv(s: Signer, extra: NodeJS.ProcessEnv = {}): { env: NodeJS.Proc
 }
 
 function verifierArgs(v: Verifier): string[] {
-  return v.kind === 'key' ? ['--key', v.pub, '--insecure-ignore-tlog=true'] : ['--certificate-identity-regexp', v.identityRegexp, '--certificate-oidc-issuer', v.issuer]
+  if (v.kind === 'key') return ['--key', v.pub, '--insecure-ignore-tlog=true']
+  return [
+    ...(v.identity ? ['--certificate-identity', v.identity] : ['--certificate-identity-regexp', v.identityRegexp ?? '^$']),
+    '--certificate-oidc-issuer', v.issuer,
+    ...(v.trigger ? ['--certificate-github-workflow-trigger', v.trigger] : []),
+    ...(v.ref ? ['--certificate-github-workflow-ref', v.ref] : []),
+  ]
 }
 
 export interface CosignCall {

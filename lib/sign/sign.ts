@@ -10,7 +10,8 @@ import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
 import type { GitFacts } from '../core/git.ts'
 import { PROVENANCE_TYPE,SBOM_TYPE,SCAN_PREDICATE_TYPE,provenancePredicate,scanPredicate,type ScanFacts } from './attest.ts'
-import { attestImage,describeVerifier,ensureLocalKeyPair,keyFingerprint,signImage,workflowIdentity,type Signer,type Verifier } from './cosign.ts'
+import { attestImage, describeVerifier, ensureLocalKeyPair, keyFingerprint, signImage, workflowRunIdentity, type Signer, type Verifier } from './cosign.ts'
+import { LOCAL_BUILDER_ID } from './signers.ts'
 import { ensureCosign } from '../tools/cosign.ts'
 import { writeJson } from '../core/json.ts'
 
@@ -24,22 +25,23 @@ export interface Signing {
 /** The signer for this run: keyless in GitHub Actions, else the local key pair (created once). */
 export async function signingFor(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<Signing> {
   const cosign = await ensureCosign(config.cacheDir)
-  if (config.github) {
-    const v = workflowIdentity(env.GITHUB_SERVER_URL ?? 'https://github.com', env.GITHUB_REPOSITORY ?? '')
-    return { cosign, signer: { kind: 'keyless' }, identity: describeVerifier(v) }
-  }
+  if (config.github) return { cosign, signer: { kind: 'keyless' }, identity: workflowRunIdentity(env) }
   const signer = await ensureLocalKeyPair(cosign, config.cacheDir)
   const v: Verifier = { kind: 'key', pub: signer.pub, fingerprint: keyFingerprint(readFileSync(signer.pub, 'utf8')) }
   return { cosign, signer, identity: describeVerifier(v) }
 }
 
-/** Who built: this repository's workflow run in GitHub Actions, else the local pipeline. */
+/**
+ * Who built: in GitHub Actions the workflow run, named as its keyless
+ * signature names it (so deploy can hold the two together), else the local
+ * pipeline.
+ */
 export function builderId(env: NodeJS.ProcessEnv = process.env): { id: string; invocation: string } {
   if (env.GITHUB_ACTIONS === 'true' && env.GITHUB_REPOSITORY) {
     const base = `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}`
-    return { id: `${base}/.github/workflows/ci.yml@${env.GITHUB_REF ?? ''}`, invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}` }
+    return { id: workflowRunIdentity(env), invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}` }
   }
-  return { id: 'https://doc-server.dev/builders/local-pipeline', invocation: randomUUID() }
+  return { id: LOCAL_BUILDER_ID, invocation: randomUUID() }
 }
 
 export interface BuildSigning {
