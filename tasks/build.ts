@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig,shouldPush,type Config } from '../lib/core/config.ts'
-import { buildImage,checkBuildCacheSupport,ociBuildArgs,type BuildResult } from '../lib/build/docker.ts'
+import { CONTEXT_ENTRIES, buildImage, checkBuildCacheSupport, ociBuildArgs, type BuildResult } from '../lib/build/docker.ts'
 import { removeContainer,startContainer,waitHealthy } from '../lib/build/container.ts'
 import { pullImage,pushImage,registryLogin,removeImage,tagImage,type RegistryLogin } from '../lib/build/registry.ts'
 import { cookMissReason,currentColdInputs,measureStateFiles } from '../lib/build/cold-inputs.ts'
@@ -45,7 +45,8 @@ export interface BuildCtx {
 /** The commit, the reference it becomes and whether it is pushed: known before anything runs. */
 export async function buildInputs(root = repoRoot): Promise<BuildCtx> {
   const config = loadConfig()
-  const git = await gitFacts(root)
+  // Untracked files among what the build copies make it dirty too: they would enter the image.
+  const git = await gitFacts(root, process.env, CONTEXT_ENTRIES)
   const ref = imageRef({ registry: config.registry, owner: config.imageOwner, name: config.imageName, tag: config.imageTag ?? git.sha })
   return { root, config, started: performance.now(), git, ref, push: shouldPush(config, git.branch) }
 }

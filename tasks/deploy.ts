@@ -9,26 +9,30 @@
  */
 import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
-import { isMain, parseOptions } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
-import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
-import { PipelineError, firstLine } from '../lib/core/errors.ts'
-import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
+import { isMain,parseOptions } from '../lib/core/cli.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
+import { CHART_DIR,confirmRollback,explainFailure,podSelector,readDeployInputs,recoverPendingRelease,valueFiles,verifyRollout,writeDeployReport,type DeployImage,type DeployResult } from '../lib/deploy/deploy.ts'
+import { PipelineError,firstLine } from '../lib/core/errors.ts'
+import { history,renderChart,type HelmTarget,type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
-import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
-import { checkOrder, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
-import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
-import { CLUSTER_CONTEXT, localClusterTarget } from '../lib/sandbox/cluster.ts'
-import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
-import { defineStage, need, runStage } from '../lib/core/stage.ts'
-import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
+import { connectCluster,describeCluster } from '../lib/deploy/target.ts'
+import { checkOrder,recordLabels,releaseRecords,requireOlderAllowed,runningCommit } from '../lib/deploy/guard.ts'
+import { environmentFor,type Environment } from '../lib/deploy/environments.ts'
+import { RolloutStopped,upgradeTracked } from '../lib/deploy/track.ts'
+import { localClusterTarget } from '../lib/sandbox/cluster.ts'
+import { appendSummary,markdownTable,setOutput } from '../lib/core/summary.ts'
+import { defineStage,need,runStage } from '../lib/core/stage.ts'
+import { verifyForDeploy,type Verified } from '../lib/deploy/verify.ts'
 
 export interface DeployCtx {
   started: number
   config: Config
   release: Release
-  /** `--allow-older`: deploy a commit older than the one the release runs. */
+  /** `--allow-older`: deploy a commit older than the one the release runs; `--reason`: why (recorded on the release). */
   allowOlder: boolean
+  reason: string | undefined
+  /** What the environment deployed to allows (lib/deploy/environments.ts). */
+  environment?: { local: boolean; settings: Environment }
   image?: DeployImage
   files: string[]
   sets: Record<string, string>
@@ -45,8 +49,11 @@ export interface DeployCtx {
 type Task = ListrTask<DeployCtx>['task']
 
 export function deployInputs(argv: readonly string[], config = loadConfig()): DeployCtx {
-  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' } })
-  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, files: [], sets: {} }
+  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, reason: { type: 'string' } })
+  const reason = values.reason?.trim()
+  if (values.reason !== undefined && !reason) throw new PipelineError('deploy: --reason needs the words that say why')
+  if (reason && !values['allow-older']) throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
+  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, files: [], sets: {} }
 }
 
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
@@ -83,6 +90,8 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     {
       title: 'Image: the digest the scan passed',
       task: reported((ctx, task) => {
+        const environment = (ctx.environment = environmentFor(ctx.config.deployEnv, ctx.config.kubeContext))
+        requireOlderAllowed(ctx.config.deployEnv, environment.settings, ctx.allowOlder, ctx.reason)
         ctx.image = readDeployInputs(ctx.config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
         task.title = `Image: ${ctx.image.pinned}`
@@ -91,7 +100,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     {
       title: 'Signature and attestations, from the registry',
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'))
+        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'))
         const v = ctx.verified
         task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
       }),
@@ -111,7 +120,6 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       title: 'Cluster',
       task: reported(async (ctx, task) => {
         const config = ctx.config
-        requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
         ctx.kube = await connectCluster(config, () => localClusterTarget(config.cacheDir))
         if (config.kubeContext && !need(ctx.image, 'the image').pushed) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
         ctx.helm = { ...need(ctx.helm, 'helm'), kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
@@ -126,7 +134,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
         const records = await releaseRecords(kube, release)
-        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder)
+        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder, ctx.reason)
         ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
@@ -144,7 +152,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const since = Date.now()
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
-          const labels = recordLabels(image.commit, config.deployTimeoutSecs)
+          const labels = recordLabels(image.commit, config.deployTimeoutSecs, ctx.order ? ctx.reason : undefined)
           await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels }, track)
         } catch (err) {
           const why = await explainFailure(kube, helm, release, since)
