@@ -39,6 +39,8 @@ export interface DeployCtx {
   revision?: number
   result?: DeployResult
   verified?: Verified
+  /** cosign's commands and whole output, for the report (the screen gets one line per check). */
+  details: string[]
 }
 
 type Task = ListrTask<DeployCtx>['task']
@@ -58,6 +60,7 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     order: ctx.order ?? null,
     seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
     verified: ctx.verified ?? null,
+    details: ctx.details.length > 0 ? ctx.details.join('\n') : null,
   })
   const c = ctx.config
   appendSummary(`### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`)
@@ -88,10 +91,11 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     },
     {
       title: 'Signature and attestations, from the registry',
+      rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config!, ctx.image!)
-        const v = ctx.verified
-        task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
+        ctx.verified = await verifyForDeploy(ctx.config!, ctx.image!, ctx.details)
+        // One line per check went to the output above; the title only sums up.
+        task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
       }),
     },
     {
@@ -170,6 +174,6 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
 }
 
 // Only a direct run reads the command line; inside `npm run ci:build` the arguments are the chain's.
-export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: () => deployTasks(isMain(import.meta.url) ? process.argv.slice(2) : []), initialCtx: () => ({ started: performance.now(), files: [], sets: {} }) })
+export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: () => deployTasks(isMain(import.meta.url) ? process.argv.slice(2) : []), initialCtx: () => ({ started: performance.now(), files: [], sets: {}, details: [] }) })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -1,3 +1,7 @@
+import { createHash } from 'node:crypto'
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../lib/core/config.ts'
@@ -14,7 +18,7 @@ import {
   type ScanFacts,
   type VerifiedStatement,
 } from '../lib/sign/attest.ts'
-import { registryFlags, signsDigest, workflowIdentity } from '../lib/sign/cosign.ts'
+import { SIGNATURE_PREDICATE_TYPE, bundleLines, registryFlags, signsDigest, workflowIdentity, writeReferrerLayout } from '../lib/sign/cosign.ts'
 import { refusal } from './helpers/refusal.ts'
 
 const t = suite('attest')
@@ -131,13 +135,34 @@ t('keyless identity: this repository\'s ci.yml on any ref; plain http only for l
   assert.equal(registryFlags('ghcr.io/acme/x@sha256:1'), [])
 })
 
-t('an image signature is cosign\'s simple-signing payload for the digest; attestation payloads are not one', () => {
-  const sig = (type: string, digest: string) => ({ critical: { identity: { 'docker-reference': 'r' }, image: { 'docker-manifest-digest': digest }, type }, optional: {} })
-  assert.ok(signsDigest(JSON.stringify([sig('https://sigstore.dev/cosign/sign/v1', D1)]), D1))
-  assert.ok(signsDigest(JSON.stringify([sig('cosign container image signature', D1)]), D1))
-  assert.not.ok(signsDigest(JSON.stringify([sig('https://sigstore.dev/cosign/sign/v1', D2)]), D1))
-  assert.not.ok(signsDigest(JSON.stringify([{ _type: 'https://in-toto.io/Statement/v0.1', predicateType: SCAN_PREDICATE_TYPE, subject: [{ digest: { sha256: D1.slice(7) } }] }]), D1))
-  assert.not.ok(signsDigest('not json', D1))
+t('an image signature is cosign\'s sign/v1 statement about the digest; attestations beside it are not one', () => {
+  const st = (predicateType: string, digest: string): VerifiedStatement => ({ statement: { _type: 'https://in-toto.io/Statement/v1', predicateType, subject: [{ name: 'r', digest: { sha256: digest.slice(7) } }], predicate: {} }, digest: D2 })
+  assert.ok(signsDigest([st(SIGNATURE_PREDICATE_TYPE, D1)], D1))
+  assert.ok(signsDigest([st(SCAN_PREDICATE_TYPE, D1), st(SIGNATURE_PREDICATE_TYPE, D1)], D1))
+  assert.not.ok(signsDigest([st(SIGNATURE_PREDICATE_TYPE, D2)], D1), 'a signature of another digest')
+  assert.not.ok(signsDigest([st(SCAN_PREDICATE_TYPE, D1), st(PROVENANCE_PREDICATE_TYPE, D1)], D1), 'attestations alone')
+  assert.not.ok(signsDigest([], D1))
+})
+
+t('the referrers cosign downloads are read as bundles and laid out as cosign save would for --local-image', () => {
+  const bundle = (n: number) => JSON.stringify({ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', verificationMaterial: {}, dsseEnvelope: { payload: Buffer.from(`{"n":${n}}`).toString('base64'), payloadType: 'application/vnd.in-toto+json', signatures: [] } })
+  const legacy = JSON.stringify({ payloadType: 'application/vnd.in-toto+json', payload: 'e30=', signatures: [] })
+  assert.equal(bundleLines(['', bundle(1), legacy, 'not json {', bundle(2), ''].join('\n')), [bundle(1), bundle(2)])
+  const dir = mkdtempSync(join(tmpdir(), 'layout-'))
+  writeReferrerLayout(dir, D1, [bundle(1), bundle(2)])
+  const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string; annotations: Record<string, string> }[] }
+  assert.equal(index.manifests.map((m) => [m.digest, m.annotations.kind]), [[D1, 'dev.cosignproject.cosign/image']])
+  assert.ok(existsSync(join(dir, 'oci-layout')))
+  const blobs = readdirSync(join(dir, 'blobs', 'sha256'))
+  for (const name of blobs) assert.is(createHash('sha256').update(readFileSync(join(dir, 'blobs', 'sha256', name), 'utf8')).digest('hex'), name, 'every blob is named by its sha256')
+  const manifests = blobs.map((b) => JSON.parse(readFileSync(join(dir, 'blobs', 'sha256', b), 'utf8')) as { subject?: { digest: string }; layers?: { mediaType: string; digest: string }[] }).filter((m) => m.subject)
+  assert.is(manifests.length, 2)
+  for (const m of manifests) {
+    assert.is(m.subject!.digest, D1)
+    assert.match(m.layers![0]!.mediaType, /^application\/vnd\.dev\.sigstore\.bundle/)
+  }
+  const layers = manifests.map((m) => readFileSync(join(dir, 'blobs', 'sha256', m.layers![0]!.digest.slice(7)), 'utf8')).sort()
+  assert.equal(layers, [bundle(1), bundle(2)].sort())
 })
 
 t('SCAN_MAX_AGE: durations, one-line refusal', () => {

@@ -120,6 +120,8 @@ export interface DeployReport {
   seconds: number
   /** What was verified in the registry before the cluster was touched (identity, attestation digests); null when it was not reached. */
   verified?: Verified | null
+  /** The verification's own output (cosign's commands and all they printed), which the screen shows only with DEBUG. */
+  details?: string | null
 }
 
 export function writeDeployReport(config: Config, r: Omit<DeployReport, 'release' | 'namespace' | 'environment'>): string {

@@ -14,6 +14,7 @@ export const SCAN_PREDICATE_TYPE = 'https://doc-server.dev/attestations/scan/v1'
 export const PROVENANCE_TYPE = 'slsaprovenance1'
 export const PROVENANCE_PREDICATE_TYPE = 'https://slsa.dev/provenance/v1'
 export const SBOM_TYPE = 'cyclonedx'
+export const SBOM_PREDICATE_TYPE = 'https://cyclonedx.org/bom'
 /** The build type our provenance describes. */
 export const BUILD_TYPE = 'https://doc-server.dev/build/dockerfile/v1'
 /** The severities every deployable scan must have blocked on, whatever SCAN_SEVERITIES said. */
