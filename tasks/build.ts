@@ -50,7 +50,7 @@ export interface BuildReport {
   build: { seconds: number; cookCacheHit: boolean | null; cookMiss: string | null }
   healthySeconds: number | null
   /** Who signed the pushed digest, and the provenance predicate attached to it; null when nothing was pushed. */
-  signature: { identity: string; provenance: string } | null
+  signature: { identity: string; provenance: string; added: { signature: boolean; provenance: boolean } } | null
 }
 
 export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
@@ -131,7 +131,10 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
         ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(root, 'Dockerfile.optimized'), buildArgs: ctx.buildArgs!, startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, ...(ctx.login ? { env: ctx.login.env } : {}) })
-        task.title = `Signed ${ctx.ref.digest!.slice(0, 19)}… with provenance (${ctx.signed.identity})`
+        const d = `${ctx.ref.digest!.slice(0, 19)}…`
+        const { signature, provenance } = ctx.signed.added
+        const what = signature && provenance ? `Signed ${d} with provenance` : signature ? `Signed ${d}; its provenance was already attested` : provenance ? `${d} was already signed; provenance attested` : `${d} already carries its signature and provenance: nothing added`
+        task.title = `${what} (${ctx.signed.identity})`
       },
     },
     {

@@ -9,12 +9,16 @@ import { VERSIONS } from '../lib/tools/versions.ts'
 import type { Decision } from '../lib/scan/scan-policy.ts'
 import {
   PROVENANCE_PREDICATE_TYPE,
+  SBOM_PREDICATE_TYPE,
   SCAN_PREDICATE_TYPE,
+  alreadyAttested,
+  canonicalJson,
   checkProvenance,
   checkScan,
   parseEnvelopes,
   provenancePredicate,
   scanPredicate,
+  type ProvenanceFacts,
   type ScanFacts,
   type VerifiedStatement,
 } from '../lib/sign/attest.ts'
@@ -163,6 +167,30 @@ t('the referrers cosign downloads are read as bundles and laid out as cosign sav
   }
   const layers = manifests.map((m) => readFileSync(join(dir, 'blobs', 'sha256', m.layers![0]!.digest.slice(7)), 'utf8')).sort()
   assert.equal(layers, [bundle(1), bundle(2)].sort())
+})
+
+t('already attested: a scan result or SBOM only when identical, provenance when the build definition and builder are', () => {
+  const pfacts = (over: Partial<ProvenanceFacts> = {}): ProvenanceFacts => ({
+    builderId: 'b', invocationId: 'i', repository: REPO, commit: COMMIT, branch: 'main', dirty: false,
+    dockerfile: { path: 'Dockerfile.optimized', sha256: 'd'.repeat(64) }, buildArgs: { SOURCE: REPO }, startedOn: '2026-11-27T10:00:00Z', finishedOn: '2026-11-27T10:05:00Z', ...over,
+  })
+  const existing = [scan(), stmt(PROVENANCE_PREDICATE_TYPE, provenancePredicate(pfacts())), stmt(SBOM_PREDICATE_TYPE, { bomFormat: 'CycloneDX', serialNumber: 'urn:uuid:1', components: [] })]
+  // The same result with every key in another order (cosign re-serialises the predicate): already there.
+  const reversed = (v: unknown): unknown => (Array.isArray(v) ? v.map(reversed) : v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).reverse().map(([k, x]) => [k, reversed(x)])) : v)
+  assert.ok(alreadyAttested(existing, SCAN_PREDICATE_TYPE, reversed(scanPredicate(facts()))))
+  // A newer scan, even with the same verdict, is a new verdict; so is a failing one.
+  assert.not.ok(alreadyAttested(existing, SCAN_PREDICATE_TYPE, scanPredicate(facts({ scannedAt: '2026-11-27T11:30:00Z' }))))
+  assert.not.ok(alreadyAttested(existing, SCAN_PREDICATE_TYPE, scanPredicate(facts({ decision: decision({ decision: 'fail', reason: '1 CRITICAL' }) }))))
+  // A rebuild of the same definition: only the run's id and times differ.
+  assert.ok(alreadyAttested(existing, PROVENANCE_PREDICATE_TYPE, provenancePredicate(pfacts({ invocationId: 'another-run', startedOn: '2026-11-28T00:00:00Z', finishedOn: '2026-11-28T00:01:00Z' }))))
+  assert.not.ok(alreadyAttested(existing, PROVENANCE_PREDICATE_TYPE, provenancePredicate(pfacts({ dirty: true }))), 'a dirty build is another statement')
+  assert.not.ok(alreadyAttested(existing, PROVENANCE_PREDICATE_TYPE, provenancePredicate(pfacts({ commit: 'd'.repeat(40) }))))
+  assert.not.ok(alreadyAttested(existing, PROVENANCE_PREDICATE_TYPE, provenancePredicate(pfacts({ builderId: 'https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main' }))))
+  assert.ok(alreadyAttested(existing, SBOM_PREDICATE_TYPE, { components: [], serialNumber: 'urn:uuid:1', bomFormat: 'CycloneDX' }))
+  assert.not.ok(alreadyAttested(existing, SBOM_PREDICATE_TYPE, { bomFormat: 'CycloneDX', serialNumber: 'urn:uuid:2', components: [] }))
+  // Another type with the same predicate does not count.
+  assert.not.ok(alreadyAttested([stmt(SBOM_PREDICATE_TYPE, scanPredicate(facts()))], SCAN_PREDICATE_TYPE, scanPredicate(facts())))
+  assert.is(canonicalJson({ b: [1, { d: null, c: 'x' }], a: undefined }), '{"b":[1,{"c":"x","d":null}]}')
 })
 
 t('SCAN_MAX_AGE: durations, one-line refusal', () => {

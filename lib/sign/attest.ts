@@ -226,3 +226,30 @@ export function checkProvenance(statements: readonly VerifiedStatement[], e: Pro
   if (dirty && !e.allowDirty) throw refused(`${short(e.digest)} was built from a working tree with uncommitted changes; commit and rebuild (only the local cluster takes dirty builds)`)
   return { attestation: newest.digest, builder: p.runDetails?.builder?.id ?? '?', repository, commit: commit.gitCommit, dirty }
 }
+
+/** JSON with every object's keys sorted: two documents are the same statement when these agree, however they were spaced or ordered. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
+  }
+  return JSON.stringify(value)
+}
+
+/**
+ * Whether `predicate` is already attested among `existing` (verified, same
+ * signer, same type): for a scan result or an SBOM only an identical
+ * predicate, so every new verdict is attested; for provenance, one whose
+ * build definition and builder are identical, since a rebuild of the same
+ * definition to the same digest only adds its run's id and times.
+ */
+export function alreadyAttested(existing: readonly VerifiedStatement[], predicateType: string, predicate: unknown): boolean {
+  const key = (p: unknown) => {
+    if (predicateType !== PROVENANCE_PREDICATE_TYPE) return canonicalJson(p)
+    const prov = (p ?? {}) as { buildDefinition?: unknown; runDetails?: { builder?: unknown } }
+    return canonicalJson({ buildDefinition: prov.buildDefinition, builder: prov.runDetails?.builder })
+  }
+  const want = key(predicate)
+  return existing.some((s) => s.statement.predicateType === predicateType && key(s.statement.predicate) === want)
+}

@@ -232,4 +232,34 @@ t('a --from-report pass is never deployable, even for a signed and attested dige
   await deployRefuses(s.good!, scanJson, /^✖? ?deploy: refused: (reports\/scan\.json is a --from-report re-gate|the scan of .* did not pass)/)
 })
 
+/** How many referrers the registry lists for `digest`: its referrers API, else the tag cosign falls back to on a registry without one. */
+async function referrers(digest: string): Promise<number> {
+  const name = REPO.slice(`${LOCAL_REGISTRY}/`.length)
+  const headers = { Accept: 'application/vnd.oci.image.index.v1+json' }
+  let r = await fetch(`http://${LOCAL_REGISTRY}/v2/${name}/referrers/${digest}`, { headers })
+  if (r.status === 404) r = await fetch(`http://${LOCAL_REGISTRY}/v2/${name}/manifests/${digest.replace(':', '-')}`, { headers })
+  if (r.status === 404) return 0
+  assert.is(r.status, 200, `the registry answered ${r.status} for the referrers of ${digest}`)
+  return ((await r.json()) as { manifests: unknown[] }).manifests.length
+}
+
+t('signing and attesting a digest again adds nothing; a new scan verdict is still attested, and counts', async () => {
+  const digest = await pushImageOnce('again')
+  const at = new Date().toISOString()
+  const sameScan = { scannedAt: at, db: { source: 'local', updatedAt: at } }
+  await signAndProvenance(digest)
+  await scanAttest(digest, sameScan)
+  assert.is(await referrers(digest), 4, 'signature, provenance, SBOM and scan result')
+  // A rebuild of the same commit (a new run id and new times in its provenance) and the same scan result again.
+  await signAndProvenance(digest)
+  await scanAttest(digest, sameScan)
+  assert.is(await referrers(digest), 4, 'nothing was added')
+  assert.is((await verifyImage(opts(digest))).scan.scannedAt, at)
+  // A newer scan is a new verdict, attested even though the SBOM (identical) is not; failing, it blocks.
+  const later = new Date(Date.parse(at) + 60_000).toISOString()
+  await scanAttest(digest, { scannedAt: later, db: { source: 'local', updatedAt: later }, decision: { ...pass(), decision: 'fail', reason: '1 CRITICAL: CVE-2021-45710' } })
+  assert.is(await referrers(digest), 5, 'the new scan result, and only it, was added')
+  await refused(digest, /did not pass.*CVE-2021-45710/)
+})
+
 t.run()
