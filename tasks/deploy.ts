@@ -41,6 +41,8 @@ export interface DeployCtx {
   verified?: Verified
   /** cosign's commands and whole output, for the report (the screen gets one line per check). */
   details: string[]
+  /** When the rollout must be serving: Helm's start plus DEPLOY_TIMEOUT_SECS. */
+  deadline?: number
 }
 
 type Task = ListrTask<DeployCtx>['task']
@@ -138,6 +140,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
         const { helm, release, config, image, kube } = ctx as Required<DeployCtx>
         task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
+        ctx.deadline = since + config.deployTimeoutSecs * 1000
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
           const labels = recordLabels(image.commit, config.deployTimeoutSecs)
@@ -160,10 +163,10 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       }),
     },
     {
-      title: 'Verify: rollout complete, pods run the digest',
+      title: 'Verify: every pod runs the digest, ready',
       task: reported(async (ctx, task) => {
-        const { release, image, kube } = ctx as Required<DeployCtx>
-        const pods = await verifyRollout(kube, release, image.pinned, image.digest)
+        const { release, image, kube, config, deadline } = ctx as Required<DeployCtx>
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline, timeoutSecs: config.deployTimeoutSecs })
         ctx.result = 'deployed'
         report(ctx, 'deployed', null)
         setOutput('revision', String(ctx.revision ?? ''))

@@ -4,7 +4,8 @@ import type { Config } from '../core/config.ts'
 import { PipelineError, firstLine } from '../core/errors.ts'
 import { history, pendingRecovery, rollback, uninstall, type HelmTarget, type Release } from './helm.ts'
 import { parseRef, repository } from '../build/image-ref.ts'
-import { firstFailureReason, getDeployment, listEvents, listPods, podsNotRunning, rolloutStatus, type KubeTarget } from './kube.ts'
+import { firstFailureReason, listEvents, listPods, rolloutStatus, type KubeTarget } from './kube.ts'
+import { waitServing } from './track.ts'
 import type { RevisionRecord } from './guard.ts'
 import { repoRoot } from '../core/paths.ts'
 import { readReport, writeReport } from '../core/report.ts'
@@ -178,22 +179,9 @@ export async function confirmRollback(k: KubeTarget, r: Release): Promise<string
 
 /**
  * The rollout is complete and every serving pod runs exactly the deployed
- * image. kwok fills no imageID, so there the pod spec's image is the evidence.
+ * image, ready: waited for (within what is left of the deploy timeout), with
+ * the rollout tracker naming a pod that cannot become ready.
  */
-export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string): Promise<number> {
-  const name = chartFullname(r.name)
-  await rolloutStatus(k, r.namespace, name)
-  const dep = await getDeployment(k, r.namespace, name)
-  const images = dep.spec.template.spec.containers.map((c) => c.image)
-  if (!images.includes(pinned)) throw new PipelineError(`deploy: deployment ${name} templates ${images.join(', ')}, not ${pinned}`)
-  const want = dep.spec.replicas ?? 1
-  const s = dep.status ?? {}
-  if ((s.observedGeneration ?? 0) < (dep.metadata.generation ?? 0) || (s.updatedReplicas ?? 0) < want || (s.availableReplicas ?? 0) < want) {
-    throw new PipelineError(`deploy: deployment ${name} is not fully rolled out (${s.updatedReplicas ?? 0} updated, ${s.availableReplicas ?? 0} available of ${want})`)
-  }
-  const pods = (await listPods(k, r.namespace, podSelector(r.name))).filter((p) => !p.metadata.deletionTimestamp)
-  const wrong = podsNotRunning(pods, pinned, digest)
-  if (wrong.length > 0) throw new PipelineError(`deploy: pods do not all run ${digest.slice(0, 19)}…: ${wrong.slice(0, 3).join('; ')}`)
-  if (pods.length < want) throw new PipelineError(`deploy: ${pods.length} pods run, ${want} wanted`)
-  return pods.length
+export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string, o: { graceSecs: number; deadline: number; timeoutSecs: number }): Promise<number> {
+  return waitServing({ kube: k, namespace: r.namespace, deployment: chartFullname(r.name), selector: podSelector(r.name), image: pinned, digest, ...o })
 }

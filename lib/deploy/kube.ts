@@ -70,7 +70,7 @@ export async function listEvents(t: KubeTarget, namespace: string): Promise<Even
 }
 
 export interface DeploymentJson {
-  metadata: { generation?: number }
+  metadata: { name?: string; generation?: number }
   spec: { replicas?: number; template: { spec: { containers: { name: string; image: string }[] } } }
   status?: { observedGeneration?: number; replicas?: number; updatedReplicas?: number; readyReplicas?: number; availableReplicas?: number; unavailableReplicas?: number }
 }
@@ -113,11 +113,18 @@ export function firstFailureReason(events: readonly EventJson[], pods: readonly 
   return undefined
 }
 
+/** What podsNotRunning reads of a pod (a PodJson, or the tracker's view of one). */
+export interface PodImages {
+  metadata: { name: string; deletionTimestamp?: string }
+  spec: { containers: { name: string; image: string }[] }
+  status?: { containerStatuses?: { name: string; ready?: boolean; imageID?: string }[] }
+}
+
 /**
  * Pods (not terminating) whose containers do not run exactly `image`. When the
  * runtime reports an imageID, it must carry the digest too.
  */
-export function podsNotRunning(pods: readonly PodJson[], image: string, digest: string): string[] {
+export function podsNotRunning(pods: readonly PodImages[], image: string, digest: string): string[] {
   const wrong: string[] = []
   for (const pod of pods) {
     if (pod.metadata.deletionTimestamp) continue

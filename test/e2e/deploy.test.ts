@@ -424,4 +424,25 @@ t('one digest built and scanned ten times: deploy prints one line per check and 
   assert.match(debug.out, PAYLOAD, 'with DEBUG, cosign\'s own output is on screen too')
 })
 
+t('after cluster:down, the next deploy waits for the pods the node restarts: it passes, every pod ready on the digest', async () => {
+  assert.ok(s.quiet, 'the test above deployed a digest')
+  reportsFor(s.quiet!, undefined, s.newer.sha)
+  const before = (await pods()).flatMap((p) => (p.status?.containerStatuses ?? []).map((c) => c.containerID ?? ''))
+  const down = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'cluster.ts'), 'down'], { cwd: repoRoot, timeoutMs: 300_000, ...ALL_OK })
+  assert.is(down.exitCode, 0, down.stdout + down.stderr)
+  // Helm finds nothing to change and the Deployment still says what it said before the stop; the pods are being restarted.
+  const r = await deploy()
+  assert.is(r.code, 0, r.out)
+  assert.is(r.report.result, 'deployed')
+  const now = await pods()
+  assert.is(now.length, 2)
+  for (const p of now) {
+    for (const c of p.status?.containerStatuses ?? []) {
+      assert.ok(c.ready, `${p.metadata.name} is not ready after the deploy passed`)
+      assert.ok(c.imageID?.endsWith(`@${s.quiet}`), `${p.metadata.name} runs ${c.imageID}`)
+      assert.not.ok(before.includes(c.containerID ?? ''), `${p.metadata.name} still reports container ${c.containerID} from before the stop`)
+    }
+  }
+})
+
 t.run()
