@@ -1,5 +1,6 @@
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
+import { quietly } from '../core/output.ts'
 
 /** Which cluster a command talks to: a kubeconfig (default when undefined) and a context in it. */
 export interface KubeTarget {
@@ -12,15 +13,16 @@ export function kubeFlags(t: Pick<KubeTarget, 'kubeconfig' | 'context'>): string
   return [...(t.kubeconfig ? ['--kubeconfig', t.kubeconfig] : []), '--context', t.context]
 }
 
+/** The cluster's answer as JSON: data to read, kept off the screen. */
 async function kubectlJson<T>(t: KubeTarget, args: string[]): Promise<T> {
-  const r = await run([t.kubectl, ...kubeFlags(t), '--request-timeout=20s', ...args, '-o', 'json'], { timeoutMs: 60_000 })
+  const r = await quietly(() => run([t.kubectl, ...kubeFlags(t), '--request-timeout=20s', ...args, '-o', 'json'], { timeoutMs: 60_000 }))
   return JSON.parse(r.stdout) as T
 }
 
 /** Refuses a context the kubeconfig does not have, before anything talks to a cluster. */
 export async function requireContext(t: KubeTarget): Promise<void> {
   const args = [t.kubectl, ...(t.kubeconfig ? ['--kubeconfig', t.kubeconfig] : []), 'config', 'get-contexts', '-o', 'name']
-  const r = await run(args, { okCodes: [1] })
+  const r = await quietly(() => run(args, { okCodes: [1] }))
   const names = r.stdout.split('\n').map((l) => l.trim()).filter(Boolean)
   if (!names.includes(t.context)) {
     const where = t.kubeconfig ?? process.env.KUBECONFIG ?? '~/.kube/config'

@@ -118,7 +118,7 @@ export async function lastLogLine(k: KubeTarget, namespace: string, f: RolloutFa
   const attempts = f.previous ? [[...args, '--previous'], args] : [args]
   for (let round = 0; round < 3; round++) {
     for (const argv of attempts) {
-      const r = await run(argv, { okCodes: [1], timeoutMs: 20_000 }).catch(() => undefined)
+      const r = await quietly(() => run(argv, { okCodes: [1], timeoutMs: 20_000 })).catch(() => undefined)
       const line = r?.exitCode === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).at(-1) : undefined
       if (line && !/^unable to retrieve container logs/.test(line)) return line
     }
@@ -152,7 +152,7 @@ export interface TrackOptions {
 }
 
 async function newPods(k: KubeTarget, namespace: string, selector: string): Promise<TrackedPod[]> {
-  const r = await run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 })
+  const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 }))
   return r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: TrackedPod[] }).items : []
 }
 
@@ -261,8 +261,7 @@ export async function waitServing(o: ServingOptions): Promise<number> {
   const baseline = restartBaseline(o.deadline - o.timeoutSecs * 1000)
   let last = 'nothing read from the cluster yet'
   for (;;) {
-    // The JSON read every second is data, not progress: only the change of what is awaited is said.
-    const read = await quietly(() => Promise.all([getDeployment(o.kube, o.namespace, o.deployment), listPods(o.kube, o.namespace, o.selector)])).catch((err: unknown) => {
+    const read = await Promise.all([getDeployment(o.kube, o.namespace, o.deployment), listPods(o.kube, o.namespace, o.selector)]).catch((err: unknown) => {
       last = `the cluster did not answer: ${firstLine(err)}`
       return undefined
     })
@@ -274,6 +273,7 @@ export async function waitServing(o: ServingOptions): Promise<number> {
       if (failure) throw new PipelineError(`deploy: the pods of ${short} cannot become ready: ${describeFailure(failure, await lastLogLine(o.kube, o.namespace, failure))}`)
       const why = notServing(dep, pods, o.image, o.digest)
       if (why === undefined) return pods.filter((p) => !p.metadata.deletionTimestamp).length
+      // Only a change of what is awaited is said, not every second's reading.
       if (why !== last) say(`waiting: ${why}`)
       last = why
     }
