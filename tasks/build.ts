@@ -129,7 +129,10 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
         ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(ctx.root, 'Dockerfile.optimized'), buildArgs: need(ctx.buildArgs, 'the build arguments'), startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, ...(ctx.login ? { env: ctx.login.env } : {}) })
-        task.title = `Signed ${need(ctx.ref.digest, 'the pushed digest').slice(0, 19)}… with provenance (${ctx.signed.identity})`
+        const d = `${need(ctx.ref.digest, 'the pushed digest').slice(0, 19)}…`
+        const { signature, provenance } = ctx.signed.added
+        const what = signature && provenance ? `Signed ${d} with provenance` : signature ? `Signed ${d}; its provenance was already attested` : provenance ? `${d} was already signed; provenance attested` : `${d} already carries its signature and provenance: nothing added`
+        task.title = `${what} (${ctx.signed.identity})`
       },
     },
     {

@@ -44,6 +44,10 @@ export interface DeployCtx {
   revision?: number
   result?: DeployResult
   verified?: Verified
+  /** cosign's commands and whole output, for the report (the screen gets one line per check). */
+  details: string[]
+  /** When the rollout must be serving: Helm's start plus DEPLOY_TIMEOUT_SECS. */
+  deadline?: number
 }
 
 type Task = ListrTask<DeployCtx>['task']
@@ -53,7 +57,7 @@ export function deployInputs(argv: readonly string[], config = loadConfig()): De
   const reason = values.reason?.trim()
   if (values.reason !== undefined && !reason) throw new PipelineError('deploy: --reason needs the words that say why')
   if (reason && !values['allow-older']) throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
-  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, files: [], sets: {} }
+  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, files: [], sets: {}, details: [] }
 }
 
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
@@ -70,6 +74,7 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     order: ctx.order ?? null,
     seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
     verified: ctx.verified ?? null,
+    details: ctx.details.length > 0 ? ctx.details.join('\n') : null,
   })
   const c = ctx.config
   appendSummary(`### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`)
@@ -99,10 +104,11 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     },
     {
       title: 'Signature and attestations, from the registry',
+      rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'))
-        const v = ctx.verified
-        task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
+        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'), ctx.details)
+        // One line per check went to the output above; the title only sums up.
+        task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
       }),
     },
     {
@@ -150,6 +156,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const image = need(ctx.image, 'the image')
         task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
+        ctx.deadline = since + config.deployTimeoutSecs * 1000
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
           const labels = recordLabels(image.commit, config.deployTimeoutSecs, ctx.order ? ctx.reason : undefined)
@@ -172,12 +179,12 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       }),
     },
     {
-      title: 'Verify: rollout complete, pods run the digest',
+      title: 'Verify: every pod runs the digest, ready',
       task: reported(async (ctx, task) => {
-        const { release } = ctx
+        const { release, config } = ctx
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
-        const pods = await verifyRollout(kube, release, image.pinned, image.digest)
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline: need(ctx.deadline, 'the deploy deadline'), timeoutSecs: config.deployTimeoutSecs })
         ctx.result = 'deployed'
         report(ctx, 'deployed', null)
         setOutput('revision', String(ctx.revision ?? ''))

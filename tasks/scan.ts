@@ -175,7 +175,7 @@ export function scanTasks(): ListrTask<ScanCtx>[] {
         const d = ctx.db ? withCoverage(decided, dbAgeProblem(ctx.db, ctx.config.scanDbMaxAgeSecs)) : decided
         ctx.decision = d
         const artifacts = fromReport(ctx) ? {} : { json: 'scan/trivy.json', sarif: 'scan/trivy.sarif', cyclonedx: 'scan/sbom.cdx.json', spdx: 'scan/sbom.spdx.json', ignoreFile: 'scan/trivyignore.yaml' }
-        writeReport(ctx.config.reportsDir, 'scan', scanReport(d, subject, { ...ctx.policy, ignoreFile: ctx.applied.ignoreFile }, {
+        const body = scanReport(d, subject, { ...ctx.policy, ignoreFile: ctx.applied.ignoreFile }, {
           policyDigest: need(ctx.digest, 'the policy digest'),
           committedPolicy: ctx.difference === null,
           day: ctx.day,
@@ -184,15 +184,18 @@ export function scanTasks(): ListrTask<ScanCtx>[] {
           seconds: ctx.seconds ?? null,
           artifacts,
           // A re-gated report proves nothing about an image in the registry: it is never attested, never deployable.
-          deployable: !fromReport(ctx) && subject.source === 'remote',
-        }))
+          deployable: !fromReport(ctx) && subject.source === 'remote' && ctx.difference === null,
+        })
+        // Until the result is attached to the digest, the report says it is not: deploy (and the rescan) read only what the registry holds.
+        writeReport(ctx.config.reportsDir, 'scan', { ...body, attestation: null })
         setOutput('scan-decision', d.decision)
         appendSummary(markdownSummary(d, subject, ctx.policy, ctx.db))
-        // Pass or fail, the pushed digest gets the result: deploy reads the newest, so a failing rescan blocks.
+        // Pass or fail, the pushed digest gets the result: deploy weighs every result, so a failing rescan blocks.
         if (!fromReport(ctx) && subject.source === 'remote') {
           task.output = 'attaching the SBOM and the scan result to the digest'
           const facts = { digest: need(subject.digest, 'the scanned digest'), repository: subject.scanned.slice(0, subject.scanned.indexOf('@')), decision: d, policy: { ...appliedPolicy(ctx.applied), digest: need(ctx.digest, 'the policy digest') }, trivyVersion: need(ctx.trivy, 'Trivy').version, db: need(ctx.db, 'the vulnerability DB'), scannedAt: need(ctx.scannedAt, 'the scan time') }
-          await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir })
+          const identity = await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir })
+          writeReport(ctx.config.reportsDir, 'scan', { ...body, attestation: { identity } })
         }
         // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
         if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d, ctx.db))

@@ -7,8 +7,9 @@
 import { PipelineError } from '../core/errors.ts'
 import { repoRoot } from '../core/paths.ts'
 import { run } from '../core/run.ts'
+import { quietly } from '../core/output.ts'
 import type { Environment } from './environments.ts'
-import { kubeFlags,type KubeTarget } from './kube.ts'
+import { kubeFlags, type KubeTarget } from './kube.ts'
 
 /** Helm release labels (`helm upgrade --labels`) that record what a revision deployed, and how long it may take. */
 export const COMMIT_LABEL = 'doc-server.dev/commit'
@@ -48,7 +49,8 @@ interface SecretList {
 
 /** Every stored revision of the release with what it recorded, oldest first (Helm keeps them as Secrets labelled owner=helm). */
 export async function releaseRecords(k: KubeTarget, release: { name: string; namespace: string }): Promise<RevisionRecord[]> {
-  const r = await run([k.kubectl, ...kubeFlags(k), '--request-timeout=20s', 'get', 'secrets', '-n', release.namespace, '-l', `owner=helm,name=${release.name}`, '-o', 'json'], { timeoutMs: 60_000 })
+  // Helm's release Secrets hold each revision's whole manifest: read, never shown.
+  const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), '--request-timeout=20s', 'get', 'secrets', '-n', release.namespace, '-l', `owner=helm,name=${release.name}`, '-o', 'json'], { timeoutMs: 60_000 }))
   const list = JSON.parse(r.stdout) as SecretList
   return list.items
     .map((i) => i.metadata.labels ?? {})

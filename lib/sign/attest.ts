@@ -15,6 +15,7 @@ export const SCAN_PREDICATE_TYPE = 'https://doc-server.dev/attestations/scan/v1'
 export const PROVENANCE_TYPE = 'slsaprovenance1'
 export const PROVENANCE_PREDICATE_TYPE = 'https://slsa.dev/provenance/v1'
 export const SBOM_TYPE = 'cyclonedx'
+export const SBOM_PREDICATE_TYPE = 'https://cyclonedx.org/bom'
 /** The build type our provenance describes. */
 export const BUILD_TYPE = 'https://doc-server.dev/build/dockerfile/v1'
 /** The severities every deployable scan must have blocked on, whatever SCAN_SEVERITIES said. */
@@ -280,4 +281,31 @@ export function checkProvenance(statements: readonly VerifiedStatement[], e: Pro
   const builder = p.runDetails?.builder?.id
   if (typeof builder !== 'string' || !e.builder(builder)) throw refused(`the provenance of ${short(e.digest)} names builder ${builder ?? 'none'}, which is not one of this environment's signers`)
   return { attestation: newest.digest, builder, repository, commit: commit.gitCommit, dirty }
+}
+
+/** JSON with every object's keys sorted: two documents are the same statement when these agree, however they were spaced or ordered. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
+  }
+  return JSON.stringify(value)
+}
+
+/**
+ * Whether `predicate` is already attested among `existing` (verified, same
+ * signer, same type): for a scan result or an SBOM only an identical
+ * predicate, so every new verdict is attested; for provenance, one whose
+ * build definition and builder are identical, since a rebuild of the same
+ * definition to the same digest only adds its run's id and times.
+ */
+export function alreadyAttested(existing: readonly VerifiedStatement[], predicateType: string, predicate: unknown): boolean {
+  const key = (p: unknown) => {
+    if (predicateType !== PROVENANCE_PREDICATE_TYPE) return canonicalJson(p)
+    const prov = (p ?? {}) as { buildDefinition?: unknown; runDetails?: { builder?: unknown } }
+    return canonicalJson({ buildDefinition: prov.buildDefinition, builder: prov.runDetails?.builder })
+  }
+  const want = key(predicate)
+  return existing.some((s) => s.statement.predicateType === predicateType && key(s.statement.predicate) === want)
 }

@@ -66,6 +66,8 @@ interface State {
   /** Copies signed as built from this clone's HEAD and HEAD~1, for the commit-order test. */
   newer: { digest: string; sha: string }
   older: { digest: string; sha: string }
+  /** A copy signed and scanned again and again, as repeated builds of one commit leave it. */
+  quiet?: string
   /** Values that make every pod crash at start (the server refuses a DOCS_DIR that does not exist). */
   crashing: string
 }
@@ -383,6 +385,64 @@ t('an older commit is refused before anything changes; --allow-older rolls back 
   assert.is(back.code, 0, back.out)
   assert.match(back.report.order ?? '', new RegExp(`^rolled ${newer.slice(0, 12)} back to ${older.slice(0, 12)} \\(--allow-older\\)$`))
   for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.older.digest}`), `after --allow-older the runtime reports ${id}`)
+})
+
+/** An attestation payload (base64 of a JSON object, as in a DSSE envelope) or an envelope's payload field. */
+const PAYLOAD = /eyJ[A-Za-z0-9+/]{40,}|"payload"\s*:/
+/** Output length with every number as one character: durations, revisions and times vary between runs, the words do not. */
+const wordsLength = (out: string) => out.replace(/\d+/g, '#').length
+
+t('one digest built and scanned ten times: deploy prints one line per check and no payload, no more than after one; cosign\'s output is in the report', async () => {
+  const config = loadConfig()
+  const git = { sha: s.newer.sha, shortSha: s.newer.sha.slice(0, 7), branch: 'e2e', dirty: false }
+  const digest = await pushVariant(s.docker, REPO, `${REPO}@${s.digests[0]}`, `e2e-quiet-${process.pid}`)
+  s.quiet = digest
+  await signAsBuild(config, REPO, digest, git, s.reports)
+  await attestAsScan(config, REPO, digest, s.reports)
+  reportsFor(digest, undefined, s.newer.sha)
+  const rolled = await deploy()
+  assert.is(rolled.code, 0, rolled.out)
+  // Deployed again unchanged: the output to compare with, Helm having nothing to roll out either time.
+  const once = await deploy()
+  assert.is(once.code, 0, once.out)
+  for (let i = 0; i < 9; i++) {
+    await signAsBuild(config, REPO, digest, git, s.reports)
+    await attestAsScan(config, REPO, digest, s.reports)
+  }
+  const tenth = await deploy()
+  assert.is(tenth.code, 0, tenth.out)
+  for (const r of [rolled, once, tenth]) assert.not.match(r.out, PAYLOAD, `an attestation payload on screen:\n${r.out}`)
+  for (const check of [/signature: signed by key sha256:[0-9a-f]{64}$/, /scan: passed at \S+ by Trivy /, /provenance: commit [0-9a-f]{12} of /, /SBOM: CycloneDX \(attestation sha256:/]) {
+    assert.is(tenth.out.split('\n').filter((l) => check.test(l)).length, 1, `one line for ${check}:\n${tenth.out}`)
+  }
+  assert.is(tenth.out.split('\n').length, once.out.split('\n').length, `after ten builds:\n${tenth.out}\nafter one:\n${once.out}`)
+  assert.ok(wordsLength(tenth.out) <= wordsLength(once.out), `the output grew from ${once.out.length} to ${tenth.out.length} bytes`)
+  assert.match(tenth.report.details ?? '', /^\$ cosign verify --local-image /m, 'the report holds the verification\'s own commands')
+  assert.match(tenth.report.details ?? '', PAYLOAD, 'and their whole output')
+  const debug = await deploy({ DEBUG: '1' })
+  assert.is(debug.code, 0, debug.out)
+  assert.match(debug.out, PAYLOAD, 'with DEBUG, cosign\'s own output is on screen too')
+})
+
+t('after cluster:down, the next deploy waits for the pods the node restarts: it passes, every pod ready on the digest', async () => {
+  assert.ok(s.quiet, 'the test above deployed a digest')
+  reportsFor(s.quiet!, undefined, s.newer.sha)
+  const before = (await pods()).flatMap((p) => (p.status?.containerStatuses ?? []).map((c) => c.containerID ?? ''))
+  const down = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'cluster.ts'), 'down'], { cwd: repoRoot, timeoutMs: 300_000, ...ALL_OK })
+  assert.is(down.exitCode, 0, down.stdout + down.stderr)
+  // Helm finds nothing to change and the Deployment still says what it said before the stop; the pods are being restarted.
+  const r = await deploy()
+  assert.is(r.code, 0, r.out)
+  assert.is(r.report.result, 'deployed')
+  const now = await pods()
+  assert.is(now.length, 2)
+  for (const p of now) {
+    for (const c of p.status?.containerStatuses ?? []) {
+      assert.ok(c.ready, `${p.metadata.name} is not ready after the deploy passed`)
+      assert.ok(c.imageID?.endsWith(`@${s.quiet}`), `${p.metadata.name} runs ${c.imageID}`)
+      assert.not.ok(before.includes(c.containerID ?? ''), `${p.metadata.name} still reports container ${c.containerID} from before the stop`)
+    }
+  }
 })
 
 t.run()

@@ -25,7 +25,7 @@ import { SCAN_PREDICATE_TYPE,type ScanFacts } from '../../lib/sign/attest.ts'
 import { ensureLocalKeyPair,localVerifier,registryFlags,signImage,type Signer } from '../../lib/sign/cosign.ts'
 import { ensureCosign } from '../../lib/tools/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
-import { DEBIAN_FILES,attestAsScan,passingDecision,pushTinyImage,removeTinyImages,signAsBuild } from '../helpers/signed-image.ts'
+import { DEBIAN_FILES, attestAsScan, committedPolicyNow, passingDecision, pushTinyImage, removeTinyImages, signAsBuild } from '../helpers/signed-image.ts'
 import { setUp } from '../helpers/hooks.ts'
 import { buildReportFor, scanReportFor } from '../helpers/reports.ts'
 
@@ -51,7 +51,8 @@ const signAndProvenance = (digest: string, git: GitFacts = s.git) => signAsBuild
 const scanAttest = (digest: string, over: Partial<ScanFacts> = {}) => attestAsScan(s.config, REPO, digest, s.work, over)
 
 const opts = (digest: string, over: Partial<VerifyOptions> = {}): VerifyOptions => ({
-  cosign: s.cosign, verifier: localVerifier(s.config.cacheDir), repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha, maxAgeSecs: 24 * 3600, allowDirty: false, ...over,
+  cosign: s.cosign, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha,
+  policy: { digest: committedPolicyNow().digest, committed: committedPolicyNow() }, maxAgeSecs: 24 * 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] }, allowDirty: false, ...over,
 })
 
 async function refused(digest: string, re: RegExp, over: Partial<VerifyOptions> = {}) {
@@ -157,7 +158,7 @@ t('signed by another key: refused', async () => {
   await signImage({ cosign: s.cosign, image: `${REPO}@${digest}` }, signer)
   await refused(digest, /has no signature by key sha256:/)
   // The other key's own public key passes the signature: the refusal is about who signed, not a broken signature.
-  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, { verifier: { kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' } })
+  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, { imageSigners: [{ kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' }] })
 })
 
 async function downloadScanBundle(digest: string): Promise<string> {
@@ -230,6 +231,36 @@ t('a --from-report pass is never deployable, even for a signed and attested dige
     assert.is(scanJson.deployable, false)
   }
   await deployRefuses(s.good!, scanJson, /^✖? ?deploy: refused: (reports\/scan\.json is a --from-report re-gate|the scan of .* did not pass)/)
+})
+
+/** How many referrers the registry lists for `digest`: its referrers API, else the tag cosign falls back to on a registry without one. */
+async function referrers(digest: string): Promise<number> {
+  const name = REPO.slice(`${LOCAL_REGISTRY}/`.length)
+  const headers = { Accept: 'application/vnd.oci.image.index.v1+json' }
+  let r = await fetch(`http://${LOCAL_REGISTRY}/v2/${name}/referrers/${digest}`, { headers })
+  if (r.status === 404) r = await fetch(`http://${LOCAL_REGISTRY}/v2/${name}/manifests/${digest.replace(':', '-')}`, { headers })
+  if (r.status === 404) return 0
+  assert.is(r.status, 200, `the registry answered ${r.status} for the referrers of ${digest}`)
+  return ((await r.json()) as { manifests: unknown[] }).manifests.length
+}
+
+t('signing and attesting a digest again adds nothing; a new scan verdict is still attested, and counts', async () => {
+  const digest = await pushImageOnce('again')
+  const at = new Date().toISOString()
+  const sameScan = { scannedAt: at, db: { source: 'local', updatedAt: at } }
+  await signAndProvenance(digest)
+  await scanAttest(digest, sameScan)
+  assert.is(await referrers(digest), 4, 'signature, provenance, SBOM and scan result')
+  // A rebuild of the same commit (a new run id and new times in its provenance) and the same scan result again.
+  await signAndProvenance(digest)
+  await scanAttest(digest, sameScan)
+  assert.is(await referrers(digest), 4, 'nothing was added')
+  assert.is((await verifyImage(opts(digest))).scan.scannedAt, at)
+  // A newer scan is a new verdict, attested even though the SBOM (identical) is not; failing, it blocks.
+  const later = new Date(Date.parse(at) + 60_000).toISOString()
+  await scanAttest(digest, { scannedAt: later, db: { source: 'local', updatedAt: later }, decision: { ...pass(), decision: 'fail', reason: '1 CRITICAL: CVE-2021-45710' } })
+  assert.is(await referrers(digest), 5, 'the new scan result, and only it, was added')
+  await refused(digest, /did not pass.*CVE-2021-45710/)
 })
 
 t.run()
