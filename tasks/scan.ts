@@ -193,7 +193,7 @@ export function scanTasks(): ListrTask<ScanCtx>[] {
         // Pass or fail, the pushed digest gets the result: deploy weighs every result, so a failing rescan blocks.
         if (!fromReport(ctx) && subject.source === 'remote') {
           task.output = 'attaching the SBOM and the scan result to the digest'
-          const facts = { digest: need(subject.digest, 'the scanned digest'), repository: subject.scanned.slice(0, subject.scanned.indexOf('@')), decision: d, policy: { ...appliedPolicy(ctx.applied), digest: need(ctx.digest, 'the policy digest') }, trivyVersion: need(ctx.trivy, 'Trivy').version, db: need(ctx.db, 'the vulnerability DB'), scannedAt: need(ctx.scannedAt, 'the scan time') }
+          const facts = { digest: need(subject.digest, 'the scanned digest'), repository: subject.scanned.slice(0, subject.scanned.indexOf('@')), decision: d, policy: { ...appliedPolicy(ctx.applied), digest: need(ctx.digest, 'the policy digest') }, trivyVersion: need(ctx.trivy, 'Trivy').version, db: need(ctx.db, 'the vulnerability DB'), scannedAt: need(ctx.scannedAt, 'the scan time'), kind: ctx.image ? ('rescan' as const) : ('build' as const) }
           const identity = await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir })
           writeReport(ctx.config.reportsDir, 'scan', { ...body, attestation: { identity } })
         }

@@ -63,6 +63,7 @@ const facts = (over: Partial<ScanFacts> = {}): ScanFacts => ({
   trivyVersion: TRIVY,
   db: { source: 'local', updatedAt: '2026-11-27T00:00:00Z' },
   scannedAt: '2026-11-27T11:00:00Z',
+  kind: 'build',
   ...over,
 })
 

@@ -65,6 +65,8 @@ export interface ScanFacts {
   trivyVersion: string
   db: { source: string; updatedAt: string; repository?: string | null; digest?: string | null; advisories?: number | null; advisoriesHash?: string }
   scannedAt: string
+  /** `rescan`: a digest scanned again later (the nightly rescan of what runs); `build`: the digest the build stage pushed. */
+  kind: 'build' | 'rescan'
 }
 
 /** The scan result as a predicate: what the gate decided, under which policy, with which scanner and DB. */
@@ -79,6 +81,7 @@ export function scanPredicate(f: ScanFacts) {
     ignored: f.decision.ignored.map((e) => ({ id: e.id, expiredAt: e.expiredAt, statement: e.statement, findings: e.findings })),
     scanner: { name: 'trivy', version: f.trivyVersion, db: f.db },
     scannedAt: f.scannedAt,
+    kind: f.kind,
   }
 }
 
@@ -175,6 +178,7 @@ interface ScanPredicate {
   ignored?: { id?: string; expiredAt?: string }[]
   scanner?: { name?: string; version?: string; db?: { source?: string; updatedAt?: string } }
   scannedAt?: string
+  kind?: string
 }
 
 const validDay = (text: unknown): text is string => typeof text === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(text) && new Date(`${text}T00:00:00Z`).toISOString().startsWith(text)
@@ -183,7 +187,7 @@ const validDay = (text: unknown): text is string => typeof text === 'string' && 
 function describeScan(s: VerifiedStatement, p: ScanPredicate): string {
   const ids = Array.isArray(p.blockingIds) ? (p.blockingIds as unknown[]).map(String) : []
   const who = s.signer ? ` signed by ${s.signer}` : ''
-  return `the scan at ${p.scannedAt}${who} found ${p.reason ?? 'no reason recorded'}${ids.length ? ` (${ids.join(', ')})` : ''}`
+  return `the ${p.kind === 'rescan' ? 'rescan' : 'scan'} at ${p.scannedAt}${who} found ${p.reason ?? 'no reason recorded'}${ids.length ? ` (${ids.join(', ')})` : ''}`
 }
 
 /**

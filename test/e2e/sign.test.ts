@@ -25,6 +25,7 @@ import { SCAN_PREDICATE_TYPE,type ScanFacts } from '../../lib/sign/attest.ts'
 import { ensureLocalKeyPair,localVerifier,registryFlags,signImage,type Signer } from '../../lib/sign/cosign.ts'
 import { ensureCosign } from '../../lib/tools/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
+import { policyDigest } from '../../lib/scan/committed-policy.ts'
 import { DEBIAN_FILES, attestAsScan, committedPolicyNow, passingDecision, pushTinyImage, removeTinyImages, signAsBuild } from '../helpers/signed-image.ts'
 import { setUp } from '../helpers/hooks.ts'
 import { buildReportFor, scanReportFor } from '../helpers/reports.ts'
@@ -205,7 +206,7 @@ t('a scan older than SCAN_MAX_AGE: refused, and accepted by a longer limit', asy
   const digest = await pushImageOnce('stale')
   await signAndProvenance(digest)
   await scanAttest(digest, { scannedAt: new Date(Date.now() - 30 * 3600_000).toISOString() })
-  await refused(digest, /is 30 h old, over SCAN_MAX_AGE \(24 h\)/)
+  await refused(digest, /is 30 h old, over the bound of 24 h/)
   assert.ok((await verifyImage(opts(digest, { maxAgeSecs: 48 * 3600 }))).scan.scannedAt)
 })
 
@@ -260,7 +261,27 @@ t('signing and attesting a digest again adds nothing; a new scan verdict is stil
   const later = new Date(Date.parse(at) + 60_000).toISOString()
   await scanAttest(digest, { scannedAt: later, db: { source: 'local', updatedAt: later }, decision: { ...pass(), decision: 'fail', reason: '1 CRITICAL: CVE-2021-45710' } })
   assert.is(await referrers(digest), 5, 'the new scan result, and only it, was added')
-  await refused(digest, /did not pass.*CVE-2021-45710/)
+  await refused(digest, /a newer scan of .* failed after the pass of .*: the scan at .* signed by key sha256:.* found 1 CRITICAL: CVE-2021-45710/)
+})
+
+t('only scans under the committed policy count, and every one of them: a laxer pass proves nothing, a later failure blocks until a newer pass', async () => {
+  const digest = await pushImageOnce('policy')
+  await signAndProvenance(digest)
+  const base = Date.now() - 10 * 60_000
+  const at = (min: number) => new Date(base + min * 60_000).toISOString()
+  const laxer = { ...committedPolicyNow(), ignoreUnfixed: true }
+  await scanAttest(digest, { scannedAt: at(0), policy: { ...laxer, digest: policyDigest(laxer) } })
+  await refused(digest, /no scan of .* was made under the committed scan policy .*: ignoreUnfixed true \(committed: false\)$/)
+  await scanAttest(digest, { scannedAt: at(1) })
+  assert.is((await verifyImage(opts(digest))).scan.scannedAt, at(1), 'the pass under the committed policy')
+  await scanAttest(digest, { scannedAt: at(2), decision: { ...pass(), decision: 'fail', reason: '1 blocking finding (1 HIGH)', blockingIds: ['CVE-2021-45710'] } })
+  // A pass under the laxer policy after it changes nothing.
+  await scanAttest(digest, { scannedAt: at(3), policy: { ...laxer, digest: policyDigest(laxer) } })
+  await refused(digest, /a newer scan of .* failed after the pass of .* \(CVE-2021-45710\)/)
+  await scanAttest(digest, { scannedAt: at(4) })
+  const v = await verifyImage(opts(digest))
+  assert.is(v.scan.scannedAt, at(4))
+  assert.is(v.scan.verdicts, 3, 'the three results under the committed policy were weighed')
 })
 
 t.run()

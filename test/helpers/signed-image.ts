@@ -70,7 +70,7 @@ export async function attestAsScan(config: Config, repository: string, digest: s
   writeFileSync(sbom, JSON.stringify({ bomFormat: 'CycloneDX', specVersion: '1.6', version: 1, metadata: { component: { type: 'container', name: repository } }, components: [] }))
   const facts: ScanFacts = {
     digest, repository, decision: passingDecision(), policy: committedPolicyNow(),
-    trivyVersion: VERSIONS.trivy.replace(/^v/, ''), db: { source: 'local', updatedAt: new Date().toISOString() }, scannedAt: new Date().toISOString(), ...over,
+    trivyVersion: VERSIONS.trivy.replace(/^v/, ''), db: { source: 'local', updatedAt: new Date().toISOString() }, scannedAt: new Date().toISOString(), kind: 'build', ...over,
   }
   await attestScan({ config, image: `${repository}@${digest}`, facts, sbom, outDir: dir })
 }
