@@ -71,7 +71,7 @@ export async function ensureLocalKeyPair(cosign: string, cache: string): Promise
     }
   }
   for (const f of [p.key, p.pub, p.passwordFile]) {
-    if (!existsSync(f)) throw new PipelineError(`signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see README, rotating the local key)`)
+    if (!existsSync(f)) throw new PipelineError(`signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see docs/signing.md, rotating the local key)`)
   }
   return { kind: 'key', key: p.key, pub: p.pub, password: readFileSync(p.passwordFile, 'utf8').trim() }
 }
