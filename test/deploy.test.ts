@@ -57,6 +57,8 @@ t('refuses a missing digest, a missing or failed scan, and a different scanned d
 t('a --from-report re-gate never makes an image deployable, even when it passed', () => {
   refusal(() => deployableImage(build(), { decision: 'pass', reason: 'clean', image: { scanned: 'x', source: 'report', ref: 'x' }, deployable: false }), /--from-report re-gate: a useful check, but it never makes an image deployable/)
   refusal(() => deployableImage(build(), { decision: 'pass', reason: 'clean', image: { scanned: 'x', source: 'report', digest: D1 } }), /never makes an image deployable/)
+  // A pass under SCAN_* overrides is no pass for deploy either; the registry check refuses it too (checkScan).
+  refusal(() => deployableImage(build(), { ...pass(), committedPolicy: false, deployable: false }), /made under another scan policy than the committed \.scan-policy\.yaml/)
 })
 
 t('reads the reports from REPORTS_DIR; a missing scan report is a refusal', () => {

@@ -35,7 +35,9 @@ export function deployableImage(build: Report<'build'>, scan: Report<'scan'> | u
   const repo = build.image.repository
   if (!repo.includes('/')) throw refused('reports/build.json names no image repository (registry/owner/name)')
   if (!scan) throw refused('reports/scan.json is missing; the image must pass the scan stage first')
-  if (scan.deployable === false || scan.image?.source === 'report') throw refused('reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest')
+  if (scan.image?.source === 'report') throw refused('reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest')
+  if (scan.committedPolicy === false) throw refused('reports/scan.json was made under another scan policy than the committed .scan-policy.yaml (SCAN_* overrides); scan again without them')
+  if (scan.deployable === false) throw refused('reports/scan.json says the scan is not deployable (not a pushed digest); run the scan stage on the pushed digest')
   if (scan.decision !== 'pass') throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision}${scan.reason ? `; ${scan.reason}` : ''})`)
   const scanned = scan.image?.digest
   if (!scanned) throw refused('reports/scan.json does not say which digest it scanned; run the scan stage again')
