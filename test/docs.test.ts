@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { repoRoot } from '../lib/core/paths.ts'
-import { anchorsOf, checkLinks, describeProblems, githubSlug } from './helpers/markdown-links.ts'
+import { anchorsOf, checkLinks, checkRepoPaths, describeProblems, githubSlug, repoPathsOf } from './helpers/markdown-links.ts'
 
 const t = suite('docs')
 const pages = () => readdirSync(join(repoRoot, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)
@@ -14,6 +14,14 @@ t('every relative link and anchor in the README and docs/ resolves', () => {
   assert.ok(files.length > 1, 'docs/ has pages')
   const problems = checkLinks(repoRoot, files)
   assert.ok(problems.length === 0, `broken links:\n${describeProblems(problems)}`)
+})
+
+t('every repository path the README and docs/ name in code exists', () => {
+  const files = ['README.md', ...pages()]
+  const named = files.flatMap((f) => repoPathsOf(readFileSync(join(repoRoot, f), 'utf8')))
+  assert.ok(named.some((p) => p.path === 'lib/core/config.ts'), 'paths in code spans are found')
+  const problems = checkRepoPaths(repoRoot, files)
+  assert.ok(problems.length === 0, `paths that do not exist (moved? update the page):\n${describeProblems(problems)}`)
 })
 
 t('every page in docs/ is linked from the README', () => {
@@ -36,7 +44,7 @@ t('anchors follow GitHub\'s slugs', () => {
   assert.equal([...anchors].sort(), ['lto--off', 'repeat', 'repeat-1', 'title'])
 })
 
-t('a broken file, a broken anchor or a link out of the repository is reported; code is not checked', () => {
+t('a missing file or anchor, a link out of the repository and a missing path in code are reported; links in code are not', () => {
   const root = mkdtempSync(join(tmpdir(), 'docs-links-'))
   try {
     mkdirSync(join(root, 'docs'))
@@ -55,6 +63,7 @@ t('a broken file, a broken anchor or a link out of the repository is reported; c
       '[y](missing-in-fence.md)',
       '```',
       '[ref]: docs/also-missing.md',
+      'Named in code: `docs/b.md`, `lib/gone.ts`, `lib/<placeholder>.ts`, `npx tsx lib/gone.ts`',
       '',
     ].join('\n'))
     const found = checkLinks(root, ['README.md']).map((p) => `${p.line} ${p.target}: ${p.problem}`)
@@ -66,6 +75,7 @@ t('a broken file, a broken anchor or a link out of the repository is reported; c
       '7 code.ts#L1: #L1 points into code.ts, which is not a Markdown file',
       '12 docs/also-missing.md: docs/also-missing.md does not exist',
     ])
+    assert.equal(checkRepoPaths(root, ['README.md']).map((p) => `${p.line} ${p.problem}`), ['13 lib/gone.ts does not exist'])
   } finally {
     rmSync(root, { recursive: true, force: true })
   }

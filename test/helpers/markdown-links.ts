@@ -121,6 +121,37 @@ export function checkLinks(root: string, files: readonly string[]): LinkProblem[
   return problems
 }
 
+/** Top-level folders of the repository whose paths the docs name in code spans. */
+const REPO_DIRS = ['.ci', '.github', '.husky', 'advisories', 'bench', 'charts', 'crates', 'lib', 'scripts', 'tasks', 'test']
+
+/**
+ * Repository paths named in code spans (`lib/core/config.ts`, `test/e2e/`): a
+ * path that moves leaves the prose wrong without breaking a link. Spans with
+ * placeholders (`values-<env>.yaml`), globs or arguments are not paths.
+ */
+export function repoPathsOf(markdown: string): { path: string; line: number }[] {
+  const out: { path: string; line: number }[] = []
+  const raw = markdown.split('\n')
+  proseLines(markdown).forEach((masked, i) => {
+    // A fenced line is blanked; any other line keeps its length.
+    if (masked === '') return
+    for (const m of (raw[i] ?? '').matchAll(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g)) {
+      const text = m[2]!.trim()
+      if (REPO_DIRS.includes(text.split('/')[0] ?? '') && text.includes('/') && !/[\s<>*{}|@…]/.test(text)) out.push({ path: text, line: i + 1 })
+    }
+  })
+  return out
+}
+
+/** Every repository path named in a code span of `files` that does not exist. */
+export function checkRepoPaths(root: string, files: readonly string[]): LinkProblem[] {
+  return files.flatMap((file) =>
+    repoPathsOf(readFileSync(join(root, file), 'utf8'))
+      .filter(({ path }) => !existsSync(join(root, path)))
+      .map(({ path, line }) => ({ file, line, target: path, problem: `${path} does not exist` })),
+  )
+}
+
 /** One line per problem, for an assertion message. */
 export function describeProblems(problems: readonly LinkProblem[]): string {
   return problems.map((p) => `${p.file}:${p.line}: (${p.target}) ${p.problem}`).join('\n')
