@@ -86,9 +86,11 @@ export function appliedPolicy(settings: { severities: readonly string[]; ignoreU
 
 /** The committed policy as it is in `commit` (deploy's view): read from git, never from the working tree. */
 export async function committedPolicy(commit: string, root = repoRoot): Promise<AppliedPolicy> {
+  const known = await run(['git', 'cat-file', '-e', `${commit}^{commit}`], { cwd: root, okCodes: [1, 128] })
+  if (known.exitCode !== 0) throw new PipelineError(`deploy: refused: commit ${commit.slice(0, 12)} is not in this clone, so its committed scan policy cannot be read; fetch the history the image was built from`)
   const show = async (path: string) => {
     const r = await run(['git', 'show', `${commit}:${path}`], { cwd: root, okCodes: [128] })
-    if (r.exitCode !== 0) throw new PipelineError(`deploy: refused: ${path} cannot be read at commit ${commit.slice(0, 12)} (not in this clone, or not in that commit); fetch the history the image was built from`)
+    if (r.exitCode !== 0) throw new PipelineError(`deploy: refused: commit ${commit.slice(0, 12)} has no ${path}, so no scan can have been made under its committed policy; rebuild from a newer commit`)
     return r.stdout
   }
   const file = parsePolicyFile(await show(POLICY_FILE), `${POLICY_FILE} at ${commit.slice(0, 12)}`)

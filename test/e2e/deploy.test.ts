@@ -39,7 +39,8 @@ const t = suite('e2e: deploy (real node)')
 const ALL_OK = { okCodes: ANY_EXIT }
 const REPO = '127.0.0.1:5000/local/agent-docs'
 /** The commit build.json names and every test image's signed provenance records (deploy checks the two agree). */
-const COMMIT = 'e'.repeat(40)
+/** The commit the test images are recorded as built from: an ancestor of HEAD that has the committed scan policy (deploy reads it there). */
+let COMMIT = ''
 /** Where Dockerfile.optimized puts the served documents (DOCS_DIR). */
 const DOCS_IN_IMAGE = 'usr/local/share/doc-server/docs'
 /**
@@ -151,12 +152,13 @@ setUp(t, 'e2e: deploy (real node)', async () => {
   const d1 = (JSON.parse(readFileSync(join(s.reports, 'build.json'), 'utf8')) as { image: { digest: string } }).image.digest
   s.digests = [d1, await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-2', { [`${DOCS_IN_IMAGE}/${LARGE_DOC}.md`]: largeDoc() }), await pushVariant(s.docker, REPO, `${REPO}@${d1}`, 'e2e-3')]
   // Deploy verifies signatures and attestations in the registry: each digest gets what the build and scan stages attach.
+  const [newer, older] = [(await run(['git', 'rev-parse', 'HEAD'], { cwd: repoRoot })).stdout.trim(), await olderWithPolicy()]
+  COMMIT = older
   const git = { sha: COMMIT, shortSha: COMMIT.slice(0, 7), branch: 'e2e', dirty: false }
   for (const d of s.digests) {
     await signAsBuild(config, REPO, d, git, s.reports)
     await attestAsScan(config, REPO, d, s.reports)
   }
-  const [newer, older] = [(await run(['git', 'rev-parse', 'HEAD'], { cwd: repoRoot })).stdout.trim(), (await run(['git', 'rev-parse', 'HEAD~1'], { cwd: repoRoot })).stdout.trim()]
   for (const [key, sha] of [['newer', newer], ['older', older]] as const) {
     const digest = await pushVariant(s.docker, REPO, `${REPO}@${d1}`, `e2e-${key}`)
     await signAsBuild(config, REPO, digest, { sha, shortSha: sha.slice(0, 7), branch: 'e2e', dirty: false }, s.reports)
@@ -166,6 +168,13 @@ setUp(t, 'e2e: deploy (real node)', async () => {
   s.crashing = join(s.reports, 'bad-docs-dir.yaml')
   writeFileSync(s.crashing, 'docsDir: /no/such/docs\n')
 })
+
+/** The newest ancestor of HEAD (not HEAD) whose tree has the committed scan policy: an older commit deploy can still judge. */
+async function olderWithPolicy(): Promise<string> {
+  const ancestors = (await run(['git', 'rev-list', '--max-count=200', 'HEAD~1'], { cwd: repoRoot })).stdout.trim().split('\n')
+  for (const c of ancestors) if ((await run(['git', 'cat-file', '-e', `${c}:.scan-policy.yaml`], { cwd: repoRoot, okCodes: [128] })).exitCode === 0) return c
+  throw new Error('no ancestor of HEAD has .scan-policy.yaml')
+}
 
 t.after(async () => {
   // Clean-up must not hide a test's own failure (a cluster that went away, say), nor a set-up that stopped half-way.
@@ -325,7 +334,7 @@ t('a release left in pending-upgrade by a killed helm is recovered, judged by th
   const helm = spawn(s.helm.helm, ['upgrade', 'doc-server', CHART_DIR, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace,
     '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', s.crashing, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${s.digests[2]}`, '--wait', '--timeout', '600s',
     // What the deploy stage records: this revision's own deploy allows itself RECORDED seconds.
-    '--labels', `doc-server.dev/commit=${'e'.repeat(40)},doc-server.dev/timeout-secs=${RECORDED}`], { stdio: 'ignore' })
+    '--labels', `doc-server.dev/commit=${COMMIT},doc-server.dev/timeout-secs=${RECORDED}`], { stdio: 'ignore' })
   let helmEnded = false
   const exited = new Promise<void>((res) => helm.once('exit', () => res(void (helmEnded = true))))
   let pending: { revision: number; updated?: string } | undefined
