@@ -77,8 +77,8 @@ async function deployRefuses(digest: string, scan: Report<'scan'>, re: RegExp) {
   writeReport(reports, 'scan', scan)
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
     cwd: repoRoot, okCodes: ANY_EXIT,
-    // A KUBE_CONTEXT that does not exist: reaching the cluster step would fail differently.
-    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, KUBE_CONTEXT: 'sign-e2e-never-reached', DEPLOY_VALUES_FILE: '' },
+    // The local cluster's environment (its signer is this machine's key); the refusal must come before the chart or the cluster.
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, KUBE_CONTEXT: '', DEPLOY_VALUES_FILE: '' },
   })
   const out = (r.stdout + r.stderr).trim()
   assert.is.not(r.exitCode, 0, out)
