@@ -246,6 +246,11 @@ t('a scan under any other policy than the committed one is recorded as such and 
   // The signed result carries that digest, which deploy compares with the committed one (test/e2e/sign.test.ts).
   const attested = JSON.parse(readFileSync(join(s.vulnReports, 'scan', 'scan-attestation.json'), 'utf8'))
   assert.is(attested.policy.digest, report.policyDigest)
+  // Unfixed findings let through: another policy too, whatever the verdict.
+  await stage('scan', s.vulnReports, [], { SCAN_IGNORE_UNFIXED: 'true' })
+  const unfixed = scanJson(s.vulnReports)
+  assert.equal([unfixed.committedPolicy, unfixed.deployable], [false, false])
+  assert.is.not(unfixed.policyDigest, committedDigest)
   for (const [name, value] of [['SCAN_IGNORE_MAX_DAYS', '36500'], ['SCAN_IGNORE_MAX_DAYS', `1${'0'.repeat(320)}`], ['SCAN_MAX_AGE', `1${'0'.repeat(320)}d`]] as const) {
     const r = await stage('scan', s.vulnReports, [], { [name]: value })
     assert.is(r.exitCode, 1)
