@@ -5,19 +5,21 @@
  * `npm test` runs this first; each stage also ensures its own needs.
  */
 import type { ListrTask } from 'listr2'
-import { ensureDebianPackages } from '../lib/core/apt.ts'
-import { isMain, runMain, taskList } from '../lib/core/cli.ts'
-import { requireTool } from '../lib/core/tools.ts'
-import { VERSIONS } from '../lib/core/versions.ts'
-import { ensureActionlint } from './lint-workflows.ts'
+import { ensureDebianPackages } from '../lib/tools/apt.ts'
+import { isMain,runMain,taskList } from '../lib/core/cli.ts'
+import { showOutput } from '../lib/core/output.ts'
+import { requireTool } from '../lib/tools/which.ts'
+import { VERSIONS } from '../lib/tools/versions.ts'
+import { ensureActionlint } from '../lib/tools/actionlint.ts'
 import { loadConfig } from '../lib/core/config.ts'
-import { ensureBaseImages } from '../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../lib/local/docker.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../lib/local/registry.ts'
-import { ensureClusterBinaries } from '../lib/local/cluster-build.ts'
-import { NODE_PACKAGES } from '../lib/local/node.ts'
-import { ensureLocalDb, ensureTrivy } from '../lib/scan/trivy.ts'
-import { ensureCosign } from '../lib/sign/cosign.ts'
+import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
+import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
+import { ensureClusterBinaries } from '../lib/tools/kube.ts'
+import { NODE_PACKAGES } from '../lib/sandbox/node.ts'
+import { ensureLocalDb } from '../lib/scan/trivy.ts'
+import { ensureTrivy } from '../lib/tools/trivy.ts'
+import { ensureCosign } from '../lib/tools/cosign.ts'
 
 export function bootstrapTasks(): ListrTask<object>[] {
   return [
@@ -30,7 +32,7 @@ export function bootstrapTasks(): ListrTask<object>[] {
     {
       title: 'Debian packages for lint-test',
       task: async (_ctx, task) => {
-        const installed = await ensureDebianPackages([{ pkg: 'shellcheck', provides: 'shellcheck' }], (l) => (task.output = l))
+        const installed = await ensureDebianPackages([{ pkg: 'shellcheck', provides: 'shellcheck' }])
         task.title = installed.length ? `Debian packages for lint-test: installed ${installed.join(', ')}` : 'Debian packages for lint-test: present'
       },
     },
@@ -38,7 +40,7 @@ export function bootstrapTasks(): ListrTask<object>[] {
     {
       title: 'Docker engine (build)',
       task: async (ctx: { docker?: string }, task) => {
-        const engine = await ensureDockerEngine(loadConfig().docker, (l) => (task.output = l))
+        const engine = await ensureDockerEngine(loadConfig().docker)
         ctx.docker = engine.docker
         task.title = engine.started ? `Docker engine (build): started dockerd, log ${engine.log}` : `Docker engine (build): running (${engine.docker})`
       },
@@ -46,14 +48,14 @@ export function bootstrapTasks(): ListrTask<object>[] {
     {
       title: `Local registry ${LOCAL_REGISTRY} (build)`,
       task: async (_ctx, task) => {
-        const status = await ensureRegistry(LOCAL_REGISTRY, (l) => (task.output = l))
+        const status = await ensureRegistry(LOCAL_REGISTRY)
         task.title = `Local registry ${LOCAL_REGISTRY} (build): answering, data in ${status.dataDir}`
       },
     },
     {
       title: 'Debian packages for the local cluster\'s node (deploy): CNI plugins, conntrack, socat, ethtool, iptables',
       task: async (_ctx, task) => {
-        const installed = await ensureDebianPackages(NODE_PACKAGES, (l) => (task.output = l))
+        const installed = await ensureDebianPackages(NODE_PACKAGES)
         task.title = `Debian packages for the local cluster's node (deploy): ${installed.length ? `installed ${installed.join(', ')}` : 'present'}`
       },
     },
@@ -64,11 +66,11 @@ export function bootstrapTasks(): ListrTask<object>[] {
       title: 'Built once per machine, side by side: base images, Trivy, cosign, actionlint, the cluster',
       task: (_ctx, task) =>
         task.newListr(
-          [
+          showOutput([
             {
               title: 'Base images (build)',
               task: async (ctx: { docker?: string }, task) => {
-                const images = await ensureBaseImages(ctx.docker ?? loadConfig().docker, loadConfig().cacheDir, (l) => (task.output = l))
+                const images = await ensureBaseImages(ctx.docker ?? loadConfig().docker, loadConfig().cacheDir)
                 task.title = `Base images (build): ${images.map((i) => `${i.name} ${i.source}`).join(', ')}`
               },
             },
@@ -76,31 +78,31 @@ export function bootstrapTasks(): ListrTask<object>[] {
               title: `Trivy ${VERSIONS.trivy} and the local vulnerability DB (scan)`,
               task: async (_ctx, task) => {
                 const cache = loadConfig().cacheDir
-                const trivy = await ensureTrivy(cache, (l) => (task.output = l))
-                const db = await ensureLocalDb(cache, (l) => (task.output = l))
+                const trivy = await ensureTrivy(cache)
+                const db = await ensureLocalDb(cache)
                 task.title = `Trivy v${trivy.version} and the local vulnerability DB (scan): ${db.built ? 'built' : 'cached'} from advisories/`
               },
             },
             {
               title: `cosign ${VERSIONS.cosign} (build, scan and deploy: signatures and attestations)`,
-              task: async (_ctx, task) => {
-                await ensureCosign(loadConfig().cacheDir, (l) => (task.output = l))
+              task: async () => {
+                await ensureCosign(loadConfig().cacheDir)
               },
             },
             {
               title: `actionlint ${VERSIONS.actionlint} (lint:workflows)`,
-              task: async (_ctx, task) => {
-                await ensureActionlint((l) => (task.output = l))
+              task: async () => {
+                await ensureActionlint()
               },
             },
             {
               // The cluster itself is started by whoever needs it (ci:deploy, the deploy e2e test, cluster:up).
               title: `Local Kubernetes binaries (deploy): Kubernetes ${VERSIONS.kubernetes} with kubelet and kube-proxy, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok}, helm ${VERSIONS.helm}`,
-              task: async (_ctx, task) => {
-                await ensureClusterBinaries(loadConfig().cacheDir, (l) => (task.output = l))
+              task: async () => {
+                await ensureClusterBinaries(loadConfig().cacheDir)
               },
             },
-          ],
+          ]),
           { concurrent: true, exitOnError: true, rendererOptions: { collapseSubtasks: false } },
         ),
     },

@@ -3,19 +3,20 @@
  * KUBE_CONTEXT is configured: `up` (build once, create or start), `down`
  * (stop; releases survive in etcd), `status`, `delete` (remove its state).
  */
-import { cachedBinaries } from '../lib/local/cluster-build.ts'
-import { isMain, runMain, taskList } from '../lib/core/cli.ts'
+import { cachedBinaries } from '../lib/tools/kube.ts'
+import { isMain, parseOptions, runMain, taskList } from '../lib/core/cli.ts'
 import { loadConfig } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, deleteCluster, ensureCluster, stopCluster } from '../lib/local/cluster.ts'
+import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, deleteCluster, ensureCluster, stopCluster } from '../lib/sandbox/cluster.ts'
 
 const ACTIONS = ['up', 'down', 'status', 'delete'] as const
 type Action = (typeof ACTIONS)[number]
 
 export function parseAction(argv: readonly string[]): Action {
-  const a = argv[0]
-  if (argv.length !== 1 || !(ACTIONS as readonly string[]).includes(a ?? '')) throw new PipelineError(`cluster: use one of ${ACTIONS.join(', ')}${a ? `, not "${argv.join(' ')}"` : ''}`)
-  return a as Action
+  const { positionals } = parseOptions('cluster', argv, {}, ACTIONS.join('|'))
+  const action = ACTIONS.find((a) => positionals.length === 1 && a === positionals[0])
+  if (!action) throw new PipelineError(`cluster: use one of ${ACTIONS.join(', ')}${positionals.length ? `, not "${positionals.join(' ')}"` : ''}`)
+  return action
 }
 
 async function main(argv: readonly string[]): Promise<void> {
@@ -32,14 +33,13 @@ async function main(argv: readonly string[]): Promise<void> {
     {
       title,
       task: async (_ctx, task) => {
-        const onLine = (l: string) => (task.output = l)
         if (action === 'up') {
-          const c = await ensureCluster(cache, onLine)
+          const c = await ensureCluster(cache)
           task.title = `Local cluster: up (kubectl --kubeconfig ${c.kubeconfig} --context ${CLUSTER_CONTEXT})`
         } else if (action === 'down') {
-          task.title = (await stopCluster(cache, onLine)) ? 'Local cluster: stopped (state kept)' : 'Local cluster: none to stop'
+          task.title = (await stopCluster(cache)) ? 'Local cluster: stopped (state kept)' : 'Local cluster: none to stop'
         } else {
-          await deleteCluster(cache, onLine)
+          await deleteCluster(cache)
           task.title = 'Local cluster: deleted'
         }
       },

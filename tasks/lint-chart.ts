@@ -3,7 +3,7 @@
  * environment's values, so a chart or values change that only one
  * environment trips over is caught before a deploy.
  */
-import { ensureHelm } from '../lib/local/cluster-build.ts'
+import { ensureHelm } from '../lib/tools/kube.ts'
 import { isMain, runMain, taskList } from '../lib/core/cli.ts'
 import { loadConfig } from '../lib/core/config.ts'
 import { CHART_DIR, valueFiles } from '../lib/deploy/deploy.ts'
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const cache = loadConfig().cacheDir
   let helm = ''
   await taskList<object>([
-    { title: 'helm', task: async (_ctx, task) => void (helm = await ensureHelm(cache, (l) => (task.output = l))) },
+    { title: 'helm', task: async () => void (helm = await ensureHelm(cache)) },
     ...ENVIRONMENTS.map((env) => ({
       title: `helm lint --strict (${env})`,
       task: async () => {

@@ -6,24 +6,19 @@
  * reached from every machine, so this is the check a workflow gets before it runs.
  * `tsx tasks/lint-workflows.ts [dir]` lints another directory.
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs'
-import { isAbsolute, join, relative, resolve, sep } from 'node:path'
+import { existsSync,readFileSync,readdirSync } from 'node:fs'
+import { isAbsolute,join,relative,resolve,sep } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { LineCounter, isScalar, parseDocument, visit } from 'yaml'
-import { isMain, runMain, taskList } from '../lib/core/cli.ts'
-import { loadConfig } from '../lib/core/config.ts'
+import { LineCounter,isScalar,parseDocument,visit } from 'yaml'
+import { isMain, parseOptions, runMain, taskList } from '../lib/core/cli.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { run } from '../lib/core/run.ts'
-import { ensureGoTool, requireTool } from '../lib/core/tools.ts'
-import { VERSIONS } from '../lib/core/versions.ts'
+import { requireTool } from '../lib/tools/which.ts'
+import { VERSIONS } from '../lib/tools/versions.ts'
+import { ensureActionlint } from '../lib/tools/actionlint.ts'
 
 export const WORKFLOWS_DIR = join(repoRoot, '.github', 'workflows')
-
-/** Builds actionlint once per machine (bootstrap calls this too) and returns its path. */
-export function ensureActionlint(onLine?: (line: string) => void): Promise<string> {
-  return ensureGoTool(loadConfig().cacheDir, { binary: 'actionlint', pkg: 'github.com/rhysd/actionlint/cmd/actionlint', version: VERSIONS.actionlint }, onLine)
-}
 
 /** The workflow files of a directory, sorted; a directory without any is an error, not a pass. */
 export function workflowFiles(dir: string): string[] {
@@ -84,8 +79,8 @@ export function lintWorkflowsTasks(dir = WORKFLOWS_DIR): ListrTask<Ctx>[] {
   return [
     {
       title: `actionlint ${VERSIONS.actionlint}`,
-      task: async (ctx, task) => {
-        ctx.actionlint = await ensureActionlint((l) => (task.output = l))
+      task: async (ctx) => {
+        ctx.actionlint = await ensureActionlint()
       },
     },
     {
@@ -121,7 +116,9 @@ export function lintWorkflowsTasks(dir = WORKFLOWS_DIR): ListrTask<Ctx>[] {
 }
 
 if (isMain(import.meta.url)) {
-  const arg = process.argv[2]
-  const dir = arg === undefined ? WORKFLOWS_DIR : isAbsolute(arg) ? arg : resolve(process.cwd(), arg)
-  await runMain(() => taskList(lintWorkflowsTasks(dir)).run({ files: [], actionlint: '', problems: [], output: '' }))
+  await runMain(() => {
+    const [arg] = parseOptions('lint:workflows', process.argv.slice(2), {}, '[dir]').positionals
+    const dir = arg === undefined ? WORKFLOWS_DIR : isAbsolute(arg) ? arg : resolve(process.cwd(), arg)
+    return taskList(lintWorkflowsTasks(dir)).run({ files: [], actionlint: '', problems: [], output: '' })
+  })
 }

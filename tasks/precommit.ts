@@ -6,15 +6,16 @@
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { ensureDebianPackages, type DebianNeed } from '../lib/core/apt.ts'
+import { ensureDebianPackages,type DebianNeed } from '../lib/tools/apt.ts'
 import { isMain } from '../lib/core/cli.ts'
-import { precommitChecks, type PrecommitCheck } from '../lib/core/config.ts'
+import { showOutput } from '../lib/core/output.ts'
+import { precommitChecks,type PrecommitCheck } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { appendSummary, markdownTable } from '../lib/core/report.ts'
+import { appendSummary, markdownTable } from '../lib/core/summary.ts'
 import { run } from '../lib/core/run.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
-import { requireTool } from '../lib/core/tools.ts'
+import { defineStage,runStage } from '../lib/core/stage.ts'
+import { requireTool } from '../lib/tools/which.ts'
 
 export interface PrecommitCtx {
   results: { check: string; ok: boolean; seconds: number; error?: string; details?: string }[]
@@ -42,11 +43,11 @@ export function precommitTasks(root = repoRoot, only: readonly PrecommitCheck[] 
   const checkTasks: ListrTask<PrecommitCtx>[] = checks(root).map((check) => ({
     title: check.title,
     skip: () => (only.includes(check.name) ? false : 'not in PRECOMMIT_CHECKS'),
-    task: async (ctx, task) => {
+    task: async (ctx) => {
       const started = performance.now()
       try {
-        if (check.needs) await ensureDebianPackages(check.needs, (line) => (task.output = line))
-        await run(check.argv(), { cwd: root, onLine: (line) => (task.output = line) })
+        if (check.needs) await ensureDebianPackages(check.needs)
+        await run(check.argv(), { cwd: root })
         ctx.results.push({ check: check.title, ok: true, seconds: (performance.now() - started) / 1000 })
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err)
@@ -59,7 +60,7 @@ export function precommitTasks(root = repoRoot, only: readonly PrecommitCheck[] 
   return [
     {
       title: 'lint-test',
-      task: (_ctx, task) => task.newListr(checkTasks, { exitOnError: false }),
+      task: (_ctx, task) => task.newListr(showOutput(checkTasks), { exitOnError: false }),
     },
     {
       title: 'Summary',

@@ -1,11 +1,11 @@
-import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync,mkdtempSync,rmSync,symlinkSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildFailure, parseBuildOutput } from '../lib/build/docker.ts'
+import { buildFailure,parseBuildOutput } from '../lib/build/buildkit-log.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { ANY_EXIT, run } from '../lib/core/run.ts'
+import { ANY_EXIT,run } from '../lib/core/run.ts'
 
 const t = suite('cli')
 const root = new URL('..', import.meta.url).pathname

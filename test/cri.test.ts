@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { criAnswers } from '../lib/local/cri.ts'
+import { criAnswers } from '../lib/sandbox/cri.ts'
 import { setUp } from './helpers/hooks.ts'
 
 const t = suite('cri')

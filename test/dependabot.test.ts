@@ -9,7 +9,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { parse } from 'yaml'
 import { repoRoot } from '../lib/core/paths.ts'
-import { BASE_IMAGES } from '../lib/core/versions.ts'
+import { BASE_IMAGES } from '../lib/tools/versions.ts'
 
 interface Update {
   'package-ecosystem': string
@@ -67,7 +67,7 @@ t('the base images listed for Dependabot are the ones the build uses', () => {
   const docker = config.updates.find((u) => u['package-ecosystem'] === 'docker')!
   const text = readFileSync(join(dirOf(docker), 'Dockerfile'), 'utf8')
   const froms = [...text.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!)
-  assert.equal(froms.sort(), Object.values(BASE_IMAGES).sort(), `${docker.directory}/Dockerfile and BASE_IMAGES in lib/core/versions.ts differ: update versions.ts and the ARG defaults of Dockerfile.optimized and bench/ together`)
+  assert.equal(froms.sort(), Object.values(BASE_IMAGES).sort(), `${docker.directory}/Dockerfile and BASE_IMAGES in lib/tools/versions.ts differ: update versions.ts and the ARG defaults of Dockerfile.optimized and bench/ together`)
 })
 
 t.run()

@@ -1,14 +1,16 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync,readFileSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildBreakdown, buildFailure, compiledCrates, cookStep, machineCaBundle, ociBuildArgs, parseBuildOutput, parsePushDigest, stepLabel } from '../lib/build/docker.ts'
-import { dockerClient } from '../lib/local/docker.ts'
-import { DISTROLESS_CC_PACKAGES, DISTROLESS_STATIC_PACKAGES, ensureBaseImages, statusEntry } from '../lib/local/base-images.ts'
-import { registryConfig } from '../lib/local/registry.ts'
+import { machineCaBundle,ociBuildArgs } from '../lib/build/docker.ts'
+import { parsePushDigest } from '../lib/build/registry.ts'
+import { buildBreakdown,buildFailure,compiledCrates,cookStep,parseBuildOutput,stepLabel } from '../lib/build/buildkit-log.ts'
+import { DEBIAN_CLIENT, dockerClient } from '../lib/build/docker.ts'
+import { DISTROLESS_CC_PACKAGES,DISTROLESS_STATIC_PACKAGES,ensureBaseImages,statusEntry } from '../lib/sandbox/base-images.ts'
+import { registryConfig } from '../lib/sandbox/registry.ts'
 import { run } from '../lib/core/run.ts'
-import { BASE_IMAGES, VERSIONS } from '../lib/core/versions.ts'
+import { BASE_IMAGES,VERSIONS } from '../lib/tools/versions.ts'
 
 const t = suite('docker')
 // Real BuildKit output (docker 20.10, --progress=plain) of Dockerfile.optimized.
@@ -103,8 +105,10 @@ t('the CA bundle handed to builds is the machine\'s own, when there is one', () 
   assert.is(machineCaBundle({ SSL_CERT_FILE: join(dir, 'ca.pem') }), join(dir, 'ca.pem'))
 })
 
-t('a bare docker client resolves to Debian\'s, which has BuildKit', () => {
+t('a bare docker client resolves to Debian\'s when it is installed; a configured path is kept', () => {
   assert.is(dockerClient('/opt/docker'), '/opt/docker')
+  assert.is(dockerClient('docker', (path) => path === DEBIAN_CLIENT), DEBIAN_CLIENT)
+  assert.is(dockerClient('docker', () => false), 'docker', 'without Debian\'s client, the first docker on PATH')
 })
 
 t('dpkg status entries say installed, as scanners expect', () => {
@@ -118,7 +122,7 @@ t('the static stand-in is distroless static\'s five packages: no C library; cc a
   assert.ok((DISTROLESS_CC_PACKAGES as readonly string[]).includes('libc6'))
   assert.is(BASE_IMAGES.runtime, 'gcr.io/distroless/static-debian12:nonroot')
   try {
-    await ensureBaseImages('/nonexistent/docker', tmpdir(), undefined, ['example.invalid/base:1'])
+    await ensureBaseImages('/nonexistent/docker', tmpdir(), ['example.invalid/base:1'])
     assert.unreachable('an unknown base image was accepted')
   } catch (err) {
     assert.match((err as Error).message, /^base images: no stand-in is known for example\.invalid\/base:1; use one of /)
@@ -131,7 +135,7 @@ t('the local registry listens on loopback only, its data outside the clone', () 
   assert.match(cfg, /rootdirectory: \/cache\/registry\/data/)
 })
 
-t('the Dockerfiles default to the pinned names in lib/core/versions.ts, and pull no frontend', () => {
+t('the Dockerfiles default to the pinned names in lib/tools/versions.ts, and pull no frontend', () => {
   const root = new URL('..', import.meta.url)
   const optimized = readFileSync(new URL('Dockerfile.optimized', root), 'utf8')
   assert.match(optimized, new RegExp(`^ARG CHEF_IMAGE=${BASE_IMAGES.chef.replace(/[.]/g, '\\.')}$`, 'm'))

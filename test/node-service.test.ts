@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { ensureService, type Service } from '../lib/local/node.ts'
-import { stopOwned } from '../lib/local/service.ts'
+import { ensureService, type Service } from '../lib/sandbox/node.ts'
+import { stopOwned } from '../lib/sandbox/service.ts'
 import { lastWords } from '../lib/core/run.ts'
 
 const t = suite('node-service')
@@ -34,7 +34,7 @@ const running = (marker: string) =>
 
 t('a service that exits is named with its exit code and its own last log line, in one line', async () => {
   const s = service('kubelet', 'echo "I1127 starting kubelet"; echo "E1127 run.go:72] failed to run Kubelet: invalid configuration: cgroupDriver" >&2; exit 3', async () => false)
-  const err = await ensureService(s, undefined).then(() => undefined, (e: Error & { details?: string }) => e)
+  const err = await ensureService(s).then(() => undefined, (e: Error & { details?: string }) => e)
   assert.ok(err, 'the start fails')
   assert.is(err.message, `cluster: the node's kubelet exited 3: E1127 run.go:72] failed to run Kubelet: invalid configuration: cgroupDriver (log: ${s.log})`)
   assert.match(err.details ?? '', /I1127 starting kubelet/, 'the log tail is in the details')
@@ -44,7 +44,7 @@ t('a service that exits is named with its exit code and its own last log line, i
 t('a service that never answers is stopped, not left holding its port', async () => {
   const marker = `never-ready-${process.pid}`
   const s = service('containerd', `echo "${marker} waiting"; while :; do sleep 1; done`, async () => false, 1500)
-  const err = await ensureService(s, undefined).then(() => undefined, (e: Error) => e)
+  const err = await ensureService(s).then(() => undefined, (e: Error) => e)
   assert.is(err?.message, `cluster: the node's containerd did not become ready within 1.5 s and was stopped: ${marker} waiting (log: ${s.log})`)
   assert.not.ok(running(`${marker} waiting`), 'the process is gone')
 })
@@ -54,9 +54,9 @@ t('a service that answers gets a pidfile, and the next call finds it running', a
   const marker = `ready-${process.pid}`
   const s = service('kube-proxy', `while :; do sleep 1; done # ${marker}`, async () => running(marker))
   try {
-    assert.is(await ensureService(s, undefined), 'started')
+    assert.is(await ensureService(s), 'started')
     assert.ok(existsSync(s.pid))
-    assert.is(await ensureService(s, undefined), 'running', 'a live pidfile is reused, not a second process')
+    assert.is(await ensureService(s), 'running', 'a live pidfile is reused, not a second process')
   } finally {
     assert.ok(await stopOwned(s.pid, 'sh'))
   }

@@ -1,13 +1,14 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { PipelineError } from '../lib/core/errors.ts'
+import { withOutput } from '../lib/core/output.ts'
 import { GIT_REPOSITORY_VARIABLES, redact, retry, run, succeeds } from '../lib/core/run.ts'
 
 const t = suite('run')
 
 t('runs a real command, timing it and streaming its lines', async () => {
   const lines: string[] = []
-  const r = await run(['sh', '-c', 'echo one; echo two >&2; echo three'], { onLine: (l) => lines.push(l) })
+  const r = await withOutput((l) => lines.push(l), () => run(['sh', '-c', 'echo one; echo two >&2; echo three']))
   assert.is(r.exitCode, 0)
   assert.is(r.stdout, 'one\nthree\n')
   assert.ok(r.seconds >= 0)

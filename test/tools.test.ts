@@ -1,7 +1,7 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { nodePackage } from '../lib/core/node.ts'
-import { findTool, requireTool } from '../lib/core/tools.ts'
+import { nodePackage } from '../lib/tools/node.ts'
+import { findTool,requireTool } from '../lib/tools/which.ts'
 
 const t = suite('tools')
 

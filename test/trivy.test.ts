@@ -1,12 +1,13 @@
-import { cpSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { cpSync,mkdtempSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { repoRoot } from '../lib/core/paths.ts'
-import { ANY_EXIT, run } from '../lib/core/run.ts'
-import { ADVISORIES_DIR, TRIVY_SPEC, advisoriesHash, isLocalRegistry, trivyCacheDir } from '../lib/scan/trivy.ts'
-import { VERSIONS } from '../lib/core/versions.ts'
+import { ANY_EXIT,run } from '../lib/core/run.ts'
+import { ADVISORIES_DIR,advisoriesHash,isLocalRegistry,trivyCacheDir } from '../lib/scan/trivy.ts'
+import { TRIVY_SPEC } from '../lib/tools/trivy.ts'
+import { VERSIONS } from '../lib/tools/versions.ts'
 
 const t = suite('trivy')
 const SCRIPT = join(repoRoot, 'scripts', 'scan_image.sh')

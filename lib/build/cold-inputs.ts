@@ -6,13 +6,15 @@
  * touches none of them, so its cold figure is the last one measured.
  */
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { BASE_IMAGES, VERSIONS } from '../core/versions.ts'
-import { ensureCargoTool, imageId } from '../local/base-images.ts'
+import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
+import { imageId } from './docker.ts'
+import { ensureCargoTool } from '../tools/cargo.ts'
+import { writeJson } from '../core/json.ts'
 
 /** cargo-chef's recipe.json, as `cargo chef prepare` writes it. */
 export interface Recipe {
@@ -144,13 +146,6 @@ export function readColdRecord(path: string): ColdRecord | undefined {
   }
 }
 
-/** Written whole and renamed into place: an interrupted run leaves the previous record. */
-export function writeJson(path: string, value: unknown): void {
-  mkdirSync(dirname(path), { recursive: true })
-  writeFileSync(`${path}.tmp-${process.pid}`, `${JSON.stringify(value, null, 2)}\n`)
-  renameSync(`${path}.tmp-${process.pid}`, path)
-}
-
 /** Where the measure stage keeps its cold record, last inputs and history: outside the clone. */
 export function measureStateFiles(cache: string): { cold: string; last: string; history: string } {
   const dir = join(cache, 'measure')
@@ -177,8 +172,8 @@ export function explainCookMiss(previous: ColdInputs | undefined, now: ColdInput
 }
 
 /** This workspace's cold inputs on this machine: what the cook step's cache key is made of. */
-export async function currentColdInputs(docker: string, cacheDir: string, root: string, onLine?: (line: string) => void): Promise<ColdInputs> {
-  const chef = await ensureCargoTool(cacheDir, 'cargo-chef', VERSIONS.cargoChef, onLine)
+export async function currentColdInputs(docker: string, cacheDir: string, root: string): Promise<ColdInputs> {
+  const chef = await ensureCargoTool(cacheDir, 'cargo-chef', VERSIONS.cargoChef)
   const baseImages = { chef: await imageId(docker, BASE_IMAGES.chef), runtime: await imageId(docker, BASE_IMAGES.runtime) }
   const toolchain = `rust ${VERSIONS.rust}, cargo-chef ${VERSIONS.cargoChef}, cargo-auditable ${VERSIONS.cargoAuditable}`
   return coldInputs({ recipe: await prepareRecipe(chef, root), dockerfile: readFileSync(join(root, 'Dockerfile.optimized'), 'utf8'), toolchain, baseImages })

@@ -1,11 +1,11 @@
 import { $ } from 'zx'
 import { PipelineError, debugOn } from './errors.ts'
+import { say } from './output.ts'
+import { sleep } from './wait.ts'
 
 export interface RunOptions {
   cwd?: string
   env?: NodeJS.ProcessEnv
-  /** Receives each line of output as it arrives (e.g. a listr2 task's output). */
-  onLine?: (line: string) => void
   /** Data for stdin. */
   input?: string
   /** Kill the command after this many milliseconds. */
@@ -106,7 +106,7 @@ export function outputDetails(text: string, lines = 25): string {
 
 /**
  * Run one command (an argv array, never a shell string), timing it and streaming
- * its output line by line. A non-zero exit throws a PipelineError whose message
+ * its output line by line to the running task (see output.ts). A non-zero exit throws a PipelineError whose message
  * names the command and exit code and whose details hold the output's tail
  * (all of it with DEBUG).
  * The child never inherits git's repository-locating variables (see childEnv).
@@ -124,14 +124,13 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     timeout: opts.timeoutMs,
     ...(opts.signal ? { signal: opts.signal } : {}),
   })`${argv}`
-  if (opts.onLine) {
-    const onLine = opts.onLine
+  {
     let pending = ''
     const feed = (chunk: Buffer | string) => {
       pending += chunk.toString()
       const lines = pending.split(/\r?\n|\r/)
       pending = lines.pop() ?? ''
-      for (const line of lines) if (line.trim() !== '') onLine(redact(line, secrets))
+      for (const line of lines) if (line.trim() !== '') say(redact(line, secrets))
     }
     p.stdout.on('data', feed)
     p.stderr.on('data', feed)
@@ -167,7 +166,7 @@ export async function retry<T>(count: number, backoffMs: number, fn: (attempt: n
     } catch (err) {
       last = err
       if (final(err)) break
-      if (attempt < count) await new Promise((r) => setTimeout(r, backoffMs * attempt))
+      if (attempt < count) await sleep(backoffMs * attempt)
     }
   }
   throw last

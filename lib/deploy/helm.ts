@@ -1,6 +1,7 @@
 import { PipelineError } from '../core/errors.ts'
 import type { KubeTarget } from './kube.ts'
-import { run, type RunOptions } from '../core/run.ts'
+import { run } from '../core/run.ts'
+import { quietly } from '../core/output.ts'
 
 export interface HelmTarget extends Pick<KubeTarget, 'kubeconfig' | 'context'> {
   helm: string
@@ -56,7 +57,8 @@ export function templateFailure(output: string): string | undefined {
 export async function renderChart(helm: string, release: Release, chart: string, valueFiles: readonly string[], sets: Record<string, string>): Promise<string> {
   const args = [helm, 'template', release.name, chart, '--namespace', release.namespace, ...valueFiles.flatMap((f) => ['--values', f]), ...Object.entries(sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`])]
   try {
-    return (await run(args)).stdout
+    // The rendered manifests are checked, not shown.
+    return (await quietly(() => run(args))).stdout
   } catch (err) {
     const out = err instanceof PipelineError ? (err.details ?? '') : String(err)
     const why = schemaProblems(out) ?? templateFailure(out) ?? out.split('\n').find((l) => /^Error:/.test(l))?.replace(/^Error:\s*/, '')
@@ -65,7 +67,7 @@ export async function renderChart(helm: string, release: Release, chart: string,
 }
 
 export async function history(t: HelmTarget, r: Release): Promise<HistoryEntry[]> {
-  const res = await run([t.helm, 'history', r.name, ...flags(t, r), '--max', '20', '-o', 'json'], { okCodes: [1], timeoutMs: 60_000 })
+  const res = await quietly(() => run([t.helm, 'history', r.name, ...flags(t, r), '--max', '20', '-o', 'json'], { okCodes: [1], timeoutMs: 60_000 }))
   if (res.exitCode !== 0) {
     if (/release: not found/.test(res.stderr)) return []
     throw new PipelineError(`helm: cannot read the history of ${r.name} in ${r.namespace}`, res.stderr)
@@ -81,12 +83,12 @@ export function pendingRecovery(entries: readonly HistoryEntry[]): { action: 'no
   return good ? { action: 'rollback', from: last, to: good.revision } : { action: 'uninstall', from: last }
 }
 
-export async function rollback(t: HelmTarget, r: Release, revision: number, timeoutSecs: number, onLine?: RunOptions['onLine']): Promise<void> {
-  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait=watcher', '--timeout', `${timeoutSecs}s`], { onLine, timeoutMs: (timeoutSecs + 60) * 1000 })
+export async function rollback(t: HelmTarget, r: Release, revision: number, timeoutSecs: number): Promise<void> {
+  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait=watcher', '--timeout', `${timeoutSecs}s`], { timeoutMs: (timeoutSecs + 60) * 1000 })
 }
 
-export async function uninstall(t: HelmTarget, r: Release, onLine?: RunOptions['onLine']): Promise<void> {
-  await run([t.helm, 'uninstall', r.name, ...flags(t, r), '--wait=watcher', '--timeout', '120s'], { onLine, timeoutMs: 180_000, okCodes: [] })
+export async function uninstall(t: HelmTarget, r: Release): Promise<void> {
+  await run([t.helm, 'uninstall', r.name, ...flags(t, r), '--wait=watcher', '--timeout', '120s'], { timeoutMs: 180_000, okCodes: [] })
 }
 
 export interface UpgradeOptions {
@@ -96,7 +98,6 @@ export interface UpgradeOptions {
   timeoutSecs: number
   /** Release labels (`--labels`), stored with the revision from the moment it is pending. */
   labels?: Record<string, string>
-  onLine?: RunOptions['onLine']
   /** Ends helm's wait early (the rollout tracker found a failure). */
   signal?: AbortSignal
 }
@@ -110,7 +111,7 @@ export interface UpgradeOptions {
  */
 export const UPGRADE_WAIT_FLAGS = ['--rollback-on-failure', '--wait=watcher'] as const
 
-export function upgradeArgs(t: HelmTarget, r: Release, o: Omit<UpgradeOptions, 'onLine'>): string[] {
+export function upgradeArgs(t: HelmTarget, r: Release, o: UpgradeOptions): string[] {
   return [
     t.helm, 'upgrade', r.name, o.chart, '--install', ...flags(t, r), '--create-namespace',
     ...o.valueFiles.flatMap((f) => ['--values', f]),
@@ -121,5 +122,5 @@ export function upgradeArgs(t: HelmTarget, r: Release, o: Omit<UpgradeOptions, '
 }
 
 export async function upgradeInstall(t: HelmTarget, r: Release, o: UpgradeOptions) {
-  return run(upgradeArgs(t, r, o), { onLine: o.onLine, timeoutMs: (2 * o.timeoutSecs + 120) * 1000, ...(o.signal ? { signal: o.signal } : {}) })
+  return run(upgradeArgs(t, r, o), { timeoutMs: (2 * o.timeoutSecs + 120) * 1000, ...(o.signal ? { signal: o.signal } : {}) })
 }

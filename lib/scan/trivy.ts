@@ -1,50 +1,13 @@
 import { createHash } from 'node:crypto'
-import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
-import { join, relative } from 'node:path'
+import { cpSync,existsSync,mkdirSync,readFileSync,readdirSync,renameSync,rmSync,writeFileSync } from 'node:fs'
+import { join,relative } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { repoRoot } from '../core/paths.ts'
 import { run } from '../core/run.ts'
-import { ensureGoTool, type GoToolSpec } from '../core/tools.ts'
-import { VERSIONS } from '../core/versions.ts'
-
-const bare = (v: string) => v.replace(/^v/, '')
-
-/** Trivy from the Go module proxy, pinned; jsonv2 is what Trivy's JSON code needs with this Go. */
-export const TRIVY_SPEC: GoToolSpec = {
-  binary: 'trivy',
-  pkg: 'github.com/aquasecurity/trivy/cmd/trivy',
-  version: VERSIONS.trivy,
-  env: { GOEXPERIMENT: 'jsonv2' },
-  ldflags: `-s -w -X github.com/aquasecurity/trivy/pkg/version/app.ver=${bare(VERSIONS.trivy)}`,
-}
-
-/** The tool that builds a Trivy DB from a vuln-list style directory. */
-export const TRIVY_DB_SPEC: GoToolSpec = {
-  binary: 'trivy-db',
-  pkg: 'github.com/aquasecurity/trivy-db/cmd/trivy-db',
-  version: VERSIONS.trivyDb,
-}
-
-/** Releases that must never run (v0.69.4 was compromised). */
-const REFUSED_TRIVY = ['0.69.4']
-
-/**
- * The pinned Trivy, built once per machine, and checked: the binary must say
- * it is exactly the pinned version, so a swapped or stale binary cannot scan.
- */
-export async function ensureTrivy(cache: string, onLine?: (line: string) => void): Promise<{ path: string; version: string }> {
-  const path = await ensureGoTool(cache, TRIVY_SPEC, onLine)
-  const out = await run([path, 'version', '--format', 'json'])
-  let version = ''
-  try {
-    version = String((JSON.parse(out.stdout) as { Version?: unknown }).Version ?? '')
-  } catch {
-    throw new PipelineError(`trivy: ${path} did not report its version`, out.stdout)
-  }
-  if (REFUSED_TRIVY.includes(version)) throw new PipelineError(`trivy: ${path} is v${version}, a compromised release; delete it`)
-  if (version !== bare(VERSIONS.trivy)) throw new PipelineError(`trivy: ${path} is v${version || '?'}, not the pinned ${VERSIONS.trivy}; delete it so the pinned one is built`)
-  return { path, version }
-}
+import { ensureGoTool } from '../tools/go.ts'
+import { VERSIONS } from '../tools/versions.ts'
+import { TRIVY_DB_SPEC } from '../tools/trivy.ts'
+import { say } from '../core/output.ts'
 
 /** Where Trivy keeps DBs and layer caches: the local DB and the downloaded one never share a directory. */
 export function trivyCacheDir(cache: string, source: 'local' | 'remote'): string {
@@ -82,14 +45,14 @@ export interface LocalDb {
  * (Trivy's layout). Rebuilt only when the advisory files change; installed by
  * rename, so an interrupted build leaves the previous DB in place.
  */
-export async function ensureLocalDb(cache: string, onLine?: (line: string) => void, advisories = ADVISORIES_DIR): Promise<LocalDb> {
+export async function ensureLocalDb(cache: string, advisories = ADVISORIES_DIR): Promise<LocalDb> {
   const trivyCache = trivyCacheDir(cache, 'local')
   const dbDir = join(trivyCache, 'db')
   const marker = join(dbDir, 'advisories.sha256')
   const hash = advisoriesHash(advisories)
   const installed = existsSync(marker) && readFileSync(marker, 'utf8').trim() === hash && existsSync(join(dbDir, 'trivy.db'))
   if (!installed) {
-    const builder = await ensureGoTool(cache, TRIVY_DB_SPEC, onLine)
+    const builder = await ensureGoTool(cache, TRIVY_DB_SPEC)
     const work = join(trivyCache, `build-${process.pid}`)
     rmSync(work, { recursive: true, force: true })
     const src = join(work, 'vuln-list')
@@ -98,10 +61,9 @@ export async function ensureLocalDb(cache: string, onLine?: (line: string) => vo
     mkdirSync(join(src, 'cocoapods-specs', 'Specs'), { recursive: true })
     const sources = readdirSync(advisories, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)
     const out = join(work, 'out')
-    onLine?.(`building the local Trivy DB from ${relative(repoRoot, advisories)} (${sources.join(', ')})`)
+    say(`building the local Trivy DB from ${relative(repoRoot, advisories)} (${sources.join(', ')})`)
     await run([builder, 'build', '--cache-dir', src, '--output-dir', out, '--update-interval', '8760h', ...sources.flatMap((s) => ['--only-update', s])], {
       cwd: work,
-      onLine,
     })
     for (const f of ['trivy.db', 'metadata.json']) {
       if (!existsSync(join(out, f))) throw new PipelineError(`trivy-db: build wrote no ${f}`)
@@ -135,12 +97,18 @@ export interface ScanOptions {
   /** Trivy's --db-repository: the OCI repository (mirror) the DB is downloaded from. */
   dbRepository?: string | null
   ignoreFile: string
-  onLine?: (line: string) => void
 }
 
 /** A registry on this machine speaks plain HTTP; only there is `--insecure` allowed. */
 export function isLocalRegistry(image: string): boolean {
   return /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(image)
+}
+
+/** What the scanner may see of the environment: where it runs and how it reaches registries, nothing that configures Trivy. */
+const SCANNER_VARIABLES = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'XDG_CACHE_HOME', 'DOCKER_CONFIG', 'DOCKER_HOST', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']
+
+export function scannerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return Object.fromEntries(SCANNER_VARIABLES.filter((k) => env[k] !== undefined).map((k) => [k, env[k]]))
 }
 
 /** Runs scripts/scan_image.sh; any non-zero exit is a broken scan, never a finding. */
@@ -151,7 +119,9 @@ export async function scanImage(o: ScanOptions): Promise<{ seconds: number }> {
   if (o.imageSrc === 'remote' && isLocalRegistry(o.image)) argv.push('--insecure')
   argv.push(o.image)
   try {
-    const r = await run(argv, { env: { ...process.env, TRIVY: o.trivy }, onLine: o.onLine })
+    // Trivy reads TRIVY_* variables and a trivy.yaml in its working directory: it gets neither (the script drops them too).
+    mkdirSync(o.out, { recursive: true })
+    const r = await run(argv, { cwd: o.out, env: { ...scannerEnv(), TRIVY: o.trivy } })
     return { seconds: r.seconds }
   } catch (err) {
     if (!(err instanceof PipelineError)) throw err

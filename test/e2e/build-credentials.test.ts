@@ -6,21 +6,21 @@
  * file under the home and cache directories the run wrote.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
-import { homedir, tmpdir } from 'node:os'
+import { mkdtempSync,readFileSync,readdirSync,rmSync,statSync } from 'node:fs'
+import { homedir,tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
-import { removeImage } from '../../lib/build/docker.ts'
+import { removeImage } from '../../lib/build/registry.ts'
 import { cacheDir } from '../../lib/core/paths.ts'
-import { ensureBaseImages } from '../../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { ensureRegistry, stopRegistry } from '../../lib/local/registry.ts'
-import { ANY_EXIT, run } from '../../lib/core/run.ts'
+import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
+import { ensureRegistry,stopRegistry } from '../../lib/sandbox/registry.ts'
+import { ANY_EXIT,run } from '../../lib/core/run.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { unusedPort } from '../helpers/net.ts'
-import { leaksOf, processesHolding } from '../helpers/secrets.ts'
+import { leaksOf,processesHolding } from '../helpers/secrets.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: build credentials')
@@ -40,7 +40,7 @@ t('a local service starts with only the variables it needs, never the run\'s tok
   process.env.REGISTRY_TOKEN = token
   const env = { ...process.env, DOC_SERVER_CACHE_DIR: cache }
   try {
-    const status = await ensureRegistry(`127.0.0.1:${await unusedPort()}`, undefined, env)
+    const status = await ensureRegistry(`127.0.0.1:${await unusedPort()}`, env)
     assert.ok(status.pid, 'started by this test')
     const environ = readFileSync(`/proc/${status.pid}/environ`, 'utf8').split('\0').filter(Boolean)
     const names = environ.map((e) => e.split('=')[0])

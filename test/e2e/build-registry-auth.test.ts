@@ -1,26 +1,26 @@
 /**
  * The login path against a registry that wants one the way GHCR does: Debian's
  * docker-registry with htpasswd (bcrypt) behind TLS, its CA trusted by the
- * engine (lib/local/auth-registry.ts). The right token pushes; a wrong one
+ * engine (test/helpers/auth-registry.ts). The right token pushes; a wrong one
  * stops the stage in one line before anything is built or sent; the token
  * shows up in no output, report, file or process environment.
  */
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { homedir, tmpdir } from 'node:os'
+import { existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
+import { homedir,tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
-import { removeImage } from '../../lib/build/docker.ts'
+import { removeImage } from '../../lib/build/registry.ts'
 import { cacheDir } from '../../lib/core/paths.ts'
-import { AUTH_REGISTRY, ensureAuthRegistry, tlsStatus } from '../../lib/local/auth-registry.ts'
-import { ensureBaseImages } from '../../lib/local/base-images.ts'
-import { ensureDockerEngine } from '../../lib/local/docker.ts'
-import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import type { BuildReport } from '../../tasks/build.ts'
+import { AUTH_REGISTRY,ensureAuthRegistry,tlsStatus } from '../helpers/auth-registry.ts'
+import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
+import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { readReport } from '../../lib/core/reports.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
-import { leaksOf, processesHolding } from '../helpers/secrets.ts'
+import { leaksOf,processesHolding } from '../helpers/secrets.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: registry login')
@@ -67,7 +67,7 @@ t('with the right token the stage logs in, pushes and pulls back by digest', asy
     const r = await buildStage(reports, { REGISTRY_TOKEN: TOKEN })
     assert.is(r.exitCode, 0, `build stage failed:\n${r.out.split('\n').slice(-30).join('\n')}`)
     assert.match(r.out, new RegExp(`Registry login: ${USER} at 127\\.0\\.0\\.1:5443`))
-    const report = JSON.parse(readFileSync(join(reports, 'build.json'), 'utf8')) as BuildReport
+    const report = readReport(reports, 'build')
     assert.is(report.image.ref, `${AUTH_REGISTRY}/local/agent-docs:${TAG}`)
     assert.match(report.image.digest ?? '', /^sha256:[a-f0-9]{64}$/)
     const path = `/v2/local/agent-docs/manifests/${report.image.digest}`

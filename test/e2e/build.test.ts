@@ -5,22 +5,24 @@
  * registry that is down. Builds reuse the BuildKit cache: the cold build
  * belongs to `npm run ci:measure`, not to every test run.
  */
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { appendFileSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
-import { pushImage, removeContainer, removeImage, startContainer, tagImage, waitHealthy } from '../../lib/build/docker.ts'
+import { removeContainer,startContainer,waitHealthy } from '../../lib/build/container.ts'
+import { pushImage,removeImage,tagImage } from '../../lib/build/registry.ts'
 import { PipelineError } from '../../lib/core/errors.ts'
-import { ensureBaseImages } from '../../lib/local/base-images.ts'
-import { ensureDockerEngine, dockerEnv } from '../../lib/local/docker.ts'
-import { ensureRegistry, registryAnswers, stopRegistry } from '../../lib/local/registry.ts'
-import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import { BASE_IMAGES } from '../../lib/core/versions.ts'
-import type { BuildReport } from '../../tasks/build.ts'
+import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
+import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
+import { dockerEnv } from '../../lib/build/docker.ts'
+import { ensureRegistry,registryAnswers,stopRegistry } from '../../lib/sandbox/registry.ts'
+import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { BASE_IMAGES } from '../../lib/tools/versions.ts'
+import { readReport } from '../../lib/core/reports.ts'
 import { unusedPort } from '../helpers/net.ts'
-import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
+import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: build')
@@ -45,7 +47,7 @@ t('build, push, pull by digest and run until healthy through the local registry'
   try {
     const r = await buildStage(root, { REPORTS_DIR: reports, IMAGE_TAG: TAG, PUSH: 'true', REGISTRY: '127.0.0.1:5000' })
     assert.is(r.exitCode, 0, `build stage failed:\n${(r.stdout + r.stderr).split('\n').slice(-30).join('\n')}`)
-    const report = JSON.parse(readFileSync(join(reports, 'build.json'), 'utf8')) as BuildReport
+    const report = readReport(reports, 'build')
     assert.is(report.image.ref, `127.0.0.1:5000/local/agent-docs:${TAG}`)
     assert.match(report.image.digest ?? '', /^sha256:[a-f0-9]{64}$/)
     assert.is(report.pushed, true)
@@ -134,13 +136,13 @@ t('a local registry starts from nothing, serves /v2/ and stops, its data outside
   const env = { ...process.env, DOC_SERVER_CACHE_DIR: cache }
   try {
     assert.is(await registryAnswers(addr), false)
-    const status = await ensureRegistry(addr, undefined, env)
+    const status = await ensureRegistry(addr, env)
     assert.ok(status.running)
     assert.ok(status.pid, 'started by us, so stoppable by us')
     assert.ok(status.dataDir.startsWith(cache))
     const res = await fetch(`http://${addr}/v2/`)
     assert.is(res.status, 200)
-    assert.is((await ensureRegistry(addr, undefined, env)).pid, status.pid, 'a running registry is reused, not restarted')
+    assert.is((await ensureRegistry(addr, env)).pid, status.pid, 'a running registry is reused, not restarted')
     assert.is(await stopRegistry(env), true)
     assert.is(await registryAnswers(addr), false)
   } finally {

@@ -3,15 +3,17 @@
  * is blamed on, decided from recipes the pinned cargo-chef makes of real
  * copies of this workspace (no Docker needed).
  */
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync,existsSync,mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { coldChanges, coldInputs, cookMissReason, prepareRecipe, readInputs, recipeChanges, writeJson, type Recipe } from '../../lib/build/cold-inputs.ts'
-import { CODE_CHANGE_FILE, copyBuildContext } from '../../lib/build/docker.ts'
-import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
-import { VERSIONS } from '../../lib/core/versions.ts'
-import { ensureCargoTool } from '../../lib/local/base-images.ts'
+import { coldChanges,coldInputs,cookMissReason,prepareRecipe,readInputs,recipeChanges,type Recipe } from '../../lib/build/cold-inputs.ts'
+import { writeJson } from '../../lib/core/json.ts'
+import { copyBuildContext } from '../../lib/build/docker.ts'
+import { CODE_CHANGE_FILE } from '../../lib/build/cold-warm.ts'
+import { cacheDir,repoRoot } from '../../lib/core/paths.ts'
+import { VERSIONS } from '../../lib/tools/versions.ts'
+import { ensureCargoTool } from '../../lib/tools/cargo.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('cold-inputs')

@@ -9,11 +9,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { ensureDebianPackages } from '../../lib/core/apt.ts'
-import { criAnswers } from '../../lib/local/cri.ts'
-import { NODE_PACKAGES, containerdService, ensureService } from '../../lib/local/node.ts'
-import { containerdConfig, nodeDirs } from '../../lib/local/node-config.ts'
-import { stopOwned } from '../../lib/local/service.ts'
+import { ensureDebianPackages } from '../../lib/tools/apt.ts'
+import { criAnswers } from '../../lib/sandbox/cri.ts'
+import { NODE_PACKAGES, containerdService, ensureService } from '../../lib/sandbox/node.ts'
+import { containerdConfig, nodeDirs } from '../../lib/sandbox/node-config.ts'
+import { stopOwned } from '../../lib/sandbox/service.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: node containerd')
@@ -30,7 +30,7 @@ t('containerd started as the node starts it: its CRI answers at once, and no lon
   writeFileSync(d.containerd.config, containerdConfig(d))
   assert.is(await criAnswers(d.containerd.socket), false, 'nothing listens yet')
   try {
-    assert.is(await ensureService(containerdService(d), undefined), 'started')
+    assert.is(await ensureService(containerdService(d)), 'started')
     assert.is(await criAnswers(d.containerd.socket), true, 'the kubelet\'s first call finds the CRI initialized')
   } finally {
     await stopOwned(d.containerd.pid, 'containerd')

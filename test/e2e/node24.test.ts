@@ -8,7 +8,7 @@ import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import { VERSIONS } from '../../lib/core/versions.ts'
+import { VERSIONS } from '../../lib/tools/versions.ts'
 
 const t = suite('e2e: test:node24')
 const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx')

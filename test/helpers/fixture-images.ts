@@ -1,12 +1,13 @@
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync,copyFileSync,mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { deflateSync } from 'node:zlib'
-import { ensureDebianPackages } from '../../lib/core/apt.ts'
-import { buildImage, pushImage, removeImage } from '../../lib/build/docker.ts'
-import { LOCAL_REGISTRY } from '../../lib/local/registry.ts'
+import { ensureDebianPackages } from '../../lib/tools/apt.ts'
+import { buildImage } from '../../lib/build/docker.ts'
+import { pushImage,removeImage } from '../../lib/build/registry.ts'
+import { LOCAL_REGISTRY } from '../../lib/sandbox/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { run } from '../../lib/core/run.ts'
-import { BASE_IMAGES } from '../../lib/core/versions.ts'
+import { BASE_IMAGES } from '../../lib/tools/versions.ts'
 
 export const FIXTURE_IMAGES = join(repoRoot, 'test', 'fixtures', 'scan-images')
 export type FixtureKind = 'vulnerable' | 'clean' | 'secret'
