@@ -10,7 +10,7 @@ import { PipelineError } from '../core/errors.ts'
 import { PROVENANCE_PREDICATE_TYPE, SBOM_PREDICATE_TYPE, SCAN_PREDICATE_TYPE, checkProvenance, checkScan, forDigest, type ProvenanceVerdict, type ScanVerdict, type VerifiedStatement } from '../sign/attest.ts'
 import { attestationsOf, describeVerifier, localVerifier, signsDigest, verifiedReferrers, workflowIdentity, type Referrers, type Verifier } from '../sign/cosign.ts'
 import { ensureCosign } from '../tools/cosign.ts'
-import { say } from '../core/output.ts'
+import { quietly, say } from '../core/output.ts'
 
 /** What reports/deploy.json records under `verified`. */
 export interface Verified {
@@ -30,6 +30,8 @@ export function expectedVerifier(config: Config, env: NodeJS.ProcessEnv = proces
 
 export interface VerifyOptions {
   cosign: string
+  /** `<DOC_SERVER_CACHE_DIR>`: bundles already read are kept there. */
+  cache: string
   verifier: Verifier
   repository: string
   digest: string
@@ -63,7 +65,7 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
   const call = { cosign: o.cosign, image: `${o.repository}@${o.digest}` }
   let r: Referrers
   try {
-    r = await verifiedReferrers(call, o.verifier, o.log)
+    r = await verifiedReferrers(call, o.verifier, o.cache, o.log)
   } catch (err) {
     throw new PipelineError(`deploy: refused: ${(err as Error).message}`, err instanceof PipelineError ? err.details : undefined)
   }
@@ -97,6 +99,6 @@ export async function verifyForDeploy(config: Config, image: { repository: strin
   const c = image.commit
   const commit = typeof c === 'string' ? c : typeof (c as { sha?: unknown } | undefined)?.sha === 'string' ? (c as { sha: string }).sha : undefined
   // The same `source` the build stage labels the image with and records in its provenance.
-  const sourceRepository = (await ociBuildArgs(repoRoot, commit ?? 'HEAD')).SOURCE!
-  return verifyImage({ cosign, verifier, repository: image.repository, digest: image.digest, sourceRepository, ...(commit ? { commit } : {}), maxAgeSecs: config.scanMaxAgeSecs, allowDirty: !config.kubeContext, ...(log ? { log } : {}) })
+  const sourceRepository = (await quietly(() => ociBuildArgs(repoRoot, commit ?? 'HEAD'))).SOURCE!
+  return verifyImage({ cosign, cache: config.cacheDir, verifier, repository: image.repository, digest: image.digest, sourceRepository, ...(commit ? { commit } : {}), maxAgeSecs: config.scanMaxAgeSecs, allowDirty: !config.kubeContext, ...(log ? { log } : {}) })
 }

@@ -51,7 +51,7 @@ const signAndProvenance = (digest: string, git: GitFacts = s.git) => signAsBuild
 const scanAttest = (digest: string, over: Partial<ScanFacts> = {}) => attestAsScan(s.config, REPO, digest, s.work, over)
 
 const opts = (digest: string, over: Partial<VerifyOptions> = {}): VerifyOptions => ({
-  cosign: s.cosign, verifier: localVerifier(s.config.cacheDir), repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha, maxAgeSecs: 24 * 3600, allowDirty: false, ...over,
+  cosign: s.cosign, cache: s.config.cacheDir, verifier: localVerifier(s.config.cacheDir), repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha, maxAgeSecs: 24 * 3600, allowDirty: false, ...over,
 })
 
 async function refused(digest: string, re: RegExp, over: Partial<VerifyOptions> = {}) {
