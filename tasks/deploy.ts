@@ -9,31 +9,36 @@
  */
 import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
-import { isMain } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
-import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
-import { PipelineError, firstLine } from '../lib/core/errors.ts'
-import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
+import { isMain,parseOptions } from '../lib/core/cli.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
+import { CHART_DIR,confirmRollback,explainFailure,podSelector,readDeployInputs,recoverPendingRelease,valueFiles,verifyRollout,writeDeployReport,type DeployImage,type DeployResult } from '../lib/deploy/deploy.ts'
+import { PipelineError,firstLine } from '../lib/core/errors.ts'
+import { history,renderChart,type HelmTarget,type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
-import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
-import { checkOrder, parseDeployArgs, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
-import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
-import { CLUSTER_CONTEXT } from '../lib/sandbox/cluster.ts'
-import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
-import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
+import { connectCluster,describeCluster } from '../lib/deploy/target.ts'
+import { checkOrder,recordLabels,releaseRecords,requireOlderAllowed,runningCommit } from '../lib/deploy/guard.ts'
+import { environmentFor,type Environment } from '../lib/deploy/environments.ts'
+import { RolloutStopped,upgradeTracked } from '../lib/deploy/track.ts'
+import { localClusterTarget } from '../lib/sandbox/cluster.ts'
+import { appendSummary,markdownTable,setOutput } from '../lib/core/summary.ts'
+import { defineStage,need,runStage } from '../lib/core/stage.ts'
+import { verifyForDeploy,type Verified } from '../lib/deploy/verify.ts'
 
 export interface DeployCtx {
   started: number
-  config?: Config
+  config: Config
+  release: Release
+  /** `--allow-older`: deploy a commit older than the one the release runs; `--reason`: why (recorded on the release). */
+  allowOlder: boolean
+  reason: string | undefined
+  /** What the environment deployed to allows (lib/deploy/environments.ts). */
+  environment?: { local: boolean; settings: Environment }
   image?: DeployImage
   files: string[]
   sets: Record<string, string>
   helm?: HelmTarget
   kube?: KubeTarget
-  release?: Release
   recovered?: string
-  allowOlder?: boolean
   order?: string
   previousRevision?: number
   revision?: number
@@ -47,8 +52,15 @@ export interface DeployCtx {
 
 type Task = ListrTask<DeployCtx>['task']
 
+export function deployInputs(argv: readonly string[], config = loadConfig()): DeployCtx {
+  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, reason: { type: 'string' } })
+  const reason = values.reason?.trim()
+  if (values.reason !== undefined && !reason) throw new PipelineError('deploy: --reason needs the words that say why')
+  if (reason && !values['allow-older']) throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
+  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, files: [], sets: {}, details: [] }
+}
+
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
-  if (!ctx.config) return
   writeDeployReport(ctx.config, {
     context: ctx.kube?.context ?? null,
     revision: ctx.revision ?? null,
@@ -78,15 +90,14 @@ const reported = (fn: Task): Task => async (ctx, task) => {
   }
 }
 
-export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[] {
+export function deployTasks(): ListrTask<DeployCtx>[] {
   return [
     {
       title: 'Image: the digest the scan passed',
       task: reported((ctx, task) => {
-        const config = (ctx.config = loadConfig())
-        ctx.allowOlder = parseDeployArgs(argv).allowOlder
-        ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
-        ctx.image = readDeployInputs(config.reportsDir)
+        const environment = (ctx.environment = environmentFor(ctx.config.deployEnv, ctx.config.kubeContext))
+        requireOlderAllowed(ctx.config.deployEnv, environment.settings, ctx.allowOlder, ctx.reason)
+        ctx.image = readDeployInputs(ctx.config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
         task.title = `Image: ${ctx.image.pinned}`
       }),
@@ -95,7 +106,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       title: 'Signature and attestations, from the registry',
       rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config!, ctx.image!, ctx.details)
+        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'), ctx.details)
         // One line per check went to the output above; the title only sums up.
         task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
       }),
@@ -103,31 +114,33 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'Chart values',
       task: reported(async (ctx, task) => {
-        const config = ctx.config!
+        const config = ctx.config
         ctx.files = valueFiles(config.deployEnv, config.deployValuesFile)
         const helm = await ensureHelm(config.cacheDir)
         ctx.helm = { helm, kubeconfig: undefined, context: '' }
-        await renderChart(helm, ctx.release!, CHART_DIR, ctx.files, ctx.sets)
+        await renderChart(helm, ctx.release, CHART_DIR, ctx.files, ctx.sets)
         task.title = `Chart values: ${config.deployEnv} accepted by the schema`
       }),
     },
     {
       title: 'Cluster',
       task: reported(async (ctx, task) => {
-        const config = ctx.config!
-        requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
-        ctx.kube = await connectCluster(config)
-        if (config.kubeContext && ctx.image!.pushed === false) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
-        ctx.helm = { ...ctx.helm!, kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
+        const config = ctx.config
+        ctx.kube = await connectCluster(config, () => localClusterTarget(config.cacheDir))
+        if (config.kubeContext && !need(ctx.image, 'the image').pushed) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
+        ctx.helm = { ...need(ctx.helm, 'helm'), kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
       }),
     },
     {
       title: 'Release: recover a stuck helm operation',
       task: reported(async (ctx, task) => {
-        const { helm, release, config, kube, image } = ctx as Required<DeployCtx>
+        const { release, config } = ctx
+        const helm = need(ctx.helm, 'helm')
+        const kube = need(ctx.kube, 'the cluster')
+        const image = need(ctx.image, 'the image')
         const records = await releaseRecords(kube, release)
-        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder ?? false)
+        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder, ctx.reason)
         ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
@@ -137,13 +150,16 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'helm upgrade --install --rollback-on-failure --wait=watcher',
       task: reported(async (ctx, task) => {
-        const { helm, release, config, image, kube } = ctx as Required<DeployCtx>
+        const { release, config } = ctx
+        const helm = need(ctx.helm, 'helm')
+        const kube = need(ctx.kube, 'the cluster')
+        const image = need(ctx.image, 'the image')
         task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
         ctx.deadline = since + config.deployTimeoutSecs * 1000
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
-          const labels = recordLabels(image.commit, config.deployTimeoutSecs)
+          const labels = recordLabels(image.commit, config.deployTimeoutSecs, ctx.order ? ctx.reason : undefined)
           await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels }, track)
         } catch (err) {
           const why = await explainFailure(kube, helm, release, since)
@@ -165,8 +181,10 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'Verify: every pod runs the digest, ready',
       task: reported(async (ctx, task) => {
-        const { release, image, kube, config, deadline } = ctx as Required<DeployCtx>
-        const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline, timeoutSecs: config.deployTimeoutSecs })
+        const { release, config } = ctx
+        const kube = need(ctx.kube, 'the cluster')
+        const image = need(ctx.image, 'the image')
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline: need(ctx.deadline, 'the deploy deadline'), timeoutSecs: config.deployTimeoutSecs })
         ctx.result = 'deployed'
         report(ctx, 'deployed', null)
         setOutput('revision', String(ctx.revision ?? ''))
@@ -176,7 +194,6 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
   ]
 }
 
-// Only a direct run reads the command line; inside `npm run ci:build` the arguments are the chain's.
-export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: () => deployTasks(isMain(import.meta.url) ? process.argv.slice(2) : []), initialCtx: () => ({ started: performance.now(), files: [], sets: {}, details: [] }) })
+export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: deployTasks, initialCtx: (argv) => deployInputs(argv) })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -22,7 +22,8 @@ import {
   type ScanFacts,
   type VerifiedStatement,
 } from '../lib/sign/attest.ts'
-import { SIGNATURE_PREDICATE_TYPE, registryFlags, signsDigest, workflowIdentity, writeReferrerLayout } from '../lib/sign/cosign.ts'
+import { SIGNATURE_PREDICATE_TYPE, registryFlags, signsDigest, writeReferrerLayout } from '../lib/sign/cosign.ts'
+import { policyDigest, type AppliedPolicy } from '../lib/scan/committed-policy.ts'
 import { refusal } from './helpers/refusal.ts'
 
 const t = suite('attest')
@@ -48,23 +49,31 @@ const decision = (over: Partial<Decision> = {}): Decision => ({
   ...over,
 })
 
+const COMMITTED: AppliedPolicy = { severities: ['HIGH', 'CRITICAL'], ignoreUnfixed: false, ignoreMaxDays: 90, ignoreFile: '.trivyignore.yaml', ignoreFileSha256: 'e'.repeat(64) }
+const policy = (over: Partial<AppliedPolicy> = {}) => {
+  const p = { ...COMMITTED, ...over }
+  return { ...p, digest: policyDigest(p) }
+}
+
 const facts = (over: Partial<ScanFacts> = {}): ScanFacts => ({
   digest: D1,
   repository: '127.0.0.1:5000/local/agent-docs',
   decision: decision(),
-  policy: { severities: ['HIGH', 'CRITICAL'], ignoreUnfixed: false },
+  policy: policy(),
   trivyVersion: TRIVY,
   db: { source: 'local', updatedAt: '2026-11-27T00:00:00Z' },
   scannedAt: '2026-11-27T11:00:00Z',
+  kind: 'build',
   ...over,
 })
 
-const stmt = (predicateType: string, predicate: object, subject = D1): VerifiedStatement => ({
+const stmt = (predicateType: string, predicate: object, subject = D1, signer?: string): VerifiedStatement => ({
   statement: { _type: 'https://in-toto.io/Statement/v1', predicateType, subject: [{ name: 'img', digest: { sha256: subject.slice(7) } }], predicate: predicate as Record<string, unknown> },
-  digest: `sha256:${'f'.repeat(64)}`,
+  digest: `sha256:${createHash('sha256').update(JSON.stringify([predicateType, predicate, subject])).digest('hex')}`,
+  ...(signer ? { signer } : {}),
 })
-const scan = (f: Partial<ScanFacts> = {}, subject = D1) => stmt(SCAN_PREDICATE_TYPE, scanPredicate(facts(f)), subject)
-const expect = { digest: D1, now: NOW, maxAgeSecs: 24 * 3600 }
+const scan = (f: Partial<ScanFacts> = {}, subject = D1, signer?: string) => stmt(SCAN_PREDICATE_TYPE, scanPredicate(facts(f)), subject, signer)
+const expect = { digest: D1, now: NOW, maxAgeSecs: 24 * 3600, policy: { digest: policyDigest(COMMITTED), committed: COMMITTED }, db: { maxAgeSecs: 72 * 3600, sources: ['local', 'remote'] } }
 
 t('a passing, fresh scan of exactly this digest by the pinned Trivy is accepted', () => {
   const v = checkScan([scan()], expect)
@@ -73,17 +82,40 @@ t('a passing, fresh scan of exactly this digest by the pinned Trivy is accepted'
   assert.equal(v.blockingSeverities, ['HIGH', 'CRITICAL'])
 })
 
-t('scan: failed, other scanner version, weak severities, stale, future, expired ignore entry', () => {
-  refusal(() => checkScan([scan({ decision: decision({ decision: 'fail', reason: '1 CRITICAL' }) })], expect), /did not pass.*1 CRITICAL/)
+t('scan: failed, other scanner version, weak severities, stale, future, expired or undated ignore entry', () => {
+  refusal(() => checkScan([scan({ decision: decision({ decision: 'fail', reason: '1 CRITICAL', blockingIds: ['CVE-2099-1'] }) })], expect), /did not pass: the scan at .* found 1 CRITICAL \(CVE-2099-1\)/)
   refusal(() => checkScan([scan({ trivyVersion: '0.69.4' })], expect), /0\.69\.4, not the pinned Trivy/)
-  refusal(() => checkScan([scan({ policy: { severities: ['UNKNOWN'], ignoreUnfixed: false } })], expect), /did not block on HIGH, CRITICAL/)
-  refusal(() => checkScan([scan({ policy: { severities: ['CRITICAL'], ignoreUnfixed: false } })], expect), /did not block on HIGH \(/)
-  refusal(() => checkScan([scan({ scannedAt: '2026-11-26T11:00:00Z' })], expect), /25 h old, over SCAN_MAX_AGE \(24 h\)/)
-  refusal(() => checkScan([scan({ scannedAt: '2026-11-27T11:00:00Z' })], { ...expect, maxAgeSecs: 1800 }), /60 min old, over SCAN_MAX_AGE \(30 min\)/)
+  const weak = policy({ severities: ['CRITICAL'] })
+  refusal(() => checkScan([scan({ policy: weak })], { ...expect, policy: { digest: weak.digest, committed: weak } }), /did not block on HIGH \(/)
+  refusal(() => checkScan([scan({ scannedAt: '2026-11-26T11:00:00Z' })], expect), /25 h old, over the bound of 24 h/)
+  refusal(() => checkScan([scan({ scannedAt: '2026-11-27T11:00:00Z' })], { ...expect, maxAgeSecs: 1800 }), /60 min old, over the bound of 30 min/)
   refusal(() => checkScan([scan({ scannedAt: '2026-11-28T11:00:00Z' })], expect), /dated in the future/)
   const ignored = [{ id: 'CVE-2021-45710', statement: 's', expiredAt: '2026-11-27', findings: 1 }]
   refusal(() => checkScan([scan({ decision: decision({ ignored }) })], expect), /relied on ignore entry CVE-2021-45710, which expired on 2026-11-27/)
   assert.equal(checkScan([scan({ decision: decision({ ignored: [{ ...ignored[0]!, expiredAt: '2026-11-28' }] }) })], expect).ignored, ['CVE-2021-45710'])
+  // Compared as text, "9999" sorts after any real day: a date that is not one is refused.
+  refusal(() => checkScan([scan({ decision: decision({ ignored: [{ ...ignored[0]!, expiredAt: '9999' }] }) })], expect), /expiry that is not a date \("9999"\)/)
+})
+
+t('scan: a time that cannot be read is refused, never sorted last', () => {
+  refusal(() => checkScan([scan(), scan({ scannedAt: 'yesterday' })], expect), /has no readable scan time \("yesterday"\)/)
+})
+
+t('scan: only a scan under the committed policy counts; the refusal names the difference', () => {
+  const laxer = policy({ severities: ['LOW'] })
+  refusal(() => checkScan([scan({ policy: laxer })], expect), /no scan of .* was made under the committed scan policy .*: severities LOW \(committed: CRITICAL, HIGH\)/)
+  refusal(() => checkScan([scan({ policy: policy({ ignoreUnfixed: true }) })], expect), /ignoreUnfixed true \(committed: false\)/)
+  refusal(() => checkScan([scan({ policy: policy({ ignoreFileSha256: '1'.repeat(64) }) })], expect), /ignore file \.trivyignore\.yaml with other content/)
+  // A newer pass under a laxer policy does not outrank a failure under the committed one.
+  const fail = scan({ scannedAt: '2026-11-27T10:00:00Z', decision: decision({ decision: 'fail', reason: '1 HIGH' }) })
+  refusal(() => checkScan([fail, scan({ scannedAt: '2026-11-27T11:00:00Z', policy: laxer })], expect), /did not pass: the scan at 2026-11-27T10:00:00Z found 1 HIGH/)
+})
+
+t('scan: the DB a pass used must be one the environment accepts, fresh enough at scan time', () => {
+  const remote = { source: 'remote', updatedAt: '2026-11-23T11:00:00Z' }
+  refusal(() => checkScan([scan({ db: remote })], expect), /vulnerability DB 96 h old at scan time, over this environment's scan\.dbMaxAge \(72 h\)/)
+  assert.is(checkScan([scan({ db: { ...remote, updatedAt: '2026-11-25T11:00:00Z' } })], expect).trivy, TRIVY)
+  refusal(() => checkScan([scan()], { ...expect, db: { ...expect.db, sources: ['remote'] } }), /used a local vulnerability DB; this environment accepts remote/)
 })
 
 t('scan: a statement about another digest is refused, not skipped; none at all is refused', () => {
@@ -93,21 +125,28 @@ t('scan: a statement about another digest is refused, not skipped; none at all i
   refusal(() => checkScan([stmt(PROVENANCE_PREDICATE_TYPE, {})], expect), /has no scan attestation/)
 })
 
-t('scan: the newest attestation decides, so a failing rescan blocks an older pass', () => {
-  const older = scan({ scannedAt: '2026-11-27T10:00:00Z' })
-  const newer = scan({ scannedAt: '2026-11-27T11:30:00Z', decision: decision({ decision: 'fail', reason: 'new advisory' }) })
-  refusal(() => checkScan([older, newer], expect), /new advisory/)
-  assert.is(checkScan([scan({ scannedAt: '2026-11-27T11:30:00Z' }), scan({ scannedAt: '2026-11-27T10:00:00Z', decision: decision({ decision: 'fail' }) })], expect).scannedAt, '2026-11-27T11:30:00Z')
+t('scan: every verdict counts: a failure after the newest pass blocks, naming who scanned and the findings', () => {
+  const pass = scan({ scannedAt: '2026-11-27T09:00:00Z' }, D1, 'ci.yml')
+  const rescan = scan({ scannedAt: '2026-11-27T10:00:00Z', decision: decision({ decision: 'fail', reason: '1 blocking finding (1 HIGH)', blockingIds: ['CVE-2021-45710'] }) }, D1, 'rescan.yml')
+  refusal(() => checkScan([pass, rescan], expect), /a newer scan of .* failed after the pass of 2026-11-27T09:00:00Z: the scan at 2026-11-27T10:00:00Z signed by rescan\.yml found 1 blocking finding \(1 HIGH\) \(CVE-2021-45710\)/)
+  // A pass after it (a fixed advisory, an accepted risk) lets the digest deploy again.
+  const again = scan({ scannedAt: '2026-11-27T11:00:00Z' }, D1, 'ci.yml')
+  const v = checkScan([pass, rescan, again], expect)
+  assert.is(v.scannedAt, '2026-11-27T11:00:00Z')
+  assert.is(v.verdicts, 3)
+  assert.is(v.signer, 'ci.yml')
 })
 
-const prov = (over: { dirty?: boolean; repository?: string; commit?: string } = {}, subject = D1) =>
+const prov = (over: { dirty?: boolean; repository?: string; commit?: string; builder?: string } = {}, subject = D1) =>
   stmt(PROVENANCE_PREDICATE_TYPE, provenancePredicate({
-    builderId: 'b', invocationId: 'i', repository: over.repository ?? REPO, commit: over.commit ?? COMMIT, branch: 'main', dirty: over.dirty ?? false,
+    builderId: over.builder ?? BUILDER, invocationId: 'i', repository: over.repository ?? REPO, commit: over.commit ?? COMMIT, branch: 'main', dirty: over.dirty ?? false,
     dockerfile: { path: 'Dockerfile.optimized', sha256: 'd'.repeat(64) }, buildArgs: { SOURCE: REPO }, startedOn: '2026-11-27T10:00:00Z', finishedOn: '2026-11-27T10:05:00Z',
   }), subject)
-const pexpect = { digest: D1, repository: REPO, commit: COMMIT, allowDirty: false }
+const BUILDER = 'https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main'
+const pexpect = { digest: D1, repository: REPO, commit: COMMIT, allowDirty: false, builder: (id: string) => id === BUILDER }
 
-t('provenance: this repository and commit, clean tree', () => {
+t('provenance: this repository and commit, clean tree, built by one of the signers', () => {
+  refusal(() => checkProvenance([prov({ builder: 'https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/evil' })], pexpect), /names builder .*@refs\/heads\/evil, which is not one of this environment's signers/)
   const v = checkProvenance([prov()], pexpect)
   assert.equal([v.repository, v.commit, v.dirty], [REPO, COMMIT, false])
   refusal(() => checkProvenance([prov({ repository: 'https://github.com/evil/fork' })], pexpect), /built from https:\/\/github.com\/evil\/fork, not https:\/\/github.com\/acme\/doc-server/)
@@ -126,15 +165,7 @@ t('parseEnvelopes: DSSE envelopes as cosign prints them, digest of the signed pa
   assert.throws(() => parseEnvelopes(['{"payload": "bm90IGpzb24="}']), /not an in-toto statement/)
 })
 
-t('keyless identity: this repository\'s ci.yml on any ref; plain http only for loopback registries', () => {
-  const v = workflowIdentity('https://github.com', 'acme/doc-server')
-  assert.ok(v.kind === 'keyless')
-  const re = new RegExp(v.identityRegexp)
-  assert.ok(re.test('https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main'))
-  assert.not.ok(re.test('https://github.com/acme/doc-server-fork/.github/workflows/ci.yml@refs/heads/main'))
-  assert.not.ok(re.test('https://github.com/acme/doc-server/.github/workflows/other.yml@refs/heads/main'))
-  assert.is(v.issuer, 'https://token.actions.githubusercontent.com')
-  assert.throws(() => workflowIdentity('https://github.com', ''), /not owner\/name/)
+t('plain http only for loopback registries', () => {
   assert.equal(registryFlags('127.0.0.1:5000/local/x@sha256:1'), ['--allow-insecure-registry', '--allow-http-registry'])
   assert.equal(registryFlags('ghcr.io/acme/x@sha256:1'), [])
 })
@@ -195,7 +226,9 @@ t('SCAN_MAX_AGE: durations, one-line refusal', () => {
   assert.is(loadConfig({}, {}).scanMaxAgeSecs, 86_400)
   assert.is(loadConfig({ SCAN_MAX_AGE: '90m' }, {}).scanMaxAgeSecs, 5400)
   assert.is(loadConfig({ SCAN_MAX_AGE: '7d' }, {}).scanMaxAgeSecs, 604_800)
-  for (const bad of ['24', '0h', '-1h', '1w', '1.5h']) assert.throws(() => loadConfig({ SCAN_MAX_AGE: bad }, {}), /SCAN_MAX_AGE=.* is not valid: expected a duration/)
+  for (const bad of ['24', '0h', '-1h', '1w', '1.5h', '31d', `1${'0'.repeat(320)}d`]) assert.throws(() => loadConfig({ SCAN_MAX_AGE: bad }, {}), /SCAN_MAX_AGE=.* is not valid: expected a duration above 0 and at most 30d/, bad.slice(0, 12))
+  assert.is(loadConfig({ SCAN_MAX_AGE: '30d' }, {}).scanMaxAgeSecs, 30 * 86_400)
+  for (const bad of ['366', `1${'0'.repeat(320)}`]) assert.throws(() => loadConfig({ SCAN_IGNORE_MAX_DAYS: bad }, {}), /SCAN_IGNORE_MAX_DAYS=.* is not valid/)
 })
 
 t.run()

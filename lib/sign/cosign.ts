@@ -12,16 +12,23 @@ import { readBundles } from './referrers.ts'
 export type Signer = { kind: 'key'; key: string; pub: string; password: string } | { kind: 'keyless' }
 
 /** Who must have signed: the local public key, or this repository's workflow. */
-export type Verifier = { kind: 'key'; pub: string; fingerprint: string } | { kind: 'keyless'; identityRegexp: string; issuer: string }
+export type Verifier =
+  | { kind: 'key'; pub: string; fingerprint: string }
+  /** A GitHub Actions certificate: exactly `identity` (or matching `identityRegexp`), from `issuer`, its workflow-trigger and workflow-ref extensions naming `trigger` and `ref` when given. */
+  | { kind: 'keyless'; identity?: string; identityRegexp?: string; issuer: string; trigger?: string; ref?: string }
 
-export const GITHUB_OIDC_ISSUER = 'https://token.actions.githubusercontent.com'
 
-const escapeRegexp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 
-/** The certificate identity of this repository's ci.yml, on any ref (keyless signatures in GitHub Actions). */
-export function workflowIdentity(serverUrl: string, repository: string): Verifier {
-  if (!/^[\w.-]+\/[\w.-]+$/.test(repository)) throw new PipelineError(`signing: GITHUB_REPOSITORY "${repository}" is not owner/name`)
-  return { kind: 'keyless', identityRegexp: `^${escapeRegexp(`${serverUrl}/${repository}/.github/workflows/ci.yml@`)}refs/`, issuer: GITHUB_OIDC_ISSUER }
+/**
+ * The identity a keyless signature made in this job carries: the running
+ * workflow at the ref it ran from (GITHUB_WORKFLOW_REF), as Fulcio writes it
+ * into the certificate. Only for reports; who may sign is decided by the
+ * environment deployed to (lib/sign/signers.ts).
+ */
+export function workflowRunIdentity(env: NodeJS.ProcessEnv = process.env): string {
+  const ref = env.GITHUB_WORKFLOW_REF ?? ''
+  if (!/^[\w.-]+\/[\w.-]+\/\.github\/workflows\/[^@\s]+@refs\/\S+$/.test(ref)) throw new PipelineError(`signing: GITHUB_WORKFLOW_REF "${ref}" is not owner/repo/.github/workflows/<file>@<ref>`)
+  return `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${ref}`
 }
 
 export interface LocalKeyPair {
@@ -65,13 +72,13 @@ export async function ensureLocalKeyPair(cosign: string, cache: string): Promise
     }
   }
   for (const f of [p.key, p.pub, p.passwordFile]) {
-    if (!existsSync(f)) throw new PipelineError(`signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see README, rotating the local key)`)
+    if (!existsSync(f)) throw new PipelineError(`signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see docs/signing.md, rotating the local key)`)
   }
   return { kind: 'key', key: p.key, pub: p.pub, password: readFileSync(p.passwordFile, 'utf8').trim() }
 }
 
 /** The local public key as a verifier. */
-export function localVerifier(cache: string): Verifier {
+export function localVerifier(cache: string): Extract<Verifier, { kind: 'key' }> {
   const { pub } = localKeyPaths(cache)
   if (!existsSync(pub)) throw new PipelineError(`deploy: refused: no local signing key (${pub}); nothing this machine built was signed, run the build stage first`)
   return { kind: 'key', pub, fingerprint: keyFingerprint(readFileSync(pub, 'utf8')) }
@@ -79,7 +86,8 @@ export function localVerifier(cache: string): Verifier {
 
 /** How reports and errors name a verifier. */
 export function describeVerifier(v: Verifier): string {
-  return v.kind === 'key' ? `key ${v.fingerprint}` : `${v.identityRegexp} (issuer ${v.issuer})`
+  if (v.kind === 'key') return `key ${v.fingerprint}`
+  return `${v.identity ?? v.identityRegexp ?? '?'}${v.trigger ? ` (${v.trigger})` : ''}`
 }
 
 /** Flags for a plain-http registry on loopback (the local one); none for any other registry. */
@@ -102,8 +110,14 @@ function signerEnv(s: Signer, extra: NodeJS.ProcessEnv = {}): { env: NodeJS.Proc
   return { env: { ...process.env, ...extra, COSIGN_PASSWORD: s.password }, secrets: [s.password] }
 }
 
-function verifierArgs(v: Verifier): string[] {
-  return v.kind === 'key' ? ['--key', v.pub, '--insecure-ignore-tlog=true'] : ['--certificate-identity-regexp', v.identityRegexp, '--certificate-oidc-issuer', v.issuer]
+export function verifierArgs(v: Verifier): string[] {
+  if (v.kind === 'key') return ['--key', v.pub, '--insecure-ignore-tlog=true']
+  return [
+    ...(v.identity ? ['--certificate-identity', v.identity] : ['--certificate-identity-regexp', v.identityRegexp ?? '^$']),
+    '--certificate-oidc-issuer', v.issuer,
+    ...(v.trigger ? ['--certificate-github-workflow-trigger', v.trigger] : []),
+    ...(v.ref ? ['--certificate-github-workflow-ref', v.ref] : []),
+  ]
 }
 
 export interface CosignCall {
@@ -210,6 +224,16 @@ async function quietCosign(argv: string[], c: CosignCall, log: string[], answer?
  * output go to `log`.
  */
 export async function verifiedReferrers(c: CosignCall, v: Verifier, cache: string, log: string[] = []): Promise<Referrers> {
+  const bundles = await downloadReferrers(c, cache, log)
+  return { bundles: bundles.length, statements: await verifyBundles(c, bundles, v, log) }
+}
+
+/**
+ * Every bundle the registry holds for the digest, read once: the referrers
+ * index now, each bundle from the machine's cache in `cache` or, the first
+ * time, from the registry (referrers.ts). A registry that cannot be read throws.
+ */
+export async function downloadReferrers(c: CosignCall, cache: string, log: string[] = []): Promise<string[]> {
   const digest = c.image.split('@')[1] ?? ''
   let bundles: string[]
   try {
@@ -219,16 +243,26 @@ export async function verifiedReferrers(c: CosignCall, v: Verifier, cache: strin
     throw new PipelineError(`cannot read the signatures and attestations of ${digest.slice(0, 19)}… from ${c.image.split('@')[0]}: ${(err as Error).message}${cause ? ` (${cause})` : ''}`)
   }
   log.push(`${c.image}: ${bundles.length} Sigstore bundle(s) among its referrers`)
-  if (bundles.length === 0) return { bundles: 0, statements: [] }
+  return bundles
+}
+
+/**
+ * The statements among `bundles` whose signature verifies against `v`,
+ * offline (`cosign verify --local-image` on a layout of them), each tagged
+ * with who signed it. Bundles by anyone else are simply absent.
+ */
+export async function verifyBundles(c: CosignCall, bundles: readonly string[], v: Verifier, log: string[] = []): Promise<VerifiedStatement[]> {
+  if (bundles.length === 0) return []
+  const digest = c.image.split('@')[1] ?? ''
   const dir = mkdtempSync(join(tmpdir(), 'referrers-'))
   try {
     writeReferrerLayout(dir, digest, bundles)
     // None verifying is an answer (cosign exits 1, "no matching attestations"), not a failure.
-    const out = await quietCosign([c.cosign, 'verify', '--local-image', ...verifierArgs(v), '--output', 'text', dir], c, log, /no matching attestations/).catch((err: unknown) => {
+    const out = await quietCosign([c.cosign, 'verify', '--local-image', ...verifierArgs(v), '--output', 'text', dir], c, log, /no matching attestations/).catch((err: unknown): never => {
       throw new PipelineError(`cosign could not verify the bundles of ${digest.slice(0, 19)}…: ${(err as Error).message}`, err instanceof PipelineError ? err.details : undefined)
     })
-    const envelopes = out.split('\n').filter((l) => l.trim().startsWith('{'))
-    return { bundles: bundles.length, statements: parseEnvelopes(envelopes) }
+    const signer = describeVerifier(v)
+    return parseEnvelopes(out.split('\n').filter((l) => l.trim().startsWith('{'))).map((s) => ({ ...s, signer }))
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

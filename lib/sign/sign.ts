@@ -4,7 +4,7 @@
  * Locally with the machine's key pair, in GitHub Actions keyless.
  */
 import { createHash,randomUUID } from 'node:crypto'
-import { readFileSync,writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join,relative } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
@@ -12,8 +12,10 @@ import type { GitFacts } from '../core/git.ts'
 import { firstLine } from '../core/errors.ts'
 import { say } from '../core/output.ts'
 import { PROVENANCE_PREDICATE_TYPE, PROVENANCE_TYPE, SBOM_PREDICATE_TYPE, SBOM_TYPE, SCAN_PREDICATE_TYPE, alreadyAttested, provenancePredicate, scanPredicate, type ScanFacts } from './attest.ts'
-import { attestImage, describeVerifier, ensureLocalKeyPair, keyFingerprint, signImage, signsDigest, verifiedReferrers, workflowIdentity, type CosignCall, type Referrers, type Signer, type Verifier } from './cosign.ts'
+import { attestImage, describeVerifier, ensureLocalKeyPair, keyFingerprint, signImage, signsDigest, verifiedReferrers, workflowRunIdentity, type CosignCall, type Referrers, type Signer, type Verifier } from './cosign.ts'
+import { GITHUB_OIDC_ISSUER, LOCAL_BUILDER_ID } from './signers.ts'
 import { ensureCosign } from '../tools/cosign.ts'
+import { writeJson } from '../core/json.ts'
 
 export interface Signing {
   cosign: string
@@ -28,21 +30,26 @@ export interface Signing {
 export async function signingFor(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<Signing> {
   const cosign = await ensureCosign(config.cacheDir)
   if (config.github) {
-    const v = workflowIdentity(env.GITHUB_SERVER_URL ?? 'https://github.com', env.GITHUB_REPOSITORY ?? '')
-    return { cosign, signer: { kind: 'keyless' }, verifier: v, identity: describeVerifier(v) }
+    // Earlier signatures by this very workflow, at this ref, are what a rerun would repeat.
+    const identity = workflowRunIdentity(env)
+    return { cosign, signer: { kind: 'keyless' }, verifier: { kind: 'keyless', identity, issuer: GITHUB_OIDC_ISSUER }, identity }
   }
   const signer = await ensureLocalKeyPair(cosign, config.cacheDir)
   const v: Verifier = { kind: 'key', pub: signer.pub, fingerprint: keyFingerprint(readFileSync(signer.pub, 'utf8')) }
   return { cosign, signer, verifier: v, identity: describeVerifier(v) }
 }
 
-/** Who built: this repository's workflow run in GitHub Actions, else the local pipeline. */
+/**
+ * Who built: in GitHub Actions the workflow run, named as its keyless
+ * signature names it (so deploy can hold the two together), else the local
+ * pipeline.
+ */
 export function builderId(env: NodeJS.ProcessEnv = process.env): { id: string; invocation: string } {
   if (env.GITHUB_ACTIONS === 'true' && env.GITHUB_REPOSITORY) {
     const base = `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}`
-    return { id: `${base}/.github/workflows/ci.yml@${env.GITHUB_REF ?? ''}`, invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}` }
+    return { id: workflowRunIdentity(env), invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}` }
   }
-  return { id: 'https://doc-server.dev/builders/local-pipeline', invocation: randomUUID() }
+  return { id: LOCAL_BUILDER_ID, invocation: randomUUID() }
 }
 
 export interface BuildSigning {
@@ -99,7 +106,7 @@ export async function signBuild(o: {
     finishedOn: new Date().toISOString(),
   })
   const file = join(o.outDir, 'provenance.json')
-  writeFileSync(file, `${JSON.stringify(predicate, null, 2)}\n`)
+  writeJson(file, predicate)
   const provenance = !alreadyAttested(existing.statements, PROVENANCE_PREDICATE_TYPE, predicate)
   if (provenance) await attestImage(call, s.signer, PROVENANCE_TYPE, file)
   else say('provenance of the same build definition already attested: not attested again')
@@ -115,7 +122,7 @@ export async function attestScan(o: { config: Config; image: string; facts: Scan
   else say('an identical SBOM is already attested: not attested again')
   const file = join(o.outDir, 'scan-attestation.json')
   const predicate = scanPredicate(o.facts)
-  writeFileSync(file, `${JSON.stringify(predicate, null, 2)}\n`)
+  writeJson(file, predicate)
   // Only an identical result is skipped: every new verdict (a newer scan, pass or fail) is attested.
   if (!alreadyAttested(existing.statements, SCAN_PREDICATE_TYPE, predicate)) await attestImage(call, s.signer, SCAN_PREDICATE_TYPE, file)
   else say('an identical scan result is already attested: not attested again')

@@ -15,10 +15,9 @@ import { ociBuildArgs } from '../../lib/build/docker.ts'
 import { loadConfig,type Config } from '../../lib/core/config.ts'
 import { gitFacts,type GitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { writeReport } from '../../lib/core/report.ts'
+import { readReport, writeReport, type Report } from '../../lib/core/reports.ts'
 import { ANY_EXIT,run } from '../../lib/core/run.ts'
 import { VERSIONS } from '../../lib/tools/versions.ts'
-import type { DeployReport } from '../../lib/deploy/deploy.ts'
 import { verifyImage,type VerifyOptions } from '../../lib/deploy/verify.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
@@ -26,8 +25,10 @@ import { SCAN_PREDICATE_TYPE,type ScanFacts } from '../../lib/sign/attest.ts'
 import { ensureLocalKeyPair,localVerifier,registryFlags,signImage,type Signer } from '../../lib/sign/cosign.ts'
 import { ensureCosign } from '../../lib/tools/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
-import { DEBIAN_FILES,attestAsScan,passingDecision,pushTinyImage,removeTinyImages,signAsBuild } from '../helpers/signed-image.ts'
+import { policyDigest } from '../../lib/scan/committed-policy.ts'
+import { DEBIAN_FILES, attestAsScan, committedPolicyNow, passingDecision, pushTinyImage, removeTinyImages, signAsBuild } from '../helpers/signed-image.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { buildReportFor, scanReportFor } from '../helpers/reports.ts'
 
 const t = suite('e2e: sign')
 const REPO = `${LOCAL_REGISTRY}/local/sign-e2e`
@@ -51,7 +52,8 @@ const signAndProvenance = (digest: string, git: GitFacts = s.git) => signAsBuild
 const scanAttest = (digest: string, over: Partial<ScanFacts> = {}) => attestAsScan(s.config, REPO, digest, s.work, over)
 
 const opts = (digest: string, over: Partial<VerifyOptions> = {}): VerifyOptions => ({
-  cosign: s.cosign, cache: s.config.cacheDir, verifier: localVerifier(s.config.cacheDir), repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha, maxAgeSecs: 24 * 3600, allowDirty: false, ...over,
+  cosign: s.cosign, cache: s.config.cacheDir, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha,
+  policy: { digest: committedPolicyNow().digest, committed: committedPolicyNow() }, maxAgeSecs: 24 * 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] }, allowDirty: false, ...over,
 })
 
 async function refused(digest: string, re: RegExp, over: Partial<VerifyOptions> = {}) {
@@ -69,20 +71,20 @@ async function refused(digest: string, re: RegExp, over: Partial<VerifyOptions> 
 }
 
 /** tasks/deploy.ts on reports naming `digest`: the refusal must come before the chart or any cluster step. */
-async function deployRefuses(digest: string, scan: object, re: RegExp) {
+async function deployRefuses(digest: string, scan: Report<'scan'>, re: RegExp) {
   const reports = mkdtempSync(join(s.work, 'reports-'))
-  writeReport(reports, 'build', { image: { ref: `${REPO}:x@${digest}`, digest, repository: REPO, tag: 'x' }, pushed: true, commit: { sha: s.git.sha, branch: null, dirty: false } })
+  writeReport(reports, 'build', buildReportFor(REPO, digest, { tag: 'x', commit: s.git.sha }))
   writeReport(reports, 'scan', scan)
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
     cwd: repoRoot, okCodes: ANY_EXIT,
-    // A KUBE_CONTEXT that does not exist: reaching the cluster step would fail differently.
-    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, KUBE_CONTEXT: 'sign-e2e-never-reached', DEPLOY_VALUES_FILE: '' },
+    // The local cluster's environment (its signer is this machine's key); the refusal must come before the chart or the cluster.
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, KUBE_CONTEXT: '', DEPLOY_VALUES_FILE: '' },
   })
   const out = (r.stdout + r.stderr).trim()
   assert.is.not(r.exitCode, 0, out)
   assert.match(out.split('\n').at(-1) ?? '', re)
   assert.not.match(out, /Chart values|Cluster:|helm upgrade/, 'nothing after the verification ran')
-  const report = JSON.parse(readFileSync(join(reports, 'deploy.json'), 'utf8')) as DeployReport
+  const report = JSON.parse(readFileSync(join(reports, 'deploy.json'), 'utf8')) as Report<'deploy'>
   assert.is(report.context, null, 'no cluster was contacted')
   assert.is(report.result, 'failed')
   return report
@@ -125,7 +127,7 @@ t('the real scan stage (pinned Trivy, local DB) attaches the SBOM and its decisi
   const digest = await pushTinyImage(s.docker, REPO, 'scanned', s.work, DEBIAN_FILES)
   await signAndProvenance(digest)
   const reports = mkdtempSync(join(s.work, 'scan-stage-'))
-  writeReport(reports, 'build', { image: { ref: `${REPO}:scanned`, digest, repository: REPO, tag: 'scanned', pinned: `${REPO}@${digest}` }, pushed: true, commit: { sha: s.git.sha, branch: null, dirty: false } })
+  writeReport(reports, 'build', buildReportFor(REPO, digest, { tag: 'scanned', commit: s.git.sha }))
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, okCodes: ANY_EXIT, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, TRIVY_DB_SOURCE: 'local' } })
   const scan = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { decision: string; deployable?: boolean }
   assert.ok(scan.decision === 'pass' || scan.decision === 'fail')
@@ -147,7 +149,7 @@ t('unsigned (attestations but no signature): refused', async () => {
   const digest = await pushImageOnce('unsigned')
   await scanAttest(digest)
   await refused(digest, /has no signature by key sha256:/)
-  await deployRefuses(digest, { decision: 'pass', image: { digest } }, /^✖? ?deploy: refused: sha256:.{12}… has no signature by key/)
+  await deployRefuses(digest, scanReportFor(REPO, digest), /^✖? ?deploy: refused: sha256:.{12}… has no signature by key/)
 })
 
 t('signed by another key: refused', async () => {
@@ -157,7 +159,7 @@ t('signed by another key: refused', async () => {
   await signImage({ cosign: s.cosign, image: `${REPO}@${digest}` }, signer)
   await refused(digest, /has no signature by key sha256:/)
   // The other key's own public key passes the signature: the refusal is about who signed, not a broken signature.
-  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, { verifier: { kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' } })
+  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, { imageSigners: [{ kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' }] })
 })
 
 async function downloadScanBundle(digest: string): Promise<string> {
@@ -204,7 +206,7 @@ t('a scan older than SCAN_MAX_AGE: refused, and accepted by a longer limit', asy
   const digest = await pushImageOnce('stale')
   await signAndProvenance(digest)
   await scanAttest(digest, { scannedAt: new Date(Date.now() - 30 * 3600_000).toISOString() })
-  await refused(digest, /is 30 h old, over SCAN_MAX_AGE \(24 h\)/)
+  await refused(digest, /is 30 h old, over the bound of 24 h/)
   assert.ok((await verifyImage(opts(digest, { maxAgeSecs: 48 * 3600 }))).scan.scannedAt)
 })
 
@@ -224,7 +226,7 @@ t('a --from-report pass is never deployable, even for a signed and attested dige
   const trivyJson = join(reports, 'trivy-pass.json')
   writeFileSync(trivyJson, JSON.stringify({ SchemaVersion: 2, ArtifactName: `${REPO}@${s.good}`, ArtifactType: 'container_image', Metadata: { OS: { Family: 'debian', Name: '12.12' } }, Results: [{ Target: 'sign-e2e (debian 12.12)', Class: 'os-pkgs', Type: 'debian', Packages: [{ Name: 'libc6', Version: '2.36-9+deb12u13' }] }, { Target: 'usr/local/share/doc-server/doc-server.dep-v0', Class: 'lang-pkgs', Type: 'rustbinary', Packages: [{ Name: 'tokio', Version: '1.48.0' }] }] }))
   const scan = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts'), '--from-report', trivyJson], { cwd: repoRoot, okCodes: ANY_EXIT, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports } })
-  const scanJson = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { decision: string; deployable?: boolean }
+  const scanJson = readReport(reports, 'scan')
   if (scan.exitCode === 0) {
     assert.is(scanJson.decision, 'pass')
     assert.is(scanJson.deployable, false)
@@ -259,7 +261,27 @@ t('signing and attesting a digest again adds nothing; a new scan verdict is stil
   const later = new Date(Date.parse(at) + 60_000).toISOString()
   await scanAttest(digest, { scannedAt: later, db: { source: 'local', updatedAt: later }, decision: { ...pass(), decision: 'fail', reason: '1 CRITICAL: CVE-2021-45710' } })
   assert.is(await referrers(digest), 5, 'the new scan result, and only it, was added')
-  await refused(digest, /did not pass.*CVE-2021-45710/)
+  await refused(digest, /a newer scan of .* failed after the pass of .*: the scan at .* signed by key sha256:.* found 1 CRITICAL: CVE-2021-45710/)
+})
+
+t('only scans under the committed policy count, and every one of them: a laxer pass proves nothing, a later failure blocks until a newer pass', async () => {
+  const digest = await pushImageOnce('policy')
+  await signAndProvenance(digest)
+  const base = Date.now() - 10 * 60_000
+  const at = (min: number) => new Date(base + min * 60_000).toISOString()
+  const laxer = { ...committedPolicyNow(), ignoreUnfixed: true }
+  await scanAttest(digest, { scannedAt: at(0), policy: { ...laxer, digest: policyDigest(laxer) } })
+  await refused(digest, /no scan of .* was made under the committed scan policy .*: ignoreUnfixed true \(committed: false\)$/)
+  await scanAttest(digest, { scannedAt: at(1) })
+  assert.is((await verifyImage(opts(digest))).scan.scannedAt, at(1), 'the pass under the committed policy')
+  await scanAttest(digest, { scannedAt: at(2), decision: { ...pass(), decision: 'fail', reason: '1 blocking finding (1 HIGH)', blockingIds: ['CVE-2021-45710'] } })
+  // A pass under the laxer policy after it changes nothing.
+  await scanAttest(digest, { scannedAt: at(3), policy: { ...laxer, digest: policyDigest(laxer) } })
+  await refused(digest, /a newer scan of .* failed after the pass of .* \(CVE-2021-45710\)/)
+  await scanAttest(digest, { scannedAt: at(4) })
+  const v = await verifyImage(opts(digest))
+  assert.is(v.scan.scannedAt, at(4))
+  assert.is(v.scan.verdicts, 3, 'the three results under the committed policy were weighed')
 })
 
 t.run()
