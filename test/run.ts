@@ -1,7 +1,7 @@
 /**
  * Runs the uvu suites: every `test/*.test.ts` (unit) and, unless `--unit`
- * is given, `test/e2e/*.test.ts` (the real tools end to end). A file name
- * fragment narrows the run: `tsx test/run.ts image-ref`. A suite whose
+ * is given, `test/e2e/*.test.ts` (the real tools end to end). File name
+ * fragments narrow the run to files matching any of them: `tsx test/run.ts image-ref e2e/deploy`. A suite whose
  * set-up failed fails the run (uvu alone would count it as passing).
  */
 import { parse } from 'uvu/parse'
@@ -10,7 +10,7 @@ import { failIfSetUpFailed } from './helpers/hooks.ts'
 
 const args = process.argv.slice(2)
 const unitOnly = args.includes('--unit')
-const filter = args.find((a) => !a.startsWith('--'))
+const filters = args.filter((a) => !a.startsWith('--'))
 const { suites } = await parse('test', /\.test\.ts$/, { cwd: new URL('..', import.meta.url).pathname })
 // Unit files first (fast feedback), then end-to-end files in pipeline order.
 const E2E_ORDER = ['precommit', 'build', 'scan', 'chart', 'deploy', 'rescan', 'workflow', 'ci']
@@ -20,10 +20,10 @@ const rank = (name: string) => {
   return i === -1 ? E2E_ORDER.length : i
 }
 const picked = suites
-  .filter((s) => (!unitOnly || !s.name.startsWith('e2e')) && (!filter || s.name.includes(filter)))
+  .filter((s) => (!unitOnly || !s.name.startsWith('e2e')) && (filters.length === 0 || filters.some((f) => s.name.includes(f))))
   .sort((a, b) => rank(a.name) - rank(b.name) || a.name.localeCompare(b.name))
 if (picked.length === 0) {
-  console.error(`test: no test file matches ${filter ?? 'test/**/*.test.ts'}`)
+  console.error(`test: no test file matches ${filters.length ? filters.join(' or ') : 'test/**/*.test.ts'}`)
   process.exitCode = 1
 } else {
   await run(picked, { bail: false })
