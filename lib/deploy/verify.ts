@@ -14,7 +14,7 @@ import { committedPolicy,policyDigest,type AppliedPolicy } from '../scan/committ
 import type { Environment } from './environments.ts'
 import { existsSync } from 'node:fs'
 import { ensureCosign } from '../tools/cosign.ts'
-import { say } from '../core/output.ts'
+import { quietly, say } from '../core/output.ts'
 
 /** What reports/deploy.json records under `verified`. */
 export interface Verified {
@@ -28,6 +28,8 @@ export interface Verified {
 
 export interface VerifyOptions {
   cosign: string
+  /** `<DOC_SERVER_CACHE_DIR>`: bundles already read are kept there. */
+  cache: string
   /** Who may sign the image, its provenance and SBOM (and its scans). */
   imageSigners: readonly Verifier[]
   /** Who may also sign scan results (the nightly rescan), never an image. */
@@ -71,7 +73,7 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
   const log = o.log ?? []
   let bundles: string[]
   try {
-    bundles = await downloadReferrers(call, log)
+    bundles = await downloadReferrers(call, o.cache, log)
   } catch (err) {
     throw new PipelineError(`deploy: refused: ${(err as Error).message}`, err instanceof PipelineError ? err.details : undefined)
   }
@@ -110,7 +112,7 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
 export async function verifyForDeploy(config: Config, image: { repository: string; digest: string; commit: string }, env: { local: boolean; settings: Environment }, log?: string[]): Promise<Verified> {
   const cosign = await ensureCosign(config.cacheDir)
   // The same `source` the build stage labels the image with and records in its provenance.
-  const sourceRepository = (await ociBuildArgs(repoRoot, image.commit)).SOURCE!
+  const sourceRepository = (await quietly(() => ociBuildArgs(repoRoot, image.commit))).SOURCE!
   const machineKey = existsSync(localKeyPaths(config.cacheDir).pub) ? localVerifier(config.cacheDir) : undefined
   let imageSigners: Verifier[]
   let scanSigners: Verifier[] = []
@@ -125,6 +127,7 @@ export async function verifyForDeploy(config: Config, image: { repository: strin
   const maxAgeSecs = Math.min(config.scanMaxAgeSecs, env.settings.scan.maxAge ?? Infinity)
   return verifyImage({
     cosign,
+    cache: config.cacheDir,
     imageSigners,
     scanSigners,
     repository: image.repository,

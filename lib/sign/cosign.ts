@@ -6,6 +6,7 @@ import { PipelineError, debugOn } from '../core/errors.ts'
 import { ANY_EXIT, outputDetails, run } from '../core/run.ts'
 import { quietly, say } from '../core/output.ts'
 import { parseEnvelopes, type VerifiedStatement } from './attest.ts'
+import { readBundles } from './referrers.ts'
 
 /** Who signs: the local key pair, or the workflow's OIDC identity (keyless, GitHub Actions). */
 export type Signer = { kind: 'key'; key: string; pub: string; password: string } | { kind: 'keyless' }
@@ -155,22 +156,8 @@ export function signsDigest(statements: readonly VerifiedStatement[], digest: st
   return statements.some((s) => s.statement.predicateType === SIGNATURE_PREDICATE_TYPE && (s.statement.subject ?? []).some((x) => x.digest?.sha256 === hex))
 }
 
-/** The media type prefix of a Sigstore bundle (cosign v3 stores every signature and attestation as one). */
-const BUNDLE_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle'
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
 const EMPTY_CONFIG = { mediaType: 'application/vnd.oci.empty.v1+json', digest: `sha256:${createHash('sha256').update('{}').digest('hex')}`, size: 2 }
-
-/** The bundles among `cosign download attestation`'s lines (one JSON document a line; older formats are skipped). */
-export function bundleLines(output: string): string[] {
-  return output.split('\n').filter((line) => {
-    if (!line.trim().startsWith('{')) return false
-    try {
-      return String((JSON.parse(line) as { mediaType?: unknown }).mediaType ?? '').startsWith(BUNDLE_MEDIA_TYPE)
-    } catch {
-      return false
-    }
-  })
-}
 
 /**
  * An OCI image layout holding `bundles` as referrers of `digest`, the layout
@@ -225,28 +212,38 @@ async function quietCosign(argv: string[], c: CosignCall, log: string[], answer?
 }
 
 /**
- * Every signature and attestation of the digest, read from the registry once
- * and verified offline in one cosign run, so the time does not grow with how
- * often the digest was signed, built or scanned. `cosign download attestation`
- * fetches the referrers index and each bundle once; `cosign verify
- * --local-image` then checks every bundle's signature against the verifier and
- * its in-toto subject against the digest, and prints the envelopes that pass.
- * A registry that cannot be read throws; bundles that do not verify (another
- * signer, an edited payload, another image's statement) are simply absent.
- * cosign's whole output goes to `log`.
+ * Every signature and attestation of the digest, read once and verified
+ * offline in one cosign run, so the time does not grow with how often the
+ * digest was signed, built or scanned: the referrers index is fetched, each
+ * bundle comes from the machine's cache or, the first time, the registry
+ * (referrers.ts); `cosign verify --local-image` then checks every bundle's
+ * signature against the verifier and its in-toto subject against the digest,
+ * and prints the envelopes that pass. A registry that cannot be read throws;
+ * bundles that do not verify (another signer, an edited payload, another
+ * image's statement) are simply absent. What was read and cosign's whole
+ * output go to `log`.
  */
-export async function verifiedReferrers(c: CosignCall, v: Verifier, log: string[] = []): Promise<Referrers> {
-  const bundles = await downloadReferrers(c, log)
+export async function verifiedReferrers(c: CosignCall, v: Verifier, cache: string, log: string[] = []): Promise<Referrers> {
+  const bundles = await downloadReferrers(c, cache, log)
   return { bundles: bundles.length, statements: await verifyBundles(c, bundles, v, log) }
 }
 
-/** Every bundle the registry holds for the digest, read once (a registry that cannot be read throws). */
-export async function downloadReferrers(c: CosignCall, log: string[] = []): Promise<string[]> {
+/**
+ * Every bundle the registry holds for the digest, read once: the referrers
+ * index now, each bundle from the machine's cache in `cache` or, the first
+ * time, from the registry (referrers.ts). A registry that cannot be read throws.
+ */
+export async function downloadReferrers(c: CosignCall, cache: string, log: string[] = []): Promise<string[]> {
   const digest = c.image.split('@')[1] ?? ''
-  const downloaded = await quietCosign([c.cosign, 'download', 'attestation', ...registryFlags(c.image), c.image], c, log).catch((err: unknown): never => {
-    throw new PipelineError(`cannot read the signatures and attestations of ${digest.slice(0, 19)}… from ${c.image.split('@')[0]}: ${(err as Error).message}`, err instanceof PipelineError ? err.details : undefined)
-  })
-  return bundleLines(downloaded)
+  let bundles: string[]
+  try {
+    bundles = await readBundles({ image: c.image, cache, ...(c.env ? { env: c.env } : {}) })
+  } catch (err) {
+    const cause = (err as { cause?: { message?: string } }).cause?.message
+    throw new PipelineError(`cannot read the signatures and attestations of ${digest.slice(0, 19)}… from ${c.image.split('@')[0]}: ${(err as Error).message}${cause ? ` (${cause})` : ''}`)
+  }
+  log.push(`${c.image}: ${bundles.length} Sigstore bundle(s) among its referrers`)
+  return bundles
 }
 
 /**

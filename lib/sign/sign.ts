@@ -64,9 +64,9 @@ export interface BuildSigning {
  * (a registry hiccup) means nothing is known: the caller attaches everything
  * anew, which is always safe, and says so.
  */
-async function carried(call: CosignCall, s: Signing): Promise<Referrers> {
+async function carried(call: CosignCall, s: Signing, cache: string): Promise<Referrers> {
   try {
-    return await verifiedReferrers(call, s.verifier)
+    return await verifiedReferrers(call, s.verifier, cache)
   } catch (err) {
     say(`could not read what the digest already carries (${firstLine(err)}); attaching everything anew`)
     return { bundles: 0, statements: [] }
@@ -88,7 +88,7 @@ export async function signBuild(o: {
   const s = await signingFor(o.config)
   const call = { cosign: s.cosign, image: o.image, ...(o.env ? { env: o.env } : {}) }
   // Signing or attesting again what the digest already carries would only pile up referrers that every verification reads.
-  const existing = await carried(call, s)
+  const existing = await carried(call, s, o.config.cacheDir)
   const signature = !signsDigest(existing.statements, o.image.split('@')[1] ?? '')
   if (signature) await signImage(call, s.signer)
   else say(`already signed by ${s.identity}: no new signature`)
@@ -117,7 +117,7 @@ export async function signBuild(o: {
 export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string; }): Promise<string> {
   const s = await signingFor(o.config)
   const call = { cosign: s.cosign, image: o.image }
-  const existing = await carried(call, s)
+  const existing = await carried(call, s, o.config.cacheDir)
   if (!alreadyAttested(existing.statements, SBOM_PREDICATE_TYPE, JSON.parse(readFileSync(o.sbom, 'utf8')))) await attestImage(call, s.signer, SBOM_TYPE, o.sbom)
   else say('an identical SBOM is already attested: not attested again')
   const file = join(o.outDir, 'scan-attestation.json')

@@ -1,5 +1,6 @@
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
+import { quietly } from '../core/output.ts'
 import { ensureGoTool,type GoToolSpec } from './go.ts'
 import { VERSIONS } from './versions.ts'
 
@@ -15,7 +16,8 @@ export const COSIGN_SPEC: GoToolSpec = {
 /** The pinned cosign, built once per machine; a binary that is not exactly the pinned version is refused. */
 export async function ensureCosign(cache: string): Promise<string> {
   const path = await ensureGoTool(cache, COSIGN_SPEC)
-  const out = await run([path, 'version', '--json'])
+  // The version is read, not shown.
+  const out = await quietly(() => run([path, 'version', '--json']))
   let version = ''
   try {
     version = String((JSON.parse(out.stdout) as { gitVersion?: unknown }).gitVersion ?? '')

@@ -67,6 +67,9 @@ t('with the right token the stage logs in, pushes and pulls back by digest', asy
     const r = await buildStage(reports, { REGISTRY_TOKEN: TOKEN })
     assert.is(r.exitCode, 0, `build stage failed:\n${r.out.split('\n').slice(-30).join('\n')}`)
     assert.match(r.out, new RegExp(`Registry login: ${USER} at 127\\.0\\.0\\.1:5443`))
+    // Before signing, the stage reads what the digest already carries with the same login, over TLS with the engine's CA.
+    assert.not.match(r.out, /could not read what the digest already carries/, r.out.split('\n').slice(-30).join('\n'))
+    assert.match(r.out, /Signed sha256:|already signed|already carries its signature/)
     const report = readReport(reports, 'build')
     assert.is(report.image.ref, `${AUTH_REGISTRY}/local/agent-docs:${TAG}`)
     assert.match(report.image.digest ?? '', /^sha256:[a-f0-9]{64}$/)

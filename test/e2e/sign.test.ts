@@ -52,7 +52,7 @@ const signAndProvenance = (digest: string, git: GitFacts = s.git) => signAsBuild
 const scanAttest = (digest: string, over: Partial<ScanFacts> = {}) => attestAsScan(s.config, REPO, digest, s.work, over)
 
 const opts = (digest: string, over: Partial<VerifyOptions> = {}): VerifyOptions => ({
-  cosign: s.cosign, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha,
+  cosign: s.cosign, cache: s.config.cacheDir, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha,
   policy: { digest: committedPolicyNow().digest, committed: committedPolicyNow() }, maxAgeSecs: 24 * 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] }, allowDirty: false, ...over,
 })
 
