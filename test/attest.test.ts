@@ -137,10 +137,10 @@ t('scan: every verdict counts: a failure after the newest pass blocks, naming wh
   assert.is(v.signer, 'ci.yml')
 })
 
-const prov = (over: { dirty?: boolean; repository?: string; commit?: string; builder?: string } = {}, subject = D1) =>
+const prov = (over: { dirty?: boolean; repository?: string; commit?: string; builder?: string; finishedOn?: string } = {}, subject = D1) =>
   stmt(PROVENANCE_PREDICATE_TYPE, provenancePredicate({
     builderId: over.builder ?? BUILDER, invocationId: 'i', repository: over.repository ?? REPO, commit: over.commit ?? COMMIT, branch: 'main', dirty: over.dirty ?? false,
-    dockerfile: { path: 'Dockerfile.optimized', sha256: 'd'.repeat(64) }, buildArgs: { SOURCE: REPO }, startedOn: '2026-11-27T10:00:00Z', finishedOn: '2026-11-27T10:05:00Z',
+    dockerfile: { path: 'Dockerfile.optimized', sha256: 'd'.repeat(64) }, buildArgs: { SOURCE: REPO }, startedOn: '2026-11-27T10:00:00Z', finishedOn: over.finishedOn ?? '2026-11-27T10:05:00Z',
   }), subject)
 const BUILDER = 'https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main'
 const pexpect = { digest: D1, repository: REPO, commit: COMMIT, allowDirty: false, builder: (id: string) => id === BUILDER }
@@ -151,6 +151,10 @@ t('provenance: this repository and commit, clean tree, built by one of the signe
   assert.equal([v.repository, v.commit, v.dirty], [REPO, COMMIT, false])
   refusal(() => checkProvenance([prov({ repository: 'https://github.com/evil/fork' })], pexpect), /built from https:\/\/github.com\/evil\/fork, not https:\/\/github.com\/acme\/doc-server/)
   refusal(() => checkProvenance([prov({ commit: 'e'.repeat(40) })], pexpect), /commit eeeeeeeeeeee, not cccccccccccc/)
+  // The same digest built again from a later commit: the provenance naming build.json's commit is judged, whichever is newer.
+  const later = prov({ commit: 'f'.repeat(40), finishedOn: '2026-11-27T11:00:00Z' })
+  assert.is(checkProvenance([prov(), later], pexpect).commit, COMMIT)
+  refusal(() => checkProvenance([prov({ commit: 'e'.repeat(40) }), later], pexpect), /commit ffffffffffff, not cccccccccccc/)
   refusal(() => checkProvenance([prov({ dirty: true })], pexpect), /uncommitted changes/)
   assert.is(checkProvenance([prov({ dirty: true })], { ...pexpect, allowDirty: true }).dirty, true)
   refusal(() => checkProvenance([prov({}, D2)], pexpect), /copied from another image/)

@@ -270,8 +270,13 @@ export interface ProvenanceVerdict {
 export function checkProvenance(statements: readonly VerifiedStatement[], e: ProvenanceExpectations): ProvenanceVerdict {
   const mine = forDigest(statements, e.digest, PROVENANCE_PREDICATE_TYPE, 'provenance')
   const finished = (s: VerifiedStatement) => Date.parse(String((s.statement.predicate as { runDetails?: { metadata?: { finishedOn?: string } } } | undefined)?.runDetails?.metadata?.finishedOn ?? '')) || 0
-  const newest = [...mine].sort((a, b) => finished(b) - finished(a))[0]!
-  const p = (newest.statement.predicate ?? {}) as ReturnType<typeof provenancePredicate>
+  type Predicate = ReturnType<typeof provenancePredicate>
+  const commitOf = (s: VerifiedStatement) => ((s.statement.predicate ?? {}) as Predicate).buildDefinition?.resolvedDependencies?.find((d) => d.uri === `git+${e.repository}`)?.digest?.gitCommit
+  // One digest can come from several commits (a change outside the build's inputs, a rebuild that
+  // reproduces it): the provenance naming build.json's commit is the one judged, else the newest.
+  const byTime = [...mine].sort((a, b) => finished(b) - finished(a))
+  const newest = byTime.find((s) => commitOf(s) === e.commit) ?? byTime[0]!
+  const p = (newest.statement.predicate ?? {}) as Predicate
   const def = p.buildDefinition
   if (def?.buildType !== BUILD_TYPE) throw refused(`the provenance of ${short(e.digest)} is not of this pipeline's build type (${String(def?.buildType)})`)
   const repository = def.externalParameters?.repository
