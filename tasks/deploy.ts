@@ -16,7 +16,7 @@ import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
 import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
-import { checkOrder, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
+import { checkOrder, rebuildRequired, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
 import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
 import { CLUSTER_CONTEXT, localClusterTarget } from '../lib/sandbox/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
@@ -91,9 +91,10 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     {
       title: 'Signature and attestations, from the registry',
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'))
+        const rebuild = rebuildRequired(ctx.config.deployEnv, ctx.config.kubeContext)
+        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), rebuild)
         const v = ctx.verified
-        task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
+        task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.rebuild ? `; rebuilt to the same digest at ${v.rebuild.rebuiltAt}` : ''}${v.note ? `; ${v.note}` : ''}`
       }),
     },
     {

@@ -21,8 +21,10 @@ export const TIMEOUT_LABEL = 'doc-server.dev/timeout-secs'
 
 const refused = (why: string) => new PipelineError(`deploy: refused: ${why}`)
 
-/** Parses environments.yaml: `<env>: { contexts: [name, ...] }` for every environment. */
-export function parseEnvironments(text: string, source: string): Record<string, string[]> {
+/** What a deploy to the environment must show beyond signature, scan and provenance: `rebuild: required` asks for a matching independent rebuild. */
+export const REBUILD_SETTINGS = ['required', 'optional'] as const
+
+function parseRaw(text: string, source: string): Record<string, { contexts: string[]; rebuild: (typeof REBUILD_SETTINGS)[number] }> {
   let raw: unknown
   try {
     raw = parseYaml(text)
@@ -30,15 +32,31 @@ export function parseEnvironments(text: string, source: string): Record<string, 
     throw new PipelineError(`deploy: ${source} does not parse: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`)
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new PipelineError(`deploy: ${source} must map each environment to its contexts`)
-  const out: Record<string, string[]> = {}
+  const out: Record<string, { contexts: string[]; rebuild: (typeof REBUILD_SETTINGS)[number] }> = {}
   for (const [env, body] of Object.entries(raw as Record<string, unknown>)) {
-    const contexts = (body as { contexts?: unknown } | null)?.contexts
-    if (typeof body !== 'object' || body === null || Object.keys(body).some((k) => k !== 'contexts') || !Array.isArray(contexts) || contexts.some((c) => typeof c !== 'string' || c.trim() === '')) {
-      throw new PipelineError(`deploy: ${source}: ${env} must be { contexts: [context names] }`)
+    const { contexts, rebuild = 'optional' } = (body ?? {}) as { contexts?: unknown; rebuild?: unknown }
+    if (typeof body !== 'object' || body === null || Object.keys(body).some((k) => k !== 'contexts' && k !== 'rebuild') || !Array.isArray(contexts) || contexts.some((c) => typeof c !== 'string' || c.trim() === '')) {
+      throw new PipelineError(`deploy: ${source}: ${env} must be { contexts: [context names] }, optionally with rebuild: required`)
     }
-    out[env] = contexts.map((c: string) => c.trim())
+    if (!(REBUILD_SETTINGS as readonly unknown[]).includes(rebuild)) throw new PipelineError(`deploy: ${source}: ${env}.rebuild must be required or optional, not ${JSON.stringify(rebuild)}`)
+    out[env] = { contexts: contexts.map((c: string) => c.trim()), rebuild: rebuild as (typeof REBUILD_SETTINGS)[number] }
   }
   return out
+}
+
+/** Parses environments.yaml: `<env>: { contexts: [name, ...], rebuild: required|optional }`; the contexts of every environment. */
+export function parseEnvironments(text: string, source: string): Record<string, string[]> {
+  return Object.fromEntries(Object.entries(parseRaw(text, source)).map(([env, e]) => [env, e.contexts]))
+}
+
+/**
+ * Whether a deploy to `env` needs a rebuild attestation: declared per
+ * environment (`rebuild: required`), for the real clusters its contexts name;
+ * the local cluster (no KUBE_CONTEXT) takes what this machine builds.
+ */
+export function rebuildRequired(env: string, context: string | undefined, file = ENVIRONMENTS_FILE): boolean {
+  if (!context || !existsSync(file)) return false
+  return parseRaw(readFileSync(file, 'utf8'), file)[env]?.rebuild === 'required'
 }
 
 /**

@@ -9,6 +9,7 @@ import { repoRoot } from '../core/paths.ts'
 import { PROVENANCE_TYPE,SBOM_TYPE,SCAN_PREDICATE_TYPE,checkProvenance,checkScan,forDigest,parseEnvelopes,type ProvenanceVerdict,type ScanVerdict } from '../sign/attest.ts'
 import { describeVerifier,localVerifier,verifiedAttestations,verifySignature,workflowIdentity,type Verifier } from '../sign/cosign.ts'
 import { ensureCosign } from '../tools/cosign.ts'
+import { REBUILD_PREDICATE_TYPE,checkRebuild,type RebuildVerdict } from '../sign/rebuild.ts'
 
 /** What reports/deploy.json records under `verified`. */
 export interface Verified {
@@ -16,6 +17,8 @@ export interface Verified {
   scan: ScanVerdict
   provenance: ProvenanceVerdict
   sbom: { attestation: string }
+  /** The matching independent rebuild, when the environment requires one (null otherwise). */
+  rebuild: RebuildVerdict | null
   /** Said aloud when the check was relaxed (a dirty build on the local cluster). */
   note: string | null
 }
@@ -36,6 +39,8 @@ export interface VerifyOptions {
   commit?: string
   maxAgeSecs: number
   allowDirty: boolean
+  /** The environment requires a rebuild attestation (environments.yaml `rebuild: required`). */
+  requireRebuild?: boolean
   now?: Date
 }
 
@@ -46,17 +51,19 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
   const scan = checkScan(parseEnvelopes(await verifiedAttestations(call, o.verifier, SCAN_PREDICATE_TYPE)), { digest: o.digest, now: o.now ?? new Date(), maxAgeSecs: o.maxAgeSecs })
   const provenance = checkProvenance(parseEnvelopes(await verifiedAttestations(call, o.verifier, PROVENANCE_TYPE)), { digest: o.digest, repository: o.sourceRepository, ...(o.commit ? { commit: o.commit } : {}), allowDirty: o.allowDirty })
   const sboms = forDigest(parseEnvelopes(await verifiedAttestations(call, o.verifier, SBOM_TYPE)), o.digest, 'https://cyclonedx.org/bom', 'SBOM')
+  const rebuild = o.requireRebuild ? checkRebuild(parseEnvelopes(await verifiedAttestations(call, o.verifier, REBUILD_PREDICATE_TYPE)), { digest: o.digest, commit: provenance.commit }) : null
   return {
     identity: describeVerifier(o.verifier),
     scan,
     provenance,
     sbom: { attestation: sboms[sboms.length - 1]!.digest },
+    rebuild,
     note: provenance.dirty ? 'built from a working tree with uncommitted changes: accepted by the local cluster only' : null,
   }
 }
 
 /** The deploy stage's call: the pinned cosign, the expected identity, and the local-cluster allowance for dirty builds. */
-export async function verifyForDeploy(config: Config, image: { repository: string; digest: string; commit?: unknown }): Promise<Verified> {
+export async function verifyForDeploy(config: Config, image: { repository: string; digest: string; commit?: unknown }, requireRebuild = false): Promise<Verified> {
   const verifier = expectedVerifier(config)
   const cosign = await ensureCosign(config.cacheDir)
   // build.json names the commit as a string (older) or { sha, … }.
@@ -64,5 +71,5 @@ export async function verifyForDeploy(config: Config, image: { repository: strin
   const commit = typeof c === 'string' ? c : typeof (c as { sha?: unknown } | undefined)?.sha === 'string' ? (c as { sha: string }).sha : undefined
   // The same `source` the build stage labels the image with and records in its provenance.
   const sourceRepository = (await ociBuildArgs(repoRoot, commit ?? 'HEAD')).SOURCE!
-  return verifyImage({ cosign, verifier, repository: image.repository, digest: image.digest, sourceRepository, ...(commit ? { commit } : {}), maxAgeSecs: config.scanMaxAgeSecs, allowDirty: !config.kubeContext })
+  return verifyImage({ cosign, verifier, repository: image.repository, digest: image.digest, sourceRepository, ...(commit ? { commit } : {}), maxAgeSecs: config.scanMaxAgeSecs, allowDirty: !config.kubeContext, requireRebuild })
 }
