@@ -22,11 +22,11 @@ import { appendSummary,markdownTable,setOutput } from '../lib/core/summary.ts'
 import { buildImage,type Builder } from '../lib/build/docker.ts'
 import { parseImageName } from '../lib/build/registry.ts'
 import { cleanClone,imageDifferences,readOciTarball,readPushedImage,sha256File } from '../lib/build/rebuild.ts'
-import { PROVENANCE_TYPE,checkProvenance,parseEnvelopes } from '../lib/sign/attest.ts'
-import { verifiedAttestations,verifySignature } from '../lib/sign/cosign.ts'
+import { PROVENANCE_PREDICATE_TYPE,checkProvenance } from '../lib/sign/attest.ts'
+import { attestationsOf,signsDigest,verifiedReferrers } from '../lib/sign/cosign.ts'
+import { builderIdMatches } from '../lib/sign/signers.ts'
+import { signingFor } from '../lib/sign/sign.ts'
 import { attestRebuild,rebuildInputs,type RebuildInputs } from '../lib/sign/rebuild.ts'
-import { expectedVerifier } from '../lib/deploy/verify.ts'
-import { ensureCosign } from '../lib/tools/cosign.ts'
 import { ensureBuildkit } from '../lib/tools/buildkit.ts'
 import { VERSIONS } from '../lib/tools/versions.ts'
 import { coldBuilder } from '../lib/sandbox/buildkitd.ts'
@@ -98,12 +98,13 @@ export function rebuildTasks(): ListrTask<RebuildCtx>[] {
     {
       title: 'Signature and provenance, from the registry',
       task: reported(async (ctx, task) => {
-        const call = { cosign: await ensureCosign(ctx.config.cacheDir), image: ctx.image }
-        const verifier = expectedVerifier(ctx.config)
-        await verifySignature(call, verifier)
-        const statements = parseEnvelopes(await verifiedAttestations(call, verifier, PROVENANCE_TYPE))
+        // The image must be signed by whoever this run signs as: the same workflow and ref on GitHub, this machine's key here.
+        const s = await signingFor(ctx.config)
+        const referrers = await verifiedReferrers({ cosign: s.cosign, image: ctx.image }, s.verifier)
+        if (!signsDigest(referrers.statements, digestOf(ctx.image))) throw new PipelineError(`rebuild: ${digestOf(ctx.image).slice(0, 19)}… has no signature by ${s.identity} (${referrers.bundles} bundle(s) in the registry); only a signed image is rebuilt and attested`)
+        const statements = attestationsOf(referrers, PROVENANCE_PREDICATE_TYPE)
         const inputs = rebuildInputs(statements, digestOf(ctx.image))
-        checkProvenance(statements, { digest: digestOf(ctx.image), repository: inputs.buildArgs.SOURCE ?? 'local', commit: inputs.commit, allowDirty: false })
+        checkProvenance(statements, { digest: digestOf(ctx.image), repository: inputs.buildArgs.SOURCE ?? 'local', commit: inputs.commit, allowDirty: false, builder: (id) => builderIdMatches(id, s.verifier) })
         ctx.inputs = inputs
         task.title = `Provenance: ${digestOf(ctx.image).slice(0, 19)}… is commit ${inputs.commit.slice(0, 12)}, bases ${inputs.buildArgs.CHEF_IMAGE!.split('@')[1]!.slice(7, 19)} and ${inputs.buildArgs.RUNTIME_IMAGE!.split('@')[1]!.slice(7, 19)}`
       }),

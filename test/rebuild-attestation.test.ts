@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PROVENANCE_PREDICATE_TYPE,provenancePredicate,type VerifiedStatement } from '../lib/sign/attest.ts'
 import { REBUILD_PREDICATE_TYPE,checkRebuild,rebuildInputs,rebuildPredicate,type RebuildFacts } from '../lib/sign/rebuild.ts'
-import { rebuildRequired } from '../lib/deploy/guard.ts'
+import { ENVIRONMENTS_FILE,environmentFor,parseEnvironments } from '../lib/deploy/environments.ts'
+import { readFileSync } from 'node:fs'
 import { refusal } from './helpers/refusal.ts'
 
 const t = suite('rebuild attestation')
@@ -54,14 +55,14 @@ t('the provenance gives the rebuild its commit, Dockerfile and build arguments; 
   assert.throws(() => rebuildInputs([provenance(noEpoch)], D1), /has no SOURCE_DATE_EPOCH build argument/)
 })
 
-t('environments.yaml declares per environment whether a deploy needs the rebuild; the local cluster never does', () => {
+t('environments.yaml declares per environment whether a deploy needs the rebuild; prod does, the local cluster never', () => {
   const file = join(mkdtempSync(join(tmpdir(), 'envs-')), 'environments.yaml')
   writeFileSync(file, 'dev:\n  contexts: [dev-eu]\nprod:\n  contexts: [prod-eu]\n  rebuild: required\n')
-  assert.is(rebuildRequired('prod', 'prod-eu', file), true)
-  assert.is(rebuildRequired('dev', 'dev-eu', file), false, 'optional by default')
-  assert.is(rebuildRequired('prod', undefined, file), false, 'the local cluster')
-  writeFileSync(file, 'prod:\n  contexts: []\n  rebuild: always\n')
-  assert.throws(() => rebuildRequired('prod', 'prod-eu', file), /^deploy: .*environments\.yaml: prod\.rebuild must be required or optional, not "always"$/)
+  assert.is(environmentFor('prod', 'prod-eu', file).settings.rebuild, 'required')
+  assert.is(environmentFor('dev', 'dev-eu', file).settings.rebuild, 'optional', 'optional by default')
+  assert.is(environmentFor('prod', undefined, file).settings.rebuild, 'optional', 'the local cluster')
+  assert.is(parseEnvironments(readFileSync(ENVIRONMENTS_FILE, 'utf8'), 'environments.yaml').prod!.rebuild, 'required', 'the committed prod')
+  assert.throws(() => parseEnvironments('prod:\n  contexts: []\n  rebuild: always\n', 'e.yaml'), /^deploy: e\.yaml: prod\.rebuild: /)
 })
 
 t.run()

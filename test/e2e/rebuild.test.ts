@@ -5,25 +5,26 @@
  * verification then reads. An image pushed from a tampered build (one byte
  * more in a document) but signed as that commit fails the rebuild, naming
  * the documents' layer; a deploy to an environment that requires the
- * rebuild attestation (prod, in the committed environments.yaml) refuses it.
+ * rebuild attestation (prod: required in the committed environments.yaml) refuses it.
  */
-import { appendFileSync,mkdtempSync,readFileSync,readdirSync,rmSync } from 'node:fs'
+import { appendFileSync,mkdtempSync,readFileSync,readdirSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildImage,copyBuildContext } from '../../lib/build/docker.ts'
+import { buildImage,copyBuildContext,ociBuildArgs } from '../../lib/build/docker.ts'
 import { loadConfig,type Config } from '../../lib/core/config.ts'
 import { gitFacts,type GitFacts } from '../../lib/core/git.ts'
 import { readReport } from '../../lib/core/reports.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { ANY_EXIT,run } from '../../lib/core/run.ts'
-import { verifyImage,expectedVerifier } from '../../lib/deploy/verify.ts'
+import { verifyImage } from '../../lib/deploy/verify.ts'
+import { localVerifier } from '../../lib/sign/cosign.ts'
 import { signBuild } from '../../lib/sign/sign.ts'
 import { ensureBuildkitd } from '../../lib/sandbox/buildkitd.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { ensureCosign } from '../../lib/tools/cosign.ts'
-import { attestAsScan } from '../helpers/signed-image.ts'
+import { attestAsScan,committedPolicyNow } from '../helpers/signed-image.ts'
 import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
 import { writeBuildAndScan } from '../helpers/reports.ts'
 import { setUp } from '../helpers/hooks.ts'
@@ -69,7 +70,12 @@ t('the rebuild of a pushed commit gives its digest, and the match is attested wh
   const [repository, digest] = s.pinned.split('@') as [string, string]
   await attestAsScan(s.config, repository, digest, s.reports)
   const cosign = await ensureCosign(s.config.cacheDir)
-  const v = await verifyImage({ cosign, verifier: expectedVerifier(s.config), repository, digest, sourceRepository: 'local', commit: s.git.sha, maxAgeSecs: 3600, allowDirty: false, requireRebuild: true })
+  const sourceRepository = (await ociBuildArgs(s.copy.dir, s.git.sha)).SOURCE!
+  const policy = committedPolicyNow()
+  const v = await verifyImage({
+    cosign, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository, digest, sourceRepository, commit: s.git.sha,
+    policy: { digest: policy.digest, committed: policy }, maxAgeSecs: 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local'] }, allowDirty: false, requireRebuild: true,
+  })
   assert.is(v.rebuild?.builder, report.builder)
 })
 
@@ -104,6 +110,11 @@ t('a deploy to prod, which requires the rebuild attestation, refuses a digest wi
   const [repository, digest] = s.tampered!.split('@') as [string, string]
   await attestAsScan(s.config, repository, digest, s.reports)
   writeBuildAndScan(s.reports, repository, digest, { commit: s.git.sha, branch: 'main' })
+  // The committed prod, with this machine's key as its signer and a context to name (the rebuild requirement is the committed one).
+  const key = localVerifier(s.config.cacheDir).fingerprint
+  const envs = readFileSync(join(s.copy.dir, 'charts/doc-server/environments.yaml'), 'utf8')
+  assert.match(envs, /\n  rebuild: required\n/, 'the committed prod requires the rebuild')
+  writeFileSync(join(s.copy.dir, 'charts/doc-server/environments.yaml'), `prod:\n  contexts: [prod-eu-west-1]\n  signers: [{ key: ${key} }]\n  scan: { dbSources: [local] }\n  rebuild: required\n`)
   const r = await inCopy('deploy', { DEPLOY_ENV: 'prod', KUBE_CONTEXT: 'prod-eu-west-1', DEPLOY_NAMESPACE: `doc-server-rebuild-e2e-${process.pid}` })
   assert.is.not(r.exitCode, 0)
   assert.match(r.out.split('\n').at(-1) ?? '', new RegExp(`^✖ deploy: refused: ${digest.slice(0, 19)}… has no https://doc-server\\.dev/attestations/rebuild/v1 attestation signed by key sha256:`))
