@@ -42,6 +42,10 @@ t('SOURCE_DATE_EPOCH reaches the exporters only, with rewrite-timestamp, and the
   assert.not.ok(argv.some((a) => a.startsWith('build-arg:SOURCE_DATE_EPOCH')))
   assert.ok(argv.includes('build-arg:REVISION=abc'))
   assert.not.ok(argv.includes('--secret'), 'no CA bundle when told so')
+  // The final stage always runs again, so no layer of it carries the time of a build older than the commit.
+  assert.equal(argv.slice(argv.indexOf('no-cache=runtime') - 1, argv.indexOf('no-cache=runtime') + 1), ['--opt', 'no-cache=runtime'])
+  const artifacts = buildctlArgs(B, { builder: B, context: '/c', dockerfile: '/c/Dockerfile', target: 'artifacts', outputDir: '/tmp/a', caBundle: false }, FILES)
+  assert.not.ok(artifacts.some((a) => a.startsWith('no-cache')), 'not for a files-only export of another stage')
   assert.equal(frontendBuildArgs(args), [['REVISION', 'abc']])
   assert.equal(imageExporterOptions({}), ['oci-mediatypes=true', 'compression=gzip'], 'no epoch, no rewrite')
 })

@@ -97,6 +97,18 @@ export function frontendBuildArgs(buildArgs: Record<string, string> = {}): [stri
   return Object.entries(buildArgs).filter(([k]) => k !== 'SOURCE_DATE_EPOCH')
 }
 
+/**
+ * The Dockerfile's final stage, which every image build runs again (three
+ * COPYs, under a second). SOURCE_DATE_EPOCH only lowers later times: a layer
+ * cached from a build that ran before the commit keeps that build's history
+ * time and directory times, where a cold rebuild of the commit gets the
+ * commit's, and the digests differ. Made afresh, every time in it is later
+ * than the commit and comes out as the commit's.
+ */
+export const RERUN_STAGE = 'runtime'
+
+const exportsImage = (o: BuildOptions) => !!(o.push?.length || o.ociTar || o.load) && (o.target === undefined || o.target === RERUN_STAGE)
+
 /** buildctl's command line for one build: the dockerfile.v0 frontend with the options `docker build` would pass. */
 export function buildctlArgs(b: Builder, opts: BuildOptions, files: { metadata: string; dockerTar: string }): string[] {
   const dockerfileDir = dirname(opts.dockerfile)
@@ -105,6 +117,7 @@ export function buildctlArgs(b: Builder, opts: BuildOptions, files: { metadata: 
   for (const [k, v] of frontendBuildArgs(opts.buildArgs)) argv.push('--opt', `build-arg:${k}=${v}`)
   if (opts.target) argv.push('--opt', `target=${opts.target}`)
   if (opts.noCache) argv.push('--no-cache')
+  else if (exportsImage(opts)) argv.push('--opt', `no-cache=${RERUN_STAGE}`)
   if (opts.cacheFrom) argv.push('--import-cache', opts.cacheFrom)
   if (opts.cacheTo) argv.push('--export-cache', opts.cacheTo)
   const ca = opts.caBundle === undefined ? machineCaBundle() : opts.caBundle
