@@ -21,6 +21,8 @@ import { CODE_CHANGE_FILE } from '../lib/build/cold-warm.ts'
 import { formatBytes,type Measurements } from '../lib/build/measure.ts'
 import { WARM_OPTION_HEADERS,WARM_ROUNDS,measureWarmOptions,warmOptionRows,type WarmOptionResult } from './lib/warm-options.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
+import { buildkitFor } from '../lib/sandbox/buildkitd.ts'
+import { baseImageArgs } from '../lib/build/docker.ts'
 import { measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { isMain, parseOptions } from '../lib/core/cli.ts'
 import { loadConfig,type Config } from '../lib/core/config.ts'
@@ -106,7 +108,8 @@ export function benchFeedbackTasks(argv: readonly string[]): ListrTask<Ctx>[] {
       skip: () => !withOptions && 'left out (--no-options)',
       task: async (ctx, task) => {
         const { docker } = await ensureDockerEngine(ctx.config.docker)
-        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS })
+        const setup = await buildkitFor(ctx.config, docker)
+        ctx.options = await measureWarmOptions({ builder: setup.builder, docker, bases: baseImageArgs(setup.bases), root: ctx.worktree, rounds: WARM_ROUNDS })
         task.title = `Warm build options: ${ctx.options.length} measured, ${WARM_ROUNDS} rounds each`
       },
     },

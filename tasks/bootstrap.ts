@@ -20,6 +20,7 @@ import { NODE_PACKAGES } from '../lib/sandbox/node.ts'
 import { ensureLocalDb } from '../lib/scan/trivy.ts'
 import { ensureTrivy } from '../lib/tools/trivy.ts'
 import { ensureCosign } from '../lib/tools/cosign.ts'
+import { ensureBuildkit } from '../lib/tools/buildkit.ts'
 
 export function bootstrapTasks(): ListrTask<object>[] {
   return [
@@ -63,7 +64,7 @@ export function bootstrapTasks(): ListrTask<object>[] {
       // Independent builds, side by side: on a new machine the Go builds wait on the module proxy
       // and the base images on Debian's mirrors and debootstrap, so overlapping them shortens the
       // first run; each keeps its own cache and lock, and a later run finds them all present.
-      title: 'Built once per machine, side by side: base images, Trivy, cosign, actionlint, the cluster',
+      title: 'Built once per machine, side by side: base images, BuildKit, Trivy, cosign, actionlint, the cluster',
       task: (_ctx, task) =>
         task.newListr(
           showOutput([
@@ -72,6 +73,13 @@ export function bootstrapTasks(): ListrTask<object>[] {
               task: async (ctx: { docker?: string }, task) => {
                 const images = await ensureBaseImages(ctx.docker ?? loadConfig().docker, loadConfig().cacheDir)
                 task.title = `Base images (build): ${images.map((i) => `${i.name} ${i.source}`).join(', ')}`
+              },
+            },
+            {
+              // The daemon itself is started by whoever builds (the build stage, the tests).
+              title: `BuildKit ${VERSIONS.buildkit}: buildkitd and buildctl (build)`,
+              task: async () => {
+                await ensureBuildkit(loadConfig().cacheDir)
               },
             },
             {

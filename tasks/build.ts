@@ -1,21 +1,24 @@
 /**
- * build: turns the commit into an image. Builds Dockerfile.optimized with
- * BuildKit, pushes it (never for pull requests), pulls it back by digest and
- * runs it until its own HEALTHCHECK says healthy. Hands `reports/build.json`
- * (reference and digest) to the stages after it.
+ * build: turns the commit into an image. Builds Dockerfile.optimized with the
+ * pinned BuildKit (the local buildkitd, or BUILDKIT_HOST), its base images
+ * pinned by digest and its timestamps the commit's, and pushes BuildKit's own
+ * output (never for pull requests; those are loaded into the engine instead),
+ * then pulls it back by digest and runs it until its own HEALTHCHECK says
+ * healthy. Hands `reports/build.json` (reference and digest) to the stages
+ * after it.
  */
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig,shouldPush,type Config } from '../lib/core/config.ts'
-import { CONTEXT_ENTRIES, buildImage, checkBuildCacheSupport, ociBuildArgs, type BuildResult } from '../lib/build/docker.ts'
+import { CONTEXT_ENTRIES,baseImageArgs,buildImage,ociBuildArgs,type Builder,type BuildResult } from '../lib/build/docker.ts'
 import { removeContainer,startContainer,waitHealthy } from '../lib/build/container.ts'
-import { pullImage,pushImage,registryLogin,removeImage,tagImage,type RegistryLogin } from '../lib/build/registry.ts'
+import { pullImage,registryLogin,removeImage,tagImage,type RegistryLogin } from '../lib/build/registry.ts'
 import { cookMissReason,currentColdInputs,measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { gitFacts,type GitFacts } from '../lib/core/git.ts'
 import { formatRef,imageRef,pinnedRef,repository,type ImageRef } from '../lib/build/image-ref.ts'
-import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
+import { buildkitFor } from '../lib/sandbox/buildkitd.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
 import { repoRoot } from '../lib/core/paths.ts'
@@ -32,6 +35,9 @@ export interface BuildCtx {
   ref: ImageRef
   push: boolean
   docker?: string
+  builder?: Builder
+  /** The base-image build arguments, pinned by digest. */
+  bases?: Record<string, string>
   /** A login in a throwaway docker config, ended once the image is pulled back. */
   login?: RegistryLogin
   build?: BuildResult
@@ -65,7 +71,6 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const engine = await ensureDockerEngine(ctx.config.docker)
         ctx.docker = engine.docker
-        await checkBuildCacheSupport(engine.docker, { from: ctx.config.buildCacheFrom, to: ctx.config.buildCacheTo })
         task.title = engine.started ? `Docker engine: started dockerd (log: ${engine.log})` : `Docker engine: running (${engine.docker})`
       },
     },
@@ -78,11 +83,12 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
       },
     },
     {
-      title: 'Base images',
+      title: 'BuildKit and the base images, pinned by digest',
       task: async (ctx, task) => {
-        const docker = need(ctx.docker, 'the Docker engine')
-        const images = await ensureBaseImages(docker, ctx.config.cacheDir)
-        task.title = `Base images: ${images.map((i) => `${i.name} (${i.source})`).join(', ')}`
+        const setup = await buildkitFor(ctx.config, need(ctx.docker, 'the Docker engine'))
+        ctx.builder = setup.builder
+        ctx.bases = baseImageArgs(setup.bases)
+        task.title = `BuildKit: ${setup.describe}`
       },
     },
     {
@@ -98,28 +104,23 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
       title: 'Build Dockerfile.optimized',
       task: async (ctx, task) => {
         const docker = need(ctx.docker, 'the Docker engine')
+        const ref = formatRef(ctx.ref)
+        ctx.buildArgs = { ...(await ociBuildArgs(ctx.root, ctx.git.sha)), ...need(ctx.bases, 'the pinned base images') }
         ctx.build = await buildImage({
-          docker: docker,
+          builder: need(ctx.builder, 'BuildKit'),
           context: ctx.root,
           dockerfile: join(ctx.root, 'Dockerfile.optimized'),
-          tags: [formatRef(ctx.ref)],
-          buildArgs: (ctx.buildArgs = await ociBuildArgs(ctx.root, ctx.git.sha)),
+          buildArgs: ctx.buildArgs,
+          // What is pushed is BuildKit's own output, so its digest is the one a rebuild must match.
+          ...(ctx.push ? { push: [ref], ...(ctx.login ? { env: ctx.login.env } : {}) } : { load: { docker, name: ref } }),
           ...(ctx.config.buildCacheFrom ? { cacheFrom: ctx.config.buildCacheFrom } : {}),
           ...(ctx.config.buildCacheTo ? { cacheTo: ctx.config.buildCacheTo } : {}),
         })
+        if (ctx.push) ctx.ref = { ...ctx.ref, digest: need(ctx.build.digest, 'the pushed digest') }
         // A miss is named by what changed in the recipe since the last run (cargo-chef's recooks are otherwise a mystery).
-        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(docker, ctx.config.cacheDir, ctx.root))
-        task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${ctx.build.cookCacheHit === null ? 'no cook step seen' : (ctx.cookMiss ?? 'cook step cached')})`
-      },
-    },
-    {
-      title: 'Push',
-      skip: (ctx) => (ctx.push ? false : 'not pushed (pull request or PUSH=false); later stages refuse to deploy an unpushed image'),
-      task: async (ctx, task) => {
-        const docker = need(ctx.docker, 'the Docker engine')
-        const pushed = await pushImage(docker, formatRef(ctx.ref), { secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
-        ctx.ref = { ...ctx.ref, digest: pushed.digest }
-        task.title = `Pushed ${pinnedRef(ctx.ref)}`
+        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(need(ctx.bases, 'the pinned base images'), ctx.config.cacheDir, ctx.root))
+        const cook = ctx.build.cookCacheHit === null ? 'no cook step seen' : (ctx.cookMiss ?? 'cook step cached')
+        task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${cook})${ctx.ref.digest ? `; pushed ${pinnedRef(ctx.ref)}` : '; not pushed (pull request or PUSH=false): loaded into the engine, later stages refuse to deploy it'}`
       },
     },
     {

@@ -108,7 +108,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       task: reported(async (ctx, task) => {
         ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'), ctx.details)
         // One line per check went to the output above; the title only sums up.
-        task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
+        task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.rebuild ? ', rebuild' : ''}${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
       }),
     },
     {

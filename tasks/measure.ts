@@ -15,7 +15,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain,parseOptions } from '../lib/core/cli.ts'
 import { loadConfig,type Config } from '../lib/core/config.ts'
-import { buildImage } from '../lib/build/docker.ts'
+import { baseImageArgs,buildImage,type Builder } from '../lib/build/docker.ts'
 import { CODE_CHANGE_FILE,coldAndWarmBuilds } from '../lib/build/cold-warm.ts'
 import { imageBytes,pushedBytes,registryLogin } from '../lib/build/registry.ts'
 import { PipelineError } from '../lib/core/errors.ts'
@@ -25,7 +25,7 @@ import { baselineFrom,checkTargets,compareBaseline,improvementPct,measureRows,re
 import { currentColdInputs,decideCold,explainCookMiss,measureStateFiles,readColdRecord,readInputs,type ColdInputs } from '../lib/build/cold-inputs.ts'
 import { writeJson } from '../lib/core/json.ts'
 import { appendHistory,readHistory,sparkline,sustainedRegressions,trendRows } from '../lib/build/history.ts'
-import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
+import { buildkitFor } from '../lib/sandbox/buildkitd.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary,markdownTable } from '../lib/core/summary.ts'
 import { readReport,writeReport,type Report } from '../lib/core/reports.ts'
@@ -40,6 +40,9 @@ export interface MeasureCtx {
   forceCold: boolean
   built: Report<'build'>
   docker?: string
+  builder?: Builder
+  /** The base-image build arguments, pinned by digest. */
+  bases?: Record<string, string>
   image?: Measurements['image']
   binary?: Measurements['binary']
   cold?: number
@@ -59,11 +62,14 @@ export function measureTasks(): ListrTask<MeasureCtx>[] {
   const dockerfile = (ctx: string) => join(ctx, 'Dockerfile.optimized')
   return [
     {
-      title: 'Docker engine, registry and base images',
-      task: async (ctx) => {
+      title: 'Docker engine, registry, BuildKit and base images',
+      task: async (ctx, task) => {
         const docker = (ctx.docker = (await ensureDockerEngine(ctx.config.docker)).docker)
         if (ctx.built.pushed && ctx.config.registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY)
-        await ensureBaseImages(docker, ctx.config.cacheDir)
+        const setup = await buildkitFor(ctx.config, docker)
+        ctx.builder = setup.builder
+        ctx.bases = baseImageArgs(setup.bases)
+        task.title = `BuildKit: ${setup.describe}`
       },
     },
     {
@@ -82,10 +88,9 @@ export function measureTasks(): ListrTask<MeasureCtx>[] {
     {
       title: 'Binary size before and after UPX',
       task: async (ctx, task) => {
-        const docker = need(ctx.docker, 'the Docker engine')
         const out = mkdtempSync(join(tmpdir(), 'doc-server-artifacts-'))
         try {
-          await buildImage({ docker: docker, context: ctx.root, dockerfile: dockerfile(ctx.root), target: 'artifacts', outputDir: out })
+          await buildImage({ builder: need(ctx.builder, 'BuildKit'), context: ctx.root, dockerfile: dockerfile(ctx.root), buildArgs: need(ctx.bases, 'the base images'), target: 'artifacts', outputDir: out })
           ctx.binary = { bytesBeforeUpx: statSync(join(out, 'doc-server.unpacked')).size, bytesAfterUpx: statSync(join(out, 'doc-server')).size }
         } finally {
           rmSync(out, { recursive: true, force: true })
@@ -96,8 +101,7 @@ export function measureTasks(): ListrTask<MeasureCtx>[] {
     {
       title: 'Cold build inputs: recipe, Dockerfile, toolchain, base images',
       task: async (ctx, task) => {
-        const docker = need(ctx.docker, 'the Docker engine')
-        ctx.inputs = await currentColdInputs(docker, ctx.config.cacheDir, ctx.root)
+        ctx.inputs = await currentColdInputs(need(ctx.bases, 'the base images'), ctx.config.cacheDir, ctx.root)
         const record = readColdRecord(measureStateFiles(ctx.config.cacheDir).cold)
         const d = decideCold(record, ctx.inputs, ctx.forceCold)
         ctx.coldRun = d.cold || !record ? { measured: true, commit: ctx.built.commit.sha, date: new Date().toISOString(), why: d.why } : { measured: false, commit: record.commit, date: record.date, why: d.why }
@@ -113,7 +117,7 @@ export function measureTasks(): ListrTask<MeasureCtx>[] {
         // Reusing the cold figure, the first build only primes the cache (usually all cached after the build stage).
         const coldRun = need(ctx.coldRun, 'the cold-build decision')
         const inputs = need(ctx.inputs, 'the cold-build inputs')
-        const cw = await coldAndWarmBuilds({ docker, root: ctx.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, noCache: coldRun.measured })
+        const cw = await coldAndWarmBuilds({ builder: need(ctx.builder, 'BuildKit'), docker, root: ctx.root, dockerfile: 'Dockerfile.optimized', buildArgs: need(ctx.bases, 'the base images'), changeFile: CODE_CHANGE_FILE, noCache: coldRun.measured })
         if (coldRun.measured) {
           ctx.cold = cw.coldSeconds
           writeJson(files.cold, { inputs, coldSeconds: ctx.cold, commit: coldRun.commit, date: coldRun.date })

@@ -54,7 +54,7 @@ t('a cook step that ran is not a cache hit', () => {
 t('a compile error names the Dockerfile step and the compiler\'s first error', () => {
   const text = fixture('compile-error.txt')
   const err = buildFailure(parseBuildOutput(text), text)
-  assert.is(err.message, 'docker build failed at [build 3/4] RUN cargo auditable build --release --locked --bin doc-server && …: error: this file contains an unclosed delimiter')
+  assert.is(err.message, 'image build failed at [build 3/4] RUN cargo auditable build --release --locked --bin doc-server && …: error: this file contains an unclosed delimiter')
   assert.match(err.details ?? '', /--> crates\/doc-server\/src\/main\.rs:\d+:\d+/)
   assert.match(err.details ?? '', /error: could not compile `doc-server`/)
   assert.ok((err.details ?? '').split('\n').length <= 40, 'the error block, not the whole log')
@@ -64,12 +64,12 @@ t('a compile error names the Dockerfile step and the compiler\'s first error', (
 t('a failing step without a compiler error shows the tool\'s own last words', () => {
   const text = fixture('upx-env-error.txt')
   const err = buildFailure(parseBuildOutput(text), text)
-  assert.match(err.message, /^docker build failed at \[build 4\/4\] RUN if .*: upx: invalid string 'true' in environment variable 'UPX'$/)
+  assert.match(err.message, /^image build failed at \[build 4\/4\] RUN if .*: upx: invalid string 'true' in environment variable 'UPX'$/)
 })
 
 t('a failure outside any step still gives one line', () => {
   const text = 'failed to solve with frontend dockerfile.v0: failed to read dockerfile: open Dockerfile: no such file or directory\n'
-  assert.match(buildFailure(parseBuildOutput(text), text).message, /^docker build failed: failed to solve with frontend dockerfile\.v0/)
+  assert.match(buildFailure(parseBuildOutput(text), text).message, /^image build failed: failed to solve with frontend dockerfile\.v0/)
 })
 
 t('step labels drop mount flags and stay short', () => {
@@ -95,6 +95,8 @@ t('OCI labels carry the commit, its date, and never credentials from the remote 
   assert.is(args.SOURCE, 'https://github.com/acme/doc.git')
   assert.is(args.REVISION, sha)
   assert.match(args.CREATED!, /^\d{4}-\d\d-\d\dT/)
+  // The commit's time, twice: the label people read, and the epoch BuildKit dates the image by.
+  assert.is(Number(args.SOURCE_DATE_EPOCH) * 1000, Date.parse(args.CREATED!))
   const gh = await ociBuildArgs(dir, sha, { GITHUB_REPOSITORY: 'acme/doc', GITHUB_SERVER_URL: 'https://github.com' })
   assert.is(gh.SOURCE, 'https://github.com/acme/doc')
 })

@@ -47,9 +47,9 @@ interface Workflow {
 const FILE = join(WORKFLOWS_DIR, 'ci.yml')
 const TEXT = readFileSync(FILE, 'utf8')
 const wf = parse(TEXT) as Workflow
-const JOBS = ['lint-test', 'build-image', 'scan-image', 'pull-request', 'deploy']
-/** The jobs that run the pipeline's stages for pushes; pull-request runs build and scan read-only instead of build-image and scan-image. */
-const STAGE_JOBS = JOBS.filter((j) => j !== 'pull-request')
+const JOBS = ['lint-test', 'build-image', 'scan-image', 'rebuild-image', 'pull-request', 'deploy']
+/** The jobs that run the pipeline's stages for pushes; pull-request runs build and scan read-only instead of build-image and scan-image, and rebuild-image runs a task outside the `ci:build` chain, beside the scan. */
+const STAGE_JOBS = JOBS.filter((j) => j !== 'pull-request' && j !== 'rebuild-image')
 
 const needsOf = (job: Job) => (job.needs === undefined ? [] : ([] as string[]).concat(job.needs))
 const tasksRun = (job: Job) => job.steps.flatMap((s) => [...(s.run ?? '').matchAll(/\btsx\s+tasks\/([\w-]+)\.ts\b/g)].map((m) => m[1]!))
@@ -70,13 +70,15 @@ function jobOrder(jobs: Record<string, Job>): string[] {
 
 const t = suite('workflow')
 
-t('jobs chained by needs: lint-test → build-image → scan-image → deploy, and pull-request beside them', () => {
+t('jobs chained by needs: lint-test → build-image → scan-image and rebuild-image side by side → deploy, and pull-request beside them', () => {
   assert.equal(Object.keys(wf.jobs), JOBS)
   assert.equal(needsOf(wf.jobs['lint-test']!), [])
   assert.equal(needsOf(wf.jobs['build-image']!), ['lint-test'])
   assert.equal(needsOf(wf.jobs['scan-image']!), ['build-image'])
+  assert.equal(needsOf(wf.jobs['rebuild-image']!), ['build-image'], 'the rebuild waits for nothing but the build: it runs beside the scan')
   assert.equal(needsOf(wf.jobs['pull-request']!), ['lint-test'])
   assert.ok(needsOf(wf.jobs.deploy!).includes('scan-image'), 'deploy waits for the scan gate')
+  assert.ok(needsOf(wf.jobs.deploy!).includes('rebuild-image'), 'deploy waits for the rebuild and its attestation')
   assert.equal(jobOrder(wf.jobs), JOBS)
 })
 
@@ -86,6 +88,23 @@ t('the jobs run the stages in the order of `npm run ci:build`', () => {
   assert.equal(stagesByJob.flat(), ORDER.map((s) => s.file))
   // The first job carries the name the local run gives that stage.
   assert.is(JOBS[0], ORDER[0].name)
+  assert.equal(tasksRun(wf.jobs['rebuild-image']!), ['rebuild'])
+})
+
+t('the rebuild: the digest main pushed, only, on a runner and builder of its own with the pinned BuildKit, no cache, attested', () => {
+  const job = wf.jobs['rebuild-image']!
+  assert.match(job.if ?? '', /github\.ref == 'refs\/heads\/main'/)
+  assert.match(job.if ?? '', /needs\.build-image\.outputs\.digest != ''/)
+  assert.match(job.if ?? '', /github\.event_name != 'pull_request'/)
+  const [buildx] = usesOf(job, 'docker/setup-buildx-action')
+  assert.is(buildx!.with!['driver-opts'], `image=moby/buildkit:${VERSIONS.buildkit}`)
+  const step = stepRunning(job, 'rebuild')!
+  assert.is(step.env!.BUILDKIT_HOST, `docker-container://buildx_buildkit_\${{ steps.${buildx!.id}.outputs.name }}0`)
+  assert.not.ok(JSON.stringify(job).includes('ghaction-github-runtime'), 'no cache token: the rebuild imports no cache')
+  assert.not.ok(Object.keys(step.env!).some((k) => k.startsWith('BUILD_CACHE')), 'no cache import or export')
+  assert.ok(usesOf(job, 'actions/download-artifact').some((s) => s.with!.name === 'reports-build-image'), 'it rebuilds the digest build-image pushed')
+  // A skipped rebuild (any branch but main) must not hold back dev; a failed one stops the deploy.
+  assert.match(wf.jobs.deploy!.if ?? '', /!cancelled\(\) && !failure\(\)/)
 })
 
 t('every task a step runs exists', () => {
@@ -124,13 +143,13 @@ t('permissions are least privilege, job by job', () => {
     assert.is(job.permissions!.contents, 'read', `${name}: contents: read`)
     return [name, Object.entries(job.permissions!).filter(([, v]) => v === 'write').map(([k]) => k)]
   }))
-  assert.equal(writes, { 'lint-test': [], 'build-image': ['packages', 'id-token'], 'scan-image': ['packages', 'security-events', 'id-token'], 'pull-request': ['security-events'], deploy: [] })
+  assert.equal(writes, { 'lint-test': [], 'build-image': ['packages', 'id-token'], 'scan-image': ['packages', 'security-events', 'id-token'], 'rebuild-image': ['packages', 'id-token'], 'pull-request': ['security-events'], deploy: [] })
   assert.not.match(TEXT, /write-all|read-all/)
 })
 
 t('keyless signing: id-token only on the jobs that sign; deploy reads signatures from the registry and verifies them', () => {
   const withIdToken = Object.entries(wf.jobs).filter(([, j]) => j.permissions?.['id-token'] !== undefined).map(([n]) => n)
-  assert.equal(withIdToken, ['build-image', 'scan-image'])
+  assert.equal(withIdToken, ['build-image', 'scan-image', 'rebuild-image'])
   assert.is(wf.jobs.deploy!.permissions!.packages, 'read')
   const steps = wf.jobs.deploy!.steps
   const login = steps.findIndex((s) => /docker login ghcr\.io/.test(s.run ?? ''))
@@ -179,7 +198,7 @@ t('pull requests: build and scan with a read-only token; the jobs that push and 
 
 t('GHCR with GITHUB_TOKEN, handed only to the steps that talk to the registry', () => {
   const holders = Object.entries(wf.jobs).flatMap(([name, job]) => job.steps.filter((s) => JSON.stringify(s).includes('secrets.GITHUB_TOKEN')).map((s) => `${name}: ${s.name}`))
-  assert.equal(holders, ['build-image: build', 'build-image: measure', 'scan-image: Log in to ghcr.io to pull the image by digest and attach attestations', 'deploy: Log in to ghcr.io to read signatures and attestations'])
+  assert.equal(holders, ['build-image: build', 'build-image: measure', 'scan-image: Log in to ghcr.io to pull the image by digest and attach attestations', 'rebuild-image: Log in to ghcr.io to read the provenance and attach the rebuild attestation', 'rebuild-image: rebuild ${{ needs.build-image.outputs.digest }}', 'deploy: Log in to ghcr.io to read signatures and attestations'])
   const scan = wf.jobs['scan-image']!
   const login = scan.steps.find((s) => s.name?.startsWith('Log in to ghcr.io'))!
   assert.match(login.run!, /^docker login ghcr\.io --username "\$GITHUB_ACTOR" --password-stdin/, 'the token goes through stdin, never argv')
@@ -212,7 +231,7 @@ t('the digest travels as a job output and the reports as artifacts', () => {
   assert.ok(downloaded(wf.jobs['scan-image']!).includes('reports-build-image'))
   assert.ok(uploaded(wf.jobs['scan-image']!).includes('reports-scan-image'))
   assert.equal(downloaded(wf.jobs.deploy!), ['reports-scan-image'], 'deploy reads the reports scan passed')
-  for (const name of ['build-image', 'scan-image', 'deploy']) {
+  for (const name of ['build-image', 'scan-image', 'rebuild-image', 'deploy']) {
     const reports = usesOf(wf.jobs[name]!, 'actions/upload-artifact').filter((s) => String(s.with!.name).startsWith('reports-'))
     assert.is(reports.length, 1, `${name} uploads its reports`)
     assert.is(reports[0]!.if, 'always()', `${name} keeps its reports when it fails`)
@@ -238,11 +257,14 @@ t('caches: rust-cache for lint-test, BuildKit in the GitHub cache, the Trivy DB'
   const env = stepRunning(build, 'build')!.env!
   assert.match(env.BUILD_CACHE_FROM!, /^type=gha,.*scope=doc-server-image/)
   assert.match(env.BUILD_CACHE_TO!, /^type=gha,.*mode=max.*scope=doc-server-image/)
-  // Only the build step uses the cache-exporting builder; measure's builds keep the engine's.
+  // Every build of the job (the build and measure's) runs on one builder: the pinned BuildKit, driven by buildctl.
   const [buildx] = usesOf(build, 'docker/setup-buildx-action')
   assert.is(buildx!.with!.use, false)
-  assert.is(env.BUILDX_BUILDER, `\${{ steps.${buildx!.id}.outputs.name }}`)
-  assert.is(stepRunning(build, 'measure')!.env?.BUILDX_BUILDER, undefined)
+  assert.is(buildx!.with!['driver-opts'], `image=moby/buildkit:${VERSIONS.buildkit}`)
+  const host = `docker-container://buildx_buildkit_\${{ steps.${buildx!.id}.outputs.name }}0`
+  assert.is(env.BUILDKIT_HOST, host)
+  assert.is(stepRunning(build, 'measure')!.env?.BUILDKIT_HOST, host)
+  assert.ok(usesOf(build, 'actions/setup-go').length === 1, 'Go builds the pinned buildctl')
   const steps = build.steps.map((s) => s.uses?.split('@')[0] ?? s.run)
   const runtime = steps.indexOf('crazy-max/ghaction-github-runtime')
   assert.ok(steps.indexOf('docker/setup-buildx-action') < runtime && runtime === steps.indexOf('npx tsx tasks/build.ts') - 1, 'the cache token is exposed right before the build')

@@ -65,7 +65,7 @@ t('every action is on a release that runs on Node 24, and Node 24 is what the jo
 
 t('each job caches the tools it builds under a key of its own', () => {
   const keys = jobs.flatMap(({ id, job }) => job.steps.filter((s) => s.uses?.startsWith('actions/cache@') && String(s.with?.path ?? '').includes('doc-server-ci/tools')).map((s) => ({ id, key: String(s.with!.key) })))
-  assert.ok(keys.length >= 4, 'scan-image, deploy, rescan and the toolkit job cache their tools')
+  assert.ok(keys.length >= 6, 'build-image, rebuild-image, scan-image, deploy, rescan and the toolkit job cache their tools')
   for (const a of keys) {
     const shared = keys.filter((b) => b !== a && b.key === a.key)
     assert.equal(shared.map((b) => b.id), [], `${a.id} shares its tools cache key ${a.key}: the first job to save wins and the other never saves what it built`)
@@ -73,7 +73,7 @@ t('each job caches the tools it builds under a key of its own', () => {
   }
   // Whoever builds tools caches them.
   for (const { id, job } of jobs) {
-    const builds = job.steps.some((s) => /tsx tasks\/(scan|deploy|rescan)\.ts|npm test/.test(s.run ?? ''))
+    const builds = job.steps.some((s) => /tsx tasks\/(build|rebuild|scan|deploy|rescan)\.ts|npm test/.test(s.run ?? ''))
     if (builds) assert.ok(keys.some((k) => k.id === id), `${id} builds pinned tools but caches none`)
   }
 })

@@ -10,6 +10,7 @@ import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../../lib/buil
 import { withTomlSettings } from '../../lib/build/measure.ts'
 import { median } from '../../lib/core/stats.ts'
 import { say } from '../../lib/core/output.ts'
+import type { Builder,EngineBuilder } from '../../lib/build/docker.ts'
 
 export interface WarmOption {
   name: string
@@ -53,14 +54,14 @@ export interface WarmOptionResult {
  * Runs `rounds` rounds; in each, every option builds once (a first build that
  * primes its layers, then the measured warm build after a code-only change).
  */
-export async function measureWarmOptions(opts: { docker: string; root: string; rounds: number; options?: readonly WarmOption[] }): Promise<WarmOptionResult[]> {
+export async function measureWarmOptions(opts: { builder: Builder | EngineBuilder; docker: string; bases: Record<string, string>; root: string; rounds: number; options?: readonly WarmOption[] }): Promise<WarmOptionResult[]> {
   const options = opts.options ?? WARM_OPTIONS
   const runs: ColdWarm[][] = options.map(() => [])
   for (let round = 1; round <= opts.rounds; round++) {
     for (const [i, option] of options.entries()) {
       say(`round ${round}/${opts.rounds}: ${option.name}`)
       const prepare = (copy: string) => applyOption(copy, option)
-      runs[i]!.push(await coldAndWarmBuilds({ docker: opts.docker, root: opts.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, buildArgs: option.buildArgs ?? {}, noCache: false, prepare }))
+      runs[i]!.push(await coldAndWarmBuilds({ builder: opts.builder, docker: opts.docker, root: opts.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, buildArgs: { ...opts.bases, ...option.buildArgs }, noCache: false, prepare }))
     }
   }
   return options.map((option, i) => summarizeRounds(option.name, runs[i]!))

@@ -72,7 +72,8 @@ export function buildBreakdown(steps: readonly BuildStep[], totalSeconds: number
   const packing = at(/^packing: upx\b/)
   const strip = Math.max(0, (packing ?? stepSeconds) - cargo)
   const upx = packing !== undefined ? Math.max(0, stepSeconds - packing) : (steps.find((s) => !s.cached && /\bupx\b/.test(s.name) && !/apt-get/.test(s.name) && s !== compile)?.seconds ?? 0)
-  const exp = steps.filter((s) => /^exporting to image/.test(s.name)).reduce((a, s) => a + (s.seconds ?? 0), 0)
+  // `exporting to image` (a push), `… docker image format` (loaded into the engine), `… oci image format`, the cache export.
+  const exp = steps.filter((s) => /^exporting (to|cache)\b/.test(s.name)).reduce((a, s) => a + (s.seconds ?? 0), 0)
   const r = (n: number) => Math.round(n * 10) / 10
   return { 'compile+link': r(cargo), 'strip+sections': r(strip), upx: r(upx), export: r(exp), other: r(Math.max(0, totalSeconds - cargo - strip - upx - exp)) }
 }
@@ -111,7 +112,7 @@ export function buildFailure(steps: readonly BuildStep[], rawOutput: string): Pi
     // cause; its usage hint (`See 'docker build --help'.`) and usage text are not.
     const lines = rawOutput.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !USAGE_HINT.test(l))
     const why = [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ?? [...lines].reverse().find((l) => CLIENT_ERROR.test(l)) ?? lines.at(-1) ?? 'no output'
-    return new PipelineError(`docker build failed: ${why}`, outputDetails(rawOutput, 20))
+    return new PipelineError(`image build failed: ${why}`, outputDetails(rawOutput, 20))
   }
   const out = failed.output
   const at = out.findIndex((l) => /^error(\[E\d+\])?: /.test(l) && !/^error: could not compile/.test(l))
@@ -127,5 +128,5 @@ export function buildFailure(steps: readonly BuildStep[], rawOutput: string): Pi
   }
   // DEBUG: the whole build log, every step, not only the failing one's.
   if (debugOn()) details = rawOutput.replace(/\s+$/, '')
-  return new PipelineError(`docker build failed at ${stepLabel(failed.name)}: ${first.trim()}`, details)
+  return new PipelineError(`image build failed at ${stepLabel(failed.name)}: ${first.trim()}`, details)
 }

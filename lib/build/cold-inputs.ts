@@ -11,8 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
-import { imageId } from './docker.ts'
+import { VERSIONS } from '../tools/versions.ts'
 import { ensureCargoTool } from '../tools/cargo.ts'
 import { writeJson } from '../core/json.ts'
 
@@ -171,10 +170,15 @@ export function explainCookMiss(previous: ColdInputs | undefined, now: ColdInput
   return 'cook step not cached though no recipe input changed since the last run: BuildKit evicted the layer, or cook and build differ in target, profile or RUSTFLAGS'
 }
 
-/** This workspace's cold inputs on this machine: what the cook step's cache key is made of. */
-export async function currentColdInputs(docker: string, cacheDir: string, root: string): Promise<ColdInputs> {
+/**
+ * This workspace's cold inputs on this machine: what the cook step's cache
+ * key is made of. `bases` are the base-image build arguments as the build
+ * passes them (pinned by digest), so a rebuilt stand-in or a moved tag shows.
+ */
+export async function currentColdInputs(bases: Record<string, string>, cacheDir: string, root: string): Promise<ColdInputs> {
   const chef = await ensureCargoTool(cacheDir, 'cargo-chef', VERSIONS.cargoChef)
-  const baseImages = { chef: await imageId(docker, BASE_IMAGES.chef), runtime: await imageId(docker, BASE_IMAGES.runtime) }
+  const digest = (arg: string) => /@(sha256:[a-f0-9]{64})$/.exec(bases[arg] ?? '')?.[1] ?? bases[arg] ?? '(none)'
+  const baseImages = { chef: digest('CHEF_IMAGE'), runtime: digest('RUNTIME_IMAGE') }
   const toolchain = `rust ${VERSIONS.rust}, cargo-chef ${VERSIONS.cargoChef}, cargo-auditable ${VERSIONS.cargoAuditable}`
   return coldInputs({ recipe: await prepareRecipe(chef, root), dockerfile: readFileSync(join(root, 'Dockerfile.optimized'), 'utf8'), toolchain, baseImages })
 }

@@ -2,7 +2,7 @@ import { appendFileSync,readFileSync,rmSync,statSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildBreakdown,compiledCrates } from './buildkit-log.ts'
 import { removeImage,imageBytes } from './registry.ts'
-import { buildImage, copyBuildContext } from './docker.ts'
+import { buildImage,copyBuildContext,type Builder,type EngineBuilder } from './docker.ts'
 
 export interface ColdWarm {
   coldSeconds: number
@@ -34,6 +34,8 @@ export const CODE_CHANGE_FILE = join('crates', 'doc-server', 'src', 'server.rs')
  * (it reuses what is cached), for comparing variants that share layers.
  */
 export async function coldAndWarmBuilds(opts: {
+  builder: Builder | EngineBuilder
+  /** The engine the warm image is loaded into, for its size. */
   docker: string
   root: string
   dockerfile: string
@@ -44,12 +46,12 @@ export async function coldAndWarmBuilds(opts: {
 }): Promise<ColdWarm> {
   const copy = copyBuildContext(opts.root, 'doc-server-coldwarm-')
   const tag = `doc-server-coldwarm:${process.pid}`
-  const base = { docker: opts.docker, context: copy, dockerfile: join(copy, opts.dockerfile), buildArgs: opts.buildArgs ?? {} }
+  const base = { builder: opts.builder, context: copy, dockerfile: join(copy, opts.dockerfile), buildArgs: opts.buildArgs ?? {} }
   try {
     opts.prepare?.(copy)
-    const cold = await buildImage({ ...base, noCache: opts.noCache ?? true, tags: [`${tag}-cold`] })
+    const cold = await buildImage({ ...base, noCache: opts.noCache ?? true, load: { docker: opts.docker, name: `${tag}-cold` } })
     appendFileSync(join(copy, opts.changeFile), `\n// code-only change for a warm build: ${Date.now()}\n`)
-    const warm = await buildImage({ ...base, tags: [`${tag}-warm`] })
+    const warm = await buildImage({ ...base, load: { docker: opts.docker, name: `${tag}-warm` } })
     const compileStep = [...warm.steps].reverse().find((s) => /cargo (auditable )?build/.test(s.name))
     let binaryBytes: number | null = null
     let packedBytes: number | null = null

@@ -20,9 +20,10 @@ export const VARIABLES = [
   { name: 'PUSH', default: 'auto', meaning: '`auto` pushes on main, feature/* and local runs, never for pull requests; `true` or `false` force it.' },
   { name: 'REGISTRY_USER', default: '(none; GitHub Actions: GITHUB_ACTOR)', meaning: 'Registry login user; no login when empty.' },
   { name: 'REGISTRY_TOKEN', default: '(none; GitHub Actions: GITHUB_TOKEN)', meaning: 'Registry password or token. Never printed or written to a report.' },
-  { name: 'DOCKER', default: '/usr/bin/docker when present, else docker on PATH', meaning: 'Docker client used for builds (it must support BuildKit).' },
-  { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit `--cache-from` for the image build, e.g. the GitHub cache backend; setting it or BUILD_CACHE_TO also passes `--load`, so the docker build must be buildx (refused up front otherwise).' },
-  { name: 'BUILD_CACHE_TO', default: '(none; the workflow: type=gha,mode=max,scope=doc-server-image)', meaning: 'BuildKit `--cache-to` for the image build; `mode=max` keeps the cook layer.' },
+  { name: 'DOCKER', default: '/usr/bin/docker when present, else docker on PATH', meaning: 'Docker client that pulls and runs the built image (images are built by BuildKit, see BUILDKIT_HOST).' },
+  { name: 'BUILDKIT_HOST', default: '(none: the local buildkitd, started by the pipeline; the workflow: its setup-buildx-action builder, docker-container://…)', meaning: 'BuildKit daemon the pinned buildctl builds with; it must run the pinned BuildKit version. Empty starts the local one, whose docker.io and gcr.io are mirrored by the local registry.' },
+  { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit cache import for the image build (`--import-cache`), e.g. `type=gha,scope=…` or `type=registry,ref=127.0.0.1:5000/local/agent-docs:buildcache`.' },
+  { name: 'BUILD_CACHE_TO', default: '(none; the workflow: type=gha,mode=max,scope=doc-server-image)', meaning: 'BuildKit cache export for the image build (`--export-cache`); `mode=max` keeps the cook layer.' },
   { name: 'SCAN_SEVERITIES', default: '(.scan-policy.yaml)', meaning: 'Severities that block the scan gate, overriding the committed policy for an experiment; a scan under any other policy than the committed one is never deployable.' },
   { name: 'SCAN_IGNORE_UNFIXED', default: '(.scan-policy.yaml)', meaning: 'When true, findings without a fixed version do not block (an override of the committed policy: not deployable).' },
   { name: 'SCAN_IGNORE_FILE', default: '(.scan-policy.yaml: .trivyignore.yaml)', meaning: 'Ignore file; each entry needs a statement and an expiry date. Another file than the committed one is an override: not deployable.' },
@@ -57,6 +58,7 @@ export interface Config {
   registryUser: string | undefined
   registryToken: string | undefined
   docker: string
+  buildkitHost: string | undefined
   buildCacheFrom: string | undefined
   buildCacheTo: string | undefined
   /** Overrides of the committed scan policy (.scan-policy.yaml); undefined when not set. */
@@ -114,6 +116,13 @@ function dbRepository(value: string | undefined): string | undefined {
   if (!/^[a-z0-9.-]+(:\d{1,5})?\/[a-z0-9._/-]+:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/.test(value)) {
     throw bad('TRIVY_DB_REPOSITORY', value, 'a registry repository with a tag, like 127.0.0.1:5000/local/trivy-db:2 or mirror.example.com/aquasec/trivy-db:2')
   }
+  return value
+}
+
+/** A BuildKit address as buildctl takes it (unix://, tcp://, docker-container://, …). */
+function buildkitHost(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined
+  if (!/^[a-z][a-z0-9+.-]*:\/\/\S+$/.test(value)) throw bad('BUILDKIT_HOST', value, 'a BuildKit address like unix:///run/buildkit/buildkitd.sock or docker-container://buildx_buildkit_builder0')
   return value
 }
 
@@ -209,6 +218,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     registryUser: get('REGISTRY_USER') ?? (github ? env.GITHUB_ACTOR : undefined),
     registryToken: get('REGISTRY_TOKEN') ?? (github ? env.GITHUB_TOKEN : undefined),
     docker: get('DOCKER') ?? (existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker'),
+    buildkitHost: buildkitHost(get('BUILDKIT_HOST')),
     buildCacheFrom: get('BUILD_CACHE_FROM'),
     buildCacheTo: get('BUILD_CACHE_TO'),
     scanSeverities: severities,

@@ -107,6 +107,22 @@ export const RescanReport = z.object({
   findings: z.array(finding),
 })
 
+/** The independent rebuild of a pushed digest (tasks/rebuild.ts). */
+export const RebuildReport = z.object({
+  image: z.string().min(1),
+  commit: z.string().nullable(),
+  rebuiltDigest: digest.nullable(),
+  match: z.boolean(),
+  /** What differs, one phrase per layer or config field; empty on a match. */
+  differences: z.array(z.string()),
+  builder: z.string().nullable(),
+  buildSeconds: z.number().nullable(),
+  seconds: z.number(),
+  /** Who signed the rebuild attestation; null when nothing was attested. */
+  attestedBy: z.string().nullable(),
+  error: z.string().nullable(),
+})
+
 const stageRow = z.object({ stage: z.string(), result: z.string(), seconds: z.number() })
 
 export const CiReport = z.object({ stages: z.array(stageRow) })
@@ -123,6 +139,7 @@ export const REPORTS = {
   scan: ScanReport,
   deploy: DeployReport,
   rescan: RescanReport,
+  rebuild: RebuildReport,
   ci: CiReport,
   'bench-feedback': BenchFeedbackReport,
 } as const

@@ -43,6 +43,8 @@ const Environment = z.strictObject({
     .default({ dbMaxAge: 72 * 3600, dbSources: ['remote', 'local'] }),
   /** Whether `--allow-older` may roll the release back: never, only with `--reason`, or freely. */
   allowOlder: z.enum(['never', 'with-reason', 'free']).default('with-reason'),
+  /** `required`: deploy refuses a digest without a signed rebuild attestation (an independent rebuild of its commit gave it). */
+  rebuild: z.enum(['required', 'optional']).default('optional'),
 })
 
 export type Environment = z.output<typeof Environment>
@@ -72,6 +74,7 @@ export const LOCAL_ENVIRONMENT: Environment = {
   scanSigners: [],
   scan: { dbMaxAge: 30 * 86_400, dbSources: ['remote', 'local'] },
   allowOlder: 'free',
+  rebuild: 'optional',
 }
 
 /**

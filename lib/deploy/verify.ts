@@ -14,6 +14,7 @@ import { committedPolicy,policyDigest,type AppliedPolicy } from '../scan/committ
 import type { Environment } from './environments.ts'
 import { existsSync } from 'node:fs'
 import { ensureCosign } from '../tools/cosign.ts'
+import { REBUILD_PREDICATE_TYPE,checkRebuild,type RebuildVerdict } from '../sign/rebuild.ts'
 import { quietly, say } from '../core/output.ts'
 
 /** What reports/deploy.json records under `verified`. */
@@ -22,6 +23,8 @@ export interface Verified {
   scan: ScanVerdict
   provenance: ProvenanceVerdict
   sbom: { attestation: string }
+  /** The matching independent rebuild, when the environment requires one (null otherwise). */
+  rebuild: RebuildVerdict | null
   /** Said aloud when the check was relaxed (a dirty build on the local cluster). */
   note: string | null
 }
@@ -44,6 +47,8 @@ export interface VerifyOptions {
   maxAgeSecs: number
   db: { maxAgeSecs: number; sources: readonly string[] }
   allowDirty: boolean
+  /** The environment requires a rebuild attestation (environments.yaml `rebuild: required`). */
+  requireRebuild?: boolean
   now?: Date
   /** Receives cosign's commands and whole output (the report's details), also when a check fails. */
   log?: string[]
@@ -95,11 +100,14 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
   const sboms = forDigest(required(byImageSigner, bundles.length, o, SBOM_PREDICATE_TYPE, o.imageSigners), o.digest, SBOM_PREDICATE_TYPE, 'SBOM')
   const sbom = sboms[sboms.length - 1]!.digest
   say(`SBOM: CycloneDX (attestation ${short(sbom)})`)
+  const rebuild = o.requireRebuild ? checkRebuild(required(byImageSigner, bundles.length, o, REBUILD_PREDICATE_TYPE, o.imageSigners), { digest: o.digest, commit: provenance.commit }) : null
+  if (rebuild) say(`rebuild: the commit rebuilt from a clean clone with nothing cached gave this digest, at ${rebuild.rebuiltAt} by ${rebuild.builder} (attestation ${short(rebuild.attestation)})`)
   return {
     identity,
     scan,
     provenance,
     sbom: { attestation: sbom },
+    rebuild,
     note: provenance.dirty ? 'built from a working tree with uncommitted changes: accepted by the local cluster only' : null,
   }
 }
@@ -138,6 +146,8 @@ export async function verifyForDeploy(config: Config, image: { repository: strin
     maxAgeSecs,
     db: { maxAgeSecs: env.settings.scan.dbMaxAge, sources: env.settings.scan.dbSources },
     allowDirty: env.local,
+    // Declared per environment: a real cluster whose environment says `rebuild: required`.
+    requireRebuild: env.settings.rebuild === 'required',
     ...(log ? { log } : {}),
   })
 }

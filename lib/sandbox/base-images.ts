@@ -9,6 +9,8 @@ import { dockerEnv } from '../build/docker.ts'
 import { ensureCargoTool } from '../tools/cargo.ts'
 import { imageExists } from '../build/docker.ts'
 import { say } from '../core/output.ts'
+import { parseImageName,pinnedName,pushImage,tagImage } from '../build/registry.ts'
+import { LOCAL_REGISTRY } from '../core/config.ts'
 
 export type BaseImageSource = 'present' | 'pulled' | 'stand-in'
 
@@ -58,6 +60,27 @@ export async function ensureBaseImages(docker: string, cache: string, names: rea
     say(`${name} cannot be pulled: building a stand-in under the same name (once per machine)`)
     await build(docker, name, cache)
     out.push({ name, source: 'stand-in' })
+  }
+  return out
+}
+
+/**
+ * The base images where this machine's BuildKit pulls them: buildkitd reads
+ * docker.io and gcr.io through the local registry (its mirror config), so each
+ * image the engine holds (a stand-in, or a pulled one) is pushed there under
+ * its repository path and tag (`gcr.io/distroless/static-debian12:nonroot`
+ * becomes `<registry>/distroless/static-debian12:nonroot`). Returns each
+ * name pinned to the digest the registry gave it; pushing again is cheap
+ * (every layer is already there) and keeps the registry's copy equal to the
+ * engine's after a stand-in is rebuilt.
+ */
+export async function publishBaseImages(docker: string, names: readonly string[], registry = LOCAL_REGISTRY): Promise<Record<string, string>> {
+  const out: Record<string, string> = {}
+  for (const name of names) {
+    const n = parseImageName(name)
+    const target = `${registry}/${n.repository}:${n.tag ?? 'latest'}`
+    await tagImage(docker, name, target)
+    out[name] = pinnedName(name, (await pushImage(docker, target)).digest)
   }
   return out
 }

@@ -22,8 +22,8 @@ export interface ClusterBinaries {
   helm: string
 }
 
-/** A module built through a generated wrapper module, because its own go.mod has `replace` directives. */
-interface WrapperBuild {
+/** A module built through a generated wrapper module, because its own go.mod has `replace` or `exclude` directives. */
+export interface WrapperBuild {
   name: string
   version: string
   goMod: string
@@ -32,6 +32,8 @@ interface WrapperBuild {
   /** Only these binaries are needed now (e.g. kubectl for a remote cluster); all when absent. */
   only?: string[]
   ldflags: string
+  /** Go build tags, as the module's own release build passes them. */
+  tags?: string[]
 }
 
 function goEnv(): NodeJS.ProcessEnv {
@@ -44,7 +46,7 @@ function goEnv(): NodeJS.ProcessEnv {
  * All mains go through one `go build` so they share compiled packages; the
  * binaries are moved into place only after the whole build succeeded.
  */
-async function buildWrapper(cache: string, spec: WrapperBuild): Promise<Record<string, string>> {
+export async function buildWrapper(cache: string, spec: WrapperBuild): Promise<Record<string, string>> {
   const dir = join(cache, 'tools', spec.name, spec.version)
   const paths = Object.fromEntries(spec.mains.map((m) => [m.binary, join(dir, m.binary)]))
   const wanted = spec.mains.filter((m) => !spec.only || spec.only.includes(m.binary))
@@ -71,7 +73,7 @@ async function build(spec: WrapperBuild, work: string, dir: string, wanted: Wrap
   mkdirSync(out, { recursive: true })
   const started = performance.now()
   say(`building ${wanted.map((m) => m.binary).join(', ')} ${spec.version} (once per machine; the first build takes long)`)
-  await run(['go', 'build', '-trimpath', `-ldflags=${spec.ldflags}`, '-o', `${out}/`, ...wanted.map((m) => m.pkg)], { cwd: work, env })
+  await run(['go', 'build', '-trimpath', `-ldflags=${spec.ldflags}`, ...(spec.tags?.length ? [`-tags=${spec.tags.join(',')}`] : []), '-o', `${out}/`, ...wanted.map((m) => m.pkg)], { cwd: work, env })
   mkdirSync(dir, { recursive: true })
   for (const m of wanted) {
     const built = join(out, goBinaryName(m.pkg))
@@ -110,7 +112,7 @@ export function kubeLdflags(kubeVersion: string): string {
   return ['-s', '-w', ...flags].join(' ')
 }
 
-async function moduleGoMod(mod: string, version: string): Promise<string> {
+export async function moduleGoMod(mod: string, version: string): Promise<string> {
   const r = await run(['go', 'mod', 'download', '-json', `${mod}@${version}`], { env: goEnv() })
   const info = JSON.parse(r.stdout) as { GoMod?: string; Error?: string }
   if (!info.GoMod) throw new PipelineError(`tools: cannot fetch ${mod}@${version}: ${info.Error ?? 'no go.mod'}`)

@@ -25,6 +25,11 @@ export const VERSIONS = {
   etcd: 'v3.6.16',
   /** Signs and attests the pushed digest; built with `go install` from the Go module proxy (no replaces in its go.mod). */
   cosign: 'v3.1.3',
+  /**
+   * buildkitd and buildctl, built from the Go module proxy (a wrapper module: BuildKit's go.mod
+   * has `exclude` directives); the workflow's setup-buildx-action runs moby/buildkit at this version.
+   */
+  buildkit: 'v0.34.2',
   cargoChef: '0.1.78',
   /** The load generator of `npm run bench:server` and `bench:build -- --runtimes`; built with `cargo install --locked` from crates.io. */
   oha: '1.16.0',

@@ -103,7 +103,7 @@ t('a compile error fails the stage naming the Dockerfile step and the compiler e
     const out = r.stdout + r.stderr
     assert.is.not(r.exitCode, 0)
     const last = out.trim().split('\n').at(-1) ?? ''
-    assert.match(last, /docker build failed at \[build \d+\/\d+\] RUN cargo auditable build/)
+    assert.match(last, /image build failed at \[build \d+\/\d+\] RUN cargo auditable build/)
     assert.match(last, /error(\[E\d+\])?: /, 'the compiler\'s own error line')
     assert.match(out, /src\/main\.rs/, 'the error block points at the file')
   } finally {

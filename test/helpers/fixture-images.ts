@@ -3,7 +3,9 @@ import { join } from 'node:path'
 import { deflateSync } from 'node:zlib'
 import { ensureDebianPackages } from '../../lib/tools/apt.ts'
 import { buildImage } from '../../lib/build/docker.ts'
-import { pushImage,removeImage } from '../../lib/build/registry.ts'
+import { removeImage } from '../../lib/build/registry.ts'
+import { loadConfig } from '../../lib/core/config.ts'
+import { buildkitFor } from '../../lib/sandbox/buildkitd.ts'
 import { LOCAL_REGISTRY } from '../../lib/sandbox/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { run } from '../../lib/core/run.ts'
@@ -47,9 +49,12 @@ export async function pushFixtureImage(docker: string, work: string, kind: Fixtu
   }
   const repository = `${LOCAL_REGISTRY}/local/scan-fixture-${kind}`
   const ref = `${repository}:e2e-${process.pid}`
-  await buildImage({ docker, context: ctx, dockerfile: join(FIXTURE_IMAGES, 'Dockerfile'), tags: [ref], buildArgs: { RUNTIME_IMAGE: base, RUN_ID: `${process.pid}-${Date.now()}` } })
-  const pushed = await pushImage(docker, ref)
-  return { repository, digest: pushed.digest, ref, key }
+  // A public base name reaches BuildKit through the local registry's mirror of its registry; a pushed image directly.
+  const known = (Object.values(BASE_IMAGES) as string[]).includes(base)
+  const setup = await buildkitFor(loadConfig(), docker, known ? [base] : [])
+  const from = known ? setup.bases[base]! : base
+  const built = await buildImage({ builder: setup.builder, context: ctx, dockerfile: join(FIXTURE_IMAGES, 'Dockerfile'), push: [ref], load: { docker, name: ref }, buildArgs: { RUNTIME_IMAGE: from, RUN_ID: `${process.pid}-${Date.now()}` } })
+  return { repository, digest: built.digest!, ref, key }
 }
 
 /** Removes what pushFixtureImage made: the manifest in the shared registry and the local tag. */

@@ -2,8 +2,9 @@ import { mkdirSync,mkdtempSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname,join } from 'node:path'
 import { buildImage,ociBuildArgs } from '../../lib/build/docker.ts'
-import { pushImage,removeImage } from '../../lib/build/registry.ts'
-import type { Config } from '../../lib/core/config.ts'
+import { removeImage } from '../../lib/build/registry.ts'
+import { loadConfig,type Config } from '../../lib/core/config.ts'
+import { ensureBuildkitd } from '../../lib/sandbox/buildkitd.ts'
 import type { GitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { VERSIONS } from '../../lib/tools/versions.ts'
@@ -25,9 +26,10 @@ export async function pushTinyImage(docker: string, repository: string, label: s
   }
   writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY root/ /\n')
   const ref = `${repository}:${label}-${process.pid}-${counter}`
-  await buildImage({ docker, context: ctx, dockerfile: join(ctx, 'Dockerfile'), tags: [ref] })
+  const { builder } = await ensureBuildkitd(loadConfig().cacheDir)
+  const built = await buildImage({ builder, context: ctx, dockerfile: join(ctx, 'Dockerfile'), push: [ref], load: { docker, name: ref } })
   pushed.push(ref)
-  return (await pushImage(docker, ref)).digest
+  return built.digest!
 }
 
 const pushed: string[] = []
