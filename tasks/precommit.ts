@@ -34,6 +34,8 @@ export function checks(root = repoRoot): { name: PrecommitCheck; title: string; 
     { name: 'clippy', title: 'clippy', argv: () => [requireTool('cargo'), 'clippy', '--all-targets', '--all-features', '--', '-D', 'warnings', '-W', 'clippy::pedantic'] },
     { name: 'cargo-test', title: 'cargo test', argv: () => [requireTool('cargo'), 'test', '--all-features'] },
     { name: 'tsc', title: 'tsc', argv: () => [bin('tsc'), '--noEmit', '-p', join(root, 'tsconfig.json')] },
+    // The toolkit's layout is prettier's (.prettierrc.json); `npm run format` rewrites it.
+    { name: 'prettier', title: 'prettier', argv: () => [bin('prettier'), '--check', '--log-level', 'warn', root] },
     { name: 'unit-tests', title: 'unit tests', argv: () => [bin('tsx'), join(root, 'test', 'run.ts'), '--unit'] },
     { name: 'shellcheck', title: 'shellcheck', argv: () => [requireTool('shellcheck'), ...shellScripts()], needs: [{ pkg: 'shellcheck', provides: 'shellcheck' }] },
   ]

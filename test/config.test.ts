@@ -37,7 +37,7 @@ t('GitHub Actions context fills in registry, owner, tag and credentials', () => 
 })
 
 t('PRECOMMIT_CHECKS narrows lint-test to the checks it names; unset, all run', () => {
-  assert.equal(loadConfig({}, {}).precommitChecks, ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'unit-tests', 'shellcheck'])
+  assert.equal(loadConfig({}, {}).precommitChecks, ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'prettier', 'unit-tests', 'shellcheck'])
   assert.equal(loadConfig({ PRECOMMIT_CHECKS: ' tsc, unit-tests ' }, {}).precommitChecks, ['tsc', 'unit-tests'])
   assert.equal(precommitChecks({ DEPLOY_ENV: 'qa' }, { PRECOMMIT_CHECKS: 'tsc' }), ['tsc'], 'the hook reads only its own variable, .env included')
 })

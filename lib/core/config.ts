@@ -43,7 +43,7 @@ export const VARIABLES = [
   { name: 'MEASURE_BASELINE', default: '.ci/measure-baseline.json', meaning: 'Baseline the measure stage compares against to flag regressions.' },
   { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
   { name: 'DOC_SERVER_CACHE_DIR', default: '~/.cache/doc-server-ci', meaning: 'Pinned tools, base-image inputs and local service state, outside the clone.' },
-  { name: 'PRECOMMIT_CHECKS', default: '(all)', meaning: 'Comma list of the lint-test checks to run (rustfmt, clippy, cargo-test, tsc, unit-tests, shellcheck); the others are shown as skipped. For a quick local hook; CI runs them all.' },
+  { name: 'PRECOMMIT_CHECKS', default: '(all)', meaning: 'Comma list of the lint-test checks to run (rustfmt, clippy, cargo-test, tsc, prettier, unit-tests, shellcheck); the others are shown as skipped. For a quick local hook; CI runs them all.' },
   { name: 'DEBUG', default: '(unset)', meaning: "When set, a failure prints its stack trace and the failing tool's whole output (for a build, the whole BuildKit log) instead of its last lines; also read from .env." },
 ] as const
 
@@ -127,7 +127,7 @@ function buildkitHost(value: string | undefined): string | undefined {
 }
 
 /** The lint-test checks, by the names PRECOMMIT_CHECKS uses (tasks/precommit.ts defines what each runs). */
-export const PRECOMMIT_CHECKS = ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'unit-tests', 'shellcheck'] as const
+export const PRECOMMIT_CHECKS = ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'prettier', 'unit-tests', 'shellcheck'] as const
 export type PrecommitCheck = (typeof PRECOMMIT_CHECKS)[number]
 
 /**
