@@ -1,10 +1,11 @@
-//! Hand-rolled Prometheus metrics. Three series do not justify a metrics
-//! crate and its dependency tree in a size-tuned image.
+//! Hand-rolled Prometheus metrics. A handful of series do not justify a
+//! metrics crate and its dependency tree in a size-tuned image.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 /// Route label for requests that matched no route. Using one fixed value
 /// instead of the raw path keeps the series count bounded no matter what
@@ -13,15 +14,43 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Upper bounds of the request-duration histogram, in seconds: 1 ms to 1 s,
+/// the range in which a canary's latency is judged.
+pub const DURATION_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Keyed by (route template, status code). Both are bounded sets, so the
     /// map cannot grow without limit.
     requests: Mutex<BTreeMap<(String, u16), u64>>,
+    /// Keyed by (route template, status class 1 to 5): bounded too.
+    durations: Mutex<BTreeMap<(String, u8), Histogram>>,
     in_flight: AtomicU64,
     connections_open: AtomicU64,
     /// Indexed by [`Closed`].
     connections_closed: [AtomicU64; Closed::ALL.len()],
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Histogram {
+    /// Not cumulative: the count of each bucket alone, and past the last.
+    buckets: [u64; DURATION_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[bucket] += 1;
+        self.sum += secs;
+        self.count += 1;
+    }
 }
 
 /// Why the server closed a connection on its own.
@@ -64,13 +93,22 @@ impl Metrics {
         InFlightGuard(self)
     }
 
-    pub fn record_request(&self, route: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = requests.get_mut(&(route.to_owned(), status)) {
-            *count += 1;
-        } else {
-            requests.insert((route.to_owned(), status), 1);
+    /// Counts one answered request and how long the router took to answer
+    /// it (up to its response head; writing the body is not included).
+    pub fn record_request(&self, route: &str, status: u16, took: Duration) {
+        {
+            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            *requests.entry((route.to_owned(), status)).or_insert(0) += 1;
         }
+        let class = u8::try_from((status / 100).clamp(1, 5)).unwrap_or(5);
+        let mut durations = self
+            .durations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        durations
+            .entry((route.to_owned(), class))
+            .or_default()
+            .observe(took);
     }
 
     /// Counts an open connection until the returned guard is dropped.
@@ -108,6 +146,37 @@ impl Metrics {
                     out,
                     "doc_server_http_requests_total{{route=\"{}\",status=\"{status}\"}} {count}",
                     escape_label(route)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP doc_server_http_request_duration_seconds Time to answer a request, up to its response head, by matched route template and status class.\n\
+             # TYPE doc_server_http_request_duration_seconds histogram\n",
+        );
+        {
+            let durations = self
+                .durations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for ((route, class), h) in durations.iter() {
+                let labels = format!(
+                    "route=\"{}\",status_class=\"{class}xx\"",
+                    escape_label(route)
+                );
+                let mut cumulative = 0;
+                for (le, n) in DURATION_BUCKETS.iter().zip(&h.buckets) {
+                    cumulative += n;
+                    let _ = writeln!(
+                        out,
+                        "doc_server_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "doc_server_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}\n\
+                     doc_server_http_request_duration_seconds_sum{{{labels}}} {}\n\
+                     doc_server_http_request_duration_seconds_count{{{labels}}} {}",
+                    h.count, h.sum, h.count
                 );
             }
         }
@@ -172,12 +241,14 @@ fn escape_label(value: &str) -> String {
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
     fn renders_counters_and_gauges() {
         let m = Metrics::default();
-        m.record_request("/api/docs/{slug}", 200);
-        m.record_request("/api/docs/{slug}", 200);
-        m.record_request("/api/docs/{slug}", 404);
+        m.record_request("/api/docs/{slug}", 200, MS);
+        m.record_request("/api/docs/{slug}", 200, MS);
+        m.record_request("/api/docs/{slug}", 404, MS);
         let text = m.render(4);
         assert!(text.contains(
             "doc_server_http_requests_total{route=\"/api/docs/{slug}\",status=\"200\"} 2\n"
@@ -192,6 +263,35 @@ mod tests {
         assert!(text.contains("doc_server_connections_open 0\n"));
         assert!(
             text.contains("doc_server_connections_closed_total{reason=\"header_timeout\"} 0\n")
+        );
+    }
+
+    #[test]
+    fn durations_are_a_histogram_by_route_and_status_class() {
+        let m = Metrics::default();
+        m.record_request("/api/search", 200, Duration::from_micros(500));
+        m.record_request("/api/search", 200, Duration::from_millis(30));
+        m.record_request("/api/search", 503, Duration::from_secs(2));
+        let text = m.render(0);
+        let ok = "route=\"/api/search\",status_class=\"2xx\"";
+        let failed = "route=\"/api/search\",status_class=\"5xx\"";
+        for line in [
+            "# TYPE doc_server_http_request_duration_seconds histogram\n".to_owned(),
+            format!("doc_server_http_request_duration_seconds_bucket{{{ok},le=\"0.001\"}} 1\n"),
+            format!("doc_server_http_request_duration_seconds_bucket{{{ok},le=\"0.025\"}} 1\n"),
+            format!("doc_server_http_request_duration_seconds_bucket{{{ok},le=\"0.05\"}} 2\n"),
+            format!("doc_server_http_request_duration_seconds_bucket{{{ok},le=\"1\"}} 2\n"),
+            format!("doc_server_http_request_duration_seconds_bucket{{{ok},le=\"+Inf\"}} 2\n"),
+            format!("doc_server_http_request_duration_seconds_count{{{ok}}} 2\n"),
+            format!("doc_server_http_request_duration_seconds_sum{{{ok}}} 0.030"),
+            format!("doc_server_http_request_duration_seconds_bucket{{{failed},le=\"1\"}} 0\n"),
+            format!("doc_server_http_request_duration_seconds_bucket{{{failed},le=\"+Inf\"}} 1\n"),
+        ] {
+            assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+        }
+        assert!(
+            !text.contains("status_class=\"4xx\""),
+            "no empty classes: {text}"
         );
     }
 

@@ -279,8 +279,9 @@ async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) 
         .to_owned();
     let metrics = state.metrics();
     let _in_flight = metrics.track_in_flight();
+    let started = std::time::Instant::now();
     let response = next.run(req).await;
-    metrics.record_request(&route, response.status().as_u16());
+    metrics.record_request(&route, response.status().as_u16(), started.elapsed());
     response
 }
 

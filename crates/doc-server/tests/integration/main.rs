@@ -4,4 +4,5 @@ mod abuse;
 mod api;
 mod binary;
 mod common;
+mod histogram;
 mod lifecycle;
