@@ -6,3 +6,4 @@ mod binary;
 mod common;
 mod histogram;
 mod lifecycle;
+mod smoke;
