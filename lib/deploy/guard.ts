@@ -5,15 +5,13 @@
  * Both are decided before anything changes in the cluster.
  */
 import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { parse as parseYaml } from 'yaml'
 import { PipelineError } from '../core/errors.ts'
 import { repoRoot } from '../core/paths.ts'
 import { run } from '../core/run.ts'
 import { kubeFlags, type KubeTarget } from './kube.ts'
+import { ENVIRONMENTS_FILE, parseEnvironmentsFile } from './environments.ts'
 
-/** The committed list of contexts each environment may be deployed to. */
-export const ENVIRONMENTS_FILE = join(repoRoot, 'charts', 'doc-server', 'environments.yaml')
+export { ENVIRONMENTS_FILE }
 
 /** Helm release labels (`helm upgrade --labels`) that record what a revision deployed, and how long it may take. */
 export const COMMIT_LABEL = 'doc-server.dev/commit'
@@ -21,24 +19,9 @@ export const TIMEOUT_LABEL = 'doc-server.dev/timeout-secs'
 
 const refused = (why: string) => new PipelineError(`deploy: refused: ${why}`)
 
-/** Parses environments.yaml: `<env>: { contexts: [name, ...] }` for every environment. */
+/** The contexts each environment of environments.yaml may be deployed to (the file's other settings are checked too). */
 export function parseEnvironments(text: string, source: string): Record<string, string[]> {
-  let raw: unknown
-  try {
-    raw = parseYaml(text)
-  } catch (err) {
-    throw new PipelineError(`deploy: ${source} does not parse: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`)
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new PipelineError(`deploy: ${source} must map each environment to its contexts`)
-  const out: Record<string, string[]> = {}
-  for (const [env, body] of Object.entries(raw as Record<string, unknown>)) {
-    const contexts = (body as { contexts?: unknown } | null)?.contexts
-    if (typeof body !== 'object' || body === null || Object.keys(body).some((k) => k !== 'contexts') || !Array.isArray(contexts) || contexts.some((c) => typeof c !== 'string' || c.trim() === '')) {
-      throw new PipelineError(`deploy: ${source}: ${env} must be { contexts: [context names] }`)
-    }
-    out[env] = contexts.map((c: string) => c.trim())
-  }
-  return out
+  return Object.fromEntries(Object.entries(parseEnvironmentsFile(text, source)).map(([env, e]) => [env, e.contexts]))
 }
 
 /**
