@@ -128,7 +128,7 @@ function warmOptionTasks(): ListrTask<BenchCtx>[] {
     {
       title: `Warm build options, ${WARM_ROUNDS} alternating rounds`,
       task: async (ctx, task) => {
-        ctx.warmOptions = await measureWarmOptions({ docker: ctx.docker, root: repoRoot, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`) })
+        ctx.warmOptions = await measureWarmOptions({ docker: ctx.docker, root: repoRoot, rounds: WARM_ROUNDS })
         task.title = `Warm build options: ${ctx.warmOptions.length} measured, ${WARM_ROUNDS} rounds each`
       },
     },

@@ -106,7 +106,7 @@ export function benchFeedbackTasks(argv: readonly string[]): ListrTask<Ctx>[] {
       skip: () => !withOptions && 'left out (--no-options)',
       task: async (ctx, task) => {
         const { docker } = await ensureDockerEngine(ctx.config.docker)
-        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`) })
+        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS })
         task.title = `Warm build options: ${ctx.options.length} measured, ${WARM_ROUNDS} rounds each`
       },
     },
