@@ -9,9 +9,10 @@
 //!
 //! Where to ask: `SMOKE_TEST_HOST` (an IP address, e.g. a Service's
 //! cluster IP), `SMOKE_TEST_PORT` (default 80) and `SMOKE_TEST_HEALTH_PORT`
-//! (where `/health/ready` answers; default `SMOKE_TEST_PORT`). Each problem
-//! is one line; the last line says how many checks failed. Exit codes: 0
-//! passed, 1 failed, 2 bad configuration.
+//! (where `/health/ready` answers; default `SMOKE_TEST_PORT`; `none` when
+//! the address offers no health endpoint, which leaves it to the probes).
+//! Each problem is one line; the last line says how many checks failed.
+//! Exit codes: 0 passed, 1 failed, 2 bad configuration.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -32,7 +33,8 @@ const BUSY_RETRIES: u32 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     pub api: SocketAddr,
-    pub health: SocketAddr,
+    /// None: health is not asked.
+    pub health: Option<SocketAddr>,
 }
 
 /// Reads the target from `lookup` (the process environment in [`main`]).
@@ -55,10 +57,14 @@ pub fn target_from(lookup: impl Fn(&str) -> Option<String>) -> Result<Target, St
         })
     };
     let api = port("SMOKE_TEST_PORT", 80)?;
-    let health = port("SMOKE_TEST_HEALTH_PORT", api)?;
+    let health = if lookup("SMOKE_TEST_HEALTH_PORT").is_some_and(|v| v.trim() == "none") {
+        None
+    } else {
+        Some(SocketAddr::new(ip, port("SMOKE_TEST_HEALTH_PORT", api)?))
+    };
     Ok(Target {
         api: SocketAddr::new(ip, api),
-        health: SocketAddr::new(ip, health),
+        health,
     })
 }
 
@@ -100,7 +106,7 @@ pub fn main() -> ExitCode {
     for p in &problems {
         log(format_args!("smoke test: {p}"));
     }
-    let checks = docs.len() + 3;
+    let checks = docs.len() + 2 + usize::from(target.health.is_some());
     if let Some(first) = problems.first() {
         log(format_args!(
             "smoke test failed: {} of {checks} checks against {}: {first}",
@@ -109,8 +115,13 @@ pub fn main() -> ExitCode {
         ));
         ExitCode::FAILURE
     } else {
+        let health = if target.health.is_some() {
+            ", search and health"
+        } else {
+            " and search (health not asked)"
+        };
         log(format_args!(
-            "smoke test passed: {} documents, the list, search and health at {}",
+            "smoke test passed: {} documents, the list{health} at {}",
             docs.len(),
             target.api
         ));
@@ -127,7 +138,9 @@ pub fn check(target: Target, docs: &DocStore) -> Vec<String> {
             problems.push(p);
         }
     };
-    note(health(target.health));
+    if let Some(addr) = target.health {
+        note(health(addr));
+    }
     note(list(target.api, docs));
     for doc in docs.iter() {
         note(document(target.api, &doc.slug, &doc.title, &doc.content));
@@ -280,7 +293,7 @@ mod tests {
     fn target_defaults_and_errors() {
         let t = target_from(lookup(&[("SMOKE_TEST_HOST", "10.0.0.7")])).unwrap();
         assert_eq!(t.api, "10.0.0.7:80".parse().unwrap());
-        assert_eq!(t.health, t.api);
+        assert_eq!(t.health, Some(t.api));
         let t = target_from(lookup(&[
             ("SMOKE_TEST_HOST", "fd00::1"),
             ("SMOKE_TEST_PORT", "8080"),
@@ -288,7 +301,13 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(t.api, "[fd00::1]:8080".parse().unwrap());
-        assert_eq!(t.health, "[fd00::1]:9090".parse().unwrap());
+        assert_eq!(t.health, Some("[fd00::1]:9090".parse().unwrap()));
+        let t = target_from(lookup(&[
+            ("SMOKE_TEST_HOST", "10.0.0.7"),
+            ("SMOKE_TEST_HEALTH_PORT", "none"),
+        ]))
+        .unwrap();
+        assert_eq!(t.health, None);
         assert!(
             target_from(lookup(&[]))
                 .unwrap_err()

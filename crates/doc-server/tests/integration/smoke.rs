@@ -8,13 +8,18 @@ use crate::binary::{ServerProcess, assert_one_line, command, free_port, run};
 use crate::common::{TempDir, fixture};
 
 fn smoke(port: u16, docs: &str) -> crate::binary::Finished {
+    smoke_with(port, docs, &[])
+}
+
+fn smoke_with(port: u16, docs: &str, extra: &[(&str, &str)]) -> crate::binary::Finished {
     let port = port.to_string();
-    run(command(&[
+    let mut envs = vec![
         ("SMOKE_TEST_HOST", "127.0.0.1"),
-        ("SMOKE_TEST_PORT", &port),
+        ("SMOKE_TEST_PORT", port.as_str()),
         ("DOCS_DIR", docs),
-    ])
-    .arg("--smoke-test"))
+    ];
+    envs.extend_from_slice(extra);
+    run(command(&envs).arg("--smoke-test"))
 }
 
 #[test]
@@ -28,6 +33,20 @@ fn passes_against_a_server_that_serves_the_expected_documents() {
         out.stderr,
         format!(
             "doc-server: smoke test passed: 4 documents, the list, search and health at {}\n",
+            server.addr
+        )
+    );
+    // Where the address offers no health endpoint, the probes are left to judge it.
+    let out = smoke_with(
+        server.addr.port(),
+        docs.to_str().unwrap(),
+        &[("SMOKE_TEST_HEALTH_PORT", "none")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "doc-server: smoke test passed: 4 documents, the list and search (health not asked) at {}\n",
             server.addr
         )
     );
