@@ -17,7 +17,7 @@ t('a canary block takes the defaults for what it leaves out', () => {
   const prod = envs.prod!
   assert.is(prod.prometheus, 'https://prom.example.com:9090')
   assert.is(prod.canary!.weight, 25)
-  assert.equal(prod.canary!.analysis, { required: false, duration: 300_000, interval: 15_000, minRequests: 50, failedChecks: 2, inconclusive: 'wait', successRate: 99, errorRateIncrease: 1, p99: 250, p99Ratio: 2, p99Slack: 25 })
+  assert.equal(prod.canary!.analysis, { required: false, duration: 300_000, interval: 15_000, minRequests: 50, failedChecks: 2, inconclusive: 'wait', successRate: 99, errorRateIncrease: 1, p99: 250, p99Ratio: 2, p99Slack: 10 })
   assert.equal(parseEnvironmentsFile('dev:\n  contexts: []\n  canary:\n    weight: 10\n', 'e.yaml').dev!.canary!.analysis.duration, 120_000)
 })
 

@@ -15,11 +15,12 @@ import { join } from 'node:path'
 import { PipelineError, firstLine } from '../core/errors.ts'
 import { say } from '../core/output.ts'
 import { run } from '../core/run.ts'
+import { waitFor } from '../core/wait.ts'
 import { analyse, type AnalysisResult } from './analysis.ts'
 import { CHART_DIR, chartFullname } from './deploy.ts'
 import { shownUrl, type CanarySettings, type Environment } from './environments.ts'
 import { history, uninstall, type HelmTarget, type Release } from './helm.ts'
-import { getDeployment, type KubeTarget } from './kube.ts'
+import { getDeployment, listPods, type KubeTarget } from './kube.ts'
 import { queryNumber } from './prometheus.ts'
 import { RolloutStopped, upgradeTracked } from './track.ts'
 
@@ -122,11 +123,18 @@ export interface CanaryDeploy {
   graceSecs: number
 }
 
-/** Removes the canary release, if there is one (a left-over of an interrupted deploy too). */
-export async function removeCanary(helm: HelmTarget, release: Release): Promise<boolean> {
+/**
+ * Removes the canary release, if there is one (a left-over of an interrupted
+ * deploy too), and returns once none of its pods serves any more: each is
+ * gone or terminating, which takes it out of the Service at once, while its
+ * requests in flight drain.
+ */
+export async function removeCanary(helm: HelmTarget, kube: KubeTarget, release: Release): Promise<boolean> {
   const canary = canaryRelease(release)
   if ((await history(helm, canary)).length === 0) return false
   await uninstall(helm, canary)
+  const serving = async () => (await listPods(kube, release.namespace, canarySelector(release.name))).filter((p) => !p.metadata.deletionTimestamp).length
+  await waitFor(async () => ((await serving()) === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 500, onTimeout: () => new PipelineError(`deploy: the canary release ${canary.name} was removed but its pods still serve after 60 s`) })
   return true
 }
 
@@ -136,7 +144,7 @@ export async function removeCanary(helm: HelmTarget, release: Release): Promise<
  * RolloutStopped (or Helm's own error).
  */
 export async function startCanary(d: CanaryDeploy, replicas: number): Promise<void> {
-  if (await removeCanary(d.helm, d.release)) say(`removed a canary left by an earlier deploy`)
+  if (await removeCanary(d.helm, d.kube, d.release)) say(`removed a canary left by an earlier deploy`)
   const dir = mkdtempSync(join(tmpdir(), 'doc-server-canary-'))
   try {
     // Typed values (a boolean, a number): --set-string would hand the schema strings.
@@ -221,7 +229,7 @@ export async function runCanary(d: CanaryDeploy, plan: CanaryPlan, digest: strin
   const seconds = () => Math.round((performance.now() - started) / 100) / 10
   const abort = async (reason: string, o: { smoke?: SmokeResult; analysis?: AnalysisResult } = {}) => {
     say(`aborting the canary: ${reason}`)
-    await removeCanary(d.helm, d.release).catch((err: unknown) => {
+    await removeCanary(d.helm, d.kube, d.release).catch((err: unknown) => {
       throw new PipelineError(`deploy: the canary failed (${reason}) and could not be removed: ${firstLine(err)}; remove the release ${canaryRelease(d.release).name} by hand`)
     })
     const facts = canaryFacts(plan, { decision: 'aborted', reason, ...o, seconds: seconds() })
@@ -246,7 +254,7 @@ export async function runCanary(d: CanaryDeploy, plan: CanaryPlan, digest: strin
     }
     if (analysis.result !== 'pass') throw await abort(`analysis ${analysis.result === 'fail' ? 'failed' : 'was inconclusive'}: ${analysis.reason}`, { smoke, analysis })
   }
-  await removeCanary(d.helm, d.release)
+  await removeCanary(d.helm, d.kube, d.release)
   return canaryFacts(plan, { decision: 'passed', reason: plan.analysisSkip ?? null, smoke, ...(analysis ? { analysis } : {}), seconds: seconds() })
 }
 

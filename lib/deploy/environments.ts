@@ -55,7 +55,7 @@ export const AnalysisSettings = z
     /** The canary's p99 may be at most this many times the stable pods' … */
     p99Ratio: z.number().min(1).default(2),
     /** … unless it is no more than this much above it (the histogram's resolution at low latencies). */
-    p99Slack: duration('p99Slack').default(25),
+    p99Slack: duration('p99Slack').default(10),
   })
   .strict()
   .refine((a) => a.interval <= a.duration, { message: 'interval must not be longer than duration' })
