@@ -13,7 +13,7 @@
  * p99). Needs the pushed image of `npm run ci:image` (reports/build.json).
  * Figures go to reports/bench-deploy.json; not a gate.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
@@ -23,7 +23,7 @@ import { markdownTable } from '../lib/core/summary.ts'
 import { readReport } from '../lib/core/reports.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import { canaryUnderLoad, crashLoopRollback, directUnderLoad, pushVariant, slowDocs, upgradeUnderLoad, type CanaryRun } from './lib/deploy.ts'
-import { readEnvironment, type CanarySettings } from '../lib/deploy/environments.ts'
+import { ENVIRONMENTS_FILE, parseEnvironments, type CanarySettings } from '../lib/deploy/environments.ts'
 import { CHART_DIR, valueFiles } from '../lib/deploy/deploy.ts'
 import { upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { deleteNamespace, type KubeTarget } from '../lib/deploy/kube.ts'
@@ -98,7 +98,7 @@ function tasks(): ListrTask<BenchCtx>[] {
     {
       title: "Canary releases with prod's settings, under reads and searches",
       task: async (ctx, task) => {
-        const settings = readEnvironment('prod').canary
+        const settings = parseEnvironments(readFileSync(ENVIRONMENTS_FILE, 'utf8'), ENVIRONMENTS_FILE).prod?.canary
         if (!settings) throw new PipelineError('bench:deploy: environments.yaml sets no canary for prod')
         const empty = join(ctx.config.reportsDir, 'bench-deploy-empty-docs.yaml')
         writeFileSync(empty, 'docsDir: /tmp\n')

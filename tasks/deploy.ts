@@ -17,12 +17,12 @@ import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
 import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
-import { checkOrder, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
+import { checkOrder, recordLabels, releaseRecords, requireOlderAllowed, runningCommit } from '../lib/deploy/guard.ts'
+import { environmentFor, type Environment } from '../lib/deploy/environments.ts'
 import { upgradeTracked } from '../lib/deploy/track.ts'
-import { CLUSTER_CONTEXT, localClusterTarget } from '../lib/sandbox/cluster.ts'
+import { localClusterTarget } from '../lib/sandbox/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
 import { CanaryAborted, canaryFacts, describePassed, describePlan, planCanary, runCanary, type CanaryFacts, type CanaryPlan } from '../lib/deploy/canary.ts'
-import { readEnvironment } from '../lib/deploy/environments.ts'
 import { LOCAL_PROMETHEUS_URL } from '../lib/sandbox/prometheus.ts'
 import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
@@ -31,10 +31,13 @@ export interface DeployCtx {
   started: number
   config: Config
   release: Release
-  /** `--allow-older`: deploy a commit older than the one the release runs. */
+  /** `--allow-older`: deploy a commit older than the one the release runs; `--reason`: why (recorded on the release). */
   allowOlder: boolean
   /** `--no-canary`: roll out directly even where the environment asks for a canary. */
   direct: boolean
+  reason: string | undefined
+  /** What the environment deployed to allows (lib/deploy/environments.ts). */
+  environment?: { local: boolean; settings: Environment }
   image?: DeployImage
   files: string[]
   sets: Record<string, string>
@@ -48,13 +51,20 @@ export interface DeployCtx {
   verified?: Verified
   canary?: CanaryPlan
   canaryFacts?: CanaryFacts
+  /** cosign's commands and whole output, for the report (the screen gets one line per check). */
+  details: string[]
+  /** When the rollout must be serving: Helm's start plus DEPLOY_TIMEOUT_SECS. */
+  deadline?: number
 }
 
 type Task = ListrTask<DeployCtx>['task']
 
 export function deployInputs(argv: readonly string[], config = loadConfig()): DeployCtx {
-  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, 'no-canary': { type: 'boolean' } })
-  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, direct: values['no-canary'] ?? false, files: [], sets: {} }
+  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, reason: { type: 'string' }, 'no-canary': { type: 'boolean' } })
+  const reason = values.reason?.trim()
+  if (values.reason !== undefined && !reason) throw new PipelineError('deploy: --reason needs the words that say why')
+  if (reason && !values['allow-older']) throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
+  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, direct: values['no-canary'] ?? false, files: [], sets: {}, details: [] }
 }
 
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
@@ -71,6 +81,7 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     order: ctx.order ?? null,
     seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
     verified: ctx.verified ?? null,
+    details: ctx.details.length > 0 ? ctx.details.join('\n') : null,
     canary: ctx.canaryFacts ?? null,
   })
   const c = ctx.config
@@ -93,6 +104,8 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     {
       title: 'Image: the digest the scan passed',
       task: reported((ctx, task) => {
+        const environment = (ctx.environment = environmentFor(ctx.config.deployEnv, ctx.config.kubeContext))
+        requireOlderAllowed(ctx.config.deployEnv, environment.settings, ctx.allowOlder, ctx.reason)
         ctx.image = readDeployInputs(ctx.config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
         task.title = `Image: ${ctx.image.pinned}`
@@ -100,10 +113,11 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     },
     {
       title: 'Signature and attestations, from the registry',
+      rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'))
-        const v = ctx.verified
-        task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
+        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'), ctx.details)
+        // One line per check went to the output above; the title only sums up.
+        task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
       }),
     },
     {
@@ -121,7 +135,6 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       title: 'Cluster',
       task: reported(async (ctx, task) => {
         const config = ctx.config
-        requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
         ctx.kube = await connectCluster(config, () => localClusterTarget(config.cacheDir))
         if (config.kubeContext && !need(ctx.image, 'the image').pushed) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
         ctx.helm = { ...need(ctx.helm, 'helm'), kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
@@ -136,7 +149,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
         const records = await releaseRecords(kube, release)
-        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder)
+        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder, ctx.reason)
         ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
@@ -148,8 +161,9 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       task: reported(async (ctx, task) => {
         const { config, release } = ctx
         const [kube, image] = [need(ctx.kube, 'the cluster'), need(ctx.image, 'the image')]
-        const localPrometheus = config.kubeContext ? undefined : LOCAL_PROMETHEUS_URL
-        ctx.canary = await planCanary({ envName: config.deployEnv, env: readEnvironment(config.deployEnv), kube, release, previousRevision: ctx.previousRevision, localPrometheus, direct: ctx.direct })
+        const environment = need(ctx.environment, 'the environment')
+        const localPrometheus = environment.local ? LOCAL_PROMETHEUS_URL : undefined
+        ctx.canary = await planCanary({ envName: config.deployEnv, env: environment.settings, kube, release, previousRevision: ctx.previousRevision, localPrometheus, direct: ctx.direct })
         task.title = describePlan(ctx.canary)
         if (ctx.canary.skip) return void (ctx.canaryFacts = canaryFacts(undefined, { decision: 'skipped', reason: ctx.canary.skip, seconds: 0 }))
         const d = { helm: need(ctx.helm, 'helm'), kube, release, image: image.pinned, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, graceSecs: config.deployReadinessGraceSecs }
@@ -166,9 +180,10 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const image = need(ctx.image, 'the image')
         task.title = `${ctx.canaryFacts?.decision === 'passed' ? 'Promote: ' : ''}helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
+        ctx.deadline = since + config.deployTimeoutSecs * 1000
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
-          const labels = recordLabels(image.commit, config.deployTimeoutSecs)
+          const labels = recordLabels(image.commit, config.deployTimeoutSecs, ctx.order ? ctx.reason : undefined)
           await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels }, track)
         } catch (err) {
           const failure = await upgradeFailure(kube, helm, release, since, err, image.digest, ctx.previousRevision)
@@ -181,12 +196,12 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       }),
     },
     {
-      title: 'Verify: rollout complete, pods run the digest',
+      title: 'Verify: every pod runs the digest, ready',
       task: reported(async (ctx, task) => {
-        const { release } = ctx
+        const { release, config } = ctx
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
-        const pods = await verifyRollout(kube, release, image.pinned, image.digest)
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline: need(ctx.deadline, 'the deploy deadline'), timeoutSecs: config.deployTimeoutSecs })
         ctx.result = 'deployed'
         if (ctx.canaryFacts?.decision === 'passed') ctx.canaryFacts.decision = 'promoted'
         report(ctx, 'deployed', null)

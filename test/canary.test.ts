@@ -6,7 +6,7 @@ import { CanarySettings } from '../lib/deploy/environments.ts'
 const t = suite('canary')
 const settings = CanarySettings.parse({ weight: 25 })
 // These plans end before the cluster is asked anything: no target is needed.
-const inputs = (over: Partial<PlanInputs>): PlanInputs => ({ envName: 'prod', env: { contexts: [], canary: settings }, kube: { kubectl: '/nonexistent/kubectl', kubeconfig: undefined, context: 'none' }, release: { name: 'doc-server', namespace: 'ns' }, previousRevision: 3, localPrometheus: undefined, direct: false, ...over })
+const inputs = (over: Partial<PlanInputs>): PlanInputs => ({ envName: 'prod', env: { canary: settings }, kube: { kubectl: '/nonexistent/kubectl', kubeconfig: undefined, context: 'none' }, release: { name: 'doc-server', namespace: 'ns' }, previousRevision: 3, localPrometheus: undefined, direct: false, ...over })
 
 t('the canary is sized to its weight of all the pods, at least one', () => {
   assert.is(canaryReplicas(3, 25), 1, '1 of 4')
@@ -30,7 +30,7 @@ t('pod names select the stable and the canary Deployment apart, as Prometheus la
 })
 
 t('no canary set, --no-canary, or a first release: a direct rollout, saying why', async () => {
-  assert.is((await planCanary(inputs({ envName: 'dev', env: { contexts: [] } }))).skip, 'none set for dev in environments.yaml; direct rollout')
+  assert.is((await planCanary(inputs({ envName: 'dev', env: {} }))).skip, 'none set for dev in environments.yaml; direct rollout')
   assert.is((await planCanary(inputs({ direct: true }))).skip, '--no-canary; direct rollout')
   const first = await planCanary(inputs({ previousRevision: undefined }))
   assert.is(first.skip, 'first release: no stable pods to compare with; direct rollout')

@@ -120,7 +120,7 @@ export async function canaryUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, 
   let reason: string | null = null
   try {
     const previousRevision = [...(await history(t, r))].reverse().find((e) => e.status === 'deployed')?.revision
-    const plan = await planCanary({ envName: 'bench', env: { contexts: [], canary }, kube: k, release: r, previousRevision, localPrometheus: LOCAL_PROMETHEUS_URL, direct: false })
+    const plan = await planCanary({ envName: 'bench', env: { canary }, kube: k, release: r, previousRevision, localPrometheus: LOCAL_PROMETHEUS_URL, direct: false })
     if (plan.skip) throw new PipelineError(`bench: the canary was skipped: ${plan.skip}`)
     facts = await runCanary({ helm: t, kube: k, release: r, image, valueFiles: o.valueFiles, sets, timeoutSecs: base.timeoutSecs, graceSecs }, plan, digest)
     await upgradeTracked(t, r, o, { kube: k, image, selector: podSelector(r.name), graceSecs })

@@ -72,7 +72,7 @@ export function canaryReplicas(stable: number, weight: number): number {
 
 export interface PlanInputs {
   envName: string
-  env: Environment
+  env: Pick<Environment, 'canary' | 'prometheus'>
   kube: KubeTarget
   release: Release
   /** The deployed revision of the stable release; none means a first release. */

@@ -1,27 +1,42 @@
 /**
- * What charts/doc-server/environments.yaml says about one environment: the
- * kubectl contexts it may be deployed to, the Prometheus that watches its
- * clusters, and how a release reaches it (a canary first, or directly).
- * Committed and reviewed; read by the deploy stage, never by Helm.
+ * What each deploy environment allows, from `charts/doc-server/environments.yaml`
+ * (committed and reviewed): the kube contexts it may be deployed to, who may
+ * sign what it runs, how old its scan and vulnerability DB may be, whether
+ * an older commit may be deployed, the Prometheus that watches its clusters
+ * and how a release reaches it (a canary first, or directly). A real cluster
+ * always goes through this file; only the local cluster (no KUBE_CONTEXT) has
+ * fixed settings of its own, and takes no more than the environment's canary
+ * from it (a rehearsal of its rollout).
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
+import { duration } from '../core/config.ts'
 import { PipelineError } from '../core/errors.ts'
 import { repoRoot } from '../core/paths.ts'
+import { DEFAULT_SIGNERS, Signer } from '../sign/signers.ts'
 
 export const ENVIRONMENTS_FILE = join(repoRoot, 'charts', 'doc-server', 'environments.yaml')
 
+const durationText = (name: string) => z.string().transform((v, c) => {
+  try {
+    return duration(name, v)
+  } catch (err) {
+    c.addIssue({ code: 'custom', message: (err as Error).message.replace(/^config: /, '') })
+    return z.NEVER
+  }
+})
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 
-/** A duration like 500ms, 15s or 2m, in milliseconds. */
+/** A duration like 500ms, 15s or 2m, in milliseconds (the canary's settings need milliseconds). */
 export function durationMs(value: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value.trim())
   return m ? Number(m[1]) * UNIT_MS[m[2]!]! : undefined
 }
 
-const duration = (what: string) =>
+const msText = (what: string) =>
   z.string().transform((v, ctx) => {
     const ms = durationMs(v)
     if (ms === undefined || ms <= 0) {
@@ -35,11 +50,11 @@ const percent = z.number().min(0).max(100)
 
 /** The analysis of a canary, with Flagger's thresholds where it has one. */
 export const AnalysisSettings = z
-  .object({
+  .strictObject({
     /** No Prometheus declared: refuse the deploy instead of skipping the analysis. */
     required: z.boolean().default(false),
-    duration: duration('duration').default(120_000),
-    interval: duration('interval').default(15_000),
+    duration: msText('duration').default(120_000),
+    interval: msText('interval').default(15_000),
     /** Requests the canary must have answered in the window for a check to conclude anything. */
     minRequests: z.number().int().min(1).default(50),
     /** Abort at this many failed checks. */
@@ -51,66 +66,101 @@ export const AnalysisSettings = z
     /** Percentage points of 4xx and 5xx answers above the stable pods' share, at most. */
     errorRateIncrease: percent.default(1),
     /** The canary's p99, at most. */
-    p99: duration('p99').default(500),
+    p99: msText('p99').default(500),
     /** The canary's p99 may be at most this many times the stable pods' … */
     p99Ratio: z.number().min(1).default(2),
     /** … unless it is no more than this much above it (the histogram's resolution at low latencies). */
-    p99Slack: duration('p99Slack').default(10),
+    p99Slack: msText('p99Slack').default(10),
   })
-  .strict()
   .refine((a) => a.interval <= a.duration, { message: 'interval must not be longer than duration' })
 
-export const CanarySettings = z
-  .object({
-    /** Percent of the release's pods that run the new digest first (1 of 4 is 25). */
-    weight: z.number().gt(0).lt(100),
-    analysis: AnalysisSettings.default(AnalysisSettings.parse({})),
-  })
-  .strict()
+export const CanarySettings = z.strictObject({
+  /** Percent of the release's pods that run the new digest first (1 of 4 is 25). */
+  weight: z.number().gt(0).lt(100),
+  analysis: AnalysisSettings.default(AnalysisSettings.parse({})),
+})
 
-export const Environment = z
-  .object({
-    contexts: z.array(z.string().trim().min(1)),
-    /** The Prometheus that scrapes this environment's clusters, as the deploy stage reaches it. */
-    prometheus: z.url({ protocol: /^https?$/ }).optional(),
-    /** Absent: every release rolls out directly. */
-    canary: CanarySettings.optional(),
-  })
-  .strict()
+const Environment = z.strictObject({
+  contexts: z.array(z.string().min(1)),
+  /** Who may sign the image, its provenance and its SBOM (and its scans). */
+  signers: z.array(Signer).min(1).default(DEFAULT_SIGNERS),
+  /** Who may also sign scan results, never an image: the nightly rescan. */
+  scanSigners: z.array(Signer).default([]),
+  scan: z
+    .strictObject({
+      /** The scan attestation deploy accepts is at most this old (it may only tighten SCAN_MAX_AGE). */
+      maxAge: durationText('scan.maxAge').optional(),
+      /** The DB a scan used was built at most this long before the scan. */
+      dbMaxAge: durationText('scan.dbMaxAge').default(72 * 3600),
+      /** Which DBs a passing scan may have used: `remote` (Trivy's or a mirror) or `local` (advisories/ of this repository). */
+      dbSources: z.array(z.enum(['remote', 'local'])).min(1).default(['remote', 'local']),
+    })
+    .default({ dbMaxAge: 72 * 3600, dbSources: ['remote', 'local'] }),
+  /** Whether `--allow-older` may roll the release back: never, only with `--reason`, or freely. */
+  allowOlder: z.enum(['never', 'with-reason', 'free']).default('with-reason'),
+  /** The Prometheus that scrapes this environment's clusters, as the deploy stage reaches it. */
+  prometheus: z.url({ protocol: /^https?$/ }).optional(),
+  /** Absent: every release rolls out directly. */
+  canary: CanarySettings.optional(),
+})
 
 export type AnalysisSettings = z.output<typeof AnalysisSettings>
 export type CanarySettings = z.output<typeof CanarySettings>
 export type Environment = z.output<typeof Environment>
 
-/** Every environment of an environments file; one line naming the environment and the field that is wrong. */
-export function parseEnvironmentsFile(text: string, source: string): Record<string, Environment> {
+const Environments = z.record(z.string().regex(/^[a-z][a-z0-9-]*$/, 'an environment name'), Environment)
+
+/** Parses environments.yaml; anything malformed is one line naming the environment and the field. */
+export function parseEnvironments(text: string, source: string): Record<string, Environment> {
   let raw: unknown
   try {
     raw = parseYaml(text)
   } catch (err) {
     throw new PipelineError(`deploy: ${source} does not parse: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`)
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new PipelineError(`deploy: ${source} must map each environment to its contexts`)
-  const out: Record<string, Environment> = {}
-  for (const [env, body] of Object.entries(raw as Record<string, unknown>)) {
-    const parsed = Environment.safeParse(body)
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]
-      const at = issue?.path.join('.') ?? ''
-      const why = at === '' || at.startsWith('contexts')
-        ? `must be { contexts: [context names] }, with optional prometheus and canary${at === '' && issue ? ` (${issue.message})` : ''}`
-        : `${at}: ${issue?.message}`
-      throw new PipelineError(`deploy: ${source}: ${env} ${why}`)
-    }
-    out[env] = parsed.data
+  const parsed = Environments.safeParse(raw ?? {})
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    throw new PipelineError(`deploy: ${source}: ${issue.path.join('.') || '(the file)'}: ${issue.message}`)
   }
-  return out
+  return parsed.data
 }
 
-/** One environment's settings; an environment the file does not list has no contexts and no canary. */
-export function readEnvironment(env: string, file = ENVIRONMENTS_FILE): Environment {
-  if (!existsSync(file)) throw new PipelineError(`deploy: refused: ${file} is missing; it declares which contexts each DEPLOY_ENV may use`)
-  return parseEnvironmentsFile(readFileSync(file, 'utf8'), file)[env] ?? { contexts: [] }
+/** The settings of the local cluster (no KUBE_CONTEXT): the machine's own key signs, a dirty build deploys, any DB will do. */
+export const LOCAL_ENVIRONMENT: Environment = {
+  contexts: [],
+  signers: [],
+  scanSigners: [],
+  scan: { dbMaxAge: 30 * 86_400, dbSources: ['remote', 'local'] },
+  allowOlder: 'free',
+}
+
+const shown = (file: string) => file.replace(`${repoRoot}/`, '')
+
+/**
+ * The environment a deploy goes to. Without KUBE_CONTEXT that is the local
+ * cluster, whatever DEPLOY_ENV says, except that it rehearses the canary the
+ * file sets for DEPLOY_ENV (against its own Prometheus; nothing else is taken
+ * from the file); with it, the file must declare the environment and list
+ * the context there (a context named like the local cluster's grants nothing
+ * by its name).
+ */
+export function environmentFor(env: string, context: string | undefined, file = ENVIRONMENTS_FILE): { local: boolean; settings: Environment } {
+  if (!existsSync(file)) {
+    if (!context) return { local: true, settings: LOCAL_ENVIRONMENT }
+    throw new PipelineError(`deploy: refused: ${file} is missing; it declares which contexts each DEPLOY_ENV may use`)
+  }
+  const all = parseEnvironments(readFileSync(file, 'utf8'), shown(file))
+  const settings = all[env]
+  if (!context) {
+    const canary = settings?.canary
+    return { local: true, settings: canary ? { ...LOCAL_ENVIRONMENT, canary } : LOCAL_ENVIRONMENT }
+  }
+  const declared = settings?.contexts ?? []
+  if (!settings || !declared.includes(context)) {
+    throw new PipelineError(`deploy: refused: KUBE_CONTEXT "${context}" is not declared for DEPLOY_ENV=${env} in ${shown(file)} (declared: ${declared.join(', ') || 'none'}); add it there or use the right context`)
+  }
+  return { local: false, settings }
 }
 
 /** A URL as it may be shown: without user and password. */
