@@ -8,7 +8,10 @@
  * the deploy before any canary starts. Every verdict is read from what the
  * cluster reports: the stable pods' image IDs, the release's history, the
  * pods left. The deploy runs in a copy of the repository whose
- * environments.yaml gives staging a canary with a short window.
+ * environments.yaml gives staging a canary with a short window (the local
+ * cluster rehearses DEPLOY_ENV's canary); the copy reads this clone's
+ * objects, so the commit the images are recorded as built from, with its
+ * committed scan policy, is known there.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -39,7 +42,8 @@ import { attestAsScan, signAsBuild } from '../helpers/signed-image.ts'
 const t = suite('e2e: canary (real node, real Prometheus)')
 const ALL_OK = { okCodes: ANY_EXIT }
 const REPO = '127.0.0.1:5000/local/agent-docs'
-const COMMIT = 'c'.repeat(40)
+/** The commit the test images are recorded as built from: this clone's HEAD, which has the committed scan policy. */
+let COMMIT = ''
 
 /** The test environment's canary: 1 pod beside the 2 of staging, a 30 s window checked every 10 s, the default thresholds. */
 const CANARY = { weight: 34, analysis: { duration: '30s', interval: '10s', minRequests: 20, failedChecks: 2, inconclusive: 'wait' } }
@@ -144,12 +148,17 @@ setUp(t, 'e2e: canary', async () => {
   const first = (JSON.parse(readFileSync(join(s.reports, 'build.json'), 'utf8')) as { image: { digest: string } }).image.digest
   const base = `${REPO}@${first}`
   s.d = { first, good: await pushVariant(docker, REPO, base, 'e2e-canary-good'), slow: await pushVariant(docker, REPO, base, 'e2e-canary-slow', slowDocs()) }
+  COMMIT = (await run(['git', 'rev-parse', 'HEAD'], { cwd: repoRoot })).stdout.trim()
   const git = { sha: COMMIT, shortSha: COMMIT.slice(0, 7), branch: 'e2e', dirty: false }
   for (const d of Object.values(s.d)) {
     await signAsBuild(config, REPO, d, git, s.reports)
     await attestAsScan(config, REPO, d, s.reports)
   }
   s.copy = await copyRepo('canary-e2e-')
+  // A repository of its own that borrows this clone's objects (no copy of them): deploy reads the commit's scan policy there.
+  await run(['git', 'init', '-q'], { cwd: s.copy.dir, env: copyEnv() })
+  const objects = (await run(['git', 'rev-parse', '--path-format=absolute', '--git-common-dir'], { cwd: repoRoot })).stdout.trim()
+  writeFileSync(join(s.copy.dir, '.git', 'objects', 'info', 'alternates'), `${join(objects, 'objects')}\n`)
   environments({ canary: CANARY })
 })
 
