@@ -32,6 +32,7 @@ import type { TrackedPod } from '../../lib/deploy/track.ts'
 import { clusterStatus, ensureCluster, stopCluster } from '../../lib/sandbox/cluster.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { ensureRegistry } from '../../lib/sandbox/registry.ts'
+import { keyFingerprint, localKeyPaths } from '../../lib/sign/cosign.ts'
 import { cachedBinaries } from '../../lib/tools/kube.ts'
 import { setUp } from '../helpers/hooks.ts'
 import { unusedPort } from '../helpers/net.ts'
@@ -250,11 +251,14 @@ t('a good release passes its smoke test and analysis and is promoted: every pod 
 })
 
 t('a Prometheus that does not answer stops the deploy in one line before any canary starts', async () => {
+  // The cluster as a real one is deployed to: its context declared for staging, with the Prometheus the file names
+  // (the local cluster's own is used only without KUBE_CONTEXT) and this machine's key as the signer.
   const port = await unusedPort()
-  environments({ canary: CANARY, prometheus: `http://127.0.0.1:${port}` })
+  const key = keyFingerprint(readFileSync(localKeyPaths(s.cache).pub, 'utf8'))
+  environments({ contexts: [s.kube.context], signers: [{ key }], prometheus: `http://127.0.0.1:${port}`, canary: CANARY })
   try {
     const before = await stableState()
-    const r = await deploy(s.d.first)
+    const r = await deploy(s.d.first, { KUBE_CONTEXT: s.kube.context, KUBECONFIG: s.kube.kubeconfig! })
     assert.is.not(r.code, 0, r.out)
     assert.is(r.last, `✖ deploy: canary analysis cannot run: Prometheus at http://127.0.0.1:${port} does not answer (ECONNREFUSED); no canary was started, the stable pods are unchanged`)
     assert.is(r.report.result, 'failed')
