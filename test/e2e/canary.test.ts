@@ -160,6 +160,9 @@ setUp(t, 'e2e: canary', async () => {
   await run(['git', 'init', '-q'], { cwd: s.copy.dir, env: copyEnv() })
   const objects = (await run(['git', 'rev-parse', '--path-format=absolute', '--git-common-dir'], { cwd: repoRoot })).stdout.trim()
   writeFileSync(join(s.copy.dir, '.git', 'objects', 'info', 'alternates'), `${join(objects, 'objects')}\n`)
+  // The same origin as this clone: the source deploy expects in the provenance is read from it.
+  const origin = (await run(['git', 'remote', 'get-url', 'origin'], { cwd: repoRoot, okCodes: [0, 2, 128] })).stdout.trim()
+  if (origin) await run(['git', 'remote', 'add', 'origin', origin], { cwd: s.copy.dir, env: copyEnv() })
   environments({ canary: CANARY })
 })
 
