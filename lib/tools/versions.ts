@@ -25,6 +25,12 @@ export const VERSIONS = {
   etcd: 'v3.6.16',
   /** Signs and attests the pushed digest; built with `go install` from the Go module proxy (no replaces in its go.mod). */
   cosign: 'v3.1.3',
+  /**
+   * Prometheus 3.16.0 (the Go module numbers 3.x as v0.3xx); the local cluster's metrics for canary
+   * analysis. Built with `go install` (no replaces in its go.mod), headless and with Kubernetes
+   * service discovery only.
+   */
+  prometheus: 'v0.316.0',
   cargoChef: '0.1.78',
   /** The load generator of `npm run bench:server` and `bench:build -- --runtimes`; built with `cargo install --locked` from crates.io. */
   oha: '1.16.0',
