@@ -4,10 +4,16 @@
  * sent, failed, p50 and p99 during that rolling update (a bounded load through
  * the Service's ClusterIP); seconds until a crash-looping release is back on
  * its previous revision, with rollout tracking and with Helm's plain
- * `--rollback-on-failure --wait=watcher`. Needs the pushed image of `npm run ci:image`
- * (reports/build.json). Figures go to reports/bench-deploy.json; not a gate.
+ * `--rollback-on-failure --wait=watcher`. Then releases through a canary with
+ * prod's committed settings (the default window), under reads and searches:
+ * a good one (promoted: the time the canary adds to a direct rollout), one
+ * serving an empty doc tree (aborted: seconds from the deploy's start, and
+ * the requests that failed for users meanwhile, beside the same release
+ * rolled out directly) and one made slow by a 24 MiB doc tree (aborted on
+ * p99). Needs the pushed image of `npm run ci:image` (reports/build.json).
+ * Figures go to reports/bench-deploy.json; not a gate.
  */
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
@@ -16,7 +22,8 @@ import { PipelineError } from '../lib/core/errors.ts'
 import { markdownTable } from '../lib/core/summary.ts'
 import { readReport } from '../lib/core/reports.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
-import { crashLoopRollback, pushVariant, upgradeUnderLoad } from './lib/deploy.ts'
+import { canaryUnderLoad, crashLoopRollback, directUnderLoad, pushVariant, slowDocs, upgradeUnderLoad, type CanaryRun } from './lib/deploy.ts'
+import { ENVIRONMENTS_FILE, parseEnvironments, type CanarySettings } from '../lib/deploy/environments.ts'
 import { CHART_DIR, valueFiles } from '../lib/deploy/deploy.ts'
 import { upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { deleteNamespace, type KubeTarget } from '../lib/deploy/kube.ts'
@@ -34,6 +41,7 @@ interface BenchCtx {
   release: Release
   upgrades: { to: string; seconds: number; load: LoadResult }[]
   crash?: { tracked: number; plainHelm: number; timeoutSecs: number; graceSecs: number }
+  canary?: { settings: CanarySettings; good: CanaryRun; wrong: CanaryRun; slow: CanaryRun; wrongDirect: { seconds: number; load: Record<string, LoadResult> } }
 }
 
 const TIMEOUT_SECS = 120
@@ -57,7 +65,8 @@ function tasks(): ListrTask<BenchCtx>[] {
         ctx.kube = { kubectl: cluster.binaries.kubectl, kubeconfig: cluster.kubeconfig, context: cluster.context }
         ctx.helm = { helm: cluster.binaries.helm, kubeconfig: cluster.kubeconfig, context: cluster.context }
         ctx.repository = repository
-        ctx.digests = [digest, await pushVariant(docker, repository, `${repository}@${digest}`, 'bench-b')]
+        const pinned = `${repository}@${digest}`
+        ctx.digests = [digest, await pushVariant(docker, repository, pinned, 'bench-b'), await pushVariant(docker, repository, pinned, 'bench-slow', slowDocs())]
         ctx.release = { name: 'doc-server', namespace: 'doc-server-bench' }
         await deleteNamespace(ctx.kube, ctx.release.namespace)
         await upgradeInstall(ctx.helm, ctx.release, { ...base(), sets: { 'image.repository': repository, 'image.digest': digest } })
@@ -87,18 +96,60 @@ function tasks(): ListrTask<BenchCtx>[] {
       },
     },
     {
+      title: "Canary releases with prod's settings, under reads and searches",
+      task: async (ctx, task) => {
+        const settings = parseEnvironments(readFileSync(ENVIRONMENTS_FILE, 'utf8'), ENVIRONMENTS_FILE).prod?.canary
+        if (!settings) throw new PipelineError('bench:deploy: environments.yaml sets no canary for prod')
+        const empty = join(ctx.config.reportsDir, 'bench-deploy-empty-docs.yaml')
+        writeFileSync(empty, 'docsDir: /tmp\n')
+        // The slow release's 24 MiB of documents need more room than the default allows.
+        const room = join(ctx.config.reportsDir, 'bench-deploy-room-for-docs.yaml')
+        writeFileSync(room, 'limits:\n  docsMaxBytes: 100663296\nresources:\n  limits:\n    memory: 256Mi\n')
+        const [first, good, slow] = ctx.digests as [string, string, string]
+        const run = (title: string, digest: string, extra: string[] = []) => {
+          task.output = title
+          return canaryUnderLoad(ctx.helm, ctx.kube, ctx.release, base(), ctx.repository, digest, settings, GRACE_SECS, extra)
+        }
+        const goodRun = await run('a good release', good)
+        const wrong = await run('an empty doc tree', first, [empty])
+        const slowRun = await run('a 24 MiB doc tree', slow, [room])
+        task.output = 'the empty doc tree, rolled out directly'
+        const wrongDirect = await directUnderLoad(ctx.helm, ctx.kube, ctx.release, base(), ctx.repository, first, [empty], 10)
+        ctx.canary = { settings, good: goodRun, wrong, slow: slowRun, wrongDirect }
+        task.title = `Canary: good promoted in ${goodRun.seconds} s; empty tree aborted in ${wrong.seconds} s; slow tree aborted in ${slowRun.seconds} s`
+      },
+    },
+    {
       title: 'Report',
       task: async (ctx, task) => {
         await deleteNamespace(ctx.kube, ctx.release.namespace)
         const rows = ctx.upgrades.map((u) => [`upgrade to ${u.to.slice(7, 19)}`, `${u.seconds}`, `${u.load.sent}`, `${u.load.failed}`, `${u.load.p50Ms}`, `${u.load.p99Ms}`])
         const file = join(ctx.config.reportsDir, 'bench-deploy.json')
         mkdirSync(ctx.config.reportsDir, { recursive: true })
-        writeFileSync(file, `${JSON.stringify({ writtenAt: new Date().toISOString(), replicas: 2, upgrades: ctx.upgrades, crashLoop: ctx.crash }, null, 2)}\n`)
+        writeFileSync(file, `${JSON.stringify({ writtenAt: new Date().toISOString(), replicas: 2, upgrades: ctx.upgrades, crashLoop: ctx.crash, canary: ctx.canary }, null, 2)}\n`)
         console.log(markdownTable(['rollout', 'helm upgrade → ready (s)', 'requests', 'failed', 'p50 ms', 'p99 ms'], rows))
         console.log(markdownTable(['crash-looping release', 'seconds to rolled back'], [['rollout tracking', `${ctx.crash!.tracked}`], [`plain helm --rollback-on-failure --wait (timeout ${TIMEOUT_SECS}s)`, `${ctx.crash!.plainHelm}`]]))
+        console.log(markdownTable(['release', 'path', 'deploy start → outcome', 'requests (reads / searches)', 'failed for users', 'p99 ms (reads / searches)'], canaryRows(ctx)))
         task.title = `Report: ${file}`
       },
     },
+  ]
+}
+
+function canaryRows(ctx: BenchCtx): string[][] {
+  const c = ctx.canary!
+  const load = (l: Record<string, LoadResult>) => Object.values(l)
+  const sent = (l: Record<string, LoadResult>) => load(l).map((x) => x.sent).join(' / ')
+  const failed = (l: Record<string, LoadResult>) => `${load(l).reduce((n, x) => n + x.failed, 0)}`
+  const p99 = (l: Record<string, LoadResult>) => load(l).map((x) => x.p99Ms).join(' / ')
+  const direct = ctx.upgrades.map((u) => u.seconds).sort((a, b) => a - b)[0]!
+  const row = (what: string, path: string, seconds: string, l: Record<string, LoadResult>) => [what, path, seconds, sent(l), failed(l), p99(l)]
+  return [
+    [`good`, 'direct rolling update (fastest above)', `${direct} s, ready`, '-', '-', '-'],
+    row('good', `canary, ${c.settings.analysis.duration / 1000} s window`, `${c.good.seconds} s, ${c.good.outcome} (+${Math.round((c.good.seconds - direct) * 10) / 10} s)`, c.good.load),
+    row('empty doc tree', 'canary', `${c.wrong.seconds} s, ${c.wrong.outcome}`, c.wrong.load),
+    row('empty doc tree', 'direct rolling update, then 10 s', `${c.wrongDirect.seconds} s, fully live`, c.wrongDirect.load),
+    row('24 MiB doc tree', 'canary', `${c.slow.seconds} s, ${c.slow.outcome}`, c.slow.load),
   ]
 }
 

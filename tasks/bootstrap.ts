@@ -20,6 +20,7 @@ import { NODE_PACKAGES } from '../lib/sandbox/node.ts'
 import { ensureLocalDb } from '../lib/scan/trivy.ts'
 import { ensureTrivy } from '../lib/tools/trivy.ts'
 import { ensureCosign } from '../lib/tools/cosign.ts'
+import { ensurePrometheus } from '../lib/tools/prometheus.ts'
 import { ensureBuildkit } from '../lib/tools/buildkit.ts'
 
 export function bootstrapTasks(): ListrTask<object>[] {
@@ -64,7 +65,7 @@ export function bootstrapTasks(): ListrTask<object>[] {
       // Independent builds, side by side: on a new machine the Go builds wait on the module proxy
       // and the base images on Debian's mirrors and debootstrap, so overlapping them shortens the
       // first run; each keeps its own cache and lock, and a later run finds them all present.
-      title: 'Built once per machine, side by side: base images, BuildKit, Trivy, cosign, actionlint, the cluster',
+      title: 'Built once per machine, side by side: base images, BuildKit, Trivy, cosign, actionlint, the cluster, Prometheus',
       task: (_ctx, task) =>
         task.newListr(
           showOutput([
@@ -108,6 +109,12 @@ export function bootstrapTasks(): ListrTask<object>[] {
               title: `Local Kubernetes binaries (deploy): Kubernetes ${VERSIONS.kubernetes} with kubelet and kube-proxy, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok}, helm ${VERSIONS.helm}`,
               task: async () => {
                 await ensureClusterBinaries(loadConfig().cacheDir)
+              },
+            },
+            {
+              title: `Prometheus ${VERSIONS.prometheus} (deploy: the canary's analysis on the local cluster)`,
+              task: async () => {
+                await ensurePrometheus(loadConfig().cacheDir)
               },
             },
           ]),

@@ -1,28 +1,31 @@
 /**
  * deploy: ships exactly the digest the scan passed, with Helm, to DEPLOY_ENV.
  * Every refusal (no digest, no passing scan, no signature or attestation in the
- * registry that vouches for the digest, unknown environment, values the
- * chart refuses, a missing context, a silent cluster) happens before anything
- * is changed. A rollout that does not become ready is rolled back by Helm;
- * the stage then names the first real reason and exits non-zero. Either way
- * reports/deploy.json says what happened.
+ * registry that vouches for the digest, unknown environment, values the chart
+ * refuses, a missing context, a silent cluster or Prometheus) comes before any
+ * change. Where the environment asks, a canary runs first (smoke tests,
+ * analysis) and is promoted or aborted, the stable pods untouched. A rollout
+ * that does not become ready is rolled back; the stage names the first real
+ * reason and exits non-zero. Either way reports/deploy.json says what happened.
  */
 import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
-import { isMain,parseOptions } from '../lib/core/cli.ts'
-import { loadConfig,type Config } from '../lib/core/config.ts'
-import { CHART_DIR,confirmRollback,explainFailure,podSelector,readDeployInputs,recoverPendingRelease,valueFiles,verifyRollout,writeDeployReport,type DeployImage,type DeployResult } from '../lib/deploy/deploy.ts'
-import { PipelineError,firstLine } from '../lib/core/errors.ts'
-import { history,renderChart,type HelmTarget,type Release } from '../lib/deploy/helm.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
+import { loadConfig, type Config } from '../lib/core/config.ts'
+import { CHART_DIR, podSelector, upgradeFailure, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
+import { PipelineError, firstLine } from '../lib/core/errors.ts'
+import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
-import { connectCluster,describeCluster } from '../lib/deploy/target.ts'
-import { checkOrder,recordLabels,releaseRecords,requireOlderAllowed,runningCommit } from '../lib/deploy/guard.ts'
-import { environmentFor,type Environment } from '../lib/deploy/environments.ts'
-import { RolloutStopped,upgradeTracked } from '../lib/deploy/track.ts'
+import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
+import { checkOrder, recordLabels, releaseRecords, requireOlderAllowed, runningCommit } from '../lib/deploy/guard.ts'
+import { environmentFor, type Environment } from '../lib/deploy/environments.ts'
+import { upgradeTracked } from '../lib/deploy/track.ts'
 import { localClusterTarget } from '../lib/sandbox/cluster.ts'
-import { appendSummary,markdownTable,setOutput } from '../lib/core/summary.ts'
-import { defineStage,need,runStage } from '../lib/core/stage.ts'
-import { verifyForDeploy,type Verified } from '../lib/deploy/verify.ts'
+import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
+import { CanaryAborted, canaryFacts, describePassed, describePlan, planCanary, runCanary, type CanaryFacts, type CanaryPlan } from '../lib/deploy/canary.ts'
+import { LOCAL_PROMETHEUS_URL } from '../lib/sandbox/prometheus.ts'
+import { defineStage, need, runStage } from '../lib/core/stage.ts'
+import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
 
 export interface DeployCtx {
   started: number
@@ -30,6 +33,8 @@ export interface DeployCtx {
   release: Release
   /** `--allow-older`: deploy a commit older than the one the release runs; `--reason`: why (recorded on the release). */
   allowOlder: boolean
+  /** `--no-canary`: roll out directly even where the environment asks for a canary. */
+  direct: boolean
   reason: string | undefined
   /** What the environment deployed to allows (lib/deploy/environments.ts). */
   environment?: { local: boolean; settings: Environment }
@@ -44,6 +49,8 @@ export interface DeployCtx {
   revision?: number
   result?: DeployResult
   verified?: Verified
+  canary?: CanaryPlan
+  canaryFacts?: CanaryFacts
   /** cosign's commands and whole output, for the report (the screen gets one line per check). */
   details: string[]
   /** When the rollout must be serving: Helm's start plus DEPLOY_TIMEOUT_SECS. */
@@ -53,11 +60,11 @@ export interface DeployCtx {
 type Task = ListrTask<DeployCtx>['task']
 
 export function deployInputs(argv: readonly string[], config = loadConfig()): DeployCtx {
-  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, reason: { type: 'string' } })
+  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, reason: { type: 'string' }, 'no-canary': { type: 'boolean' } })
   const reason = values.reason?.trim()
   if (values.reason !== undefined && !reason) throw new PipelineError('deploy: --reason needs the words that say why')
   if (reason && !values['allow-older']) throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
-  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, files: [], sets: {}, details: [] }
+  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, direct: values['no-canary'] ?? false, files: [], sets: {}, details: [] }
 }
 
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
@@ -75,6 +82,7 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
     verified: ctx.verified ?? null,
     details: ctx.details.length > 0 ? ctx.details.join('\n') : null,
+    canary: ctx.canaryFacts ?? null,
   })
   const c = ctx.config
   appendSummary(`### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`)
@@ -85,6 +93,7 @@ const reported = (fn: Task): Task => async (ctx, task) => {
   try {
     return await fn(ctx, task)
   } catch (err) {
+    if (err instanceof CanaryAborted) [ctx.result, ctx.canaryFacts] = ['aborted', err.facts]
     report(ctx, ctx.result ?? 'failed', firstLine(err))
     throw err
   }
@@ -148,13 +157,28 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       }),
     },
     {
+      title: 'Canary',
+      task: reported(async (ctx, task) => {
+        const { config, release } = ctx
+        const [kube, image] = [need(ctx.kube, 'the cluster'), need(ctx.image, 'the image')]
+        const environment = need(ctx.environment, 'the environment')
+        const localPrometheus = environment.local ? LOCAL_PROMETHEUS_URL : undefined
+        ctx.canary = await planCanary({ envName: config.deployEnv, env: environment.settings, kube, release, previousRevision: ctx.previousRevision, localPrometheus, direct: ctx.direct })
+        task.title = describePlan(ctx.canary)
+        if (ctx.canary.skip) return void (ctx.canaryFacts = canaryFacts(undefined, { decision: 'skipped', reason: ctx.canary.skip, seconds: 0 }))
+        const d = { helm: need(ctx.helm, 'helm'), kube, release, image: image.pinned, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, graceSecs: config.deployReadinessGraceSecs }
+        ctx.canaryFacts = await runCanary(d, ctx.canary, image.digest)
+        task.title = describePassed(ctx.canaryFacts)
+      }),
+    },
+    {
       title: 'helm upgrade --install --rollback-on-failure --wait=watcher',
       task: reported(async (ctx, task) => {
         const { release, config } = ctx
         const helm = need(ctx.helm, 'helm')
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
-        task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
+        task.title = `${ctx.canaryFacts?.decision === 'passed' ? 'Promote: ' : ''}helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
         ctx.deadline = since + config.deployTimeoutSecs * 1000
         try {
@@ -162,17 +186,10 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
           const labels = recordLabels(image.commit, config.deployTimeoutSecs, ctx.order ? ctx.reason : undefined)
           await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels }, track)
         } catch (err) {
-          const why = await explainFailure(kube, helm, release, since)
-          ctx.revision = why.revision
-          const reason = err instanceof RolloutStopped ? err.reason : (why.reason ?? firstLine(err))
-          if (why.rolledBackTo !== undefined) {
-            ctx.result = 'rolled-back'
-            const unhealthy = await confirmRollback(kube, release)
-            const state = unhealthy ?? `revision ${why.revision} serves the previous image again`
-            throw new PipelineError(`deploy: ${image.digest.slice(0, 19)}… did not become ready; rolled back to revision ${why.rolledBackTo} (${state}): ${reason}`, err instanceof PipelineError ? err.details : undefined)
-          }
-          ctx.result = 'failed'
-          throw new PipelineError(`deploy: ${image.digest.slice(0, 19)}… failed${ctx.previousRevision ? '' : ' on first install (removed by --rollback-on-failure)'}: ${reason}`, err instanceof PipelineError ? err.details : undefined)
+          const failure = await upgradeFailure(kube, helm, release, since, err, image.digest, ctx.previousRevision)
+          ctx.revision = failure.revision
+          ctx.result = failure.result
+          throw failure.error
         }
         const entries = await history(helm, release)
         ctx.revision = entries[entries.length - 1]?.revision
@@ -186,6 +203,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const image = need(ctx.image, 'the image')
         const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline: need(ctx.deadline, 'the deploy deadline'), timeoutSecs: config.deployTimeoutSecs })
         ctx.result = 'deployed'
+        if (ctx.canaryFacts?.decision === 'passed') ctx.canaryFacts.decision = 'promoted'
         report(ctx, 'deployed', null)
         setOutput('revision', String(ctx.revision ?? ''))
         task.title = `Verify: ${pods} pod(s) ready on ${image.digest.slice(0, 19)}…, revision ${ctx.revision}`

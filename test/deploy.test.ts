@@ -300,7 +300,9 @@ t('the release records its commit and timeout; the running commit is the deploye
   const config = loadConfig({}, {})
   assert.is(deployInputs([], config).allowOlder, false)
   assert.is(deployInputs(['--allow-older'], config).allowOlder, true)
-  assert.throws(() => deployInputs(['--force'], config), /^deploy: Unknown option '--force'.*; usage: deploy --allow-older --reason <value>$/)
+  assert.is(deployInputs([], config).direct, false)
+  assert.is(deployInputs(['--no-canary'], config).direct, true)
+  assert.throws(() => deployInputs(['--force'], config), /^deploy: Unknown option '--force'.*; usage: deploy --allow-older --reason <value> --no-canary$/)
 })
 
 t.run()

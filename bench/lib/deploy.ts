@@ -1,8 +1,10 @@
 /**
  * The deploy benchmark's measurements on the local cluster's real node:
- * helm upgrade to ready, a rolling update under bounded load, and how long a
+ * helm upgrade to ready, a rolling update under bounded load, how long a
  * crash-looping release takes to be stopped and rolled back with rollout
- * tracking versus Helm's plain `--rollback-on-failure --wait=watcher`.
+ * tracking versus Helm's plain `--rollback-on-failure --wait=watcher`, and a
+ * release through a canary (smoke tests, analysis against the local
+ * Prometheus, promotion or abort) under a mixed load of reads and searches.
  */
 import { mkdirSync,mkdtempSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -10,12 +12,15 @@ import { dirname,join } from 'node:path'
 import { pushImage } from '../../lib/build/registry.ts'
 import { run } from '../../lib/core/run.ts'
 import { dockerEnv } from '../../lib/build/docker.ts'
-import { runLoad,serviceProgrammed,type LoadResult } from './load.ts'
+import { runLoad,runMixedLoad,serviceProgrammed,type LoadResult,type Route } from './load.ts'
+import { CanaryAborted,planCanary,runCanary,type CanaryFacts } from '../../lib/deploy/canary.ts'
+import type { CanarySettings } from '../../lib/deploy/environments.ts'
+import { LOCAL_PROMETHEUS_URL } from '../../lib/sandbox/prometheus.ts'
 import { chartFullname,podSelector } from '../../lib/deploy/deploy.ts'
 import { history,pendingRecovery,rollback,upgradeInstall,type HelmTarget,type Release,type UpgradeOptions } from '../../lib/deploy/helm.ts'
 import { kubeFlags,rolloutStatus,type KubeTarget } from '../../lib/deploy/kube.ts'
 import { upgradeTracked } from '../../lib/deploy/track.ts'
-import { waitFor } from '../../lib/core/wait.ts'
+import { sleep,waitFor } from '../../lib/core/wait.ts'
 import { PipelineError } from '../../lib/core/errors.ts'
 
 /** A copy of an image that differs by one label: the same server under a new digest. */
@@ -81,4 +86,81 @@ export async function crashLoopRollback(t: HelmTarget, k: KubeTarget, r: Release
   const plan = pendingRecovery(await history(t, r))
   if (plan.action === 'rollback') await rollback(t, r, plan.to, base.timeoutSecs)
   return { tracked: tracked.seconds, plainHelm: plain.seconds }
+}
+
+/** What users do meanwhile: three readers of a document and one searcher (of a word no document holds, so every search reads the whole tree), a new connection per request. */
+export const MIXED: readonly Route[] = [{ path: '/api/docs/getting-started', concurrency: 3 }, { path: '/api/search?q=zqxjkv', concurrency: 1 }]
+
+export interface CanaryRun {
+  /** From the deploy's start (the canary plan) to promoted (stable rolled out) or aborted (canary removed). */
+  seconds: number
+  outcome: 'promoted' | 'aborted'
+  reason: string | null
+  facts: CanaryFacts
+  load: Record<string, LoadResult>
+}
+
+/**
+ * A release of `digest` (with `extraValues` layered over the base values)
+ * as the deploy stage runs it where the environment asks for a canary:
+ * plan, canary beside the stable pods, smoke tests, analysis through the
+ * local Prometheus, then the tracked upgrade of the stable release, or the
+ * abort; all under the mixed load through the Service.
+ */
+export async function canaryUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, canary: CanarySettings, graceSecs: number, extraValues: string[] = []): Promise<CanaryRun> {
+  const host = await programmedClusterIp(k, r)
+  const ac = new AbortController()
+  const loading = runMixedLoad({ host, port: 80, maxRequests: 500_000, maxSeconds: 900, signal: ac.signal }, MIXED)
+  const sets = { 'image.repository': repository, 'image.digest': digest }
+  const image = `${repository}@${digest}`
+  const o = { ...base, valueFiles: [...base.valueFiles, ...extraValues], sets }
+  const started = performance.now()
+  let facts: CanaryFacts
+  let outcome: CanaryRun['outcome'] = 'promoted'
+  let reason: string | null = null
+  try {
+    const previousRevision = [...(await history(t, r))].reverse().find((e) => e.status === 'deployed')?.revision
+    const plan = await planCanary({ envName: 'bench', env: { canary }, kube: k, release: r, previousRevision, localPrometheus: LOCAL_PROMETHEUS_URL, direct: false })
+    if (plan.skip) throw new PipelineError(`bench: the canary was skipped: ${plan.skip}`)
+    facts = await runCanary({ helm: t, kube: k, release: r, image, valueFiles: o.valueFiles, sets, timeoutSecs: base.timeoutSecs, graceSecs }, plan, digest)
+    await upgradeTracked(t, r, o, { kube: k, image, selector: podSelector(r.name), graceSecs })
+    await rolloutStatus(k, r.namespace, chartFullname(r.name))
+    facts.decision = 'promoted'
+  } catch (err) {
+    if (!(err instanceof CanaryAborted)) throw err
+    facts = err.facts
+    outcome = 'aborted'
+    reason = err.message
+  } finally {
+    ac.abort()
+  }
+  const seconds = Math.round((performance.now() - started) / 100) / 10
+  return { seconds, outcome, reason, facts, load: await loading }
+}
+
+/** A direct rolling update (no canary) of `digest` with `extraValues`, under the mixed load: seconds to fully rolled out, and what users saw. */
+export async function directUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, extraValues: string[] = [], afterSeconds = 0): Promise<{ seconds: number; load: Record<string, LoadResult> }> {
+  const host = await programmedClusterIp(k, r)
+  const ac = new AbortController()
+  const loading = runMixedLoad({ host, port: 80, maxRequests: 500_000, maxSeconds: 900, signal: ac.signal }, MIXED)
+  const up = await timed(async () => {
+    await upgradeInstall(t, r, { ...base, valueFiles: [...base.valueFiles, ...extraValues], sets: { 'image.repository': repository, 'image.digest': digest } })
+    await rolloutStatus(k, r.namespace, chartFullname(r.name))
+  })
+  // Users keep reading what went live for a moment after the rollout.
+  await sleep(afterSeconds * 1000)
+  ac.abort()
+  return { seconds: up.seconds, load: await loading }
+}
+
+/**
+ * A slower release, honestly: the image's four documents and 24 more of
+ * 1 MiB of prose (24 MiB, within DOCS_MAX_BYTES), so every search that finds
+ * nothing reads 24 MiB where the stable pods read a few KiB. Paths inside the
+ * image, for pushVariant.
+ */
+export function slowDocs(): Record<string, string> {
+  const line = 'release canary document server probe window metric stable digest cluster\n'
+  const body = line.repeat(Math.floor((1024 * 1024 - 64) / line.length))
+  return Object.fromEntries(Array.from({ length: 24 }, (_, i) => [`usr/local/share/doc-server/docs/padding-${String(i).padStart(2, '0')}.md`, `# Padding ${i}\n\n${body}`]))
 }

@@ -106,3 +106,17 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const round = (n: number) => Math.round(n * 10) / 10
   return { sent, failed, seconds: round((performance.now() - started) / 1000), p50Ms: round(percentile(times, 50)), p99Ms: round(percentile(times, 99)), failures }
 }
+
+export interface Route {
+  path: string
+  concurrency: number
+}
+
+/**
+ * Several routes at once, as users mix them (document reads and searches),
+ * each with its own figures; one time cap and one signal for all.
+ */
+export async function runMixedLoad(o: Omit<LoadOptions, 'path' | 'concurrency'>, routes: readonly Route[]): Promise<Record<string, LoadResult>> {
+  const results = await Promise.all(routes.map((r) => runLoad({ ...o, path: r.path, concurrency: r.concurrency })))
+  return Object.fromEntries(routes.map((r, i) => [r.path, results[i]!]))
+}

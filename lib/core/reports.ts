@@ -73,6 +73,45 @@ export const MeasureReport = z.object({
   missedTargets: z.array(z.string()),
 })
 
+const canaryFigures = z.object({ requests: z.number(), successRate: z.number().nullable(), errorRate: z.number().nullable(), p99Ms: z.number().nullable() })
+
+/** What the canary did: skipped (and why), or its smoke test and every analysis check's figures, then promoted or aborted. */
+export const CanaryFacts = z.object({
+  decision: z.enum(['skipped', 'passed', 'promoted', 'aborted']),
+  reason: z.string().nullable(),
+  weight: z.number().nullable(),
+  replicas: z.number().nullable(),
+  stableReplicas: z.number().nullable(),
+  smoke: z.object({ passed: z.boolean(), seconds: z.number(), lines: z.array(z.string()) }).nullable(),
+  analysis: z
+    .object({
+      prometheus: z.string().nullable(),
+      skipped: z.string().nullable(),
+      settings: z.record(z.string(), z.unknown()).nullable(),
+      result: z
+        .object({
+          result: z.enum(['pass', 'fail', 'inconclusive']),
+          reason: z.string().nullable(),
+          check: z.string().nullable(),
+          seconds: z.number(),
+          steps: z.array(
+            z.object({
+              step: z.number(),
+              at: z.string(),
+              windowSeconds: z.number(),
+              canary: canaryFigures,
+              stable: canaryFigures,
+              verdict: z.enum(['pass', 'fail', 'inconclusive']),
+              checks: z.array(z.object({ check: z.string(), figure: z.number().nullable(), threshold: z.number(), result: z.enum(['pass', 'fail', 'not judged']), line: z.string() })),
+            }),
+          ),
+        })
+        .nullable(),
+    })
+    .nullable(),
+  seconds: z.number(),
+})
+
 export const DeployReport = z.object({
   release: z.string(),
   namespace: z.string(),
@@ -84,7 +123,8 @@ export const DeployReport = z.object({
   image: z.string().nullable(),
   commit: z.string().nullable(),
   order: z.string().nullable(),
-  result: z.enum(['deployed', 'rolled-back', 'failed']),
+  /** `aborted`: the canary was removed and the stable pods never changed. */
+  result: z.enum(['deployed', 'rolled-back', 'failed', 'aborted']),
   reason: z.string().nullable(),
   recovered: z.string().nullable(),
   seconds: z.number(),
@@ -92,6 +132,8 @@ export const DeployReport = z.object({
   verified: z.object({ identity: z.string() }).nullable(),
   /** The verification's own output (cosign's commands and all they printed), shown on screen only with DEBUG. */
   details: z.string().nullable(),
+  /** Null when the deploy stopped before deciding; absent in reports of earlier versions. */
+  canary: CanaryFacts.nullable().optional(),
 })
 
 export const RescanReport = z.object({

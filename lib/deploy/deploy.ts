@@ -10,6 +10,7 @@ import { repoRoot } from '../core/paths.ts'
 import { readReport, writeReport, type Report } from '../core/reports.ts'
 import type { Verified } from './verify.ts'
 import { say } from '../core/output.ts'
+import { RolloutStopped } from './track.ts'
 
 export const CHART_DIR = join(repoRoot, 'charts', 'doc-server')
 const CHART_NAME = 'doc-server'
@@ -120,6 +121,23 @@ export async function explainFailure(k: KubeTarget, t: HelmTarget, r: Release, s
   const m = last?.status === 'deployed' ? /^Rollback to (\d+)/.exec(last.description ?? '') : null
   const [events, pods] = await Promise.all([listEvents(k, r.namespace).catch(() => []), listPods(k, r.namespace, podSelector(r.name)).catch(() => [])])
   return { rolledBackTo: m ? Number(m[1]) : undefined, revision: last?.revision, reason: firstFailureReason(events, pods, chartFullname(r.name), sinceMs) }
+}
+
+/**
+ * After a failed upgrade: whether Helm rolled back (to which revision, and
+ * whether that revision serves again) or the release failed, with the first
+ * real reason, as the line to throw.
+ */
+export async function upgradeFailure(k: KubeTarget, t: HelmTarget, r: Release, sinceMs: number, err: unknown, digest: string, previousRevision: number | undefined): Promise<{ result: DeployResult; revision: number | undefined; error: PipelineError }> {
+  const why = await explainFailure(k, t, r, sinceMs)
+  const reason = err instanceof RolloutStopped ? err.reason : (why.reason ?? firstLine(err))
+  const details = err instanceof PipelineError ? err.details : undefined
+  if (why.rolledBackTo !== undefined) {
+    const unhealthy = await confirmRollback(k, r)
+    const state = unhealthy ?? `revision ${why.revision} serves the previous image again`
+    return { result: 'rolled-back', revision: why.revision, error: new PipelineError(`deploy: ${digest.slice(0, 19)}… did not become ready; rolled back to revision ${why.rolledBackTo} (${state}): ${reason}`, details) }
+  }
+  return { result: 'failed', revision: why.revision, error: new PipelineError(`deploy: ${digest.slice(0, 19)}… failed${previousRevision ? '' : ' on first install (removed by --rollback-on-failure)'}: ${reason}`, details) }
 }
 
 /** After Helm's rollback: the previous revision's pods are serving again, or one line saying they are not. */

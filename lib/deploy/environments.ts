@@ -1,9 +1,12 @@
 /**
  * What each deploy environment allows, from `charts/doc-server/environments.yaml`
  * (committed and reviewed): the kube contexts it may be deployed to, who may
- * sign what it runs, how old its scan and vulnerability DB may be, and whether
- * an older commit may be deployed. A real cluster always goes through this
- * file; only the local cluster (no KUBE_CONTEXT) has fixed settings of its own.
+ * sign what it runs, how old its scan and vulnerability DB may be, whether
+ * an older commit may be deployed, the Prometheus that watches its clusters
+ * and how a release reaches it (a canary first, or directly). A real cluster
+ * always goes through this file; only the local cluster (no KUBE_CONTEXT) has
+ * fixed settings of its own, and takes no more than the environment's canary
+ * from it (a rehearsal of its rollout).
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -25,6 +28,58 @@ const durationText = (name: string) => z.string().transform((v, c) => {
   }
 })
 
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** A duration like 500ms, 15s or 2m, in milliseconds (the canary's settings need milliseconds). */
+export function durationMs(value: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(value.trim())
+  return m ? Number(m[1]) * UNIT_MS[m[2]!]! : undefined
+}
+
+const msText = (what: string) =>
+  z.string().transform((v, ctx) => {
+    const ms = durationMs(v)
+    if (ms === undefined || ms <= 0) {
+      ctx.addIssue({ code: 'custom', message: `${what} must be a duration like 500ms, 15s or 2m, not "${v}"` })
+      return z.NEVER
+    }
+    return ms
+  })
+
+const percent = z.number().min(0).max(100)
+
+/** The analysis of a canary, with Flagger's thresholds where it has one. */
+export const AnalysisSettings = z
+  .strictObject({
+    /** No Prometheus declared: refuse the deploy instead of skipping the analysis. */
+    required: z.boolean().default(false),
+    duration: msText('duration').default(120_000),
+    interval: msText('interval').default(15_000),
+    /** Requests the canary must have answered in the window for a check to conclude anything. */
+    minRequests: z.number().int().min(1).default(50),
+    /** Abort at this many failed checks. */
+    failedChecks: z.number().int().min(1).default(2),
+    /** Too few requests: keep waiting (up to twice the window's checks), count as passed, or count as failed. */
+    inconclusive: z.enum(['wait', 'pass', 'fail']).default('wait'),
+    /** Percent of the canary's answers that are not 5xx, at least. */
+    successRate: percent.default(99),
+    /** Percentage points of 4xx and 5xx answers above the stable pods' share, at most. */
+    errorRateIncrease: percent.default(1),
+    /** The canary's p99, at most. */
+    p99: msText('p99').default(500),
+    /** The canary's p99 may be at most this many times the stable pods' … */
+    p99Ratio: z.number().min(1).default(2),
+    /** … unless it is no more than this much above it (the histogram's resolution at low latencies). */
+    p99Slack: msText('p99Slack').default(10),
+  })
+  .refine((a) => a.interval <= a.duration, { message: 'interval must not be longer than duration' })
+
+export const CanarySettings = z.strictObject({
+  /** Percent of the release's pods that run the new digest first (1 of 4 is 25). */
+  weight: z.number().gt(0).lt(100),
+  analysis: AnalysisSettings.default(AnalysisSettings.parse({})),
+})
+
 const Environment = z.strictObject({
   contexts: z.array(z.string().min(1)),
   /** Who may sign the image, its provenance and its SBOM (and its scans). */
@@ -43,10 +98,16 @@ const Environment = z.strictObject({
     .default({ dbMaxAge: 72 * 3600, dbSources: ['remote', 'local'] }),
   /** Whether `--allow-older` may roll the release back: never, only with `--reason`, or freely. */
   allowOlder: z.enum(['never', 'with-reason', 'free']).default('with-reason'),
+  /** The Prometheus that scrapes this environment's clusters, as the deploy stage reaches it. */
+  prometheus: z.url({ protocol: /^https?$/ }).optional(),
+  /** Absent: every release rolls out directly. */
+  canary: CanarySettings.optional(),
   /** `required`: deploy refuses a digest without a signed rebuild attestation (an independent rebuild of its commit gave it). */
   rebuild: z.enum(['required', 'optional']).default('optional'),
 })
 
+export type AnalysisSettings = z.output<typeof AnalysisSettings>
+export type CanarySettings = z.output<typeof CanarySettings>
 export type Environment = z.output<typeof Environment>
 
 const Environments = z.record(z.string().regex(/^[a-z][a-z0-9-]*$/, 'an environment name'), Environment)
@@ -77,20 +138,42 @@ export const LOCAL_ENVIRONMENT: Environment = {
   rebuild: 'optional',
 }
 
+const shown = (file: string) => file.replace(`${repoRoot}/`, '')
+
 /**
  * The environment a deploy goes to. Without KUBE_CONTEXT that is the local
- * cluster, whatever DEPLOY_ENV says; with it, the file must declare the
- * environment and list the context there (a context named like the local
- * cluster's grants nothing by its name).
+ * cluster, whatever DEPLOY_ENV says, except that it rehearses the canary the
+ * file sets for DEPLOY_ENV (against its own Prometheus; nothing else is taken
+ * from the file); with it, the file must declare the environment and list
+ * the context there (a context named like the local cluster's grants nothing
+ * by its name).
  */
 export function environmentFor(env: string, context: string | undefined, file = ENVIRONMENTS_FILE): { local: boolean; settings: Environment } {
-  if (!context) return { local: true, settings: LOCAL_ENVIRONMENT }
-  if (!existsSync(file)) throw new PipelineError(`deploy: refused: ${file} is missing; it declares which contexts each DEPLOY_ENV may use`)
-  const all = parseEnvironments(readFileSync(file, 'utf8'), file.replace(`${repoRoot}/`, ''))
+  if (!existsSync(file)) {
+    if (!context) return { local: true, settings: LOCAL_ENVIRONMENT }
+    throw new PipelineError(`deploy: refused: ${file} is missing; it declares which contexts each DEPLOY_ENV may use`)
+  }
+  const all = parseEnvironments(readFileSync(file, 'utf8'), shown(file))
   const settings = all[env]
+  if (!context) {
+    const canary = settings?.canary
+    return { local: true, settings: canary ? { ...LOCAL_ENVIRONMENT, canary } : LOCAL_ENVIRONMENT }
+  }
   const declared = settings?.contexts ?? []
   if (!settings || !declared.includes(context)) {
-    throw new PipelineError(`deploy: refused: KUBE_CONTEXT "${context}" is not declared for DEPLOY_ENV=${env} in ${file.replace(`${repoRoot}/`, '')} (declared: ${declared.join(', ') || 'none'}); add it there or use the right context`)
+    throw new PipelineError(`deploy: refused: KUBE_CONTEXT "${context}" is not declared for DEPLOY_ENV=${env} in ${shown(file)} (declared: ${declared.join(', ') || 'none'}); add it there or use the right context`)
   }
   return { local: false, settings }
+}
+
+/** A URL as it may be shown: without user and password. */
+export function shownUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    u.username = ''
+    u.password = ''
+    return u.toString().replace(/\/$/, '')
+  } catch {
+    return '(not a URL)'
+  }
 }

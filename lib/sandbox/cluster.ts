@@ -20,6 +20,7 @@ import { serviceEnv } from './service.ts'
 import { loadConfig } from '../core/config.ts'
 import { ensureDockerEngine } from './engine.ts'
 import { deleteNode,startNode,stopNode } from './node.ts'
+import { ensureLocalPrometheus,stopLocalPrometheus } from './prometheus.ts'
 import { say } from '../core/output.ts'
 
 export const CLUSTER_NAME = 'doc-server-node'
@@ -163,6 +164,8 @@ async function upCluster(cache: string, bins: ClusterBinaries): Promise<LocalClu
   writeFileSync(p.nodeKubeconfig, flat.stdout, { mode: 0o600 })
   const docker = await ensureDockerEngine(loadConfig().docker)
   const node = await startNode(p.node, bins, p.nodeKubeconfig, docker.docker)
+  // The cluster's own Prometheus, which the canary analysis reads, scraping its pods as a user's cluster does.
+  if ((await ensureLocalPrometheus(cache, p.root, p.nodeKubeconfig)) === 'started') node.started.push('prometheus')
   if (state !== 'running' || node.started.length) say(`local cluster ready in ${((performance.now() - started) / 1000).toFixed(1)} s${node.started.length ? ` (started ${node.started.join(', ')})` : ''}`)
   return { kubeconfig: p.kubeconfig, context: CLUSTER_CONTEXT, binaries: bins }
 }
@@ -176,6 +179,7 @@ export async function stopCluster(cache: string): Promise<boolean> {
   const bins = cachedClusterBinaries(cache)
   const p = paths(cache)
   const stoppedNode = existsSync(p.node) ? await stopNode(p.node, bins?.kubeProxy) : []
+  if (await stopLocalPrometheus(p.root)) stoppedNode.push('prometheus')
   if (!bins || (await clusterStatus(cache, bins.kubectl)) !== 'running') return stoppedNode.length > 0
   await kwokctl(cache, bins, ['stop', 'cluster'], 120_000)
   return true
@@ -185,12 +189,13 @@ export async function stopCluster(cache: string): Promise<boolean> {
 export async function deleteCluster(cache: string): Promise<void> {
   const p = paths(cache)
   const bins = cachedClusterBinaries(cache)
+  await stopLocalPrometheus(p.root)
   if (existsSync(p.node)) await deleteNode(p.node, bins?.kubeProxy)
   if (bins && existsSync(p.clusterConfig)) await kwokctl(cache, bins, ['delete', 'cluster'], 120_000)
   rmSync(p.root, { recursive: true, force: true })
 }
 
-/** The local cluster as a deploy target: what the stages get when no KUBE_CONTEXT is set. */
+/** The local cluster as a deploy target: what the stages get when no KUBE_CONTEXT is set (its Prometheus is at LOCAL_PROMETHEUS_URL). */
 export async function localClusterTarget(cache: string): Promise<{ kubectl: string; kubeconfig: string; context: string }> {
   const local = await ensureCluster(cache)
   return { kubectl: local.binaries.kubectl, kubeconfig: local.kubeconfig, context: local.context }

@@ -13,6 +13,8 @@ export interface GoToolSpec {
   /** Extra environment (GOEXPERIMENT, CGO_ENABLED). */
   env?: Record<string, string>
   ldflags?: string
+  /** Build tags (`-tags`), e.g. to leave out optional parts of a large tool. */
+  tags?: readonly string[]
 }
 
 /**
@@ -31,6 +33,7 @@ export async function ensureGoTool(cache: string, spec: GoToolSpec): Promise<str
   mkdirSync(tmp, { recursive: true })
   const args = ['go', 'install', '-trimpath']
   if (spec.ldflags) args.push(`-ldflags=${spec.ldflags}`)
+  if (spec.tags?.length) args.push(`-tags=${spec.tags.join(',')}`)
   args.push(`${spec.pkg}@${spec.version}`)
   say(`building ${spec.binary} ${spec.version} from the Go module proxy (once per machine)`)
   await run(args, { env: { ...process.env, ...spec.env, GOBIN: tmp, CGO_ENABLED: spec.env?.CGO_ENABLED ?? '0' }, cwd: tmp })

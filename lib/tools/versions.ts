@@ -26,6 +26,12 @@ export const VERSIONS = {
   /** Signs and attests the pushed digest; built with `go install` from the Go module proxy (no replaces in its go.mod). */
   cosign: 'v3.1.3',
   /**
+   * Prometheus 3.16.0 (the Go module numbers 3.x as v0.3xx); the local cluster's metrics for canary
+   * analysis. Built with `go install` (no replaces in its go.mod), headless and with Kubernetes
+   * service discovery only.
+   */
+  prometheus: 'v0.316.0',
+  /**
    * buildkitd and buildctl, built from the Go module proxy (a wrapper module: BuildKit's go.mod
    * has `exclude` directives); the workflow's setup-buildx-action runs moby/buildkit at this version.
    */

@@ -7,13 +7,58 @@
 {{- end -}}
 {{- end -}}
 
+{{/*
+The stable release's name: this release's, or, for a canary, the release it
+runs beside (canary.of). Its pods carry that release's instance label, so the
+stable Service routes to them too.
+*/}}
+{{- define "doc-server.instance" -}}
+{{- if .Values.canary.enabled -}}
+{{- required "canary.of must name the stable release the canary runs beside" .Values.canary.of -}}
+{{- else -}}
+{{- .Release.Name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The stable release's fullname (for a canary: the release it runs beside). */}}
+{{- define "doc-server.stableFullname" -}}
+{{- $release := include "doc-server.instance" . -}}
+{{- if contains .Chart.Name $release -}}
+{{- $release | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" $release .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Deployment's name: the stable one, or <stable>-canary. */}}
+{{- define "doc-server.workloadName" -}}
+{{- if .Values.canary.enabled -}}
+{{- printf "%s-canary" (include "doc-server.stableFullname" . | trunc 56 | trimSuffix "-") -}}
+{{- else -}}
+{{- include "doc-server.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What the release's Service selects: stable and canary pods alike. */}}
 {{- define "doc-server.selectorLabels" -}}
 app.kubernetes.io/name: {{ .Chart.Name }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/instance: {{ include "doc-server.instance" . }}
+{{- end -}}
+
+{{/*
+What a Deployment selects. The stable one keeps the selector it always had (a
+Deployment's selector cannot change); the canary's adds its track, so the two
+never count each other's pods.
+*/}}
+{{- define "doc-server.workloadSelectorLabels" -}}
+{{ include "doc-server.selectorLabels" . }}
+{{- if .Values.canary.enabled }}
+doc-server.dev/track: canary
+{{- end }}
 {{- end -}}
 
 {{- define "doc-server.labels" -}}
-{{ include "doc-server.selectorLabels" . }}
+{{ include "doc-server.workloadSelectorLabels" . }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.image.digest }}
@@ -26,7 +71,7 @@ app.kubernetes.io/version: {{ default .Chart.AppVersion .Values.image.tag | trun
 
 {{- define "doc-server.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
-{{- default (include "doc-server.fullname" .) .Values.serviceAccount.name -}}
+{{- default (include "doc-server.stableFullname" .) .Values.serviceAccount.name -}}
 {{- else -}}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
@@ -53,5 +98,14 @@ kills requests mid-flight. Cross-field rules cannot live in the JSON schema.
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed preStopSleepSeconds + shutdownTimeoutSeconds (%v), or in-flight requests are killed during shutdown" .Values.terminationGracePeriodSeconds $drain) -}}
 {{- else -}}
 {{- .Values.terminationGracePeriodSeconds -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Service the smoke test asks: the release's own, or the canary's alone. */}}
+{{- define "doc-server.smokeTestService" -}}
+{{- if .Values.canary.enabled -}}
+{{- include "doc-server.workloadName" . -}}
+{{- else -}}
+{{- include "doc-server.fullname" . -}}
 {{- end -}}
 {{- end -}}

@@ -1,4 +1,4 @@
-//! The command line: `doc-server`, `--health-check`, `--version`, `--help`.
+//! The command line: `doc-server`, `--health-check`, `--smoke-test`, `--version`, `--help`.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,6 +24,7 @@ doc-server: serves the Markdown files in DOCS_DIR as a JSON API
 Usage:
   doc-server                 run the server
   doc-server --health-check  exit 0 if the local server is ready (asked on ADMIN_PORT), else 1
+  doc-server --smoke-test    check the server at SMOKE_TEST_HOST serves DOCS_DIR's documents
   doc-server --version       print the version
   doc-server --help          print this help
 
@@ -62,6 +63,7 @@ pub fn main() -> ExitCode {
     };
     match arg.to_str() {
         Some("--health-check") => health_check(),
+        Some("--smoke-test") => crate::smoke::main(),
         Some("--version" | "-V") => {
             print_stdout(&format!("doc-server {}\n", env!("CARGO_PKG_VERSION")));
             ExitCode::SUCCESS

@@ -1,4 +1,5 @@
-//! A deliberately tiny blocking HTTP/1.1 GET client for `--health-check`.
+//! A deliberately tiny blocking HTTP/1.1 GET client for `--health-check`
+//! and `--smoke-test`.
 //!
 //! The runtime image has no shell and no curl, so the binary probes itself.
 //! Pulling in a full HTTP client stack for one local request is not worth
@@ -8,9 +9,10 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Responses larger than this are cut off; the callers only ever fetch small
-/// JSON or text bodies.
-const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+/// Responses larger than this are cut off. The health check reads small
+/// JSON; the smoke test reads whole documents (at most 1 MiB of text, up to
+/// six bytes per character once JSON-escaped).
+const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {

@@ -12,6 +12,7 @@ pub mod conn;
 pub mod docs;
 pub mod metrics;
 pub mod server;
+pub mod smoke;
 
 pub use config::{Config, ConfigError, DocsLimits, Limits, SearchLimits};
 pub use conn::{CutOff, DrainEnd, ServeConfig, ServeOutcome, serve, serve_admin};

@@ -4,6 +4,8 @@ mod abuse;
 mod api;
 mod binary;
 mod common;
+mod histogram;
 mod http;
 mod lifecycle;
 mod pressure;
+mod smoke;
