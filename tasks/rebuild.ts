@@ -8,25 +8,25 @@
  * config field that differs. `--image repo@sha256:…` and `--commit` default
  * to reports/build.json.
  */
-import { mkdirSync,mkdtempSync,rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { isMain,parseOptions } from '../lib/core/cli.ts'
-import { loadConfig,type Config } from '../lib/core/config.ts'
-import { PipelineError,firstLine } from '../lib/core/errors.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
+import { loadConfig, type Config } from '../lib/core/config.ts'
+import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { readReport,writeReport } from '../lib/core/reports.ts'
-import { defineStage,need,runStage } from '../lib/core/stage.ts'
-import { appendSummary,markdownTable,setOutput } from '../lib/core/summary.ts'
-import { buildImage,type Builder } from '../lib/build/docker.ts'
+import { readReport, writeReport } from '../lib/core/reports.ts'
+import { defineStage, need, runStage } from '../lib/core/stage.ts'
+import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
+import { buildImage, type Builder } from '../lib/build/docker.ts'
 import { parseImageName } from '../lib/build/registry.ts'
-import { cleanClone,imageDifferences,readOciTarball,readPushedImage,sha256File } from '../lib/build/rebuild.ts'
-import { PROVENANCE_PREDICATE_TYPE,checkProvenance } from '../lib/sign/attest.ts'
-import { attestationsOf,signsDigest,verifiedReferrers } from '../lib/sign/cosign.ts'
+import { cleanClone, imageDifferences, readOciTarball, readPushedImage, sha256File } from '../lib/build/rebuild.ts'
+import { PROVENANCE_PREDICATE_TYPE, checkProvenance } from '../lib/sign/attest.ts'
+import { attestationsOf, signsDigest, verifiedReferrers } from '../lib/sign/cosign.ts'
 import { builderIdMatches } from '../lib/sign/signers.ts'
 import { signingFor } from '../lib/sign/sign.ts'
-import { attestRebuild,rebuildInputs,type RebuildInputs } from '../lib/sign/rebuild.ts'
+import { attestRebuild, rebuildInputs, type RebuildInputs } from '../lib/sign/rebuild.ts'
 import { ensureBuildkit } from '../lib/tools/buildkit.ts'
 import { VERSIONS } from '../lib/tools/versions.ts'
 import { coldBuilder } from '../lib/sandbox/buildkitd.ts'
@@ -50,8 +50,12 @@ export interface RebuildCtx {
 export function rebuildInputsFrom(argv: readonly string[], config = loadConfig()): RebuildCtx {
   const { values } = parseOptions('ci:rebuild', argv, { image: { type: 'string' }, source: { type: 'string' } })
   const image = values.image ?? readReport(config.reportsDir, 'build').image.pinned
-  if (!image) throw new PipelineError('rebuild: build.json names no pushed digest (nothing was pushed); pass --image <repository>@sha256:… of a pushed image')
-  if (!parseImageName(image).digest) throw new PipelineError(`rebuild: --image ${image} is not pinned by digest; pass <repository>@sha256:…`)
+  if (!image)
+    throw new PipelineError(
+      'rebuild: build.json names no pushed digest (nothing was pushed); pass --image <repository>@sha256:… of a pushed image',
+    )
+  if (!parseImageName(image).digest)
+    throw new PipelineError(`rebuild: --image ${image} is not pinned by digest; pass <repository>@sha256:…`)
   return { config, started: performance.now(), image, source: values.source ?? repoRoot }
 }
 
@@ -72,19 +76,23 @@ function report(ctx: RebuildCtx, error: string | null): void {
     attestedBy: ctx.identity ?? null,
     error,
   })
-  appendSummary(`### rebuild\n\n${markdownTable(['image', 'rebuilt', 'match', 'build seconds'], [[digestOf(ctx.image), rebuilt ?? '-', rebuilt === digestOf(ctx.image) ? 'yes' : 'no', ctx.rebuilt?.seconds.toFixed(1) ?? '-']])}${(ctx.differences ?? []).map((d) => `\n- ${d}`).join('')}`)
+  appendSummary(
+    `### rebuild\n\n${markdownTable(['image', 'rebuilt', 'match', 'build seconds'], [[digestOf(ctx.image), rebuilt ?? '-', rebuilt === digestOf(ctx.image) ? 'yes' : 'no', ctx.rebuilt?.seconds.toFixed(1) ?? '-']])}${(ctx.differences ?? []).map((d) => `\n- ${d}`).join('')}`,
+  )
 }
 
 /** The receipt is written whatever happens; the clone and the cold builder never outlive the run. */
-const reported = (fn: NonNullable<ListrTask<RebuildCtx>['task']>): ListrTask<RebuildCtx>['task'] => async (ctx, task) => {
-  try {
-    return await fn(ctx, task)
-  } catch (err) {
-    report(ctx, firstLine(err))
-    await cleanUp(ctx)
-    throw err
+const reported =
+  (fn: NonNullable<ListrTask<RebuildCtx>['task']>): ListrTask<RebuildCtx>['task'] =>
+  async (ctx, task) => {
+    try {
+      return await fn(ctx, task)
+    } catch (err) {
+      report(ctx, firstLine(err))
+      await cleanUp(ctx)
+      throw err
+    }
   }
-}
 
 async function cleanUp(ctx: RebuildCtx): Promise<void> {
   if (ctx.clone) rmSync(ctx.clone, { recursive: true, force: true })
@@ -101,10 +109,19 @@ export function rebuildTasks(): ListrTask<RebuildCtx>[] {
         // The image must be signed by whoever this run signs as: the same workflow and ref on GitHub, this machine's key here.
         const s = await signingFor(ctx.config)
         const referrers = await verifiedReferrers({ cosign: s.cosign, image: ctx.image }, s.verifier, ctx.config.cacheDir)
-        if (!signsDigest(referrers.statements, digestOf(ctx.image))) throw new PipelineError(`rebuild: ${digestOf(ctx.image).slice(0, 19)}… has no signature by ${s.identity} (${referrers.bundles} bundle(s) in the registry); only a signed image is rebuilt and attested`)
+        if (!signsDigest(referrers.statements, digestOf(ctx.image)))
+          throw new PipelineError(
+            `rebuild: ${digestOf(ctx.image).slice(0, 19)}… has no signature by ${s.identity} (${referrers.bundles} bundle(s) in the registry); only a signed image is rebuilt and attested`,
+          )
         const statements = attestationsOf(referrers, PROVENANCE_PREDICATE_TYPE)
         const inputs = rebuildInputs(statements, digestOf(ctx.image))
-        checkProvenance(statements, { digest: digestOf(ctx.image), repository: inputs.buildArgs.SOURCE ?? 'local', commit: inputs.commit, allowDirty: false, builder: (id) => builderIdMatches(id, s.verifier) })
+        checkProvenance(statements, {
+          digest: digestOf(ctx.image),
+          repository: inputs.buildArgs.SOURCE ?? 'local',
+          commit: inputs.commit,
+          allowDirty: false,
+          builder: (id) => builderIdMatches(id, s.verifier),
+        })
         ctx.inputs = inputs
         task.title = `Provenance: ${digestOf(ctx.image).slice(0, 19)}… is commit ${inputs.commit.slice(0, 12)}, bases ${inputs.buildArgs.CHEF_IMAGE!.split('@')[1]!.slice(7, 19)} and ${inputs.buildArgs.RUNTIME_IMAGE!.split('@')[1]!.slice(7, 19)}`
       }),
@@ -115,7 +132,10 @@ export function rebuildTasks(): ListrTask<RebuildCtx>[] {
         const inputs = need(ctx.inputs, 'the provenance')
         ctx.clone = await cleanClone(ctx.source, inputs.commit)
         const actual = sha256File(join(ctx.clone, inputs.dockerfile.path))
-        if (actual !== inputs.dockerfile.sha256) throw new PipelineError(`rebuild: ${inputs.dockerfile.path} at ${inputs.commit.slice(0, 12)} hashes to ${actual.slice(0, 12)}, not ${inputs.dockerfile.sha256.slice(0, 12)} as the provenance says`)
+        if (actual !== inputs.dockerfile.sha256)
+          throw new PipelineError(
+            `rebuild: ${inputs.dockerfile.path} at ${inputs.commit.slice(0, 12)} hashes to ${actual.slice(0, 12)}, not ${inputs.dockerfile.sha256.slice(0, 12)} as the provenance says`,
+          )
         task.title = `A clean clone of ${inputs.commit.slice(0, 12)} from ${ctx.source} (${ctx.clone})`
       }),
     },
@@ -143,15 +163,26 @@ export function rebuildTasks(): ListrTask<RebuildCtx>[] {
         const out = mkdtempSync(join(tmpdir(), 'rebuild-image-'))
         try {
           const tar = join(out, 'image.tar')
-          const built = await buildImage({ builder: need(ctx.builder, 'the builder'), context: clone, dockerfile: join(clone, inputs.dockerfile.path), buildArgs: inputs.buildArgs, noCache: true, ociTar: tar })
+          const built = await buildImage({
+            builder: need(ctx.builder, 'the builder'),
+            context: clone,
+            dockerfile: join(clone, inputs.dockerfile.path),
+            buildArgs: inputs.buildArgs,
+            noCache: true,
+            ociTar: tar,
+          })
           ctx.rebuilt = { digest: need(built.digest, 'the rebuilt digest'), seconds: built.seconds }
-          if (ctx.rebuilt.digest !== digestOf(ctx.image)) ctx.differences = imageDifferences(await readPushedImage(ctx.image, registryAuth(ctx.config)), await readOciTarball(tar))
+          if (ctx.rebuilt.digest !== digestOf(ctx.image))
+            ctx.differences = imageDifferences(await readPushedImage(ctx.image, registryAuth(ctx.config)), await readOciTarball(tar))
         } finally {
           rmSync(out, { recursive: true, force: true })
           await cleanUp(ctx)
         }
         task.title = `Rebuilt in ${ctx.rebuilt.seconds.toFixed(1)} s: ${ctx.rebuilt.digest}`
-        if (ctx.differences) throw new PipelineError(`rebuild: ${digestOf(ctx.image).slice(0, 19)}… is not what commit ${inputs.commit.slice(0, 12)} builds to (${ctx.rebuilt.digest.slice(0, 19)}…): ${ctx.differences.join('; ')}`)
+        if (ctx.differences)
+          throw new PipelineError(
+            `rebuild: ${digestOf(ctx.image).slice(0, 19)}… is not what commit ${inputs.commit.slice(0, 12)} builds to (${ctx.rebuilt.digest.slice(0, 19)}…): ${ctx.differences.join('; ')}`,
+          )
       }),
     },
     {
@@ -162,7 +193,22 @@ export function rebuildTasks(): ListrTask<RebuildCtx>[] {
         const dir = join(ctx.config.reportsDir, 'rebuild')
         mkdirSync(dir, { recursive: true })
         const repository = ctx.image.split('@')[0]!
-        ctx.identity = await attestRebuild({ config: ctx.config, image: ctx.image, outDir: dir, facts: { repository, digest: digestOf(ctx.image), commit: inputs.commit, rebuiltDigest: rebuilt.digest, builder: need(ctx.describe, 'the builder'), dockerfile: inputs.dockerfile, buildArgs: inputs.buildArgs, seconds: rebuilt.seconds, rebuiltAt: new Date().toISOString() } })
+        ctx.identity = await attestRebuild({
+          config: ctx.config,
+          image: ctx.image,
+          outDir: dir,
+          facts: {
+            repository,
+            digest: digestOf(ctx.image),
+            commit: inputs.commit,
+            rebuiltDigest: rebuilt.digest,
+            builder: need(ctx.describe, 'the builder'),
+            dockerfile: inputs.dockerfile,
+            buildArgs: inputs.buildArgs,
+            seconds: rebuilt.seconds,
+            rebuiltAt: new Date().toISOString(),
+          },
+        })
         report(ctx, null)
         setOutput('rebuilt', rebuilt.digest)
         task.title = `Attested: the rebuild of ${inputs.commit.slice(0, 12)} is ${rebuilt.digest.slice(0, 19)}…, the pushed digest (signed by ${ctx.identity})`

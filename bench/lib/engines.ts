@@ -9,11 +9,11 @@
  * pulled from the registry, every step run) into an OCI tarball, as
  * `npm run ci:rebuild` does.
  */
-import { mkdtempSync,rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../../lib/build/cold-warm.ts'
-import { buildImage,copyBuildContext,type Builder,type EngineBuilder } from '../../lib/build/docker.ts'
+import { CODE_CHANGE_FILE, coldAndWarmBuilds, type ColdWarm } from '../../lib/build/cold-warm.ts'
+import { buildImage, copyBuildContext, type Builder, type EngineBuilder } from '../../lib/build/docker.ts'
 import { improvementPct } from '../../lib/build/measure.ts'
 import { run } from '../../lib/core/run.ts'
 import { say } from '../../lib/core/output.ts'
@@ -54,7 +54,16 @@ export async function measureEngines(o: { engines: Engine[]; docker: string; roo
     for (const i of order) {
       const e = o.engines[i]!
       say(`round ${round}/${o.rounds}: ${e.name}, cold then warm`)
-      runs[i]!.push(await coldAndWarmBuilds({ builder: e.builder, docker: o.docker, root: o.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, buildArgs: e.buildArgs }))
+      runs[i]!.push(
+        await coldAndWarmBuilds({
+          builder: e.builder,
+          docker: o.docker,
+          root: o.root,
+          dockerfile: 'Dockerfile.optimized',
+          changeFile: CODE_CHANGE_FILE,
+          buildArgs: e.buildArgs,
+        }),
+      )
     }
   }
   return o.engines.map((e, i) => {
@@ -62,18 +71,40 @@ export async function measureEngines(o: { engines: Engine[]; docker: string; roo
     const cold = r.map((x) => x.coldSeconds)
     const warm = r.map((x) => x.warmSeconds)
     const last = r.at(-1)!
-    return { name: e.name, version: e.version, cold, warm, coldSeconds: median(cold), warmSeconds: median(warm), improvementPct: improvementPct(median(cold), median(warm)), cookCacheHit: last.cookCacheHit, imageBytes: last.imageBytes, breakdown: last.warmBreakdown }
+    return {
+      name: e.name,
+      version: e.version,
+      cold,
+      warm,
+      coldSeconds: median(cold),
+      warmSeconds: median(warm),
+      improvementPct: improvementPct(median(cold), median(warm)),
+      cookCacheHit: last.cookCacheHit,
+      imageBytes: last.imageBytes,
+      breakdown: last.warmBreakdown,
+    }
   })
 }
 
 /** What a rebuild from nothing costs: an empty builder's start, the base images' pull and every step. */
-export async function measureRebuild(o: { start: () => Promise<{ builder: Builder; stop: () => Promise<void> }>; root: string; buildArgs: Record<string, string> }): Promise<{ seconds: number; buildSeconds: number; digest: string }> {
+export async function measureRebuild(o: {
+  start: () => Promise<{ builder: Builder; stop: () => Promise<void> }>
+  root: string
+  buildArgs: Record<string, string>
+}): Promise<{ seconds: number; buildSeconds: number; digest: string }> {
   const started = performance.now()
   const copy = copyBuildContext(o.root, 'bench-rebuild-')
   const out = mkdtempSync(join(tmpdir(), 'bench-rebuild-out-'))
   const cold = await o.start()
   try {
-    const built = await buildImage({ builder: cold.builder, context: copy, dockerfile: join(copy, 'Dockerfile.optimized'), buildArgs: o.buildArgs, noCache: true, ociTar: join(out, 'image.tar') })
+    const built = await buildImage({
+      builder: cold.builder,
+      context: copy,
+      dockerfile: join(copy, 'Dockerfile.optimized'),
+      buildArgs: o.buildArgs,
+      noCache: true,
+      ociTar: join(out, 'image.tar'),
+    })
     return { seconds: (performance.now() - started) / 1000, buildSeconds: built.seconds, digest: built.digest! }
   } finally {
     await cold.stop()

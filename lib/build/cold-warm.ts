@@ -1,8 +1,8 @@
-import { appendFileSync,readFileSync,rmSync,statSync } from 'node:fs'
+import { appendFileSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { buildBreakdown,compiledCrates } from './buildkit-log.ts'
-import { removeImage,imageBytes } from './registry.ts'
-import { buildImage,copyBuildContext,type Builder,type EngineBuilder } from './docker.ts'
+import { buildBreakdown, compiledCrates } from './buildkit-log.ts'
+import { removeImage, imageBytes } from './registry.ts'
+import { buildImage, copyBuildContext, type Builder, type EngineBuilder } from './docker.ts'
 
 export interface ColdWarm {
   coldSeconds: number

@@ -1,10 +1,10 @@
-import { cpSync,existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
-import { basename,dirname,join } from 'node:path'
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
-import { ANY_EXIT,run,succeeds } from '../core/run.ts'
+import { ANY_EXIT, run, succeeds } from '../core/run.ts'
 import { tmpdir } from 'node:os'
 import { BASE_IMAGES } from '../tools/versions.ts'
-import { type BuildStep,parseBuildOutput,cookStep,buildFailure } from './buildkit-log.ts'
+import { type BuildStep, parseBuildOutput, cookStep, buildFailure } from './buildkit-log.ts'
 import { say } from '../core/output.ts'
 import { sleep } from '../core/wait.ts'
 
@@ -113,7 +113,14 @@ const exportsImage = (o: BuildOptions) => !!(o.push?.length || o.ociTar || o.loa
 export function buildctlArgs(b: Builder, opts: BuildOptions, files: { metadata: string; dockerTar: string }): string[] {
   const dockerfileDir = dirname(opts.dockerfile)
   const argv = [b.buildctl, '--addr', b.addr, 'build', '--progress=plain', '--frontend', 'dockerfile.v0']
-  argv.push('--local', `context=${opts.context}`, '--local', `dockerfile=${dockerfileDir}`, '--opt', `filename=${basename(opts.dockerfile)}`)
+  argv.push(
+    '--local',
+    `context=${opts.context}`,
+    '--local',
+    `dockerfile=${dockerfileDir}`,
+    '--opt',
+    `filename=${basename(opts.dockerfile)}`,
+  )
   for (const [k, v] of frontendBuildArgs(opts.buildArgs)) argv.push('--opt', `build-arg:${k}=${v}`)
   if (opts.target) argv.push('--opt', `target=${opts.target}`)
   if (opts.noCache) argv.push('--no-cache')
@@ -132,7 +139,10 @@ export function buildctlArgs(b: Builder, opts: BuildOptions, files: { metadata: 
 }
 
 function engineArgs(e: EngineBuilder, opts: BuildOptions, iidfile: string): string[] {
-  if (opts.push || opts.ociTar || opts.cacheFrom || opts.cacheTo) throw new PipelineError('build: the Docker engine\'s builder only loads images or exports files here; push, OCI tarballs and cache export need BuildKit')
+  if (opts.push || opts.ociTar || opts.cacheFrom || opts.cacheTo)
+    throw new PipelineError(
+      "build: the Docker engine's builder only loads images or exports files here; push, OCI tarballs and cache export need BuildKit",
+    )
   const argv = [e.docker, 'build', '--progress=plain', '-f', opts.dockerfile]
   if (opts.load) argv.push('-t', opts.load.name)
   for (const [k, v] of frontendBuildArgs(opts.buildArgs)) argv.push('--build-arg', `${k}=${v}`)
@@ -165,7 +175,11 @@ export async function buildImage(opts: BuildOptions): Promise<BuildResult> {
     let text = ''
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) say(`push attempt ${attempt} of ${attempts}`)
-      r = await run(argv, { env: engine ? dockerEnv() : { ...process.env, ...opts.env }, timeoutMs: opts.timeoutMs ?? 60 * 60_000, okCodes: ANY_EXIT })
+      r = await run(argv, {
+        env: engine ? dockerEnv() : { ...process.env, ...opts.env },
+        timeoutMs: opts.timeoutMs ?? 60 * 60_000,
+        okCodes: ANY_EXIT,
+      })
       text = `${r.stderr}\n${r.stdout}`
       steps = parseBuildOutput(text)
       // Only the push is worth another try (a registry hiccup); the build itself is cached by then.
@@ -174,11 +188,17 @@ export async function buildImage(opts: BuildOptions): Promise<BuildResult> {
     }
     if (r!.exitCode !== 0) {
       const err = buildFailure(steps, text)
-      throw pushFailed(steps) && attempts > 1 ? new PipelineError(`push: ${opts.push!.join(', ')} failed after ${attempts} attempts: ${err.message.replace(/^[^:]*failed at [^:]*: /, '')}`, err.details) : err
+      throw pushFailed(steps) && attempts > 1
+        ? new PipelineError(
+            `push: ${opts.push!.join(', ')} failed after ${attempts} attempts: ${err.message.replace(/^[^:]*failed at [^:]*: /, '')}`,
+            err.details,
+          )
+        : err
     }
     const cook = cookStep(steps)
     const result: BuildResult = { seconds: r!.seconds, steps, cookCacheHit: cook ? cook.cached : null }
-    if (!engine && opts.load) await run([opts.load.docker, 'load', '--input', files.dockerTar], { env: dockerEnv(), timeoutMs: 10 * 60_000 })
+    if (!engine && opts.load)
+      await run([opts.load.docker, 'load', '--input', files.dockerTar], { env: dockerEnv(), timeoutMs: 10 * 60_000 })
     if (existsSync(files.metadata)) {
       const digest = (JSON.parse(readFileSync(files.metadata, 'utf8')) as Record<string, unknown>)['containerimage.digest']
       if (typeof digest === 'string' && (opts.push?.length || opts.ociTar)) result.digest = digest
@@ -212,13 +232,21 @@ export function copyBuildContext(root: string, prefix = 'doc-server-ctx-'): stri
  * the same image config and (with rewrite-timestamp) the same file times.
  */
 export async function ociBuildArgs(root: string, sha: string, env: NodeJS.ProcessEnv = process.env): Promise<Record<string, string>> {
-  const git = (...a: string[]) => run(['git', ...a], { cwd: root, okCodes: [1, 2, 128] }).then((r) => (r.exitCode === 0 ? r.stdout.trim() : ''))
-  const remote = env.GITHUB_REPOSITORY ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}` : await git('remote', 'get-url', 'origin')
+  const git = (...a: string[]) =>
+    run(['git', ...a], { cwd: root, okCodes: [1, 2, 128] }).then((r) => (r.exitCode === 0 ? r.stdout.trim() : ''))
+  const remote = env.GITHUB_REPOSITORY
+    ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}`
+    : await git('remote', 'get-url', 'origin')
   // A remote URL may carry credentials (https://user:token@host/...); they never go into an image.
   const source = remote.replace(/\/\/[^/@]*@/, '//') || 'local'
   const [created, epoch] = (await git('log', '-1', '--format=%cI %ct', sha)).split(' ')
   const now = new Date()
-  return { SOURCE: source, REVISION: sha, CREATED: created || now.toISOString(), SOURCE_DATE_EPOCH: epoch || String(Math.floor(now.getTime() / 1000)) }
+  return {
+    SOURCE: source,
+    REVISION: sha,
+    CREATED: created || now.toISOString(),
+    SOURCE_DATE_EPOCH: epoch || String(Math.floor(now.getTime() / 1000)),
+  }
 }
 
 /** The build arguments that name Dockerfile.optimized's base images, and the image each defaults to. */
@@ -226,11 +254,13 @@ export const BASE_IMAGE_ARGS = { CHEF_IMAGE: BASE_IMAGES.chef, RUNTIME_IMAGE: BA
 
 /** The base-image build arguments, each pinned by digest (`pinned` maps a base's name to `name@sha256:…`). */
 export function baseImageArgs(pinned: Record<string, string>, args: Record<string, string> = BASE_IMAGE_ARGS): Record<string, string> {
-  return Object.fromEntries(Object.entries(args).map(([arg, name]) => {
-    const p = pinned[name]
-    if (!p) throw new PipelineError(`build: base image ${name} (${arg}) was not pinned to a digest`)
-    return [arg, p]
-  }))
+  return Object.fromEntries(
+    Object.entries(args).map(([arg, name]) => {
+      const p = pinned[name]
+      if (!p) throw new PipelineError(`build: base image ${name} (${arg}) was not pinned to a digest`)
+      return [arg, p]
+    }),
+  )
 }
 
 /** Debian's client: the preinstalled 28.x client has no buildx, so BuildKit builds need this one. */

@@ -6,12 +6,12 @@
  * differs, so the cause can be found, not guessed.
  */
 import { createHash } from 'node:crypto'
-import { existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { fetchBlob,fetchManifest,type RegistryAuth } from './registry.ts'
+import { fetchBlob, fetchManifest, type RegistryAuth } from './registry.ts'
 
 export interface Descriptor {
   mediaType?: string
@@ -49,7 +49,8 @@ export async function cleanClone(source: string, commit: string): Promise<string
   try {
     await run(['git', 'clone', '--quiet', '--no-local', '--no-checkout', source, dir], { env, timeoutMs: 10 * 60_000 })
     const has = await run(['git', 'cat-file', '-e', `${commit}^{commit}`], { cwd: dir, env, okCodes: [0, 1, 128] })
-    if (has.exitCode !== 0) throw new PipelineError(`rebuild: commit ${commit.slice(0, 12)} is not in ${source}; fetch it (a shallow clone may lack it)`)
+    if (has.exitCode !== 0)
+      throw new PipelineError(`rebuild: commit ${commit.slice(0, 12)} is not in ${source}; fetch it (a shallow clone may lack it)`)
     await run(['git', '-c', 'advice.detachedHead=false', 'checkout', '--quiet', '--detach', commit], { cwd: dir, env })
     return dir
   } catch (err) {
@@ -59,7 +60,9 @@ export async function cleanClone(source: string, commit: string): Promise<string
 }
 
 export function sha256File(path: string): string {
-  return createHash('sha256').update(new Uint8Array(readFileSync(path))).digest('hex')
+  return createHash('sha256')
+    .update(new Uint8Array(readFileSync(path)))
+    .digest('hex')
 }
 
 /** The image in an OCI layout tarball (buildctl's `type=oci` output): its manifest digest, manifest and config. */
@@ -94,7 +97,14 @@ const short = (d: string) => `${d.slice(0, 19)}…`
 
 /** The Dockerfile step that made each layer: the config's history entries that are not empty layers, in order. */
 export function layerSteps(config: ImageConfig): string[] {
-  return (config.history ?? []).filter((h) => !h.empty_layer).map((h) => (h.created_by ?? '?').replace(/\s+# buildkit$/, '').replace(/\s+/g, ' ').trim())
+  return (config.history ?? [])
+    .filter((h) => !h.empty_layer)
+    .map((h) =>
+      (h.created_by ?? '?')
+        .replace(/\s+# buildkit$/, '')
+        .replace(/\s+/g, ' ')
+        .trim(),
+    )
 }
 
 /** Paths of the values that differ between two JSON documents (`config.Labels.org.opencontainers.image.revision`), at most `max`. */
@@ -119,11 +129,14 @@ export function imageDifferences(pushed: ImageParts, rebuilt: ImageParts): strin
   const out: string[] = []
   const steps = layerSteps(pushed.config)
   const n = Math.max(pushed.manifest.layers.length, rebuilt.manifest.layers.length)
-  if (pushed.manifest.layers.length !== rebuilt.manifest.layers.length) out.push(`the pushed image has ${pushed.manifest.layers.length} layers, the rebuild ${rebuilt.manifest.layers.length}`)
+  if (pushed.manifest.layers.length !== rebuilt.manifest.layers.length)
+    out.push(`the pushed image has ${pushed.manifest.layers.length} layers, the rebuild ${rebuilt.manifest.layers.length}`)
   for (let i = 0; i < n; i++) {
     const [p, r] = [pushed.manifest.layers[i], rebuilt.manifest.layers[i]]
     if (p?.digest === r?.digest) continue
-    out.push(`layer ${i + 1} of ${n} (${steps[i] ?? 'no history entry'}) differs: pushed ${p ? short(p.digest) : 'none'}, rebuilt ${r ? short(r.digest) : 'none'}`)
+    out.push(
+      `layer ${i + 1} of ${n} (${steps[i] ?? 'no history entry'}) differs: pushed ${p ? short(p.digest) : 'none'}, rebuilt ${r ? short(r.digest) : 'none'}`,
+    )
   }
   if (pushed.manifest.config.digest !== rebuilt.manifest.config.digest) {
     // The layers' own digests are listed above; the rest of the config is what a person looks for.
@@ -131,6 +144,7 @@ export function imageDifferences(pushed: ImageParts, rebuilt: ImageParts): strin
     const fields = jsonDifferences(strip(pushed.config), strip(rebuilt.config))
     if (fields.length > 0) out.push(`the image config differs in ${fields.join(', ')}`)
   }
-  if (out.length === 0) out.push(`the manifests differ in ${jsonDifferences(pushed.manifest, rebuilt.manifest).join(', ') || 'their encoding'}`)
+  if (out.length === 0)
+    out.push(`the manifests differ in ${jsonDifferences(pushed.manifest, rebuilt.manifest).join(', ') || 'their encoding'}`)
   return out
 }

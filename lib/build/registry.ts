@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
-import { mkdtempSync,rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
-import { retry,run } from '../core/run.ts'
+import { retry, run } from '../core/run.ts'
 import { tmpdir } from 'node:os'
 import { dockerEnv } from './docker.ts'
 import { say } from '../core/output.ts'
@@ -10,7 +10,10 @@ import { say } from '../core/output.ts'
 /** The last line of a failed docker command that says why (the daemon's own words). */
 function why(err: unknown): string {
   const details = err instanceof PipelineError ? err.details : undefined
-  const lines = (details ?? (err instanceof Error ? err.message : String(err))).split('\n').map((l) => l.trim()).filter(Boolean)
+  const lines = (details ?? (err instanceof Error ? err.message : String(err)))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
   // docker prints progress on stdout and the reason on stderr; the details hold both.
   const reason = [...lines].reverse().find((l) => /error|refused|denied|unauthorized|failed|timeout|no such host|unreachable|EOF/i.test(l))
   return reason ?? lines.at(-1) ?? 'unknown error'
@@ -41,14 +44,23 @@ export async function registryLogin(docker: string, registry: string, user: stri
   const end = () => rmSync(dir, { recursive: true, force: true })
   process.once('exit', end)
   const env = { DOCKER_CONFIG: dir }
-  const login = () => run([docker, 'login', registry, '--username', user, '--password-stdin'], { env: dockerEnv(env), input: token, secrets: [token], timeoutMs: 60_000 })
+  const login = () =>
+    run([docker, 'login', registry, '--username', user, '--password-stdin'], {
+      env: dockerEnv(env),
+      input: token,
+      secrets: [token],
+      timeoutMs: 60_000,
+    })
   // A refusal is an answer, not a network hiccup: asking again cannot change it.
   const refused = (err: unknown) => loginRefused(why(err))
   try {
     await retry(3, 2000, login, refused)
   } catch (err) {
     end()
-    if (refused(err)) throw new PipelineError(`registry: ${registry} refused the credentials of ${user} (REGISTRY_USER/REGISTRY_TOKEN): check the token and that it may push there`)
+    if (refused(err))
+      throw new PipelineError(
+        `registry: ${registry} refused the credentials of ${user} (REGISTRY_USER/REGISTRY_TOKEN): check the token and that it may push there`,
+      )
     throw new PipelineError(`registry: login to ${registry} as ${user} failed: ${why(err)}`)
   }
   return { registry, env, end }
@@ -65,7 +77,11 @@ export function parsePushDigest(output: string): { digest: string; size: number 
  * manifest, so a tag never names a half-pushed image: a failed attempt leaves
  * at most unreferenced blobs, which the next attempt reuses.
  */
-export async function pushImage(docker: string, ref: string, opts: { attempts?: number; backoffMs?: number; secrets?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<{ digest: string; size: number; attempts: number }> {
+export async function pushImage(
+  docker: string,
+  ref: string,
+  opts: { attempts?: number; backoffMs?: number; secrets?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ digest: string; size: number; attempts: number }> {
   const attempts = opts.attempts ?? 3
   let used = 0
   try {
@@ -78,7 +94,10 @@ export async function pushImage(docker: string, ref: string, opts: { attempts?: 
       return { ...d, attempts: attempt }
     })
   } catch (err) {
-    throw new PipelineError(`push: ${ref} failed after ${used} attempt${used === 1 ? '' : 's'}: ${why(err)}`, err instanceof PipelineError ? err.details : undefined)
+    throw new PipelineError(
+      `push: ${ref} failed after ${used} attempt${used === 1 ? '' : 's'}: ${why(err)}`,
+      err instanceof PipelineError ? err.details : undefined,
+    )
   }
 }
 
@@ -108,7 +127,9 @@ export async function imageBytes(docker: string, ref: string): Promise<number> {
  */
 export async function pushedBytes(docker: string, pinned: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const insecure = /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(pinned) ? ['--insecure'] : []
-  const r = await retry(3, 2000, () => run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(env), timeoutMs: 60_000 }))
+  const r = await retry(3, 2000, () =>
+    run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(env), timeoutMs: 60_000 }),
+  )
   const manifest = JSON.parse(r.stdout) as { config?: { size: number }; layers?: { size: number }[] }
   if (!manifest.layers) throw new PipelineError(`manifest: ${pinned} is a list, not one image manifest`)
   return (manifest.config?.size ?? 0) + manifest.layers.reduce((sum, l) => sum + l.size, 0)
@@ -176,8 +197,18 @@ async function authorization(challenge: string | null, repository: string, auth?
 }
 
 /** A GET or HEAD on the registry API, answering its auth challenge once. */
-async function registryRequest(url: string, repository: string, init: { method: 'GET' | 'HEAD'; accept?: string }, auth?: RegistryAuth): Promise<Response> {
-  const ask = (authz?: string) => fetch(url, { method: init.method, headers: { ...(init.accept ? { Accept: init.accept } : {}), ...(authz ? { Authorization: authz } : {}) }, signal: AbortSignal.timeout(60_000) })
+async function registryRequest(
+  url: string,
+  repository: string,
+  init: { method: 'GET' | 'HEAD'; accept?: string },
+  auth?: RegistryAuth,
+): Promise<Response> {
+  const ask = (authz?: string) =>
+    fetch(url, {
+      method: init.method,
+      headers: { ...(init.accept ? { Accept: init.accept } : {}), ...(authz ? { Authorization: authz } : {}) },
+      signal: AbortSignal.timeout(60_000),
+    })
   const res = await retry(3, 2000, () => ask())
   if (res.status !== 401) return res
   return ask(await authorization(res.headers.get('www-authenticate'), repository, auth))
@@ -198,7 +229,8 @@ export async function manifestDigest(name: string, opts: { mirror?: string } = {
   try {
     const res = await registryRequest(url, n.repository, { method: 'HEAD', accept: MANIFEST_ACCEPT })
     const digest = res.headers.get('docker-content-digest')
-    if (!res.ok || !digest || !/^sha256:[a-f0-9]{64}$/.test(digest)) throw new PipelineError(`HTTP ${res.status}${res.ok ? ' without a Docker-Content-Digest' : ''}`)
+    if (!res.ok || !digest || !/^sha256:[a-f0-9]{64}$/.test(digest))
+      throw new PipelineError(`HTTP ${res.status}${res.ok ? ' without a Docker-Content-Digest' : ''}`)
     if (n.digest && digest !== n.digest) throw new PipelineError(`the registry serves ${digest} for it`)
     return digest
   } catch (err) {
@@ -221,7 +253,12 @@ function pinnedParts(pinned: string): { base: string; repository: string; digest
 /** The manifest a registry serves for a pinned image, checked against its digest. */
 export async function fetchManifest(pinned: string, auth?: RegistryAuth): Promise<{ digest: string; body: unknown }> {
   const p = pinnedParts(pinned)
-  const res = await registryRequest(`${p.base}/${p.repository}/manifests/${p.digest}`, p.repository, { method: 'GET', accept: MANIFEST_ACCEPT }, auth)
+  const res = await registryRequest(
+    `${p.base}/${p.repository}/manifests/${p.digest}`,
+    p.repository,
+    { method: 'GET', accept: MANIFEST_ACCEPT },
+    auth,
+  )
   if (!res.ok) throw new PipelineError(`registry: ${pinned}: manifest not served (HTTP ${res.status})`)
   const bytes = new Uint8Array(await res.arrayBuffer())
   const digest = `sha256:${createHash('sha256').update(bytes).digest('hex')}`
@@ -235,6 +272,7 @@ export async function fetchBlob(pinned: string, blob: string, auth?: RegistryAut
   const res = await registryRequest(`${p.base}/${p.repository}/blobs/${blob}`, p.repository, { method: 'GET' }, auth)
   if (!res.ok) throw new PipelineError(`registry: ${pinned}: blob ${blob} not served (HTTP ${res.status})`)
   const bytes = new Uint8Array(await res.arrayBuffer())
-  if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== blob) throw new PipelineError(`registry: ${pinned}: blob ${blob} does not hash to its digest`)
+  if (`sha256:${createHash('sha256').update(bytes).digest('hex')}` !== blob)
+    throw new PipelineError(`registry: ${pinned}: blob ${blob} does not hash to its digest`)
   return JSON.parse(Buffer.from(bytes).toString('utf8')) as unknown
 }

@@ -7,20 +7,20 @@
  * (base-images.ts); registries the Docker engine trusts a CA for
  * (/etc/docker/certs.d/<host>/) are trusted by buildkitd the same way.
  */
-import { existsSync,mkdirSync,readFileSync,readdirSync,rmSync,writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
-import { lastWords,succeeds } from '../core/run.ts'
+import { lastWords, succeeds } from '../core/run.ts'
 import { stateDir } from '../core/paths.ts'
 import { say } from '../core/output.ts'
 import { ensureBuildkit } from '../tools/buildkit.ts'
 import { LOCAL_REGISTRY } from '../core/config.ts'
-import { runningPid,startDetached,stopOwned } from './service.ts'
+import { runningPid, startDetached, stopOwned } from './service.ts'
 import type { Builder } from '../build/docker.ts'
-import { manifestDigest,pinnedName } from '../build/registry.ts'
+import { manifestDigest, pinnedName } from '../build/registry.ts'
 import type { Config } from '../core/config.ts'
-import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
-import { ensureBaseImages,publishBaseImages } from './base-images.ts'
+import { BASE_IMAGES, VERSIONS } from '../tools/versions.ts'
+import { ensureBaseImages, publishBaseImages } from './base-images.ts'
 import { ensureRegistry } from './registry.ts'
 
 /** The public registries the Dockerfiles' base images come from, served here by the local registry. */
@@ -39,12 +39,24 @@ export interface BuildkitdStatus {
 
 function paths(env: NodeJS.ProcessEnv, name: string) {
   const dir = join(stateDir(env), name)
-  return { dir, config: join(dir, 'buildkitd.toml'), root: join(dir, 'root'), socket: join(dir, 'buildkitd.sock'), log: join(dir, 'buildkitd.log'), pidfile: join(dir, 'buildkitd.pid') }
+  return {
+    dir,
+    config: join(dir, 'buildkitd.toml'),
+    root: join(dir, 'root'),
+    socket: join(dir, 'buildkitd.sock'),
+    log: join(dir, 'buildkitd.log'),
+    pidfile: join(dir, 'buildkitd.pid'),
+  }
 }
 
 /** buildkitd's config: its root and socket, the OCI worker on the host's network, the mirrors, the engine's registry CAs. */
 export function buildkitdConfig(o: { root: string; socket: string; mirror: string; certsDir?: string; maxUsedGB?: number }): string {
-  const hosts = o.certsDir && existsSync(o.certsDir) ? readdirSync(o.certsDir).filter((h) => existsSync(join(o.certsDir!, h, 'ca.crt'))).sort() : []
+  const hosts =
+    o.certsDir && existsSync(o.certsDir)
+      ? readdirSync(o.certsDir)
+          .filter((h) => existsSync(join(o.certsDir!, h, 'ca.crt')))
+          .sort()
+      : []
   const q = (s: string) => JSON.stringify(s)
   return [
     `root = ${q(o.root)}`,
@@ -101,12 +113,22 @@ export async function ensureBuildkitd(cache: string, opts: { name?: string; env?
     say(`restarting buildkitd (${same ? 'it did not answer' : 'its config changed'})`)
     await stopOwned(p.pidfile, 'buildkitd', 30_000)
   }
-  if (process.getuid?.() !== 0) throw new PipelineError('buildkitd: the local BuildKit daemon runs as root (rootful OCI worker); run as root, or set BUILDKIT_HOST to a BuildKit that answers')
+  if (process.getuid?.() !== 0)
+    throw new PipelineError(
+      'buildkitd: the local BuildKit daemon runs as root (rootful OCI worker); run as root, or set BUILDKIT_HOST to a BuildKit that answers',
+    )
   mkdirSync(p.root, { recursive: true })
   writeFileSync(p.config, config)
   rmSync(p.socket, { force: true })
   say(`starting buildkitd (log: ${p.log})`)
-  const started = await startDetached({ binary: bins.buildkitd, args: ['--config', p.config], log: p.log, ready: () => buildkitdAnswers(builder), timeoutMs: 60_000, pollMs: 500 })
+  const started = await startDetached({
+    binary: bins.buildkitd,
+    args: ['--config', p.config],
+    log: p.log,
+    ready: () => buildkitdAnswers(builder),
+    timeoutMs: 60_000,
+    pollMs: 500,
+  })
   if (started.ok) {
     if (started.pid) writeFileSync(p.pidfile, `${started.pid}\n`)
     return { builder, started: true, ...(started.pid ? { pid: started.pid } : {}), log: p.log, root: p.root }
@@ -151,16 +173,28 @@ export interface BuildkitSetup {
  * present in the engine (pulled or stand-ins) and published to the local
  * registry it mirrors docker.io and gcr.io from.
  */
-export async function buildkitFor(config: Config, docker: string, names: readonly string[] = [BASE_IMAGES.chef, BASE_IMAGES.runtime]): Promise<BuildkitSetup> {
+export async function buildkitFor(
+  config: Config,
+  docker: string,
+  names: readonly string[] = [BASE_IMAGES.chef, BASE_IMAGES.runtime],
+): Promise<BuildkitSetup> {
   if (config.buildkitHost) {
     const { buildctl } = await ensureBuildkit(config.cacheDir, ['buildctl'])
     const bases = Object.fromEntries(await Promise.all(names.map(async (n) => [n, pinnedName(n, await manifestDigest(n))] as const)))
-    return { builder: { buildctl, addr: config.buildkitHost }, bases, describe: `BuildKit ${VERSIONS.buildkit} at ${config.buildkitHost}; bases from their registries` }
+    return {
+      builder: { buildctl, addr: config.buildkitHost },
+      bases,
+      describe: `BuildKit ${VERSIONS.buildkit} at ${config.buildkitHost}; bases from their registries`,
+    }
   }
   const sources = await ensureBaseImages(docker, config.cacheDir, names)
   await ensureRegistry(LOCAL_REGISTRY)
   const bases = await publishBaseImages(docker, names)
   const d = await ensureBuildkitd(config.cacheDir)
   const from = sources.map((s) => `${s.name.split('/').pop()} ${s.source}`).join(', ')
-  return { builder: d.builder, bases, describe: `local buildkitd ${VERSIONS.buildkit} (${d.started ? 'started' : 'running'}); bases via ${LOCAL_REGISTRY}: ${from}` }
+  return {
+    builder: d.builder,
+    bases,
+    describe: `local buildkitd ${VERSIONS.buildkit} (${d.started ? 'started' : 'running'}); bases via ${LOCAL_REGISTRY}: ${from}`,
+  }
 }

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { PipelineError } from '../core/errors.ts'
 import { writeJson } from '../core/json.ts'
-import { PROVENANCE_PREDICATE_TYPE,forDigest,type VerifiedStatement } from './attest.ts'
+import { PROVENANCE_PREDICATE_TYPE, forDigest, type VerifiedStatement } from './attest.ts'
 import { attestImage } from './cosign.ts'
 import { signingFor } from './sign.ts'
 
@@ -42,8 +42,15 @@ export function rebuildPredicate(f: RebuildFacts) {
 }
 
 /** Signs the rebuild's result and attaches it to the digest (the predicate is also kept in `outDir`). */
-export async function attestRebuild(o: { config: Config; image: string; facts: RebuildFacts; outDir: string; env?: NodeJS.ProcessEnv }): Promise<string> {
-  if (o.facts.rebuiltDigest !== o.facts.digest) throw new PipelineError(`rebuild: refusing to attest a rebuild that gave ${o.facts.rebuiltDigest}, not ${o.facts.digest}`)
+export async function attestRebuild(o: {
+  config: Config
+  image: string
+  facts: RebuildFacts
+  outDir: string
+  env?: NodeJS.ProcessEnv
+}): Promise<string> {
+  if (o.facts.rebuiltDigest !== o.facts.digest)
+    throw new PipelineError(`rebuild: refusing to attest a rebuild that gave ${o.facts.rebuiltDigest}, not ${o.facts.digest}`)
   const s = await signingFor(o.config)
   const file = join(o.outDir, 'rebuild-attestation.json')
   writeJson(file, rebuildPredicate(o.facts))
@@ -69,9 +76,16 @@ export function checkRebuild(statements: readonly VerifiedStatement[], e: { dige
   const when = (s: VerifiedStatement) => Date.parse(String(s.statement.predicate?.rebuiltAt ?? '')) || 0
   const newest = [...mine].sort((a, b) => when(b) - when(a))[0]!
   const p = (newest.statement.predicate ?? {}) as Partial<ReturnType<typeof rebuildPredicate>>
-  if (p.image?.digest !== e.digest) throw refused(`the rebuild attestation names image ${p.image?.digest ? short(p.image.digest) : 'none'}, not ${short(e.digest)}`)
-  if (p.rebuilt?.digest !== e.digest || p.match !== true) throw refused(`the rebuild of ${short(e.digest)} gave ${p.rebuilt?.digest ? short(p.rebuilt.digest) : 'no digest'}: it does not reproduce`)
-  if (p.commit !== e.commit) throw refused(`the rebuild of ${short(e.digest)} was of commit ${String(p.commit).slice(0, 12)}, not ${e.commit.slice(0, 12)} as its provenance says`)
+  if (p.image?.digest !== e.digest)
+    throw refused(`the rebuild attestation names image ${p.image?.digest ? short(p.image.digest) : 'none'}, not ${short(e.digest)}`)
+  if (p.rebuilt?.digest !== e.digest || p.match !== true)
+    throw refused(
+      `the rebuild of ${short(e.digest)} gave ${p.rebuilt?.digest ? short(p.rebuilt.digest) : 'no digest'}: it does not reproduce`,
+    )
+  if (p.commit !== e.commit)
+    throw refused(
+      `the rebuild of ${short(e.digest)} was of commit ${String(p.commit).slice(0, 12)}, not ${e.commit.slice(0, 12)} as its provenance says`,
+    )
   return { attestation: newest.digest, rebuiltAt: String(p.rebuiltAt), builder: String(p.rebuilt.builder) }
 }
 
@@ -89,19 +103,31 @@ export interface RebuildInputs {
  */
 export function rebuildInputs(statements: readonly VerifiedStatement[], digest: string): RebuildInputs {
   const mine = forDigest(statements, digest, PROVENANCE_PREDICATE_TYPE, 'provenance')
-  const finished = (s: VerifiedStatement) => Date.parse(String((s.statement.predicate as { runDetails?: { metadata?: { finishedOn?: string } } } | undefined)?.runDetails?.metadata?.finishedOn ?? '')) || 0
+  const finished = (s: VerifiedStatement) =>
+    Date.parse(
+      String(
+        (s.statement.predicate as { runDetails?: { metadata?: { finishedOn?: string } } } | undefined)?.runDetails?.metadata?.finishedOn ??
+          '',
+      ),
+    ) || 0
   const p = ([...mine].sort((a, b) => finished(b) - finished(a))[0]!.statement.predicate ?? {}) as {
-    buildDefinition?: { externalParameters?: { dockerfile?: string; buildArgs?: Record<string, string> }; internalParameters?: { dirty?: boolean }; resolvedDependencies?: { uri?: string; digest?: Record<string, string> }[] }
+    buildDefinition?: {
+      externalParameters?: { dockerfile?: string; buildArgs?: Record<string, string> }
+      internalParameters?: { dirty?: boolean }
+      resolvedDependencies?: { uri?: string; digest?: Record<string, string> }[]
+    }
   }
   const def = p.buildDefinition ?? {}
   const buildArgs = def.externalParameters?.buildArgs ?? {}
   const path = def.externalParameters?.dockerfile
   const commit = def.resolvedDependencies?.find((d) => d.uri?.startsWith('git+'))?.digest?.gitCommit
   const sha256 = def.resolvedDependencies?.find((d) => d.uri === path)?.digest?.sha256
-  const why = (what: string) => new PipelineError(`rebuild: the provenance of ${digest.slice(0, 19)}… ${what}; it cannot be rebuilt from it`)
+  const why = (what: string) =>
+    new PipelineError(`rebuild: the provenance of ${digest.slice(0, 19)}… ${what}; it cannot be rebuilt from it`)
   if (!commit) throw why('names no commit')
   if (!path || !sha256) throw why('names no Dockerfile with its sha256')
   if (!buildArgs.SOURCE_DATE_EPOCH) throw why('has no SOURCE_DATE_EPOCH build argument (built before builds were reproducible)')
-  for (const arg of ['CHEF_IMAGE', 'RUNTIME_IMAGE']) if (!/@sha256:[a-f0-9]{64}$/.test(buildArgs[arg] ?? '')) throw why(`does not pin ${arg} by digest (${buildArgs[arg] ?? 'unset'})`)
+  for (const arg of ['CHEF_IMAGE', 'RUNTIME_IMAGE'])
+    if (!/@sha256:[a-f0-9]{64}$/.test(buildArgs[arg] ?? '')) throw why(`does not pin ${arg} by digest (${buildArgs[arg] ?? 'unset'})`)
   return { commit, dirty: def.internalParameters?.dirty === true, dockerfile: { path, sha256 }, buildArgs }
 }

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { buildWrapper,moduleGoMod } from './kube.ts'
+import { buildWrapper, moduleGoMod } from './kube.ts'
 import { VERSIONS } from './versions.ts'
 
 export interface BuildkitBinaries {
@@ -25,7 +25,8 @@ const MAINS = [
 export function buildkitWrapperGoMod(version: string, buildkitGoMod: string): string {
   const go = /^go (\S+)$/m.exec(buildkitGoMod)?.[1]
   if (!go) throw new PipelineError(`tools: ${MODULE} ${version} go.mod has no go line; the wrapper recipe needs updating`)
-  const excludes = [...buildkitGoMod.matchAll(/^exclude \(\n([\s\S]*?)^\)/gm)].map((m) => m[1]!)
+  const excludes = [...buildkitGoMod.matchAll(/^exclude \(\n([\s\S]*?)^\)/gm)]
+    .map((m) => m[1]!)
     .join('')
     .split('\n')
     .map((l) => l.replace(/\/\/.*$/, '').trim())
@@ -51,12 +52,23 @@ export async function ensureBuildkit(cache: string, only?: (keyof BuildkitBinari
   const dir = join(cache, 'tools', 'buildkit', version)
   const present = MAINS.filter((m) => !only || (only as string[]).includes(m.binary)).every((m) => existsSync(join(dir, m.binary)))
   const goMod = present ? '' : buildkitWrapperGoMod(version, await moduleGoMod(MODULE, version))
-  const p = await buildWrapper(cache, { name: 'buildkit', version, goMod, mains: MAINS, ldflags: buildkitLdflags(version), tags: BUILDKITD_TAGS, ...(only ? { only } : {}) })
+  const p = await buildWrapper(cache, {
+    name: 'buildkit',
+    version,
+    goMod,
+    mains: MAINS,
+    ldflags: buildkitLdflags(version),
+    tags: BUILDKITD_TAGS,
+    ...(only ? { only } : {}),
+  })
   const bins = { buildkitd: p.buildkitd!, buildctl: p.buildctl! }
   for (const [name, path] of Object.entries(bins)) {
     if (only && !(only as string[]).includes(name)) continue
     const out = (await run([path, '--version'])).stdout
-    if (!out.includes(` ${version}`)) throw new PipelineError(`buildkit: ${path} says "${out.trim()}", not the pinned ${version}; delete ${dir} so the pinned ${name} is built`)
+    if (!out.includes(` ${version}`))
+      throw new PipelineError(
+        `buildkit: ${path} says "${out.trim()}", not the pinned ${version}; delete ${dir} so the pinned ${name} is built`,
+      )
   }
   return bins
 }

@@ -7,35 +7,47 @@
  * the documents' layer; a deploy to an environment that requires the
  * rebuild attestation (prod: required in the committed environments.yaml) refuses it.
  */
-import { appendFileSync,mkdtempSync,readFileSync,readdirSync,rmSync,writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildImage,copyBuildContext,ociBuildArgs } from '../../lib/build/docker.ts'
-import { loadConfig,type Config } from '../../lib/core/config.ts'
-import { gitFacts,type GitFacts } from '../../lib/core/git.ts'
+import { buildImage, copyBuildContext, ociBuildArgs } from '../../lib/build/docker.ts'
+import { loadConfig, type Config } from '../../lib/core/config.ts'
+import { gitFacts, type GitFacts } from '../../lib/core/git.ts'
 import { readReport } from '../../lib/core/reports.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { verifyImage } from '../../lib/deploy/verify.ts'
 import { localVerifier } from '../../lib/sign/cosign.ts'
 import { signBuild } from '../../lib/sign/sign.ts'
 import { ensureBuildkitd } from '../../lib/sandbox/buildkitd.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { ensureCosign } from '../../lib/tools/cosign.ts'
-import { attestAsScan,committedPolicyNow } from '../helpers/signed-image.ts'
-import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
+import { attestAsScan, committedPolicyNow } from '../helpers/signed-image.ts'
+import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
 import { writeBuildAndScan } from '../helpers/reports.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: rebuild')
 const NAME = 'agent-docs-rebuild-e2e'
 const REPO = `127.0.0.1:5000/local/${NAME}`
-const s = {} as { config: Config; copy: { dir: string; remove: () => void }; reports: string; git: GitFacts; pinned: string; tampered?: string }
+const s = {} as {
+  config: Config
+  copy: { dir: string; remove: () => void }
+  reports: string
+  git: GitFacts
+  pinned: string
+  tampered?: string
+}
 
 const inCopy = (task: string, env: NodeJS.ProcessEnv = {}, args: string[] = []) =>
-  run(['node_modules/.bin/tsx', `tasks/${task}.ts`, ...args], { cwd: s.copy.dir, env: copyEnv({ REPORTS_DIR: s.reports, HUSKY: '0', ...env }), timeoutMs: 90 * 60_000, okCodes: ANY_EXIT }).then((r) => ({ ...r, out: `${r.stdout}${r.stderr}`.trim() }))
+  run(['node_modules/.bin/tsx', `tasks/${task}.ts`, ...args], {
+    cwd: s.copy.dir,
+    env: copyEnv({ REPORTS_DIR: s.reports, HUSKY: '0', ...env }),
+    timeoutMs: 90 * 60_000,
+    okCodes: ANY_EXIT,
+  }).then((r) => ({ ...r, out: `${r.stdout}${r.stderr}`.trim() }))
 
 setUp(t, 'e2e: rebuild', async () => {
   s.config = loadConfig()
@@ -73,31 +85,71 @@ t('the rebuild of a pushed commit gives its digest, and the match is attested wh
   const sourceRepository = (await ociBuildArgs(s.copy.dir, s.git.sha)).SOURCE!
   const policy = committedPolicyNow()
   const v = await verifyImage({
-    cosign, cache: s.config.cacheDir, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository, digest, sourceRepository, commit: s.git.sha,
-    policy: { digest: policy.digest, committed: policy }, maxAgeSecs: 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local'] }, allowDirty: false, requireRebuild: true,
+    cosign,
+    cache: s.config.cacheDir,
+    imageSigners: [localVerifier(s.config.cacheDir)],
+    scanSigners: [],
+    repository,
+    digest,
+    sourceRepository,
+    commit: s.git.sha,
+    policy: { digest: policy.digest, committed: policy },
+    maxAgeSecs: 3600,
+    db: { maxAgeSecs: 30 * 86_400, sources: ['local'] },
+    allowDirty: false,
+    requireRebuild: true,
   })
   assert.is(v.rebuild?.builder, report.builder)
 })
 
 t('an image pushed from a tampered build and signed as the commit fails the rebuild, naming the docs layer', async () => {
   // What a compromised builder would push (the provenance names the Dockerfile by its path in the repository, as the build's does): the commit plus one byte in a document, under the commit's provenance.
-  const provenance = JSON.parse(readFileSync(join(s.reports, 'build', 'provenance.json'), 'utf8')) as { buildDefinition: { externalParameters: { buildArgs: Record<string, string> } } }
+  const provenance = JSON.parse(readFileSync(join(s.reports, 'build', 'provenance.json'), 'utf8')) as {
+    buildDefinition: { externalParameters: { buildArgs: Record<string, string> } }
+  }
   const args = provenance.buildDefinition.externalParameters.buildArgs
   const ctx = copyBuildContext(s.copy.dir, 'tampered-')
   try {
     const docs = join(ctx, 'crates', 'doc-server', 'docs')
-    appendFileSync(join(docs, readdirSync(docs).filter((f) => f.endsWith('.md')).sort()[0]!), 'x')
+    appendFileSync(
+      join(
+        docs,
+        readdirSync(docs)
+          .filter((f) => f.endsWith('.md'))
+          .sort()[0]!,
+      ),
+      'x',
+    )
     const { builder } = await ensureBuildkitd(s.config.cacheDir)
-    const built = await buildImage({ builder, context: ctx, dockerfile: join(ctx, 'Dockerfile.optimized'), buildArgs: args, push: [`${REPO}:tampered-${process.pid}`] })
+    const built = await buildImage({
+      builder,
+      context: ctx,
+      dockerfile: join(ctx, 'Dockerfile.optimized'),
+      buildArgs: args,
+      push: [`${REPO}:tampered-${process.pid}`],
+    })
     s.tampered = `${REPO}@${built.digest!}`
   } finally {
     rmSync(ctx, { recursive: true, force: true })
   }
-  await signBuild({ config: s.config, image: s.tampered, git: s.git, dockerfile: join(repoRoot, 'Dockerfile.optimized'), buildArgs: args, startedOn: new Date(), outDir: mkdtempSync(join(s.reports, 'tampered-')) })
+  await signBuild({
+    config: s.config,
+    image: s.tampered,
+    git: s.git,
+    dockerfile: join(repoRoot, 'Dockerfile.optimized'),
+    buildArgs: args,
+    startedOn: new Date(),
+    outDir: mkdtempSync(join(s.reports, 'tampered-')),
+  })
   const r = await inCopy('rebuild', {}, ['--image', s.tampered])
   assert.is.not(r.exitCode, 0)
   const last = r.out.split('\n').at(-1) ?? ''
-  assert.match(last, new RegExp(`^✖ rebuild: ${s.tampered.split('@')[1]!.slice(0, 19)}… is not what commit ${s.git.sha.slice(0, 12)} builds to \\(sha256:[0-9a-f]{12}…\\): layer \\d+ of \\d+ \\(COPY /out/docs /usr/local/share/doc-server/docs\\) differs: pushed sha256:`))
+  assert.match(
+    last,
+    new RegExp(
+      `^✖ rebuild: ${s.tampered.split('@')[1]!.slice(0, 19)}… is not what commit ${s.git.sha.slice(0, 12)} builds to \\(sha256:[0-9a-f]{12}…\\): layer \\d+ of \\d+ \\(COPY /out/docs /usr/local/share/doc-server/docs\\) differs: pushed sha256:`,
+    ),
+  )
   assert.not.match(last, /doc-server\.dep-v0|\/usr\/local\/bin\/doc-server\)/, 'only the docs layer differs')
   const report = readReport(s.reports, 'rebuild')
   assert.is(report.match, false)
@@ -114,10 +166,22 @@ t('a deploy to prod, which requires the rebuild attestation, refuses a digest wi
   const key = localVerifier(s.config.cacheDir).fingerprint
   const envs = readFileSync(join(s.copy.dir, 'charts/doc-server/environments.yaml'), 'utf8')
   assert.match(envs, /\n  rebuild: required\n/, 'the committed prod requires the rebuild')
-  writeFileSync(join(s.copy.dir, 'charts/doc-server/environments.yaml'), `prod:\n  contexts: [prod-eu-west-1]\n  signers: [{ key: ${key} }]\n  scan: { dbSources: [local] }\n  rebuild: required\n`)
-  const r = await inCopy('deploy', { DEPLOY_ENV: 'prod', KUBE_CONTEXT: 'prod-eu-west-1', DEPLOY_NAMESPACE: `doc-server-rebuild-e2e-${process.pid}` })
+  writeFileSync(
+    join(s.copy.dir, 'charts/doc-server/environments.yaml'),
+    `prod:\n  contexts: [prod-eu-west-1]\n  signers: [{ key: ${key} }]\n  scan: { dbSources: [local] }\n  rebuild: required\n`,
+  )
+  const r = await inCopy('deploy', {
+    DEPLOY_ENV: 'prod',
+    KUBE_CONTEXT: 'prod-eu-west-1',
+    DEPLOY_NAMESPACE: `doc-server-rebuild-e2e-${process.pid}`,
+  })
   assert.is.not(r.exitCode, 0)
-  assert.match(r.out.split('\n').at(-1) ?? '', new RegExp(`^✖ deploy: refused: ${digest.slice(0, 19)}… has no https://doc-server\\.dev/attestations/rebuild/v1 attestation signed by key sha256:`))
+  assert.match(
+    r.out.split('\n').at(-1) ?? '',
+    new RegExp(
+      `^✖ deploy: refused: ${digest.slice(0, 19)}… has no https://doc-server\\.dev/attestations/rebuild/v1 attestation signed by key sha256:`,
+    ),
+  )
   const report = readReport(s.reports, 'deploy')
   assert.is(report.context, null, 'no cluster was contacted')
 })

@@ -7,34 +7,53 @@
  * from the local registry (`type=registry`, as the workflow's `type=gha`)
  * skips the cook step and still gives the same digest.
  */
-import { appendFileSync,mkdtempSync,readdirSync,rmSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { baseImageArgs,buildImage,copyBuildContext,ociBuildArgs,type BuildResult,type Builder } from '../../lib/build/docker.ts'
+import { baseImageArgs, buildImage, copyBuildContext, ociBuildArgs, type BuildResult, type Builder } from '../../lib/build/docker.ts'
 import { cookStep } from '../../lib/build/buildkit-log.ts'
-import { imageDifferences,readOciTarball } from '../../lib/build/rebuild.ts'
-import { manifestDigest,pinnedName } from '../../lib/build/registry.ts'
+import { imageDifferences, readOciTarball } from '../../lib/build/rebuild.ts'
+import { manifestDigest, pinnedName } from '../../lib/build/registry.ts'
 import { LOCAL_REGISTRY } from '../../lib/sandbox/registry.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { gitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { buildkitFor,coldBuilder } from '../../lib/sandbox/buildkitd.ts'
+import { buildkitFor, coldBuilder } from '../../lib/sandbox/buildkitd.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { VERSIONS } from '../../lib/tools/versions.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: reproducible image')
 const CACHE_REF = `127.0.0.1:5000/local/agent-docs-e2e-cache:repro-${process.pid}`
-const s = {} as { args: Record<string, string>; bases: Record<string, string>; work: string; dirs: string[]; first?: { digest: string; finished: number } }
+const s = {} as {
+  args: Record<string, string>
+  bases: Record<string, string>
+  work: string
+  dirs: string[]
+  first?: { digest: string; finished: number }
+}
 
 /** A build of `context` into an OCI tarball on `builder`; its digest and the tarball. */
-async function build(builder: Builder, context: string, extra: { cacheTo?: string; cacheFrom?: string } = {}): Promise<BuildResult & { tar: string }> {
+async function build(
+  builder: Builder,
+  context: string,
+  extra: { cacheTo?: string; cacheFrom?: string } = {},
+): Promise<BuildResult & { tar: string }> {
   const tar = join(mkdtempSync(join(s.work, 'out-')), 'image.tar')
-  const r = await buildImage({ builder, context, dockerfile: join(context, 'Dockerfile.optimized'), buildArgs: s.args, ociTar: tar, ...extra })
+  const r = await buildImage({
+    builder,
+    context,
+    dockerfile: join(context, 'Dockerfile.optimized'),
+    buildArgs: s.args,
+    ociTar: tar,
+    ...extra,
+  })
   // For the record (docs/reproducible.md): what each build took and gave; nothing is asserted on time.
-  console.log(`built ${context.split('/').pop()} in ${r.seconds.toFixed(1)} s (cook ${cookStep(r.steps)?.cached ? 'cached' : 'run'}): ${r.digest}`)
+  console.log(
+    `built ${context.split('/').pop()} in ${r.seconds.toFixed(1)} s (cook ${cookStep(r.steps)?.cached ? 'cached' : 'run'}): ${r.digest}`,
+  )
   return { ...r, tar }
 }
 
@@ -62,7 +81,10 @@ t('each base image is pinned to the digest its registry serves for the tag (aske
     await manifestDigest('gcr.io/distroless/no-such-image:nonroot', { mirror: LOCAL_REGISTRY })
     assert.unreachable('an unknown image resolved')
   } catch (err) {
-    assert.match((err as Error).message, /^registry: cannot resolve gcr\.io\/distroless\/no-such-image:nonroot \(from 127\.0\.0\.1:5000\) to a digest: HTTP 404$/)
+    assert.match(
+      (err as Error).message,
+      /^registry: cannot resolve gcr\.io\/distroless\/no-such-image:nonroot \(from 127\.0\.0\.1:5000\) to a digest: HTTP 404$/,
+    )
   }
 })
 
@@ -86,7 +108,15 @@ t('two empty builders, two directories, minutes apart: one digest; a one-byte do
 
     // One byte more in one document: only the docs' layer may change.
     const docs = join(s.dirs[1]!, 'crates', 'doc-server', 'docs')
-    appendFileSync(join(docs, readdirSync(docs).filter((f) => f.endsWith('.md')).sort()[0]!), 'x')
+    appendFileSync(
+      join(
+        docs,
+        readdirSync(docs)
+          .filter((f) => f.endsWith('.md'))
+          .sort()[0]!,
+      ),
+      'x',
+    )
     const changed = await build(b.builder, s.dirs[1]!)
     assert.is.not(changed.digest, first.digest)
     const differences = imageDifferences(await readOciTarball(first.tar), await readOciTarball(changed.tar))

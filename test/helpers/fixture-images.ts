@@ -1,4 +1,4 @@
-import { chmodSync,copyFileSync,mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { deflateSync } from 'node:zlib'
 import { ensureDebianPackages } from '../../lib/tools/apt.ts'
@@ -30,15 +30,31 @@ export interface FixtureImage {
  * a node can run) and pushes it to the local registry. The secret image's key is
  * made fresh by openssl each time: no key is ever committed.
  */
-export async function pushFixtureImage(docker: string, work: string, kind: FixtureKind, base: string = BASE_IMAGES.runtime): Promise<FixtureImage> {
-  await ensureDebianPackages([{ pkg: 'binutils', provides: 'objcopy' }, { pkg: 'openssl', provides: 'openssl' }])
+export async function pushFixtureImage(
+  docker: string,
+  work: string,
+  kind: FixtureKind,
+  base: string = BASE_IMAGES.runtime,
+): Promise<FixtureImage> {
+  await ensureDebianPackages([
+    { pkg: 'binutils', provides: 'objcopy' },
+    { pkg: 'openssl', provides: 'openssl' },
+  ])
   const ctx = join(work, `${kind}-context`)
   rmSync(ctx, { recursive: true, force: true })
   mkdirSync(join(ctx, 'extra'), { recursive: true })
   const deps = kind === 'vulnerable' ? 'vulnerable' : 'clean'
   writeFileSync(join(ctx, 'dep-v0.zlib'), new Uint8Array(deflateSync(readFileSync(join(FIXTURE_IMAGES, `dep-v0.${deps}.json`), 'utf8'))))
   copyFileSync('/bin/true', join(ctx, 'base.elf'))
-  await run(['objcopy', '--add-section', `.dep-v0=${join(ctx, 'dep-v0.zlib')}`, '--set-section-flags', '.dep-v0=noload,readonly', join(ctx, 'base.elf'), join(ctx, 'scan-fixture')])
+  await run([
+    'objcopy',
+    '--add-section',
+    `.dep-v0=${join(ctx, 'dep-v0.zlib')}`,
+    '--set-section-flags',
+    '.dep-v0=noload,readonly',
+    join(ctx, 'base.elf'),
+    join(ctx, 'scan-fixture'),
+  ])
   chmodSync(join(ctx, 'scan-fixture'), 0o755)
   let key: string | undefined
   if (kind === 'secret') {
@@ -53,17 +69,29 @@ export async function pushFixtureImage(docker: string, work: string, kind: Fixtu
   const known = (Object.values(BASE_IMAGES) as string[]).includes(base)
   const setup = await buildkitFor(loadConfig(), docker, known ? [base] : [])
   const from = known ? setup.bases[base]! : base
-  const built = await buildImage({ builder: setup.builder, context: ctx, dockerfile: join(FIXTURE_IMAGES, 'Dockerfile'), push: [ref], load: { docker, name: ref }, buildArgs: { RUNTIME_IMAGE: from, RUN_ID: `${process.pid}-${Date.now()}` } })
+  const built = await buildImage({
+    builder: setup.builder,
+    context: ctx,
+    dockerfile: join(FIXTURE_IMAGES, 'Dockerfile'),
+    push: [ref],
+    load: { docker, name: ref },
+    buildArgs: { RUNTIME_IMAGE: from, RUN_ID: `${process.pid}-${Date.now()}` },
+  })
   return { repository, digest: built.digest!, ref, key }
 }
 
 /** Removes what pushFixtureImage made: the manifest in the shared registry and the local tag. */
 export async function removeFixtureImage(docker: string, image: FixtureImage): Promise<void> {
-  await fetch(`http://${image.repository.replace(`${LOCAL_REGISTRY}/`, `${LOCAL_REGISTRY}/v2/`)}/manifests/${image.digest}`, { method: 'DELETE' }).catch(() => undefined)
+  await fetch(`http://${image.repository.replace(`${LOCAL_REGISTRY}/`, `${LOCAL_REGISTRY}/v2/`)}/manifests/${image.digest}`, {
+    method: 'DELETE',
+  }).catch(() => undefined)
   await removeImage(docker, image.ref)
 }
 
 /** Every line of a PEM body: none may appear in a report, a summary or a log. */
 export function keyLines(pem: string): string[] {
-  return pem.split('\n').map((l) => l.trim()).filter((l) => l.length >= 16 && !l.startsWith('-----'))
+  return pem
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.length >= 16 && !l.startsWith('-----'))
 }
