@@ -10,29 +10,29 @@
  * the log and `reports/bench-build.json` (`bench-warm-options.json`);
  * nothing here is a gate.
  */
-import { mkdirSync,writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain, parseOptions } from '../lib/core/cli.ts'
-import { loadConfig,type Config } from '../lib/core/config.ts'
+import { loadConfig, type Config } from '../lib/core/config.ts'
 import { buildImage } from '../lib/build/docker.ts'
-import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../lib/build/cold-warm.ts'
-import { imageBytes,pushImage,pushedBytes,removeImage } from '../lib/build/registry.ts'
+import { CODE_CHANGE_FILE, coldAndWarmBuilds, type ColdWarm } from '../lib/build/cold-warm.ts'
+import { imageBytes, pushImage, pushedBytes, removeImage } from '../lib/build/registry.ts'
 import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
 import { ensureCargoTool } from '../lib/tools/cargo.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
-import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../lib/sandbox/registry.ts'
 import { formatBytes, ratio } from '../lib/build/measure.ts'
 import { median } from '../lib/core/stats.ts'
-import { WARM_OPTION_HEADERS,WARM_ROUNDS,measureWarmOptions,warmOptionRows,type WarmOptionResult } from './lib/warm-options.ts'
+import { WARM_OPTION_HEADERS, WARM_ROUNDS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from './lib/warm-options.ts'
 import { LOAD, RUNTIMES, loadRun, sbomOf, startToReady, type SbomCounts } from './lib/runtime-compare.ts'
 import type { LoadFigures } from './lib/oha.ts'
-import { BASE_IMAGES,VERSIONS } from '../lib/tools/versions.ts'
+import { BASE_IMAGES, VERSIONS } from '../lib/tools/versions.ts'
 import { ensureLocalDb } from '../lib/scan/trivy.ts'
 import { ensureTrivy } from '../lib/tools/trivy.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { markdownTable } from '../lib/core/summary.ts'
-import { defineStage,runStage } from '../lib/core/stage.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
 
 interface BenchCtx {
   config: Config
@@ -55,7 +55,13 @@ function variantTasks(): ListrTask<BenchCtx>[] {
   return variants.map((v) => ({
     title: `${v.variant}: cold, then warm after a code-only change`,
     task: async (ctx, task) => {
-      const r = await coldAndWarmBuilds({ docker: ctx.docker, root: repoRoot, dockerfile: v.dockerfile, changeFile: CODE_CHANGE_FILE, buildArgs: v.args })
+      const r = await coldAndWarmBuilds({
+        docker: ctx.docker,
+        root: repoRoot,
+        dockerfile: v.dockerfile,
+        changeFile: CODE_CHANGE_FILE,
+        buildArgs: v.args,
+      })
       ctx.variants.push({ variant: v.variant, ...r })
       task.title = `${v.variant}: cold ${r.coldSeconds.toFixed(1)} s, warm ${r.warmSeconds.toFixed(1)} s, image ${formatBytes(r.imageBytes)}`
     },
@@ -67,12 +73,23 @@ function upxTasks(): ListrTask<BenchCtx>[] {
     title: `UPX ${upx ? 'on' : 'off'}: pushed size and start-to-ready`,
     task: async (ctx, task) => {
       const ref = `${LOCAL_REGISTRY}/local/agent-docs-bench:${upx ? 'upx' : 'no-upx'}`
-      await buildImage({ docker: ctx.docker, context: repoRoot, dockerfile: join(repoRoot, 'Dockerfile.optimized'), tags: [ref], buildArgs: { PACK_WITH_UPX: String(upx) } })
-      const pushed = await pushImage(ctx.docker, ref, {  })
+      await buildImage({
+        docker: ctx.docker,
+        context: repoRoot,
+        dockerfile: join(repoRoot, 'Dockerfile.optimized'),
+        tags: [ref],
+        buildArgs: { PACK_WITH_UPX: String(upx) },
+      })
+      const pushed = await pushImage(ctx.docker, ref, {})
       const pinned = `${ref.replace(/:[^:/]+$/, '')}@${pushed.digest}`
       const times: number[] = []
       for (let i = 0; i < STARTS; i++) times.push(await startToReady(ctx.docker, ref))
-      ctx.upx.push({ upx, pushedBytes: await pushedBytes(ctx.docker, pinned), imageBytes: await imageBytes(ctx.docker, ref), readyMs: median(times) })
+      ctx.upx.push({
+        upx,
+        pushedBytes: await pushedBytes(ctx.docker, pinned),
+        imageBytes: await imageBytes(ctx.docker, ref),
+        readyMs: median(times),
+      })
       await removeImage(ctx.docker, ref)
       task.title = `UPX ${upx ? 'on' : 'off'}: pushed ${formatBytes(ctx.upx.at(-1)!.pushedBytes)}, ready in ${median(times).toFixed(0)} ms (median of ${STARTS})`
     },
@@ -94,14 +111,28 @@ function runtimeTasks(): ListrTask<BenchCtx>[] {
       title: `${rt.label}: sizes, SBOM, start-to-ready, load`,
       task: async (ctx, task) => {
         const ref = `${LOCAL_REGISTRY}/local/agent-docs-bench:${rt.key}`
-        await buildImage({ docker: ctx.docker, context: repoRoot, dockerfile: join(repoRoot, 'Dockerfile.optimized'), tags: [ref], buildArgs: rt.buildArgs })
-        const pinned = `${ref.replace(/:[^:/]+$/, '')}@${(await pushImage(ctx.docker, ref, {  })).digest}`
+        await buildImage({
+          docker: ctx.docker,
+          context: repoRoot,
+          dockerfile: join(repoRoot, 'Dockerfile.optimized'),
+          tags: [ref],
+          buildArgs: rt.buildArgs,
+        })
+        const pinned = `${ref.replace(/:[^:/]+$/, '')}@${(await pushImage(ctx.docker, ref, {})).digest}`
         const sbom = await sbomOf(pinned, ctx.tools.trivy, ctx.tools.trivyCache)
         const times: number[] = []
         for (let i = 0; i < STARTS; i++) times.push(await startToReady(ctx.docker, ref))
         task.output = `oha: ${LOAD.requests} requests over ${LOAD.connections} connections to ${LOAD.path}`
         const load = await loadRun(ctx.tools.oha, ctx.docker, ref)
-        ctx.runtimes.push({ runtime: rt.key, label: rt.label, pushedBytes: await pushedBytes(ctx.docker, pinned), imageBytes: await imageBytes(ctx.docker, ref), readyMs: median(times), load, ...sbom })
+        ctx.runtimes.push({
+          runtime: rt.key,
+          label: rt.label,
+          pushedBytes: await pushedBytes(ctx.docker, pinned),
+          imageBytes: await imageBytes(ctx.docker, ref),
+          readyMs: median(times),
+          load,
+          ...sbom,
+        })
         await removeImage(ctx.docker, ref)
         task.title = `${rt.label}: ${formatBytes(ctx.runtimes.at(-1)!.imageBytes)}, ${sbom.osPackages.length} OS packages, ready in ${median(times).toFixed(0)} ms, ${load.rps.toFixed(0)} req/s, p99 ${load.p99Ms.toFixed(2)} ms`
       },
@@ -112,15 +143,21 @@ function runtimeTasks(): ListrTask<BenchCtx>[] {
 /** The cc and static images side by side, as docs/benchmarks.md shows them. */
 function runtimeTable(rows: BenchCtx['runtimes']): string {
   const figure = (f: (r: BenchCtx['runtimes'][number]) => string) => rows.map(f)
-  return markdownTable(['', ...rows.map((r) => r.label)], [
-    ['image (uncompressed)', ...figure((r) => formatBytes(r.imageBytes))],
-    ['image (as pushed)', ...figure((r) => formatBytes(r.pushedBytes))],
-    ['OS packages in the SBOM', ...figure((r) => `${r.osPackages.length} (${r.osPackages.join(', ')})`)],
-    ['crates in the SBOM', ...figure((r) => `${r.crates.length} (${['tokio', 'axum'].filter((c) => r.crates.includes(c)).join(', ')} …)`)],
-    ['start-to-ready ms (median)', ...figure((r) => r.readyMs.toFixed(0))],
-    [`req/s (${LOAD.requests} requests, ${LOAD.connections} connections)`, ...figure((r) => r.load.rps.toFixed(0))],
-    ['p50 / p99 ms', ...figure((r) => `${r.load.p50Ms.toFixed(2)} / ${r.load.p99Ms.toFixed(2)}`)],
-  ])
+  return markdownTable(
+    ['', ...rows.map((r) => r.label)],
+    [
+      ['image (uncompressed)', ...figure((r) => formatBytes(r.imageBytes))],
+      ['image (as pushed)', ...figure((r) => formatBytes(r.pushedBytes))],
+      ['OS packages in the SBOM', ...figure((r) => `${r.osPackages.length} (${r.osPackages.join(', ')})`)],
+      [
+        'crates in the SBOM',
+        ...figure((r) => `${r.crates.length} (${['tokio', 'axum'].filter((c) => r.crates.includes(c)).join(', ')} …)`),
+      ],
+      ['start-to-ready ms (median)', ...figure((r) => r.readyMs.toFixed(0))],
+      [`req/s (${LOAD.requests} requests, ${LOAD.connections} connections)`, ...figure((r) => r.load.rps.toFixed(0))],
+      ['p50 / p99 ms', ...figure((r) => `${r.load.p50Ms.toFixed(2)} / ${r.load.p99Ms.toFixed(2)}`)],
+    ],
+  )
 }
 
 function warmOptionTasks(): ListrTask<BenchCtx>[] {
@@ -156,23 +193,59 @@ export function benchTasks(argv: readonly string[]): ListrTask<BenchCtx>[] {
       rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: (ctx, task) => {
         const ref = ctx.variants[0]
-        const rows = ctx.variants.map((v) => [v.variant, v.coldSeconds.toFixed(1), v.warmSeconds.toFixed(1), ratio(v.warmSeconds, ref!.warmSeconds), formatBytes(v.binaryBytes), formatBytes(v.imageBytes), ratio(v.imageBytes, ref!.imageBytes), v.cookCacheHit === null ? '-' : v.cookCacheHit ? 'yes' : 'no', v.warmCompiled.length])
-        let out = rows.length === 0 ? '' : markdownTable(['variant', 'cold s', 'warm s', 'warm vs first row', 'binary', 'image', 'image vs first row', 'cook cached', 'crates compiled warm'], rows)
+        const rows = ctx.variants.map((v) => [
+          v.variant,
+          v.coldSeconds.toFixed(1),
+          v.warmSeconds.toFixed(1),
+          ratio(v.warmSeconds, ref!.warmSeconds),
+          formatBytes(v.binaryBytes),
+          formatBytes(v.imageBytes),
+          ratio(v.imageBytes, ref!.imageBytes),
+          v.cookCacheHit === null ? '-' : v.cookCacheHit ? 'yes' : 'no',
+          v.warmCompiled.length,
+        ])
+        let out =
+          rows.length === 0
+            ? ''
+            : markdownTable(
+                [
+                  'variant',
+                  'cold s',
+                  'warm s',
+                  'warm vs first row',
+                  'binary',
+                  'image',
+                  'image vs first row',
+                  'cook cached',
+                  'crates compiled warm',
+                ],
+                rows,
+              )
         if (ctx.upx.length === 2) {
           const [on, off] = [ctx.upx.find((u) => u.upx)!, ctx.upx.find((u) => !u.upx)!]
-          out += `\n\n${markdownTable(['UPX', 'pushed (compressed)', 'image (uncompressed)', 'start-to-ready ms (median)'], ctx.upx.map((u) => [u.upx ? 'on' : 'off', formatBytes(u.pushedBytes), formatBytes(u.imageBytes), u.readyMs.toFixed(0)]))}`
+          out += `\n\n${markdownTable(
+            ['UPX', 'pushed (compressed)', 'image (uncompressed)', 'start-to-ready ms (median)'],
+            ctx.upx.map((u) => [u.upx ? 'on' : 'off', formatBytes(u.pushedBytes), formatBytes(u.imageBytes), u.readyMs.toFixed(0)]),
+          )}`
           out += `\nUPX saves ${formatBytes(off.pushedBytes - on.pushedBytes)} per pull and costs ${(on.readyMs - off.readyMs).toFixed(0)} ms per start.`
         }
         if (ctx.runtimes.length > 0) out += `\n\n${runtimeTable(ctx.runtimes)}`
         if (ctx.warmOptions.length > 0) out += `\n\n${markdownTable(WARM_OPTION_HEADERS, warmOptionRows(ctx.warmOptions, formatBytes))}`
         task.output = out.trim()
         mkdirSync(ctx.config.reportsDir, { recursive: true })
-        writeFileSync(join(ctx.config.reportsDir, warmOptions ? 'bench-warm-options.json' : 'bench-build.json'), `${JSON.stringify({ writtenAt: new Date().toISOString(), variants: ctx.variants, upx: ctx.upx, runtimes: ctx.runtimes, warmOptions: ctx.warmOptions }, null, 2)}\n`)
+        writeFileSync(
+          join(ctx.config.reportsDir, warmOptions ? 'bench-warm-options.json' : 'bench-build.json'),
+          `${JSON.stringify({ writtenAt: new Date().toISOString(), variants: ctx.variants, upx: ctx.upx, runtimes: ctx.runtimes, warmOptions: ctx.warmOptions }, null, 2)}\n`,
+        )
       },
     },
   ]
 }
 
-export const stage = defineStage<BenchCtx>({ name: 'bench-build', tasks: benchTasks, initialCtx: () => ({ variants: [], upx: [], runtimes: [], warmOptions: [] }) as unknown as BenchCtx })
+export const stage = defineStage<BenchCtx>({
+  name: 'bench-build',
+  tasks: benchTasks,
+  initialCtx: () => ({ variants: [], upx: [], runtimes: [], warmOptions: [] }) as unknown as BenchCtx,
+})
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -22,7 +22,15 @@ import { PipelineError } from '../lib/core/errors.ts'
 import { markdownTable } from '../lib/core/summary.ts'
 import { readReport } from '../lib/core/reports.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
-import { canaryUnderLoad, crashLoopRollback, directUnderLoad, pushVariant, slowDocs, upgradeUnderLoad, type CanaryRun } from './lib/deploy.ts'
+import {
+  canaryUnderLoad,
+  crashLoopRollback,
+  directUnderLoad,
+  pushVariant,
+  slowDocs,
+  upgradeUnderLoad,
+  type CanaryRun,
+} from './lib/deploy.ts'
 import { ENVIRONMENTS_FILE, parseEnvironments, type CanarySettings } from '../lib/deploy/environments.ts'
 import { CHART_DIR, valueFiles } from '../lib/deploy/deploy.ts'
 import { upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
@@ -41,7 +49,13 @@ interface BenchCtx {
   release: Release
   upgrades: { to: string; seconds: number; load: LoadResult }[]
   crash?: { tracked: number; plainHelm: number; timeoutSecs: number; graceSecs: number }
-  canary?: { settings: CanarySettings; good: CanaryRun; wrong: CanaryRun; slow: CanaryRun; wrongDirect: { seconds: number; load: Record<string, LoadResult> } }
+  canary?: {
+    settings: CanarySettings
+    good: CanaryRun
+    wrong: CanaryRun
+    slow: CanaryRun
+    wrongDirect: { seconds: number; load: Record<string, LoadResult> }
+  }
 }
 
 const TIMEOUT_SECS = 120
@@ -57,7 +71,9 @@ function tasks(): ListrTask<BenchCtx>[] {
         const build = readReport(ctx.config.reportsDir, 'build')
         const { digest, repository } = build.image
         if (!digest || !repository.startsWith(`${LOCAL_REGISTRY}/`) || !build.pushed) {
-          throw new PipelineError(`bench:deploy: reports/build.json names no image pushed to ${LOCAL_REGISTRY}; run \`npm run ci:image\` first`)
+          throw new PipelineError(
+            `bench:deploy: reports/build.json names no image pushed to ${LOCAL_REGISTRY}; run \`npm run ci:image\` first`,
+          )
         }
         const docker = (await ensureDockerEngine(ctx.config.docker)).docker
         await ensureRegistry(LOCAL_REGISTRY)
@@ -66,7 +82,11 @@ function tasks(): ListrTask<BenchCtx>[] {
         ctx.helm = { helm: cluster.binaries.helm, kubeconfig: cluster.kubeconfig, context: cluster.context }
         ctx.repository = repository
         const pinned = `${repository}@${digest}`
-        ctx.digests = [digest, await pushVariant(docker, repository, pinned, 'bench-b'), await pushVariant(docker, repository, pinned, 'bench-slow', slowDocs())]
+        ctx.digests = [
+          digest,
+          await pushVariant(docker, repository, pinned, 'bench-b'),
+          await pushVariant(docker, repository, pinned, 'bench-slow', slowDocs()),
+        ]
         ctx.release = { name: 'doc-server', namespace: 'doc-server-bench' }
         await deleteNamespace(ctx.kube, ctx.release.namespace)
         await upgradeInstall(ctx.helm, ctx.release, { ...base(), sets: { 'image.repository': repository, 'image.digest': digest } })
@@ -123,13 +143,36 @@ function tasks(): ListrTask<BenchCtx>[] {
       title: 'Report',
       task: async (ctx, task) => {
         await deleteNamespace(ctx.kube, ctx.release.namespace)
-        const rows = ctx.upgrades.map((u) => [`upgrade to ${u.to.slice(7, 19)}`, `${u.seconds}`, `${u.load.sent}`, `${u.load.failed}`, `${u.load.p50Ms}`, `${u.load.p99Ms}`])
+        const rows = ctx.upgrades.map((u) => [
+          `upgrade to ${u.to.slice(7, 19)}`,
+          `${u.seconds}`,
+          `${u.load.sent}`,
+          `${u.load.failed}`,
+          `${u.load.p50Ms}`,
+          `${u.load.p99Ms}`,
+        ])
         const file = join(ctx.config.reportsDir, 'bench-deploy.json')
         mkdirSync(ctx.config.reportsDir, { recursive: true })
-        writeFileSync(file, `${JSON.stringify({ writtenAt: new Date().toISOString(), replicas: 2, upgrades: ctx.upgrades, crashLoop: ctx.crash, canary: ctx.canary }, null, 2)}\n`)
+        writeFileSync(
+          file,
+          `${JSON.stringify({ writtenAt: new Date().toISOString(), replicas: 2, upgrades: ctx.upgrades, crashLoop: ctx.crash, canary: ctx.canary }, null, 2)}\n`,
+        )
         console.log(markdownTable(['rollout', 'helm upgrade → ready (s)', 'requests', 'failed', 'p50 ms', 'p99 ms'], rows))
-        console.log(markdownTable(['crash-looping release', 'seconds to rolled back'], [['rollout tracking', `${ctx.crash!.tracked}`], [`plain helm --rollback-on-failure --wait (timeout ${TIMEOUT_SECS}s)`, `${ctx.crash!.plainHelm}`]]))
-        console.log(markdownTable(['release', 'path', 'deploy start → outcome', 'requests (reads / searches)', 'failed for users', 'p99 ms (reads / searches)'], canaryRows(ctx)))
+        console.log(
+          markdownTable(
+            ['crash-looping release', 'seconds to rolled back'],
+            [
+              ['rollout tracking', `${ctx.crash!.tracked}`],
+              [`plain helm --rollback-on-failure --wait (timeout ${TIMEOUT_SECS}s)`, `${ctx.crash!.plainHelm}`],
+            ],
+          ),
+        )
+        console.log(
+          markdownTable(
+            ['release', 'path', 'deploy start → outcome', 'requests (reads / searches)', 'failed for users', 'p99 ms (reads / searches)'],
+            canaryRows(ctx),
+          ),
+        )
         task.title = `Report: ${file}`
       },
     },
@@ -139,14 +182,32 @@ function tasks(): ListrTask<BenchCtx>[] {
 function canaryRows(ctx: BenchCtx): string[][] {
   const c = ctx.canary!
   const load = (l: Record<string, LoadResult>) => Object.values(l)
-  const sent = (l: Record<string, LoadResult>) => load(l).map((x) => x.sent).join(' / ')
+  const sent = (l: Record<string, LoadResult>) =>
+    load(l)
+      .map((x) => x.sent)
+      .join(' / ')
   const failed = (l: Record<string, LoadResult>) => `${load(l).reduce((n, x) => n + x.failed, 0)}`
-  const p99 = (l: Record<string, LoadResult>) => load(l).map((x) => x.p99Ms).join(' / ')
+  const p99 = (l: Record<string, LoadResult>) =>
+    load(l)
+      .map((x) => x.p99Ms)
+      .join(' / ')
   const direct = ctx.upgrades.map((u) => u.seconds).sort((a, b) => a - b)[0]!
-  const row = (what: string, path: string, seconds: string, l: Record<string, LoadResult>) => [what, path, seconds, sent(l), failed(l), p99(l)]
+  const row = (what: string, path: string, seconds: string, l: Record<string, LoadResult>) => [
+    what,
+    path,
+    seconds,
+    sent(l),
+    failed(l),
+    p99(l),
+  ]
   return [
     [`good`, 'direct rolling update (fastest above)', `${direct} s, ready`, '-', '-', '-'],
-    row('good', `canary, ${c.settings.analysis.duration / 1000} s window`, `${c.good.seconds} s, ${c.good.outcome} (+${Math.round((c.good.seconds - direct) * 10) / 10} s)`, c.good.load),
+    row(
+      'good',
+      `canary, ${c.settings.analysis.duration / 1000} s window`,
+      `${c.good.seconds} s, ${c.good.outcome} (+${Math.round((c.good.seconds - direct) * 10) / 10} s)`,
+      c.good.load,
+    ),
     row('empty doc tree', 'canary', `${c.wrong.seconds} s, ${c.wrong.outcome}`, c.wrong.load),
     row('empty doc tree', 'direct rolling update, then 10 s', `${c.wrongDirect.seconds} s, fully live`, c.wrongDirect.load),
     row('24 MiB doc tree', 'canary', `${c.slow.seconds} s, ${c.slow.outcome}`, c.slow.load),

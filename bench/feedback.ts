@@ -13,23 +13,23 @@
  * Figures go to the log and `reports/bench-feedback.json`; nothing here is a
  * gate. `--no-options` leaves the options out (two ci:build runs only).
  */
-import { appendFileSync,existsSync,mkdirSync,readFileSync,renameSync,rmSync,symlinkSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { CODE_CHANGE_FILE } from '../lib/build/cold-warm.ts'
-import { formatBytes,type Measurements } from '../lib/build/measure.ts'
-import { WARM_OPTION_HEADERS,WARM_ROUNDS,measureWarmOptions,warmOptionRows,type WarmOptionResult } from './lib/warm-options.ts'
+import { formatBytes, type Measurements } from '../lib/build/measure.ts'
+import { WARM_OPTION_HEADERS, WARM_ROUNDS, measureWarmOptions, warmOptionRows, type WarmOptionResult } from './lib/warm-options.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { measureStateFiles } from '../lib/build/cold-inputs.ts'
 import { isMain, parseOptions } from '../lib/core/cli.ts'
-import { loadConfig,type Config } from '../lib/core/config.ts'
+import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { markdownTable } from '../lib/core/summary.ts'
 import { writeReport } from '../lib/core/reports.ts'
-import { ANY_EXIT,childEnv,run } from '../lib/core/run.ts'
-import { defineStage,runStage } from '../lib/core/stage.ts'
+import { ANY_EXIT, childEnv, run } from '../lib/core/run.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
 
 interface Row {
   run: 'before' | 'after'
@@ -46,7 +46,6 @@ interface Ctx {
   options: WarmOptionResult[]
 }
 
-
 async function ciBuild(ctx: Ctx, label: Row['run']): Promise<Row> {
   appendFileSync(join(ctx.worktree, CODE_CHANGE_FILE), `// bench:feedback ${label} ${Date.now()}\n`)
   const reports = join(ctx.worktree, 'reports')
@@ -59,7 +58,11 @@ async function ciBuild(ctx: Ctx, label: Row['run']): Promise<Row> {
     timeoutMs: 60 * 60_000,
   })
   const seconds = (performance.now() - started) / 1000
-  if (r.exitCode !== 0) throw new PipelineError(`bench:feedback: ci:build (${label}) failed: ${(r.stdout + r.stderr).trim().split('\n').at(-1) ?? ''}`, r.stdout + r.stderr)
+  if (r.exitCode !== 0)
+    throw new PipelineError(
+      `bench:feedback: ci:build (${label}) failed: ${(r.stdout + r.stderr).trim().split('\n').at(-1) ?? ''}`,
+      r.stdout + r.stderr,
+    )
   const stages = (JSON.parse(readFileSync(join(reports, 'ci.json'), 'utf8')) as { stages: Row['stages'] }).stages
   return { run: label, seconds, stages }
 }
@@ -115,13 +118,32 @@ export function benchFeedbackTasks(argv: readonly string[]): ListrTask<Ctx>[] {
       task: async (ctx, task) => {
         await run(['git', 'worktree', 'remove', '--force', ctx.worktree], { cwd: repoRoot, okCodes: ANY_EXIT })
         const names = ctx.rows[0]!.stages.map((s) => s.stage)
-        const table = markdownTable(['run', 'wall', ...names], ctx.rows.map((r) => [r.run, `${r.seconds.toFixed(1)} s`, ...r.stages.map((s) => `${s.seconds.toFixed(1)}`)]))
+        const table = markdownTable(
+          ['run', 'wall', ...names],
+          ctx.rows.map((r) => [r.run, `${r.seconds.toFixed(1)} s`, ...r.stages.map((s) => `${s.seconds.toFixed(1)}`)]),
+        )
         mkdirSync(ctx.config.reportsDir, { recursive: true })
         const [before, after] = ctx.rows as [Row, Row]
         const m = ctx.measured
-        const coldWarm = m ? `warm/cold, both built in the before run: warm ${m.build.warmSeconds.toFixed(1)} s (${Object.entries(m.warmBreakdown).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}), cold ${m.build.coldSeconds.toFixed(1)} s: ${m.build.improvementPct}% faster` : 'warm/cold: the before run wrote no measure report'
+        const coldWarm = m
+          ? `warm/cold, both built in the before run: warm ${m.build.warmSeconds.toFixed(1)} s (${Object.entries(m.warmBreakdown)
+              .map(([k, v]) => `${k} ${v.toFixed(1)}`)
+              .join(', ')}), cold ${m.build.coldSeconds.toFixed(1)} s: ${m.build.improvementPct}% faster`
+          : 'warm/cold: the before run wrote no measure report'
         const options = ctx.options.length > 0 ? `\n\n${markdownTable(WARM_OPTION_HEADERS, warmOptionRows(ctx.options, formatBytes))}` : ''
-        writeReport(ctx.config.reportsDir, 'bench-feedback', { rows: ctx.rows, ratio: after.seconds / before.seconds, warmCold: m ? { warmSeconds: m.build.warmSeconds, coldSeconds: m.build.coldSeconds, improvementPct: m.build.improvementPct, breakdown: m.warmBreakdown } : null, warmOptions: ctx.options })
+        writeReport(ctx.config.reportsDir, 'bench-feedback', {
+          rows: ctx.rows,
+          ratio: after.seconds / before.seconds,
+          warmCold: m
+            ? {
+                warmSeconds: m.build.warmSeconds,
+                coldSeconds: m.build.coldSeconds,
+                improvementPct: m.build.improvementPct,
+                breakdown: m.warmBreakdown,
+              }
+            : null,
+          warmOptions: ctx.options,
+        })
         console.log(`\n${table}\n\nafter/before: ${(after.seconds / before.seconds).toFixed(2)}\n${coldWarm}${options}\n`)
         task.title = `Report: ${join(ctx.config.reportsDir, 'bench-feedback.json')}`
       },
@@ -129,6 +151,10 @@ export function benchFeedbackTasks(argv: readonly string[]): ListrTask<Ctx>[] {
   ]
 }
 
-export const stage = defineStage<Ctx>({ name: 'bench-feedback', tasks: benchFeedbackTasks, initialCtx: () => ({ measured: null, options: [] }) as unknown as Ctx })
+export const stage = defineStage<Ctx>({
+  name: 'bench-feedback',
+  tasks: benchFeedbackTasks,
+  initialCtx: () => ({ measured: null, options: [] }) as unknown as Ctx,
+})
 
 if (isMain(import.meta.url)) await runStage(stage)

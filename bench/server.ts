@@ -11,21 +11,40 @@
  * against `.ci/bench-server-baseline.json` (or a missed target) fails the
  * run. `--update-baseline` writes the baseline from this run instead.
  */
-import { mkdirSync,mkdtempSync,rmSync,writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { checkServerTargets,compareServerBaseline,floodPublicPort,mib,openFullHeads,openSlowHeaderClients,openSlowReaders,peakRssBytes,peakRssWhile,readServerBaseline,sequence,serverBaselineFrom,withServer,writeDocTree,writeDocsAtLimit,type Port,type RunningServer,type ServerBench } from './lib/server.ts'
-import { medianFigures,probesDuring,runOha,type LoadFigures } from './lib/oha.ts'
-import { isMain,parseOptions } from '../lib/core/cli.ts'
-import { loadConfig,type Config } from '../lib/core/config.ts'
+import {
+  checkServerTargets,
+  compareServerBaseline,
+  floodPublicPort,
+  mib,
+  openFullHeads,
+  openSlowHeaderClients,
+  openSlowReaders,
+  peakRssBytes,
+  peakRssWhile,
+  readServerBaseline,
+  sequence,
+  serverBaselineFrom,
+  withServer,
+  writeDocTree,
+  writeDocsAtLimit,
+  type Port,
+  type RunningServer,
+  type ServerBench,
+} from './lib/server.ts'
+import { medianFigures, probesDuring, runOha, type LoadFigures } from './lib/oha.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
+import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { markdownTable } from '../lib/core/summary.ts'
 import { requireTool } from '../lib/tools/which.ts'
 import { run } from '../lib/core/run.ts'
 import { VERSIONS } from '../lib/tools/versions.ts'
-import { defineStage,runStage } from '../lib/core/stage.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
 import { ensureCargoTool } from '../lib/tools/cargo.ts'
 import { say } from '../lib/core/output.ts'
 import { sleep } from '../lib/core/wait.ts'
@@ -91,7 +110,10 @@ export function benchServerTasks(argv: readonly string[]): ListrTask<Ctx>[] {
           try {
             await sleep(500)
             await measure(ctx, server, 'slow-headers')
-            if (slow.open() < SLOW_CLIENTS) throw new PipelineError(`bench-server: only ${slow.open()} of ${SLOW_CLIENTS} slow-header connections stayed open; the measurement does not show their cost`)
+            if (slow.open() < SLOW_CLIENTS)
+              throw new PipelineError(
+                `bench-server: only ${slow.open()} of ${SLOW_CLIENTS} slow-header connections stayed open; the measurement does not show their cost`,
+              )
           } finally {
             slow.close()
           }
@@ -105,7 +127,10 @@ export function benchServerTasks(argv: readonly string[]): ListrTask<Ctx>[] {
           const flood = await floodPublicPort(server.port, FLOOD)
           try {
             const { probes } = await probesDuring(ctx.oha, [`${server.adminBase}/health/live`, `${server.base}/health/live`], PROBE_SECONDS)
-            task.output = [record(ctx, 'flood', '/health/live', 'admin', probes[0]!), record(ctx, 'flood', '/health/live', 'public', probes[1]!)].join('; ')
+            task.output = [
+              record(ctx, 'flood', '/health/live', 'admin', probes[0]!),
+              record(ctx, 'flood', '/health/live', 'public', probes[1]!),
+            ].join('; ')
           } finally {
             flood.close()
           }
@@ -125,8 +150,12 @@ export function benchServerTasks(argv: readonly string[]): ListrTask<Ctx>[] {
             await runOha(ctx.oha, `${server.base}/api/docs/doc-000`, { requests: 400, concurrency: 8 })
             await runOha(ctx.oha, `${server.base}/api/search?q=rollout%20memory`, { requests: 40, concurrency: 4 })
             ctx.bench.peakRss.push({ scenario: 'doc-tree-50MB-under-load', bytes: peakRssBytes(server.proc.pid!) })
-            const { probes, load } = await probesDuring(ctx.oha, [`${server.adminBase}/health/live`, `${server.base}/health/live`], PROBE_SECONDS, () =>
-              runOha(ctx.oha, `${server.base}${HARD_SEARCH}`, { seconds: PROBE_SECONDS + 2, concurrency: 16 }))
+            const { probes, load } = await probesDuring(
+              ctx.oha,
+              [`${server.adminBase}/health/live`, `${server.base}/health/live`],
+              PROBE_SECONDS,
+              () => runOha(ctx.oha, `${server.base}${HARD_SEARCH}`, { seconds: PROBE_SECONDS + 2, concurrency: 16 }),
+            )
             task.output = [
               record(ctx, 'search-saturation', '/health/live', 'admin', probes[0]!),
               record(ctx, 'search-saturation', '/health/live', 'public', probes[1]!),
@@ -162,11 +191,22 @@ export function benchServerTasks(argv: readonly string[]): ListrTask<Ctx>[] {
       rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: (ctx, task) => {
         const b = ctx.bench
-        const rows = b.runs.map((r) => [r.scenario, r.port ?? 'public', r.endpoint, r.figures.rps, r.figures.p50Ms, r.figures.p99Ms, r.figures.errors])
+        const rows = b.runs.map((r) => [
+          r.scenario,
+          r.port ?? 'public',
+          r.endpoint,
+          r.figures.rps,
+          r.figures.p50Ms,
+          r.figures.p99Ms,
+          r.figures.errors,
+        ])
         const rss = b.peakRss.map((r) => [r.scenario, mib(r.bytes)])
         task.output = `${markdownTable(['scenario', 'port', 'endpoint', 'req/s', 'p50 ms', 'p99 ms', 'errors'], rows)}\n\n${markdownTable(['scenario', 'peak RSS'], rss)}`
         mkdirSync(ctx.config.reportsDir, { recursive: true })
-        writeFileSync(join(ctx.config.reportsDir, 'bench-server.json'), `${JSON.stringify({ writtenAt: new Date().toISOString(), ...b }, null, 2)}\n`)
+        writeFileSync(
+          join(ctx.config.reportsDir, 'bench-server.json'),
+          `${JSON.stringify({ writtenAt: new Date().toISOString(), ...b }, null, 2)}\n`,
+        )
         if (updateBaseline) {
           writeFileSync(BASELINE, `${JSON.stringify(serverBaselineFrom(b), null, 2)}\n`)
           return

@@ -63,9 +63,29 @@ const secs = (from: number) => Math.round(performance.now() - from) / 1000
 
 /** A passing scan of `digest` at `at`, as the scan stage attests it. */
 function scanFacts(digest: string, at: Date): ScanFacts {
-  const decision = { decision: 'pass' as const, reason: 'no HIGH or CRITICAL finding', counts: { UNKNOWN: 0, LOW: 0, MEDIUM: 0, HIGH: 0, CRITICAL: 0 }, blocking: [], blockingIds: [], ignored: [], expired: [], unfixedAllowed: 0, secrets: [], blockingSecrets: [] }
+  const decision = {
+    decision: 'pass' as const,
+    reason: 'no HIGH or CRITICAL finding',
+    counts: { UNKNOWN: 0, LOW: 0, MEDIUM: 0, HIGH: 0, CRITICAL: 0 },
+    blocking: [],
+    blockingIds: [],
+    ignored: [],
+    expired: [],
+    unfixedAllowed: 0,
+    secrets: [],
+    blockingSecrets: [],
+  }
   const { file: _file, ...applied } = workingTreePolicy()
-  return { digest, repository: REPO, decision, policy: { ...applied, digest: policyDigest(applied) }, kind: 'build', trivyVersion: VERSIONS.trivy.replace(/^v/, ''), db: { source: 'local', updatedAt: at.toISOString() }, scannedAt: at.toISOString() }
+  return {
+    digest,
+    repository: REPO,
+    decision,
+    policy: { ...applied, digest: policyDigest(applied) },
+    kind: 'build',
+    trivyVersion: VERSIONS.trivy.replace(/^v/, ''),
+    db: { source: 'local', updatedAt: at.toISOString() },
+    scannedAt: at.toISOString(),
+  }
 }
 
 /** The four registry-side cosign runs deploy made before (signature, then one verify-attestation per type). */
@@ -75,14 +95,17 @@ async function verifyAsBefore(o: VerifyOptions): Promise<void> {
   const v = signer.kind === 'key' ? ['--key', signer.pub, '--insecure-ignore-tlog=true'] : []
   await quietly(async () => {
     await run([o.cosign, 'verify', ...v, ...registryFlags(image), '--output', 'json', image], { timeoutMs: 180_000 })
-    for (const type of [SCAN_PREDICATE_TYPE, PROVENANCE_TYPE, SBOM_TYPE]) await run([o.cosign, 'verify-attestation', '--type', type, ...v, ...registryFlags(image), image], { timeoutMs: 180_000 })
+    for (const type of [SCAN_PREDICATE_TYPE, PROVENANCE_TYPE, SBOM_TYPE])
+      await run([o.cosign, 'verify-attestation', '--type', type, ...v, ...registryFlags(image), image], { timeoutMs: 180_000 })
   })
 }
 
 /** One read through `cosign download attestation` (every bundle from the registry, each time), then the same offline verification. */
 async function verifyThroughDownload(o: VerifyOptions): Promise<void> {
   const call = { cosign: o.cosign, image: `${o.repository}@${o.digest}` }
-  const out = await quietly(() => run([o.cosign, 'download', 'attestation', ...registryFlags(call.image), call.image], { timeoutMs: 180_000, okCodes: ANY_EXIT }))
+  const out = await quietly(() =>
+    run([o.cosign, 'download', 'attestation', ...registryFlags(call.image), call.image], { timeoutMs: 180_000, okCodes: ANY_EXIT }),
+  )
   const bundles = out.stdout.split('\n').filter((l) => l.includes(BUNDLE_MEDIA_TYPE))
   await verifyBundles(call, bundles, o.imageSigners[0]!)
 }
@@ -101,10 +124,21 @@ function tasks(): ListrTask<BenchCtx>[] {
         const sbom = join(ctx.work, 'sbom.cdx.json')
         writeFileSync(sbom, JSON.stringify({ bomFormat: 'CycloneDX', specVersion: '1.6', version: 1, components: [] }))
         ctx.cases = []
-        for (const [name, extra] of [['one build and scan', 0], [`one build and ${EXTRA_SCANS + 1} scans`, EXTRA_SCANS]] as const) {
+        for (const [name, extra] of [
+          ['one build and scan', 0],
+          [`one build and ${EXTRA_SCANS + 1} scans`, EXTRA_SCANS],
+        ] as const) {
           const digest = await pushVariant(docker, REPO, 'scratch', `bench-verify-${Date.now()}`, { marker: `${name} ${Date.now()}\n` })
           const image = `${REPO}@${digest}`
-          await signBuild({ config: ctx.config, image, git, dockerfile: join(repoRoot, 'Dockerfile.optimized'), buildArgs, startedOn: new Date(), outDir: ctx.work })
+          await signBuild({
+            config: ctx.config,
+            image,
+            git,
+            dockerfile: join(repoRoot, 'Dockerfile.optimized'),
+            buildArgs,
+            startedOn: new Date(),
+            outDir: ctx.work,
+          })
           // Older scans first: the newest is the one deploy judges.
           for (let i = extra; i >= 1; i--) {
             task.output = `${name}: scan result ${extra - i + 1} of ${extra}`
@@ -120,8 +154,18 @@ function tasks(): ListrTask<BenchCtx>[] {
         const committed = await committedPolicy(git.sha)
         const policy = { digest: policyDigest(committed), committed }
         ctx.opts = (digest, cache = ctx.config.cacheDir) => ({
-          cosign: signing.cosign, cache, imageSigners: [localVerifier(ctx.config.cacheDir)], scanSigners: [], repository: REPO, digest, sourceRepository: source, commit: git.sha,
-          policy, maxAgeSecs: 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] }, allowDirty: false,
+          cosign: signing.cosign,
+          cache,
+          imageSigners: [localVerifier(ctx.config.cacheDir)],
+          scanSigners: [],
+          repository: REPO,
+          digest,
+          sourceRepository: source,
+          commit: git.sha,
+          policy,
+          maxAgeSecs: 3600,
+          db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] },
+          allowDirty: false,
         })
         task.title = `Two images: ${ctx.cases.map((c) => `${c.bundles} bundles`).join(' and ')}`
       },
@@ -160,7 +204,21 @@ function tasks(): ListrTask<BenchCtx>[] {
         writeFileSync(file, `${JSON.stringify({ writtenAt: new Date().toISOString(), rounds: ROUNDS, cases: ctx.cases }, null, 2)}\n`)
         const cell = (xs: number[]) => `${median(xs)} (${Math.min(...xs)}-${Math.max(...xs)})`
         const row = (c: Case) => [`${c.name} (${c.bundles} bundles)`, cell(c.warm), cell(c.cold), cell(c.download), cell(c.before)]
-        console.log(markdownTable(['digest', 'verify, bundles cached: median s (range)', 'verify, empty cache', 'cosign download, one offline verify', 'four cosign runs'], [...ctx.cases.map(row), ['30 against 4 bundles', ratio((c) => c.warm), ratio((c) => c.cold), ratio((c) => c.download), ratio((c) => c.before)]]))
+        console.log(
+          markdownTable(
+            [
+              'digest',
+              'verify, bundles cached: median s (range)',
+              'verify, empty cache',
+              'cosign download, one offline verify',
+              'four cosign runs',
+            ],
+            [
+              ...ctx.cases.map(row),
+              ['30 against 4 bundles', ratio((c) => c.warm), ratio((c) => c.cold), ratio((c) => c.download), ratio((c) => c.before)],
+            ],
+          ),
+        )
         task.title = `Report: ${file}`
       },
     },

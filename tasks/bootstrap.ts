@@ -6,7 +6,7 @@
  */
 import type { ListrTask } from 'listr2'
 import { ensureDebianPackages } from '../lib/tools/apt.ts'
-import { isMain,runMain,taskList } from '../lib/core/cli.ts'
+import { isMain, runMain, taskList } from '../lib/core/cli.ts'
 import { showOutput } from '../lib/core/output.ts'
 import { requireTool } from '../lib/tools/which.ts'
 import { VERSIONS } from '../lib/tools/versions.ts'
@@ -14,7 +14,7 @@ import { ensureActionlint } from '../lib/tools/actionlint.ts'
 import { loadConfig } from '../lib/core/config.ts'
 import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
-import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../lib/sandbox/registry.ts'
 import { ensureClusterBinaries } from '../lib/tools/kube.ts'
 import { NODE_PACKAGES } from '../lib/sandbox/node.ts'
 import { ensureLocalDb } from '../lib/scan/trivy.ts'
@@ -34,7 +34,9 @@ export function bootstrapTasks(): ListrTask<object>[] {
       title: 'Debian packages for lint-test',
       task: async (_ctx, task) => {
         const installed = await ensureDebianPackages([{ pkg: 'shellcheck', provides: 'shellcheck' }])
-        task.title = installed.length ? `Debian packages for lint-test: installed ${installed.join(', ')}` : 'Debian packages for lint-test: present'
+        task.title = installed.length
+          ? `Debian packages for lint-test: installed ${installed.join(', ')}`
+          : 'Debian packages for lint-test: present'
       },
     },
     // Each stage's local stand-ins are added below, in pipeline order.
@@ -43,7 +45,9 @@ export function bootstrapTasks(): ListrTask<object>[] {
       task: async (ctx: { docker?: string }, task) => {
         const engine = await ensureDockerEngine(loadConfig().docker)
         ctx.docker = engine.docker
-        task.title = engine.started ? `Docker engine (build): started dockerd, log ${engine.log}` : `Docker engine (build): running (${engine.docker})`
+        task.title = engine.started
+          ? `Docker engine (build): started dockerd, log ${engine.log}`
+          : `Docker engine (build): running (${engine.docker})`
       },
     },
     {
@@ -54,7 +58,7 @@ export function bootstrapTasks(): ListrTask<object>[] {
       },
     },
     {
-      title: 'Debian packages for the local cluster\'s node (deploy): CNI plugins, conntrack, socat, ethtool, iptables',
+      title: "Debian packages for the local cluster's node (deploy): CNI plugins, conntrack, socat, ethtool, iptables",
       task: async (_ctx, task) => {
         const installed = await ensureDebianPackages(NODE_PACKAGES)
         task.title = `Debian packages for the local cluster's node (deploy): ${installed.length ? `installed ${installed.join(', ')}` : 'present'}`

@@ -8,21 +8,21 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
-import { loadConfig,shouldPush,type Config } from '../lib/core/config.ts'
+import { loadConfig, shouldPush, type Config } from '../lib/core/config.ts'
 import { CONTEXT_ENTRIES, buildImage, checkBuildCacheSupport, ociBuildArgs, type BuildResult } from '../lib/build/docker.ts'
-import { removeContainer,startContainer,waitHealthy } from '../lib/build/container.ts'
-import { pullImage,pushImage,registryLogin,removeImage,tagImage,type RegistryLogin } from '../lib/build/registry.ts'
-import { cookMissReason,currentColdInputs,measureStateFiles } from '../lib/build/cold-inputs.ts'
-import { gitFacts,type GitFacts } from '../lib/core/git.ts'
-import { formatRef,imageRef,pinnedRef,repository,type ImageRef } from '../lib/build/image-ref.ts'
+import { removeContainer, startContainer, waitHealthy } from '../lib/build/container.ts'
+import { pullImage, pushImage, registryLogin, removeImage, tagImage, type RegistryLogin } from '../lib/build/registry.ts'
+import { cookMissReason, currentColdInputs, measureStateFiles } from '../lib/build/cold-inputs.ts'
+import { gitFacts, type GitFacts } from '../lib/core/git.ts'
+import { formatRef, imageRef, pinnedRef, repository, type ImageRef } from '../lib/build/image-ref.ts'
 import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
-import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../lib/sandbox/registry.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
 import { writeReport, type Report } from '../lib/core/reports.ts'
 import { defineStage, need, runStage } from '../lib/core/stage.ts'
-import { signBuild,type BuildSigning } from '../lib/sign/sign.ts'
+import { signBuild, type BuildSigning } from '../lib/sign/sign.ts'
 
 export interface BuildCtx {
   root: string
@@ -108,7 +108,10 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
           ...(ctx.config.buildCacheTo ? { cacheTo: ctx.config.buildCacheTo } : {}),
         })
         // A miss is named by what changed in the recipe since the last run (cargo-chef's recooks are otherwise a mystery).
-        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(docker, ctx.config.cacheDir, ctx.root))
+        if (ctx.build.cookCacheHit === false)
+          ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () =>
+            currentColdInputs(docker, ctx.config.cacheDir, ctx.root),
+          )
         task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${ctx.build.cookCacheHit === null ? 'no cook step seen' : (ctx.cookMiss ?? 'cook step cached')})`
       },
     },
@@ -117,7 +120,10 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
       skip: (ctx) => (ctx.push ? false : 'not pushed (pull request or PUSH=false); later stages refuse to deploy an unpushed image'),
       task: async (ctx, task) => {
         const docker = need(ctx.docker, 'the Docker engine')
-        const pushed = await pushImage(docker, formatRef(ctx.ref), { secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
+        const pushed = await pushImage(docker, formatRef(ctx.ref), {
+          secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [],
+          ...(ctx.login ? { env: ctx.login.env } : {}),
+        })
         ctx.ref = { ...ctx.ref, digest: pushed.digest }
         task.title = `Pushed ${pinnedRef(ctx.ref)}`
       },
@@ -128,10 +134,26 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
-        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(ctx.root, 'Dockerfile.optimized'), buildArgs: need(ctx.buildArgs, 'the build arguments'), startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, ...(ctx.login ? { env: ctx.login.env } : {}) })
+        ctx.signed = await signBuild({
+          config: ctx.config,
+          image: pinnedRef(ctx.ref),
+          git: ctx.git,
+          dockerfile: join(ctx.root, 'Dockerfile.optimized'),
+          buildArgs: need(ctx.buildArgs, 'the build arguments'),
+          startedOn: new Date(Date.now() - (performance.now() - ctx.started)),
+          outDir: dir,
+          ...(ctx.login ? { env: ctx.login.env } : {}),
+        })
         const d = `${need(ctx.ref.digest, 'the pushed digest').slice(0, 19)}…`
         const { signature, provenance } = ctx.signed.added
-        const what = signature && provenance ? `Signed ${d} with provenance` : signature ? `Signed ${d}; its provenance was already attested` : provenance ? `${d} was already signed; provenance attested` : `${d} already carries its signature and provenance: nothing added`
+        const what =
+          signature && provenance
+            ? `Signed ${d} with provenance`
+            : signature
+              ? `Signed ${d}; its provenance was already attested`
+              : provenance
+                ? `${d} was already signed; provenance attested`
+                : `${d} already carries its signature and provenance: nothing added`
         task.title = `${what} (${ctx.signed.identity})`
       },
     },
@@ -162,7 +184,13 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
       task: (ctx, task) => {
         const built = need(ctx.build, 'the build')
         const report: Report<'build'> = {
-          image: { ref: formatRef({ ...ctx.ref, digest: undefined }), digest: ctx.ref.digest ?? null, repository: repository(ctx.ref), tag: ctx.ref.tag!, pinned: ctx.ref.digest ? pinnedRef(ctx.ref) : null },
+          image: {
+            ref: formatRef({ ...ctx.ref, digest: undefined }),
+            digest: ctx.ref.digest ?? null,
+            repository: repository(ctx.ref),
+            tag: ctx.ref.tag!,
+            pinned: ctx.ref.digest ? pinnedRef(ctx.ref) : null,
+          },
           commit: { sha: ctx.git.sha, branch: ctx.git.branch ?? null, dirty: ctx.git.dirty },
           pushed: ctx.ref.digest !== undefined,
           seconds: (performance.now() - ctx.started) / 1000,
@@ -173,7 +201,9 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
         const path = writeReport(ctx.config.reportsDir, 'build', report)
         setOutput('image', report.image.ref)
         if (report.image.digest) setOutput('digest', report.image.digest)
-        appendSummary(`### build\n\n${markdownTable(['image', 'digest', 'pushed', 'build seconds'], [[report.image.ref, report.image.digest ?? '-', report.pushed ? 'yes' : 'no', report.build.seconds.toFixed(1)]])}`)
+        appendSummary(
+          `### build\n\n${markdownTable(['image', 'digest', 'pushed', 'build seconds'], [[report.image.ref, report.image.digest ?? '-', report.pushed ? 'yes' : 'no', report.build.seconds.toFixed(1)]])}`,
+        )
         task.title = `Report: ${path}`
       },
     },

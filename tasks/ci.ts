@@ -59,7 +59,10 @@ async function loadStage(file: string): Promise<StageDef | undefined> {
 }
 
 export function summaryTable(rows: readonly StageRow[]): string {
-  return markdownTable(['stage', 'result', 'seconds'], rows.map((r) => [r.stage, r.result, r.result === 'passed' || r.result === 'failed' ? r.seconds.toFixed(1) : '-']))
+  return markdownTable(
+    ['stage', 'result', 'seconds'],
+    rows.map((r) => [r.stage, r.result, r.result === 'passed' || r.result === 'failed' ? r.seconds.toFixed(1) : '-']),
+  )
 }
 
 export async function runPipeline(argv: readonly string[]): Promise<StageRow[]> {
@@ -90,7 +93,10 @@ export async function runPipeline(argv: readonly string[]): Promise<StageRow[]> 
         // Until its last task runs, a started stage counts as failed: a crash cannot pass it.
         row.result = 'failed'
         const done: ListrTask<object> = { title: `${name} passed`, task: () => finish('passed') }
-        return task.newListr<object>(showOutput([...(def.tasks([]) as ListrTask<object>[]), done]), { ctx: await def.initialCtx([]), exitOnError: true })
+        return task.newListr<object>(showOutput([...(def.tasks([]) as ListrTask<object>[]), done]), {
+          ctx: await def.initialCtx([]),
+          exitOnError: true,
+        })
       },
     })
     onFailure.push(() => {

@@ -15,7 +15,8 @@ type Action = (typeof ACTIONS)[number]
 export function parseAction(argv: readonly string[]): Action {
   const { positionals } = parseOptions('cluster', argv, {}, ACTIONS.join('|'))
   const action = ACTIONS.find((a) => positionals.length === 1 && a === positionals[0])
-  if (!action) throw new PipelineError(`cluster: use one of ${ACTIONS.join(', ')}${positionals.length ? `, not "${positionals.join(' ')}"` : ''}`)
+  if (!action)
+    throw new PipelineError(`cluster: use one of ${ACTIONS.join(', ')}${positionals.length ? `, not "${positionals.join(' ')}"` : ''}`)
   return action
 }
 
@@ -24,7 +25,9 @@ async function main(argv: readonly string[]): Promise<void> {
   const cache = loadConfig().cacheDir
   if (action === 'status') {
     const kubectl = cachedBinaries(cache).find((b) => b.name === 'kubectl')
-    console.log(`local cluster: ${await clusterStatus(cache, kubectl?.present ? kubectl.path : undefined)} (state in ${clusterStateDir(cache)})`)
+    console.log(
+      `local cluster: ${await clusterStatus(cache, kubectl?.present ? kubectl.path : undefined)} (state in ${clusterStateDir(cache)})`,
+    )
     for (const b of cachedBinaries(cache)) console.log(`  ${b.present ? '✔' : '✖'} ${b.name}  ${b.path}`)
     return
   }

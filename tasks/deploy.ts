@@ -12,7 +12,18 @@ import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
 import { isMain, parseOptions } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
-import { CHART_DIR, podSelector, upgradeFailure, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
+import {
+  CHART_DIR,
+  podSelector,
+  upgradeFailure,
+  readDeployInputs,
+  recoverPendingRelease,
+  valueFiles,
+  verifyRollout,
+  writeDeployReport,
+  type DeployImage,
+  type DeployResult,
+} from '../lib/deploy/deploy.ts'
 import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
@@ -22,7 +33,16 @@ import { environmentFor, type Environment } from '../lib/deploy/environments.ts'
 import { upgradeTracked } from '../lib/deploy/track.ts'
 import { localClusterTarget } from '../lib/sandbox/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
-import { CanaryAborted, canaryFacts, describePassed, describePlan, planCanary, runCanary, type CanaryFacts, type CanaryPlan } from '../lib/deploy/canary.ts'
+import {
+  CanaryAborted,
+  canaryFacts,
+  describePassed,
+  describePlan,
+  planCanary,
+  runCanary,
+  type CanaryFacts,
+  type CanaryPlan,
+} from '../lib/deploy/canary.ts'
 import { LOCAL_PROMETHEUS_URL } from '../lib/sandbox/prometheus.ts'
 import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
@@ -60,11 +80,26 @@ export interface DeployCtx {
 type Task = ListrTask<DeployCtx>['task']
 
 export function deployInputs(argv: readonly string[], config = loadConfig()): DeployCtx {
-  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, reason: { type: 'string' }, 'no-canary': { type: 'boolean' } })
+  const { values } = parseOptions('deploy', argv, {
+    'allow-older': { type: 'boolean' },
+    reason: { type: 'string' },
+    'no-canary': { type: 'boolean' },
+  })
   const reason = values.reason?.trim()
   if (values.reason !== undefined && !reason) throw new PipelineError('deploy: --reason needs the words that say why')
-  if (reason && !values['allow-older']) throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
-  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, direct: values['no-canary'] ?? false, files: [], sets: {}, details: [] }
+  if (reason && !values['allow-older'])
+    throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
+  return {
+    started: performance.now(),
+    config,
+    release: { name: config.releaseName, namespace: config.deployNamespace },
+    allowOlder: values['allow-older'] ?? false,
+    reason,
+    direct: values['no-canary'] ?? false,
+    files: [],
+    sets: {},
+    details: [],
+  }
 }
 
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
@@ -85,19 +120,23 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     canary: ctx.canaryFacts ?? null,
   })
   const c = ctx.config
-  appendSummary(`### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`)
+  appendSummary(
+    `### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`,
+  )
 }
 
 /** Whatever a task throws, the report is written first: it is the run's receipt. */
-const reported = (fn: Task): Task => async (ctx, task) => {
-  try {
-    return await fn(ctx, task)
-  } catch (err) {
-    if (err instanceof CanaryAborted) [ctx.result, ctx.canaryFacts] = ['aborted', err.facts]
-    report(ctx, ctx.result ?? 'failed', firstLine(err))
-    throw err
+const reported =
+  (fn: Task): Task =>
+  async (ctx, task) => {
+    try {
+      return await fn(ctx, task)
+    } catch (err) {
+      if (err instanceof CanaryAborted) [ctx.result, ctx.canaryFacts] = ['aborted', err.facts]
+      report(ctx, ctx.result ?? 'failed', firstLine(err))
+      throw err
+    }
   }
-}
 
 export function deployTasks(): ListrTask<DeployCtx>[] {
   return [
@@ -115,7 +154,12 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       title: 'Signature and attestations, from the registry',
       rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'), ctx.details)
+        ctx.verified = await verifyForDeploy(
+          ctx.config,
+          need(ctx.image, 'the image'),
+          need(ctx.environment, 'the environment'),
+          ctx.details,
+        )
         // One line per check went to the output above; the title only sums up.
         task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
       }),
@@ -136,7 +180,10 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       task: reported(async (ctx, task) => {
         const config = ctx.config
         ctx.kube = await connectCluster(config, () => localClusterTarget(config.cacheDir))
-        if (config.kubeContext && !need(ctx.image, 'the image').pushed) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
+        if (config.kubeContext && !need(ctx.image, 'the image').pushed)
+          throw new PipelineError(
+            'deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it',
+          )
         ctx.helm = { ...need(ctx.helm, 'helm'), kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
       }),
@@ -153,7 +200,9 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
-        task.title = ctx.recovered ? `Release: ${ctx.recovered}` : `Release: ${ctx.previousRevision ? `at revision ${ctx.previousRevision}` : 'first install'}`
+        task.title = ctx.recovered
+          ? `Release: ${ctx.recovered}`
+          : `Release: ${ctx.previousRevision ? `at revision ${ctx.previousRevision}` : 'first install'}`
       }),
     },
     {
@@ -163,10 +212,28 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const [kube, image] = [need(ctx.kube, 'the cluster'), need(ctx.image, 'the image')]
         const environment = need(ctx.environment, 'the environment')
         const localPrometheus = environment.local ? LOCAL_PROMETHEUS_URL : undefined
-        ctx.canary = await planCanary({ envName: config.deployEnv, env: environment.settings, kube, release, previousRevision: ctx.previousRevision, localPrometheus, direct: ctx.direct })
+        ctx.canary = await planCanary({
+          envName: config.deployEnv,
+          env: environment.settings,
+          kube,
+          release,
+          previousRevision: ctx.previousRevision,
+          localPrometheus,
+          direct: ctx.direct,
+        })
         task.title = describePlan(ctx.canary)
-        if (ctx.canary.skip) return void (ctx.canaryFacts = canaryFacts(undefined, { decision: 'skipped', reason: ctx.canary.skip, seconds: 0 }))
-        const d = { helm: need(ctx.helm, 'helm'), kube, release, image: image.pinned, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, graceSecs: config.deployReadinessGraceSecs }
+        if (ctx.canary.skip)
+          return void (ctx.canaryFacts = canaryFacts(undefined, { decision: 'skipped', reason: ctx.canary.skip, seconds: 0 }))
+        const d = {
+          helm: need(ctx.helm, 'helm'),
+          kube,
+          release,
+          image: image.pinned,
+          valueFiles: ctx.files,
+          sets: ctx.sets,
+          timeoutSecs: config.deployTimeoutSecs,
+          graceSecs: config.deployReadinessGraceSecs,
+        }
         ctx.canaryFacts = await runCanary(d, ctx.canary, image.digest)
         task.title = describePassed(ctx.canaryFacts)
       }),
@@ -184,7 +251,12 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
           const labels = recordLabels(image.commit, config.deployTimeoutSecs, ctx.order ? ctx.reason : undefined)
-          await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels }, track)
+          await upgradeTracked(
+            helm,
+            release,
+            { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels },
+            track,
+          )
         } catch (err) {
           const failure = await upgradeFailure(kube, helm, release, since, err, image.digest, ctx.previousRevision)
           ctx.revision = failure.revision
@@ -201,7 +273,11 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const { release, config } = ctx
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
-        const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline: need(ctx.deadline, 'the deploy deadline'), timeoutSecs: config.deployTimeoutSecs })
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest, {
+          graceSecs: config.deployReadinessGraceSecs,
+          deadline: need(ctx.deadline, 'the deploy deadline'),
+          timeoutSecs: config.deployTimeoutSecs,
+        })
         ctx.result = 'deployed'
         if (ctx.canaryFacts?.decision === 'passed') ctx.canaryFacts.decision = 'promoted'
         report(ctx, 'deployed', null)

@@ -6,10 +6,10 @@
  * reached from every machine, so this is the check a workflow gets before it runs.
  * `tsx tasks/lint-workflows.ts [dir]` lints another directory.
  */
-import { existsSync,readFileSync,readdirSync } from 'node:fs'
-import { isAbsolute,join,relative,resolve,sep } from 'node:path'
+import { existsSync, readFileSync, readdirSync } from 'node:fs'
+import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { LineCounter,isScalar,parseDocument,visit } from 'yaml'
+import { LineCounter, isScalar, parseDocument, visit } from 'yaml'
 import { isMain, parseOptions, runMain, taskList } from '../lib/core/cli.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
@@ -23,7 +23,9 @@ export const WORKFLOWS_DIR = join(repoRoot, '.github', 'workflows')
 /** The workflow files of a directory, sorted; a directory without any is an error, not a pass. */
 export function workflowFiles(dir: string): string[] {
   if (!existsSync(dir)) throw new PipelineError(`lint:workflows: ${dir} does not exist`)
-  const files = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort()
+  const files = readdirSync(dir)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .sort()
   if (files.length === 0) throw new PipelineError(`lint:workflows: no workflow files (*.yml, *.yaml) in ${dir}`)
   return files.map((f) => join(dir, f))
 }
@@ -50,7 +52,8 @@ export function unpinnedActions(file: string, text: string): string[] {
       const { line, col } = lines.linePos(pair.value.range?.[0] ?? 0)
       const at = `${file}:${line}:${col}`
       if (uses.startsWith('docker://')) {
-        if (!DIGEST_PIN.test(uses)) problems.push(`${at}: image "${uses}" must be pinned by digest (docker://name@sha256:…) [pinned-actions]`)
+        if (!DIGEST_PIN.test(uses))
+          problems.push(`${at}: image "${uses}" must be pinned by digest (docker://name@sha256:…) [pinned-actions]`)
       } else if (!SHA_PIN.test(uses)) {
         problems.push(`${at}: action "${uses}" must be pinned to a full 40-character commit SHA, not a tag or branch [pinned-actions]`)
       } else if (!/^\s*v?\d/.test(pair.value.comment ?? '')) {
@@ -88,8 +91,14 @@ export function lintWorkflowsTasks(dir = WORKFLOWS_DIR): ListrTask<Ctx>[] {
       task: async (ctx, task) => {
         ctx.files = workflowFiles(dir)
         // Exit 1 means "problems found": data, listed below; 2 and 3 are actionlint failing.
-        const r = await run([ctx.actionlint, '-no-color', `-shellcheck=${requireTool('shellcheck')}`, '-pyflakes=', ...ctx.files.map(shown)], { cwd, okCodes: [1] })
-        ctx.output = [r.stdout, r.stderr].filter((s) => s.trim()).join('\n').trimEnd()
+        const r = await run(
+          [ctx.actionlint, '-no-color', `-shellcheck=${requireTool('shellcheck')}`, '-pyflakes=', ...ctx.files.map(shown)],
+          { cwd, okCodes: [1] },
+        )
+        ctx.output = [r.stdout, r.stderr]
+          .filter((s) => s.trim())
+          .join('\n')
+          .trimEnd()
         const found = ctx.output.split('\n').filter((l) => PROBLEM_LINE.test(l))
         ctx.problems.push(...found)
         task.title = `actionlint and shellcheck on ${ctx.files.length} file(s): ${counted(found.length)}`

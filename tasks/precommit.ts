@@ -6,15 +6,15 @@
 import { readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { ensureDebianPackages,type DebianNeed } from '../lib/tools/apt.ts'
+import { ensureDebianPackages, type DebianNeed } from '../lib/tools/apt.ts'
 import { isMain } from '../lib/core/cli.ts'
 import { showOutput } from '../lib/core/output.ts'
-import { precommitChecks,type PrecommitCheck } from '../lib/core/config.ts'
+import { precommitChecks, type PrecommitCheck } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { appendSummary, markdownTable } from '../lib/core/summary.ts'
 import { run } from '../lib/core/run.ts'
-import { defineStage,runStage } from '../lib/core/stage.ts'
+import { defineStage, runStage } from '../lib/core/stage.ts'
 import { requireTool } from '../lib/tools/which.ts'
 
 export interface PrecommitCtx {
@@ -26,18 +26,29 @@ export function checks(root = repoRoot): { name: PrecommitCheck; title: string; 
   const bin = (name: string) => join(root, 'node_modules', '.bin', name)
   const shellScripts = () => {
     const dir = join(root, 'scripts')
-    const inScripts = readdirSync(dir).filter((f) => f.endsWith('.sh')).map((f) => join(dir, f))
+    const inScripts = readdirSync(dir)
+      .filter((f) => f.endsWith('.sh'))
+      .map((f) => join(dir, f))
     return [...inScripts, join(root, '.husky', 'pre-commit'), join(root, '.ci', 'run')]
   }
   return [
     { name: 'rustfmt', title: 'rustfmt', argv: () => [requireTool('cargo'), 'fmt', '--all', '--', '--check'] },
-    { name: 'clippy', title: 'clippy', argv: () => [requireTool('cargo'), 'clippy', '--all-targets', '--all-features', '--', '-D', 'warnings', '-W', 'clippy::pedantic'] },
+    {
+      name: 'clippy',
+      title: 'clippy',
+      argv: () => [requireTool('cargo'), 'clippy', '--all-targets', '--all-features', '--', '-D', 'warnings', '-W', 'clippy::pedantic'],
+    },
     { name: 'cargo-test', title: 'cargo test', argv: () => [requireTool('cargo'), 'test', '--all-features'] },
     { name: 'tsc', title: 'tsc', argv: () => [bin('tsc'), '--noEmit', '-p', join(root, 'tsconfig.json')] },
     // The toolkit's layout is prettier's (.prettierrc.json); `npm run format` rewrites it.
     { name: 'prettier', title: 'prettier', argv: () => [bin('prettier'), '--check', '--log-level', 'warn', root] },
     { name: 'unit-tests', title: 'unit tests', argv: () => [bin('tsx'), join(root, 'test', 'run.ts'), '--unit'] },
-    { name: 'shellcheck', title: 'shellcheck', argv: () => [requireTool('shellcheck'), ...shellScripts()], needs: [{ pkg: 'shellcheck', provides: 'shellcheck' }] },
+    {
+      name: 'shellcheck',
+      title: 'shellcheck',
+      argv: () => [requireTool('shellcheck'), ...shellScripts()],
+      needs: [{ pkg: 'shellcheck', provides: 'shellcheck' }],
+    },
   ]
 }
 
@@ -54,7 +65,13 @@ export function precommitTasks(root = repoRoot, only: readonly PrecommitCheck[] 
       } catch (err) {
         const error = err instanceof Error ? err.message : String(err)
         const details = err instanceof PipelineError ? err.details : undefined
-        ctx.results.push({ check: check.title, ok: false, seconds: (performance.now() - started) / 1000, error, ...(details ? { details } : {}) })
+        ctx.results.push({
+          check: check.title,
+          ok: false,
+          seconds: (performance.now() - started) / 1000,
+          error,
+          ...(details ? { details } : {}),
+        })
         throw new PipelineError(`${check.title} failed: ${error}`, details)
       }
     },
@@ -67,7 +84,12 @@ export function precommitTasks(root = repoRoot, only: readonly PrecommitCheck[] 
     {
       title: 'Summary',
       task: (ctx) => {
-        appendSummary(`### lint-test\n\n${markdownTable(['check', 'result', 'seconds'], ctx.results.map((r) => [r.check, r.ok ? 'pass' : 'FAIL', r.seconds.toFixed(1)]))}`)
+        appendSummary(
+          `### lint-test\n\n${markdownTable(
+            ['check', 'result', 'seconds'],
+            ctx.results.map((r) => [r.check, r.ok ? 'pass' : 'FAIL', r.seconds.toFixed(1)]),
+          )}`,
+        )
         const failed = ctx.results.filter((r) => !r.ok)
         if (failed.length > 0) {
           const first = failed[0]!

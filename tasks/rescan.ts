@@ -77,10 +77,19 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
         const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx')
         // Exit 1 is the scan gate failing: data for the verdict below, read from scan.json.
         const image = need(ctx.image, 'the running image')
-        const r = await run([tsx, join(repoRoot, 'tasks', 'scan.ts'), '--image', image.pinned], { cwd: repoRoot, env: { ...process.env, REPORTS_DIR: ctx.scanDir }, okCodes: [1], timeoutMs: 30 * 60_000 })
+        const r = await run([tsx, join(repoRoot, 'tasks', 'scan.ts'), '--image', image.pinned], {
+          cwd: repoRoot,
+          env: { ...process.env, REPORTS_DIR: ctx.scanDir },
+          okCodes: [1],
+          timeoutMs: 30 * 60_000,
+        })
         const scan = (ctx.scan = readReport(ctx.scanDir, 'scan'))
         // The result counts only once it is signed and attached to the digest: that is what deploy reads.
-        if (!scan.attestation) throw new PipelineError(`rescan: the result for ${image.digest.slice(0, 19)}… was not signed and attached to it, so deploy would never see it: ${lastWords(`${r.stderr}\n${r.stdout}`, /✖/)}`, outputDetails(`${r.stderr}\n${r.stdout}`))
+        if (!scan.attestation)
+          throw new PipelineError(
+            `rescan: the result for ${image.digest.slice(0, 19)}… was not signed and attached to it, so deploy would never see it: ${lastWords(`${r.stderr}\n${r.stdout}`, /✖/)}`,
+            outputDetails(`${r.stderr}\n${r.stdout}`),
+          )
         task.title = `Scanned ${image.pinned}: ${scan.decision}${scan.db?.updatedAt ? ` (DB of ${scan.db.updatedAt})` : ''}`
       },
     },
@@ -92,14 +101,31 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
         const failure = rescanVerdict(where(ctx), image, scan)
         const found = scan.blocking ?? []
         writeReport(ctx.config.reportsDir, 'rescan', {
-          release: ctx.release.name, namespace: ctx.release.namespace, context: need(ctx.kube, 'the cluster').context, environment: ctx.config.deployEnv,
-          image: image.pinned, digest: image.digest, pods: image.pods, decision: failure ? 'fail' : 'pass', reason: failure ?? scan.reason ?? null,
-          findings: found.map((f) => ({ id: f.id, aliases: f.aliases, severity: f.severity, pkg: f.pkg, installed: f.installed, fixed: f.fixed })), db: scan.db ?? null,
+          release: ctx.release.name,
+          namespace: ctx.release.namespace,
+          context: need(ctx.kube, 'the cluster').context,
+          environment: ctx.config.deployEnv,
+          image: image.pinned,
+          digest: image.digest,
+          pods: image.pods,
+          decision: failure ? 'fail' : 'pass',
+          reason: failure ?? scan.reason ?? null,
+          findings: found.map((f) => ({
+            id: f.id,
+            aliases: f.aliases,
+            severity: f.severity,
+            pkg: f.pkg,
+            installed: f.installed,
+            fixed: f.fixed,
+          })),
+          db: scan.db ?? null,
           scanReports: 'rescan/',
         })
         setOutput('rescan-decision', failure ? 'fail' : 'pass')
         const rows = found.map((f) => [f.severity, f.id, f.pkg, f.installed, f.fixed || '(no fix yet)'])
-        appendSummary(`### rescan: ${failure ? 'NEW FINDINGS' : 'clean'}\n\n\`${image.pinned}\`, running in ${where(ctx)}\n\n${rows.length ? markdownTable(['severity', 'id', 'package', 'installed', 'fixed in'], rows) : 'No blocking finding.'}`)
+        appendSummary(
+          `### rescan: ${failure ? 'NEW FINDINGS' : 'clean'}\n\n\`${image.pinned}\`, running in ${where(ctx)}\n\n${rows.length ? markdownTable(['severity', 'id', 'package', 'installed', 'fixed in'], rows) : 'No blocking finding.'}`,
+        )
         if (failure) {
           annotateError('rescan: new findings in what runs', failure)
           throw new PipelineError(failure)

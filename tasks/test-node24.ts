@@ -19,9 +19,19 @@ export async function testUnderNode24(args: readonly string[]): Promise<void> {
   console.log(`Node ${VERSIONS.node24}: ${node}`)
   const env = { ...process.env, PATH: `${dirname(node)}:${process.env.PATH ?? ''}` }
   const tsx = join(repoRoot, 'node_modules', 'tsx', 'dist', 'cli.mjs')
-  const r = await run([node, tsx, join(repoRoot, 'test', 'run.ts'), ...(args.length ? args : ['--unit'])], { cwd: repoRoot, env, okCodes: [1] })
+  const r = await run([node, tsx, join(repoRoot, 'test', 'run.ts'), ...(args.length ? args : ['--unit'])], {
+    cwd: repoRoot,
+    env,
+    okCodes: [1],
+  })
   if (r.exitCode !== 0) throw new PipelineError(`test:node24: tests failed under Node ${VERSIONS.node24} (output above)`)
 }
 
 // Not a task list: the tests' own output is the progress, printed as it comes.
-if (isMain(import.meta.url)) await runMain(() => withOutput((line) => console.log(line), () => testUnderNode24(process.argv.slice(2))))
+if (isMain(import.meta.url))
+  await runMain(() =>
+    withOutput(
+      (line) => console.log(line),
+      () => testUnderNode24(process.argv.slice(2)),
+    ),
+  )

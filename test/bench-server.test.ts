@@ -1,10 +1,20 @@
-import { mkdtempSync,readdirSync,rmSync,statSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { checkServerTargets,compareServerBaseline,heldByDocs,memoryFormulaBytes,peakRssBytes,serverBaselineFrom,writeDocTree,writeDocsAtLimit,type ServerBench } from '../bench/lib/server.ts'
-import { medianFigures,parseOha,runOha,type LoadFigures } from '../bench/lib/oha.ts'
+import {
+  checkServerTargets,
+  compareServerBaseline,
+  heldByDocs,
+  memoryFormulaBytes,
+  peakRssBytes,
+  serverBaselineFrom,
+  writeDocTree,
+  writeDocsAtLimit,
+  type ServerBench,
+} from '../bench/lib/server.ts'
+import { medianFigures, parseOha, runOha, type LoadFigures } from '../bench/lib/oha.ts'
 
 const t = suite('bench-server')
 
@@ -16,7 +26,14 @@ const OHA_JSON = JSON.stringify({
   errorDistribution: { 'connection closed before message completed': 6 },
 })
 
-const figures = (rps: number, p99Ms: number, errors = 0): LoadFigures => ({ requests: 1000, ok: 1000 - errors, errors, rps, p50Ms: p99Ms / 4, p99Ms })
+const figures = (rps: number, p99Ms: number, errors = 0): LoadFigures => ({
+  requests: 1000,
+  ok: 1000 - errors,
+  errors,
+  rps,
+  p50Ms: p99Ms / 4,
+  p99Ms,
+})
 
 const bench = (over: { rps?: number; p99?: number; slowP99?: number; rss?: number; slowRss?: number } = {}): ServerBench => ({
   oha: '1.16.0',
@@ -87,13 +104,19 @@ t('the memory formula is DOCS_MAX_BYTES + 4 MiB + connections x (head + 8 KiB), 
   assert.is(memoryFormulaBytes(), 42 * 1024 * 1024)
   assert.is(memoryFormulaBytes(64 * 1024 * 1024, 100, 8192), 68 * 1024 * 1024 + 100 * 16 * 1024)
   const b = bench()
-  b.peakRss.push({ scenario: 'memory-at-limit-full-heads', bytes: 41 * 1024 * 1024 }, { scenario: 'memory-at-limit-slow-readers', bytes: 43 * 1024 * 1024 })
+  b.peakRss.push(
+    { scenario: 'memory-at-limit-full-heads', bytes: 41 * 1024 * 1024 },
+    { scenario: 'memory-at-limit-slow-readers', bytes: 43 * 1024 * 1024 },
+  )
   assert.equal(checkServerTargets(b), ["peak RSS (memory-at-limit-slow-readers) is 43.0 MiB, over the README's formula (42.0 MiB)"])
 })
 
 t('runs on the two ports are compared with their own baseline', () => {
   const b = bench()
-  b.runs.push({ scenario: 'flood', endpoint: '/health/live', port: 'admin', figures: figures(20, 3) }, { scenario: 'flood', endpoint: '/health/live', port: 'public', figures: figures(20, 900) })
+  b.runs.push(
+    { scenario: 'flood', endpoint: '/health/live', port: 'admin', figures: figures(20, 3) },
+    { scenario: 'flood', endpoint: '/health/live', port: 'public', figures: figures(20, 900) },
+  )
   const base = serverBaselineFrom(b)
   assert.equal(base.runs.at(-2), { scenario: 'flood', endpoint: '/health/live', port: 'admin', rps: 20, p99Ms: 3 })
   b.runs.at(-1)!.figures = figures(20, 3)
@@ -126,7 +149,10 @@ t('the generated doc tree has the asked size in files under the 1 MiB limit', ()
     const written = writeDocTree(dir, 3_000_000, 500_000)
     const files = readdirSync(dir)
     assert.ok(written >= 3_000_000 && written < 3_600_000, String(written))
-    assert.is(files.reduce((n, f) => n + statSync(join(dir, f)).size, 0), written)
+    assert.is(
+      files.reduce((n, f) => n + statSync(join(dir, f)).size, 0),
+      written,
+    )
     for (const f of files) assert.ok(statSync(join(dir, f)).size <= 1024 * 1024, f)
   } finally {
     rmSync(dir, { recursive: true, force: true })

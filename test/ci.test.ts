@@ -20,8 +20,11 @@ t('bad arguments are refused with one line', () => {
   assert.throws(() => parseArgs(['--fast']), /^ci: Unknown option '--fast'; usage: ci --from <value> --until <value>$/)
 })
 
-t('the order is the pipeline\'s', () => {
-  assert.equal(ORDER.map((s) => s.name), ['lint-test', 'build', 'measure', 'scan', 'deploy'])
+t("the order is the pipeline's", () => {
+  assert.equal(
+    ORDER.map((s) => s.name),
+    ['lint-test', 'build', 'measure', 'scan', 'deploy'],
+  )
 })
 
 t('the summary shows durations only for stages that ran', () => {

@@ -1,18 +1,22 @@
-import { cpSync,mkdtempSync,rmSync,symlinkSync,writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { buildFailure,parseBuildOutput } from '../lib/build/buildkit-log.ts'
+import { buildFailure, parseBuildOutput } from '../lib/build/buildkit-log.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { ANY_EXIT,run } from '../lib/core/run.ts'
+import { ANY_EXIT, run } from '../lib/core/run.ts'
 
 const t = suite('cli')
 const root = new URL('..', import.meta.url).pathname
 
 /** The failing stage fixture, run as a stage is, with the given environment. */
 async function failingStage(env: NodeJS.ProcessEnv) {
-  const r = await run([join(root, 'node_modules/.bin/tsx'), join(root, 'test/fixtures/debug/failing-tool.ts')], { cwd: root, env: { ...process.env, DEBUG: '', FORCE_COLOR: '0', ...env }, okCodes: ANY_EXIT })
+  const r = await run([join(root, 'node_modules/.bin/tsx'), join(root, 'test/fixtures/debug/failing-tool.ts')], {
+    cwd: root,
+    env: { ...process.env, DEBUG: '', FORCE_COLOR: '0', ...env },
+    okCodes: ANY_EXIT,
+  })
   return { ...r, out: r.stdout + r.stderr }
 }
 
@@ -25,7 +29,7 @@ t('a failing tool shows its last lines and one red line; no stack trace without 
   assert.match(r.out.trim().split('\n').at(-1)!, /^✖ `sh -c` exited 3$/)
 })
 
-t('with DEBUG set, the failing tool\'s full output and the stack trace', async () => {
+t("with DEBUG set, the failing tool's full output and the stack trace", async () => {
   const r = await failingStage({ DEBUG: '1' })
   assert.is(r.exitCode, 1)
   for (let i = 1; i <= 60; i++) assert.match(r.out, new RegExp(`tool line ${i}$`, 'm'))
@@ -41,7 +45,11 @@ t('DEBUG from .env counts like DEBUG from the environment', async () => {
     for (const path of ['lib', 'package.json', 'test/fixtures/debug']) cpSync(join(root, path), join(dir, path), { recursive: true })
     symlinkSync(join(root, 'node_modules'), join(dir, 'node_modules'))
     writeFileSync(join(dir, '.env'), 'DEBUG=1\n')
-    const r = await run([join(root, 'node_modules/.bin/tsx'), join(dir, 'test/fixtures/debug/failing-tool.ts')], { cwd: dir, env: { ...process.env, DEBUG: '', FORCE_COLOR: '0' }, okCodes: ANY_EXIT })
+    const r = await run([join(root, 'node_modules/.bin/tsx'), join(dir, 'test/fixtures/debug/failing-tool.ts')], {
+      cwd: dir,
+      env: { ...process.env, DEBUG: '', FORCE_COLOR: '0' },
+      okCodes: ANY_EXIT,
+    })
     assert.match(r.stdout + r.stderr, /tool line 1$/m)
   } finally {
     rmSync(dir, { recursive: true, force: true })
@@ -49,7 +57,14 @@ t('DEBUG from .env counts like DEBUG from the environment', async () => {
 })
 
 t('with DEBUG, a build failure carries the whole build log, not only the error block', () => {
-  const log = ['#1 [internal] load build definition', '#1 DONE 0.0s', '#5 [build 3/4] RUN cargo build', '#5 1.2 error[E0425]: cannot find value `x`', '#5 1.3 error: could not compile `doc-server`', '#5 ERROR: process did not complete successfully'].join('\n')
+  const log = [
+    '#1 [internal] load build definition',
+    '#1 DONE 0.0s',
+    '#5 [build 3/4] RUN cargo build',
+    '#5 1.2 error[E0425]: cannot find value `x`',
+    '#5 1.3 error: could not compile `doc-server`',
+    '#5 ERROR: process did not complete successfully',
+  ].join('\n')
   const saved = process.env.DEBUG
   try {
     delete process.env.DEBUG

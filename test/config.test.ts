@@ -28,7 +28,17 @@ t('the BuildKit cache settings pass through as given', () => {
 })
 
 t('GitHub Actions context fills in registry, owner, tag and credentials', () => {
-  const c = loadConfig({ GITHUB_ACTIONS: 'true', GITHUB_REPOSITORY_OWNER: 'Doc-Team', GITHUB_SHA: 'f'.repeat(40), GITHUB_TOKEN: 'ghs_secret', GITHUB_ACTOR: 'bot', GITHUB_EVENT_NAME: 'push' }, {})
+  const c = loadConfig(
+    {
+      GITHUB_ACTIONS: 'true',
+      GITHUB_REPOSITORY_OWNER: 'Doc-Team',
+      GITHUB_SHA: 'f'.repeat(40),
+      GITHUB_TOKEN: 'ghs_secret',
+      GITHUB_ACTOR: 'bot',
+      GITHUB_EVENT_NAME: 'push',
+    },
+    {},
+  )
   assert.is(c.registry, 'ghcr.io')
   assert.is(c.imageOwner, 'doc-team')
   assert.is(c.imageTag, 'f'.repeat(40))
@@ -39,7 +49,11 @@ t('GitHub Actions context fills in registry, owner, tag and credentials', () => 
 t('PRECOMMIT_CHECKS narrows lint-test to the checks it names; unset, all run', () => {
   assert.equal(loadConfig({}, {}).precommitChecks, ['rustfmt', 'clippy', 'cargo-test', 'tsc', 'prettier', 'unit-tests', 'shellcheck'])
   assert.equal(loadConfig({ PRECOMMIT_CHECKS: ' tsc, unit-tests ' }, {}).precommitChecks, ['tsc', 'unit-tests'])
-  assert.equal(precommitChecks({ DEPLOY_ENV: 'qa' }, { PRECOMMIT_CHECKS: 'tsc' }), ['tsc'], 'the hook reads only its own variable, .env included')
+  assert.equal(
+    precommitChecks({ DEPLOY_ENV: 'qa' }, { PRECOMMIT_CHECKS: 'tsc' }),
+    ['tsc'],
+    'the hook reads only its own variable, .env included',
+  )
 })
 
 t('bad values give one line naming the variable', () => {

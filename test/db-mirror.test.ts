@@ -5,7 +5,16 @@ import { gunzipSync } from 'node:zlib'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../lib/core/config.ts'
-import { ADVISORIES_ANNOTATION, TRIVY_DB_MEDIA_TYPES, countAdvisories, dbManifest, dbTarball, defaultDbRepository, isLoopbackRegistry, parseOciRef } from '../lib/scan/db-mirror.ts'
+import {
+  ADVISORIES_ANNOTATION,
+  TRIVY_DB_MEDIA_TYPES,
+  countAdvisories,
+  dbManifest,
+  dbTarball,
+  defaultDbRepository,
+  isLoopbackRegistry,
+  parseOciRef,
+} from '../lib/scan/db-mirror.ts'
 import { describeDb } from '../lib/scan/db-source.ts'
 import { dbLine } from '../lib/scan/scan-summary.ts'
 import { ADVISORIES_DIR } from '../lib/scan/trivy.ts'
@@ -37,12 +46,19 @@ t('db.tar.gz holds trivy.db and metadata.json at its root, the same bytes for th
   assert.match(tar.slice(512), /metadata\.json\0/)
   assert.not.match(tar, /published\.json/)
   assert.equal(await dbTarball(dir), a)
-  await dbTarball(mkdtempSync(join(tmpdir(), 'db-'))).then(() => assert.unreachable('an empty DB dir was packed'), (err: Error) => assert.match(err.message, /trivy\.db is missing; nothing to publish/))
+  await dbTarball(mkdtempSync(join(tmpdir(), 'db-'))).then(
+    () => assert.unreachable('an empty DB dir was packed'),
+    (err: Error) => assert.match(err.message, /trivy\.db is missing; nothing to publish/),
+  )
 })
 
 t('repositories: the local default, parsing, and only this machine is published to', () => {
   assert.is(defaultDbRepository('127.0.0.1:5000', 'local'), '127.0.0.1:5000/local/trivy-db:2')
-  assert.equal(parseOciRef('mirror.example.com:8443/aquasec/trivy-db:2'), { registry: 'mirror.example.com:8443', name: 'aquasec/trivy-db', tag: '2' })
+  assert.equal(parseOciRef('mirror.example.com:8443/aquasec/trivy-db:2'), {
+    registry: 'mirror.example.com:8443',
+    name: 'aquasec/trivy-db',
+    tag: '2',
+  })
   assert.throws(() => parseOciRef('trivy-db'), /is not registry\/name:tag/)
   assert.ok(isLoopbackRegistry('127.0.0.1:5000'))
   assert.ok(isLoopbackRegistry('localhost:5000'))
@@ -52,20 +68,38 @@ t('repositories: the local default, parsing, and only this machine is published 
 
 t('the report says how many advisories the DB holds and when it was built', () => {
   assert.is(countAdvisories(ADVISORIES_DIR), 1, 'advisories/ holds one advisory')
-  const local = { source: 'local' as const, repository: '127.0.0.1:5000/local/trivy-db:2', digest: null, advisories: 1, updatedAt: '2026-11-27T03:00:00Z' }
+  const local = {
+    source: 'local' as const,
+    repository: '127.0.0.1:5000/local/trivy-db:2',
+    digest: null,
+    advisories: 1,
+    updatedAt: '2026-11-27T03:00:00Z',
+  }
   assert.is(describeDb(local), '1 advisory, built 2026-11-27T03:00:00Z')
   assert.is(dbLine(local), 'vulnerability DB: local via 127.0.0.1:5000/local/trivy-db:2, 1 advisory, built 2026-11-27T03:00:00Z')
-  assert.is(describeDb({ ...local, source: 'remote', repository: null, advisories: null }), 'advisories not counted (the mirror does not say), built 2026-11-27T03:00:00Z')
+  assert.is(
+    describeDb({ ...local, source: 'remote', repository: null, advisories: null }),
+    'advisories not counted (the mirror does not say), built 2026-11-27T03:00:00Z',
+  )
 })
 
 t('TRIVY_DB_REPOSITORY and SCAN_IGNORE_MAX_DAYS are validated with one line', () => {
   assert.is(loadConfig({}, {}).trivyDbRepository, undefined)
-  assert.is(loadConfig({ TRIVY_DB_REPOSITORY: 'mirror.example.com/aquasec/trivy-db:2' }, {}).trivyDbRepository, 'mirror.example.com/aquasec/trivy-db:2')
-  assert.throws(() => loadConfig({ TRIVY_DB_REPOSITORY: 'trivy-db' }, {}), /^config: TRIVY_DB_REPOSITORY="trivy-db" is not valid: expected a registry repository with a tag/)
+  assert.is(
+    loadConfig({ TRIVY_DB_REPOSITORY: 'mirror.example.com/aquasec/trivy-db:2' }, {}).trivyDbRepository,
+    'mirror.example.com/aquasec/trivy-db:2',
+  )
+  assert.throws(
+    () => loadConfig({ TRIVY_DB_REPOSITORY: 'trivy-db' }, {}),
+    /^config: TRIVY_DB_REPOSITORY="trivy-db" is not valid: expected a registry repository with a tag/,
+  )
   assert.throws(() => loadConfig({ TRIVY_DB_REPOSITORY: 'https://mirror/trivy-db:2' }, {}), /TRIVY_DB_REPOSITORY/)
   assert.is(loadConfig({}, {}).scanIgnoreMaxDays, undefined, 'the committed policy decides')
   assert.is(loadConfig({ SCAN_IGNORE_MAX_DAYS: '30' }, {}).scanIgnoreMaxDays, 30)
-  assert.throws(() => loadConfig({ SCAN_IGNORE_MAX_DAYS: '0' }, {}), /SCAN_IGNORE_MAX_DAYS="0" is not valid: expected a whole number above 0/)
+  assert.throws(
+    () => loadConfig({ SCAN_IGNORE_MAX_DAYS: '0' }, {}),
+    /SCAN_IGNORE_MAX_DAYS="0" is not valid: expected a whole number above 0/,
+  )
 })
 
 t.run()

@@ -23,7 +23,8 @@ const dirOf = (u: Update) => join(repoRoot, u.directory.replace(/^\//, ''))
 
 /** The files an ecosystem reads in its directory: without them Dependabot finds nothing and says so only in its logs. */
 const MANIFESTS: Record<string, (dir: string) => string[]> = {
-  'github-actions': (dir) => (existsSync(join(dir, '.github', 'workflows')) ? readdirSync(join(dir, '.github', 'workflows')).filter((f) => /\.ya?ml$/.test(f)) : []),
+  'github-actions': (dir) =>
+    existsSync(join(dir, '.github', 'workflows')) ? readdirSync(join(dir, '.github', 'workflows')).filter((f) => /\.ya?ml$/.test(f)) : [],
   npm: (dir) => ['package.json', 'package-lock.json'].filter((f) => existsSync(join(dir, f))),
   cargo: (dir) => ['Cargo.toml', 'Cargo.lock'].filter((f) => existsSync(join(dir, f))),
   docker: (dir) => (existsSync(dir) ? readdirSync(dir).filter((f) => /dockerfile/i.test(f)) : []),
@@ -67,7 +68,11 @@ t('the base images listed for Dependabot are the ones the build uses', () => {
   const docker = config.updates.find((u) => u['package-ecosystem'] === 'docker')!
   const text = readFileSync(join(dirOf(docker), 'Dockerfile'), 'utf8')
   const froms = [...text.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!)
-  assert.equal(froms.sort(), Object.values(BASE_IMAGES).sort(), `${docker.directory}/Dockerfile and BASE_IMAGES in lib/tools/versions.ts differ: update versions.ts and the ARG defaults of Dockerfile.optimized and bench/ together`)
+  assert.equal(
+    froms.sort(),
+    Object.values(BASE_IMAGES).sort(),
+    `${docker.directory}/Dockerfile and BASE_IMAGES in lib/tools/versions.ts differ: update versions.ts and the ARG defaults of Dockerfile.optimized and bench/ together`,
+  )
 })
 
 t.run()

@@ -1,22 +1,22 @@
-import { mkdtempSync,readFileSync,writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { machineCaBundle,ociBuildArgs } from '../lib/build/docker.ts'
+import { machineCaBundle, ociBuildArgs } from '../lib/build/docker.ts'
 import { parsePushDigest } from '../lib/build/registry.ts'
-import { buildBreakdown,buildFailure,compiledCrates,cookStep,parseBuildOutput,stepLabel } from '../lib/build/buildkit-log.ts'
+import { buildBreakdown, buildFailure, compiledCrates, cookStep, parseBuildOutput, stepLabel } from '../lib/build/buildkit-log.ts'
 import { DEBIAN_CLIENT, dockerClient } from '../lib/build/docker.ts'
-import { DISTROLESS_CC_PACKAGES,DISTROLESS_STATIC_PACKAGES,ensureBaseImages,statusEntry } from '../lib/sandbox/base-images.ts'
+import { DISTROLESS_CC_PACKAGES, DISTROLESS_STATIC_PACKAGES, ensureBaseImages, statusEntry } from '../lib/sandbox/base-images.ts'
 import { registryConfig } from '../lib/sandbox/registry.ts'
 import { run } from '../lib/core/run.ts'
-import { BASE_IMAGES,VERSIONS } from '../lib/tools/versions.ts'
+import { BASE_IMAGES, VERSIONS } from '../lib/tools/versions.ts'
 
 const t = suite('docker')
 // Real BuildKit output (docker 20.10, --progress=plain) of Dockerfile.optimized.
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/buildkit/${name}`, import.meta.url), 'utf8')
 
-t('the cook step cache hit is read from BuildKit\'s own CACHED line', () => {
+t("the cook step cache hit is read from BuildKit's own CACHED line", () => {
   const steps = parseBuildOutput(fixture('warm-code-change.txt'))
   const cook = cookStep(steps)!
   assert.match(cook.name, /^\[cook 2\/2\] RUN .*cargo chef cook --release/)
@@ -35,7 +35,7 @@ t('the warm seconds split into compile and link, strip, UPX, export and the rest
   assert.is(parseBuildOutput('#23 exporting to image\n#23 DONE 0.4s\n')[0]!.name, 'exporting to image')
 })
 
-t('with UPX in the compile step, its seconds run from the packing: line to the step\'s end', () => {
+t("with UPX in the compile step, its seconds run from the packing: line to the step's end", () => {
   const steps = parseBuildOutput(fixture('warm-code-change-one-step.txt'))
   // cargo printed Finished at 2.204 s, packing: at 2.223 s, and the step took 2.6 s.
   assert.equal(buildBreakdown(steps, 3), { 'compile+link': 2.2, 'strip+sections': 0, upx: 0.4, export: 0, other: 0.4 })
@@ -51,17 +51,20 @@ t('a cook step that ran is not a cache hit', () => {
   assert.equal(compiledCrates(cook), ['serde'])
 })
 
-t('a compile error names the Dockerfile step and the compiler\'s first error', () => {
+t("a compile error names the Dockerfile step and the compiler's first error", () => {
   const text = fixture('compile-error.txt')
   const err = buildFailure(parseBuildOutput(text), text)
-  assert.is(err.message, 'docker build failed at [build 3/4] RUN cargo auditable build --release --locked --bin doc-server && …: error: this file contains an unclosed delimiter')
+  assert.is(
+    err.message,
+    'docker build failed at [build 3/4] RUN cargo auditable build --release --locked --bin doc-server && …: error: this file contains an unclosed delimiter',
+  )
   assert.match(err.details ?? '', /--> crates\/doc-server\/src\/main\.rs:\d+:\d+/)
   assert.match(err.details ?? '', /error: could not compile `doc-server`/)
   assert.ok((err.details ?? '').split('\n').length <= 40, 'the error block, not the whole log')
   assert.not.match(err.details ?? '', /Compiling/)
 })
 
-t('a failing step without a compiler error shows the tool\'s own last words', () => {
+t("a failing step without a compiler error shows the tool's own last words", () => {
   const text = fixture('upx-env-error.txt')
   const err = buildFailure(parseBuildOutput(text), text)
   assert.match(err.message, /^docker build failed at \[build 4\/4\] RUN if .*: upx: invalid string 'true' in environment variable 'UPX'$/)
@@ -78,7 +81,7 @@ t('step labels drop mount flags and stay short', () => {
   assert.is(stepLabel('x'.repeat(200)).length, 90)
 })
 
-t('the digest comes from docker push\'s last line', () => {
+t("the digest comes from docker push's last line", () => {
   const out = 'abc: Pushed\nlatest: digest: sha256:' + 'e'.repeat(64) + ' size: 1153\n'
   assert.equal(parsePushDigest(out), { digest: `sha256:${'e'.repeat(64)}`, size: 1153 })
   assert.is(parsePushDigest('abc: Retrying in 5 seconds'), undefined)
@@ -99,16 +102,23 @@ t('OCI labels carry the commit, its date, and never credentials from the remote 
   assert.is(gh.SOURCE, 'https://github.com/acme/doc')
 })
 
-t('the CA bundle handed to builds is the machine\'s own, when there is one', () => {
+t("the CA bundle handed to builds is the machine's own, when there is one", () => {
   const dir = mkdtempSync(join(tmpdir(), 'ca-'))
   writeFileSync(join(dir, 'ca.pem'), 'x')
   assert.is(machineCaBundle({ SSL_CERT_FILE: join(dir, 'ca.pem') }), join(dir, 'ca.pem'))
 })
 
-t('a bare docker client resolves to Debian\'s when it is installed; a configured path is kept', () => {
+t("a bare docker client resolves to Debian's when it is installed; a configured path is kept", () => {
   assert.is(dockerClient('/opt/docker'), '/opt/docker')
-  assert.is(dockerClient('docker', (path) => path === DEBIAN_CLIENT), DEBIAN_CLIENT)
-  assert.is(dockerClient('docker', () => false), 'docker', 'without Debian\'s client, the first docker on PATH')
+  assert.is(
+    dockerClient('docker', (path) => path === DEBIAN_CLIENT),
+    DEBIAN_CLIENT,
+  )
+  assert.is(
+    dockerClient('docker', () => false),
+    'docker',
+    "without Debian's client, the first docker on PATH",
+  )
 })
 
 t('dpkg status entries say installed, as scanners expect', () => {
@@ -116,7 +126,7 @@ t('dpkg status entries say installed, as scanners expect', () => {
   assert.is(entry, 'Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: 3.0.17-1~deb12u2\nArchitecture: amd64\n')
 })
 
-t('the static stand-in is distroless static\'s five packages: no C library; cc adds the C and C++ runtime', async () => {
+t("the static stand-in is distroless static's five packages: no C library; cc adds the C and C++ runtime", async () => {
   assert.equal([...DISTROLESS_STATIC_PACKAGES], ['base-files', 'netbase', 'tzdata', 'media-types', 'ca-certificates'])
   for (const p of DISTROLESS_STATIC_PACKAGES) assert.ok((DISTROLESS_CC_PACKAGES as readonly string[]).includes(p))
   assert.ok((DISTROLESS_CC_PACKAGES as readonly string[]).includes('libc6'))
@@ -148,7 +158,10 @@ t('the Dockerfiles default to the pinned names in lib/tools/versions.ts, and pul
   }
   const ignore = readFileSync(new URL('.dockerignore', root), 'utf8').split('\n')
   for (const p of ['target/', 'node_modules/', 'reports/']) assert.ok(ignore.includes(p), `.dockerignore keeps ${p} out`)
-  assert.not.ok(ignore.some((l) => /^Cargo\.lock$|^\*\.lock$/.test(l.trim())), 'Cargo.lock stays in the context')
+  assert.not.ok(
+    ignore.some((l) => /^Cargo\.lock$|^\*\.lock$/.test(l.trim())),
+    'Cargo.lock stays in the context',
+  )
 })
 
 t.run()

@@ -11,7 +11,16 @@ t('a branch with slashes, spaces and capitals becomes a valid tag', () => {
 })
 
 t('odd branches never yield an invalid tag', () => {
-  for (const raw of ['-leading-dash', '.dot', 'a'.repeat(300), 'dependabot/npm_and_yarn/zx-8.0', 'ü-umlaut/ß', 'x//y', 'release/1.2.3+build', 'trailing-']) {
+  for (const raw of [
+    '-leading-dash',
+    '.dot',
+    'a'.repeat(300),
+    'dependabot/npm_and_yarn/zx-8.0',
+    'ü-umlaut/ß',
+    'x//y',
+    'release/1.2.3+build',
+    'trailing-',
+  ]) {
     const tag = sanitizeTag(raw)
     assert.ok(isValidTag(tag), `${raw} -> ${tag}`)
     assert.ok(tag.length <= 128)

@@ -27,10 +27,18 @@ export function importsOf(file: string, text: string): string[] {
 }
 
 const RULES: { from: RegExp; never: RegExp; why: string }[] = [
-  { from: /^lib\/(build|scan|sign|deploy)\//, never: /^lib\/sandbox\//, why: 'a stage library runs against real services; only tasks start the sandbox' },
+  {
+    from: /^lib\/(build|scan|sign|deploy)\//,
+    never: /^lib\/sandbox\//,
+    why: 'a stage library runs against real services; only tasks start the sandbox',
+  },
   { from: /^lib\//, never: /^(tasks|bench|test)\//, why: 'lib is what tasks, benches and tests share' },
   { from: /^lib\/(core|tools)\//, never: /^lib\/(build|scan|sign|deploy|sandbox)\//, why: 'core and tools sit under every stage' },
-  { from: /^tasks\//, never: /^(tasks|bench|test)\//, why: 'a task imports lib, never another task (tasks/ci.ts loads the stages it chains at run time)' },
+  {
+    from: /^tasks\//,
+    never: /^(tasks|bench|test)\//,
+    why: 'a task imports lib, never another task (tasks/ci.ts loads the stages it chains at run time)',
+  },
   { from: /^bench\//, never: /^(tasks|test)\//, why: 'benches share lib, not the stages or the tests' },
 ]
 
@@ -58,12 +66,15 @@ t('the rules catch what they forbid', () => {
     { path: 'lib/core/config.ts', text: "export { x } from '../deploy/kube.ts'\n" },
     { path: 'lib/scan/trivy.ts', text: "import { runOha } from '../../bench/lib/load.ts'\n" },
   ])
-  assert.equal(found.map((v) => v.split(':')[0]), [
-    'lib/deploy/target.ts imports lib/sandbox/cluster.ts',
-    'tasks/measure.ts imports tasks/build.ts',
-    'lib/core/config.ts imports lib/deploy/kube.ts',
-    'lib/scan/trivy.ts imports bench/lib/load.ts',
-  ])
+  assert.equal(
+    found.map((v) => v.split(':')[0]),
+    [
+      'lib/deploy/target.ts imports lib/sandbox/cluster.ts',
+      'tasks/measure.ts imports tasks/build.ts',
+      'lib/core/config.ts imports lib/deploy/kube.ts',
+      'lib/scan/trivy.ts imports bench/lib/load.ts',
+    ],
+  )
 })
 
 t.run()

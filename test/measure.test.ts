@@ -3,7 +3,19 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { baselineFrom, checkTargets, compareBaseline, formatBytes, improvementPct, measureRows, ratio, readBaseline, requireBaseline, withTomlSettings, type Measurements } from '../lib/build/measure.ts'
+import {
+  baselineFrom,
+  checkTargets,
+  compareBaseline,
+  formatBytes,
+  improvementPct,
+  measureRows,
+  ratio,
+  readBaseline,
+  requireBaseline,
+  withTomlSettings,
+  type Measurements,
+} from '../lib/build/measure.ts'
 import { readReport, writeReport } from '../lib/core/reports.ts'
 
 const t = suite('measure')
@@ -12,9 +24,21 @@ const sample = (over: { bytes?: number; warm?: number; cold?: number; hit?: bool
   const cold = over.cold ?? 200
   const warm = over.warm ?? 20
   return {
-    image: { ref: '127.0.0.1:5000/local/agent-docs:abc', digest: `sha256:${'a'.repeat(64)}`, bytes: over.bytes ?? 3_000_000, compressedBytes: 1_200_000 },
+    image: {
+      ref: '127.0.0.1:5000/local/agent-docs:abc',
+      digest: `sha256:${'a'.repeat(64)}`,
+      bytes: over.bytes ?? 3_000_000,
+      compressedBytes: 1_200_000,
+    },
     binary: { bytesBeforeUpx: 2_500_000, bytesAfterUpx: 900_000 },
-    build: { coldSeconds: cold, cold: { measured: true, commit: 'abcdef0123456789', date: '2026-11-27T03:00:00Z', why: 'no cold build recorded on this machine yet' }, warmSeconds: warm, cookCacheHit: over.hit === undefined ? true : over.hit, improvementPct: improvementPct(cold, warm), warmCompiledCrates: ['doc-server'] },
+    build: {
+      coldSeconds: cold,
+      cold: { measured: true, commit: 'abcdef0123456789', date: '2026-11-27T03:00:00Z', why: 'no cold build recorded on this machine yet' },
+      warmSeconds: warm,
+      cookCacheHit: over.hit === undefined ? true : over.hit,
+      improvementPct: improvementPct(cold, warm),
+      warmCompiledCrates: ['doc-server'],
+    },
   }
 }
 
@@ -81,7 +105,10 @@ t('a baseline round-trips through its file, and a broken one is one clear line',
 
 t('a missing baseline fails the stage unless this run creates it', () => {
   const path = join(mkdtempSync(join(tmpdir(), 'baseline-')), 'measure-baseline.json')
-  assert.throws(() => requireBaseline(path, false), /^measure: baseline .*measure-baseline\.json does not exist; create it with npm run ci:measure -- --update-baseline or set MEASURE_BASELINE$/)
+  assert.throws(
+    () => requireBaseline(path, false),
+    /^measure: baseline .*measure-baseline\.json does not exist; create it with npm run ci:measure -- --update-baseline or set MEASURE_BASELINE$/,
+  )
   assert.is(requireBaseline(path, true), undefined, '--update-baseline writes it')
   writeFileSync(path, JSON.stringify(baselineFrom(sample())))
   assert.is(requireBaseline(path, false)!.image.bytes, 3_000_000)
@@ -92,7 +119,16 @@ t('the measure report holds the keys later runs and people read', () => {
   const m = sample()
   writeReport(dir, 'measure', { ...m, warmBreakdown: {}, cookMiss: null, regressions: [], missedTargets: [] })
   const raw = JSON.parse(readFileSync(join(dir, 'measure.json'), 'utf8'))
-  for (const key of ['image.bytes', 'image.compressedBytes', 'binary.bytesBeforeUpx', 'binary.bytesAfterUpx', 'build.coldSeconds', 'build.warmSeconds', 'build.cookCacheHit', 'build.improvementPct']) {
+  for (const key of [
+    'image.bytes',
+    'image.compressedBytes',
+    'binary.bytesBeforeUpx',
+    'binary.bytesAfterUpx',
+    'build.coldSeconds',
+    'build.warmSeconds',
+    'build.cookCacheHit',
+    'build.improvementPct',
+  ]) {
     const value = key.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], raw)
     assert.ok(value !== undefined, `measure.json lacks ${key}`)
   }
@@ -103,17 +139,27 @@ t('the printed rows show the baseline only when there is one', () => {
   const rows = measureRows(sample())
   assert.equal(rows[0], ['image (uncompressed)', '3.00 MB', '-'])
   const withBase = measureRows(sample(), baselineFrom(sample({ warm: 10 })))
-  assert.equal(withBase.find((r) => r[0]!.startsWith('warm build')), ['warm build (code-only change)', '20.0 s', '10.0 s'])
-  assert.equal(rows.find((r) => r[0]!.startsWith('cook')), ['cook step cached on warm build', 'yes', '-'])
+  assert.equal(
+    withBase.find((r) => r[0]!.startsWith('warm build')),
+    ['warm build (code-only change)', '20.0 s', '10.0 s'],
+  )
+  assert.equal(
+    rows.find((r) => r[0]!.startsWith('cook')),
+    ['cook step cached on warm build', 'yes', '-'],
+  )
 })
 
 t('a warm option sets only the keys it names, in the tables it names', () => {
-  const toml = '[workspace]\nmembers = ["a"]\n\n[profile.release]\nopt-level = "z"\nlto = "off"\n# why\ncodegen-units = 1\nstrip = true\n\n[profile.release.package.doc-server]\ncodegen-units = 2\n\n[profile.dev]\nlto = false\n'
+  const toml =
+    '[workspace]\nmembers = ["a"]\n\n[profile.release]\nopt-level = "z"\nlto = "off"\n# why\ncodegen-units = 1\nstrip = true\n\n[profile.release.package.doc-server]\ncodegen-units = 2\n\n[profile.dev]\nlto = false\n'
   const fat = withTomlSettings(toml, { 'profile.release': { lto: '"fat"' } })
-  assert.is(fat, toml.replace('lto = "off"', 'lto = "fat"'), 'the comment, the other tables and [profile.dev]\'s lto are untouched')
+  assert.is(fat, toml.replace('lto = "off"', 'lto = "fat"'), "the comment, the other tables and [profile.dev]'s lto are untouched")
   const one = withTomlSettings(toml, { 'profile.release.package.doc-server': { 'codegen-units': '1' } })
   assert.is(one, toml.replace('codegen-units = 2', 'codegen-units = 1'), 'the package table, not [profile.release]')
-  const added = withTomlSettings('[profile.release]\nstrip = true\n', { 'profile.release': { lto: 'false' }, 'profile.release.package.doc-server': { 'codegen-units': '4' } })
+  const added = withTomlSettings('[profile.release]\nstrip = true\n', {
+    'profile.release': { lto: 'false' },
+    'profile.release.package.doc-server': { 'codegen-units': '4' },
+  })
   assert.is(added, '[profile.release]\nlto = false\nstrip = true\n\n[profile.release.package.doc-server]\ncodegen-units = 4\n')
 })
 

@@ -24,19 +24,31 @@ const service = (name: string, script: string, ready: () => Promise<boolean>, ti
   timeoutMs,
 })
 const running = (marker: string) =>
-  readdirSync('/proc').filter((p) => /^\d+$/.test(p)).some((p) => {
-    try {
-      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker)
-    } catch {
-      return false
-    }
-  })
+  readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .some((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(marker)
+      } catch {
+        return false
+      }
+    })
 
 t('a service that exits is named with its exit code and its own last log line, in one line', async () => {
-  const s = service('kubelet', 'echo "I1127 starting kubelet"; echo "E1127 run.go:72] failed to run Kubelet: invalid configuration: cgroupDriver" >&2; exit 3', async () => false)
-  const err = await ensureService(s).then(() => undefined, (e: Error & { details?: string }) => e)
+  const s = service(
+    'kubelet',
+    'echo "I1127 starting kubelet"; echo "E1127 run.go:72] failed to run Kubelet: invalid configuration: cgroupDriver" >&2; exit 3',
+    async () => false,
+  )
+  const err = await ensureService(s).then(
+    () => undefined,
+    (e: Error & { details?: string }) => e,
+  )
   assert.ok(err, 'the start fails')
-  assert.is(err.message, `cluster: the node's kubelet exited 3: E1127 run.go:72] failed to run Kubelet: invalid configuration: cgroupDriver (log: ${s.log})`)
+  assert.is(
+    err.message,
+    `cluster: the node's kubelet exited 3: E1127 run.go:72] failed to run Kubelet: invalid configuration: cgroupDriver (log: ${s.log})`,
+  )
   assert.match(err.details ?? '', /I1127 starting kubelet/, 'the log tail is in the details')
   assert.not.ok(existsSync(s.pid), 'no pidfile for a service that did not start')
 })
@@ -44,8 +56,14 @@ t('a service that exits is named with its exit code and its own last log line, i
 t('a service that never answers is stopped, not left holding its port', async () => {
   const marker = `never-ready-${process.pid}`
   const s = service('containerd', `echo "${marker} waiting"; while :; do sleep 1; done`, async () => false, 1500)
-  const err = await ensureService(s).then(() => undefined, (e: Error) => e)
-  assert.is(err?.message, `cluster: the node's containerd did not become ready within 1.5 s and was stopped: ${marker} waiting (log: ${s.log})`)
+  const err = await ensureService(s).then(
+    () => undefined,
+    (e: Error) => e,
+  )
+  assert.is(
+    err?.message,
+    `cluster: the node's containerd did not become ready within 1.5 s and was stopped: ${marker} waiting (log: ${s.log})`,
+  )
   assert.not.ok(running(`${marker} waiting`), 'the process is gone')
 })
 

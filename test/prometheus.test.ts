@@ -18,7 +18,10 @@ async function rejects(p: Promise<unknown>, re: RegExp) {
 
 t('a Prometheus that does not answer is one line naming it, without credentials', async () => {
   const port = await unusedPort()
-  await rejects(queryNumber(`http://admin:s3cret@127.0.0.1:${port}`, 'vector(1)'), new RegExp(`^Prometheus at http://127\\.0\\.0\\.1:${port} does not answer \\(ECONNREFUSED\\)$`))
+  await rejects(
+    queryNumber(`http://admin:s3cret@127.0.0.1:${port}`, 'vector(1)'),
+    new RegExp(`^Prometheus at http://127\\.0\\.0\\.1:${port} does not answer \\(ECONNREFUSED\\)$`),
+  )
 })
 
 t('a web server that is not a Prometheus is named as such', async () => {
@@ -27,7 +30,10 @@ t('a web server that is not a Prometheus is named as such', async () => {
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()))
   const { port } = srv.address() as { port: number }
   try {
-    await rejects(queryNumber(`http://127.0.0.1:${port}/`, 'vector(1)'), /answered 404 without a query result \(is it a Prometheus API\?\)$/)
+    await rejects(
+      queryNumber(`http://127.0.0.1:${port}/`, 'vector(1)'),
+      /answered 404 without a query result \(is it a Prometheus API\?\)$/,
+    )
   } finally {
     srv.close()
   }

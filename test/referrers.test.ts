@@ -17,10 +17,13 @@ t('a registry is reached as docker reaches it: https, plain http only on loopbac
   assert.equal(registryEndpoint('ghcr.io', certs), { base: 'https://ghcr.io', ca: undefined })
 })
 
-t('the login comes from the docker config in DOCKER_CONFIG (the push\'s throwaway login), under any spelling of the registry', () => {
+t("the login comes from the docker config in DOCKER_CONFIG (the push's throwaway login), under any spelling of the registry", () => {
   const dir = mkdtempSync(join(tmpdir(), 'docker-config-'))
   const auth = (s: string) => Buffer.from(s).toString('base64')
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ auths: { 'ghcr.io': { auth: auth('octo:ghp_token') }, 'https://registry.example': { auth: auth('u:p') } } }))
+  writeFileSync(
+    join(dir, 'config.json'),
+    JSON.stringify({ auths: { 'ghcr.io': { auth: auth('octo:ghp_token') }, 'https://registry.example': { auth: auth('u:p') } } }),
+  )
   assert.is(dockerCredentials('ghcr.io', { DOCKER_CONFIG: dir }), 'octo:ghp_token')
   assert.is(dockerCredentials('registry.example', { DOCKER_CONFIG: dir }), 'u:p')
   assert.is(dockerCredentials('quay.io', { DOCKER_CONFIG: dir }), undefined)
@@ -30,7 +33,11 @@ t('the login comes from the docker config in DOCKER_CONFIG (the push\'s throwawa
 })
 
 t('a bearer challenge names where to ask for a token, for which service and scope', () => {
-  assert.equal(bearerChallenge('Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:acme/agent-docs:pull"'), { realm: 'https://ghcr.io/token', service: 'ghcr.io', scope: 'repository:acme/agent-docs:pull' })
+  assert.equal(bearerChallenge('Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:acme/agent-docs:pull"'), {
+    realm: 'https://ghcr.io/token',
+    service: 'ghcr.io',
+    scope: 'repository:acme/agent-docs:pull',
+  })
   assert.is(bearerChallenge('Basic realm="Registry Realm"'), undefined)
 })
 

@@ -47,9 +47,15 @@ t('the job summary and outputs are written only in GitHub Actions', () => {
 
 t('an error annotation only in GitHub Actions, escaped to one workflow command', () => {
   const out: string[] = []
-  assert.is(annotateError('rescan: x', 'a', {}, (l) => out.push(l)), false)
+  assert.is(
+    annotateError('rescan: x', 'a', {}, (l) => out.push(l)),
+    false,
+  )
   assert.equal(out, [])
-  assert.is(annotateError('rescan: new, bad', '1 finding: 100%\nsecond line', { GITHUB_ACTIONS: 'true' }, (l) => out.push(l)), true)
+  assert.is(
+    annotateError('rescan: new, bad', '1 finding: 100%\nsecond line', { GITHUB_ACTIONS: 'true' }, (l) => out.push(l)),
+    true,
+  )
   assert.equal(out, ['\n::error title=rescan%3A new%2C bad::1 finding: 100%25%0Asecond line\n'])
 })
 

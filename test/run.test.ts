@@ -8,7 +8,10 @@ const t = suite('run')
 
 t('runs a real command, timing it and streaming its lines', async () => {
   const lines: string[] = []
-  const r = await withOutput((l) => lines.push(l), () => run(['sh', '-c', 'echo one; echo two >&2; echo three']))
+  const r = await withOutput(
+    (l) => lines.push(l),
+    () => run(['sh', '-c', 'echo one; echo two >&2; echo three']),
+  )
   assert.is(r.exitCode, 0)
   assert.is(r.stdout, 'one\nthree\n')
   assert.ok(r.seconds >= 0)
@@ -71,7 +74,14 @@ t('retries are bounded', async () => {
 })
 
 t('a child never inherits the variables that tie git to a repository, whatever env it is given', async () => {
-  const outer = { PATH: process.env.PATH, GIT_INDEX_FILE: '/outer/.git/index.lock', GIT_DIR: '/outer/.git', GIT_WORK_TREE: '/outer', GIT_PREFIX: 'sub/', GIT_EDITOR: 'true' }
+  const outer = {
+    PATH: process.env.PATH,
+    GIT_INDEX_FILE: '/outer/.git/index.lock',
+    GIT_DIR: '/outer/.git',
+    GIT_WORK_TREE: '/outer',
+    GIT_PREFIX: 'sub/',
+    GIT_EDITOR: 'true',
+  }
   const r = await run(['sh', '-c', 'env | grep ^GIT_ | sort || true'], { env: outer })
   assert.is(r.stdout, 'GIT_EDITOR=true\n', 'only what does not locate a repository passes')
   const saved = process.env.GIT_INDEX_FILE
@@ -84,7 +94,7 @@ t('a child never inherits the variables that tie git to a repository, whatever e
   }
 })
 
-t('the list is git\'s own list of repository-local variables', async () => {
+t("the list is git's own list of repository-local variables", async () => {
   const local = (await run(['git', 'rev-parse', '--local-env-vars'])).stdout.trim().split('\n')
   assert.equal([...GIT_REPOSITORY_VARIABLES].sort(), local.sort())
 })

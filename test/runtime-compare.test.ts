@@ -8,7 +8,7 @@ const t = suite('runtime-compare')
 // The CycloneDX SBOM scripts/scan_image.sh (Trivy v0.74.0) wrote for the static image.
 const fixture = (name: string) => readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8')
 
-t('the static image\'s SBOM lists the five distroless static packages and the crates, no C library', () => {
+t("the static image's SBOM lists the five distroless static packages and the crates, no C library", () => {
   const c = sbomCounts(fixture('sbom/static-image.cdx.json'), 'static-image.cdx.json')
   assert.equal(c.osPackages, ['base-files', 'ca-certificates', 'media-types', 'netbase', 'tzdata'])
   for (const crate of ['tokio', 'axum', 'doc-server']) assert.ok(c.crates.includes(crate), `lists ${crate}`)

@@ -5,10 +5,28 @@ import { parse as parseYaml } from 'yaml'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { repoRoot } from '../lib/core/paths.ts'
-import { checkIgnoreHorizon, daysBetween, decide, withCoverage, isExpired, parseIgnoreFile, readIgnoreFile, today, trivyIgnoreYaml, type IgnoreEntry, type Policy } from '../lib/scan/scan-policy.ts'
+import {
+  checkIgnoreHorizon,
+  daysBetween,
+  decide,
+  withCoverage,
+  isExpired,
+  parseIgnoreFile,
+  readIgnoreFile,
+  today,
+  trivyIgnoreYaml,
+  type IgnoreEntry,
+  type Policy,
+} from '../lib/scan/scan-policy.ts'
 import { consoleSummary, markdownSummary, scanReport } from '../lib/scan/scan-summary.ts'
-import { assertCoverage, coverageProblem, readTrivyReport, type Finding, type SecretFinding, type TrivyReport } from '../lib/scan/trivy-report.ts'
-
+import {
+  assertCoverage,
+  coverageProblem,
+  readTrivyReport,
+  type Finding,
+  type SecretFinding,
+  type TrivyReport,
+} from '../lib/scan/trivy-report.ts'
 
 /** Real Trivy reports of the fixture images (test/fixtures/trivy-reports/generate.ts makes them). */
 const REPORTS = join(repoRoot, 'test', 'fixtures', 'trivy-reports')
@@ -18,11 +36,45 @@ const POLICY: Policy = { severities: ['HIGH', 'CRITICAL'], ignoreUnfixed: false 
 const DAY = '2026-06-15'
 
 function finding(extra: Partial<Finding> = {}): Finding {
-  return { id: 'CVE-2021-45710', aliases: ['GHSA-fg7r-2g4j-5cgr'], pkg: 'tokio', installed: '1.13.0', fixed: '1.8.4, 1.13.1', status: 'fixed', severity: 'HIGH', target: 'bin', title: '', url: '', ...extra }
+  return {
+    id: 'CVE-2021-45710',
+    aliases: ['GHSA-fg7r-2g4j-5cgr'],
+    pkg: 'tokio',
+    installed: '1.13.0',
+    fixed: '1.8.4, 1.13.1',
+    status: 'fixed',
+    severity: 'HIGH',
+    target: 'bin',
+    title: '',
+    url: '',
+    ...extra,
+  }
 }
-const reportOf = (...findings: Finding[]): TrivyReport => ({ artifact: 'img', results: [], secrets: [], suppressedSecrets: [], findings, suppressed: [], packages: [], os: undefined })
-const secret = (extra: Partial<SecretFinding> = {}): SecretFinding => ({ ruleId: 'private-key', category: 'AsymmetricPrivateKey', title: 'Asymmetric Private Key', severity: 'HIGH', target: '/etc/ssl/private/server.key', startLine: 1, endLine: 1, ...extra })
-const entry = (id: string, expiredAt: string): IgnoreEntry => ({ id, statement: 'not reachable: we never close oneshot receivers', expiredAt })
+const reportOf = (...findings: Finding[]): TrivyReport => ({
+  artifact: 'img',
+  results: [],
+  secrets: [],
+  suppressedSecrets: [],
+  findings,
+  suppressed: [],
+  packages: [],
+  os: undefined,
+})
+const secret = (extra: Partial<SecretFinding> = {}): SecretFinding => ({
+  ruleId: 'private-key',
+  category: 'AsymmetricPrivateKey',
+  title: 'Asymmetric Private Key',
+  severity: 'HIGH',
+  target: '/etc/ssl/private/server.key',
+  startLine: 1,
+  endLine: 1,
+  ...extra,
+})
+const entry = (id: string, expiredAt: string): IgnoreEntry => ({
+  id,
+  statement: 'not reachable: we never close oneshot receivers',
+  expiredAt,
+})
 
 const gate = (file: string, policy = POLICY, entries: IgnoreEntry[] = []) => {
   const report = readTrivyReport(join(REPORTS, file))
@@ -30,12 +82,15 @@ const gate = (file: string, policy = POLICY, entries: IgnoreEntry[] = []) => {
   return decide(report, policy, entries, DAY)
 }
 
-t('the vulnerable image fails on CVE-2021-45710 in its binary\'s tokio 1.13.0', () => {
+t("the vulnerable image fails on CVE-2021-45710 in its binary's tokio 1.13.0", () => {
   const d = gate('vulnerable.json')
   assert.is(d.decision, 'fail')
   assert.equal(d.blockingIds, ['CVE-2021-45710'])
   assert.equal(d.counts, { CRITICAL: 0, HIGH: 1, MEDIUM: 0, LOW: 0, UNKNOWN: 0 })
-  assert.match(d.reason, /^1 HIGH\/CRITICAL finding remains: CVE-2021-45710 \[GHSA-fg7r-2g4j-5cgr\] in tokio 1\.13\.0 \(fixed in 1\.8\.4, 1\.13\.1\)$/)
+  assert.match(
+    d.reason,
+    /^1 HIGH\/CRITICAL finding remains: CVE-2021-45710 \[GHSA-fg7r-2g4j-5cgr\] in tokio 1\.13\.0 \(fixed in 1\.8\.4, 1\.13\.1\)$/,
+  )
   assert.equal(d.secrets, [])
 })
 
@@ -45,8 +100,15 @@ t('the clean image passes, and an ignore entry in force accepts the vulnerable o
   assert.match(clean.reason, /^no HIGH\/CRITICAL vulnerability or secret remains after the policy \(0 findings, none blocking\)$/)
   const accepted = gate('vulnerable.json', POLICY, [entry('CVE-2021-45710', '2026-07-01')])
   assert.is(accepted.decision, 'pass')
-  assert.equal(accepted.ignored.map((e) => [e.id, e.findings]), [['CVE-2021-45710', 1]])
-  assert.is(gate('vulnerable.json', { severities: ['CRITICAL'], ignoreUnfixed: false }).decision, 'pass', 'HIGH does not block a CRITICAL-only policy')
+  assert.equal(
+    accepted.ignored.map((e) => [e.id, e.findings]),
+    [['CVE-2021-45710', 1]],
+  )
+  assert.is(
+    gate('vulnerable.json', { severities: ['CRITICAL'], ignoreUnfixed: false }).decision,
+    'pass',
+    'HIGH does not block a CRITICAL-only policy',
+  )
 })
 
 t('the image with a private key fails, naming rule, file and line', () => {
@@ -68,7 +130,9 @@ t('a report that does not cover the OS packages and crates fails, recorded as th
 t('an ignore entry in force lets the finding through, and says so', () => {
   const d = decide(reportOf(finding()), POLICY, [entry('CVE-2021-45710', '2026-12-31')], DAY)
   assert.is(d.decision, 'pass')
-  assert.equal(d.ignored, [{ id: 'CVE-2021-45710', statement: 'not reachable: we never close oneshot receivers', expiredAt: '2026-12-31', findings: 1 }])
+  assert.equal(d.ignored, [
+    { id: 'CVE-2021-45710', statement: 'not reachable: we never close oneshot receivers', expiredAt: '2026-12-31', findings: 1 },
+  ])
   assert.is(d.counts.HIGH, 0, 'an accepted finding is not counted as open')
   assert.match(d.reason, /1 accepted by the ignore file/)
 })
@@ -77,8 +141,14 @@ t('an expired entry is not applied: the finding blocks and the reason names the 
   const d = decide(reportOf(finding()), POLICY, [entry('CVE-2021-45710', '2026-01-31')], DAY)
   assert.is(d.decision, 'fail')
   assert.equal(d.blockingIds, ['CVE-2021-45710'])
-  assert.equal(d.expired.map((e) => e.id), ['CVE-2021-45710'])
-  assert.match(d.reason, /CVE-2021-45710 \[GHSA-fg7r-2g4j-5cgr\] in tokio 1\.13\.0 \(fixed in 1\.8\.4, 1\.13\.1\) \(ignore entry CVE-2021-45710 expired on 2026-01-31\)/)
+  assert.equal(
+    d.expired.map((e) => e.id),
+    ['CVE-2021-45710'],
+  )
+  assert.match(
+    d.reason,
+    /CVE-2021-45710 \[GHSA-fg7r-2g4j-5cgr\] in tokio 1\.13\.0 \(fixed in 1\.8\.4, 1\.13\.1\) \(ignore entry CVE-2021-45710 expired on 2026-01-31\)/,
+  )
   assert.match(consoleSummary(d), /expired: ignore entry CVE-2021-45710 expired on 2026-01-31 and no longer applies/)
 })
 
@@ -107,7 +177,10 @@ t('what Trivy suppressed is judged again: accepted only by an entry in force her
   const suppressedByTrivy: TrivyReport = { ...reportOf(), suppressed: [finding()] }
   const accepted = decide(suppressedByTrivy, POLICY, [entry('CVE-2021-45710', '2026-12-31')], DAY)
   assert.is(accepted.decision, 'pass')
-  assert.equal(accepted.ignored.map((e) => [e.id, e.findings]), [['CVE-2021-45710', 1]])
+  assert.equal(
+    accepted.ignored.map((e) => [e.id, e.findings]),
+    [['CVE-2021-45710', 1]],
+  )
   // A report made with another (laxer) ignore file, or a VEX statement: our policy does not accept it.
   const lax = decide(suppressedByTrivy, POLICY, [], DAY)
   assert.is(lax.decision, 'fail')
@@ -123,15 +196,34 @@ t('a HIGH or CRITICAL secret blocks, named by rule, file and line; a lower one i
   const d = decide({ ...reportOf(), secrets: [secret()] }, POLICY, [], DAY)
   assert.is(d.decision, 'fail')
   assert.is(d.reason, '1 HIGH/CRITICAL secret in the image: private-key (HIGH) in /etc/ssl/private/server.key:1')
-  assert.equal(d.blockingSecrets.map((x) => x.ruleId), ['private-key'])
-  assert.match(consoleSummary(d), /secrets \(1 blocking; values never shown\):\n\s+severity\s+rule\s+file\s+line\n\s+HIGH\s+private-key\s+\/etc\/ssl\/private\/server\.key\s+1/)
+  assert.equal(
+    d.blockingSecrets.map((x) => x.ruleId),
+    ['private-key'],
+  )
+  assert.match(
+    consoleSummary(d),
+    /secrets \(1 blocking; values never shown\):\n\s+severity\s+rule\s+file\s+line\n\s+HIGH\s+private-key\s+\/etc\/ssl\/private\/server\.key\s+1/,
+  )
   const body = scanReport(d, { scanned: 'i', source: 'remote' }, { ...POLICY, ignoreFile: 'f' })
-  assert.equal(body.secrets, [{ ruleId: 'private-key', category: 'AsymmetricPrivateKey', severity: 'HIGH', file: '/etc/ssl/private/server.key', startLine: 1, endLine: 1, blocking: true }])
+  assert.equal(body.secrets, [
+    {
+      ruleId: 'private-key',
+      category: 'AsymmetricPrivateKey',
+      severity: 'HIGH',
+      file: '/etc/ssl/private/server.key',
+      startLine: 1,
+      endLine: 1,
+      blocking: true,
+    },
+  ])
   const both = decide({ ...reportOf(finding()), secrets: [secret()] }, POLICY, [], DAY)
   assert.match(both.reason, /^1 HIGH\/CRITICAL secret in the image: .*; 1 HIGH\/CRITICAL finding remains: CVE-2021-45710/)
   const low = decide({ ...reportOf(), secrets: [secret({ severity: 'LOW', ruleId: 'jwt-token' })] }, POLICY, [], DAY)
   assert.is(low.decision, 'pass')
-  assert.match(low.reason, /no HIGH\/CRITICAL vulnerability or secret remains after the policy \(0 findings, none blocking; 1 secret below HIGH\/CRITICAL\)/)
+  assert.match(
+    low.reason,
+    /no HIGH\/CRITICAL vulnerability or secret remains after the policy \(0 findings, none blocking; 1 secret below HIGH\/CRITICAL\)/,
+  )
   // SCAN_IGNORE_UNFIXED is about vulnerabilities; a secret Trivy was told to suppress is judged again.
   assert.is(decide({ ...reportOf(), suppressedSecrets: [secret()] }, { ...POLICY, ignoreUnfixed: true }, [], DAY).decision, 'fail')
 })
@@ -157,8 +249,11 @@ t('a long list of blocking findings stays one line', () => {
 })
 
 t('parses the ignore file: id, statement and expiry date for every entry', () => {
-  const yaml = 'vulnerabilities:\n  - id: CVE-2021-45710\n    statement: >\n      Not reachable: we never\n      close a oneshot receiver.\n    expired_at: 2026-12-31\n'
-  assert.equal(parseIgnoreFile(yaml, 'f'), [{ id: 'CVE-2021-45710', statement: 'Not reachable: we never close a oneshot receiver.', expiredAt: '2026-12-31' }])
+  const yaml =
+    'vulnerabilities:\n  - id: CVE-2021-45710\n    statement: >\n      Not reachable: we never\n      close a oneshot receiver.\n    expired_at: 2026-12-31\n'
+  assert.equal(parseIgnoreFile(yaml, 'f'), [
+    { id: 'CVE-2021-45710', statement: 'Not reachable: we never close a oneshot receiver.', expiredAt: '2026-12-31' },
+  ])
   assert.equal(parseIgnoreFile('', 'f'), [])
   assert.equal(parseIgnoreFile('vulnerabilities: []\n', 'f'), [])
 })
@@ -175,8 +270,14 @@ t('an ignore file that does not parse or lacks a field fails with one line', () 
     ['vulnerabilities:\n  - id: CVE-1\n    statement: s', /has no expired_at date; every exception must end/],
     ['vulnerabilities:\n  - id: CVE-1\n    statement: s\n    expired_at: 2026-02-30', /expired_at "2026-02-30"; expected a date/],
     ['vulnerabilities:\n  - id: CVE-1\n    statement: s\n    expired_at: next year', /expired_at "next year"/],
-    ['vulnerabilities:\n  - id: CVE-1\n    statement: s\n    expired_at: 2026-01-01\n    paths: [x]', /has "paths"; entries carry only id, statement and expired_at/],
-    ['vulnerabilities:\n  - id: CVE-1\n    statement: s\n    expired_at: 2026-01-01\n  - id: CVE-1\n    statement: t\n    expired_at: 2026-01-02', /entry 2 repeats CVE-1/],
+    [
+      'vulnerabilities:\n  - id: CVE-1\n    statement: s\n    expired_at: 2026-01-01\n    paths: [x]',
+      /has "paths"; entries carry only id, statement and expired_at/,
+    ],
+    [
+      'vulnerabilities:\n  - id: CVE-1\n    statement: s\n    expired_at: 2026-01-01\n  - id: CVE-1\n    statement: t\n    expired_at: 2026-01-02',
+      /entry 2 repeats CVE-1/,
+    ],
   ]
   for (const [text, re] of cases) {
     try {
@@ -197,14 +298,21 @@ t('the repository ignore file is valid', () => {
   readIgnoreFile(join(repoRoot, '.trivyignore.yaml'))
 })
 
-t('the file handed to Trivy holds only the entries in force, in Trivy\'s format', () => {
+t("the file handed to Trivy holds only the entries in force, in Trivy's format", () => {
   const dir = mkdtempSync(join(tmpdir(), 'ign-'))
   const text = trivyIgnoreYaml([entry('CVE-A', '2026-12-31'), entry('CVE-B', '2026-01-01')], DAY)
   writeFileSync(join(dir, 'ignore.yaml'), text)
   const parsed = parseYaml(text) as { vulnerabilities: { id: string; expired_at: string; statement: string }[] }
-  assert.equal(parsed.vulnerabilities.map((v) => v.id), ['CVE-A'])
+  assert.equal(
+    parsed.vulnerabilities.map((v) => v.id),
+    ['CVE-A'],
+  )
   assert.is(parsed.vulnerabilities[0]!.expired_at, '2026-12-31')
-  assert.equal(readIgnoreFile(join(dir, 'ignore.yaml')).map((e) => e.id), ['CVE-A'], 'and it passes our own validation')
+  assert.equal(
+    readIgnoreFile(join(dir, 'ignore.yaml')).map((e) => e.id),
+    ['CVE-A'],
+    'and it passes our own validation',
+  )
 })
 
 t('the summary and scan.json carry the same facts as the decision', () => {

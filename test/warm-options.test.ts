@@ -30,18 +30,25 @@ t('the first option is the workspace as committed; every other changes one thing
   }
 })
 
-t('an option\'s settings land in the right table of the real Cargo.toml', () => {
+t("an option's settings land in the right table of the real Cargo.toml", () => {
   const copy = mkdtempSync(join(tmpdir(), 'warm-option-'))
   cpSync(join(repoRoot, 'Cargo.toml'), join(copy, 'Cargo.toml'))
-  applyOption(copy, WARM_OPTIONS.find((o) => o.name === 'doc-server in 4 codegen units')!)
+  applyOption(
+    copy,
+    WARM_OPTIONS.find((o) => o.name === 'doc-server in 4 codegen units')!,
+  )
   const toml = readFileSync(join(copy, 'Cargo.toml'), 'utf8')
   const table = toml.split(/^\[/m).find((section) => section.startsWith('profile.release.package.doc-server]'))
-  assert.ok(table, 'the crate\'s profile table is there')
+  assert.ok(table, "the crate's profile table is there")
   assert.match(table!, /^codegen-units = 4$/m)
-  assert.is((toml.match(/codegen-units/g) ?? []).length, (readFileSync(join(repoRoot, 'Cargo.toml'), 'utf8').match(/codegen-units/g) ?? []).length, 'set in place, not added twice')
+  assert.is(
+    (toml.match(/codegen-units/g) ?? []).length,
+    (readFileSync(join(repoRoot, 'Cargo.toml'), 'utf8').match(/codegen-units/g) ?? []).length,
+    'set in place, not added twice',
+  )
 })
 
-t('an option\'s figure is the median of its rounds, with the sizes of the round closest to it', () => {
+t("an option's figure is the median of its rounds, with the sizes of the round closest to it", () => {
   const r = summarizeRounds('x', [round(3.0, 900), round(9.0, 901), round(3.2, 902)])
   assert.is(r.warmSeconds, 3.2)
   assert.equal(r.rounds, [3.0, 9.0, 3.2])

@@ -81,9 +81,14 @@ t('jobs chained by needs: lint-test → build-image → scan-image → deploy, a
 })
 
 t('the jobs run the stages in the order of `npm run ci:build`', () => {
-  const stagesByJob = jobOrder(wf.jobs).filter((n) => STAGE_JOBS.includes(n)).map((name) => tasksRun(wf.jobs[name]!))
+  const stagesByJob = jobOrder(wf.jobs)
+    .filter((n) => STAGE_JOBS.includes(n))
+    .map((name) => tasksRun(wf.jobs[name]!))
   assert.equal(stagesByJob, [['precommit'], ['build', 'measure'], ['scan'], ['deploy']])
-  assert.equal(stagesByJob.flat(), ORDER.map((s) => s.file))
+  assert.equal(
+    stagesByJob.flat(),
+    ORDER.map((s) => s.file),
+  )
   // The first job carries the name the local run gives that stage.
   assert.is(JOBS[0], ORDER[0].name)
 })
@@ -114,22 +119,43 @@ t('triggers: push to main and feature/**, pull requests, manual runs, a weekly c
   const history = wf.jobs['build-image']!.steps!.find((s) => s.with?.path === '~/.cache/doc-server-ci/measure')
   assert.ok(history, 'the measure history and cold record are cached between runs')
   assert.equal((wf.on.push as { branches: string[] }).branches, ['main', 'feature/**'])
-  assert.ok(wf.on.pull_request === null || Object.keys(wf.on.pull_request as object).length === 0, 'every pull request is built and scanned')
+  assert.ok(
+    wf.on.pull_request === null || Object.keys(wf.on.pull_request as object).length === 0,
+    'every pull request is built and scanned',
+  )
 })
 
 t('permissions are least privilege, job by job', () => {
-  assert.ok(wf.permissions !== undefined && Object.keys(wf.permissions).every((k) => k === 'contents' && wf.permissions![k] === 'read'), 'top level grants nothing beyond contents: read')
-  const writes = Object.fromEntries(Object.entries(wf.jobs).map(([name, job]) => {
-    assert.ok(job.permissions, `${name} declares its permissions`)
-    assert.is(job.permissions!.contents, 'read', `${name}: contents: read`)
-    return [name, Object.entries(job.permissions!).filter(([, v]) => v === 'write').map(([k]) => k)]
-  }))
-  assert.equal(writes, { 'lint-test': [], 'build-image': ['packages', 'id-token'], 'scan-image': ['packages', 'security-events', 'id-token'], 'pull-request': ['security-events'], deploy: [] })
+  assert.ok(
+    wf.permissions !== undefined && Object.keys(wf.permissions).every((k) => k === 'contents' && wf.permissions![k] === 'read'),
+    'top level grants nothing beyond contents: read',
+  )
+  const writes = Object.fromEntries(
+    Object.entries(wf.jobs).map(([name, job]) => {
+      assert.ok(job.permissions, `${name} declares its permissions`)
+      assert.is(job.permissions!.contents, 'read', `${name}: contents: read`)
+      return [
+        name,
+        Object.entries(job.permissions!)
+          .filter(([, v]) => v === 'write')
+          .map(([k]) => k),
+      ]
+    }),
+  )
+  assert.equal(writes, {
+    'lint-test': [],
+    'build-image': ['packages', 'id-token'],
+    'scan-image': ['packages', 'security-events', 'id-token'],
+    'pull-request': ['security-events'],
+    deploy: [],
+  })
   assert.not.match(TEXT, /write-all|read-all/)
 })
 
 t('keyless signing: id-token only on the jobs that sign; deploy reads signatures from the registry and verifies them', () => {
-  const withIdToken = Object.entries(wf.jobs).filter(([, j]) => j.permissions?.['id-token'] !== undefined).map(([n]) => n)
+  const withIdToken = Object.entries(wf.jobs)
+    .filter(([, j]) => j.permissions?.['id-token'] !== undefined)
+    .map(([n]) => n)
   assert.equal(withIdToken, ['build-image', 'scan-image'])
   assert.is(wf.jobs.deploy!.permissions!.packages, 'read')
   const steps = wf.jobs.deploy!.steps
@@ -157,7 +183,10 @@ t('pull requests build and scan but never push or deploy', () => {
   assert.is(build.env?.PUSH, undefined, 'the build leaves pushing to lib/core/config.ts shouldPush')
   // The build step's literal environment, as a pull request's runner would see it.
   const literal = Object.fromEntries(Object.entries(build.env ?? {}).filter(([, v]) => !String(v).includes('${{')))
-  const pr = loadConfig({ ...literal, GITHUB_ACTIONS: 'true', GITHUB_EVENT_NAME: 'pull_request', GITHUB_REPOSITORY_OWNER: 'o', GITHUB_SHA: 'a'.repeat(40) }, {})
+  const pr = loadConfig(
+    { ...literal, GITHUB_ACTIONS: 'true', GITHUB_EVENT_NAME: 'pull_request', GITHUB_REPOSITORY_OWNER: 'o', GITHUB_SHA: 'a'.repeat(40) },
+    {},
+  )
   assert.is(shouldPush(pr, 'main'), false)
   assert.is(shouldPush(pr, 'feature/x'), false)
   const deploy = wf.jobs.deploy!
@@ -166,7 +195,8 @@ t('pull requests build and scan but never push or deploy', () => {
 })
 
 t('pull requests: build and scan with a read-only token; the jobs that push and sign never run for them', () => {
-  for (const name of ['build-image', 'scan-image']) assert.is(wf.jobs[name]!.if, "github.event_name != 'pull_request'", `${name} never runs for a pull request`)
+  for (const name of ['build-image', 'scan-image'])
+    assert.is(wf.jobs[name]!.if, "github.event_name != 'pull_request'", `${name} never runs for a pull request`)
   const pr = wf.jobs['pull-request']!
   assert.is(pr.if, "github.event_name == 'pull_request'")
   assert.is(pr.permissions!['id-token'], undefined, 'no OIDC token: nothing is signed')
@@ -174,15 +204,26 @@ t('pull requests: build and scan with a read-only token; the jobs that push and 
   assert.equal(tasksRun(pr), ['build', 'scan'])
   assert.ok(!JSON.stringify(pr).includes('secrets.GITHUB_TOKEN'), 'no token reaches its steps')
   const [sarif] = usesOf(pr, 'github/codeql-action/upload-sarif')
-  assert.match(sarif!.if!, /github\.event\.pull_request\.head\.repo\.full_name == github\.repository/, 'a fork\'s token cannot upload')
+  assert.match(sarif!.if!, /github\.event\.pull_request\.head\.repo\.full_name == github\.repository/, "a fork's token cannot upload")
 })
 
 t('GHCR with GITHUB_TOKEN, handed only to the steps that talk to the registry', () => {
-  const holders = Object.entries(wf.jobs).flatMap(([name, job]) => job.steps.filter((s) => JSON.stringify(s).includes('secrets.GITHUB_TOKEN')).map((s) => `${name}: ${s.name}`))
-  assert.equal(holders, ['build-image: build', 'build-image: measure', 'scan-image: Log in to ghcr.io to pull the image by digest and attach attestations', 'deploy: Log in to ghcr.io to read signatures and attestations'])
+  const holders = Object.entries(wf.jobs).flatMap(([name, job]) =>
+    job.steps.filter((s) => JSON.stringify(s).includes('secrets.GITHUB_TOKEN')).map((s) => `${name}: ${s.name}`),
+  )
+  assert.equal(holders, [
+    'build-image: build',
+    'build-image: measure',
+    'scan-image: Log in to ghcr.io to pull the image by digest and attach attestations',
+    'deploy: Log in to ghcr.io to read signatures and attestations',
+  ])
   const scan = wf.jobs['scan-image']!
   const login = scan.steps.find((s) => s.name?.startsWith('Log in to ghcr.io'))!
-  assert.match(login.run!, /^docker login ghcr\.io --username "\$GITHUB_ACTOR" --password-stdin/, 'the token goes through stdin, never argv')
+  assert.match(
+    login.run!,
+    /^docker login ghcr\.io --username "\$GITHUB_ACTOR" --password-stdin/,
+    'the token goes through stdin, never argv',
+  )
   assert.is(login.if, "needs.build-image.outputs.digest != ''", 'only a pushed image is pulled')
   assert.ok(scan.steps.indexOf(login) < scan.steps.indexOf(stepRunning(scan, 'scan')!))
 })
@@ -205,7 +246,8 @@ t('the digest travels as a job output and the reports as artifacts', () => {
   assert.is(stepRunning(build, 'build')!.id, 'build')
   // tasks/build.ts writes these step outputs; the jobs after it read nothing else.
   const buildSource = readFileSync(join(repoRoot, 'tasks', 'build.ts'), 'utf8')
-  for (const name of Object.keys(build.outputs!)) assert.match(buildSource, new RegExp(`setOutput\\('${name}'`), `tasks/build.ts sets no "${name}" output`)
+  for (const name of Object.keys(build.outputs!))
+    assert.match(buildSource, new RegExp(`setOutput\\('${name}'`), `tasks/build.ts sets no "${name}" output`)
   const uploaded = (job: Job) => usesOf(job, 'actions/upload-artifact').map((s) => s.with!.name)
   const downloaded = (job: Job) => usesOf(job, 'actions/download-artifact').map((s) => s.with!.name)
   assert.ok(uploaded(build).includes('reports-build-image'))
@@ -245,7 +287,10 @@ t('caches: rust-cache for lint-test, BuildKit in the GitHub cache, the Trivy DB'
   assert.is(stepRunning(build, 'measure')!.env?.BUILDX_BUILDER, undefined)
   const steps = build.steps.map((s) => s.uses?.split('@')[0] ?? s.run)
   const runtime = steps.indexOf('crazy-max/ghaction-github-runtime')
-  assert.ok(steps.indexOf('docker/setup-buildx-action') < runtime && runtime === steps.indexOf('npx tsx tasks/build.ts') - 1, 'the cache token is exposed right before the build')
+  assert.ok(
+    steps.indexOf('docker/setup-buildx-action') < runtime && runtime === steps.indexOf('npx tsx tasks/build.ts') - 1,
+    'the cache token is exposed right before the build',
+  )
   const trivy = usesOf(wf.jobs['scan-image']!, 'actions/cache').find((s) => String(s.with!.path).includes('trivy'))
   assert.ok(trivy, 'the Trivy DB is cached')
   // Where the scan stage keeps the public DB (lib/scan/trivy.ts), under the default cache directory.
@@ -260,13 +305,18 @@ t('the token that writes the Actions cache reaches the build step and no other r
   const withdraw = build.steps.findIndex((s, i) => i > runtime && /\bACTIONS_RUNTIME_TOKEN\b/.test(s.run ?? ''))
   assert.ok(runtime !== -1 && withdraw !== -1, 'the exported token is withdrawn again')
   // Between the action that exports the ACTIONS_* variables and the step that blanks them: the build only.
-  assert.equal(build.steps.slice(runtime + 1, withdraw).map((s) => s.name ?? s.run), [build.steps[buildStep]!.name])
+  assert.equal(
+    build.steps.slice(runtime + 1, withdraw).map((s) => s.name ?? s.run),
+    [build.steps[buildStep]!.name],
+  )
   const blank = build.steps[withdraw]!
   assert.is(blank.if, 'always()', 'withdrawn also when the build fails')
   assert.match(blank.run!, /^printf '%s=\\n' .*>> "\$GITHUB_ENV"$/)
-  for (const v of ['ACTIONS_RUNTIME_TOKEN', 'ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_URL']) assert.ok(blank.run!.split(/\s+/).includes(v), `${v} is blanked`)
+  for (const v of ['ACTIONS_RUNTIME_TOKEN', 'ACTIONS_RESULTS_URL', 'ACTIONS_CACHE_URL'])
+    assert.ok(blank.run!.split(/\s+/).includes(v), `${v} is blanked`)
   // No other job exposes the runtime.
-  for (const [name, job] of Object.entries(wf.jobs)) if (name !== 'build-image') assert.is(usesOf(job, 'crazy-max/ghaction-github-runtime').length, 0, name)
+  for (const [name, job] of Object.entries(wf.jobs))
+    if (name !== 'build-image') assert.is(usesOf(job, 'crazy-max/ghaction-github-runtime').length, 0, name)
 })
 
 t('scan-image sends its findings to code scanning, whatever the verdict', () => {
@@ -280,11 +330,14 @@ t('scan-image sends its findings to code scanning, whatever the verdict', () => 
   // The scan stage decides the file name; once it exists, both must agree.
   const writers = ['tasks/scan.ts', 'scripts/scan_image.sh', 'lib/scan/trivy-report.ts'].map((f) => join(repoRoot, f)).filter(existsSync)
   if (writers.some((f) => /\.sarif\b/.test(readFileSync(f, 'utf8')))) {
-    assert.ok(writers.some((f) => readFileSync(f, 'utf8').includes(basename(file))), `the scan stage writes no ${basename(file)}`)
+    assert.ok(
+      writers.some((f) => readFileSync(f, 'utf8').includes(basename(file))),
+      `the scan stage writes no ${basename(file)}`,
+    )
   }
 })
 
-t('deploy: the environment\'s kubeconfig secret, written private, and its context', () => {
+t("deploy: the environment's kubeconfig secret, written private, and its context", () => {
   const deploy = wf.jobs.deploy!
   const creds = deploy.steps.find((s) => s.env?.KUBECONFIG_B64)!
   assert.is(creds.env!.KUBECONFIG_B64, '${{ secrets.KUBECONFIG_B64 }}')
@@ -298,7 +351,10 @@ t('toolchains: Node 24 everywhere, Rust as pinned in lib/tools/versions.ts', () 
   for (const [name, job] of Object.entries(wf.jobs)) {
     const [node] = usesOf(job, 'actions/setup-node')
     assert.is(String(node?.with?.['node-version']), '24', `${name} sets up Node 24`)
-    assert.ok(job.steps.some((s) => s.run?.startsWith('npm ci')), `${name} installs from the lockfile`)
+    assert.ok(
+      job.steps.some((s) => s.run?.startsWith('npm ci')),
+      `${name} installs from the lockfile`,
+    )
   }
   assert.is(String(wf.jobs['lint-test']!.env!.RUSTUP_TOOLCHAIN), VERSIONS.rust)
 })
@@ -309,19 +365,30 @@ t('the pin rule: tags, branches, short SHAs and bare SHAs are refused', () => {
   assert.equal(unpinnedActions('w.yml', doc(`actions/checkout@${SHA} # v5.0.0`)), [])
   assert.equal(unpinnedActions('w.yml', doc('./.github/actions/local')), [])
   assert.equal(unpinnedActions('w.yml', doc(`docker://alpine@sha256:${'b'.repeat(64)}`)), [])
-  assert.match(unpinnedActions('w.yml', doc('actions/checkout@v5'))[0]!, /^w\.yml:4:15: action "actions\/checkout@v5" must be pinned to a full 40-character commit SHA/)
+  assert.match(
+    unpinnedActions('w.yml', doc('actions/checkout@v5'))[0]!,
+    /^w\.yml:4:15: action "actions\/checkout@v5" must be pinned to a full 40-character commit SHA/,
+  )
   assert.match(unpinnedActions('w.yml', doc('actions/checkout@main'))[0]!, /must be pinned/)
   assert.match(unpinnedActions('w.yml', doc('actions/checkout@08c6903'))[0]!, /must be pinned/)
   assert.match(unpinnedActions('w.yml', doc(`actions/checkout@${SHA}`))[0]!, /without its release as a comment/)
   assert.match(unpinnedActions('w.yml', doc('docker://alpine:3.20'))[0]!, /pinned by digest/)
-  assert.match(unpinnedActions('w.yml', `jobs:\n  call:\n    uses: org/repo/.github/workflows/x.yml@v1\n`)[0]!, /must be pinned/, 'reusable workflows too')
+  assert.match(
+    unpinnedActions('w.yml', `jobs:\n  call:\n    uses: org/repo/.github/workflows/x.yml@v1\n`)[0]!,
+    /must be pinned/,
+    'reusable workflows too',
+  )
 })
 
 t('a directory without workflows is an error, not a pass', () => {
   const empty = mkdtempSync(join(tmpdir(), 'wf-'))
   assert.throws(() => workflowFiles(empty), /no workflow files/)
   assert.throws(() => workflowFiles(join(empty, 'absent')), /does not exist/)
-  assert.ok(workflowFiles(WORKFLOWS_DIR).map((f) => basename(f)).includes('ci.yml'))
+  assert.ok(
+    workflowFiles(WORKFLOWS_DIR)
+      .map((f) => basename(f))
+      .includes('ci.yml'),
+  )
 })
 
 t.run()

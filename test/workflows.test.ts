@@ -11,9 +11,26 @@ import { parse } from 'yaml'
 import { repoRoot } from '../lib/core/paths.ts'
 import { WORKFLOWS_DIR, workflowFiles } from '../tasks/lint-workflows.ts'
 
-interface Step { name?: string; uses?: string; run?: string; if?: string; with?: Record<string, unknown>; env?: Record<string, string>; 'continue-on-error'?: unknown }
-interface Job { 'timeout-minutes'?: number; permissions?: Record<string, string>; environment?: string | { name: string }; 'continue-on-error'?: unknown; steps: Step[] }
-interface Workflow { on: Record<string, unknown>; jobs: Record<string, Job> }
+interface Step {
+  name?: string
+  uses?: string
+  run?: string
+  if?: string
+  with?: Record<string, unknown>
+  env?: Record<string, string>
+  'continue-on-error'?: unknown
+}
+interface Job {
+  'timeout-minutes'?: number
+  permissions?: Record<string, string>
+  environment?: string | { name: string }
+  'continue-on-error'?: unknown
+  steps: Step[]
+}
+interface Workflow {
+  on: Record<string, unknown>
+  jobs: Record<string, Job>
+}
 
 const files = workflowFiles(WORKFLOWS_DIR)
 const texts = Object.fromEntries(files.map((f) => [basename(f), readFileSync(f, 'utf8')]))
@@ -53,7 +70,10 @@ t('every action is on a release that runs on Node 24, and Node 24 is what the jo
     for (const m of text.matchAll(/uses:\s*([\w.-]+\/[\w./-]+)@[0-9a-f]{40}\s*#\s*(v?[\d.]+)/g)) {
       const [, action, version] = m
       assert.ok(action! in FIRST_NODE24, `${file}: ${action} is not classified; add the first release whose runs.using is node24`)
-      assert.ok(atLeast(version!, FIRST_NODE24[action!]!), `${file}: ${action}@${version} runs on Node 20; use ${FIRST_NODE24[action!]} or later`)
+      assert.ok(
+        atLeast(version!, FIRST_NODE24[action!]!),
+        `${file}: ${action}@${version} runs on Node 20; use ${FIRST_NODE24[action!]} or later`,
+      )
       seen++
     }
   }
@@ -64,21 +84,33 @@ t('every action is on a release that runs on Node 24, and Node 24 is what the jo
 })
 
 t('each job caches the tools it builds under a key of its own', () => {
-  const keys = jobs.flatMap(({ id, job }) => job.steps.filter((s) => s.uses?.startsWith('actions/cache@') && String(s.with?.path ?? '').includes('doc-server-ci/tools')).map((s) => ({ id, key: String(s.with!.key) })))
+  const keys = jobs.flatMap(({ id, job }) =>
+    job.steps
+      .filter((s) => s.uses?.startsWith('actions/cache@') && String(s.with?.path ?? '').includes('doc-server-ci/tools'))
+      .map((s) => ({ id, key: String(s.with!.key) })),
+  )
   assert.ok(keys.length >= 4, 'scan-image, deploy, rescan and the toolkit job cache their tools')
   for (const a of keys) {
     const shared = keys.filter((b) => b !== a && b.key === a.key)
-    assert.equal(shared.map((b) => b.id), [], `${a.id} shares its tools cache key ${a.key}: the first job to save wins and the other never saves what it built`)
+    assert.equal(
+      shared.map((b) => b.id),
+      [],
+      `${a.id} shares its tools cache key ${a.key}: the first job to save wins and the other never saves what it built`,
+    )
     assert.match(a.key, /\$\{\{ hashFiles\('lib\/tools\/versions\.ts'\) \}\}/, `${a.id}: a new pin means a new cache`)
   }
   // Whoever builds tools caches them.
   for (const { id, job } of jobs) {
     const builds = job.steps.some((s) => /tsx tasks\/(scan|deploy|rescan)\.ts|npm test/.test(s.run ?? ''))
-    if (builds) assert.ok(keys.some((k) => k.id === id), `${id} builds pinned tools but caches none`)
+    if (builds)
+      assert.ok(
+        keys.some((k) => k.id === id),
+        `${id} builds pinned tools but caches none`,
+      )
   }
 })
 
-t('the nightly rescan: scheduled and by hand, the scan of what prod runs, signed as prod\'s scan signer, its own SARIF category', () => {
+t("the nightly rescan: scheduled and by hand, the scan of what prod runs, signed as prod's scan signer, its own SARIF category", () => {
   const wf = wfs['rescan.yml']!
   assert.equal(Object.keys(wf.on).sort(), ['schedule', 'workflow_dispatch'])
   assert.match(String((wf.on.schedule as { cron: string }[])[0]!.cron), /^\d+ \d+ \* \* \*$/, 'once a day')
@@ -92,15 +124,26 @@ t('the nightly rescan: scheduled and by hand, the scan of what prod runs, signed
   const [sarif] = usesOf(job, 'github/codeql-action/upload-sarif')
   assert.match(sarif!.if!, /^always\(\)/)
   assert.is(sarif!.with!.sarif_file, 'reports/rescan/scan/trivy.sarif')
-  const ciCategories = Object.values(wfs['ci.yml']!.jobs).flatMap((j) => usesOf(j, 'github/codeql-action/upload-sarif').map((s) => s.with!.category))
-  assert.ok(sarif!.with!.category && !ciCategories.includes(sarif!.with!.category), 'its own category, so it never replaces the build scan\'s alerts')
+  const ciCategories = Object.values(wfs['ci.yml']!.jobs).flatMap((j) =>
+    usesOf(j, 'github/codeql-action/upload-sarif').map((s) => s.with!.category),
+  )
+  assert.ok(
+    sarif!.with!.category && !ciCategories.includes(sarif!.with!.category),
+    "its own category, so it never replaces the build scan's alerts",
+  )
   // Where tasks/rescan.ts runs the scan stage: <REPORTS_DIR>/rescan.
   assert.match(readFileSync(join(repoRoot, 'tasks', 'rescan.ts'), 'utf8'), /join\(config\.reportsDir, 'rescan'\)/)
   // It signs its result (id-token) and attaches it beside the digest (packages): deploy reads it, so a failing rescan blocks.
-  assert.equal(Object.entries(job.permissions!).filter(([, v]) => v === 'write').map(([k]) => k).sort(), ['id-token', 'packages', 'security-events'])
+  assert.equal(
+    Object.entries(job.permissions!)
+      .filter(([, v]) => v === 'write')
+      .map(([k]) => k)
+      .sort(),
+    ['id-token', 'packages', 'security-events'],
+  )
 })
 
-t('the toolkit job runs the README\'s test command on toolkit changes, bounded, with logs on failure', () => {
+t("the toolkit job runs the README's test command on toolkit changes, bounded, with logs on failure", () => {
   const wf = wfs['toolkit.yml']!
   for (const event of ['push', 'pull_request']) {
     const paths = (wf.on[event] as { paths: string[] }).paths
@@ -111,7 +154,10 @@ t('the toolkit job runs the README\'s test command on toolkit changes, bounded, 
   assert.is(command, 'npm test', 'the README names the test command')
   const [[, job]] = Object.entries(wf.jobs) as [[string, Job]]
   assert.ok(job.steps.some((s) => s.run?.startsWith('npm ci')))
-  assert.ok(job.steps.some((s) => new RegExp(`(^| )${command}$`).test(s.run ?? '')), 'runs npm test itself')
+  assert.ok(
+    job.steps.some((s) => new RegExp(`(^| )${command}$`).test(s.run ?? '')),
+    'runs npm test itself',
+  )
   assert.ok((job['timeout-minutes'] ?? 0) > 0 && job['timeout-minutes']! <= 120)
   const [logs] = usesOf(job, 'actions/upload-artifact')
   assert.is(logs?.if, 'failure()')

@@ -6,25 +6,39 @@
  * release through a canary (smoke tests, analysis against the local
  * Prometheus, promotion or abort) under a mixed load of reads and searches.
  */
-import { mkdirSync,mkdtempSync,rmSync,writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname,join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { pushImage } from '../../lib/build/registry.ts'
 import { run } from '../../lib/core/run.ts'
 import { dockerEnv } from '../../lib/build/docker.ts'
-import { runLoad,runMixedLoad,serviceProgrammed,type LoadResult,type Route } from './load.ts'
-import { CanaryAborted,planCanary,runCanary,type CanaryFacts } from '../../lib/deploy/canary.ts'
+import { runLoad, runMixedLoad, serviceProgrammed, type LoadResult, type Route } from './load.ts'
+import { CanaryAborted, planCanary, runCanary, type CanaryFacts } from '../../lib/deploy/canary.ts'
 import type { CanarySettings } from '../../lib/deploy/environments.ts'
 import { LOCAL_PROMETHEUS_URL } from '../../lib/sandbox/prometheus.ts'
-import { chartFullname,podSelector } from '../../lib/deploy/deploy.ts'
-import { history,pendingRecovery,rollback,upgradeInstall,type HelmTarget,type Release,type UpgradeOptions } from '../../lib/deploy/helm.ts'
-import { kubeFlags,rolloutStatus,type KubeTarget } from '../../lib/deploy/kube.ts'
+import { chartFullname, podSelector } from '../../lib/deploy/deploy.ts'
+import {
+  history,
+  pendingRecovery,
+  rollback,
+  upgradeInstall,
+  type HelmTarget,
+  type Release,
+  type UpgradeOptions,
+} from '../../lib/deploy/helm.ts'
+import { kubeFlags, rolloutStatus, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { upgradeTracked } from '../../lib/deploy/track.ts'
-import { sleep,waitFor } from '../../lib/core/wait.ts'
+import { sleep, waitFor } from '../../lib/core/wait.ts'
 import { PipelineError } from '../../lib/core/errors.ts'
 
 /** A copy of an image that differs by one label: the same server under a new digest. */
-export async function pushVariant(docker: string, repository: string, base: string, label: string, files: Record<string, string> = {}): Promise<string> {
+export async function pushVariant(
+  docker: string,
+  repository: string,
+  base: string,
+  label: string,
+  files: Record<string, string> = {},
+): Promise<string> {
   const dir = mkdtempSync(join(tmpdir(), 'doc-server-variant-'))
   try {
     for (const [path, text] of Object.entries(files)) {
@@ -43,9 +57,23 @@ export async function pushVariant(docker: string, repository: string, base: stri
 
 /** The Service's ClusterIP, once kube-proxy has a rule for it (so traffic cannot leave the machine). */
 export async function programmedClusterIp(k: KubeTarget, r: Release): Promise<string> {
-  const res = await run([k.kubectl, ...kubeFlags(k), '-n', r.namespace, 'get', 'service', chartFullname(r.name), '-o', 'jsonpath={.spec.clusterIP}'])
+  const res = await run([
+    k.kubectl,
+    ...kubeFlags(k),
+    '-n',
+    r.namespace,
+    'get',
+    'service',
+    chartFullname(r.name),
+    '-o',
+    'jsonpath={.spec.clusterIP}',
+  ])
   const ip = res.stdout.trim()
-  return waitFor(async () => ((await serviceProgrammed(ip)) ? ip : undefined), { timeoutMs: 30_000, intervalMs: 1000, onTimeout: () => new PipelineError(`bench: kube-proxy has not programmed ${ip} after 30 s`) })
+  return waitFor(async () => ((await serviceProgrammed(ip)) ? ip : undefined), {
+    timeoutMs: 30_000,
+    intervalMs: 1000,
+    onTimeout: () => new PipelineError(`bench: kube-proxy has not programmed ${ip} after 30 s`),
+  })
 }
 
 export interface Timed<T> {
@@ -60,7 +88,15 @@ async function timed<T>(fn: () => Promise<T>): Promise<Timed<T>> {
 }
 
 /** An upgrade to `digest` while a bounded load runs through the Service, until the rollout is complete. */
-export async function upgradeUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, maxSeconds: number): Promise<{ seconds: number; load: LoadResult }> {
+export async function upgradeUnderLoad(
+  t: HelmTarget,
+  k: KubeTarget,
+  r: Release,
+  base: UpgradeOptions,
+  repository: string,
+  digest: string,
+  maxSeconds: number,
+): Promise<{ seconds: number; load: LoadResult }> {
   const host = await programmedClusterIp(k, r)
   const ac = new AbortController()
   const loading = runLoad({ host, port: 80, path: '/api/docs', concurrency: 4, maxRequests: 50_000, maxSeconds, signal: ac.signal })
@@ -78,9 +114,20 @@ export async function upgradeUnderLoad(t: HelmTarget, k: KubeTarget, r: Release,
  * revision, with tracking, and with plain `helm --rollback-on-failure --wait=watcher` (which sits
  * out its timeout before rolling back).
  */
-export async function crashLoopRollback(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, badValues: string, graceSecs: number): Promise<{ tracked: number; plainHelm: number }> {
+export async function crashLoopRollback(
+  t: HelmTarget,
+  k: KubeTarget,
+  r: Release,
+  base: UpgradeOptions,
+  repository: string,
+  digest: string,
+  badValues: string,
+  graceSecs: number,
+): Promise<{ tracked: number; plainHelm: number }> {
   const o = { ...base, valueFiles: [...base.valueFiles, badValues], sets: { 'image.repository': repository, 'image.digest': digest } }
-  const tracked = await timed(() => upgradeTracked(t, r, o, { kube: k, image: `${repository}@${digest}`, selector: podSelector(r.name), graceSecs }).catch(() => undefined))
+  const tracked = await timed(() =>
+    upgradeTracked(t, r, o, { kube: k, image: `${repository}@${digest}`, selector: podSelector(r.name), graceSecs }).catch(() => undefined),
+  )
   const plain = await timed(() => upgradeInstall(t, r, o).catch(() => undefined))
   // Helm's --rollback-on-failure rolled back itself; anything left pending is settled so the next run starts clean.
   const plan = pendingRecovery(await history(t, r))
@@ -89,7 +136,10 @@ export async function crashLoopRollback(t: HelmTarget, k: KubeTarget, r: Release
 }
 
 /** What users do meanwhile: three readers of a document and one searcher (of a word no document holds, so every search reads the whole tree), a new connection per request. */
-export const MIXED: readonly Route[] = [{ path: '/api/docs/getting-started', concurrency: 3 }, { path: '/api/search?q=zqxjkv', concurrency: 1 }]
+export const MIXED: readonly Route[] = [
+  { path: '/api/docs/getting-started', concurrency: 3 },
+  { path: '/api/search?q=zqxjkv', concurrency: 1 },
+]
 
 export interface CanaryRun {
   /** From the deploy's start (the canary plan) to promoted (stable rolled out) or aborted (canary removed). */
@@ -107,7 +157,17 @@ export interface CanaryRun {
  * local Prometheus, then the tracked upgrade of the stable release, or the
  * abort; all under the mixed load through the Service.
  */
-export async function canaryUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, canary: CanarySettings, graceSecs: number, extraValues: string[] = []): Promise<CanaryRun> {
+export async function canaryUnderLoad(
+  t: HelmTarget,
+  k: KubeTarget,
+  r: Release,
+  base: UpgradeOptions,
+  repository: string,
+  digest: string,
+  canary: CanarySettings,
+  graceSecs: number,
+  extraValues: string[] = [],
+): Promise<CanaryRun> {
   const host = await programmedClusterIp(k, r)
   const ac = new AbortController()
   const loading = runMixedLoad({ host, port: 80, maxRequests: 500_000, maxSeconds: 900, signal: ac.signal }, MIXED)
@@ -120,9 +180,21 @@ export async function canaryUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, 
   let reason: string | null = null
   try {
     const previousRevision = [...(await history(t, r))].reverse().find((e) => e.status === 'deployed')?.revision
-    const plan = await planCanary({ envName: 'bench', env: { canary }, kube: k, release: r, previousRevision, localPrometheus: LOCAL_PROMETHEUS_URL, direct: false })
+    const plan = await planCanary({
+      envName: 'bench',
+      env: { canary },
+      kube: k,
+      release: r,
+      previousRevision,
+      localPrometheus: LOCAL_PROMETHEUS_URL,
+      direct: false,
+    })
     if (plan.skip) throw new PipelineError(`bench: the canary was skipped: ${plan.skip}`)
-    facts = await runCanary({ helm: t, kube: k, release: r, image, valueFiles: o.valueFiles, sets, timeoutSecs: base.timeoutSecs, graceSecs }, plan, digest)
+    facts = await runCanary(
+      { helm: t, kube: k, release: r, image, valueFiles: o.valueFiles, sets, timeoutSecs: base.timeoutSecs, graceSecs },
+      plan,
+      digest,
+    )
     await upgradeTracked(t, r, o, { kube: k, image, selector: podSelector(r.name), graceSecs })
     await rolloutStatus(k, r.namespace, chartFullname(r.name))
     facts.decision = 'promoted'
@@ -139,12 +211,25 @@ export async function canaryUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, 
 }
 
 /** A direct rolling update (no canary) of `digest` with `extraValues`, under the mixed load: seconds to fully rolled out, and what users saw. */
-export async function directUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, base: UpgradeOptions, repository: string, digest: string, extraValues: string[] = [], afterSeconds = 0): Promise<{ seconds: number; load: Record<string, LoadResult> }> {
+export async function directUnderLoad(
+  t: HelmTarget,
+  k: KubeTarget,
+  r: Release,
+  base: UpgradeOptions,
+  repository: string,
+  digest: string,
+  extraValues: string[] = [],
+  afterSeconds = 0,
+): Promise<{ seconds: number; load: Record<string, LoadResult> }> {
   const host = await programmedClusterIp(k, r)
   const ac = new AbortController()
   const loading = runMixedLoad({ host, port: 80, maxRequests: 500_000, maxSeconds: 900, signal: ac.signal }, MIXED)
   const up = await timed(async () => {
-    await upgradeInstall(t, r, { ...base, valueFiles: [...base.valueFiles, ...extraValues], sets: { 'image.repository': repository, 'image.digest': digest } })
+    await upgradeInstall(t, r, {
+      ...base,
+      valueFiles: [...base.valueFiles, ...extraValues],
+      sets: { 'image.repository': repository, 'image.digest': digest },
+    })
     await rolloutStatus(k, r.namespace, chartFullname(r.name))
   })
   // Users keep reading what went live for a moment after the rollout.
@@ -162,5 +247,10 @@ export async function directUnderLoad(t: HelmTarget, k: KubeTarget, r: Release, 
 export function slowDocs(): Record<string, string> {
   const line = 'release canary document server probe window metric stable digest cluster\n'
   const body = line.repeat(Math.floor((1024 * 1024 - 64) / line.length))
-  return Object.fromEntries(Array.from({ length: 24 }, (_, i) => [`usr/local/share/doc-server/docs/padding-${String(i).padStart(2, '0')}.md`, `# Padding ${i}\n\n${body}`]))
+  return Object.fromEntries(
+    Array.from({ length: 24 }, (_, i) => [
+      `usr/local/share/doc-server/docs/padding-${String(i).padStart(2, '0')}.md`,
+      `# Padding ${i}\n\n${body}`,
+    ]),
+  )
 }

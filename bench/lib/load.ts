@@ -67,23 +67,30 @@ export async function serviceProgrammed(clusterIp: string): Promise<boolean> {
 function once(o: LoadOptions): Promise<{ ok: boolean; ms: number; why?: string }> {
   const started = performance.now()
   return new Promise((resolve) => {
-    const req = request({ host: o.host, port: o.port, path: o.path, agent: false, timeout: o.timeoutMs ?? 10_000, headers: { connection: 'close' } }, (res) => {
-      res.resume()
-      res.on('end', () => {
-        const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 400
-        resolve({ ok, ms: performance.now() - started, ...(ok ? {} : { why: `status ${res.statusCode}` }) })
-      })
-      res.on('error', (err) => resolve({ ok: false, ms: performance.now() - started, why: err.message }))
-    })
+    const req = request(
+      { host: o.host, port: o.port, path: o.path, agent: false, timeout: o.timeoutMs ?? 10_000, headers: { connection: 'close' } },
+      (res) => {
+        res.resume()
+        res.on('end', () => {
+          const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 400
+          resolve({ ok, ms: performance.now() - started, ...(ok ? {} : { why: `status ${res.statusCode}` }) })
+        })
+        res.on('error', (err) => resolve({ ok: false, ms: performance.now() - started, why: err.message }))
+      },
+    )
     req.on('timeout', () => req.destroy(new Error('timed out')))
-    req.on('error', (err) => resolve({ ok: false, ms: performance.now() - started, why: (err as NodeJS.ErrnoException).code ?? err.message }))
+    req.on('error', (err) =>
+      resolve({ ok: false, ms: performance.now() - started, why: (err as NodeJS.ErrnoException).code ?? err.message }),
+    )
     req.end()
   })
 }
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
-  if (!isLocalTarget(o.host)) throw new PipelineError(`load: ${o.host} is neither loopback nor an address of the local cluster; refusing to send traffic there`)
-  if (o.maxRequests < 1 || o.maxSeconds <= 0 || o.concurrency < 1) throw new PipelineError('load: maxRequests, maxSeconds and concurrency must be positive')
+  if (!isLocalTarget(o.host))
+    throw new PipelineError(`load: ${o.host} is neither loopback nor an address of the local cluster; refusing to send traffic there`)
+  if (o.maxRequests < 1 || o.maxSeconds <= 0 || o.concurrency < 1)
+    throw new PipelineError('load: maxRequests, maxSeconds and concurrency must be positive')
   const deadline = performance.now() + o.maxSeconds * 1000
   const started = performance.now()
   const times: number[] = []
@@ -104,7 +111,14 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   await Promise.all(Array.from({ length: o.concurrency }, worker))
   times.sort((a, b) => a - b)
   const round = (n: number) => Math.round(n * 10) / 10
-  return { sent, failed, seconds: round((performance.now() - started) / 1000), p50Ms: round(percentile(times, 50)), p99Ms: round(percentile(times, 99)), failures }
+  return {
+    sent,
+    failed,
+    seconds: round((performance.now() - started) / 1000),
+    p50Ms: round(percentile(times, 50)),
+    p99Ms: round(percentile(times, 99)),
+    failures,
+  }
 }
 
 export interface Route {
@@ -116,7 +130,10 @@ export interface Route {
  * Several routes at once, as users mix them (document reads and searches),
  * each with its own figures; one time cap and one signal for all.
  */
-export async function runMixedLoad(o: Omit<LoadOptions, 'path' | 'concurrency'>, routes: readonly Route[]): Promise<Record<string, LoadResult>> {
+export async function runMixedLoad(
+  o: Omit<LoadOptions, 'path' | 'concurrency'>,
+  routes: readonly Route[],
+): Promise<Record<string, LoadResult>> {
   const results = await Promise.all(routes.map((r) => runLoad({ ...o, path: r.path, concurrency: r.concurrency })))
   return Object.fromEntries(routes.map((r, i) => [r.path, results[i]!]))
 }

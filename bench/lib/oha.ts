@@ -35,7 +35,9 @@ export function parseOha(json: string): LoadFigures {
   const ok = statuses.filter(([code]) => code.startsWith('2')).reduce((n, [, c]) => n + c, 0)
   const notOk = statuses.filter(([code]) => !code.startsWith('2')).reduce((n, [, c]) => n + c, 0)
   // A run bounded by a duration ends the requests still in flight: the run's end, not a failure.
-  const failed = Object.entries(o.errorDistribution ?? {}).filter(([why]) => why !== 'aborted due to deadline').reduce((n, [, c]) => n + c, 0)
+  const failed = Object.entries(o.errorDistribution ?? {})
+    .filter(([why]) => why !== 'aborted due to deadline')
+    .reduce((n, [, c]) => n + c, 0)
   const ms = (s: number | null | undefined) => Math.round((s ?? 0) * 1000 * 1000) / 1000
   if (typeof o.summary?.requestsPerSec !== 'number' || (ok + notOk > 0 && typeof o.latencyPercentiles?.p99 !== 'number')) {
     throw new PipelineError('oha: its JSON report has no summary.requestsPerSec or p50/p99 latency')
@@ -55,7 +57,14 @@ export function medianFigures(runs: readonly LoadFigures[]): LoadFigures {
   if (runs.length === 0) throw new PipelineError('bench-server: no runs to summarise')
   const med = (pick: (f: LoadFigures) => number) => median(runs.map(pick))
   const sum = (pick: (f: LoadFigures) => number) => runs.reduce((n, f) => n + pick(f), 0)
-  return { requests: sum((f) => f.requests), ok: sum((f) => f.ok), errors: sum((f) => f.errors), rps: med((f) => f.rps), p50Ms: med((f) => f.p50Ms), p99Ms: med((f) => f.p99Ms) }
+  return {
+    requests: sum((f) => f.requests),
+    ok: sum((f) => f.ok),
+    errors: sum((f) => f.errors),
+    rps: med((f) => f.rps),
+    p50Ms: med((f) => f.p50Ms),
+    p99Ms: med((f) => f.p99Ms),
+  }
 }
 
 /** How one oha run is bounded: a request count or a duration; optionally a rate, and a new connection per request (as the kubelet probes). */
@@ -69,14 +78,20 @@ export interface OhaOptions {
 
 /** The oha arguments for `opts` (bounded: a count or a duration, and a per-request timeout). */
 export function ohaArgs(url: string, opts: OhaOptions): string[] {
-  if ((opts.requests === undefined) === (opts.seconds === undefined)) throw new PipelineError('oha: a run needs a request count or a duration, not both')
+  if ((opts.requests === undefined) === (opts.seconds === undefined))
+    throw new PipelineError('oha: a run needs a request count or a duration, not both')
   return [
-    '--no-tui', '--output-format', 'json',
+    '--no-tui',
+    '--output-format',
+    'json',
     ...(opts.requests !== undefined ? ['-n', String(opts.requests)] : ['-z', `${opts.seconds}s`]),
-    '-c', String(opts.concurrency),
+    '-c',
+    String(opts.concurrency),
     ...(opts.perSecond !== undefined ? ['-q', String(opts.perSecond)] : []),
     ...(opts.newConnections ? ['--disable-keepalive'] : []),
-    '-t', '10s', url,
+    '-t',
+    '10s',
+    url,
   ]
 }
 
@@ -88,7 +103,15 @@ export async function runOha(oha: string, url: string, opts: OhaOptions): Promis
 }
 
 /** Probes at a kubelet's pace (one connection each, 20 a second) to each URL for `seconds`, beside `load` when given. */
-export async function probesDuring(oha: string, urls: string[], seconds: number, load?: () => Promise<LoadFigures>): Promise<{ probes: LoadFigures[]; load?: LoadFigures }> {
-  const [loaded, ...probes] = await Promise.all([load?.(), ...urls.map((u) => runOha(oha, u, { seconds, concurrency: 1, perSecond: 20, newConnections: true }))])
+export async function probesDuring(
+  oha: string,
+  urls: string[],
+  seconds: number,
+  load?: () => Promise<LoadFigures>,
+): Promise<{ probes: LoadFigures[]; load?: LoadFigures }> {
+  const [loaded, ...probes] = await Promise.all([
+    load?.(),
+    ...urls.map((u) => runOha(oha, u, { seconds, concurrency: 1, perSecond: 20, newConnections: true })),
+  ])
   return { probes: probes as LoadFigures[], ...(loaded ? { load: loaded } : {}) }
 }

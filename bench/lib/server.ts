@@ -1,10 +1,10 @@
-import { spawn,type ChildProcess } from 'node:child_process'
-import { existsSync,mkdirSync,readFileSync,writeFileSync } from 'node:fs'
-import { connect,createServer,type Socket } from 'node:net'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, createServer, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { PipelineError } from '../../lib/core/errors.ts'
 import type { LoadFigures } from './oha.ts'
-import { sleep,waitFor } from '../../lib/core/wait.ts'
+import { sleep, waitFor } from '../../lib/core/wait.ts'
 
 /** Which of the server's listeners a run measured: the API, or probes and metrics. */
 export type Port = 'public' | 'admin'
@@ -31,7 +31,13 @@ export interface ServerBaseline {
  * Load on a shared 2-core machine wobbles by tens of percent between runs;
  * only a change several times that size is a regression.
  */
-export const DEFAULT_SERVER_TOLERANCE: ServerBaseline['tolerance'] = { rpsDropPct: 60, p99Factor: 4, p99SlackMs: 5, rssGrowPct: 50, rssSlackBytes: 8 * 1024 * 1024 }
+export const DEFAULT_SERVER_TOLERANCE: ServerBaseline['tolerance'] = {
+  rpsDropPct: 60,
+  p99Factor: 4,
+  p99SlackMs: 5,
+  rssGrowPct: 50,
+  rssSlackBytes: 8 * 1024 * 1024,
+}
 
 /**
  * The targets: slow-header clients may raise p99 only a few times, RSS stays under the dev pod's
@@ -53,22 +59,28 @@ export function memoryFormulaBytes(docsMaxBytes = 32 * 1024 * 1024, maxConnectio
   return docsMaxBytes + 4 * 1024 * 1024 + maxConnections * (maxHeaderBytes + 8 * 1024)
 }
 
-
 /** Regressions against the baseline, one clear line each; scenarios missing from either side are skipped. */
 export function compareServerBaseline(b: ServerBench, base: ServerBaseline): string[] {
   const out: string[] = []
   const t = base.tolerance
   for (const was of base.runs) {
-    const now = b.runs.find((r) => r.scenario === was.scenario && r.endpoint === was.endpoint && (r.port ?? 'public') === (was.port ?? 'public'))?.figures
+    const now = b.runs.find(
+      (r) => r.scenario === was.scenario && r.endpoint === was.endpoint && (r.port ?? 'public') === (was.port ?? 'public'),
+    )?.figures
     if (!now) continue
     const name = `${was.port === 'admin' ? 'admin ' : ''}${was.endpoint} (${was.scenario})`
-    if (now.rps < was.rps * (1 - t.rpsDropPct / 100)) out.push(`${name}: throughput fell to ${now.rps} req/s from ${was.rps} (tolerance ${t.rpsDropPct}%)`)
-    if (now.p99Ms > was.p99Ms * t.p99Factor && now.p99Ms > was.p99Ms + t.p99SlackMs) out.push(`${name}: p99 rose to ${now.p99Ms} ms from ${was.p99Ms} ms (tolerance ${t.p99Factor}x and ${t.p99SlackMs} ms)`)
+    if (now.rps < was.rps * (1 - t.rpsDropPct / 100))
+      out.push(`${name}: throughput fell to ${now.rps} req/s from ${was.rps} (tolerance ${t.rpsDropPct}%)`)
+    if (now.p99Ms > was.p99Ms * t.p99Factor && now.p99Ms > was.p99Ms + t.p99SlackMs)
+      out.push(`${name}: p99 rose to ${now.p99Ms} ms from ${was.p99Ms} ms (tolerance ${t.p99Factor}x and ${t.p99SlackMs} ms)`)
   }
   for (const was of base.peakRss) {
     const now = b.peakRss.find((r) => r.scenario === was.scenario)?.bytes
     if (now === undefined) continue
-    if (now > was.bytes * (1 + t.rssGrowPct / 100) && now > was.bytes + t.rssSlackBytes) out.push(`peak RSS (${was.scenario}) grew to ${mib(now)} from ${mib(was.bytes)} (tolerance ${t.rssGrowPct}% and ${mib(t.rssSlackBytes)})`)
+    if (now > was.bytes * (1 + t.rssGrowPct / 100) && now > was.bytes + t.rssSlackBytes)
+      out.push(
+        `peak RSS (${was.scenario}) grew to ${mib(now)} from ${mib(was.bytes)} (tolerance ${t.rssGrowPct}% and ${mib(t.rssSlackBytes)})`,
+      )
   }
   return out
 }
@@ -78,29 +90,47 @@ export function checkServerTargets(b: ServerBench): string[] {
   const out: string[] = []
   for (const r of b.runs.filter((x) => x.scenario === 'slow-headers')) {
     const calm = b.runs.find((x) => x.scenario === 'calm' && x.endpoint === r.endpoint)?.figures
-    if (calm && r.figures.p99Ms > calm.p99Ms * SERVER_TARGETS.slowP99Factor && r.figures.p99Ms > calm.p99Ms + SERVER_TARGETS.slowP99SlackMs) {
-      out.push(`${r.endpoint}: p99 with ${b.slowHeaderConnections} slow-header connections is ${r.figures.p99Ms} ms, over ${SERVER_TARGETS.slowP99Factor}x the calm ${calm.p99Ms} ms`)
+    if (
+      calm &&
+      r.figures.p99Ms > calm.p99Ms * SERVER_TARGETS.slowP99Factor &&
+      r.figures.p99Ms > calm.p99Ms + SERVER_TARGETS.slowP99SlackMs
+    ) {
+      out.push(
+        `${r.endpoint}: p99 with ${b.slowHeaderConnections} slow-header connections is ${r.figures.p99Ms} ms, over ${SERVER_TARGETS.slowP99Factor}x the calm ${calm.p99Ms} ms`,
+      )
     }
   }
   for (const r of b.runs) {
     // Under attack the public port is meant to refuse connections and searches to be turned away:
     // there only the admin port's answers count.
     const attacked = r.scenario in SERVER_TARGETS.adminP99Ms
-    if (r.figures.errors > 0 && (!attacked || r.port === 'admin')) out.push(`${r.port === 'admin' ? 'admin ' : ''}${r.endpoint} (${r.scenario}): ${r.figures.errors} of ${r.figures.requests} requests failed`)
+    if (r.figures.errors > 0 && (!attacked || r.port === 'admin'))
+      out.push(
+        `${r.port === 'admin' ? 'admin ' : ''}${r.endpoint} (${r.scenario}): ${r.figures.errors} of ${r.figures.requests} requests failed`,
+      )
     const target = SERVER_TARGETS.adminP99Ms[r.scenario]
-    if (r.port === 'admin' && target !== undefined && r.figures.p99Ms > target) out.push(`admin ${r.endpoint} (${r.scenario}): p99 ${r.figures.p99Ms} ms, over the ${target} ms target`)
+    if (r.port === 'admin' && target !== undefined && r.figures.p99Ms > target)
+      out.push(`admin ${r.endpoint} (${r.scenario}): p99 ${r.figures.p99Ms} ms, over the ${target} ms target`)
   }
   const slowRss = b.peakRss.find((r) => r.scenario === 'slow-headers')?.bytes
-  if (slowRss !== undefined && slowRss >= SERVER_TARGETS.devPodMemoryBytes) out.push(`peak RSS with slow-header connections is ${mib(slowRss)}, not under the dev pod's ${mib(SERVER_TARGETS.devPodMemoryBytes)}`)
+  if (slowRss !== undefined && slowRss >= SERVER_TARGETS.devPodMemoryBytes)
+    out.push(`peak RSS with slow-header connections is ${mib(slowRss)}, not under the dev pod's ${mib(SERVER_TARGETS.devPodMemoryBytes)}`)
   for (const r of b.peakRss.filter((x) => x.scenario.startsWith('memory-at-limit'))) {
-    if (r.bytes > memoryFormulaBytes()) out.push(`peak RSS (${r.scenario}) is ${mib(r.bytes)}, over the README's formula (${mib(memoryFormulaBytes())})`)
+    if (r.bytes > memoryFormulaBytes())
+      out.push(`peak RSS (${r.scenario}) is ${mib(r.bytes)}, over the README's formula (${mib(memoryFormulaBytes())})`)
   }
   return out
 }
 
 export function serverBaselineFrom(b: ServerBench, tolerance = DEFAULT_SERVER_TOLERANCE): ServerBaseline {
   return {
-    runs: b.runs.map((r) => ({ scenario: r.scenario, endpoint: r.endpoint, ...(r.port ? { port: r.port } : {}), rps: r.figures.rps, p99Ms: r.figures.p99Ms })),
+    runs: b.runs.map((r) => ({
+      scenario: r.scenario,
+      endpoint: r.endpoint,
+      ...(r.port ? { port: r.port } : {}),
+      rps: r.figures.rps,
+      p99Ms: r.figures.p99Ms,
+    })),
     peakRss: b.peakRss,
     tolerance,
   }
@@ -199,7 +229,17 @@ export async function startServer(bin: string, docsDir: string, env: Record<stri
   let adminPort = await freePort()
   while (adminPort === port) adminPort = await freePort()
   let log = ''
-  const proc = spawn(bin, [], { env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), ADMIN_PORT: String(adminPort), BIND_ADDR: '127.0.0.1', DOCS_DIR: docsDir }, stdio: ['ignore', 'ignore', 'pipe'] })
+  const proc = spawn(bin, [], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      ...env,
+      PORT: String(port),
+      ADMIN_PORT: String(adminPort),
+      BIND_ADDR: '127.0.0.1',
+      DOCS_DIR: docsDir,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
   proc.stderr!.on('data', (d: Buffer) => (log = (log + d.toString()).slice(-8000)))
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
   const base = `http://127.0.0.1:${port}`
@@ -210,22 +250,41 @@ export async function startServer(bin: string, docsDir: string, env: Record<stri
   }
   await waitFor(
     async () => {
-      if (proc.exitCode !== null) throw new PipelineError(`bench-server: doc-server exited ${proc.exitCode} at start: ${log.trim().split('\n').at(-1) ?? ''}`)
-      return (await fetch(`${adminBase}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)) || undefined
+      if (proc.exitCode !== null)
+        throw new PipelineError(`bench-server: doc-server exited ${proc.exitCode} at start: ${log.trim().split('\n').at(-1) ?? ''}`)
+      return (
+        (await fetch(`${adminBase}/health/ready`, { signal: AbortSignal.timeout(1000) }).then(
+          (r) => r.ok,
+          () => false,
+        )) || undefined
+      )
     },
-    { timeoutMs: 30_000, intervalMs: 20, onTimeout: async () => (await stop(), new PipelineError(`bench-server: doc-server (admin port ${adminPort}) was not ready within 30 s`)) },
+    {
+      timeoutMs: 30_000,
+      intervalMs: 20,
+      onTimeout: async () => (
+        await stop(),
+        new PipelineError(`bench-server: doc-server (admin port ${adminPort}) was not ready within 30 s`)
+      ),
+    },
   )
   return { proc, base, port, adminBase, stderr: () => log, stop }
 }
 
 /** Runs `fn` against a server started with `env`, then stops it with SIGTERM; an exit other than 0 is an error. */
-export async function withServer(bin: string, docs: string, env: Record<string, string>, fn: (s: RunningServer) => Promise<void>): Promise<void> {
+export async function withServer(
+  bin: string,
+  docs: string,
+  env: Record<string, string>,
+  fn: (s: RunningServer) => Promise<void>,
+): Promise<void> {
   const server = await startServer(bin, docs, env)
   try {
     await fn(server)
   } finally {
     const code = await server.stop()
-    if (code !== 0) throw new PipelineError(`bench-server: doc-server exited ${code} on SIGTERM: ${server.stderr().trim().split('\n').at(-1) ?? ''}`)
+    if (code !== 0)
+      throw new PipelineError(`bench-server: doc-server exited ${code} on SIGTERM: ${server.stderr().trim().split('\n').at(-1) ?? ''}`)
   }
 }
 
@@ -237,7 +296,12 @@ export async function sequence<T>(n: number, fn: () => Promise<T>): Promise<T[]>
 }
 
 /** A server's peak RSS a second after `open` has opened its connections, what its documents hold, and how many stayed open. */
-export async function peakRssWhile(bin: string, docs: string, env: Record<string, string>, open: (s: RunningServer) => Promise<OpenSockets>): Promise<{ bytes: number; held: string; connections: number }> {
+export async function peakRssWhile(
+  bin: string,
+  docs: string,
+  env: Record<string, string>,
+  open: (s: RunningServer) => Promise<OpenSockets>,
+): Promise<{ bytes: number; held: string; connections: number }> {
   let out = { bytes: 0, held: '?', connections: 0 }
   await withServer(bin, docs, env, async (server) => {
     const sockets = await open(server)
@@ -333,14 +397,18 @@ export async function floodPublicPort(port: number, o: { idle: number; halfSent:
 export async function openSlowHeaderClients(port: number, count: number): Promise<{ open: () => number; close: () => void }> {
   const sockets: Socket[] = []
   await Promise.all(
-    Array.from({ length: count }, () => new Promise<void>((resolve, reject) => {
-      const s = connect(port, '127.0.0.1', () => {
-        s.write('GET /api/docs HTTP/1.1\r\nHost: bench\r\nX-Slow: ')
-        resolve()
-      })
-      s.on('error', (err) => (sockets.includes(s) ? undefined : reject(err)))
-      sockets.push(s)
-    })),
+    Array.from(
+      { length: count },
+      () =>
+        new Promise<void>((resolve, reject) => {
+          const s = connect(port, '127.0.0.1', () => {
+            s.write('GET /api/docs HTTP/1.1\r\nHost: bench\r\nX-Slow: ')
+            resolve()
+          })
+          s.on('error', (err) => (sockets.includes(s) ? undefined : reject(err)))
+          sockets.push(s)
+        }),
+    ),
   )
   const timer = setInterval(() => {
     for (const s of sockets) if (!s.destroyed) s.write('a')
@@ -353,6 +421,3 @@ export async function openSlowHeaderClients(port: number, count: number): Promis
     },
   }
 }
-
-
-

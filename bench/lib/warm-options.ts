@@ -4,9 +4,9 @@
  * against the workspace's choice in the same run, on the same machine, in
  * alternating rounds so that a noisy minute does not favour one of them.
  */
-import { readFileSync,writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../../lib/build/cold-warm.ts'
+import { CODE_CHANGE_FILE, coldAndWarmBuilds, type ColdWarm } from '../../lib/build/cold-warm.ts'
 import { withTomlSettings } from '../../lib/build/measure.ts'
 import { median } from '../../lib/core/stats.ts'
 import { say } from '../../lib/core/output.ts'
@@ -53,14 +53,29 @@ export interface WarmOptionResult {
  * Runs `rounds` rounds; in each, every option builds once (a first build that
  * primes its layers, then the measured warm build after a code-only change).
  */
-export async function measureWarmOptions(opts: { docker: string; root: string; rounds: number; options?: readonly WarmOption[] }): Promise<WarmOptionResult[]> {
+export async function measureWarmOptions(opts: {
+  docker: string
+  root: string
+  rounds: number
+  options?: readonly WarmOption[]
+}): Promise<WarmOptionResult[]> {
   const options = opts.options ?? WARM_OPTIONS
   const runs: ColdWarm[][] = options.map(() => [])
   for (let round = 1; round <= opts.rounds; round++) {
     for (const [i, option] of options.entries()) {
       say(`round ${round}/${opts.rounds}: ${option.name}`)
       const prepare = (copy: string) => applyOption(copy, option)
-      runs[i]!.push(await coldAndWarmBuilds({ docker: opts.docker, root: opts.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, buildArgs: option.buildArgs ?? {}, noCache: false, prepare }))
+      runs[i]!.push(
+        await coldAndWarmBuilds({
+          docker: opts.docker,
+          root: opts.root,
+          dockerfile: 'Dockerfile.optimized',
+          changeFile: CODE_CHANGE_FILE,
+          buildArgs: option.buildArgs ?? {},
+          noCache: false,
+          prepare,
+        }),
+      )
     }
   }
   return options.map((option, i) => summarizeRounds(option.name, runs[i]!))
@@ -76,13 +91,23 @@ export function summarizeRounds(name: string, rounds: readonly ColdWarm[]): Warm
   const seconds = rounds.map((x) => x.warmSeconds)
   const mid = median(seconds)
   const closest = rounds.reduce((a, b) => (Math.abs(b.warmSeconds - mid) < Math.abs(a.warmSeconds - mid) ? b : a))
-  return { name, warmSeconds: mid, rounds: seconds, breakdown: closest.warmBreakdown, binaryBytes: closest.binaryBytes, packedBytes: closest.packedBytes, imageBytes: closest.imageBytes, cookCacheHit: closest.cookCacheHit }
+  return {
+    name,
+    warmSeconds: mid,
+    rounds: seconds,
+    breakdown: closest.warmBreakdown,
+    binaryBytes: closest.binaryBytes,
+    packedBytes: closest.packedBytes,
+    imageBytes: closest.imageBytes,
+    cookCacheHit: closest.cookCacheHit,
+  }
 }
 
 /** The rows of the options table: each option's warm seconds and sizes against the first one. */
 export function warmOptionRows(results: readonly WarmOptionResult[], format: (bytes: number | null) => string): string[][] {
   const ref = results[0]
-  const delta = (v: number | null, r: number | null | undefined) => (v === null || r === null || r === undefined || v === r ? '' : ` (${v > r ? '+' : '-'}${format(Math.abs(v - r))})`)
+  const delta = (v: number | null, r: number | null | undefined) =>
+    v === null || r === null || r === undefined || v === r ? '' : ` (${v > r ? '+' : '-'}${format(Math.abs(v - r))})`
   return results.map((o) => [
     o.name,
     `${o.warmSeconds.toFixed(2)} s${ref && o !== ref ? ` (${o.warmSeconds >= ref.warmSeconds ? '+' : ''}${(o.warmSeconds - ref.warmSeconds).toFixed(2)})` : ''}`,

@@ -1,4 +1,4 @@
-import { PipelineError,debugOn } from '../core/errors.ts'
+import { PipelineError, debugOn } from '../core/errors.ts'
 import { outputDetails } from '../core/run.ts'
 
 /** One step of a BuildKit build, as `--progress=plain` reports it. */
@@ -61,7 +61,10 @@ export function cookStep(steps: readonly BuildStep[]): BuildStep | undefined {
  * Dockerfile that packs separately), exporting the image, and everything
  * else (context, planner, COPY, cached steps).
  */
-export function buildBreakdown(steps: readonly BuildStep[], totalSeconds: number): Record<'compile+link' | 'strip+sections' | 'upx' | 'export' | 'other', number> {
+export function buildBreakdown(
+  steps: readonly BuildStep[],
+  totalSeconds: number,
+): Record<'compile+link' | 'strip+sections' | 'upx' | 'export' | 'other', number> {
   const compile = steps.find((s) => !s.cached && /cargo (auditable )?build/.test(s.name))
   const at = (re: RegExp) => {
     const i = compile?.output.findIndex((l) => re.test(l)) ?? -1
@@ -71,10 +74,19 @@ export function buildBreakdown(steps: readonly BuildStep[], totalSeconds: number
   const cargo = at(/^\s*Finished /) ?? stepSeconds
   const packing = at(/^packing: upx\b/)
   const strip = Math.max(0, (packing ?? stepSeconds) - cargo)
-  const upx = packing !== undefined ? Math.max(0, stepSeconds - packing) : (steps.find((s) => !s.cached && /\bupx\b/.test(s.name) && !/apt-get/.test(s.name) && s !== compile)?.seconds ?? 0)
+  const upx =
+    packing !== undefined
+      ? Math.max(0, stepSeconds - packing)
+      : (steps.find((s) => !s.cached && /\bupx\b/.test(s.name) && !/apt-get/.test(s.name) && s !== compile)?.seconds ?? 0)
   const exp = steps.filter((s) => /^exporting to image/.test(s.name)).reduce((a, s) => a + (s.seconds ?? 0), 0)
   const r = (n: number) => Math.round(n * 10) / 10
-  return { 'compile+link': r(cargo), 'strip+sections': r(strip), upx: r(upx), export: r(exp), other: r(Math.max(0, totalSeconds - cargo - strip - upx - exp)) }
+  return {
+    'compile+link': r(cargo),
+    'strip+sections': r(strip),
+    upx: r(upx),
+    export: r(exp),
+    other: r(Math.max(0, totalSeconds - cargo - strip - upx - exp)),
+  }
 }
 
 /** Crates a step compiled (`Compiling name vX`): the evidence that a warm build rebuilt only our crate. */
@@ -87,7 +99,10 @@ export function compiledCrates(step: BuildStep | undefined): string[] {
  * only the first command of an `a && b && c` chain, at most `max` characters.
  */
 export function stepLabel(name: string, max = 90): string {
-  const flat = name.replace(/--mount=\S+\s*/g, '').replace(/\s+/g, ' ').trim()
+  const flat = name
+    .replace(/--mount=\S+\s*/g, '')
+    .replace(/\s+/g, ' ')
+    .trim()
   const chain = flat.indexOf(' && ')
   const s = chain === -1 ? flat : `${flat.slice(0, chain)} && …`
   return s.length > max ? `${s.slice(0, max - 1)}…` : s
@@ -97,7 +112,8 @@ export function stepLabel(name: string, max = 90): string {
 const USAGE_HINT = /^(See '.*--help'\.?|Usage:\s.*|Run '.*--help'.*)$/
 
 /** How the docker client words a refusal of its own, before the daemon is asked. */
-const CLIENT_ERROR = /unknown (shorthand )?flag|invalid argument|requires (exactly|at least|at most)|unknown command|is not a docker command|no such|not found|cannot|unable to|denied|refused/i
+const CLIENT_ERROR =
+  /unknown (shorthand )?flag|invalid argument|requires (exactly|at least|at most)|unknown command|is not a docker command|no such|not found|cannot|unable to|denied|refused/i
 
 /**
  * The one-line reason a build failed: the failing Dockerfile step and the
@@ -109,14 +125,21 @@ export function buildFailure(steps: readonly BuildStep[], rawOutput: string): Pi
   if (!failed) {
     // Before any step, the client's own complaint (`unknown flag: --cache-to`) is the
     // cause; its usage hint (`See 'docker build --help'.`) and usage text are not.
-    const lines = rawOutput.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !USAGE_HINT.test(l))
-    const why = [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ?? [...lines].reverse().find((l) => CLIENT_ERROR.test(l)) ?? lines.at(-1) ?? 'no output'
+    const lines = rawOutput
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !USAGE_HINT.test(l))
+    const why =
+      [...lines].reverse().find((l) => /^(error|failed to solve|ERROR)/i.test(l)) ??
+      [...lines].reverse().find((l) => CLIENT_ERROR.test(l)) ??
+      lines.at(-1) ??
+      'no output'
     return new PipelineError(`docker build failed: ${why}`, outputDetails(rawOutput, 20))
   }
   const out = failed.output
   const at = out.findIndex((l) => /^error(\[E\d+\])?: /.test(l) && !/^error: could not compile/.test(l))
   // No compiler error: the failing tool's own last words say more than BuildKit's `executor failed`.
-  const first = at >= 0 ? out[at]! : [...out].reverse().find((l) => /error/i.test(l)) ?? out.at(-1) ?? failed.error ?? 'failed'
+  const first = at >= 0 ? out[at]! : ([...out].reverse().find((l) => /error/i.test(l)) ?? out.at(-1) ?? failed.error ?? 'failed')
   let details: string
   if (at >= 0) {
     const block = out.slice(at)

@@ -6,12 +6,12 @@
  * touches none of them, so its cold figure is the last one measured.
  */
 import { createHash } from 'node:crypto'
-import { existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
+import { BASE_IMAGES, VERSIONS } from '../tools/versions.ts'
 import { imageId } from './docker.ts'
 import { ensureCargoTool } from '../tools/cargo.ts'
 import { writeJson } from '../core/json.ts'
@@ -61,7 +61,8 @@ export function parseRecipe(text: string, source: string): Recipe {
   } catch {
     throw new PipelineError(`measure: ${source} is not cargo-chef's recipe JSON`)
   }
-  if (!Array.isArray(r.skeleton?.manifests)) throw new PipelineError(`measure: ${source} has no skeleton.manifests; was it written by cargo chef prepare?`)
+  if (!Array.isArray(r.skeleton?.manifests))
+    throw new PipelineError(`measure: ${source} has no skeleton.manifests; was it written by cargo chef prepare?`)
   return r as Recipe
 }
 
@@ -101,18 +102,28 @@ export function recipeChanges(prev: Recipe, now: Recipe): string[] {
   for (const p of before.keys()) if (!after.has(p)) out.push(`crate removed from the workspace: ${p}`)
   for (const [p, contents] of after) {
     const old = before.get(p)
-    if (old !== undefined && old !== contents) out.push(`${p} changed: ${changedLines(old, contents).slice(0, 2).join('; ') || 'whitespace'}`)
+    if (old !== undefined && old !== contents)
+      out.push(`${p} changed: ${changedLines(old, contents).slice(0, 2).join('; ') || 'whitespace'}`)
   }
   if (prev.skeleton.lock_file !== now.skeleton.lock_file) {
     const a = lockedPackages(prev.skeleton.lock_file)
     const b = lockedPackages(now.skeleton.lock_file)
-    const versionsOf = (m: Map<string, string>, name: string) => [...m].filter(([, n]) => n === name).map(([k]) => k.split('@')[1]).join(',')
+    const versionsOf = (m: Map<string, string>, name: string) =>
+      [...m]
+        .filter(([, n]) => n === name)
+        .map(([k]) => k.split('@')[1])
+        .join(',')
     const names = [...new Set([...a.values(), ...b.values()])].sort()
-    const diffs = names.filter((n) => versionsOf(a, n) !== versionsOf(b, n)).map((n) => `${n} ${versionsOf(a, n) || '(none)'} -> ${versionsOf(b, n) || '(none)'}`)
-    out.push(`Cargo.lock changed: ${diffs.slice(0, 3).join(', ') || 'no version changed (sources or checksums)'}${diffs.length > 3 ? ` and ${diffs.length - 3} more` : ''}`)
+    const diffs = names
+      .filter((n) => versionsOf(a, n) !== versionsOf(b, n))
+      .map((n) => `${n} ${versionsOf(a, n) || '(none)'} -> ${versionsOf(b, n) || '(none)'}`)
+    out.push(
+      `Cargo.lock changed: ${diffs.slice(0, 3).join(', ') || 'no version changed (sources or checksums)'}${diffs.length > 3 ? ` and ${diffs.length - 3} more` : ''}`,
+    )
   }
   if (JSON.stringify(prev.skeleton.config_file) !== JSON.stringify(now.skeleton.config_file)) out.push('.cargo/config.toml changed')
-  if (JSON.stringify(prev.skeleton.rust_toolchain_file) !== JSON.stringify(now.skeleton.rust_toolchain_file)) out.push('rust-toolchain file changed')
+  if (JSON.stringify(prev.skeleton.rust_toolchain_file) !== JSON.stringify(now.skeleton.rust_toolchain_file))
+    out.push('rust-toolchain file changed')
   return out
 }
 
@@ -158,7 +169,10 @@ export function decideCold(record: ColdRecord | undefined, now: ColdInputs, forc
   if (!record) return { cold: true, why: 'no cold build recorded on this machine yet' }
   const changes = coldChanges(record.inputs, now)
   if (changes.length > 0) return { cold: true, why: `cold build: ${changes.join('; ')}` }
-  return { cold: false, why: `cold figure reused from ${record.commit.slice(0, 8)} on ${record.date.slice(0, 10)} (no recipe, Dockerfile, toolchain or base image change since)` }
+  return {
+    cold: false,
+    why: `cold figure reused from ${record.commit.slice(0, 8)} on ${record.date.slice(0, 10)} (no recipe, Dockerfile, toolchain or base image change since)`,
+  }
 }
 
 /** One line on why the warm build's cook step ran, from the previous run's inputs. */
@@ -176,7 +190,12 @@ export async function currentColdInputs(docker: string, cacheDir: string, root: 
   const chef = await ensureCargoTool(cacheDir, 'cargo-chef', VERSIONS.cargoChef)
   const baseImages = { chef: await imageId(docker, BASE_IMAGES.chef), runtime: await imageId(docker, BASE_IMAGES.runtime) }
   const toolchain = `rust ${VERSIONS.rust}, cargo-chef ${VERSIONS.cargoChef}, cargo-auditable ${VERSIONS.cargoAuditable}`
-  return coldInputs({ recipe: await prepareRecipe(chef, root), dockerfile: readFileSync(join(root, 'Dockerfile.optimized'), 'utf8'), toolchain, baseImages })
+  return coldInputs({
+    recipe: await prepareRecipe(chef, root),
+    dockerfile: readFileSync(join(root, 'Dockerfile.optimized'), 'utf8'),
+    toolchain,
+    baseImages,
+  })
 }
 
 /**

@@ -1,7 +1,7 @@
-import { appendFileSync,readFileSync,rmSync,statSync } from 'node:fs'
+import { appendFileSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
-import { buildBreakdown,compiledCrates } from './buildkit-log.ts'
-import { removeImage,imageBytes } from './registry.ts'
+import { buildBreakdown, compiledCrates } from './buildkit-log.ts'
+import { removeImage, imageBytes } from './registry.ts'
 import { buildImage, copyBuildContext } from './docker.ts'
 
 export interface ColdWarm {

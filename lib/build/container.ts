@@ -10,7 +10,11 @@ export interface RunningContainer {
 }
 
 /** Starts a container detached, publishing `containerPort` on a free loopback port. */
-export async function startContainer(docker: string, image: string, opts: { name?: string; containerPort?: number; env?: Record<string, string> } = {}): Promise<RunningContainer> {
+export async function startContainer(
+  docker: string,
+  image: string,
+  opts: { name?: string; containerPort?: number; env?: Record<string, string> } = {},
+): Promise<RunningContainer> {
   const port = opts.containerPort ?? 8080
   const argv = [docker, 'run', '-d', '-p', `127.0.0.1::${port}`]
   if (opts.name) argv.push('--name', opts.name)
@@ -19,7 +23,8 @@ export async function startContainer(docker: string, image: string, opts: { name
   const id = (await run(argv, { env: dockerEnv() })).stdout.trim()
   const mapped = (await run([docker, 'port', id, `${port}/tcp`], { env: dockerEnv() })).stdout.trim().split('\n')[0] ?? ''
   const hostPort = Number(mapped.split(':').pop())
-  if (!Number.isInteger(hostPort) || hostPort <= 0) throw new PipelineError(`docker: container ${id.slice(0, 12)} has no published port for ${port}`)
+  if (!Number.isInteger(hostPort) || hostPort <= 0)
+    throw new PipelineError(`docker: container ${id.slice(0, 12)} has no published port for ${port}`)
   return { id, hostPort }
 }
 
@@ -37,7 +42,10 @@ export async function waitHealthy(docker: string, id: string, timeoutMs = 120_00
   let last = 'unknown'
   return waitFor(
     async () => {
-      const r = await run([docker, 'inspect', '--format', '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}', id], { env: dockerEnv() })
+      const r = await run(
+        [docker, 'inspect', '--format', '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}', id],
+        { env: dockerEnv() },
+      )
       const [state, health] = r.stdout.trim().split(' ')
       last = `${state}/${health}`
       if (health === 'healthy') return (performance.now() - started) / 1000
@@ -47,7 +55,15 @@ export async function waitHealthy(docker: string, id: string, timeoutMs = 120_00
       }
       return undefined
     },
-    { timeoutMs, intervalMs: 500, onTimeout: async () => new PipelineError(`docker: container ${id.slice(0, 12)} was not healthy within ${timeoutMs / 1000} s (last: ${last})`, await containerLogs(docker, id)) },
+    {
+      timeoutMs,
+      intervalMs: 500,
+      onTimeout: async () =>
+        new PipelineError(
+          `docker: container ${id.slice(0, 12)} was not healthy within ${timeoutMs / 1000} s (last: ${last})`,
+          await containerLogs(docker, id),
+        ),
+    },
   )
 }
 

@@ -1,9 +1,9 @@
-import { cpSync,existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
-import { ANY_EXIT,run,succeeds } from '../core/run.ts'
+import { ANY_EXIT, run, succeeds } from '../core/run.ts'
 import { tmpdir } from 'node:os'
-import { BuildStep,parseBuildOutput,cookStep,buildFailure } from './buildkit-log.ts'
+import { BuildStep, parseBuildOutput, cookStep, buildFailure } from './buildkit-log.ts'
 
 export interface BuildOptions {
   docker: string
@@ -94,9 +94,15 @@ export async function checkBuildCacheSupport(docker: string, cache: { from?: str
   const flags = await buildFlags(docker)
   const missing = [...(cache.to ? ['--cache-to'] : []), '--load'].filter((f) => !flags.has(f))
   if (missing.length === 0) return
-  const version = (await run([docker, 'version', '--format', '{{.Client.Version}}'], { env: dockerEnv(), okCodes: ANY_EXIT, timeoutMs: 30_000 })).stdout.trim().split('\n')[0]
+  const version = (
+    await run([docker, 'version', '--format', '{{.Client.Version}}'], { env: dockerEnv(), okCodes: ANY_EXIT, timeoutMs: 30_000 })
+  ).stdout
+    .trim()
+    .split('\n')[0]
   const named = vars.join(' and ')
-  throw new PipelineError(`build: ${named} need${vars.length === 1 ? 's' : ''} a docker client whose build is buildx, but ${docker}${version ? ` (${version})` : ''} has no ${missing.join(' or ')}: set DOCKER to a client with buildx, or unset ${named} for a local build`)
+  throw new PipelineError(
+    `build: ${named} need${vars.length === 1 ? 's' : ''} a docker client whose build is buildx, but ${docker}${version ? ` (${version})` : ''} has no ${missing.join(' or ')}: set DOCKER to a client with buildx, or unset ${named} for a local build`,
+  )
 }
 
 /** Files a Docker build of the workspace needs (what .dockerignore lets through and the Dockerfiles copy). */
@@ -121,8 +127,11 @@ export function copyBuildContext(root: string, prefix = 'doc-server-ctx-'): stri
  * clock's, so rebuilding one commit gives the same image config.
  */
 export async function ociBuildArgs(root: string, sha: string, env: NodeJS.ProcessEnv = process.env): Promise<Record<string, string>> {
-  const git = (...a: string[]) => run(['git', ...a], { cwd: root, okCodes: [1, 2, 128] }).then((r) => (r.exitCode === 0 ? r.stdout.trim() : ''))
-  const remote = env.GITHUB_REPOSITORY ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}` : await git('remote', 'get-url', 'origin')
+  const git = (...a: string[]) =>
+    run(['git', ...a], { cwd: root, okCodes: [1, 2, 128] }).then((r) => (r.exitCode === 0 ? r.stdout.trim() : ''))
+  const remote = env.GITHUB_REPOSITORY
+    ? `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}`
+    : await git('remote', 'get-url', 'origin')
   // A remote URL may carry credentials (https://user:token@host/...); they never go into an image.
   const source = remote.replace(/\/\/[^/@]*@/, '//') || 'local'
   const created = (await git('log', '-1', '--format=%cI', sha)) || new Date().toISOString()

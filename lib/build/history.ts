@@ -25,14 +25,16 @@ export const WINDOW = { runs: 5, atLeast: 3 } as const
 /** The history, oldest first; lines that do not parse (a torn write) are skipped. */
 export function readHistory(path: string): HistoryEntry[] {
   if (!existsSync(path)) return []
-  return readFileSync(path, 'utf8').split('\n').flatMap((l) => {
-    try {
-      const e = JSON.parse(l) as HistoryEntry
-      return typeof e.warmSeconds === 'number' && typeof e.imageBytes === 'number' ? [e] : []
-    } catch {
-      return []
-    }
-  })
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .flatMap((l) => {
+      try {
+        const e = JSON.parse(l) as HistoryEntry
+        return typeof e.warmSeconds === 'number' && typeof e.imageBytes === 'number' ? [e] : []
+      } catch {
+        return []
+      }
+    })
 }
 
 export function appendHistory(path: string, e: HistoryEntry): void {
@@ -53,11 +55,16 @@ export function sustainedRegressions(history: readonly HistoryEntry[], b: Baseli
   const slower = warm - b.build.warmSeconds
   const slowerPct = b.build.warmSeconds > 0 ? (slower / b.build.warmSeconds) * 100 : 0
   if (slowerPct > b.tolerance.warmPct && slower > b.tolerance.warmSeconds) {
-    out.push(`warm build slowed for ${last.length} runs: median ${warm.toFixed(1)} s against the baseline's ${b.build.warmSeconds.toFixed(1)} s (tolerance ${b.tolerance.warmPct}% and ${b.tolerance.warmSeconds} s)`)
+    out.push(
+      `warm build slowed for ${last.length} runs: median ${warm.toFixed(1)} s against the baseline's ${b.build.warmSeconds.toFixed(1)} s (tolerance ${b.tolerance.warmPct}% and ${b.tolerance.warmSeconds} s)`,
+    )
   }
   const bytes = median(last.map((e) => e.imageBytes))
   const grew = b.image.bytes > 0 ? ((bytes - b.image.bytes) / b.image.bytes) * 100 : 0
-  if (grew > b.tolerance.imagePct) out.push(`image grew for ${last.length} runs: median ${formatBytes(bytes)} against the baseline's ${formatBytes(b.image.bytes)} (tolerance ${b.tolerance.imagePct}%)`)
+  if (grew > b.tolerance.imagePct)
+    out.push(
+      `image grew for ${last.length} runs: median ${formatBytes(bytes)} against the baseline's ${formatBytes(b.image.bytes)} (tolerance ${b.tolerance.imagePct}%)`,
+    )
   return out
 }
 
@@ -73,13 +80,15 @@ export function sparkline(values: readonly number[]): string {
 
 /** The last runs as table rows, newest last: date, commit, sizes, warm, cold (or "reused"), cook. */
 export function trendRows(history: readonly HistoryEntry[], n = 8): string[][] {
-  return history.slice(-n).map((e) => [
-    e.date.slice(0, 16).replace('T', ' '),
-    e.commit.slice(0, 8),
-    formatBytes(e.imageBytes),
-    formatBytes(e.compressedBytes),
-    `${e.warmSeconds.toFixed(1)} s`,
-    e.coldSeconds === null ? 'reused' : `${e.coldSeconds.toFixed(1)} s`,
-    e.cookCacheHit === null ? '?' : e.cookCacheHit ? 'hit' : 'MISS',
-  ])
+  return history
+    .slice(-n)
+    .map((e) => [
+      e.date.slice(0, 16).replace('T', ' '),
+      e.commit.slice(0, 8),
+      formatBytes(e.imageBytes),
+      formatBytes(e.compressedBytes),
+      `${e.warmSeconds.toFixed(1)} s`,
+      e.coldSeconds === null ? 'reused' : `${e.coldSeconds.toFixed(1)} s`,
+      e.cookCacheHit === null ? '?' : e.cookCacheHit ? 'hit' : 'MISS',
+    ])
 }

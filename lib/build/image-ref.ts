@@ -19,8 +19,14 @@ const REGISTRY = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-
  * character, at most 128 characters. An empty result is refused.
  */
 export function sanitizeTag(raw: string): string {
-  let tag = raw.trim().replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/-{2,}/g, '-')
-  tag = tag.replace(/^[.-]+/, '').slice(0, 128).replace(/[.-]+$/, '')
+  let tag = raw
+    .trim()
+    .replace(/[^A-Za-z0-9_.-]+/g, '-')
+    .replace(/-{2,}/g, '-')
+  tag = tag
+    .replace(/^[.-]+/, '')
+    .slice(0, 128)
+    .replace(/[.-]+$/, '')
   if (!TAG.test(tag)) throw new PipelineError(`image: tag "${raw}" has no usable characters; use letters, digits, _ . -`)
   return tag
 }
@@ -33,10 +39,15 @@ export function isValidTag(tag: string): boolean {
 export function imageRef(parts: { registry: string; owner: string; name: string; tag?: string; digest?: string }): ImageRef {
   const owner = parts.owner.toLowerCase()
   if (!REGISTRY.test(parts.registry)) throw new PipelineError(`image: registry "${parts.registry}" is not a host[:port]`)
-  for (const [what, v] of [['owner', owner], ['name', parts.name]] as const) {
-    if (!COMPONENT.test(v)) throw new PipelineError(`image: ${what} "${v}" is not a valid repository path component (lower-case letters, digits, . _ -)`)
+  for (const [what, v] of [
+    ['owner', owner],
+    ['name', parts.name],
+  ] as const) {
+    if (!COMPONENT.test(v))
+      throw new PipelineError(`image: ${what} "${v}" is not a valid repository path component (lower-case letters, digits, . _ -)`)
   }
-  if (parts.digest !== undefined && !DIGEST.test(parts.digest)) throw new PipelineError(`image: digest "${parts.digest}" is not sha256:<64 hex>`)
+  if (parts.digest !== undefined && !DIGEST.test(parts.digest))
+    throw new PipelineError(`image: digest "${parts.digest}" is not sha256:<64 hex>`)
   const ref: ImageRef = { registry: parts.registry, owner, name: parts.name }
   if (parts.tag !== undefined) ref.tag = sanitizeTag(parts.tag)
   if (parts.digest !== undefined) ref.digest = parts.digest

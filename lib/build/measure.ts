@@ -48,12 +48,19 @@ const pct = (from: number, to: number) => (from > 0 ? ((to - from) / from) * 100
 /** The acceptance targets this run misses, one clear line each. */
 export function checkTargets(m: Measurements): string[] {
   const out: string[] = []
-  if (m.image.bytes >= TARGETS.maxImageBytes) out.push(`image is ${formatBytes(m.image.bytes)}, over the ${formatBytes(TARGETS.maxImageBytes)} limit`)
+  if (m.image.bytes >= TARGETS.maxImageBytes)
+    out.push(`image is ${formatBytes(m.image.bytes)}, over the ${formatBytes(TARGETS.maxImageBytes)} limit`)
   if (m.build.cookCacheHit !== true) {
-    out.push(m.build.cookCacheHit === null ? 'the warm build showed no cargo chef cook step, so its cache use is unknown' : 'the cook step was rebuilt on a code-only change: the dependency layer is not reused')
+    out.push(
+      m.build.cookCacheHit === null
+        ? 'the warm build showed no cargo chef cook step, so its cache use is unknown'
+        : 'the cook step was rebuilt on a code-only change: the dependency layer is not reused',
+    )
   }
   if (m.build.improvementPct < TARGETS.minImprovementPct) {
-    out.push(`a code-only rebuild is only ${m.build.improvementPct}% faster than cold (${m.build.warmSeconds.toFixed(1)} s vs ${m.build.coldSeconds.toFixed(1)} s); the target is ${TARGETS.minImprovementPct}%`)
+    out.push(
+      `a code-only rebuild is only ${m.build.improvementPct}% faster than cold (${m.build.warmSeconds.toFixed(1)} s vs ${m.build.coldSeconds.toFixed(1)} s); the target is ${TARGETS.minImprovementPct}%`,
+    )
   }
   return out
 }
@@ -64,22 +71,33 @@ export function compareBaseline(m: Measurements, b: Baseline): string[] {
   const t = b.tolerance
   const grew = pct(b.image.bytes, m.image.bytes)
   if (grew > t.imagePct) {
-    out.push(`image grew ${grew.toFixed(1)}% over the baseline: ${formatBytes(b.image.bytes)} -> ${formatBytes(m.image.bytes)} (tolerance ${t.imagePct}%)`)
+    out.push(
+      `image grew ${grew.toFixed(1)}% over the baseline: ${formatBytes(b.image.bytes)} -> ${formatBytes(m.image.bytes)} (tolerance ${t.imagePct}%)`,
+    )
   }
   if (b.image.compressedBytes && m.image.compressedBytes) {
     const grewC = pct(b.image.compressedBytes, m.image.compressedBytes)
-    if (grewC > t.imagePct) out.push(`pushed image grew ${grewC.toFixed(1)}% over the baseline: ${formatBytes(b.image.compressedBytes)} -> ${formatBytes(m.image.compressedBytes)} (tolerance ${t.imagePct}%)`)
+    if (grewC > t.imagePct)
+      out.push(
+        `pushed image grew ${grewC.toFixed(1)}% over the baseline: ${formatBytes(b.image.compressedBytes)} -> ${formatBytes(m.image.compressedBytes)} (tolerance ${t.imagePct}%)`,
+      )
   }
   const slower = m.build.warmSeconds - b.build.warmSeconds
   const slowerPct = pct(b.build.warmSeconds, m.build.warmSeconds)
   if (slowerPct > t.warmPct && slower > t.warmSeconds) {
-    out.push(`warm build slowed ${slowerPct.toFixed(0)}% over the baseline: ${b.build.warmSeconds.toFixed(1)} s -> ${m.build.warmSeconds.toFixed(1)} s (tolerance ${t.warmPct}% and ${t.warmSeconds} s)`)
+    out.push(
+      `warm build slowed ${slowerPct.toFixed(0)}% over the baseline: ${b.build.warmSeconds.toFixed(1)} s -> ${m.build.warmSeconds.toFixed(1)} s (tolerance ${t.warmPct}% and ${t.warmSeconds} s)`,
+    )
   }
   return out
 }
 
 export function baselineFrom(m: Measurements, tolerance: Baseline['tolerance'] = DEFAULT_TOLERANCE): Baseline {
-  return { image: { bytes: m.image.bytes, compressedBytes: m.image.compressedBytes }, build: { warmSeconds: m.build.warmSeconds }, tolerance }
+  return {
+    image: { bytes: m.image.bytes, compressedBytes: m.image.compressedBytes },
+    build: { warmSeconds: m.build.warmSeconds },
+    tolerance,
+  }
 }
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0
@@ -91,7 +109,10 @@ const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFin
  */
 export function requireBaseline(path: string, updating: boolean): Baseline | undefined {
   const b = readBaseline(path)
-  if (!b && !updating) throw new PipelineError(`measure: baseline ${path} does not exist; create it with npm run ci:measure -- --update-baseline or set MEASURE_BASELINE`)
+  if (!b && !updating)
+    throw new PipelineError(
+      `measure: baseline ${path} does not exist; create it with npm run ci:measure -- --update-baseline or set MEASURE_BASELINE`,
+    )
   return b
 }
 
@@ -102,15 +123,22 @@ export function readBaseline(path: string): Baseline | undefined {
   try {
     raw = JSON.parse(readFileSync(path, 'utf8'))
   } catch {
-    throw new PipelineError(`measure: baseline ${path} is not valid JSON; fix it or write a new one with npm run ci:measure -- --update-baseline`)
+    throw new PipelineError(
+      `measure: baseline ${path} is not valid JSON; fix it or write a new one with npm run ci:measure -- --update-baseline`,
+    )
   }
   const b = raw as Partial<Baseline>
   if (!isNum(b.image?.bytes) || !isNum(b.build?.warmSeconds)) {
     throw new PipelineError(`measure: baseline ${path} needs image.bytes and build.warmSeconds as numbers`)
   }
   const t = { ...DEFAULT_TOLERANCE, ...(b.tolerance ?? {}) }
-  for (const [k, v] of Object.entries(t)) if (!isNum(v)) throw new PipelineError(`measure: baseline ${path} tolerance.${k} must be a number`)
-  return { image: { bytes: b.image.bytes, compressedBytes: isNum(b.image.compressedBytes) ? b.image.compressedBytes : null }, build: { warmSeconds: b.build.warmSeconds }, tolerance: t }
+  for (const [k, v] of Object.entries(t))
+    if (!isNum(v)) throw new PipelineError(`measure: baseline ${path} tolerance.${k} must be a number`)
+  return {
+    image: { bytes: b.image.bytes, compressedBytes: isNum(b.image.compressedBytes) ? b.image.compressedBytes : null },
+    build: { warmSeconds: b.build.warmSeconds },
+    tolerance: t,
+  }
 }
 
 /** The rows printed in the log and the job summary. */
@@ -121,7 +149,11 @@ export function measureRows(m: Measurements, b?: Baseline): string[][] {
     ['image (as pushed)', formatBytes(m.image.compressedBytes), base(formatBytes(b?.image.compressedBytes))],
     ['binary before UPX', formatBytes(m.binary.bytesBeforeUpx), '-'],
     ['binary after UPX', formatBytes(m.binary.bytesAfterUpx), '-'],
-    ['cold build (no cache)', `${m.build.coldSeconds.toFixed(1)} s${m.build.cold.measured ? '' : ` (reused: ${m.build.cold.commit.slice(0, 8)}, ${m.build.cold.date.slice(0, 10)})`}`, '-'],
+    [
+      'cold build (no cache)',
+      `${m.build.coldSeconds.toFixed(1)} s${m.build.cold.measured ? '' : ` (reused: ${m.build.cold.commit.slice(0, 8)}, ${m.build.cold.date.slice(0, 10)})`}`,
+      '-',
+    ],
     ['warm build (code-only change)', `${m.build.warmSeconds.toFixed(1)} s`, base(`${b?.build.warmSeconds.toFixed(1)} s`)],
     ['cook step cached on warm build', m.build.cookCacheHit === null ? 'unknown' : m.build.cookCacheHit ? 'yes' : 'NO', '-'],
     ['warm vs cold', `${m.build.improvementPct}% faster than the cold build of ${m.build.cold.commit.slice(0, 8)}`, '-'],

@@ -1,7 +1,7 @@
-import { mkdtempSync,rmSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
-import { retry,run } from '../core/run.ts'
+import { retry, run } from '../core/run.ts'
 import { tmpdir } from 'node:os'
 import { dockerEnv } from './docker.ts'
 import { say } from '../core/output.ts'
@@ -9,7 +9,10 @@ import { say } from '../core/output.ts'
 /** The last line of a failed docker command that says why (the daemon's own words). */
 function why(err: unknown): string {
   const details = err instanceof PipelineError ? err.details : undefined
-  const lines = (details ?? (err instanceof Error ? err.message : String(err))).split('\n').map((l) => l.trim()).filter(Boolean)
+  const lines = (details ?? (err instanceof Error ? err.message : String(err)))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
   // docker prints progress on stdout and the reason on stderr; the details hold both.
   const reason = [...lines].reverse().find((l) => /error|refused|denied|unauthorized|failed|timeout|no such host|unreachable|EOF/i.test(l))
   return reason ?? lines.at(-1) ?? 'unknown error'
@@ -40,14 +43,23 @@ export async function registryLogin(docker: string, registry: string, user: stri
   const end = () => rmSync(dir, { recursive: true, force: true })
   process.once('exit', end)
   const env = { DOCKER_CONFIG: dir }
-  const login = () => run([docker, 'login', registry, '--username', user, '--password-stdin'], { env: dockerEnv(env), input: token, secrets: [token], timeoutMs: 60_000 })
+  const login = () =>
+    run([docker, 'login', registry, '--username', user, '--password-stdin'], {
+      env: dockerEnv(env),
+      input: token,
+      secrets: [token],
+      timeoutMs: 60_000,
+    })
   // A refusal is an answer, not a network hiccup: asking again cannot change it.
   const refused = (err: unknown) => loginRefused(why(err))
   try {
     await retry(3, 2000, login, refused)
   } catch (err) {
     end()
-    if (refused(err)) throw new PipelineError(`registry: ${registry} refused the credentials of ${user} (REGISTRY_USER/REGISTRY_TOKEN): check the token and that it may push there`)
+    if (refused(err))
+      throw new PipelineError(
+        `registry: ${registry} refused the credentials of ${user} (REGISTRY_USER/REGISTRY_TOKEN): check the token and that it may push there`,
+      )
     throw new PipelineError(`registry: login to ${registry} as ${user} failed: ${why(err)}`)
   }
   return { registry, env, end }
@@ -64,7 +76,11 @@ export function parsePushDigest(output: string): { digest: string; size: number 
  * manifest, so a tag never names a half-pushed image: a failed attempt leaves
  * at most unreferenced blobs, which the next attempt reuses.
  */
-export async function pushImage(docker: string, ref: string, opts: { attempts?: number; backoffMs?: number; secrets?: string[]; env?: NodeJS.ProcessEnv } = {}): Promise<{ digest: string; size: number; attempts: number }> {
+export async function pushImage(
+  docker: string,
+  ref: string,
+  opts: { attempts?: number; backoffMs?: number; secrets?: string[]; env?: NodeJS.ProcessEnv } = {},
+): Promise<{ digest: string; size: number; attempts: number }> {
   const attempts = opts.attempts ?? 3
   let used = 0
   try {
@@ -77,7 +93,10 @@ export async function pushImage(docker: string, ref: string, opts: { attempts?: 
       return { ...d, attempts: attempt }
     })
   } catch (err) {
-    throw new PipelineError(`push: ${ref} failed after ${used} attempt${used === 1 ? '' : 's'}: ${why(err)}`, err instanceof PipelineError ? err.details : undefined)
+    throw new PipelineError(
+      `push: ${ref} failed after ${used} attempt${used === 1 ? '' : 's'}: ${why(err)}`,
+      err instanceof PipelineError ? err.details : undefined,
+    )
   }
 }
 
@@ -107,7 +126,9 @@ export async function imageBytes(docker: string, ref: string): Promise<number> {
  */
 export async function pushedBytes(docker: string, pinned: string, env?: NodeJS.ProcessEnv): Promise<number> {
   const insecure = /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(pinned) ? ['--insecure'] : []
-  const r = await retry(3, 2000, () => run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(env), timeoutMs: 60_000 }))
+  const r = await retry(3, 2000, () =>
+    run([docker, 'manifest', 'inspect', ...insecure, pinned], { env: dockerEnv(env), timeoutMs: 60_000 }),
+  )
   const manifest = JSON.parse(r.stdout) as { config?: { size: number }; layers?: { size: number }[] }
   if (!manifest.layers) throw new PipelineError(`manifest: ${pinned} is a list, not one image manifest`)
   return (manifest.config?.size ?? 0) + manifest.layers.reduce((sum, l) => sum + l.size, 0)

@@ -29,7 +29,15 @@ export function taskList<Ctx>(tasks: ListrTask<Ctx>[], opts: { concurrent?: bool
 export function reportFailure(err: unknown, env: NodeJS.ProcessEnv = process.env): void {
   if (debugOn(env) && err instanceof Error && err.stack) console.error(chalk.dim(err.stack))
   const details = err instanceof PipelineError ? err.details : undefined
-  if (details) console.error(chalk.dim(details.split('\n').map((l) => `  │ ${l}`).join('\n')))
+  if (details)
+    console.error(
+      chalk.dim(
+        details
+          .split('\n')
+          .map((l) => `  │ ${l}`)
+          .join('\n'),
+      ),
+    )
   console.error(chalk.red(`✖ ${firstLine(err)}`))
 }
 
@@ -66,6 +74,8 @@ export function parseOptions<const O extends Flags>(command: string, argv: reado
   try {
     return parseArgs({ args: [...argv], options, strict: true, allowPositionals: positionals !== undefined })
   } catch (err) {
-    throw new PipelineError(`${command}: ${firstLine(err).replace(/\. To specify a positional argument.*$/, '')}; usage: ${command} ${usage(options, positionals)}`)
+    throw new PipelineError(
+      `${command}: ${firstLine(err).replace(/\. To specify a positional argument.*$/, '')}; usage: ${command} ${usage(options, positionals)}`,
+    )
   }
 }

@@ -14,7 +14,12 @@ export class PipelineError extends Error {
 /** The first line of any thrown value, for one-line reporting. */
 export function firstLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err)
-  return text.split('\n').find((l) => l.trim() !== '')?.trim() ?? 'unknown error'
+  return (
+    text
+      .split('\n')
+      .find((l) => l.trim() !== '')
+      ?.trim() ?? 'unknown error'
+  )
 }
 
 /**

@@ -1,5 +1,5 @@
 /** The one way the toolkit writes a JSON file: whole, then renamed into place. */
-import { mkdirSync,renameSync,writeFileSync } from 'node:fs'
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs'
 import { dirname } from 'node:path'
 
 /** Written whole and renamed into place: an interrupted run leaves the previous record. */

@@ -1,4 +1,4 @@
-import { mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { processAlive } from './run.ts'
 import { say } from './output.ts'

@@ -28,7 +28,9 @@ export const BuildReport = z.object({
   build: z.object({ seconds: z.number(), cookCacheHit: z.boolean().nullable(), cookMiss: z.string().nullable() }),
   healthySeconds: z.number().nullable(),
   /** Who signed the pushed digest, and the provenance attached to it; null when nothing was pushed. */
-  signature: z.object({ identity: z.string(), provenance: z.string(), added: z.object({ signature: z.boolean(), provenance: z.boolean() }) }).nullable(),
+  signature: z
+    .object({ identity: z.string(), provenance: z.string(), added: z.object({ signature: z.boolean(), provenance: z.boolean() }) })
+    .nullable(),
 })
 
 const finding = z.object({
@@ -44,7 +46,9 @@ export const ScanReport = z.object({
   decision: z.enum(['pass', 'fail']),
   reason: z.string(),
   /** What was scanned; absent only in the report a scan writes before it has decided. */
-  image: z.object({ scanned: z.string(), source: z.enum(['remote', 'docker', 'report']), digest: digest.optional(), ref: z.string().optional() }).optional(),
+  image: z
+    .object({ scanned: z.string(), source: z.enum(['remote', 'docker', 'report']), digest: digest.optional(), ref: z.string().optional() })
+    .optional(),
   /** false for a `--from-report` re-gate, which never makes anything deployable. */
   deployable: z.boolean().optional(),
   blocking: z.array(finding).optional(),
@@ -73,7 +77,12 @@ export const MeasureReport = z.object({
   missedTargets: z.array(z.string()),
 })
 
-const canaryFigures = z.object({ requests: z.number(), successRate: z.number().nullable(), errorRate: z.number().nullable(), p99Ms: z.number().nullable() })
+const canaryFigures = z.object({
+  requests: z.number(),
+  successRate: z.number().nullable(),
+  errorRate: z.number().nullable(),
+  p99Ms: z.number().nullable(),
+})
 
 /** What the canary did: skipped (and why), or its smoke test and every analysis check's figures, then promoted or aborted. */
 export const CanaryFacts = z.object({
@@ -102,7 +111,15 @@ export const CanaryFacts = z.object({
               canary: canaryFigures,
               stable: canaryFigures,
               verdict: z.enum(['pass', 'fail', 'inconclusive']),
-              checks: z.array(z.object({ check: z.string(), figure: z.number().nullable(), threshold: z.number(), result: z.enum(['pass', 'fail', 'not judged']), line: z.string() })),
+              checks: z.array(
+                z.object({
+                  check: z.string(),
+                  figure: z.number().nullable(),
+                  threshold: z.number(),
+                  result: z.enum(['pass', 'fail', 'not judged']),
+                  line: z.string(),
+                }),
+              ),
             }),
           ),
         })
@@ -189,7 +206,11 @@ function firstIssue(err: z.ZodError): string {
  * then rename), so a crashed stage never leaves a half-written report and a
  * stage cannot write what the next one would refuse.
  */
-export function writeReport<S extends Stage>(reportsDir: string, stage: S, data: z.input<(typeof REPORTS)[S]> & Record<string, unknown>): string {
+export function writeReport<S extends Stage>(
+  reportsDir: string,
+  stage: S,
+  data: z.input<(typeof REPORTS)[S]> & Record<string, unknown>,
+): string {
   const checked = REPORTS[stage].safeParse(data)
   if (!checked.success) throw new PipelineError(`report: ${stage}.json would not be valid: ${firstIssue(checked.error)}`)
   const path = reportPath(reportsDir, stage)
@@ -208,6 +229,9 @@ export function readReport<S extends Stage>(reportsDir: string, stage: S): Repor
     throw new PipelineError(`report: ${path} is not valid JSON; run the ${stage} stage again`)
   }
   const parsed = REPORTS[stage].safeParse(raw)
-  if (!parsed.success) throw new PipelineError(`report: ${path} is not a ${stage} report this toolkit reads (${firstIssue(parsed.error)}); run the ${stage} stage again`)
+  if (!parsed.success)
+    throw new PipelineError(
+      `report: ${path} is not a ${stage} report this toolkit reads (${firstIssue(parsed.error)}); run the ${stage} stage again`,
+    )
   return parsed.data as Report<S>
 }

@@ -91,7 +91,10 @@ export const LOG_ERROR = /\b(E\d{4}|F\d{4}|fatal|panic|error)\b/i
  * last line with any words, trimmed and cut at 300 characters.
  */
 export function lastWords(text: string, prefer?: RegExp): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '')
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
   const line = (prefer ? [...lines].reverse().find((l) => prefer.test(l)) : undefined) ?? lines.at(-1) ?? '(empty log)'
   return line.length > 300 ? `${line.slice(0, 299)}…` : line
 }
@@ -158,7 +161,12 @@ export async function succeeds(argv: readonly string[], opts: RunOptions = {}): 
  * Bounded retries with linear backoff, for network edges only. `final` marks
  * an error that is an answer (a refused login), which no retry can change.
  */
-export async function retry<T>(count: number, backoffMs: number, fn: (attempt: number) => Promise<T>, final: (err: unknown) => boolean = () => false): Promise<T> {
+export async function retry<T>(
+  count: number,
+  backoffMs: number,
+  fn: (attempt: number) => Promise<T>,
+  final: (err: unknown) => boolean = () => false,
+): Promise<T> {
   let last: unknown
   for (let attempt = 1; attempt <= count; attempt++) {
     try {

@@ -29,7 +29,12 @@ export function setOutput(name: string, value: string, env: NodeJS.ProcessEnv = 
  * An error annotation on the GitHub run page (a workflow command on stdout), so a
  * failure is read without opening the log; a no-op elsewhere.
  */
-export function annotateError(title: string, message: string, env: NodeJS.ProcessEnv = process.env, write: (s: string) => void = (s) => process.stdout.write(s)): boolean {
+export function annotateError(
+  title: string,
+  message: string,
+  env: NodeJS.ProcessEnv = process.env,
+  write: (s: string) => void = (s) => process.stdout.write(s),
+): boolean {
   if (env.GITHUB_ACTIONS !== 'true') return false
   const escape = (v: string) => v.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A')
   write(`\n::error title=${escape(title).replace(/:/g, '%3A').replace(/,/g, '%2C')}::${escape(message)}\n`)

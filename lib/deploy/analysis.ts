@@ -69,17 +69,45 @@ export function judge(s: AnalysisSettings, canary: Figures, stable: Figures): { 
     const result = !enough && check !== 'requests' ? 'not judged' : failed === null ? 'not judged' : failed ? 'fail' : 'pass'
     checks.push({ check, figure, threshold, result, line })
   }
-  add('requests', canary.requests, s.minRequests, enough ? false : null, enough ? `${canary.requests} canary requests` : `${canary.requests} requests reached the canary, fewer than the ${s.minRequests} a check needs`)
-  add('success-rate', canary.successRate, s.successRate, canary.successRate === null ? null : canary.successRate < s.successRate, `success rate ${pct(canary.successRate)} (at least ${pct(s.successRate)})`)
+  add(
+    'requests',
+    canary.requests,
+    s.minRequests,
+    enough ? false : null,
+    enough
+      ? `${canary.requests} canary requests`
+      : `${canary.requests} requests reached the canary, fewer than the ${s.minRequests} a check needs`,
+  )
+  add(
+    'success-rate',
+    canary.successRate,
+    s.successRate,
+    canary.successRate === null ? null : canary.successRate < s.successRate,
+    `success rate ${pct(canary.successRate)} (at least ${pct(s.successRate)})`,
+  )
   const errorIncrease = canary.errorRate !== null && stable.errorRate !== null ? canary.errorRate - stable.errorRate : null
-  add('error-rate-vs-stable', canary.errorRate, s.errorRateIncrease, stableEnough && errorIncrease !== null ? errorIncrease > s.errorRateIncrease : null,
-    stableEnough ? `4xx/5xx rate ${pct(canary.errorRate)} against the stable pods' ${pct(stable.errorRate)} (at most ${s.errorRateIncrease} points more)` : `4xx/5xx rate ${pct(canary.errorRate)}; the stable pods answered only ${stable.requests} requests, too few to compare`)
+  add(
+    'error-rate-vs-stable',
+    canary.errorRate,
+    s.errorRateIncrease,
+    stableEnough && errorIncrease !== null ? errorIncrease > s.errorRateIncrease : null,
+    stableEnough
+      ? `4xx/5xx rate ${pct(canary.errorRate)} against the stable pods' ${pct(stable.errorRate)} (at most ${s.errorRateIncrease} points more)`
+      : `4xx/5xx rate ${pct(canary.errorRate)}; the stable pods answered only ${stable.requests} requests, too few to compare`,
+  )
   add('p99', canary.p99Ms, s.p99, canary.p99Ms === null ? null : canary.p99Ms > s.p99, `p99 ${ms(canary.p99Ms)} (at most ${ms(s.p99)})`)
   const comparable = stableEnough && canary.p99Ms !== null && stable.p99Ms !== null
   const slower = comparable && canary.p99Ms! > stable.p99Ms! * s.p99Ratio && canary.p99Ms! - stable.p99Ms! > s.p99Slack
   const times = comparable && stable.p99Ms! > 0 ? `${(canary.p99Ms! / stable.p99Ms!).toFixed(1)} times` : 'n/a against'
-  add('p99-vs-stable', canary.p99Ms, s.p99Ratio, comparable ? slower : null,
-    comparable ? `p99 ${ms(canary.p99Ms)} is ${times} the stable pods' ${ms(stable.p99Ms)} (at most ${s.p99Ratio} times, or ${ms(s.p99Slack)} more)` : `p99 ${ms(canary.p99Ms)}; the stable pods' p99 is not known over the window`)
+  add(
+    'p99-vs-stable',
+    canary.p99Ms,
+    s.p99Ratio,
+    comparable ? slower : null,
+    comparable
+      ? `p99 ${ms(canary.p99Ms)} is ${times} the stable pods' ${ms(stable.p99Ms)} (at most ${s.p99Ratio} times, or ${ms(s.p99Slack)} more)`
+      : `p99 ${ms(canary.p99Ms)}; the stable pods' p99 is not known over the window`,
+  )
   const verdict = !enough ? 'inconclusive' : checks.some((c) => c.result === 'fail') ? 'fail' : 'pass'
   return { verdict, checks }
 }
@@ -104,7 +132,12 @@ export async function figures(query: Query, namespace: string, podRegex: string,
   const [requests, server, errors, p99] = await Promise.all([query(q.requests), query(q.server), query(q.errors), query(q.p99)])
   const n = Math.round(requests ?? 0)
   const share = (x: number | undefined) => (n > 0 ? Math.min(100, (100 * Math.round(x ?? 0)) / n) : null)
-  return { requests: n, successRate: n > 0 ? 100 - share(server)! : null, errorRate: share(errors), p99Ms: p99 === undefined ? null : Math.round(p99 * 10_000) / 10 }
+  return {
+    requests: n,
+    successRate: n > 0 ? 100 - share(server)! : null,
+    errorRate: share(errors),
+    p99Ms: p99 === undefined ? null : Math.round(p99 * 10_000) / 10,
+  }
 }
 
 export interface AnalysisOptions {
@@ -124,11 +157,20 @@ export async function analyse(o: AnalysisOptions): Promise<AnalysisResult> {
   let passed = 0
   let failed = 0
   let waiting: string | undefined
-  const end = (result: AnalysisResult['result'], check: CheckName | null, reason: string | null): AnalysisResult => ({ result, check, reason, steps, seconds: Math.round((Date.now() - started) / 100) / 10 })
+  const end = (result: AnalysisResult['result'], check: CheckName | null, reason: string | null): AnalysisResult => ({
+    result,
+    check,
+    reason,
+    steps,
+    seconds: Math.round((Date.now() - started) / 100) / 10,
+  })
   for (let step = 1; ; step++) {
     await sleep(Math.max(0, started + step * s.interval - Date.now()))
     const windowSeconds = Math.max(1, Math.ceil((Date.now() - started) / 1000))
-    const [canary, stable] = await Promise.all([figures(o.query, o.namespace, o.canaryPods, windowSeconds), figures(o.query, o.namespace, o.stablePods, windowSeconds)])
+    const [canary, stable] = await Promise.all([
+      figures(o.query, o.namespace, o.canaryPods, windowSeconds),
+      figures(o.query, o.namespace, o.stablePods, windowSeconds),
+    ])
     const { verdict, checks } = judge(s, canary, stable)
     steps.push({ step, at: new Date().toISOString(), windowSeconds, canary, stable, verdict, checks })
     const failing = checks.find((c) => c.result === 'fail')
@@ -137,12 +179,19 @@ export async function analyse(o: AnalysisOptions): Promise<AnalysisResult> {
     if (verdict === 'pass' || (verdict === 'inconclusive' && s.inconclusive === 'pass')) passed++
     if (verdict === 'fail' || (verdict === 'inconclusive' && s.inconclusive === 'fail')) failed++
     const decisive = verdict === 'fail' ? failing! : inconclusive
-    say(`check ${step}: ${verdict}${verdict === 'pass' ? '' : ` (${decisive.line})`}; canary ${canary.requests} requests, p99 ${ms(canary.p99Ms)}; stable ${stable.requests}, p99 ${ms(stable.p99Ms)} (${passed} passed, ${failed} failed)`)
-    if (failed >= s.failedChecks) return end('fail', decisive.check, `${decisive.line}; ${failed} of ${s.failedChecks} allowed failed checks`)
+    say(
+      `check ${step}: ${verdict}${verdict === 'pass' ? '' : ` (${decisive.line})`}; canary ${canary.requests} requests, p99 ${ms(canary.p99Ms)}; stable ${stable.requests}, p99 ${ms(stable.p99Ms)} (${passed} passed, ${failed} failed)`,
+    )
+    if (failed >= s.failedChecks)
+      return end('fail', decisive.check, `${decisive.line}; ${failed} of ${s.failedChecks} allowed failed checks`)
     if (passed >= planned) return end('pass', null, null)
     // Waiting is bounded: twice the window's checks.
     if (s.inconclusive === 'wait' && step >= 2 * planned) {
-      return end('inconclusive', 'requests', `${waiting ?? inconclusive.line}; ${passed} of ${planned} checks concluded in ${step} (twice the window)`)
+      return end(
+        'inconclusive',
+        'requests',
+        `${waiting ?? inconclusive.line}; ${passed} of ${planned} checks concluded in ${step} (twice the window)`,
+      )
     }
   }
 }

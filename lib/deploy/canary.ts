@@ -52,13 +52,19 @@ export interface CanaryFacts {
   replicas: number | null
   stableReplicas: number | null
   smoke: SmokeResult | null
-  analysis: { prometheus: string | null; skipped: string | null; settings: CanarySettings['analysis'] | null; result: AnalysisResult | null } | null
+  analysis: {
+    prometheus: string | null
+    skipped: string | null
+    settings: CanarySettings['analysis'] | null
+    result: AnalysisResult | null
+  } | null
   seconds: number
 }
 
 export const canaryRelease = (r: Release): Release => ({ name: `${r.name}-canary`, namespace: r.namespace })
 /** The canary's pods: the stable release's instance label and the canary track. */
-export const canarySelector = (release: string) => `app.kubernetes.io/name=doc-server,app.kubernetes.io/instance=${release},doc-server.dev/track=canary`
+export const canarySelector = (release: string) =>
+  `app.kubernetes.io/name=doc-server,app.kubernetes.io/instance=${release},doc-server.dev/track=canary`
 /** Kubernetes writes a pod's template hash and suffix in these letters (no vowels): `canary` or `smoke` can never be one. */
 const SAFE = '[bcdfghjklmnpqrstvwxz2456789]'
 /** Pod names as the Deployments make them (<deployment>-<template hash>-<suffix>), for Prometheus' `pod` label. */
@@ -93,15 +99,24 @@ export async function planCanary(p: PlanInputs): Promise<CanaryPlan> {
   if (!settings) return { skip: `none set for ${p.envName} in environments.yaml; direct rollout` }
   if (p.direct) return { skip: '--no-canary; direct rollout' }
   if (p.previousRevision === undefined) return { skip: 'first release: no stable pods to compare with; direct rollout' }
-  if (canaryRelease(p.release).name.length > 53) throw new PipelineError(`deploy: refused: RELEASE_NAME ${p.release.name} is too long for its canary release ${canaryRelease(p.release).name} (Helm allows 53 characters)`)
+  if (canaryRelease(p.release).name.length > 53)
+    throw new PipelineError(
+      `deploy: refused: RELEASE_NAME ${p.release.name} is too long for its canary release ${canaryRelease(p.release).name} (Helm allows 53 characters)`,
+    )
   const stable = await getDeployment(p.kube, p.release.namespace, chartFullname(p.release.name)).catch(() => undefined)
   const stableReplicas = stable?.spec.replicas ?? 0
   if (stableReplicas < 1) return { skip: `the stable deployment ${chartFullname(p.release.name)} runs no pods; direct rollout` }
   const plan: CanaryPlan = { settings, stableReplicas, replicas: canaryReplicas(stableReplicas, settings.weight) }
   const prometheus = p.env.prometheus ?? p.localPrometheus
   if (!prometheus) {
-    if (settings.analysis.required) throw new PipelineError(`deploy: refused: ${p.envName} requires canary analysis (canary.analysis.required) but environments.yaml names no Prometheus for it; declare its prometheus URL`)
-    return { ...plan, analysisSkip: `environments.yaml names no Prometheus for ${p.envName}; the canary is judged by its smoke tests alone` }
+    if (settings.analysis.required)
+      throw new PipelineError(
+        `deploy: refused: ${p.envName} requires canary analysis (canary.analysis.required) but environments.yaml names no Prometheus for it; declare its prometheus URL`,
+      )
+    return {
+      ...plan,
+      analysisSkip: `environments.yaml names no Prometheus for ${p.envName}; the canary is judged by its smoke tests alone`,
+    }
   }
   try {
     await queryNumber(prometheus, 'vector(1)')
@@ -133,8 +148,13 @@ export async function removeCanary(helm: HelmTarget, kube: KubeTarget, release: 
   const canary = canaryRelease(release)
   if ((await history(helm, canary)).length === 0) return false
   await uninstall(helm, canary)
-  const serving = async () => (await listPods(kube, release.namespace, canarySelector(release.name))).filter((p) => !p.metadata.deletionTimestamp).length
-  await waitFor(async () => ((await serving()) === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 500, onTimeout: () => new PipelineError(`deploy: the canary release ${canary.name} was removed but its pods still serve after 60 s`) })
+  const serving = async () =>
+    (await listPods(kube, release.namespace, canarySelector(release.name))).filter((p) => !p.metadata.deletionTimestamp).length
+  await waitFor(async () => ((await serving()) === 0 ? true : undefined), {
+    timeoutMs: 60_000,
+    intervalMs: 500,
+    onTimeout: () => new PipelineError(`deploy: the canary release ${canary.name} was removed but its pods still serve after 60 s`),
+  })
   return true
 }
 
@@ -151,7 +171,12 @@ export async function startCanary(d: CanaryDeploy, replicas: number): Promise<vo
     const values = join(dir, 'canary.yaml')
     writeFileSync(values, `canary:\n  enabled: true\n  of: ${d.release.name}\n  replicas: ${replicas}\n`)
     const canary = canaryRelease(d.release)
-    await upgradeTracked(d.helm, canary, { chart: CHART_DIR, valueFiles: [...d.valueFiles, values], sets: d.sets, timeoutSecs: d.timeoutSecs }, { kube: d.kube, image: d.image, selector: canarySelector(d.release.name), graceSecs: d.graceSecs })
+    await upgradeTracked(
+      d.helm,
+      canary,
+      { chart: CHART_DIR, valueFiles: [...d.valueFiles, values], sets: d.sets, timeoutSecs: d.timeoutSecs },
+      { kube: d.kube, image: d.image, selector: canarySelector(d.release.name), graceSecs: d.graceSecs },
+    )
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
@@ -161,13 +186,31 @@ export async function startCanary(d: CanaryDeploy, replicas: number): Promise<vo
 export async function smokeTest(helm: HelmTarget, release: Release, timeoutSecs: number): Promise<SmokeResult> {
   const started = performance.now()
   const canary = canaryRelease(release)
-  const flags = [...(helm.kubeconfig ? ['--kubeconfig', helm.kubeconfig] : []), '--kube-context', helm.context, '--namespace', canary.namespace]
-  const r = await run([helm.helm, 'test', canary.name, ...flags, '--logs', '--timeout', `${timeoutSecs}s`], { okCodes: [1], timeoutMs: (timeoutSecs + 60) * 1000 })
+  const flags = [
+    ...(helm.kubeconfig ? ['--kubeconfig', helm.kubeconfig] : []),
+    '--kube-context',
+    helm.context,
+    '--namespace',
+    canary.namespace,
+  ]
+  const r = await run([helm.helm, 'test', canary.name, ...flags, '--logs', '--timeout', `${timeoutSecs}s`], {
+    okCodes: [1],
+    timeoutMs: (timeoutSecs + 60) * 1000,
+  })
   const out = `${r.stdout}\n${r.stderr}`
-  const lines = out.split('\n').map((l) => l.trim()).filter((l) => /^doc-server: smoke test/.test(l)).map((l) => l.replace(/^doc-server: /, ''))
+  const lines = out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^doc-server: smoke test/.test(l))
+    .map((l) => l.replace(/^doc-server: /, ''))
   if (r.exitCode === 0 && lines.length === 0) lines.push('helm test passed (no smoke test log)')
   if (r.exitCode !== 0 && !lines.some((l) => l.startsWith('smoke test failed'))) {
-    const why = out.split('\n').find((l) => /^Error:/.test(l.trim()))?.trim().replace(/^Error:\s*/, '') ?? firstLine(out)
+    const why =
+      out
+        .split('\n')
+        .find((l) => /^Error:/.test(l.trim()))
+        ?.trim()
+        .replace(/^Error:\s*/, '') ?? firstLine(out)
     lines.push(`smoke test failed: ${why}`)
   }
   return { passed: r.exitCode === 0, seconds: Math.round((performance.now() - started) / 100) / 10, lines }
@@ -186,7 +229,10 @@ export async function analyseCanary(plan: CanaryPlan, release: Release): Promise
 }
 
 /** The canary's part of reports/deploy.json. */
-export function canaryFacts(plan: CanaryPlan | undefined, o: { decision: CanaryFacts['decision']; reason: string | null; smoke?: SmokeResult; analysis?: AnalysisResult; seconds: number }): CanaryFacts {
+export function canaryFacts(
+  plan: CanaryPlan | undefined,
+  o: { decision: CanaryFacts['decision']; reason: string | null; smoke?: SmokeResult; analysis?: AnalysisResult; seconds: number },
+): CanaryFacts {
   const s = plan?.settings
   return {
     decision: o.decision,
@@ -195,14 +241,23 @@ export function canaryFacts(plan: CanaryPlan | undefined, o: { decision: CanaryF
     replicas: plan?.replicas ?? null,
     stableReplicas: plan?.stableReplicas ?? null,
     smoke: o.smoke ?? null,
-    analysis: s ? { prometheus: plan?.prometheus ? shownUrl(plan.prometheus) : null, skipped: plan?.analysisSkip ?? null, settings: s.analysis, result: o.analysis ?? null } : null,
+    analysis: s
+      ? {
+          prometheus: plan?.prometheus ? shownUrl(plan.prometheus) : null,
+          skipped: plan?.analysisSkip ?? null,
+          settings: s.analysis,
+          result: o.analysis ?? null,
+        }
+      : null,
     seconds: o.seconds,
   }
 }
 
 /** How a rollout failure of the canary reads. */
 export function canaryRolloutFailure(err: unknown): string {
-  return err instanceof RolloutStopped ? `the canary did not become ready: ${err.reason}` : `the canary did not become ready: ${firstLine(err)}`
+  return err instanceof RolloutStopped
+    ? `the canary did not become ready: ${err.reason}`
+    : `the canary did not become ready: ${firstLine(err)}`
 }
 
 /** The canary was removed; the stable pods never changed. `facts` is what the report keeps. */
@@ -230,7 +285,9 @@ export async function runCanary(d: CanaryDeploy, plan: CanaryPlan, digest: strin
   const abort = async (reason: string, o: { smoke?: SmokeResult; analysis?: AnalysisResult } = {}) => {
     say(`aborting the canary: ${reason}`)
     await removeCanary(d.helm, d.kube, d.release).catch((err: unknown) => {
-      throw new PipelineError(`deploy: the canary failed (${reason}) and could not be removed: ${firstLine(err)}; remove the release ${canaryRelease(d.release).name} by hand`)
+      throw new PipelineError(
+        `deploy: the canary failed (${reason}) and could not be removed: ${firstLine(err)}; remove the release ${canaryRelease(d.release).name} by hand`,
+      )
     })
     const facts = canaryFacts(plan, { decision: 'aborted', reason, ...o, seconds: seconds() })
     return new CanaryAborted(facts, `deploy: canary ${digest.slice(0, 19)}… aborted, stable pods unchanged: ${reason}`)
@@ -252,17 +309,26 @@ export async function runCanary(d: CanaryDeploy, plan: CanaryPlan, digest: strin
     } catch (err) {
       throw await abort(`analysis failed: ${firstLine(err)}`, { smoke })
     }
-    if (analysis.result !== 'pass') throw await abort(`analysis ${analysis.result === 'fail' ? 'failed' : 'was inconclusive'}: ${analysis.reason}`, { smoke, analysis })
+    if (analysis.result !== 'pass')
+      throw await abort(`analysis ${analysis.result === 'fail' ? 'failed' : 'was inconclusive'}: ${analysis.reason}`, { smoke, analysis })
   }
   await removeCanary(d.helm, d.kube, d.release)
-  return canaryFacts(plan, { decision: 'passed', reason: plan.analysisSkip ?? null, smoke, ...(analysis ? { analysis } : {}), seconds: seconds() })
+  return canaryFacts(plan, {
+    decision: 'passed',
+    reason: plan.analysisSkip ?? null,
+    smoke,
+    ...(analysis ? { analysis } : {}),
+    seconds: seconds(),
+  })
 }
 
 /** The task title for a plan. */
 export function describePlan(p: CanaryPlan): string {
   if (p.skip) return `Canary: skipped (${p.skip})`
   const a = p.settings!.analysis
-  const analysis = p.analysisSkip ? `no analysis: ${p.analysisSkip}` : `analysis ${a.duration / 1000} s every ${a.interval / 1000} s through ${shownUrl(p.prometheus!)}`
+  const analysis = p.analysisSkip
+    ? `no analysis: ${p.analysisSkip}`
+    : `analysis ${a.duration / 1000} s every ${a.interval / 1000} s through ${shownUrl(p.prometheus!)}`
   return `Canary: ${p.replicas} of ${p.replicas! + p.stableReplicas!} pods on the new digest (weight ${p.settings!.weight} %); smoke tests; ${analysis}`
 }
 

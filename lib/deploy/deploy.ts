@@ -36,13 +36,24 @@ export function deployableImage(build: Report<'build'>, scan: Report<'scan'> | u
   const repo = build.image.repository
   if (!repo.includes('/')) throw refused('reports/build.json names no image repository (registry/owner/name)')
   if (!scan) throw refused('reports/scan.json is missing; the image must pass the scan stage first')
-  if (scan.image?.source === 'report') throw refused('reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest')
-  if (scan.committedPolicy === false) throw refused('reports/scan.json was made under another scan policy than the committed .scan-policy.yaml (SCAN_* overrides); scan again without them')
-  if (scan.deployable === false) throw refused('reports/scan.json says the scan is not deployable (not a pushed digest); run the scan stage on the pushed digest')
-  if (scan.decision !== 'pass') throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision}${scan.reason ? `; ${scan.reason}` : ''})`)
+  if (scan.image?.source === 'report')
+    throw refused(
+      'reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest',
+    )
+  if (scan.committedPolicy === false)
+    throw refused(
+      'reports/scan.json was made under another scan policy than the committed .scan-policy.yaml (SCAN_* overrides); scan again without them',
+    )
+  if (scan.deployable === false)
+    throw refused('reports/scan.json says the scan is not deployable (not a pushed digest); run the scan stage on the pushed digest')
+  if (scan.decision !== 'pass')
+    throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision}${scan.reason ? `; ${scan.reason}` : ''})`)
   const scanned = scan.image?.digest
   if (!scanned) throw refused('reports/scan.json does not say which digest it scanned; run the scan stage again')
-  if (scanned !== digest) throw refused(`the scanned image ${scanned.slice(0, 19)}… is not the built image ${digest.slice(0, 19)}…; scan the build being deployed`)
+  if (scanned !== digest)
+    throw refused(
+      `the scanned image ${scanned.slice(0, 19)}… is not the built image ${digest.slice(0, 19)}…; scan the build being deployed`,
+    )
   return { repository: repo, digest, pinned: `${repo}@${digest}`, pushed: build.pushed, commit: build.commit.sha }
 }
 
@@ -79,10 +90,18 @@ export function podSelector(release: string): string {
 export type DeployResult = Report<'deploy'>['result']
 
 /** What reports/deploy.json holds besides the release's names; `verified` is null when the registry was not reached, `details` is the verification's own output (cosign's commands and all they printed), which the screen shows only with DEBUG. */
-export type DeployOutcome = Omit<Report<'deploy'>, 'release' | 'namespace' | 'environment' | 'verified'> & { verified: Verified | null; details: string | null }
+export type DeployOutcome = Omit<Report<'deploy'>, 'release' | 'namespace' | 'environment' | 'verified'> & {
+  verified: Verified | null
+  details: string | null
+}
 
 export function writeDeployReport(config: Config, r: DeployOutcome): string {
-  return writeReport(config.reportsDir, 'deploy', { release: config.releaseName, namespace: config.deployNamespace, environment: config.deployEnv, ...r })
+  return writeReport(config.reportsDir, 'deploy', {
+    release: config.releaseName,
+    namespace: config.deployNamespace,
+    environment: config.deployEnv,
+    ...r,
+  })
 }
 
 /**
@@ -93,7 +112,13 @@ export function writeDeployReport(config: Config, r: DeployOutcome): string {
  * may be that deploy still running: refused. The caller's timeout is used
  * only for a revision that recorded none (made by another tool).
  */
-export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSecs: number, now = Date.now(), records: readonly RevisionRecord[] = []): Promise<string | undefined> {
+export async function recoverPendingRelease(
+  t: HelmTarget,
+  r: Release,
+  timeoutSecs: number,
+  now = Date.now(),
+  records: readonly RevisionRecord[] = [],
+): Promise<string | undefined> {
   const plan = pendingRecovery(await history(t, r))
   if (plan.action === 'none') return undefined
   const from = plan.from
@@ -101,8 +126,11 @@ export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSe
   const recorded = records.find((x) => x.revision === from.revision)?.timeoutSecs
   const limit = recorded ?? timeoutSecs
   if (ageSecs < limit) {
-    const which = recorded !== undefined ? `its recorded timeout is ${recorded}s` : `it recorded no timeout; DEPLOY_TIMEOUT_SECS is ${timeoutSecs}s`
-    throw new PipelineError(`deploy: release ${r.name} has been ${from.status} for ${ageSecs}s (revision ${from.revision}; ${which}); another deploy may still be running. Retry after ${limit - ageSecs}s`)
+    const which =
+      recorded !== undefined ? `its recorded timeout is ${recorded}s` : `it recorded no timeout; DEPLOY_TIMEOUT_SECS is ${timeoutSecs}s`
+    throw new PipelineError(
+      `deploy: release ${r.name} has been ${from.status} for ${ageSecs}s (revision ${from.revision}; ${which}); another deploy may still be running. Retry after ${limit - ageSecs}s`,
+    )
   }
   if (plan.action === 'rollback') {
     say(`revision ${from.revision} is stuck in ${from.status}: rolling back to revision ${plan.to}`)
@@ -115,12 +143,24 @@ export async function recoverPendingRelease(t: HelmTarget, r: Release, timeoutSe
 }
 
 /** After a failed upgrade: did helm roll back, to which revision, and why did the rollout fail? */
-export async function explainFailure(k: KubeTarget, t: HelmTarget, r: Release, sinceMs: number): Promise<{ rolledBackTo: number | undefined; revision: number | undefined; reason: string | undefined }> {
+export async function explainFailure(
+  k: KubeTarget,
+  t: HelmTarget,
+  r: Release,
+  sinceMs: number,
+): Promise<{ rolledBackTo: number | undefined; revision: number | undefined; reason: string | undefined }> {
   const entries = await history(t, r).catch(() => [])
   const last = entries[entries.length - 1]
   const m = last?.status === 'deployed' ? /^Rollback to (\d+)/.exec(last.description ?? '') : null
-  const [events, pods] = await Promise.all([listEvents(k, r.namespace).catch(() => []), listPods(k, r.namespace, podSelector(r.name)).catch(() => [])])
-  return { rolledBackTo: m ? Number(m[1]) : undefined, revision: last?.revision, reason: firstFailureReason(events, pods, chartFullname(r.name), sinceMs) }
+  const [events, pods] = await Promise.all([
+    listEvents(k, r.namespace).catch(() => []),
+    listPods(k, r.namespace, podSelector(r.name)).catch(() => []),
+  ])
+  return {
+    rolledBackTo: m ? Number(m[1]) : undefined,
+    revision: last?.revision,
+    reason: firstFailureReason(events, pods, chartFullname(r.name), sinceMs),
+  }
 }
 
 /**
@@ -128,16 +168,38 @@ export async function explainFailure(k: KubeTarget, t: HelmTarget, r: Release, s
  * whether that revision serves again) or the release failed, with the first
  * real reason, as the line to throw.
  */
-export async function upgradeFailure(k: KubeTarget, t: HelmTarget, r: Release, sinceMs: number, err: unknown, digest: string, previousRevision: number | undefined): Promise<{ result: DeployResult; revision: number | undefined; error: PipelineError }> {
+export async function upgradeFailure(
+  k: KubeTarget,
+  t: HelmTarget,
+  r: Release,
+  sinceMs: number,
+  err: unknown,
+  digest: string,
+  previousRevision: number | undefined,
+): Promise<{ result: DeployResult; revision: number | undefined; error: PipelineError }> {
   const why = await explainFailure(k, t, r, sinceMs)
   const reason = err instanceof RolloutStopped ? err.reason : (why.reason ?? firstLine(err))
   const details = err instanceof PipelineError ? err.details : undefined
   if (why.rolledBackTo !== undefined) {
     const unhealthy = await confirmRollback(k, r)
     const state = unhealthy ?? `revision ${why.revision} serves the previous image again`
-    return { result: 'rolled-back', revision: why.revision, error: new PipelineError(`deploy: ${digest.slice(0, 19)}… did not become ready; rolled back to revision ${why.rolledBackTo} (${state}): ${reason}`, details) }
+    return {
+      result: 'rolled-back',
+      revision: why.revision,
+      error: new PipelineError(
+        `deploy: ${digest.slice(0, 19)}… did not become ready; rolled back to revision ${why.rolledBackTo} (${state}): ${reason}`,
+        details,
+      ),
+    }
   }
-  return { result: 'failed', revision: why.revision, error: new PipelineError(`deploy: ${digest.slice(0, 19)}… failed${previousRevision ? '' : ' on first install (removed by --rollback-on-failure)'}: ${reason}`, details) }
+  return {
+    result: 'failed',
+    revision: why.revision,
+    error: new PipelineError(
+      `deploy: ${digest.slice(0, 19)}… failed${previousRevision ? '' : ' on first install (removed by --rollback-on-failure)'}: ${reason}`,
+      details,
+    ),
+  }
 }
 
 /** After Helm's rollback: the previous revision's pods are serving again, or one line saying they are not. */
@@ -155,6 +217,20 @@ export async function confirmRollback(k: KubeTarget, r: Release): Promise<string
  * image, ready: waited for (within what is left of the deploy timeout), with
  * the rollout tracker naming a pod that cannot become ready.
  */
-export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string, o: { graceSecs: number; deadline: number; timeoutSecs: number }): Promise<number> {
-  return waitServing({ kube: k, namespace: r.namespace, deployment: chartFullname(r.name), selector: podSelector(r.name), image: pinned, digest, ...o })
+export async function verifyRollout(
+  k: KubeTarget,
+  r: Release,
+  pinned: string,
+  digest: string,
+  o: { graceSecs: number; deadline: number; timeoutSecs: number },
+): Promise<number> {
+  return waitServing({
+    kube: k,
+    namespace: r.namespace,
+    deployment: chartFullname(r.name),
+    selector: podSelector(r.name),
+    image: pinned,
+    digest,
+    ...o,
+  })
 }

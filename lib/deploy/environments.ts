@@ -19,14 +19,15 @@ import { DEFAULT_SIGNERS, Signer } from '../sign/signers.ts'
 
 export const ENVIRONMENTS_FILE = join(repoRoot, 'charts', 'doc-server', 'environments.yaml')
 
-const durationText = (name: string) => z.string().transform((v, c) => {
-  try {
-    return duration(name, v)
-  } catch (err) {
-    c.addIssue({ code: 'custom', message: (err as Error).message.replace(/^config: /, '') })
-    return z.NEVER
-  }
-})
+const durationText = (name: string) =>
+  z.string().transform((v, c) => {
+    try {
+      return duration(name, v)
+    } catch (err) {
+      c.addIssue({ code: 'custom', message: (err as Error).message.replace(/^config: /, '') })
+      return z.NEVER
+    }
+  })
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 
@@ -93,7 +94,10 @@ const Environment = z.strictObject({
       /** The DB a scan used was built at most this long before the scan. */
       dbMaxAge: durationText('scan.dbMaxAge').default(72 * 3600),
       /** Which DBs a passing scan may have used: `remote` (Trivy's or a mirror) or `local` (advisories/ of this repository). */
-      dbSources: z.array(z.enum(['remote', 'local'])).min(1).default(['remote', 'local']),
+      dbSources: z
+        .array(z.enum(['remote', 'local']))
+        .min(1)
+        .default(['remote', 'local']),
     })
     .default({ dbMaxAge: 72 * 3600, dbSources: ['remote', 'local'] }),
   /** Whether `--allow-older` may roll the release back: never, only with `--reason`, or freely. */
@@ -145,7 +149,11 @@ const shown = (file: string) => file.replace(`${repoRoot}/`, '')
  * the context there (a context named like the local cluster's grants nothing
  * by its name).
  */
-export function environmentFor(env: string, context: string | undefined, file = ENVIRONMENTS_FILE): { local: boolean; settings: Environment } {
+export function environmentFor(
+  env: string,
+  context: string | undefined,
+  file = ENVIRONMENTS_FILE,
+): { local: boolean; settings: Environment } {
   if (!existsSync(file)) {
     if (!context) return { local: true, settings: LOCAL_ENVIRONMENT }
     throw new PipelineError(`deploy: refused: ${file} is missing; it declares which contexts each DEPLOY_ENV may use`)
@@ -158,7 +166,9 @@ export function environmentFor(env: string, context: string | undefined, file = 
   }
   const declared = settings?.contexts ?? []
   if (!settings || !declared.includes(context)) {
-    throw new PipelineError(`deploy: refused: KUBE_CONTEXT "${context}" is not declared for DEPLOY_ENV=${env} in ${shown(file)} (declared: ${declared.join(', ') || 'none'}); add it there or use the right context`)
+    throw new PipelineError(
+      `deploy: refused: KUBE_CONTEXT "${context}" is not declared for DEPLOY_ENV=${env} in ${shown(file)} (declared: ${declared.join(', ') || 'none'}); add it there or use the right context`,
+    )
   }
   return { local: false, settings }
 }

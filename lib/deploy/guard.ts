@@ -24,15 +24,24 @@ const refused = (why: string) => new PipelineError(`deploy: refused: ${why}`)
  * (recorded on the release), or freely. Decided before anything is read from
  * the cluster.
  */
-export function requireOlderAllowed(envName: string, env: Pick<Environment, 'allowOlder'>, allowOlder: boolean, reason: string | undefined): void {
+export function requireOlderAllowed(
+  envName: string,
+  env: Pick<Environment, 'allowOlder'>,
+  allowOlder: boolean,
+  reason: string | undefined,
+): void {
   if (!allowOlder) return
   if (env.allowOlder === 'never') throw refused(`DEPLOY_ENV=${envName} never takes --allow-older; roll forward with a new commit instead`)
-  if (env.allowOlder === 'with-reason' && !reason) throw refused(`DEPLOY_ENV=${envName} takes --allow-older only with --reason "<why>", which is recorded on the release`)
+  if (env.allowOlder === 'with-reason' && !reason)
+    throw refused(`DEPLOY_ENV=${envName} takes --allow-older only with --reason "<why>", which is recorded on the release`)
 }
 
 /** A Kubernetes label value (at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends) that still reads as the reason. */
 export function labelValue(text: string): string {
-  return text.replace(/[^A-Za-z0-9._-]+/g, '-').slice(0, 63).replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '')
+  return text
+    .replace(/[^A-Za-z0-9._-]+/g, '-')
+    .slice(0, 63)
+    .replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '')
 }
 
 /** What one revision of a release recorded about itself (its labels on Helm's storage Secret). */
@@ -50,7 +59,24 @@ interface SecretList {
 /** Every stored revision of the release with what it recorded, oldest first (Helm keeps them as Secrets labelled owner=helm). */
 export async function releaseRecords(k: KubeTarget, release: { name: string; namespace: string }): Promise<RevisionRecord[]> {
   // Helm's release Secrets hold each revision's whole manifest: read, never shown.
-  const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), '--request-timeout=20s', 'get', 'secrets', '-n', release.namespace, '-l', `owner=helm,name=${release.name}`, '-o', 'json'], { timeoutMs: 60_000 }))
+  const r = await quietly(() =>
+    run(
+      [
+        k.kubectl,
+        ...kubeFlags(k),
+        '--request-timeout=20s',
+        'get',
+        'secrets',
+        '-n',
+        release.namespace,
+        '-l',
+        `owner=helm,name=${release.name}`,
+        '-o',
+        'json',
+      ],
+      { timeoutMs: 60_000 },
+    ),
+  )
   const list = JSON.parse(r.stdout) as SecretList
   return list.items
     .map((i) => i.metadata.labels ?? {})
@@ -88,12 +114,23 @@ export async function isAncestor(older: string, newer: string, cwd = repoRoot): 
  * rollback, with its `reason` when given. Returns a note when the order was
  * overridden.
  */
-export async function checkOrder(running: string | undefined, next: string, allowOlder: boolean, reason?: string, cwd = repoRoot): Promise<string | undefined> {
+export async function checkOrder(
+  running: string | undefined,
+  next: string,
+  allowOlder: boolean,
+  reason?: string,
+  cwd = repoRoot,
+): Promise<string | undefined> {
   if (!running || running === next) return undefined
   const short = (c: string) => c.slice(0, 12)
   const forward = await isAncestor(running, next, cwd)
   if (forward === true) return undefined
   if (allowOlder) return `rolled ${short(running)} back to ${short(next)} (--allow-older${reason ? `: ${reason}` : ''})`
-  if (forward === undefined) throw refused(`the release runs commit ${short(running)}, which is not in this clone, so ${short(next)} cannot be shown to descend from it; fetch the full history, or pass --allow-older to roll back on purpose`)
-  throw refused(`commit ${short(next)} does not descend from ${short(running)}, which the release runs (an older or diverged pipeline); pass --allow-older to roll back on purpose`)
+  if (forward === undefined)
+    throw refused(
+      `the release runs commit ${short(running)}, which is not in this clone, so ${short(next)} cannot be shown to descend from it; fetch the full history, or pass --allow-older to roll back on purpose`,
+    )
+  throw refused(
+    `commit ${short(next)} does not descend from ${short(running)}, which the release runs (an older or diverged pipeline); pass --allow-older to roll back on purpose`,
+  )
 }

@@ -30,7 +30,10 @@ export function schemaProblems(output: string): string | undefined {
   const lines = output.split('\n').map((l) => l.trim())
   const start = lines.findIndex((l) => /values don't meet the specifications of the schema/.test(l))
   if (start === -1) return undefined
-  const problems = lines.slice(start + 1).filter((l) => l.startsWith('-') || l.startsWith('at ') || /^[a-zA-Z].*:/.test(l)).map((l) => l.replace(/^-\s*/, ''))
+  const problems = lines
+    .slice(start + 1)
+    .filter((l) => l.startsWith('-') || l.startsWith('at ') || /^[a-zA-Z].*:/.test(l))
+    .map((l) => l.replace(/^-\s*/, ''))
   // allOf/anyOf wrappers repeat what their specific line says; one line per value path is enough.
   const specific = problems.filter((l) => l && !/^doc-server:?$/.test(l) && !/'(allOf|anyOf|oneOf)' failed/.test(l))
   const seen = new Set<string>()
@@ -54,20 +57,43 @@ export function templateFailure(output: string): string | undefined {
  * a value the schema or a chart rule refuses stops the deploy before any
  * cluster is touched.
  */
-export async function renderChart(helm: string, release: Release, chart: string, valueFiles: readonly string[], sets: Record<string, string>): Promise<string> {
-  const args = [helm, 'template', release.name, chart, '--namespace', release.namespace, ...valueFiles.flatMap((f) => ['--values', f]), ...Object.entries(sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`])]
+export async function renderChart(
+  helm: string,
+  release: Release,
+  chart: string,
+  valueFiles: readonly string[],
+  sets: Record<string, string>,
+): Promise<string> {
+  const args = [
+    helm,
+    'template',
+    release.name,
+    chart,
+    '--namespace',
+    release.namespace,
+    ...valueFiles.flatMap((f) => ['--values', f]),
+    ...Object.entries(sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]),
+  ]
   try {
     // The rendered manifests are checked, not shown.
     return (await quietly(() => run(args))).stdout
   } catch (err) {
     const out = err instanceof PipelineError ? (err.details ?? '') : String(err)
-    const why = schemaProblems(out) ?? templateFailure(out) ?? out.split('\n').find((l) => /^Error:/.test(l))?.replace(/^Error:\s*/, '')
+    const why =
+      schemaProblems(out) ??
+      templateFailure(out) ??
+      out
+        .split('\n')
+        .find((l) => /^Error:/.test(l))
+        ?.replace(/^Error:\s*/, '')
     throw new PipelineError(`chart: values refused: ${why ?? 'helm template failed'}`, out)
   }
 }
 
 export async function history(t: HelmTarget, r: Release): Promise<HistoryEntry[]> {
-  const res = await quietly(() => run([t.helm, 'history', r.name, ...flags(t, r), '--max', '20', '-o', 'json'], { okCodes: [1], timeoutMs: 60_000 }))
+  const res = await quietly(() =>
+    run([t.helm, 'history', r.name, ...flags(t, r), '--max', '20', '-o', 'json'], { okCodes: [1], timeoutMs: 60_000 }),
+  )
   if (res.exitCode !== 0) {
     if (/release: not found/.test(res.stderr)) return []
     throw new PipelineError(`helm: cannot read the history of ${r.name} in ${r.namespace}`, res.stderr)
@@ -76,7 +102,9 @@ export async function history(t: HelmTarget, r: Release): Promise<HistoryEntry[]
 }
 
 /** What to do with a release left in pending-* by an interrupted helm: roll back, or uninstall if it never deployed. */
-export function pendingRecovery(entries: readonly HistoryEntry[]): { action: 'none' } | { action: 'rollback'; from: HistoryEntry; to: number } | { action: 'uninstall'; from: HistoryEntry } {
+export function pendingRecovery(
+  entries: readonly HistoryEntry[],
+): { action: 'none' } | { action: 'rollback'; from: HistoryEntry; to: number } | { action: 'uninstall'; from: HistoryEntry } {
   const last = entries[entries.length - 1]
   if (!last || !last.status.startsWith('pending-')) return { action: 'none' }
   const good = [...entries].reverse().find((e) => e.status === 'deployed' || e.status === 'superseded')
@@ -84,7 +112,9 @@ export function pendingRecovery(entries: readonly HistoryEntry[]): { action: 'no
 }
 
 export async function rollback(t: HelmTarget, r: Release, revision: number, timeoutSecs: number): Promise<void> {
-  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait=watcher', '--timeout', `${timeoutSecs}s`], { timeoutMs: (timeoutSecs + 60) * 1000 })
+  await run([t.helm, 'rollback', r.name, String(revision), ...flags(t, r), '--wait=watcher', '--timeout', `${timeoutSecs}s`], {
+    timeoutMs: (timeoutSecs + 60) * 1000,
+  })
 }
 
 export async function uninstall(t: HelmTarget, r: Release): Promise<void> {
@@ -113,11 +143,28 @@ export const UPGRADE_WAIT_FLAGS = ['--rollback-on-failure', '--wait=watcher'] as
 
 export function upgradeArgs(t: HelmTarget, r: Release, o: UpgradeOptions): string[] {
   return [
-    t.helm, 'upgrade', r.name, o.chart, '--install', ...flags(t, r), '--create-namespace',
+    t.helm,
+    'upgrade',
+    r.name,
+    o.chart,
+    '--install',
+    ...flags(t, r),
+    '--create-namespace',
     ...o.valueFiles.flatMap((f) => ['--values', f]),
     ...Object.entries(o.sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]),
-    ...UPGRADE_WAIT_FLAGS, '--timeout', `${o.timeoutSecs}s`, '--history-max', '10',
-    ...(o.labels && Object.keys(o.labels).length > 0 ? ['--labels', Object.entries(o.labels).map(([k, v]) => `${k}=${v}`).join(',')] : []),
+    ...UPGRADE_WAIT_FLAGS,
+    '--timeout',
+    `${o.timeoutSecs}s`,
+    '--history-max',
+    '10',
+    ...(o.labels && Object.keys(o.labels).length > 0
+      ? [
+          '--labels',
+          Object.entries(o.labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(','),
+        ]
+      : []),
   ]
 }
 

@@ -23,7 +23,10 @@ async function kubectlJson<T>(t: KubeTarget, args: string[]): Promise<T> {
 export async function requireContext(t: KubeTarget): Promise<void> {
   const args = [t.kubectl, ...(t.kubeconfig ? ['--kubeconfig', t.kubeconfig] : []), 'config', 'get-contexts', '-o', 'name']
   const r = await quietly(() => run(args, { okCodes: [1] }))
-  const names = r.stdout.split('\n').map((l) => l.trim()).filter(Boolean)
+  const names = r.stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
   if (!names.includes(t.context)) {
     const where = t.kubeconfig ?? process.env.KUBECONFIG ?? '~/.kube/config'
     throw new PipelineError(`cluster: KUBE_CONTEXT "${t.context}" is not a context in ${where} (it has: ${names.join(', ') || 'none'})`)
@@ -36,7 +39,9 @@ export async function requireReachable(t: KubeTarget): Promise<void> {
     await run([t.kubectl, ...kubeFlags(t), '--request-timeout=5s', 'get', '--raw', '/readyz'], { timeoutMs: 15_000 })
   } catch (err) {
     const details = err instanceof PipelineError ? err.details : undefined
-    const why = details?.split('\n').find((l) => /unable to connect|refused|timeout|no such host|i\/o|certificate|unauthorized|forbidden/i.test(l))
+    const why = details
+      ?.split('\n')
+      .find((l) => /unable to connect|refused|timeout|no such host|i\/o|certificate|unauthorized|forbidden/i.test(l))
     throw new PipelineError(`cluster: context "${t.context}" does not answer /readyz${why ? `: ${why.trim()}` : ''}`, details)
   }
 }
@@ -47,7 +52,13 @@ export interface PodJson {
   status?: {
     phase?: string
     conditions?: { type: string; status: string; reason?: string; message?: string }[]
-    containerStatuses?: { name: string; ready?: boolean; image?: string; imageID?: string; state?: Record<string, { reason?: string; message?: string; exitCode?: number } | undefined> }[]
+    containerStatuses?: {
+      name: string
+      ready?: boolean
+      image?: string
+      imageID?: string
+      state?: Record<string, { reason?: string; message?: string; exitCode?: number } | undefined>
+    }[]
   }
 }
 
@@ -74,7 +85,14 @@ export async function listEvents(t: KubeTarget, namespace: string): Promise<Even
 export interface DeploymentJson {
   metadata: { name?: string; generation?: number }
   spec: { replicas?: number; template: { spec: { containers: { name: string; image: string }[] } } }
-  status?: { observedGeneration?: number; replicas?: number; updatedReplicas?: number; readyReplicas?: number; availableReplicas?: number; unavailableReplicas?: number }
+  status?: {
+    observedGeneration?: number
+    replicas?: number
+    updatedReplicas?: number
+    readyReplicas?: number
+    availableReplicas?: number
+    unavailableReplicas?: number
+  }
 }
 
 export async function getDeployment(t: KubeTarget, namespace: string, name: string): Promise<DeploymentJson> {
@@ -82,24 +100,40 @@ export async function getDeployment(t: KubeTarget, namespace: string, name: stri
 }
 
 export async function rolloutStatus(t: KubeTarget, namespace: string, name: string): Promise<void> {
-  await run([t.kubectl, ...kubeFlags(t), '-n', namespace, 'rollout', 'status', `deployment/${name}`, '--timeout=60s'], { timeoutMs: 90_000 })
+  await run([t.kubectl, ...kubeFlags(t), '-n', namespace, 'rollout', 'status', `deployment/${name}`, '--timeout=60s'], {
+    timeoutMs: 90_000,
+  })
 }
 
 export async function deleteNamespace(t: KubeTarget, namespace: string): Promise<void> {
-  await run([t.kubectl, ...kubeFlags(t), 'delete', 'namespace', namespace, '--ignore-not-found', '--wait=true', '--timeout=120s'], { timeoutMs: 150_000 })
+  await run([t.kubectl, ...kubeFlags(t), 'delete', 'namespace', namespace, '--ignore-not-found', '--wait=true', '--timeout=120s'], {
+    timeoutMs: 150_000,
+  })
 }
 
-const eventTime = (e: EventJson) => Date.parse(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? e.metadata?.creationTimestamp ?? '') || 0
+const eventTime = (e: EventJson) =>
+  Date.parse(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? e.metadata?.creationTimestamp ?? '') || 0
 
 /**
  * The first real reason a rollout did not become ready: the earliest warning
  * event about the release's objects since the deploy started, else what the
  * pods' own status says. Helm's own "context deadline exceeded" is never it.
  */
-export function firstFailureReason(events: readonly EventJson[], pods: readonly PodJson[], namePrefix: string, sinceMs: number): string | undefined {
+export function firstFailureReason(
+  events: readonly EventJson[],
+  pods: readonly PodJson[],
+  namePrefix: string,
+  sinceMs: number,
+): string | undefined {
   const warnings = events
     // MissingClusterDNS: a cluster without DNS (the local one) warns on every pod; it never stops a rollout.
-    .filter((e) => e.type === 'Warning' && e.reason !== 'MissingClusterDNS' && (e.involvedObject?.name ?? '').startsWith(namePrefix) && eventTime(e) >= sinceMs - 1000)
+    .filter(
+      (e) =>
+        e.type === 'Warning' &&
+        e.reason !== 'MissingClusterDNS' &&
+        (e.involvedObject?.name ?? '').startsWith(namePrefix) &&
+        eventTime(e) >= sinceMs - 1000,
+    )
     .sort((a, b) => eventTime(a) - eventTime(b))
   const first = warnings[0]
   if (first) return `${first.involvedObject?.kind ?? 'object'} ${first.involvedObject?.name}: ${first.reason}: ${first.message}`.trim()
@@ -107,10 +141,12 @@ export function firstFailureReason(events: readonly EventJson[], pods: readonly 
     if (pod.metadata.deletionTimestamp) continue
     for (const c of pod.status?.containerStatuses ?? []) {
       const waiting = c.state?.waiting ?? c.state?.terminated
-      if (waiting?.reason) return `Pod ${pod.metadata.name}: container ${c.name} ${waiting.reason}${waiting.message ? `: ${waiting.message}` : ''}`
+      if (waiting?.reason)
+        return `Pod ${pod.metadata.name}: container ${c.name} ${waiting.reason}${waiting.message ? `: ${waiting.message}` : ''}`
     }
     const notReady = pod.status?.conditions?.find((c) => (c.type === 'Ready' || c.type === 'PodScheduled') && c.status !== 'True')
-    if (notReady) return `Pod ${pod.metadata.name}: ${notReady.type}=${notReady.status}${notReady.reason ? ` (${notReady.reason})` : ''}${notReady.message ? `: ${notReady.message}` : ''}`
+    if (notReady)
+      return `Pod ${pod.metadata.name}: ${notReady.type}=${notReady.status}${notReady.reason ? ` (${notReady.reason})` : ''}${notReady.message ? `: ${notReady.message}` : ''}`
   }
   return undefined
 }

@@ -23,7 +23,8 @@ export async function queryNumber(url: string, promql: string, timeMs = Date.now
   u.searchParams.set('time', (timeMs / 1000).toFixed(3))
   // fetch refuses a URL with credentials in it: they travel as basic auth instead, and never in a message.
   const headers: Record<string, string> = {}
-  if (u.username || u.password) headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`
+  if (u.username || u.password)
+    headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(u.username)}:${decodeURIComponent(u.password)}`).toString('base64')}`
   u.username = ''
   u.password = ''
   let res: Response
@@ -40,9 +41,11 @@ export async function queryNumber(url: string, promql: string, timeMs = Date.now
   } catch {
     throw new PipelineError(`Prometheus at ${shownUrl(url)} answered ${res.status} without a query result (is it a Prometheus API?)`)
   }
-  if (body.status !== 'success' || !body.data) throw new PipelineError(`Prometheus at ${shownUrl(url)} refused a query (${body.error ?? res.status}): ${promql}`)
+  if (body.status !== 'success' || !body.data)
+    throw new PipelineError(`Prometheus at ${shownUrl(url)} refused a query (${body.error ?? res.status}): ${promql}`)
   const result = body.data.result
-  const raw = body.data.resultType === 'scalar' ? (result as [number, string])[1] : (result as { value?: [number, string] }[])[0]?.value?.[1]
+  const raw =
+    body.data.resultType === 'scalar' ? (result as [number, string])[1] : (result as { value?: [number, string] }[])[0]?.value?.[1]
   if (raw === undefined) return undefined
   const n = Number(raw)
   return Number.isFinite(n) ? n : undefined

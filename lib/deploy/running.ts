@@ -27,12 +27,21 @@ export async function runningImage(k: KubeTarget, r: Release): Promise<RunningIm
     images = (await getDeployment(k, r.namespace, name)).spec.template.spec.containers.map((c) => c.image)
   } catch (err) {
     const details = err instanceof PipelineError ? err.details : undefined
-    if (/NotFound|not found/i.test(details ?? '')) throw new PipelineError(`rescan: release ${r.name} has no deployment ${name} in namespace ${r.namespace}; nothing runs there to rescan`, details)
+    if (/NotFound|not found/i.test(details ?? ''))
+      throw new PipelineError(
+        `rescan: release ${r.name} has no deployment ${name} in namespace ${r.namespace}; nothing runs there to rescan`,
+        details,
+      )
     throw err
   }
   const m = images.map((i) => PINNED.exec(i)).find((x) => x !== null)
-  if (!m) throw new PipelineError(`rescan: deployment ${name} in ${r.namespace} runs ${images.join(', ')}, not an image pinned by digest; deploy with the deploy stage first`)
+  if (!m)
+    throw new PipelineError(
+      `rescan: deployment ${name} in ${r.namespace} runs ${images.join(', ')}, not an image pinned by digest; deploy with the deploy stage first`,
+    )
   const pinned = m[0]
-  const pods = (await listPods(k, r.namespace, podSelector(r.name))).filter((p) => !p.metadata.deletionTimestamp && p.spec.containers.some((c) => c.image === pinned))
+  const pods = (await listPods(k, r.namespace, podSelector(r.name))).filter(
+    (p) => !p.metadata.deletionTimestamp && p.spec.containers.some((c) => c.image === pinned),
+  )
   return { pinned, repository: m[1]!, digest: m[2]!, pods: pods.length }
 }

@@ -10,7 +10,16 @@
  */
 import { PipelineError, firstLine } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { history, pendingRecovery, rollback, uninstall, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
+import {
+  history,
+  pendingRecovery,
+  rollback,
+  uninstall,
+  upgradeInstall,
+  type HelmTarget,
+  type Release,
+  type UpgradeOptions,
+} from './helm.ts'
 import { getDeployment, kubeFlags, listPods, podsNotRunning, type DeploymentJson, type KubeTarget, type PodImages } from './kube.ts'
 import { quietly, say } from '../core/output.ts'
 import { sleep } from '../core/wait.ts'
@@ -51,7 +60,13 @@ export interface RolloutFailure {
 }
 
 const PULL = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull', 'RegistryUnavailable'])
-const CONFIG = new Set(['CreateContainerConfigError', 'CreateContainerError', 'RunContainerError', 'PreStartHookError', 'PostStartHookError'])
+const CONFIG = new Set([
+  'CreateContainerConfigError',
+  'CreateContainerError',
+  'RunContainerError',
+  'PreStartHookError',
+  'PostStartHookError',
+])
 /** A container that has restarted this often is crash-looping (werf stops after a couple of errors too). */
 export const CRASH_RESTARTS = 2
 
@@ -85,7 +100,13 @@ function restartsDuring(pod: TrackedPod, c: ContainerStatus, baseline: RestartBa
  * while they still may. Pods of the previous revision are not judged; with a
  * baseline, restarts from before the deploy began are not counted.
  */
-export function rolloutFailure(pods: readonly TrackedPod[], image: string, graceSecs: number, now = Date.now(), baseline?: RestartBaseline): RolloutFailure | undefined {
+export function rolloutFailure(
+  pods: readonly TrackedPod[],
+  image: string,
+  graceSecs: number,
+  now = Date.now(),
+  baseline?: RestartBaseline,
+): RolloutFailure | undefined {
   for (const pod of pods) {
     if (pod.metadata.deletionTimestamp || !pod.spec.containers.some((c) => c.image === image)) continue
     for (const c of pod.status?.containerStatuses ?? []) {
@@ -93,16 +114,27 @@ export function rolloutFailure(pods: readonly TrackedPod[], image: string, grace
       const waiting = c.state?.waiting
       const say = (s: ContainerState | undefined) => [s?.reason, s?.message].filter(Boolean).join(': ')
       if (waiting?.reason && PULL.has(waiting.reason)) return { ...base, kind: 'image pull failure', detail: say(waiting), previous: false }
-      if (waiting?.reason && CONFIG.has(waiting.reason)) return { ...base, kind: 'container config error', detail: say(waiting), previous: false }
+      if (waiting?.reason && CONFIG.has(waiting.reason))
+        return { ...base, kind: 'container config error', detail: say(waiting), previous: false }
       const restarts = restartsDuring(pod, c, baseline)
       if (restarts >= CRASH_RESTARTS) {
         const last = c.lastState?.terminated
         const exit = last?.exitCode !== undefined ? `exit code ${last.exitCode}` : ''
-        return { ...base, kind: 'crash loop', detail: [`restarted ${restarts} times`, last?.reason, exit].filter(Boolean).join(', '), previous: true }
+        return {
+          ...base,
+          kind: 'crash loop',
+          detail: [`restarted ${restarts} times`, last?.reason, exit].filter(Boolean).join(', '),
+          previous: true,
+        }
       }
       const since = Date.parse(c.state?.running?.startedAt ?? '')
       if (c.state?.running && c.ready !== true && since && now - since > graceSecs * 1000) {
-        return { ...base, kind: 'readiness failing', detail: `running but not ready for ${Math.round((now - since) / 1000)} s (DEPLOY_READINESS_GRACE_SECS=${graceSecs})`, previous: false }
+        return {
+          ...base,
+          kind: 'readiness failing',
+          detail: `running but not ready for ${Math.round((now - since) / 1000)} s (DEPLOY_READINESS_GRACE_SECS=${graceSecs})`,
+          previous: false,
+        }
       }
     }
   }
@@ -120,7 +152,14 @@ export async function lastLogLine(k: KubeTarget, namespace: string, f: RolloutFa
   for (let round = 0; round < 3; round++) {
     for (const argv of attempts) {
       const r = await quietly(() => run(argv, { okCodes: [1], timeoutMs: 20_000 })).catch(() => undefined)
-      const line = r?.exitCode === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).at(-1) : undefined
+      const line =
+        r?.exitCode === 0
+          ? r.stdout
+              .split('\n')
+              .map((l) => l.trim())
+              .filter(Boolean)
+              .at(-1)
+          : undefined
       if (line && !/^unable to retrieve container logs/.test(line)) return line
     }
     await sleep(1000)
@@ -153,7 +192,12 @@ export interface TrackOptions {
 }
 
 async function newPods(k: KubeTarget, namespace: string, selector: string): Promise<TrackedPod[]> {
-  const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 }))
+  const r = await quietly(() =>
+    run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json', '--request-timeout=10s'], {
+      okCodes: [1],
+      timeoutMs: 20_000,
+    }),
+  )
   return r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: TrackedPod[] }).items : []
 }
 
@@ -189,7 +233,13 @@ export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOption
     while (!done) {
       await sleep(track.pollMs ?? 1000)
       if (done) return
-      const failure = rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs, Date.now(), baseline)
+      const failure = rolloutFailure(
+        await newPods(track.kube, r.namespace, track.selector).catch(() => []),
+        track.image,
+        track.graceSecs,
+        Date.now(),
+        baseline,
+      )
       if (!failure) continue
       found = { failure, reason: describeFailure(failure, await lastLogLine(track.kube, r.namespace, failure)) }
       say(`stopping the rollout: ${found.reason}`)
@@ -226,7 +276,11 @@ export function notServing(dep: DeploymentJson, pods: readonly PodImages[], imag
   if (wrong.length > 0) return wrong.slice(0, 3).join('; ')
   if (live.length < want) return `${live.length} of ${want} pods exist`
   const s = dep.status ?? {}
-  if ((s.observedGeneration ?? 0) < (dep.metadata.generation ?? 0) || (s.updatedReplicas ?? 0) < want || (s.availableReplicas ?? 0) < want) {
+  if (
+    (s.observedGeneration ?? 0) < (dep.metadata.generation ?? 0) ||
+    (s.updatedReplicas ?? 0) < want ||
+    (s.availableReplicas ?? 0) < want
+  ) {
     return `the deployment counts ${s.updatedReplicas ?? 0} updated, ${s.availableReplicas ?? 0} available of ${want}`
   }
   return undefined
@@ -262,23 +316,30 @@ export async function waitServing(o: ServingOptions): Promise<number> {
   const baseline = restartBaseline(o.deadline - o.timeoutSecs * 1000)
   let last = 'nothing read from the cluster yet'
   for (;;) {
-    const read = await Promise.all([getDeployment(o.kube, o.namespace, o.deployment), listPods(o.kube, o.namespace, o.selector)]).catch((err: unknown) => {
-      last = `the cluster did not answer: ${firstLine(err)}`
-      return undefined
-    })
+    const read = await Promise.all([getDeployment(o.kube, o.namespace, o.deployment), listPods(o.kube, o.namespace, o.selector)]).catch(
+      (err: unknown) => {
+        last = `the cluster did not answer: ${firstLine(err)}`
+        return undefined
+      },
+    )
     if (read) {
       const [dep, pods] = read
       const images = dep.spec.template.spec.containers.map((c) => c.image)
-      if (!images.includes(o.image)) throw new PipelineError(`deploy: deployment ${o.deployment} templates ${images.join(', ')}, not ${o.image}`)
+      if (!images.includes(o.image))
+        throw new PipelineError(`deploy: deployment ${o.deployment} templates ${images.join(', ')}, not ${o.image}`)
       const failure = rolloutFailure(pods, o.image, o.graceSecs, Date.now(), baseline)
-      if (failure) throw new PipelineError(`deploy: the pods of ${short} cannot become ready: ${describeFailure(failure, await lastLogLine(o.kube, o.namespace, failure))}`)
+      if (failure)
+        throw new PipelineError(
+          `deploy: the pods of ${short} cannot become ready: ${describeFailure(failure, await lastLogLine(o.kube, o.namespace, failure))}`,
+        )
       const why = notServing(dep, pods, o.image, o.digest)
       if (why === undefined) return pods.filter((p) => !p.metadata.deletionTimestamp).length
       // Only a change of what is awaited is said, not every second's reading.
       if (why !== last) say(`waiting: ${why}`)
       last = why
     }
-    if (Date.now() >= o.deadline) throw new PipelineError(`deploy: the pods are not all ready on ${short} within DEPLOY_TIMEOUT_SECS (${o.timeoutSecs}s): ${last}`)
+    if (Date.now() >= o.deadline)
+      throw new PipelineError(`deploy: the pods are not all ready on ${short} within DEPLOY_TIMEOUT_SECS (${o.timeoutSecs}s): ${last}`)
     await new Promise((res) => setTimeout(res, o.pollMs ?? 1000))
   }
 }

@@ -7,10 +7,28 @@ import { ociBuildArgs } from '../build/docker.ts'
 import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
 import { PipelineError } from '../core/errors.ts'
-import { PROVENANCE_PREDICATE_TYPE,SBOM_PREDICATE_TYPE,SCAN_PREDICATE_TYPE,checkProvenance,checkScan,forDigest,type ProvenanceVerdict,type ScanVerdict,type VerifiedStatement } from '../sign/attest.ts'
-import { describeVerifier,downloadReferrers,localKeyPaths,localVerifier,signsDigest,verifyBundles,type Verifier } from '../sign/cosign.ts'
-import { builderIdMatches,verifiersFor } from '../sign/signers.ts'
-import { committedPolicy,policyDigest,type AppliedPolicy } from '../scan/committed-policy.ts'
+import {
+  PROVENANCE_PREDICATE_TYPE,
+  SBOM_PREDICATE_TYPE,
+  SCAN_PREDICATE_TYPE,
+  checkProvenance,
+  checkScan,
+  forDigest,
+  type ProvenanceVerdict,
+  type ScanVerdict,
+  type VerifiedStatement,
+} from '../sign/attest.ts'
+import {
+  describeVerifier,
+  downloadReferrers,
+  localKeyPaths,
+  localVerifier,
+  signsDigest,
+  verifyBundles,
+  type Verifier,
+} from '../sign/cosign.ts'
+import { builderIdMatches, verifiersFor } from '../sign/signers.ts'
+import { committedPolicy, policyDigest, type AppliedPolicy } from '../scan/committed-policy.ts'
 import type { Environment } from './environments.ts'
 import { existsSync } from 'node:fs'
 import { ensureCosign } from '../tools/cosign.ts'
@@ -53,9 +71,18 @@ const short = (d: string) => `${d.slice(0, 19)}…`
 const names = (vs: readonly Verifier[]) => vs.map(describeVerifier).join(' or ')
 
 /** The verified statements of one type; none is a refusal naming the type, the signers and what the registry held. */
-function required(statements: readonly VerifiedStatement[], bundles: number, o: VerifyOptions, predicateType: string, signers: readonly Verifier[]): VerifiedStatement[] {
+function required(
+  statements: readonly VerifiedStatement[],
+  bundles: number,
+  o: VerifyOptions,
+  predicateType: string,
+  signers: readonly Verifier[],
+): VerifiedStatement[] {
   const found = statements.filter((s) => s.statement.predicateType === predicateType)
-  if (found.length === 0) throw new PipelineError(`deploy: refused: ${short(o.digest)} has no ${predicateType} attestation signed by ${names(signers)} (${statements.length} of its ${bundles} bundle(s) verify, none of that type)`)
+  if (found.length === 0)
+    throw new PipelineError(
+      `deploy: refused: ${short(o.digest)} has no ${predicateType} attestation signed by ${names(signers)} (${statements.length} of its ${bundles} bundle(s) verify, none of that type)`,
+    )
   return found
 }
 
@@ -68,7 +95,10 @@ function required(statements: readonly VerifiedStatement[], bundles: number, o: 
  * only with DEBUG.
  */
 export async function verifyImage(o: VerifyOptions): Promise<Verified> {
-  if (o.imageSigners.length === 0) throw new PipelineError('deploy: refused: this environment declares no signer whose signatures can be checked here (a key signer must be this machine\'s key)')
+  if (o.imageSigners.length === 0)
+    throw new PipelineError(
+      "deploy: refused: this environment declares no signer whose signatures can be checked here (a key signer must be this machine's key)",
+    )
   const call = { cosign: o.cosign, image: `${o.repository}@${o.digest}` }
   const log = o.log ?? []
   let bundles: string[]
@@ -81,18 +111,44 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
   const byImageSigner = await verified(o.imageSigners)
   const signature = byImageSigner.find((s) => signsDigest([s], o.digest))
   if (!signature) {
-    const why = bundles.length === 0 ? 'the registry holds no signature or attestation for it' : byImageSigner.length === 0 ? `none of its ${bundles.length} bundle(s) verifies` : 'only attestations verify, no image signature (cosign sign) for this digest'
+    const why =
+      bundles.length === 0
+        ? 'the registry holds no signature or attestation for it'
+        : byImageSigner.length === 0
+          ? `none of its ${bundles.length} bundle(s) verifies`
+          : 'only attestations verify, no image signature (cosign sign) for this digest'
     throw new PipelineError(`deploy: refused: ${short(o.digest)} has no signature by ${names(o.imageSigners)}: ${why}`)
   }
   const identity = signature.signer ?? names(o.imageSigners)
   say(`signature: signed by ${identity}`)
   const scans = [...byImageSigner, ...(await verified(o.scanSigners))]
-  const scan = checkScan(required(scans, bundles.length, o, SCAN_PREDICATE_TYPE, [...o.imageSigners, ...o.scanSigners]), { digest: o.digest, now: o.now ?? new Date(), maxAgeSecs: o.maxAgeSecs, policy: o.policy, db: o.db })
-  say(`scan: passed at ${scan.scannedAt} by Trivy ${scan.trivy} under the committed policy ${short(scan.policyDigest)}, signed by ${scan.signer ?? '?'}; no failure since (${scan.verdicts} verdict${scan.verdicts === 1 ? '' : 's'} read)`)
+  const scan = checkScan(required(scans, bundles.length, o, SCAN_PREDICATE_TYPE, [...o.imageSigners, ...o.scanSigners]), {
+    digest: o.digest,
+    now: o.now ?? new Date(),
+    maxAgeSecs: o.maxAgeSecs,
+    policy: o.policy,
+    db: o.db,
+  })
+  say(
+    `scan: passed at ${scan.scannedAt} by Trivy ${scan.trivy} under the committed policy ${short(scan.policyDigest)}, signed by ${scan.signer ?? '?'}; no failure since (${scan.verdicts} verdict${scan.verdicts === 1 ? '' : 's'} read)`,
+  )
   const builders = (id: string) => o.imageSigners.some((v) => builderIdMatches(id, v))
-  const provenance = checkProvenance(required(byImageSigner, bundles.length, o, PROVENANCE_PREDICATE_TYPE, o.imageSigners), { digest: o.digest, repository: o.sourceRepository, commit: o.commit, allowDirty: o.allowDirty, builder: builders })
-  say(`provenance: commit ${provenance.commit.slice(0, 12)}${provenance.dirty ? ' (dirty)' : ''} of ${provenance.repository}, built by ${provenance.builder} (attestation ${short(provenance.attestation)})`)
-  const sboms = forDigest(required(byImageSigner, bundles.length, o, SBOM_PREDICATE_TYPE, o.imageSigners), o.digest, SBOM_PREDICATE_TYPE, 'SBOM')
+  const provenance = checkProvenance(required(byImageSigner, bundles.length, o, PROVENANCE_PREDICATE_TYPE, o.imageSigners), {
+    digest: o.digest,
+    repository: o.sourceRepository,
+    commit: o.commit,
+    allowDirty: o.allowDirty,
+    builder: builders,
+  })
+  say(
+    `provenance: commit ${provenance.commit.slice(0, 12)}${provenance.dirty ? ' (dirty)' : ''} of ${provenance.repository}, built by ${provenance.builder} (attestation ${short(provenance.attestation)})`,
+  )
+  const sboms = forDigest(
+    required(byImageSigner, bundles.length, o, SBOM_PREDICATE_TYPE, o.imageSigners),
+    o.digest,
+    SBOM_PREDICATE_TYPE,
+    'SBOM',
+  )
   const sbom = sboms[sboms.length - 1]!.digest
   say(`SBOM: CycloneDX (attestation ${short(sbom)})`)
   return {
@@ -109,7 +165,12 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
  * this machine's own key), the committed scan policy at the commit deployed,
  * the environment's bounds, and the local-cluster allowance for dirty builds.
  */
-export async function verifyForDeploy(config: Config, image: { repository: string; digest: string; commit: string }, env: { local: boolean; settings: Environment }, log?: string[]): Promise<Verified> {
+export async function verifyForDeploy(
+  config: Config,
+  image: { repository: string; digest: string; commit: string },
+  env: { local: boolean; settings: Environment },
+  log?: string[],
+): Promise<Verified> {
   const cosign = await ensureCosign(config.cacheDir)
   // The same `source` the build stage labels the image with and records in its provenance.
   const sourceRepository = (await quietly(() => ociBuildArgs(repoRoot, image.commit))).SOURCE!
@@ -117,7 +178,10 @@ export async function verifyForDeploy(config: Config, image: { repository: strin
   let imageSigners: Verifier[]
   let scanSigners: Verifier[] = []
   if (env.local) {
-    if (!machineKey) throw new PipelineError(`deploy: refused: no local signing key (${localKeyPaths(config.cacheDir).pub}); nothing this machine built was signed, run the build stage first`)
+    if (!machineKey)
+      throw new PipelineError(
+        `deploy: refused: no local signing key (${localKeyPaths(config.cacheDir).pub}); nothing this machine built was signed, run the build stage first`,
+      )
     imageSigners = [machineKey]
   } else {
     imageSigners = verifiersFor(env.settings.signers, { source: sourceRepository, machineKey })

@@ -1,10 +1,23 @@
-import { chmodSync,chownSync,copyFileSync,existsSync,linkSync,mkdirSync,mkdtempSync,readFileSync,readdirSync,realpathSync,rmSync,writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { join } from 'node:path'
 import { ensureDebianPackages } from '../tools/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { retry,run,succeeds } from '../core/run.ts'
+import { retry, run, succeeds } from '../core/run.ts'
 import { requireTool } from '../tools/which.ts'
-import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
+import { BASE_IMAGES, VERSIONS } from '../tools/versions.ts'
 import { dockerEnv } from '../build/docker.ts'
 import { ensureCargoTool } from '../tools/cargo.ts'
 import { imageExists } from '../build/docker.ts'
@@ -18,7 +31,15 @@ export const STAND_IN_LABEL = 'org.doc-server.ci.stand-in'
 /** The Debian packages distroless static (Debian 12) is made of: no C library, nothing executable. */
 export const DISTROLESS_STATIC_PACKAGES = ['base-files', 'netbase', 'tzdata', 'media-types', 'ca-certificates'] as const
 /** distroless cc (Debian 12): static's packages plus the C and C++ runtime. */
-export const DISTROLESS_CC_PACKAGES = [...DISTROLESS_STATIC_PACKAGES, 'libc6', 'libssl3', 'libgcc-s1', 'libstdc++6', 'libgomp1', 'gcc-12-base'] as const
+export const DISTROLESS_CC_PACKAGES = [
+  ...DISTROLESS_STATIC_PACKAGES,
+  'libc6',
+  'libssl3',
+  'libgcc-s1',
+  'libstdc++6',
+  'libgomp1',
+  'gcc-12-base',
+] as const
 
 /** The Debian packages of each distroless base the pipeline can build a stand-in for. */
 const DISTROLESS_PACKAGES: Record<string, readonly string[]> = {
@@ -29,7 +50,18 @@ const DISTROLESS_PACKAGES: Record<string, readonly string[]> = {
 /** What the chef stand-in adds to a minimal bookworm: the build tools of the rust:bookworm image it stands in for. */
 const CHEF_DEBIAN_PACKAGES = ['ca-certificates', 'curl', 'git', 'gcc', 'libc6-dev', 'make', 'pkg-config', 'libssl-dev', 'xz-utils']
 const DEBIAN_MIRROR = 'http://deb.debian.org/debian'
-const RUSTUP_PROXIES = ['cargo', 'cargo-clippy', 'cargo-fmt', 'clippy-driver', 'rust-gdb', 'rust-gdbgui', 'rust-lldb', 'rustc', 'rustdoc', 'rustfmt']
+const RUSTUP_PROXIES = [
+  'cargo',
+  'cargo-clippy',
+  'cargo-fmt',
+  'clippy-driver',
+  'rust-gdb',
+  'rust-gdbgui',
+  'rust-lldb',
+  'rustc',
+  'rustdoc',
+  'rustfmt',
+]
 
 /**
  * Each base image under its exact public name: present already, pulled, or
@@ -37,11 +69,16 @@ const RUSTUP_PROXIES = ['cargo', 'cargo-clippy', 'cargo-fmt', 'clippy-driver', '
  * stand-in built once and then reused like the real one. By default the two
  * the Doc Server image needs; `names` may add the cc runtime (the bench).
  */
-export async function ensureBaseImages(docker: string, cache: string, names: readonly string[] = [BASE_IMAGES.chef, BASE_IMAGES.runtime]): Promise<{ name: string; source: BaseImageSource }[]> {
+export async function ensureBaseImages(
+  docker: string,
+  cache: string,
+  names: readonly string[] = [BASE_IMAGES.chef, BASE_IMAGES.runtime],
+): Promise<{ name: string; source: BaseImageSource }[]> {
   const out: { name: string; source: BaseImageSource }[] = []
   for (const name of names) {
     const build = name === BASE_IMAGES.chef ? buildChefStandIn : DISTROLESS_PACKAGES[name] ? buildRuntimeStandIn : undefined
-    if (!build) throw new PipelineError(`base images: no stand-in is known for ${name}; use one of ${Object.values(BASE_IMAGES).join(', ')}`)
+    if (!build)
+      throw new PipelineError(`base images: no stand-in is known for ${name}; use one of ${Object.values(BASE_IMAGES).join(', ')}`)
     if (await imageExists(docker, name)) {
       out.push({ name, source: 'present' })
       continue
@@ -79,9 +116,10 @@ async function importRootfs(docker: string, rootfs: string, name: string, change
 /** The machine's pinned Rust toolchain: its sysroot and host triple. */
 async function rustToolchain(): Promise<{ sysroot: string; host: string; rustup: string }> {
   const rustup = requireTool('rustup')
-  const rustc = (...a: string[]) => run([rustup, 'run', VERSIONS.rust, 'rustc', ...a]).catch(() => {
-    throw new PipelineError(`rust: toolchain ${VERSIONS.rust} is not installed: rustup toolchain install ${VERSIONS.rust}`)
-  })
+  const rustc = (...a: string[]) =>
+    run([rustup, 'run', VERSIONS.rust, 'rustc', ...a]).catch(() => {
+      throw new PipelineError(`rust: toolchain ${VERSIONS.rust} is not installed: rustup toolchain install ${VERSIONS.rust}`)
+    })
   const sysroot = realpathSync((await rustc('--print', 'sysroot')).stdout.trim())
   const host = /^host: (\S+)$/m.exec((await rustc('-vV')).stdout)?.[1]
   if (!host) throw new PipelineError('rust: `rustc -vV` did not name the host triple')
@@ -104,11 +142,23 @@ async function buildChefStandIn(docker: string, name: string, cache: string): Pr
   const rootfs = mkdtempSync(join(work, 'chef-rootfs-'))
   try {
     say(`debootstrap ${VERSIONS.debianSuite} (packages cached in ${debs})`)
-    await run(['/usr/sbin/debootstrap', '--variant=minbase', `--include=${CHEF_DEBIAN_PACKAGES.join(',')}`, `--cache-dir=${debs}`, VERSIONS.debianSuite, rootfs, DEBIAN_MIRROR], { timeoutMs: 30 * 60_000 })
+    await run(
+      [
+        '/usr/sbin/debootstrap',
+        '--variant=minbase',
+        `--include=${CHEF_DEBIAN_PACKAGES.join(',')}`,
+        `--cache-dir=${debs}`,
+        VERSIONS.debianSuite,
+        rootfs,
+        DEBIAN_MIRROR,
+      ],
+      { timeoutMs: 30 * 60_000 },
+    )
     rmSync(join(rootfs, 'etc', 'apt', 'sources.list'), { force: true })
     writeFileSync(join(rootfs, 'etc', 'apt', 'sources.list.d', 'debian.sources'), debianSources(VERSIONS.debianSuite))
     for (const d of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
-      for (const f of readdirSync(join(rootfs, d))) if (f !== 'partial' && f !== 'lock') rmSync(join(rootfs, d, f), { recursive: true, force: true })
+      for (const f of readdirSync(join(rootfs, d)))
+        if (f !== 'partial' && f !== 'lock') rmSync(join(rootfs, d, f), { recursive: true, force: true })
     }
 
     const toolchainName = `${VERSIONS.rust}-${toolchain.host}`
@@ -120,7 +170,10 @@ async function buildChefStandIn(docker: string, name: string, cache: string): Pr
     // The docs are most of a toolchain's size and the published image has none.
     await run(['cp', '-a', toolchain.sysroot, join(rustupHome, 'toolchains', toolchainName)])
     rmSync(join(rustupHome, 'toolchains', toolchainName, 'share', 'doc'), { recursive: true, force: true })
-    writeFileSync(join(rustupHome, 'settings.toml'), `version = "12"\ndefault_toolchain = "${toolchainName}"\nprofile = "minimal"\n\n[overrides]\n`)
+    writeFileSync(
+      join(rustupHome, 'settings.toml'),
+      `version = "12"\ndefault_toolchain = "${toolchainName}"\nprofile = "minimal"\n\n[overrides]\n`,
+    )
     copyFileSync(toolchain.rustup, join(cargoBin, 'rustup'))
     chmodSync(join(cargoBin, 'rustup'), 0o755)
     for (const proxy of RUSTUP_PROXIES) linkSync(join(cargoBin, 'rustup'), join(cargoBin, proxy))
@@ -160,7 +213,9 @@ async function distrolessDebs(dir: string, packages: readonly string[], name: st
   if (missing.length > 0) {
     const codename = hostCodename()
     if (codename !== VERSIONS.debianSuite) {
-      throw new PipelineError(`base images: the distroless stand-in is assembled from Debian ${VERSIONS.debianSuite} packages with apt-get, but this machine is ${codename ?? 'not Debian'}; pull ${name} or load it with docker load`)
+      throw new PipelineError(
+        `base images: the distroless stand-in is assembled from Debian ${VERSIONS.debianSuite} packages with apt-get, but this machine is ${codename ?? 'not Debian'}; pull ${name} or load it with docker load`,
+      )
     }
     const apt = requireTool('apt-get')
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
@@ -181,7 +236,10 @@ async function distrolessDebs(dir: string, packages: readonly string[], name: st
 
 /** The dpkg status entry of one package, as distroless keeps it in /var/lib/dpkg/status.d/. */
 export function statusEntry(control: string): string {
-  const lines = control.replace(/\s+$/, '').split('\n').filter((l) => !/^Status:/.test(l))
+  const lines = control
+    .replace(/\s+$/, '')
+    .split('\n')
+    .filter((l) => !/^Status:/.test(l))
   const at = lines.findIndex((l) => l.startsWith('Package:'))
   lines.splice(at + 1, 0, 'Status: install ok installed')
   return `${lines.join('\n')}\n`
@@ -214,21 +272,36 @@ async function buildRuntimeStandIn(docker: string, name: string, cache: string):
     }
     // update-ca-certificates (a maintainer script, never run here) would write this bundle.
     const mozilla = join(rootfs, 'usr/share/ca-certificates/mozilla')
-    const bundle = readdirSync(mozilla).filter((f) => f.endsWith('.crt')).sort().map((f) => readFileSync(join(mozilla, f), 'utf8').replace(/\s*$/, '\n')).join('')
+    const bundle = readdirSync(mozilla)
+      .filter((f) => f.endsWith('.crt'))
+      .sort()
+      .map((f) => readFileSync(join(mozilla, f), 'utf8').replace(/\s*$/, '\n'))
+      .join('')
     mkdirSync(join(rootfs, 'etc/ssl/certs'), { recursive: true })
     writeFileSync(join(rootfs, 'etc/ssl/certs/ca-certificates.crt'), bundle)
     rmSync(join(rootfs, 'usr/share/ca-certificates'), { recursive: true, force: true })
-    for (const d of ['usr/share/man', 'usr/share/info', 'usr/share/lintian', 'usr/share/doc-base']) rmSync(join(rootfs, d), { recursive: true, force: true })
+    for (const d of ['usr/share/man', 'usr/share/info', 'usr/share/lintian', 'usr/share/doc-base'])
+      rmSync(join(rootfs, d), { recursive: true, force: true })
     const docs = join(rootfs, 'usr/share/doc')
     // Licences stay, as in distroless; the rest of the docs go.
     for (const pkg of existsSync(docs) ? readdirSync(docs) : []) {
       for (const f of readdirSync(join(docs, pkg))) if (f !== 'copyright') rmSync(join(docs, pkg, f), { recursive: true, force: true })
     }
 
-    writeFileSync(join(rootfs, 'etc/passwd'), 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n')
+    writeFileSync(
+      join(rootfs, 'etc/passwd'),
+      'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n',
+    )
     writeFileSync(join(rootfs, 'etc/group'), 'root:x:0:\nnobody:x:65534:\ntty:x:5:\nstaff:x:50:\nnonroot:x:65532:\n')
-    writeFileSync(join(rootfs, 'etc/nsswitch.conf'), 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n')
-    for (const [dir, mode] of [['tmp', 0o1777], ['root', 0o700], ['home/nonroot', 0o700]] as const) {
+    writeFileSync(
+      join(rootfs, 'etc/nsswitch.conf'),
+      'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n',
+    )
+    for (const [dir, mode] of [
+      ['tmp', 0o1777],
+      ['root', 0o700],
+      ['home/nonroot', 0o700],
+    ] as const) {
       mkdirSync(join(rootfs, dir), { recursive: true })
       chmodSync(join(rootfs, dir), mode)
     }

@@ -9,18 +9,18 @@
  * `<cache>/state/node-cluster`, outside the clone.
  */
 import { createHash } from 'node:crypto'
-import { existsSync,mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
-import { delimiter,dirname,join } from 'node:path'
-import { cachedClusterBinaries,ensureClusterBinaries,type ClusterBinaries } from '../tools/kube.ts'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { delimiter, dirname, join } from 'node:path'
+import { cachedClusterBinaries, ensureClusterBinaries, type ClusterBinaries } from '../tools/kube.ts'
 import { withLock } from '../core/lock.ts'
 import { PipelineError } from '../core/errors.ts'
-import { LOG_ERROR,lastWords,run,succeeds,tail } from '../core/run.ts'
+import { LOG_ERROR, lastWords, run, succeeds, tail } from '../core/run.ts'
 import { VERSIONS } from '../tools/versions.ts'
 import { serviceEnv } from './service.ts'
 import { loadConfig } from '../core/config.ts'
 import { ensureDockerEngine } from './engine.ts'
-import { deleteNode,startNode,stopNode } from './node.ts'
-import { ensureLocalPrometheus,stopLocalPrometheus } from './prometheus.ts'
+import { deleteNode, startNode, stopNode } from './node.ts'
+import { ensureLocalPrometheus, stopLocalPrometheus } from './prometheus.ts'
 import { say } from '../core/output.ts'
 
 export const CLUSTER_NAME = 'doc-server-node'
@@ -65,7 +65,10 @@ function paths(cache: string) {
  */
 function kwokEnv(cache: string, bins: ClusterBinaries): NodeJS.ProcessEnv {
   // The cluster's processes outlive the run: they get serviceEnv()'s variables only, never its tokens.
-  return serviceEnv(process.env, { KWOK_WORKDIR: paths(cache).workdir, PATH: `${dirname(bins.kubectl)}${delimiter}${process.env.PATH ?? ''}` })
+  return serviceEnv(process.env, {
+    KWOK_WORKDIR: paths(cache).workdir,
+    PATH: `${dirname(bins.kubectl)}${delimiter}${process.env.PATH ?? ''}`,
+  })
 }
 
 /** kwokctl's configuration: our binaries (so it never downloads one), a fixed port, and no kwok controller. */
@@ -87,7 +90,10 @@ export function kwokctlConfig(bins: ClusterBinaries): string {
   }
   // The node's Hostname address ("doc-server-node") resolves nowhere: logs and exec go to its InternalIP.
   const componentsPatches = [{ name: 'kube-apiserver', extraArgs: [{ key: 'kubelet-preferred-address-types', value: 'InternalIP' }] }]
-  return JSON.stringify({ apiVersion: 'config.kwok.x-k8s.io/v1alpha1', kind: 'KwokctlConfiguration', options, componentsPatches }, null, 2) + '\n'
+  return (
+    JSON.stringify({ apiVersion: 'config.kwok.x-k8s.io/v1alpha1', kind: 'KwokctlConfiguration', options, componentsPatches }, null, 2) +
+    '\n'
+  )
 }
 
 export type ClusterState = 'absent' | 'stopped' | 'running'
@@ -96,14 +102,16 @@ export async function clusterStatus(cache: string, kubectl?: string): Promise<Cl
   const p = paths(cache)
   if (!existsSync(p.clusterConfig) || !existsSync(p.kubeconfig)) return 'absent'
   if (!kubectl || !existsSync(kubectl)) return 'stopped'
-  const up = await succeeds([kubectl, '--kubeconfig', p.kubeconfig, '--context', CLUSTER_CONTEXT, '--request-timeout=3s', 'get', '--raw', '/readyz'], { timeoutMs: 10_000 })
+  const up = await succeeds(
+    [kubectl, '--kubeconfig', p.kubeconfig, '--context', CLUSTER_CONTEXT, '--request-timeout=3s', 'get', '--raw', '/readyz'],
+    { timeoutMs: 10_000 },
+  )
   return up ? 'running' : 'stopped'
 }
 
 async function kwokctl(cache: string, bins: ClusterBinaries, args: string[], timeoutMs = 300_000) {
   return run([bins.kwokctl, '--name', CLUSTER_NAME, ...args], { env: kwokEnv(cache, bins), timeoutMs })
 }
-
 
 /** A kwokctl step that fails names the control-plane component whose log says why. */
 async function kwokctlOrExplain(cache: string, bins: ClusterBinaries, args: string[], timeoutMs?: number): Promise<void> {
@@ -116,7 +124,10 @@ async function kwokctlOrExplain(cache: string, bins: ClusterBinaries, args: stri
       if (!existsSync(log)) continue
       const text = readFileSync(log, 'utf8')
       if (LOG_ERROR.test(tail(text, 5))) {
-        throw new PipelineError(`cluster: the control plane did not start (${args.slice(0, 2).join(' ')}); ${c}: ${lastWords(tail(text, 5), LOG_ERROR)} (log: ${log})`, tail(text, 25))
+        throw new PipelineError(
+          `cluster: the control plane did not start (${args.slice(0, 2).join(' ')}); ${c}: ${lastWords(tail(text, 5), LOG_ERROR)} (log: ${log})`,
+          tail(text, 25),
+        )
       }
     }
     throw err
@@ -154,19 +165,46 @@ async function upCluster(cache: string, bins: ClusterBinaries): Promise<LocalClu
     writeFileSync(p.config, config)
     rmSync(p.kubeconfig, { force: true })
     say(`creating the local control plane (Kubernetes ${VERSIONS.kubernetes}, etcd ${VERSIONS.etcd}) on 127.0.0.1:${API_SERVER_PORT}`)
-    await kwokctlOrExplain(cache, bins, ['create', 'cluster', '--runtime', 'binary', '--config', p.config, '--kubeconfig', p.kubeconfig, '--wait', '120s', '--timeout', '240s'])
+    await kwokctlOrExplain(cache, bins, [
+      'create',
+      'cluster',
+      '--runtime',
+      'binary',
+      '--config',
+      p.config,
+      '--kubeconfig',
+      p.kubeconfig,
+      '--wait',
+      '120s',
+      '--timeout',
+      '240s',
+    ])
     writeFileSync(p.fingerprint, `${fingerprint}\n`)
   } else if (state === 'stopped') {
     say('starting the local control plane')
     await kwokctlOrExplain(cache, bins, ['start', 'cluster', '--wait', '120s'])
   }
-  const flat = await run([bins.kubectl, '--kubeconfig', p.kubeconfig, 'config', 'view', '--raw', '--minify', '--flatten', '--context', CLUSTER_CONTEXT])
+  const flat = await run([
+    bins.kubectl,
+    '--kubeconfig',
+    p.kubeconfig,
+    'config',
+    'view',
+    '--raw',
+    '--minify',
+    '--flatten',
+    '--context',
+    CLUSTER_CONTEXT,
+  ])
   writeFileSync(p.nodeKubeconfig, flat.stdout, { mode: 0o600 })
   const docker = await ensureDockerEngine(loadConfig().docker)
   const node = await startNode(p.node, bins, p.nodeKubeconfig, docker.docker)
   // The cluster's own Prometheus, which the canary analysis reads, scraping its pods as a user's cluster does.
   if ((await ensureLocalPrometheus(cache, p.root, p.nodeKubeconfig)) === 'started') node.started.push('prometheus')
-  if (state !== 'running' || node.started.length) say(`local cluster ready in ${((performance.now() - started) / 1000).toFixed(1)} s${node.started.length ? ` (started ${node.started.join(', ')})` : ''}`)
+  if (state !== 'running' || node.started.length)
+    say(
+      `local cluster ready in ${((performance.now() - started) / 1000).toFixed(1)} s${node.started.length ? ` (started ${node.started.join(', ')})` : ''}`,
+    )
   return { kubeconfig: p.kubeconfig, context: CLUSTER_CONTEXT, binaries: bins }
 }
 

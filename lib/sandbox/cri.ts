@@ -24,7 +24,12 @@ export function criAnswers(socket: string, timeoutMs = 3000): Promise<boolean> {
     }
     const timer = setTimeout(done, timeoutMs)
     session.on('error', done)
-    const req = session.request({ ':method': 'POST', ':path': '/runtime.v1.RuntimeService/Version', 'content-type': 'application/grpc', te: 'trailers' })
+    const req = session.request({
+      ':method': 'POST',
+      ':path': '/runtime.v1.RuntimeService/Version',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    })
     // A refusal may come as headers alone (trailers-only), an answer with trailers.
     req.on('response', (h) => (status = h['grpc-status'] === undefined ? status : String(h['grpc-status'])))
     req.on('trailers', (h) => (status = String(h['grpc-status'])))

@@ -6,7 +6,7 @@ import { lastWords } from '../core/run.ts'
 import { stateDir } from '../core/paths.ts'
 import { findTool } from '../tools/which.ts'
 import { startDetached } from './service.ts'
-import { DEBIAN_CLIENT,dockerClient,engineAnswers } from '../build/docker.ts'
+import { DEBIAN_CLIENT, dockerClient, engineAnswers } from '../build/docker.ts'
 import { say } from '../core/output.ts'
 
 export interface EngineStatus {
@@ -28,7 +28,9 @@ export async function ensureDockerEngine(configured: string, env: NodeJS.Process
   if (findTool(docker) && (await engineAnswers(docker))) return { docker, started: false }
   const root = process.getuid?.() === 0
   if (!root || !findTool('apt-get')) {
-    throw new PipelineError('docker: no Docker engine answers `docker info`: install Docker Engine (Debian: apt-get install docker.io), start it, or set DOCKER to a client that reaches one')
+    throw new PipelineError(
+      'docker: no Docker engine answers `docker info`: install Docker Engine (Debian: apt-get install docker.io), start it, or set DOCKER to a client that reaches one',
+    )
   }
   await ensureDebianPackages([
     { pkg: 'docker.io', provides: '/usr/sbin/dockerd' },
@@ -42,9 +44,15 @@ export async function ensureDockerEngine(configured: string, env: NodeJS.Process
   const log = join(dir, 'dockerd.log')
   const pidfile = join(dir, 'dockerd.pid')
   say(`starting dockerd (log: ${log})`)
-  const started = await startDetached({ binary: '/usr/sbin/dockerd', args: ['--pidfile', pidfile], log, ready: () => engineAnswers(docker), timeoutMs: 60_000, pollMs: 1000 })
+  const started = await startDetached({
+    binary: '/usr/sbin/dockerd',
+    args: ['--pidfile', pidfile],
+    log,
+    ready: () => engineAnswers(docker),
+    timeoutMs: 60_000,
+    pollMs: 1000,
+  })
   if (started.ok) return { docker, started: true, ...(started.pid ? { pid: started.pid } : {}), log }
   const why = started.exited !== null ? `exited ${started.exited}` : 'did not answer within 60 s and was stopped'
   throw new PipelineError(`docker: dockerd ${why}: ${lastWords(started.logTail ?? '')} (log: ${log})`, started.logTail)
 }
-

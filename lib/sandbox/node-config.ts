@@ -30,7 +30,17 @@ export const KUBE_PROXY_METRICS_PORT = 10249
 
 export interface NodeDirs {
   root: string
-  containerd: { dir: string; config: string; root: string; state: string; socket: string; runcRoot: string; certsDir: string; log: string; pid: string }
+  containerd: {
+    dir: string
+    config: string
+    root: string
+    state: string
+    socket: string
+    runcRoot: string
+    certsDir: string
+    log: string
+    pid: string
+  }
   cni: { confDir: string; ipamDir: string }
   kubelet: { dir: string; config: string; root: string; podLogs: string; log: string; pid: string }
   kubeProxy: { dir: string; config: string; log: string; pid: string }
@@ -42,9 +52,26 @@ export function nodeDirs(root: string): NodeDirs {
   const p = join(root, 'kube-proxy')
   return {
     root,
-    containerd: { dir: c, config: join(c, 'config.toml'), root: join(c, 'root'), state: join(c, 'state'), socket: join(c, 'containerd.sock'), runcRoot: join(c, 'runc'), certsDir: join(c, 'certs.d'), log: join(c, 'containerd.log'), pid: join(c, 'containerd.pid') },
+    containerd: {
+      dir: c,
+      config: join(c, 'config.toml'),
+      root: join(c, 'root'),
+      state: join(c, 'state'),
+      socket: join(c, 'containerd.sock'),
+      runcRoot: join(c, 'runc'),
+      certsDir: join(c, 'certs.d'),
+      log: join(c, 'containerd.log'),
+      pid: join(c, 'containerd.pid'),
+    },
     cni: { confDir: join(root, 'cni', 'net.d'), ipamDir: join(root, 'cni', 'ipam') },
-    kubelet: { dir: k, config: join(k, 'config.yaml'), root: join(k, 'root'), podLogs: join(k, 'pod-logs'), log: join(k, 'kubelet.log'), pid: join(k, 'kubelet.pid') },
+    kubelet: {
+      dir: k,
+      config: join(k, 'config.yaml'),
+      root: join(k, 'root'),
+      podLogs: join(k, 'pod-logs'),
+      log: join(k, 'kubelet.log'),
+      pid: join(k, 'kubelet.pid'),
+    },
     kubeProxy: { dir: p, config: join(p, 'config.yaml'), log: join(p, 'kube-proxy.log'), pid: join(p, 'kube-proxy.pid') },
   }
 }

@@ -7,34 +7,34 @@
  * bridge, iptables chains, cgroups, mounts); `startNode` works after an
  * unclean stop too.
  */
-import { existsSync,mkdirSync,readFileSync,readdirSync,rmSync,rmdirSync,writeFileSync } from 'node:fs'
-import { dirname,join } from 'node:path'
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { ensureDebianPackages } from '../tools/apt.ts'
 import { PipelineError } from '../core/errors.ts'
-import { LOG_ERROR,lastWords,run,succeeds,tail } from '../core/run.ts'
+import { LOG_ERROR, lastWords, run, succeeds, tail } from '../core/run.ts'
 import { repoRoot } from '../core/paths.ts'
 import { dockerEnv } from '../build/docker.ts'
 import { LOCAL_REGISTRY } from './registry.ts'
-import { runningPid,startDetached,stopPid } from './service.ts'
+import { runningPid, startDetached, stopPid } from './service.ts'
 import { criAnswers } from './cri.ts'
 import {
-CNI_NETWORK,
-CONTAINERD_NAMESPACE,
-KUBELET_HEALTHZ_PORT,
-KUBE_PROXY_HEALTHZ_PORT,
-NODE_IP,
-NODE_ADDRESS_LABEL,
-NODE_LINK,
-NODE_NAME,
-POD_BRIDGE,
-SANDBOX_IMAGE,
-cniConflist,
-containerdConfig,
-kubeProxyConfig,
-kubeletConfig,
-nodeDirs,
-registryHostsToml,
-type NodeDirs,
+  CNI_NETWORK,
+  CONTAINERD_NAMESPACE,
+  KUBELET_HEALTHZ_PORT,
+  KUBE_PROXY_HEALTHZ_PORT,
+  NODE_IP,
+  NODE_ADDRESS_LABEL,
+  NODE_LINK,
+  NODE_NAME,
+  POD_BRIDGE,
+  SANDBOX_IMAGE,
+  cniConflist,
+  containerdConfig,
+  kubeProxyConfig,
+  kubeletConfig,
+  nodeDirs,
+  registryHostsToml,
+  type NodeDirs,
 } from './node-config.ts'
 import { say } from '../core/output.ts'
 import { writeJson } from '../core/json.ts'
@@ -98,9 +98,15 @@ export async function ensureService(s: Service): Promise<'running' | 'started'> 
 async function prepareHost(): Promise<void> {
   await run(['modprobe', 'br_netfilter'], { okCodes: [1] }).catch(() => undefined)
   await run(['modprobe', 'overlay'], { okCodes: [1] }).catch(() => undefined)
-  for (const [key, value] of [['net.ipv4.ip_forward', '1'], ['net.bridge.bridge-nf-call-iptables', '1']] as const) {
+  for (const [key, value] of [
+    ['net.ipv4.ip_forward', '1'],
+    ['net.bridge.bridge-nf-call-iptables', '1'],
+  ] as const) {
     const file = `/proc/sys/${key.replace(/\./g, '/')}`
-    if (!existsSync(file)) throw new PipelineError(`cluster: ${key} does not exist on this kernel (br_netfilter is needed for pod traffic); load the module or use KUBE_CONTEXT`)
+    if (!existsSync(file))
+      throw new PipelineError(
+        `cluster: ${key} does not exist on this kernel (br_netfilter is needed for pod traffic); load the module or use KUBE_CONTEXT`,
+      )
     if (readFileSync(file, 'utf8').trim() !== value) writeFileSync(file, value)
   }
   const addrs = (await run(['ip', '-o', '-4', 'addr', 'show', 'dev', NODE_LINK])).stdout
@@ -128,7 +134,17 @@ async function ensureSandboxImage(d: NodeDirs, docker: string): Promise<void> {
 }
 
 function writeConfigs(d: NodeDirs, nodeKubeconfig: string): void {
-  for (const dir of [d.containerd.dir, d.containerd.certsDir, d.cni.confDir, d.cni.ipamDir, d.kubelet.dir, d.kubelet.root, d.kubelet.podLogs, d.kubeProxy.dir]) mkdirSync(dir, { recursive: true })
+  for (const dir of [
+    d.containerd.dir,
+    d.containerd.certsDir,
+    d.cni.confDir,
+    d.cni.ipamDir,
+    d.kubelet.dir,
+    d.kubelet.root,
+    d.kubelet.podLogs,
+    d.kubeProxy.dir,
+  ])
+    mkdirSync(dir, { recursive: true })
   writeFileSync(d.containerd.config, containerdConfig(d))
   mkdirSync(join(d.containerd.certsDir, LOCAL_REGISTRY), { recursive: true })
   writeFileSync(join(d.containerd.certsDir, LOCAL_REGISTRY, 'hosts.toml'), registryHostsToml(LOCAL_REGISTRY))
@@ -140,7 +156,15 @@ function writeConfigs(d: NodeDirs, nodeKubeconfig: string): void {
 
 /** The node's containerd: ready when its CRI answers, which is what the kubelet needs (lib/sandbox/cri.ts), not merely its own API. */
 export function containerdService(d: NodeDirs): Service {
-  return { name: 'containerd', binary: '/usr/bin/containerd', args: ['--config', d.containerd.config], log: d.containerd.log, pid: d.containerd.pid, ready: () => criAnswers(d.containerd.socket), timeoutMs: 60_000 }
+  return {
+    name: 'containerd',
+    binary: '/usr/bin/containerd',
+    args: ['--config', d.containerd.config],
+    log: d.containerd.log,
+    pid: d.containerd.pid,
+    ready: () => criAnswers(d.containerd.socket),
+    timeoutMs: 60_000,
+  }
 }
 
 /**
@@ -157,27 +181,52 @@ export async function startNode(root: string, bins: NodeBinaries, kubeconfig: st
   const containerd = await ensureService(containerdService(d))
   if (containerd === 'started') started.push('containerd')
   await ensureSandboxImage(d, docker)
-  const kubelet = await ensureService(
-    {
-      name: 'kubelet',
-      binary: bins.kubelet,
-      args: ['--config', d.kubelet.config, '--kubeconfig', kubeconfig, '--root-dir', d.kubelet.root, '--cert-dir', join(d.kubelet.dir, 'pki'), '--hostname-override', NODE_NAME, '--node-ip', NODE_IP, '--v', '1'],
-      log: d.kubelet.log,
-      pid: d.kubelet.pid,
-      ready: () => httpOk(`http://127.0.0.1:${KUBELET_HEALTHZ_PORT}/healthz`),
-      timeoutMs: 120_000,
-    },
-  )
+  const kubelet = await ensureService({
+    name: 'kubelet',
+    binary: bins.kubelet,
+    args: [
+      '--config',
+      d.kubelet.config,
+      '--kubeconfig',
+      kubeconfig,
+      '--root-dir',
+      d.kubelet.root,
+      '--cert-dir',
+      join(d.kubelet.dir, 'pki'),
+      '--hostname-override',
+      NODE_NAME,
+      '--node-ip',
+      NODE_IP,
+      '--v',
+      '1',
+    ],
+    log: d.kubelet.log,
+    pid: d.kubelet.pid,
+    ready: () => httpOk(`http://127.0.0.1:${KUBELET_HEALTHZ_PORT}/healthz`),
+    timeoutMs: 120_000,
+  })
   if (kubelet === 'started') started.push('kubelet')
-  const proxy = await ensureService(
-    { name: 'kube-proxy', binary: bins.kubeProxy, args: ['--config', d.kubeProxy.config, '--v', '1'], log: d.kubeProxy.log, pid: d.kubeProxy.pid, ready: () => httpOk(`http://127.0.0.1:${KUBE_PROXY_HEALTHZ_PORT}/healthz`), timeoutMs: 120_000 },
-  )
+  const proxy = await ensureService({
+    name: 'kube-proxy',
+    binary: bins.kubeProxy,
+    args: ['--config', d.kubeProxy.config, '--v', '1'],
+    log: d.kubeProxy.log,
+    pid: d.kubeProxy.pid,
+    ready: () => httpOk(`http://127.0.0.1:${KUBE_PROXY_HEALTHZ_PORT}/healthz`),
+    timeoutMs: 120_000,
+  })
   if (proxy === 'started') started.push('kube-proxy')
   say(`waiting for node ${NODE_NAME} to be Ready`)
-  const r = await run([bins.kubectl, '--kubeconfig', kubeconfig, 'wait', '--for=condition=Ready', `node/${NODE_NAME}`, '--timeout=120s'], { okCodes: [1], timeoutMs: 150_000 })
+  const r = await run([bins.kubectl, '--kubeconfig', kubeconfig, 'wait', '--for=condition=Ready', `node/${NODE_NAME}`, '--timeout=120s'], {
+    okCodes: [1],
+    timeoutMs: 150_000,
+  })
   if (r.exitCode !== 0) {
     const logTail = existsSync(d.kubelet.log) ? tail(readFileSync(d.kubelet.log, 'utf8'), 15) : '(no log)'
-    throw new PipelineError(`cluster: node ${NODE_NAME} is not Ready after 120 s; the kubelet's last error: ${lastWords(logTail, LOG_ERROR)} (log: ${d.kubelet.log})`, logTail)
+    throw new PipelineError(
+      `cluster: node ${NODE_NAME} is not Ready after 120 s; the kubelet's last error: ${lastWords(logTail, LOG_ERROR)} (log: ${d.kubelet.log})`,
+      logTail,
+    )
   }
   return { started }
 }
@@ -216,7 +265,10 @@ export function iptablesWords(rule: string): string[] {
 async function removeChains(table: string, prefix: RegExp): Promise<void> {
   const r = await run(['iptables', '-w', '-t', table, '-S'], { okCodes: [1, 2, 3, 4] })
   const rules = r.stdout.split('\n')
-  const chains = rules.filter((l) => l.startsWith('-N ')).map((l) => l.slice(3).trim()).filter((c) => prefix.test(c))
+  const chains = rules
+    .filter((l) => l.startsWith('-N '))
+    .map((l) => l.slice(3).trim())
+    .filter((c) => prefix.test(c))
   if (chains.length === 0) return
   for (const rule of rules) {
     if (!rule.startsWith('-A ')) continue
@@ -266,7 +318,10 @@ function removeCgroups(): void {
 export async function stopNode(root: string, kubeProxy: string | undefined): Promise<string[]> {
   const d = nodeDirs(root)
   const stopped: string[] = []
-  for (const [name, pidfile, program] of [['kubelet', d.kubelet.pid, 'kubelet'], ['kube-proxy', d.kubeProxy.pid, 'kube-proxy']] as const) {
+  for (const [name, pidfile, program] of [
+    ['kubelet', d.kubelet.pid, 'kubelet'],
+    ['kube-proxy', d.kubeProxy.pid, 'kube-proxy'],
+  ] as const) {
     const pid = runningPid(pidfile, program)
     if (pid) {
       say(`stopping ${name} (pid ${pid})`)
@@ -317,7 +372,8 @@ export async function stopNode(root: string, kubeProxy: string | undefined): Pro
   }
   if (await succeeds(['ip', 'link', 'show', POD_BRIDGE])) await run(['ip', 'link', 'delete', POD_BRIDGE], { okCodes: [1, 2] })
   await run(['ip', 'addr', 'del', `${NODE_IP}/32`, 'dev', NODE_LINK], { okCodes: [1, 2] })
-  if (kubeProxy && existsSync(kubeProxy)) await run([kubeProxy, '--cleanup', '--v', '0'], { okCodes: [1, 255], timeoutMs: 60_000 }).catch(() => undefined)
+  if (kubeProxy && existsSync(kubeProxy))
+    await run([kubeProxy, '--cleanup', '--v', '0'], { okCodes: [1, 255], timeoutMs: 60_000 }).catch(() => undefined)
   await removeChains('nat', /^(KUBE-|CNI-)/)
   await removeChains('filter', /^(KUBE-|CNI-)/)
   await removeChains('mangle', /^KUBE-/)

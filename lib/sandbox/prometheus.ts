@@ -24,7 +24,13 @@ export const SCRAPE_INTERVAL = '5s'
 
 export function prometheusDirs(clusterRoot: string) {
   const dir = join(clusterRoot, 'prometheus')
-  return { dir, config: join(dir, 'prometheus.yml'), data: join(dir, 'data'), log: join(dir, 'prometheus.log'), pid: join(dir, 'prometheus.pid') }
+  return {
+    dir,
+    config: join(dir, 'prometheus.yml'),
+    data: join(dir, 'data'),
+    log: join(dir, 'prometheus.log'),
+    pid: join(dir, 'prometheus.pid'),
+  }
 }
 
 /** The scrape configuration: every annotated pod of the cluster, with its namespace and pod name as labels. */
@@ -39,8 +45,19 @@ export function prometheusConfig(kubeconfig: string): string {
           { source_labels: ['__meta_kubernetes_pod_annotation_prometheus_io_scrape'], action: 'keep', regex: 'true' },
           // A pod that is not running yet or any more has nothing to say.
           { source_labels: ['__meta_kubernetes_pod_phase'], action: 'drop', regex: 'Pending|Succeeded|Failed' },
-          { source_labels: ['__meta_kubernetes_pod_annotation_prometheus_io_path'], action: 'replace', target_label: '__metrics_path__', regex: '(.+)' },
-          { source_labels: ['__address__', '__meta_kubernetes_pod_annotation_prometheus_io_port'], action: 'replace', regex: '([^:]+)(?::\\d+)?;(\\d+)', replacement: '$1:$2', target_label: '__address__' },
+          {
+            source_labels: ['__meta_kubernetes_pod_annotation_prometheus_io_path'],
+            action: 'replace',
+            target_label: '__metrics_path__',
+            regex: '(.+)',
+          },
+          {
+            source_labels: ['__address__', '__meta_kubernetes_pod_annotation_prometheus_io_port'],
+            action: 'replace',
+            regex: '([^:]+)(?::\\d+)?;(\\d+)',
+            replacement: '$1:$2',
+            target_label: '__address__',
+          },
           { action: 'labelmap', regex: '__meta_kubernetes_pod_label_(.+)' },
           { source_labels: ['__meta_kubernetes_namespace'], action: 'replace', target_label: 'namespace' },
           { source_labels: ['__meta_kubernetes_pod_name'], action: 'replace', target_label: 'pod' },

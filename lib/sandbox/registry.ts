@@ -23,7 +23,13 @@ export interface RegistryStatus {
 
 function paths(env: NodeJS.ProcessEnv) {
   const dir = join(stateDir(env), 'registry')
-  return { dir, config: join(dir, 'config.yml'), data: join(dir, 'data'), log: join(dir, 'registry.log'), pidfile: join(dir, 'registry.pid') }
+  return {
+    dir,
+    config: join(dir, 'config.yml'),
+    data: join(dir, 'data'),
+    log: join(dir, 'registry.log'),
+    pidfile: join(dir, 'registry.pid'),
+  }
 }
 
 /** Whether a distribution v2 registry answers at `addr` (401 counts: it is there, it wants a login). */
@@ -83,13 +89,26 @@ export async function ensureRegistry(addr = LOCAL_REGISTRY, env: NodeJS.ProcessE
   mkdirSync(p.data, { recursive: true })
   writeFileSync(p.config, registryConfig(addr, p.data))
   say(`starting docker-registry on ${addr} (data: ${p.data})`)
-  const started = await startDetached({ binary: '/usr/bin/docker-registry', args: ['serve', p.config], log: p.log, ready: () => registryAnswers(addr), timeoutMs: 30_000, pollMs: 300 })
+  const started = await startDetached({
+    binary: '/usr/bin/docker-registry',
+    args: ['serve', p.config],
+    log: p.log,
+    ready: () => registryAnswers(addr),
+    timeoutMs: 30_000,
+    pollMs: 300,
+  })
   if (started.ok) {
     if (started.pid) writeFileSync(p.pidfile, `${started.pid}\n`)
     return registryStatus(addr, env)
   }
-  const why = started.exited !== null ? `exited ${started.exited} (is ${addr} taken by another program?)` : 'did not answer /v2/ within 30 s and was stopped'
-  throw new PipelineError(`registry: docker-registry on ${addr} ${why}: ${lastWords(started.logTail ?? '')} (log: ${p.log})`, started.logTail)
+  const why =
+    started.exited !== null
+      ? `exited ${started.exited} (is ${addr} taken by another program?)`
+      : 'did not answer /v2/ within 30 s and was stopped'
+  throw new PipelineError(
+    `registry: docker-registry on ${addr} ${why}: ${lastWords(started.logTail ?? '')} (log: ${p.log})`,
+    started.logTail,
+  )
 }
 
 /** Stops the registry this project started (never one it did not start); its data stays. */

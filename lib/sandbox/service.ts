@@ -23,7 +23,25 @@ export interface DetachedSpec {
  * given (REGISTRY_TOKEN, GITHUB_TOKEN, …) readable for as long as it lives;
  * docker-registry would also read any REGISTRY_* variable as configuration.
  */
-export const SERVICE_VARIABLES = ['PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LC_ALL', 'TZ', 'TMPDIR', 'XDG_RUNTIME_DIR', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy', 'SSL_CERT_FILE', 'SSL_CERT_DIR'] as const
+export const SERVICE_VARIABLES = [
+  'PATH',
+  'HOME',
+  'USER',
+  'LOGNAME',
+  'LANG',
+  'LC_ALL',
+  'TZ',
+  'TMPDIR',
+  'XDG_RUNTIME_DIR',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'NO_PROXY',
+  'http_proxy',
+  'https_proxy',
+  'no_proxy',
+  'SSL_CERT_FILE',
+  'SSL_CERT_DIR',
+] as const
 
 export function serviceEnv(env: NodeJS.ProcessEnv = process.env, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const out: NodeJS.ProcessEnv = {}
@@ -48,7 +66,11 @@ export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> 
   closeSync(fd)
   let exited: number | null = null
   child.on('exit', (code) => (exited = code ?? -1))
-  const ready = await waitFor(async () => ((await spec.ready()) ? true : exited !== null ? false : undefined), { timeoutMs: spec.timeoutMs, intervalMs: spec.pollMs, onTimeout: () => new Error('not ready') }).catch(() => false)
+  const ready = await waitFor(async () => ((await spec.ready()) ? true : exited !== null ? false : undefined), {
+    timeoutMs: spec.timeoutMs,
+    intervalMs: spec.pollMs,
+    onTimeout: () => new Error('not ready'),
+  }).catch(() => false)
   if (ready) return { ok: true, pid: child.pid }
   const exitCode = exited as number | null
   if (exitCode === null && child.pid !== undefined) await stopPid(child.pid, 5000)

@@ -72,39 +72,67 @@ export function workingTreePolicy(root = repoRoot): AppliedPolicy & { file: Scan
   const path = join(root, POLICY_FILE)
   if (!existsSync(path)) throw new PipelineError(`scan: ${POLICY_FILE} is missing; it declares what the scan blocks on`)
   const file = parsePolicyFile(readFileSync(path, 'utf8'), POLICY_FILE)
-  if (!existsSync(join(root, file.ignoreFile))) throw new PipelineError(`scan: ${POLICY_FILE} names ignore file ${file.ignoreFile}, which does not exist`)
+  if (!existsSync(join(root, file.ignoreFile)))
+    throw new PipelineError(`scan: ${POLICY_FILE} names ignore file ${file.ignoreFile}, which does not exist`)
   return { file, ...appliedPolicy(file, root) }
 }
 
 /** A policy as a scan applies it: its settings and the ignore file at `ignorePath`, read now. */
-export function appliedPolicy(settings: { severities: readonly string[]; ignoreUnfixed: boolean; ignoreMaxDays: number; ignoreFile: string }, root = repoRoot): AppliedPolicy {
+export function appliedPolicy(
+  settings: { severities: readonly string[]; ignoreUnfixed: boolean; ignoreMaxDays: number; ignoreFile: string },
+  root = repoRoot,
+): AppliedPolicy {
   const ignorePath = isAbsolute(settings.ignoreFile) ? settings.ignoreFile : join(root, settings.ignoreFile)
   if (!existsSync(ignorePath)) throw new PipelineError(`scan: ignore file ${settings.ignoreFile} does not exist`)
   const shown = relative(root, ignorePath)
-  return { severities: [...settings.severities], ignoreUnfixed: settings.ignoreUnfixed, ignoreMaxDays: settings.ignoreMaxDays, ignoreFile: shown.startsWith('..') ? ignorePath : shown, ignoreFileSha256: sha256(new Uint8Array(readFileSync(ignorePath))) }
+  return {
+    severities: [...settings.severities],
+    ignoreUnfixed: settings.ignoreUnfixed,
+    ignoreMaxDays: settings.ignoreMaxDays,
+    ignoreFile: shown.startsWith('..') ? ignorePath : shown,
+    ignoreFileSha256: sha256(new Uint8Array(readFileSync(ignorePath))),
+  }
 }
 
 /** The committed policy as it is in `commit` (deploy's view): read from git, never from the working tree. */
 export async function committedPolicy(commit: string, root = repoRoot): Promise<AppliedPolicy> {
   const known = await run(['git', 'cat-file', '-e', `${commit}^{commit}`], { cwd: root, okCodes: [1, 128] })
-  if (known.exitCode !== 0) throw new PipelineError(`deploy: refused: commit ${commit.slice(0, 12)} is not in this clone, so its committed scan policy cannot be read; fetch the history the image was built from`)
+  if (known.exitCode !== 0)
+    throw new PipelineError(
+      `deploy: refused: commit ${commit.slice(0, 12)} is not in this clone, so its committed scan policy cannot be read; fetch the history the image was built from`,
+    )
   const show = async (path: string) => {
     const r = await run(['git', 'show', `${commit}:${path}`], { cwd: root, okCodes: [128] })
-    if (r.exitCode !== 0) throw new PipelineError(`deploy: refused: commit ${commit.slice(0, 12)} has no ${path}, so no scan can have been made under its committed policy; rebuild from a newer commit`)
+    if (r.exitCode !== 0)
+      throw new PipelineError(
+        `deploy: refused: commit ${commit.slice(0, 12)} has no ${path}, so no scan can have been made under its committed policy; rebuild from a newer commit`,
+      )
     return r.stdout
   }
   const file = parsePolicyFile(await show(POLICY_FILE), `${POLICY_FILE} at ${commit.slice(0, 12)}`)
   const ignore = await show(file.ignoreFile)
-  return { severities: file.severities, ignoreUnfixed: file.ignoreUnfixed, ignoreMaxDays: file.ignoreMaxDays, ignoreFile: file.ignoreFile, ignoreFileSha256: sha256(ignore) }
+  return {
+    severities: file.severities,
+    ignoreUnfixed: file.ignoreUnfixed,
+    ignoreMaxDays: file.ignoreMaxDays,
+    ignoreFile: file.ignoreFile,
+    ignoreFileSha256: sha256(ignore),
+  }
 }
 
 /** How an attested policy differs from the committed one, for the refusal: "severities LOW (committed: CRITICAL, HIGH)". */
 export function policyDifference(attested: Partial<AppliedPolicy>, committed: AppliedPolicy): string {
   const out: string[] = []
   const sev = (s: readonly string[] | undefined) => [...(s ?? [])].sort().join(', ') || 'none'
-  if (sev(attested.severities) !== sev(committed.severities)) out.push(`severities ${sev(attested.severities)} (committed: ${sev(committed.severities)})`)
-  if (attested.ignoreUnfixed !== committed.ignoreUnfixed) out.push(`ignoreUnfixed ${String(attested.ignoreUnfixed)} (committed: ${committed.ignoreUnfixed})`)
-  if (attested.ignoreMaxDays !== committed.ignoreMaxDays) out.push(`ignoreMaxDays ${String(attested.ignoreMaxDays)} (committed: ${committed.ignoreMaxDays})`)
-  if (attested.ignoreFileSha256 !== committed.ignoreFileSha256) out.push(`ignore file ${attested.ignoreFile ?? '?'} with other content (sha256 ${String(attested.ignoreFileSha256).slice(0, 12)}…, committed ${committed.ignoreFile} ${committed.ignoreFileSha256.slice(0, 12)}…)`)
+  if (sev(attested.severities) !== sev(committed.severities))
+    out.push(`severities ${sev(attested.severities)} (committed: ${sev(committed.severities)})`)
+  if (attested.ignoreUnfixed !== committed.ignoreUnfixed)
+    out.push(`ignoreUnfixed ${String(attested.ignoreUnfixed)} (committed: ${committed.ignoreUnfixed})`)
+  if (attested.ignoreMaxDays !== committed.ignoreMaxDays)
+    out.push(`ignoreMaxDays ${String(attested.ignoreMaxDays)} (committed: ${committed.ignoreMaxDays})`)
+  if (attested.ignoreFileSha256 !== committed.ignoreFileSha256)
+    out.push(
+      `ignore file ${attested.ignoreFile ?? '?'} with other content (sha256 ${String(attested.ignoreFileSha256).slice(0, 12)}…, committed ${committed.ignoreFile} ${committed.ignoreFileSha256.slice(0, 12)}…)`,
+    )
   return out.join('; ') || 'no recorded difference (the digest itself differs)'
 }

@@ -6,7 +6,7 @@
  * company mirror takes too.
  */
 import { createHash } from 'node:crypto'
-import { existsSync,mkdirSync,mkdtempSync,readFileSync,readdirSync,rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
@@ -68,11 +68,25 @@ const sha256 = (data: Uint8Array) => `sha256:${createHash('sha256').update(data)
 
 /** db.tar.gz as Trivy's DB artifact holds it: trivy.db and metadata.json at the root; same input, same bytes. */
 export async function dbTarball(dbDir: string): Promise<Uint8Array> {
-  for (const f of ['trivy.db', 'metadata.json']) if (!existsSync(join(dbDir, f))) throw new PipelineError(`trivy-db: ${join(dbDir, f)} is missing; nothing to publish`)
+  for (const f of ['trivy.db', 'metadata.json'])
+    if (!existsSync(join(dbDir, f))) throw new PipelineError(`trivy-db: ${join(dbDir, f)} is missing; nothing to publish`)
   const work = mkdtempSync(join(tmpdir(), 'trivy-db-'))
   try {
     const tar = join(work, 'db.tar')
-    await run(['tar', '--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-cf', tar, '-C', dbDir, 'trivy.db', 'metadata.json'])
+    await run([
+      'tar',
+      '--sort=name',
+      '--mtime=@0',
+      '--owner=0',
+      '--group=0',
+      '--numeric-owner',
+      '-cf',
+      tar,
+      '-C',
+      dbDir,
+      'trivy.db',
+      'metadata.json',
+    ])
     return new Uint8Array(gzipSync(new Uint8Array(readFileSync(tar)), { level: 9 }))
   } finally {
     rmSync(work, { recursive: true, force: true })
@@ -94,12 +108,18 @@ export function dbManifest(layer: Uint8Array, config: Uint8Array, facts: { advis
     mediaType: TRIVY_DB_MEDIA_TYPES.manifest,
     config: { mediaType: TRIVY_DB_MEDIA_TYPES.config, digest: sha256(config), size: config.length },
     layers: [{ mediaType: TRIVY_DB_MEDIA_TYPES.layer, digest: sha256(layer), size: layer.length, annotations: { [TITLE]: 'db.tar.gz' } }],
-    annotations: { [ADVISORIES_ANNOTATION]: String(facts.advisories), ...(facts.updatedAt ? { [CREATED_ANNOTATION]: facts.updatedAt } : {}) },
+    annotations: {
+      [ADVISORIES_ANNOTATION]: String(facts.advisories),
+      ...(facts.updatedAt ? { [CREATED_ANNOTATION]: facts.updatedAt } : {}),
+    },
   }
 }
 
 async function check(res: Response, what: string): Promise<Response> {
-  if (!res.ok) throw new PipelineError(`trivy-db: ${what} failed: HTTP ${res.status} ${(await res.text().catch(() => '')).slice(0, 200).replace(/\s+/g, ' ')}`)
+  if (!res.ok)
+    throw new PipelineError(
+      `trivy-db: ${what} failed: HTTP ${res.status} ${(await res.text().catch(() => '')).slice(0, 200).replace(/\s+/g, ' ')}`,
+    )
   return res
 }
 
@@ -111,13 +131,19 @@ async function pushBlob(base: string, data: Uint8Array, digest: string): Promise
   if (!location) throw new PipelineError('trivy-db: the registry gave no upload location')
   const url = new URL(location, base)
   url.searchParams.set('digest', digest)
-  await check(await fetch(url, { method: 'PUT', body: new Blob([new Uint8Array(data)]), headers: { 'content-type': 'application/octet-stream' } }), `uploading ${digest.slice(0, 19)}`)
+  await check(
+    await fetch(url, { method: 'PUT', body: new Blob([new Uint8Array(data)]), headers: { 'content-type': 'application/octet-stream' } }),
+    `uploading ${digest.slice(0, 19)}`,
+  )
 }
 
 /** Publishes the DB in `dbDir` as `ref` over plain HTTP (a registry on this machine); returns the manifest digest. */
 export async function publishDb(dbDir: string, ref: string, facts: { advisories: number; updatedAt: string }): Promise<string> {
   const r = parseOciRef(ref)
-  if (!isLoopbackRegistry(r.registry)) throw new PipelineError(`trivy-db: refusing to publish to ${r.registry}; the pipeline publishes only to a registry on this machine (a company mirror is filled by its owners)`)
+  if (!isLoopbackRegistry(r.registry))
+    throw new PipelineError(
+      `trivy-db: refusing to publish to ${r.registry}; the pipeline publishes only to a registry on this machine (a company mirror is filled by its owners)`,
+    )
   const base = `http://${r.registry}/v2/${r.name}`
   const layer = await dbTarball(dbDir)
   const config = new TextEncoder().encode('{}')
@@ -125,17 +151,26 @@ export async function publishDb(dbDir: string, ref: string, facts: { advisories:
   await pushBlob(base, config, manifest.config.digest)
   await pushBlob(base, layer, manifest.layers[0]!.digest)
   const body = JSON.stringify(manifest)
-  await check(await fetch(`${base}/manifests/${r.tag}`, { method: 'PUT', body, headers: { 'content-type': TRIVY_DB_MEDIA_TYPES.manifest } }), `writing the manifest ${ref}`)
+  await check(
+    await fetch(`${base}/manifests/${r.tag}`, { method: 'PUT', body, headers: { 'content-type': TRIVY_DB_MEDIA_TYPES.manifest } }),
+    `writing the manifest ${ref}`,
+  )
   return sha256(new TextEncoder().encode(body))
 }
 
 /** The manifest's digest and annotations as the registry serves them now, or undefined when it has none. */
 export async function readDbManifest(ref: string, insecure: boolean): Promise<{ digest: string; manifest: Manifest } | undefined> {
   const r = parseOciRef(ref)
-  const res = await fetch(`${insecure ? 'http' : 'https'}://${r.registry}/v2/${r.name}/manifests/${r.tag}`, { headers: { accept: TRIVY_DB_MEDIA_TYPES.manifest }, signal: AbortSignal.timeout(10_000) }).catch(() => undefined)
+  const res = await fetch(`${insecure ? 'http' : 'https'}://${r.registry}/v2/${r.name}/manifests/${r.tag}`, {
+    headers: { accept: TRIVY_DB_MEDIA_TYPES.manifest },
+    signal: AbortSignal.timeout(10_000),
+  }).catch(() => undefined)
   if (!res || !res.ok) return undefined
   const text = await res.text()
-  return { digest: res.headers.get('docker-content-digest') ?? sha256(new TextEncoder().encode(text)), manifest: JSON.parse(text) as Manifest }
+  return {
+    digest: res.headers.get('docker-content-digest') ?? sha256(new TextEncoder().encode(text)),
+    manifest: JSON.parse(text) as Manifest,
+  }
 }
 
 export interface MirroredDb {
@@ -151,7 +186,12 @@ export interface MirroredDb {
  * build of these advisories (new advisories, a wiped registry), else reused.
  * A marker beside the DB remembers which manifest holds which build.
  */
-export async function ensureDbMirror(dbDir: string, hash: string, ref: string, facts: { advisories: number; updatedAt: string }): Promise<MirroredDb> {
+export async function ensureDbMirror(
+  dbDir: string,
+  hash: string,
+  ref: string,
+  facts: { advisories: number; updatedAt: string },
+): Promise<MirroredDb> {
   const marker = join(dbDir, 'published.json')
   const seen = existsSync(marker) ? (JSON.parse(readFileSync(marker, 'utf8')) as { ref?: string; hash?: string; digest?: string }) : {}
   const served = await readDbManifest(ref, true)

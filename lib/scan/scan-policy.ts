@@ -41,27 +41,32 @@ export function parseIgnoreFile(text: string, source: string): IgnoreEntry[] {
     throw new PipelineError(`scan: ignore file ${source} does not parse: ${why}`)
   }
   if (raw === null || raw === undefined) return []
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw new PipelineError(`scan: ignore file ${source} must be a mapping with a vulnerabilities list`)
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    throw new PipelineError(`scan: ignore file ${source} must be a mapping with a vulnerabilities list`)
   const top = raw as Record<string, unknown>
   for (const key of Object.keys(top)) {
-    if (key !== 'vulnerabilities') throw new PipelineError(`scan: ignore file ${source} has "${key}"; only vulnerabilities are scanned, so only they can be ignored`)
+    if (key !== 'vulnerabilities')
+      throw new PipelineError(`scan: ignore file ${source} has "${key}"; only vulnerabilities are scanned, so only they can be ignored`)
   }
   const list = top.vulnerabilities ?? []
   if (!Array.isArray(list)) throw new PipelineError(`scan: ignore file ${source}: vulnerabilities must be a list`)
   const seen = new Set<string>()
   return list.map((item, i) => {
     const where = `scan: ignore file ${source}, entry ${i + 1}`
-    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new PipelineError(`${where} is not a mapping of id, statement, expired_at`)
+    if (typeof item !== 'object' || item === null || Array.isArray(item))
+      throw new PipelineError(`${where} is not a mapping of id, statement, expired_at`)
     const e = item as Record<string, unknown>
     for (const key of Object.keys(e)) {
       if (!ENTRY_KEYS.has(key)) throw new PipelineError(`${where} has "${key}"; entries carry only id, statement and expired_at`)
     }
     if (typeof e.id !== 'string' || e.id.trim() === '') throw new PipelineError(`${where} has no id`)
     const id = e.id.trim()
-    if (typeof e.statement !== 'string' || e.statement.trim() === '') throw new PipelineError(`${where} (${id}) has no statement saying why the risk is accepted`)
+    if (typeof e.statement !== 'string' || e.statement.trim() === '')
+      throw new PipelineError(`${where} (${id}) has no statement saying why the risk is accepted`)
     const expiredAt = e.expired_at instanceof Date ? e.expired_at.toISOString().slice(0, 10) : String(e.expired_at ?? '')
     if (e.expired_at === undefined) throw new PipelineError(`${where} (${id}) has no expired_at date; every exception must end`)
-    if (!validDate(expiredAt)) throw new PipelineError(`${where} (${id}) has expired_at ${JSON.stringify(e.expired_at)}; expected a date like 2026-12-31`)
+    if (!validDate(expiredAt))
+      throw new PipelineError(`${where} (${id}) has expired_at ${JSON.stringify(e.expired_at)}; expected a date like 2026-12-31`)
     if (seen.has(id)) throw new PipelineError(`${where} repeats ${id}; keep one entry per advisory`)
     seen.add(id)
     return { id, statement: e.statement.trim().replace(/\s+/g, ' '), expiredAt }
@@ -82,7 +87,9 @@ export function checkIgnoreHorizon(entries: readonly IgnoreEntry[], source: stri
   for (const e of entries) {
     const ahead = daysBetween(day, e.expiredAt)
     if (ahead > maxDays) {
-      throw new PipelineError(`scan: ignore file ${source}: ${e.id} expires on ${e.expiredAt}, ${ahead} days ahead; at most SCAN_IGNORE_MAX_DAYS=${maxDays} days are allowed, so set an earlier expired_at and review it then`)
+      throw new PipelineError(
+        `scan: ignore file ${source}: ${e.id} expires on ${e.expiredAt}, ${ahead} days ahead; at most SCAN_IGNORE_MAX_DAYS=${maxDays} days are allowed, so set an earlier expired_at and review it then`,
+      )
     }
   }
 }
@@ -93,7 +100,10 @@ export function checkIgnoreHorizon(entries: readonly IgnoreEntry[], source: stri
  * `maxDays` after `day` are refused.
  */
 export function readIgnoreFile(path: string, horizon?: { day: string; maxDays: number }): IgnoreEntry[] {
-  if (!existsSync(path)) throw new PipelineError(`scan: ignore file ${path} does not exist; create it (an empty vulnerabilities list is fine) or set SCAN_IGNORE_FILE`)
+  if (!existsSync(path))
+    throw new PipelineError(
+      `scan: ignore file ${path} does not exist; create it (an empty vulnerabilities list is fine) or set SCAN_IGNORE_FILE`,
+    )
   const entries = parseIgnoreFile(readFileSync(path, 'utf8'), path)
   if (horizon) checkIgnoreHorizon(entries, path, horizon.day, horizon.maxDays)
   return entries
@@ -188,21 +198,28 @@ export function decide(report: TrivyReport, policy: Policy, entries: readonly Ig
   // A secret cannot be accepted: the fix is to take it out of the image (and rotate it).
   const secrets = [...report.secrets, ...report.suppressedSecrets]
   const blockingSecrets = secrets.filter((x) => policy.severities.includes(x.severity))
-  blocking.sort((a, b) => SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) || a.id.localeCompare(b.id) || a.pkg.localeCompare(b.pkg))
+  blocking.sort(
+    (a, b) => SEVERITIES.indexOf(a.severity) - SEVERITIES.indexOf(b.severity) || a.id.localeCompare(b.id) || a.pkg.localeCompare(b.pkg),
+  )
   const blockingIds = [...new Set(blocking.map((f) => f.id))]
   const expiredNote = [...expired.values()].map((e) => `ignore entry ${e.id} expired on ${e.expiredAt}`).join('; ')
   const sev = policy.severities.join('/')
   let reason: string
   const parts: string[] = []
   if (blockingSecrets.length > 0) {
-    const listed = blockingSecrets.slice(0, 3).map((x) => `${x.ruleId} (${x.severity}) in ${secretWhere(x)}`).join(', ')
+    const listed = blockingSecrets
+      .slice(0, 3)
+      .map((x) => `${x.ruleId} (${x.severity}) in ${secretWhere(x)}`)
+      .join(', ')
     const more = blockingSecrets.length > 3 ? ` and ${blockingSecrets.length - 3} more` : ''
     parts.push(`${blockingSecrets.length} ${sev} secret${blockingSecrets.length === 1 ? '' : 's'} in the image: ${listed}${more}`)
   }
   if (blocking.length > 0) {
     const listed = blocking.slice(0, 3).map(short).join(', ')
     const more = blocking.length > 3 ? ` and ${blocking.length - 3} more` : ''
-    parts.push(`${blocking.length} ${sev} finding${blocking.length === 1 ? ' remains' : 's remain'}: ${listed}${more}${expiredNote ? ` (${expiredNote})` : ''}`)
+    parts.push(
+      `${blocking.length} ${sev} finding${blocking.length === 1 ? ' remains' : 's remain'}: ${listed}${more}${expiredNote ? ` (${expiredNote})` : ''}`,
+    )
   }
   if (parts.length > 0) {
     reason = parts.join('; ')

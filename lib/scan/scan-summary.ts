@@ -20,23 +20,39 @@ const name = (f: Finding) => (f.aliases.length > 0 ? `${f.id} (${f.aliases.join(
 
 function pad(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)))
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd())
+  return rows.map((r) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd(),
+  )
 }
 
 /** The short table the stage prints: counts by severity, then what blocks and why (the decision line is the caller's). */
 export function consoleSummary(d: Decision, db?: DbFacts): string {
   const lines = db ? [dbLine(db)] : []
-  lines.push(...pad([['severity', ...SEVERITIES], ['findings', ...SEVERITIES.map((s) => String(d.counts[s]))]]))
+  lines.push(
+    ...pad([
+      ['severity', ...SEVERITIES],
+      ['findings', ...SEVERITIES.map((s) => String(d.counts[s]))],
+    ]),
+  )
   if (d.blocking.length > 0) {
     lines.push('', 'blocking:')
-    lines.push(...pad([['severity', 'id', 'package', 'installed', 'fixed in'], ...d.blocking.map((f) => [f.severity, name(f), f.pkg, f.installed, f.fixed || '(no fix yet)'])]).map((l) => `  ${l}`))
+    lines.push(
+      ...pad([
+        ['severity', 'id', 'package', 'installed', 'fixed in'],
+        ...d.blocking.map((f) => [f.severity, name(f), f.pkg, f.installed, f.fixed || '(no fix yet)']),
+      ]).map((l) => `  ${l}`),
+    )
   }
   if (d.secrets.length > 0) {
     lines.push('', `secrets (${d.blockingSecrets.length} blocking; values never shown):`)
     lines.push(...pad([SECRET_HEAD, ...d.secrets.map(secretRow)]).map((l) => `  ${l}`))
   }
   for (const e of d.expired) lines.push(`expired: ignore entry ${e.id} expired on ${e.expiredAt} and no longer applies ("${e.statement}")`)
-  for (const e of d.ignored) lines.push(`ignored: ${e.id} until ${e.expiredAt} (${e.findings} finding${e.findings === 1 ? '' : 's'}): ${e.statement}`)
+  for (const e of d.ignored)
+    lines.push(`ignored: ${e.id} until ${e.expiredAt} (${e.findings} finding${e.findings === 1 ? '' : 's'}): ${e.statement}`)
   if (d.unfixedAllowed > 0) lines.push(`allowed: ${d.unfixedAllowed} finding(s) without a fix (SCAN_IGNORE_UNFIXED=true)`)
   return lines.join('\n')
 }
@@ -54,7 +70,12 @@ export function markdownSummary(d: Decision, subject: ScanSubject, policy: Polic
     markdownTable([...SEVERITIES], [SEVERITIES.map((s) => d.counts[s])]),
   ]
   if (d.blocking.length > 0) {
-    parts.push(markdownTable(['severity', 'id', 'package', 'installed', 'fixed in'], d.blocking.map((f) => [f.severity, name(f), f.pkg, f.installed, f.fixed || '(no fix yet)'])))
+    parts.push(
+      markdownTable(
+        ['severity', 'id', 'package', 'installed', 'fixed in'],
+        d.blocking.map((f) => [f.severity, name(f), f.pkg, f.installed, f.fixed || '(no fix yet)']),
+      ),
+    )
   }
   if (d.secrets.length > 0) parts.push(markdownTable(SECRET_HEAD, d.secrets.map(secretRow)))
   const notes = [
@@ -67,7 +88,12 @@ export function markdownSummary(d: Decision, subject: ScanSubject, policy: Polic
 }
 
 /** The body of reports/scan.json: the decision and the facts behind it, for deploy and for people. */
-export function scanReport(d: Decision, subject: ScanSubject, policy: Policy & { ignoreFile: string }, extra: Record<string, unknown> = {}) {
+export function scanReport(
+  d: Decision,
+  subject: ScanSubject,
+  policy: Policy & { ignoreFile: string },
+  extra: Record<string, unknown> = {},
+) {
   return {
     decision: d.decision,
     reason: d.reason,
@@ -75,11 +101,27 @@ export function scanReport(d: Decision, subject: ScanSubject, policy: Policy & {
     policy,
     counts: d.counts,
     blockingIds: d.blockingIds,
-    blocking: d.blocking.map((f) => ({ id: f.id, aliases: f.aliases, severity: f.severity, pkg: f.pkg, installed: f.installed, fixed: f.fixed, target: f.target })),
+    blocking: d.blocking.map((f) => ({
+      id: f.id,
+      aliases: f.aliases,
+      severity: f.severity,
+      pkg: f.pkg,
+      installed: f.installed,
+      fixed: f.fixed,
+      target: f.target,
+    })),
     ignored: d.ignored,
     expired: d.expired,
     unfixedAllowed: d.unfixedAllowed,
-    secrets: d.secrets.map((x) => ({ ruleId: x.ruleId, category: x.category, severity: x.severity, file: x.target, startLine: x.startLine, endLine: x.endLine, blocking: d.blockingSecrets.includes(x) })),
+    secrets: d.secrets.map((x) => ({
+      ruleId: x.ruleId,
+      category: x.category,
+      severity: x.severity,
+      file: x.target,
+      startLine: x.startLine,
+      endLine: x.endLine,
+      blocking: d.blockingSecrets.includes(x),
+    })),
     ...extra,
   }
 }

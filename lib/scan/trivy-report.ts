@@ -95,9 +95,11 @@ export function parseTrivyReport(text: string, source: string): TrivyReport {
     const seen = raw.SchemaVersion === undefined ? 'no SchemaVersion' : `SchemaVersion ${JSON.stringify(raw.SchemaVersion)}`
     throw new PipelineError(`scan: ${source} has ${seen}; the gate reads only Trivy's SchemaVersion ${TRIVY_SCHEMA_VERSION}`)
   }
-  if (!('Results' in raw)) throw new PipelineError(`scan: ${source} has no Results: Trivy found nothing to scan, so it cannot vouch for the image`)
+  if (!('Results' in raw))
+    throw new PipelineError(`scan: ${source} has no Results: Trivy found nothing to scan, so it cannot vouch for the image`)
   if (!Array.isArray(raw.Results)) throw new PipelineError(`scan: ${source} has malformed Results (expected a list)`)
-  if (raw.Results.length === 0) throw new PipelineError(`scan: ${source} has empty Results: Trivy listed nothing it scanned, so it cannot vouch for the image`)
+  if (raw.Results.length === 0)
+    throw new PipelineError(`scan: ${source} has empty Results: Trivy listed nothing it scanned, so it cannot vouch for the image`)
 
   const findings: Finding[] = []
   const suppressed: Finding[] = []
@@ -106,7 +108,8 @@ export function parseTrivyReport(text: string, source: string): TrivyReport {
   const secrets: SecretFinding[] = []
   const suppressedSecrets: SecretFinding[] = []
   raw.Results.forEach((result, i) => {
-    if (!isObject(result) || typeof result.Target !== 'string') throw new PipelineError(`scan: ${source} has a malformed result #${i + 1} (no Target)`)
+    if (!isObject(result) || typeof result.Target !== 'string')
+      throw new PipelineError(`scan: ${source} has a malformed result #${i + 1} (no Target)`)
     const target = result.Target
     for (const key of ['Vulnerabilities', 'Packages', 'ExperimentalModifiedFindings', 'Secrets'] as const) {
       if (result[key] !== undefined && result[key] !== null && !Array.isArray(result[key])) {
@@ -118,8 +121,12 @@ export function parseTrivyReport(text: string, source: string): TrivyReport {
       if (isObject(p)) packages.push({ target, name: str(p.Name), version: str(p.Version) })
     }
     results.push({ target, class: str(result.Class), type: str(result.Type), packages: listed.length })
-    ;((result.Secrets as unknown[] | undefined) ?? []).forEach((v, j) => secrets.push(toSecret(v, target, `${source}: ${target} secret #${j + 1}`)))
-    ;((result.Vulnerabilities as unknown[] | undefined) ?? []).forEach((v, j) => findings.push(toFinding(v, target, `${source}: ${target} vulnerability #${j + 1}`)))
+    ;((result.Secrets as unknown[] | undefined) ?? []).forEach((v, j) =>
+      secrets.push(toSecret(v, target, `${source}: ${target} secret #${j + 1}`)),
+    )
+    ;((result.Vulnerabilities as unknown[] | undefined) ?? []).forEach((v, j) =>
+      findings.push(toFinding(v, target, `${source}: ${target} vulnerability #${j + 1}`)),
+    )
     ;((result.ExperimentalModifiedFindings as unknown[] | undefined) ?? []).forEach((m, j) => {
       const where = `${source}: ${target} suppressed finding #${j + 1}`
       if (!isObject(m)) throw new PipelineError(`scan: ${where} is not an object`)
@@ -127,7 +134,8 @@ export function parseTrivyReport(text: string, source: string): TrivyReport {
       if (m.Type === 'secret') suppressedSecrets.push(toSecret(m.Finding, target, where))
     })
   })
-  const os = isObject(raw.Metadata) && isObject(raw.Metadata.OS) ? `${str(raw.Metadata.OS.Family)} ${str(raw.Metadata.OS.Name)}`.trim() : undefined
+  const os =
+    isObject(raw.Metadata) && isObject(raw.Metadata.OS) ? `${str(raw.Metadata.OS.Family)} ${str(raw.Metadata.OS.Name)}`.trim() : undefined
   return { artifact: str(raw.ArtifactName), results, secrets, suppressedSecrets, findings, suppressed, packages, os: os || undefined }
 }
 
@@ -135,9 +143,18 @@ function toSecret(v: unknown, target: string, where: string): SecretFinding {
   if (!isObject(v)) throw new PipelineError(`scan: ${where} is not an object`)
   if (typeof v.RuleID !== 'string' || v.RuleID === '') throw new PipelineError(`scan: ${where} has no RuleID`)
   const severity = v.Severity === undefined || v.Severity === '' ? 'UNKNOWN' : v.Severity
-  if (!(SEVERITIES as readonly unknown[]).includes(severity)) throw new PipelineError(`scan: ${where} (${v.RuleID}) has unknown Severity ${JSON.stringify(v.Severity)}`)
+  if (!(SEVERITIES as readonly unknown[]).includes(severity))
+    throw new PipelineError(`scan: ${where} (${v.RuleID}) has unknown Severity ${JSON.stringify(v.Severity)}`)
   const line = (n: unknown) => (typeof n === 'number' && Number.isInteger(n) ? n : 0)
-  return { ruleId: v.RuleID, category: str(v.Category), title: str(v.Title), severity: severity as Severity, target, startLine: line(v.StartLine), endLine: line(v.EndLine) }
+  return {
+    ruleId: v.RuleID,
+    category: str(v.Category),
+    title: str(v.Title),
+    severity: severity as Severity,
+    target,
+    startLine: line(v.StartLine),
+    endLine: line(v.EndLine),
+  }
 }
 
 /**
@@ -151,9 +168,11 @@ function toSecret(v: unknown, target: string, where: string): SecretFinding {
 export function coverageProblem(report: TrivyReport, source: string): string | undefined {
   const os = report.results.find((r) => r.class === 'os-pkgs')
   if (!os) return `${source} has no result for the image's OS packages: Trivy did not recognise the OS, so it cannot vouch for them`
-  if (os.packages === 0) return `${source} lists no OS packages for ${os.target}: scan with --list-all-pkgs, or Trivy found no package database`
+  if (os.packages === 0)
+    return `${source} lists no OS packages for ${os.target}: scan with --list-all-pkgs, or Trivy found no package database`
   const crates = report.results.find((r) => r.class === 'lang-pkgs' && r.type === 'rustbinary')
-  if (!crates) return `${source} has no result for the binary's crates (rustbinary): the image lost its .dep-v0 dependency list, so Trivy cannot vouch for them`
+  if (!crates)
+    return `${source} has no result for the binary's crates (rustbinary): the image lost its .dep-v0 dependency list, so Trivy cannot vouch for them`
   if (crates.packages === 0) return `${source} lists no crates for ${crates.target}: scan with --list-all-pkgs`
   return undefined
 }
@@ -176,7 +195,8 @@ function toFinding(v: unknown, target: string, where: string): Finding {
   }
   // Trivy itself reads a missing severity as UNKNOWN; anything else unknown is a report we do not understand.
   const severity = v.Severity === undefined || v.Severity === '' ? 'UNKNOWN' : v.Severity
-  if (!(SEVERITIES as readonly unknown[]).includes(severity)) throw new PipelineError(`scan: ${where} (${str(v.VulnerabilityID)}) has unknown Severity ${JSON.stringify(v.Severity)}`)
+  if (!(SEVERITIES as readonly unknown[]).includes(severity))
+    throw new PipelineError(`scan: ${where} (${str(v.VulnerabilityID)}) has unknown Severity ${JSON.stringify(v.Severity)}`)
   const aliases = Array.isArray(v.VendorIDs) ? v.VendorIDs.filter((a): a is string => typeof a === 'string') : []
   return {
     id: v.VulnerabilityID as string,
@@ -206,7 +226,9 @@ export function assertSarifAgrees(report: TrivyReport, sarifText: string, source
   const sarif = sarifRuleIds(sarifText, source)
   const json = [...report.findings.map((f) => f.id), ...report.secrets.map((x) => x.ruleId)].sort()
   if (sarif.length !== json.length || sarif.some((id, i) => id !== json[i])) {
-    throw new PipelineError(`scan: ${source} lists ${sarif.length} results but the JSON report has ${json.length} findings and secrets; the outputs disagree`)
+    throw new PipelineError(
+      `scan: ${source} lists ${sarif.length} results but the JSON report has ${json.length} findings and secrets; the outputs disagree`,
+    )
   }
   return sarif.length
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
-import { cpSync,existsSync,mkdirSync,readFileSync,readdirSync,renameSync,rmSync,writeFileSync } from 'node:fs'
-import { join,relative } from 'node:path'
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { join, relative } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { repoRoot } from '../core/paths.ts'
 import { run } from '../core/run.ts'
@@ -28,7 +28,10 @@ function listFiles(dir: string): string[] {
 export function advisoriesHash(dir = ADVISORIES_DIR): string {
   if (!existsSync(dir)) throw new PipelineError(`trivy-db: advisories directory ${dir} is missing`)
   const h = createHash('sha256').update(`trivy-db ${VERSIONS.trivyDb}\n`)
-  for (const file of listFiles(dir).sort()) h.update(`${relative(dir, file)}\n`).update(new Uint8Array(readFileSync(file))).update('\n')
+  for (const file of listFiles(dir).sort())
+    h.update(`${relative(dir, file)}\n`)
+      .update(new Uint8Array(readFileSync(file)))
+      .update('\n')
   return h.digest('hex')
 }
 
@@ -59,12 +62,27 @@ export async function ensureLocalDb(cache: string, advisories = ADVISORIES_DIR):
     cpSync(advisories, src, { recursive: true })
     // trivy-db's GHSA source also walks CocoaPods specs and refuses a missing directory.
     mkdirSync(join(src, 'cocoapods-specs', 'Specs'), { recursive: true })
-    const sources = readdirSync(advisories, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)
+    const sources = readdirSync(advisories, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name)
     const out = join(work, 'out')
     say(`building the local Trivy DB from ${relative(repoRoot, advisories)} (${sources.join(', ')})`)
-    await run([builder, 'build', '--cache-dir', src, '--output-dir', out, '--update-interval', '8760h', ...sources.flatMap((s) => ['--only-update', s])], {
-      cwd: work,
-    })
+    await run(
+      [
+        builder,
+        'build',
+        '--cache-dir',
+        src,
+        '--output-dir',
+        out,
+        '--update-interval',
+        '8760h',
+        ...sources.flatMap((s) => ['--only-update', s]),
+      ],
+      {
+        cwd: work,
+      },
+    )
     for (const f of ['trivy.db', 'metadata.json']) {
       if (!existsSync(join(out, f))) throw new PipelineError(`trivy-db: build wrote no ${f}`)
     }
@@ -105,7 +123,23 @@ export function isLocalRegistry(image: string): boolean {
 }
 
 /** What the scanner may see of the environment: where it runs and how it reaches registries, nothing that configures Trivy. */
-const SCANNER_VARIABLES = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'XDG_CACHE_HOME', 'DOCKER_CONFIG', 'DOCKER_HOST', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']
+const SCANNER_VARIABLES = [
+  'PATH',
+  'HOME',
+  'TMPDIR',
+  'LANG',
+  'XDG_CACHE_HOME',
+  'DOCKER_CONFIG',
+  'DOCKER_HOST',
+  'SSL_CERT_FILE',
+  'SSL_CERT_DIR',
+  'HTTP_PROXY',
+  'HTTPS_PROXY',
+  'NO_PROXY',
+  'http_proxy',
+  'https_proxy',
+  'no_proxy',
+]
 
 export function scannerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   return Object.fromEntries(SCANNER_VARIABLES.filter((k) => env[k] !== undefined).map((k) => [k, env[k]]))
@@ -113,7 +147,17 @@ export function scannerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Process
 
 /** Runs scripts/scan_image.sh; any non-zero exit is a broken scan, never a finding. */
 export async function scanImage(o: ScanOptions): Promise<{ seconds: number }> {
-  const argv = [join(repoRoot, 'scripts', 'scan_image.sh'), '--out', o.out, '--image-src', o.imageSrc, '--cache-dir', o.trivyCache, '--ignorefile', o.ignoreFile]
+  const argv = [
+    join(repoRoot, 'scripts', 'scan_image.sh'),
+    '--out',
+    o.out,
+    '--image-src',
+    o.imageSrc,
+    '--cache-dir',
+    o.trivyCache,
+    '--ignorefile',
+    o.ignoreFile,
+  ]
   if (o.offline) argv.push('--offline')
   if (o.dbRepository) argv.push('--db-repository', o.dbRepository)
   if (o.imageSrc === 'remote' && isLocalRegistry(o.image)) argv.push('--insecure')
@@ -125,7 +169,10 @@ export async function scanImage(o: ScanOptions): Promise<{ seconds: number }> {
     return { seconds: r.seconds }
   } catch (err) {
     if (!(err instanceof PipelineError)) throw err
-    const last = err.details?.split('\n').reverse().find((l) => l.startsWith('scan_image: '))
+    const last = err.details
+      ?.split('\n')
+      .reverse()
+      .find((l) => l.startsWith('scan_image: '))
     throw new PipelineError(last ? `scan: ${last.replace(/^scan_image: /, '')}` : `scan: ${err.message}`, err.details)
   }
 }

@@ -63,7 +63,14 @@ export interface ScanFacts {
   /** The policy the gate applied, and its digest (see lib/scan/committed-policy.ts). */
   policy: AppliedPolicy & { digest: string }
   trivyVersion: string
-  db: { source: string; updatedAt: string; repository?: string | null; digest?: string | null; advisories?: number | null; advisoriesHash?: string }
+  db: {
+    source: string
+    updatedAt: string
+    repository?: string | null
+    digest?: string | null
+    advisories?: number | null
+    advisoriesHash?: string
+  }
   scannedAt: string
   /** `rescan`: a digest scanned again later (the nightly rescan of what runs); `build`: the digest the build stage pushed. */
   kind: 'build' | 'rescan'
@@ -75,7 +82,14 @@ export function scanPredicate(f: ScanFacts) {
     image: { repository: f.repository, digest: f.digest },
     decision: f.decision.decision,
     reason: f.decision.reason,
-    policy: { digest: f.policy.digest, blockingSeverities: f.policy.severities, ignoreUnfixed: f.policy.ignoreUnfixed, ignoreMaxDays: f.policy.ignoreMaxDays, ignoreFile: f.policy.ignoreFile, ignoreFileSha256: f.policy.ignoreFileSha256 },
+    policy: {
+      digest: f.policy.digest,
+      blockingSeverities: f.policy.severities,
+      ignoreUnfixed: f.policy.ignoreUnfixed,
+      ignoreMaxDays: f.policy.ignoreMaxDays,
+      ignoreFile: f.policy.ignoreFile,
+      ignoreFileSha256: f.policy.ignoreFileSha256,
+    },
     counts: f.decision.counts,
     blockingIds: f.decision.blockingIds,
     ignored: f.decision.ignored.map((e) => ({ id: e.id, expiredAt: e.expiredAt, statement: e.statement, findings: e.findings })),
@@ -135,7 +149,10 @@ export function forDigest(all: readonly VerifiedStatement[], digest: string, pre
   const ofType = all.filter((s) => s.statement.predicateType === predicateType)
   for (const s of ofType) {
     const subjects = (s.statement.subject ?? []).map((x) => x.digest?.sha256)
-    if (!subjects.includes(hex)) throw refused(`a ${what} attestation attached to ${short(digest)} is about ${subjects[0] ? short(`sha256:${subjects[0]}`) : 'no digest'}: copied from another image`)
+    if (!subjects.includes(hex))
+      throw refused(
+        `a ${what} attestation attached to ${short(digest)} is about ${subjects[0] ? short(`sha256:${subjects[0]}`) : 'no digest'}: copied from another image`,
+      )
   }
   if (ofType.length === 0) throw refused(`${short(digest)} has no ${what} attestation (${predicateType})`)
   return ofType
@@ -173,7 +190,14 @@ interface ScanPredicate {
   image?: { digest?: string }
   decision?: string
   reason?: string
-  policy?: { digest?: string; blockingSeverities?: unknown; ignoreUnfixed?: unknown; ignoreMaxDays?: unknown; ignoreFile?: unknown; ignoreFileSha256?: unknown }
+  policy?: {
+    digest?: string
+    blockingSeverities?: unknown
+    ignoreUnfixed?: unknown
+    ignoreMaxDays?: unknown
+    ignoreFile?: unknown
+    ignoreFileSha256?: unknown
+  }
   blockingIds?: unknown
   ignored?: { id?: string; expiredAt?: string }[]
   scanner?: { name?: string; version?: string; db?: { source?: string; updatedAt?: string } }
@@ -181,7 +205,8 @@ interface ScanPredicate {
   kind?: string
 }
 
-const validDay = (text: unknown): text is string => typeof text === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(text) && new Date(`${text}T00:00:00Z`).toISOString().startsWith(text)
+const validDay = (text: unknown): text is string =>
+  typeof text === 'string' && /^\d{4}-\d{2}-\d{2}$/.test(text) && new Date(`${text}T00:00:00Z`).toISOString().startsWith(text)
 
 /** "rescan by … at …: 1 blocking (CVE-2021-45710)" for a refusal. */
 function describeScan(s: VerifiedStatement, p: ScanPredicate): string {
@@ -201,13 +226,21 @@ function describeScan(s: VerifiedStatement, p: ScanPredicate): string {
  * expired. A result with an unreadable or future time is refused, never sorted.
  */
 export function checkScan(statements: readonly VerifiedStatement[], e: ScanExpectations): ScanVerdict {
-  const mine = forDigest(statements, e.digest, SCAN_PREDICATE_TYPE, 'scan').map((s) => ({ s, p: (s.statement.predicate ?? {}) as ScanPredicate }))
+  const mine = forDigest(statements, e.digest, SCAN_PREDICATE_TYPE, 'scan').map((s) => ({
+    s,
+    p: (s.statement.predicate ?? {}) as ScanPredicate,
+  }))
   const times = new Map<VerifiedStatement, number>()
   for (const { s, p } of mine) {
     const at = Date.parse(p.scannedAt ?? '')
-    if (typeof p.scannedAt !== 'string' || Number.isNaN(at)) throw refused(`a scan attestation of ${short(e.digest)} (${short(s.digest)}) has no readable scan time (${JSON.stringify(p.scannedAt ?? null)})`)
-    if (at > e.now.getTime() + 300_000) throw refused(`a scan attestation of ${short(e.digest)} (${short(s.digest)}) is dated in the future (${p.scannedAt})`)
-    if (p.image?.digest !== e.digest) throw refused(`a scan attestation attached to ${short(e.digest)} names image ${p.image?.digest ? short(p.image.digest) : 'none'}`)
+    if (typeof p.scannedAt !== 'string' || Number.isNaN(at))
+      throw refused(
+        `a scan attestation of ${short(e.digest)} (${short(s.digest)}) has no readable scan time (${JSON.stringify(p.scannedAt ?? null)})`,
+      )
+    if (at > e.now.getTime() + 300_000)
+      throw refused(`a scan attestation of ${short(e.digest)} (${short(s.digest)}) is dated in the future (${p.scannedAt})`)
+    if (p.image?.digest !== e.digest)
+      throw refused(`a scan attestation attached to ${short(e.digest)} names image ${p.image?.digest ? short(p.image.digest) : 'none'}`)
     times.set(s, at)
   }
   const when = (x: { s: VerifiedStatement }) => times.get(x.s)!
@@ -215,36 +248,77 @@ export function checkScan(statements: readonly VerifiedStatement[], e: ScanExpec
   if (committed.length === 0) {
     const newest = [...mine].sort((a, b) => when(b) - when(a))[0]!
     const attested = newest.p.policy ?? {}
-    const seen = { severities: Array.isArray(attested.blockingSeverities) ? (attested.blockingSeverities as unknown[]).map(String) : [], ignoreUnfixed: attested.ignoreUnfixed as boolean, ignoreMaxDays: attested.ignoreMaxDays as number, ignoreFile: attested.ignoreFile as string, ignoreFileSha256: attested.ignoreFileSha256 as string }
-    throw refused(`no scan of ${short(e.digest)} was made under the committed scan policy (${short(e.policy.digest)}); the newest, at ${newest.p.scannedAt}, was made under another: ${policyDifference(seen, e.policy.committed)}`)
+    const seen = {
+      severities: Array.isArray(attested.blockingSeverities) ? (attested.blockingSeverities as unknown[]).map(String) : [],
+      ignoreUnfixed: attested.ignoreUnfixed as boolean,
+      ignoreMaxDays: attested.ignoreMaxDays as number,
+      ignoreFile: attested.ignoreFile as string,
+      ignoreFileSha256: attested.ignoreFileSha256 as string,
+    }
+    throw refused(
+      `no scan of ${short(e.digest)} was made under the committed scan policy (${short(e.policy.digest)}); the newest, at ${newest.p.scannedAt}, was made under another: ${policyDifference(seen, e.policy.committed)}`,
+    )
   }
   const pass = committed.find(({ p }) => p.decision === 'pass')
   if (!pass) throw refused(`the scan of ${short(e.digest)} did not pass: ${describeScan(committed[0]!.s, committed[0]!.p)}`)
   const failedSince = committed.filter((x) => x.p.decision !== 'pass' && when(x) > when(pass))
   if (failedSince.length > 0) {
     const f = failedSince[failedSince.length - 1]!
-    throw refused(`a newer scan of ${short(e.digest)} failed after the pass of ${pass.p.scannedAt}: ${describeScan(f.s, f.p)}; a newer passing scan must follow before it deploys`)
+    throw refused(
+      `a newer scan of ${short(e.digest)} failed after the pass of ${pass.p.scannedAt}: ${describeScan(f.s, f.p)}; a newer passing scan must follow before it deploys`,
+    )
   }
   const p = pass.p
   const pinned = e.trivyVersion ?? VERSIONS.trivy.replace(/^v/, '')
-  if (p.scanner?.name !== 'trivy' || p.scanner.version !== pinned) throw refused(`the scan of ${short(e.digest)} was made by ${p.scanner?.name ?? '?'} ${p.scanner?.version ?? '?'}, not the pinned Trivy ${pinned}`)
+  if (p.scanner?.name !== 'trivy' || p.scanner.version !== pinned)
+    throw refused(
+      `the scan of ${short(e.digest)} was made by ${p.scanner?.name ?? '?'} ${p.scanner?.version ?? '?'}, not the pinned Trivy ${pinned}`,
+    )
   const severities = Array.isArray(p.policy?.blockingSeverities) ? (p.policy.blockingSeverities as unknown[]).map(String) : []
   const missing = REQUIRED_SEVERITIES.filter((s) => !severities.includes(s))
-  if (missing.length > 0) throw refused(`the scan of ${short(e.digest)} did not block on ${missing.join(', ')} (it blocked on ${severities.join(', ') || 'nothing'})`)
+  if (missing.length > 0)
+    throw refused(
+      `the scan of ${short(e.digest)} did not block on ${missing.join(', ')} (it blocked on ${severities.join(', ') || 'nothing'})`,
+    )
   const age = (e.now.getTime() - when(pass)) / 1000
-  if (age > e.maxAgeSecs) throw refused(`the scan of ${short(e.digest)} is ${fmtAge(age)} old, over the bound of ${fmtAge(e.maxAgeSecs)} (SCAN_MAX_AGE or the environment's scan.maxAge); run the scan stage again`)
+  if (age > e.maxAgeSecs)
+    throw refused(
+      `the scan of ${short(e.digest)} is ${fmtAge(age)} old, over the bound of ${fmtAge(e.maxAgeSecs)} (SCAN_MAX_AGE or the environment's scan.maxAge); run the scan stage again`,
+    )
   const db = p.scanner.db ?? {}
-  if (!e.db.sources.includes(String(db.source))) throw refused(`the scan of ${short(e.digest)} used a ${db.source ?? 'unnamed'} vulnerability DB; this environment accepts ${e.db.sources.join(' or ')}`)
+  if (!e.db.sources.includes(String(db.source)))
+    throw refused(
+      `the scan of ${short(e.digest)} used a ${db.source ?? 'unnamed'} vulnerability DB; this environment accepts ${e.db.sources.join(' or ')}`,
+    )
   const built = Date.parse(db.updatedAt ?? '')
   if (Number.isNaN(built)) throw refused(`the scan of ${short(e.digest)} does not say when its vulnerability DB was built`)
   const dbAge = (when(pass) - built) / 1000
-  if (dbAge > e.db.maxAgeSecs) throw refused(`the scan of ${short(e.digest)} used a vulnerability DB ${fmtAge(dbAge)} old at scan time, over this environment's scan.dbMaxAge (${fmtAge(e.db.maxAgeSecs)})`)
+  if (dbAge > e.db.maxAgeSecs)
+    throw refused(
+      `the scan of ${short(e.digest)} used a vulnerability DB ${fmtAge(dbAge)} old at scan time, over this environment's scan.dbMaxAge (${fmtAge(e.db.maxAgeSecs)})`,
+    )
   const day = e.now.toISOString().slice(0, 10)
   for (const i of p.ignored ?? []) {
-    if (!validDay(i.expiredAt)) throw refused(`the scan of ${short(e.digest)} relied on ignore entry ${i.id ?? '?'} with an expiry that is not a date (${JSON.stringify(i.expiredAt ?? null)})`)
-    if (i.expiredAt <= day) throw refused(`the scan of ${short(e.digest)} relied on ignore entry ${i.id ?? '?'}, which expired on ${i.expiredAt}; run the scan stage again`)
+    if (!validDay(i.expiredAt))
+      throw refused(
+        `the scan of ${short(e.digest)} relied on ignore entry ${i.id ?? '?'} with an expiry that is not a date (${JSON.stringify(i.expiredAt ?? null)})`,
+      )
+    if (i.expiredAt <= day)
+      throw refused(
+        `the scan of ${short(e.digest)} relied on ignore entry ${i.id ?? '?'}, which expired on ${i.expiredAt}; run the scan stage again`,
+      )
   }
-  return { attestation: pass.s.digest, scannedAt: p.scannedAt!, trivy: p.scanner.version, db: p.scanner.db ?? null, blockingSeverities: severities, ignored: (p.ignored ?? []).map((i) => String(i.id)), policyDigest: e.policy.digest, signer: pass.s.signer ?? null, verdicts: committed.length }
+  return {
+    attestation: pass.s.digest,
+    scannedAt: p.scannedAt!,
+    trivy: p.scanner.version,
+    db: p.scanner.db ?? null,
+    blockingSeverities: severities,
+    ignored: (p.ignored ?? []).map((i) => String(i.id)),
+    policyDigest: e.policy.digest,
+    signer: pass.s.signer ?? null,
+    verdicts: committed.length,
+  }
 }
 
 export interface ProvenanceExpectations {
@@ -269,26 +343,43 @@ export interface ProvenanceVerdict {
 /** Provenance for exactly this digest, from this repository and commit, of a clean tree (unless allowed). */
 export function checkProvenance(statements: readonly VerifiedStatement[], e: ProvenanceExpectations): ProvenanceVerdict {
   const mine = forDigest(statements, e.digest, PROVENANCE_PREDICATE_TYPE, 'provenance')
-  const finished = (s: VerifiedStatement) => Date.parse(String((s.statement.predicate as { runDetails?: { metadata?: { finishedOn?: string } } } | undefined)?.runDetails?.metadata?.finishedOn ?? '')) || 0
+  const finished = (s: VerifiedStatement) =>
+    Date.parse(
+      String(
+        (s.statement.predicate as { runDetails?: { metadata?: { finishedOn?: string } } } | undefined)?.runDetails?.metadata?.finishedOn ??
+          '',
+      ),
+    ) || 0
   type Predicate = ReturnType<typeof provenancePredicate>
-  const commitOf = (s: VerifiedStatement) => ((s.statement.predicate ?? {}) as Predicate).buildDefinition?.resolvedDependencies?.find((d) => d.uri === `git+${e.repository}`)?.digest?.gitCommit
+  const commitOf = (s: VerifiedStatement) =>
+    ((s.statement.predicate ?? {}) as Predicate).buildDefinition?.resolvedDependencies?.find((d) => d.uri === `git+${e.repository}`)?.digest
+      ?.gitCommit
   // One digest can come from several commits (a change outside the build's inputs, a rebuild that
   // reproduces it): the provenance naming build.json's commit is the one judged, else the newest.
   const byTime = [...mine].sort((a, b) => finished(b) - finished(a))
   const newest = byTime.find((s) => commitOf(s) === e.commit) ?? byTime[0]!
   const p = (newest.statement.predicate ?? {}) as Predicate
   const def = p.buildDefinition
-  if (def?.buildType !== BUILD_TYPE) throw refused(`the provenance of ${short(e.digest)} is not of this pipeline's build type (${String(def?.buildType)})`)
+  if (def?.buildType !== BUILD_TYPE)
+    throw refused(`the provenance of ${short(e.digest)} is not of this pipeline's build type (${String(def?.buildType)})`)
   const repository = def.externalParameters?.repository
-  if (repository !== e.repository) throw refused(`${short(e.digest)} was built from ${repository ?? 'an unnamed repository'}, not ${e.repository}`)
+  if (repository !== e.repository)
+    throw refused(`${short(e.digest)} was built from ${repository ?? 'an unnamed repository'}, not ${e.repository}`)
   const commit = def.resolvedDependencies?.find((d) => d.uri === `git+${repository}`)?.digest as { gitCommit?: string } | undefined
   if (!commit?.gitCommit) throw refused(`the provenance of ${short(e.digest)} names no commit`)
-  if (commit.gitCommit !== e.commit) throw refused(`${short(e.digest)} was built from commit ${commit.gitCommit.slice(0, 12)}, not ${e.commit.slice(0, 12)} as build.json says`)
+  if (commit.gitCommit !== e.commit)
+    throw refused(
+      `${short(e.digest)} was built from commit ${commit.gitCommit.slice(0, 12)}, not ${e.commit.slice(0, 12)} as build.json says`,
+    )
   const dirty = def.internalParameters?.dirty
   if (typeof dirty !== 'boolean') throw refused(`the provenance of ${short(e.digest)} does not say whether the tree was clean`)
-  if (dirty && !e.allowDirty) throw refused(`${short(e.digest)} was built from a working tree with uncommitted changes; commit and rebuild (only the local cluster takes dirty builds)`)
+  if (dirty && !e.allowDirty)
+    throw refused(
+      `${short(e.digest)} was built from a working tree with uncommitted changes; commit and rebuild (only the local cluster takes dirty builds)`,
+    )
   const builder = p.runDetails?.builder?.id
-  if (typeof builder !== 'string' || !e.builder(builder)) throw refused(`the provenance of ${short(e.digest)} names builder ${builder ?? 'none'}, which is not one of this environment's signers`)
+  if (typeof builder !== 'string' || !e.builder(builder))
+    throw refused(`the provenance of ${short(e.digest)} names builder ${builder ?? 'none'}, which is not one of this environment's signers`)
   return { attestation: newest.digest, builder, repository, commit: commit.gitCommit, dirty }
 }
 
@@ -296,7 +387,9 @@ export function checkProvenance(statements: readonly VerifiedStatement[], e: Pro
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`
   if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`
   }
   return JSON.stringify(value)

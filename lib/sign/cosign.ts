@@ -1,5 +1,5 @@
-import { createHash,randomBytes } from 'node:crypto'
-import { existsSync,mkdirSync,mkdtempSync,readFileSync,renameSync,rmSync,writeFileSync } from 'node:fs'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PipelineError, debugOn } from '../core/errors.ts'
@@ -17,8 +17,6 @@ export type Verifier =
   /** A GitHub Actions certificate: exactly `identity` (or matching `identityRegexp`), from `issuer`, its workflow-trigger and workflow-ref extensions naming `trigger` and `ref` when given. */
   | { kind: 'keyless'; identity?: string; identityRegexp?: string; issuer: string; trigger?: string; ref?: string }
 
-
-
 /**
  * The identity a keyless signature made in this job carries: the running
  * workflow at the ref it ran from (GITHUB_WORKFLOW_REF), as Fulcio writes it
@@ -27,7 +25,8 @@ export type Verifier =
  */
 export function workflowRunIdentity(env: NodeJS.ProcessEnv = process.env): string {
   const ref = env.GITHUB_WORKFLOW_REF ?? ''
-  if (!/^[\w.-]+\/[\w.-]+\/\.github\/workflows\/[^@\s]+@refs\/\S+$/.test(ref)) throw new PipelineError(`signing: GITHUB_WORKFLOW_REF "${ref}" is not owner/repo/.github/workflows/<file>@<ref>`)
+  if (!/^[\w.-]+\/[\w.-]+\/\.github\/workflows\/[^@\s]+@refs\/\S+$/.test(ref))
+    throw new PipelineError(`signing: GITHUB_WORKFLOW_REF "${ref}" is not owner/repo/.github/workflows/<file>@<ref>`)
   return `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${ref}`
 }
 
@@ -64,7 +63,11 @@ export async function ensureLocalKeyPair(cosign: string, cache: string): Promise
     const password = randomBytes(32).toString('base64url')
     writeFileSync(join(tmp, 'cosign.password'), password, { mode: 0o600 })
     say(`creating the local signing key pair in ${p.dir} (once per machine)`)
-    await run([cosign, 'generate-key-pair', '--output-key-prefix', join(tmp, 'cosign')], { env: { ...process.env, COSIGN_PASSWORD: password }, secrets: [password], timeoutMs: 60_000 })
+    await run([cosign, 'generate-key-pair', '--output-key-prefix', join(tmp, 'cosign')], {
+      env: { ...process.env, COSIGN_PASSWORD: password },
+      secrets: [password],
+      timeoutMs: 60_000,
+    })
     try {
       renameSync(tmp, p.dir)
     } catch {
@@ -72,7 +75,10 @@ export async function ensureLocalKeyPair(cosign: string, cache: string): Promise
     }
   }
   for (const f of [p.key, p.pub, p.passwordFile]) {
-    if (!existsSync(f)) throw new PipelineError(`signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see docs/signing.md, rotating the local key)`)
+    if (!existsSync(f))
+      throw new PipelineError(
+        `signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see docs/signing.md, rotating the local key)`,
+      )
   }
   return { kind: 'key', key: p.key, pub: p.pub, password: readFileSync(p.passwordFile, 'utf8').trim() }
 }
@@ -80,7 +86,10 @@ export async function ensureLocalKeyPair(cosign: string, cache: string): Promise
 /** The local public key as a verifier. */
 export function localVerifier(cache: string): Extract<Verifier, { kind: 'key' }> {
   const { pub } = localKeyPaths(cache)
-  if (!existsSync(pub)) throw new PipelineError(`deploy: refused: no local signing key (${pub}); nothing this machine built was signed, run the build stage first`)
+  if (!existsSync(pub))
+    throw new PipelineError(
+      `deploy: refused: no local signing key (${pub}); nothing this machine built was signed, run the build stage first`,
+    )
   return { kind: 'key', pub, fingerprint: keyFingerprint(readFileSync(pub, 'utf8')) }
 }
 
@@ -114,7 +123,8 @@ export function verifierArgs(v: Verifier): string[] {
   if (v.kind === 'key') return ['--key', v.pub, '--insecure-ignore-tlog=true']
   return [
     ...(v.identity ? ['--certificate-identity', v.identity] : ['--certificate-identity-regexp', v.identityRegexp ?? '^$']),
-    '--certificate-oidc-issuer', v.issuer,
+    '--certificate-oidc-issuer',
+    v.issuer,
     ...(v.trigger ? ['--certificate-github-workflow-trigger', v.trigger] : []),
     ...(v.ref ? ['--certificate-github-workflow-ref', v.ref] : []),
   ]
@@ -137,13 +147,19 @@ export async function signImage(c: CosignCall, s: Signer): Promise<void> {
 /** Attaches a signed in-toto attestation (`type`: cosign's short name or a predicate type URI) to the digest. */
 export async function attestImage(c: CosignCall, s: Signer, type: string, predicateFile: string): Promise<void> {
   const { env, secrets } = signerEnv(s, c.env)
-  await run([c.cosign, 'attest', '--yes', '--type', type, '--predicate', predicateFile, ...signerArgs(s), ...registryFlags(c.image), c.image], { env, secrets, timeoutMs: 180_000 })
+  await run(
+    [c.cosign, 'attest', '--yes', '--type', type, '--predicate', predicateFile, ...signerArgs(s), ...registryFlags(c.image), c.image],
+    { env, secrets, timeoutMs: 180_000 },
+  )
 }
 
 /** cosign's complaint, one line: its last `Error:` line, else the exit. */
 export function cosignReason(err: unknown): string {
   const details = err instanceof PipelineError ? (err.details ?? '') : ''
-  const line = details.split('\n').reverse().find((l) => /^Error:|error during command execution/.test(l.trim()))
+  const line = details
+    .split('\n')
+    .reverse()
+    .find((l) => /^Error:|error during command execution/.test(l.trim()))
   return (line ?? (err as Error).message).replace(/^Error:\s*/, '').trim()
 }
 
@@ -153,11 +169,17 @@ export const SIGNATURE_PREDICATE_TYPE = 'https://sigstore.dev/cosign/sign/v1'
 /** Whether the verified statements include a signature of the image itself, not merely attestations beside it. */
 export function signsDigest(statements: readonly VerifiedStatement[], digest: string): boolean {
   const hex = digest.replace(/^sha256:/, '')
-  return statements.some((s) => s.statement.predicateType === SIGNATURE_PREDICATE_TYPE && (s.statement.subject ?? []).some((x) => x.digest?.sha256 === hex))
+  return statements.some(
+    (s) => s.statement.predicateType === SIGNATURE_PREDICATE_TYPE && (s.statement.subject ?? []).some((x) => x.digest?.sha256 === hex),
+  )
 }
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
-const EMPTY_CONFIG = { mediaType: 'application/vnd.oci.empty.v1+json', digest: `sha256:${createHash('sha256').update('{}').digest('hex')}`, size: 2 }
+const EMPTY_CONFIG = {
+  mediaType: 'application/vnd.oci.empty.v1+json',
+  digest: `sha256:${createHash('sha256').update('{}').digest('hex')}`,
+  size: 2,
+}
 
 /**
  * An OCI image layout holding `bundles` as referrers of `digest`, the layout
@@ -178,10 +200,26 @@ export function writeReferrerLayout(dir: string, digest: string, bundles: readon
   for (const b of bundles) {
     const mediaType = String((JSON.parse(b) as { mediaType?: unknown }).mediaType)
     const layer = blob(b)
-    blob(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: mediaType, config: EMPTY_CONFIG, layers: [{ mediaType, ...layer }], subject: { mediaType: OCI_MANIFEST, digest, size: 0 } }))
+    blob(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        artifactType: mediaType,
+        config: EMPTY_CONFIG,
+        layers: [{ mediaType, ...layer }],
+        subject: { mediaType: OCI_MANIFEST, digest, size: 0 },
+      }),
+    )
   }
   writeFileSync(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}')
-  writeFileSync(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ mediaType: OCI_MANIFEST, digest, size: 0, annotations: { kind: 'dev.cosignproject.cosign/image' } }] }))
+  writeFileSync(
+    join(dir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [{ mediaType: OCI_MANIFEST, digest, size: 0, annotations: { kind: 'dev.cosignproject.cosign/image' } }],
+    }),
+  )
 }
 
 /** What one read of a digest's referrers proved. */
@@ -240,7 +278,9 @@ export async function downloadReferrers(c: CosignCall, cache: string, log: strin
     bundles = await readBundles({ image: c.image, cache, ...(c.env ? { env: c.env } : {}) })
   } catch (err) {
     const cause = (err as { cause?: { message?: string } }).cause?.message
-    throw new PipelineError(`cannot read the signatures and attestations of ${digest.slice(0, 19)}… from ${c.image.split('@')[0]}: ${(err as Error).message}${cause ? ` (${cause})` : ''}`)
+    throw new PipelineError(
+      `cannot read the signatures and attestations of ${digest.slice(0, 19)}… from ${c.image.split('@')[0]}: ${(err as Error).message}${cause ? ` (${cause})` : ''}`,
+    )
   }
   log.push(`${c.image}: ${bundles.length} Sigstore bundle(s) among its referrers`)
   return bundles
@@ -251,15 +291,28 @@ export async function downloadReferrers(c: CosignCall, cache: string, log: strin
  * offline (`cosign verify --local-image` on a layout of them), each tagged
  * with who signed it. Bundles by anyone else are simply absent.
  */
-export async function verifyBundles(c: CosignCall, bundles: readonly string[], v: Verifier, log: string[] = []): Promise<VerifiedStatement[]> {
+export async function verifyBundles(
+  c: CosignCall,
+  bundles: readonly string[],
+  v: Verifier,
+  log: string[] = [],
+): Promise<VerifiedStatement[]> {
   if (bundles.length === 0) return []
   const digest = c.image.split('@')[1] ?? ''
   const dir = mkdtempSync(join(tmpdir(), 'referrers-'))
   try {
     writeReferrerLayout(dir, digest, bundles)
     // None verifying is an answer (cosign exits 1, "no matching attestations"), not a failure.
-    const out = await quietCosign([c.cosign, 'verify', '--local-image', ...verifierArgs(v), '--output', 'text', dir], c, log, /no matching attestations/).catch((err: unknown): never => {
-      throw new PipelineError(`cosign could not verify the bundles of ${digest.slice(0, 19)}…: ${(err as Error).message}`, err instanceof PipelineError ? err.details : undefined)
+    const out = await quietCosign(
+      [c.cosign, 'verify', '--local-image', ...verifierArgs(v), '--output', 'text', dir],
+      c,
+      log,
+      /no matching attestations/,
+    ).catch((err: unknown): never => {
+      throw new PipelineError(
+        `cosign could not verify the bundles of ${digest.slice(0, 19)}…: ${(err as Error).message}`,
+        err instanceof PipelineError ? err.details : undefined,
+      )
     })
     const signer = describeVerifier(v)
     return parseEnvelopes(out.split('\n').filter((l) => l.trim().startsWith('{'))).map((s) => ({ ...s, signer }))

@@ -113,9 +113,13 @@ function registryClient(registry: string, env: NodeJS.ProcessEnv) {
     const basic = creds ? `Basic ${Buffer.from(creds).toString('base64')}` : undefined
     const challenge = bearerChallenge(String(res.headers['www-authenticate'] ?? ''))
     if (challenge?.realm) {
-      const q = new URLSearchParams({ ...(challenge.service ? { service: challenge.service } : {}), ...(challenge.scope ? { scope: challenge.scope } : {}) })
+      const q = new URLSearchParams({
+        ...(challenge.service ? { service: challenge.service } : {}),
+        ...(challenge.scope ? { scope: challenge.scope } : {}),
+      })
       const t = await httpGet(`${challenge.realm}?${q}`, basic ? { authorization: basic } : {}, ca)
-      if (t.status !== 200) throw new PipelineError(`${registry} refused a token to read it (${t.status})${creds ? '' : '; there is no docker login for it'}`)
+      if (t.status !== 200)
+        throw new PipelineError(`${registry} refused a token to read it (${t.status})${creds ? '' : '; there is no docker login for it'}`)
       const body = JSON.parse(Buffer.from(t.body).toString('utf8')) as { token?: string; access_token?: string }
       authorization = `Bearer ${body.token ?? body.access_token ?? ''}`
     } else if (basic) {
@@ -143,7 +147,8 @@ const sha256 = (data: Uint8Array) => `sha256:${createHash('sha256').update(data)
 /** The body, which must hash to `digest`: content-addressed, so anything else is not what was asked for. */
 function exactly(res: Answer, digest: string, what: string): string {
   if (res.status !== 200) throw new PipelineError(`the registry answered ${res.status} for ${what} ${digest.slice(0, 19)}…`)
-  if (sha256(res.body) !== digest) throw new PipelineError(`the registry served ${what} ${digest.slice(0, 19)}… with other content (${sha256(res.body).slice(0, 19)}…)`)
+  if (sha256(res.body) !== digest)
+    throw new PipelineError(`the registry served ${what} ${digest.slice(0, 19)}… with other content (${sha256(res.body).slice(0, 19)}…)`)
   return Buffer.from(res.body).toString('utf8')
 }
 
@@ -161,7 +166,8 @@ export async function readBundles(r: RegistryRead): Promise<string[]> {
   const get = registryClient(registry, { ...process.env, ...r.env })
   let res = await get(`/v2/${name}/referrers/${digest}`, INDEX)
   // distribution v2 and other registries without the API: the tag schema cosign writes instead.
-  if (res.status !== 200 || !String(res.headers['content-type'] ?? '').includes('index')) res = await get(`/v2/${name}/manifests/${digest.replace(':', '-')}`, INDEX)
+  if (res.status !== 200 || !String(res.headers['content-type'] ?? '').includes('index'))
+    res = await get(`/v2/${name}/manifests/${digest.replace(':', '-')}`, INDEX)
   if (res.status === 404) return []
   if (res.status !== 200) throw new PipelineError(`the registry answered ${res.status} for the referrers of ${digest.slice(0, 19)}…`)
   const index = JSON.parse(Buffer.from(res.body).toString('utf8')) as { manifests?: Descriptor[] }
@@ -171,7 +177,9 @@ export async function readBundles(r: RegistryRead): Promise<string[]> {
   const fetchOne = async (m: Descriptor): Promise<string | undefined> => {
     const file = join(dir, m.digest.replace(/^sha256:/, ''))
     if (existsSync(file)) return readFileSync(file, 'utf8')
-    const manifest = JSON.parse(exactly(await get(`/v2/${name}/manifests/${m.digest}`, MANIFEST), m.digest, 'referrer manifest')) as { layers?: Descriptor[] }
+    const manifest = JSON.parse(exactly(await get(`/v2/${name}/manifests/${m.digest}`, MANIFEST), m.digest, 'referrer manifest')) as {
+      layers?: Descriptor[]
+    }
     const layer = manifest.layers?.length === 1 ? manifest.layers[0]! : undefined
     if (!layer?.mediaType?.startsWith(BUNDLE_MEDIA_TYPE)) return undefined
     const bundle = exactly(await get(`/v2/${name}/blobs/${layer.digest}`), layer.digest, 'bundle')

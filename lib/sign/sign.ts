@@ -3,16 +3,39 @@
  * and SLSA provenance (build), the CycloneDX SBOM and the scan result (scan).
  * Locally with the machine's key pair, in GitHub Actions keyless.
  */
-import { createHash,randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { join,relative } from 'node:path'
+import { join, relative } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
 import type { GitFacts } from '../core/git.ts'
 import { firstLine } from '../core/errors.ts'
 import { say } from '../core/output.ts'
-import { PROVENANCE_PREDICATE_TYPE, PROVENANCE_TYPE, SBOM_PREDICATE_TYPE, SBOM_TYPE, SCAN_PREDICATE_TYPE, alreadyAttested, provenancePredicate, scanPredicate, type ScanFacts } from './attest.ts'
-import { attestImage, describeVerifier, ensureLocalKeyPair, keyFingerprint, signImage, signsDigest, verifiedReferrers, workflowRunIdentity, type CosignCall, type Referrers, type Signer, type Verifier } from './cosign.ts'
+import {
+  PROVENANCE_PREDICATE_TYPE,
+  PROVENANCE_TYPE,
+  SBOM_PREDICATE_TYPE,
+  SBOM_TYPE,
+  SCAN_PREDICATE_TYPE,
+  alreadyAttested,
+  provenancePredicate,
+  scanPredicate,
+  type ScanFacts,
+} from './attest.ts'
+import {
+  attestImage,
+  describeVerifier,
+  ensureLocalKeyPair,
+  keyFingerprint,
+  signImage,
+  signsDigest,
+  verifiedReferrers,
+  workflowRunIdentity,
+  type CosignCall,
+  type Referrers,
+  type Signer,
+  type Verifier,
+} from './cosign.ts'
 import { GITHUB_OIDC_ISSUER, LOCAL_BUILDER_ID } from './signers.ts'
 import { ensureCosign } from '../tools/cosign.ts'
 import { writeJson } from '../core/json.ts'
@@ -47,7 +70,10 @@ export async function signingFor(config: Config, env: NodeJS.ProcessEnv = proces
 export function builderId(env: NodeJS.ProcessEnv = process.env): { id: string; invocation: string } {
   if (env.GITHUB_ACTIONS === 'true' && env.GITHUB_REPOSITORY) {
     const base = `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}`
-    return { id: workflowRunIdentity(env), invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}` }
+    return {
+      id: workflowRunIdentity(env),
+      invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}`,
+    }
   }
   return { id: LOCAL_BUILDER_ID, invocation: randomUUID() }
 }
@@ -100,7 +126,12 @@ export async function signBuild(o: {
     commit: o.git.sha,
     branch: o.git.branch ?? null,
     dirty: o.git.dirty,
-    dockerfile: { path: relative(repoRoot, o.dockerfile) || o.dockerfile, sha256: createHash('sha256').update(new Uint8Array(readFileSync(o.dockerfile))).digest('hex') },
+    dockerfile: {
+      path: relative(repoRoot, o.dockerfile) || o.dockerfile,
+      sha256: createHash('sha256')
+        .update(new Uint8Array(readFileSync(o.dockerfile)))
+        .digest('hex'),
+    },
     buildArgs: o.buildArgs,
     startedOn: o.startedOn.toISOString(),
     finishedOn: new Date().toISOString(),
@@ -114,11 +145,12 @@ export async function signBuild(o: {
 }
 
 /** Attaches the CycloneDX SBOM and the scan result to the scanned digest. */
-export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string; }): Promise<string> {
+export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string }): Promise<string> {
   const s = await signingFor(o.config)
   const call = { cosign: s.cosign, image: o.image }
   const existing = await carried(call, s, o.config.cacheDir)
-  if (!alreadyAttested(existing.statements, SBOM_PREDICATE_TYPE, JSON.parse(readFileSync(o.sbom, 'utf8')))) await attestImage(call, s.signer, SBOM_TYPE, o.sbom)
+  if (!alreadyAttested(existing.statements, SBOM_PREDICATE_TYPE, JSON.parse(readFileSync(o.sbom, 'utf8'))))
+    await attestImage(call, s.signer, SBOM_TYPE, o.sbom)
   else say('an identical SBOM is already attested: not attested again')
   const file = join(o.outDir, 'scan-attestation.json')
   const predicate = scanPredicate(o.facts)

@@ -19,7 +19,11 @@ export const GITHUB_OIDC_ISSUER = 'https://token.actions.githubusercontent.com'
 /** A workflow of this repository, run from one of `refs` (a trailing `*` matches the rest of a ref) by one of `events`. */
 const WorkflowSigner = z.strictObject({
   workflow: z.string().regex(/^\.github\/workflows\/[A-Za-z0-9._-]+\.ya?ml$/, 'a workflow file like .github/workflows/ci.yml'),
-  refs: z.array(z.string().regex(/^refs\/(heads|tags)\/[A-Za-z0-9._/-]+\*?$/, 'a branch or tag ref like refs/heads/main, optionally ending in *')).min(1),
+  refs: z
+    .array(
+      z.string().regex(/^refs\/(heads|tags)\/[A-Za-z0-9._/-]+\*?$/, 'a branch or tag ref like refs/heads/main, optionally ending in *'),
+    )
+    .min(1),
   events: z.array(z.enum(['push', 'schedule', 'workflow_dispatch', 'release'])).min(1),
 })
 
@@ -41,7 +45,10 @@ export function githubRepository(source: string): string | undefined {
   return m ? `${m[1]}/${m[2]}/${m[3]}` : undefined
 }
 
-export function verifiersFor(specs: readonly SignerSpec[], o: { source: string; machineKey?: Extract<Verifier, { kind: 'key' }> }): Verifier[] {
+export function verifiersFor(
+  specs: readonly SignerSpec[],
+  o: { source: string; machineKey?: Extract<Verifier, { kind: 'key' }> },
+): Verifier[] {
   const out: Verifier[] = []
   for (const spec of specs) {
     if ('key' in spec) {
@@ -49,7 +56,10 @@ export function verifiersFor(specs: readonly SignerSpec[], o: { source: string; 
       continue
     }
     const repo = githubRepository(o.source)
-    if (!repo) throw new PipelineError(`deploy: refused: signer ${spec.workflow} needs the image's source to be a GitHub repository, but it is ${o.source}`)
+    if (!repo)
+      throw new PipelineError(
+        `deploy: refused: signer ${spec.workflow} needs the image's source to be a GitHub repository, but it is ${o.source}`,
+      )
     for (const ref of spec.refs) {
       const base = `${repo}/${spec.workflow}@`
       for (const event of spec.events) {

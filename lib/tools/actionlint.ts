@@ -4,5 +4,9 @@ import { VERSIONS } from './versions.ts'
 
 /** Builds actionlint once per machine (bootstrap calls this too) and returns its path. */
 export function ensureActionlint(): Promise<string> {
-  return ensureGoTool(loadConfig().cacheDir, { binary: 'actionlint', pkg: 'github.com/rhysd/actionlint/cmd/actionlint', version: VERSIONS.actionlint })
+  return ensureGoTool(loadConfig().cacheDir, {
+    binary: 'actionlint',
+    pkg: 'github.com/rhysd/actionlint/cmd/actionlint',
+    version: VERSIONS.actionlint,
+  })
 }

@@ -20,7 +20,9 @@ export async function ensureDebianPackages(needs: readonly DebianNeed[]): Promis
   if (missing.length === 0) return []
   const pkgs = [...new Set(missing.map((n) => n.pkg))]
   if (process.getuid?.() !== 0 || !findTool('apt-get')) {
-    throw new PipelineError(`missing ${missing.map((n) => n.provides).join(', ')}: install the packages ${pkgs.join(' ')} (Debian/Ubuntu: apt-get install ${pkgs.join(' ')})`)
+    throw new PipelineError(
+      `missing ${missing.map((n) => n.provides).join(', ')}: install the packages ${pkgs.join(' ')} (Debian/Ubuntu: apt-get install ${pkgs.join(' ')})`,
+    )
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
   say(`apt-get install ${pkgs.join(' ')}`)

@@ -1,4 +1,4 @@
-import { existsSync,renameSync,rmSync } from 'node:fs'
+import { existsSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { run } from '../core/run.ts'
 import { requireTool } from './which.ts'

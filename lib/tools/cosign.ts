@@ -1,7 +1,7 @@
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
 import { quietly } from '../core/output.ts'
-import { ensureGoTool,type GoToolSpec } from './go.ts'
+import { ensureGoTool, type GoToolSpec } from './go.ts'
 import { VERSIONS } from './versions.ts'
 
 /** cosign from the Go module proxy, pinned and version-stamped like its release builds. */
@@ -24,6 +24,7 @@ export async function ensureCosign(cache: string): Promise<string> {
   } catch {
     throw new PipelineError(`cosign: ${path} did not report its version`, out.stdout)
   }
-  if (version !== VERSIONS.cosign) throw new PipelineError(`cosign: ${path} is ${version || '?'}, not the pinned ${VERSIONS.cosign}; delete it so the pinned one is built`)
+  if (version !== VERSIONS.cosign)
+    throw new PipelineError(`cosign: ${path} is ${version || '?'}, not the pinned ${VERSIONS.cosign}; delete it so the pinned one is built`)
   return path
 }

@@ -1,4 +1,4 @@
-import { existsSync,mkdirSync,readFileSync,renameSync,rmSync,writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
@@ -58,7 +58,13 @@ async function buildWrapper(cache: string, spec: WrapperBuild): Promise<Record<s
   })
 }
 
-async function build(spec: WrapperBuild, work: string, dir: string, wanted: WrapperBuild['mains'], paths: Record<string, string>): Promise<Record<string, string>> {
+async function build(
+  spec: WrapperBuild,
+  work: string,
+  dir: string,
+  wanted: WrapperBuild['mains'],
+  paths: Record<string, string>,
+): Promise<Record<string, string>> {
   writeFileSync(join(work, 'go.mod'), spec.goMod)
   // The tools-file pattern: the mains become dependencies that `go mod tidy` resolves and pins in go.sum.
   const imports = spec.mains.map((m) => `\t_ "${m.pkg}"`).join('\n')
@@ -97,7 +103,8 @@ export function kubernetesWrapperGoMod(kubeVersion: string, kubernetesGoMod: str
   if (!m) throw new PipelineError(`tools: kubernetes version "${kubeVersion}" is not v1.<minor>.<patch>`)
   const staging = `v0.${m[1]}.${m[2]}`
   const mods = [...kubernetesGoMod.matchAll(/^\s+(k8s\.io\/[a-z0-9-]+) v0\.0\.0$/gm)].map((x) => x[1]!)
-  if (mods.length === 0) throw new PipelineError(`tools: k8s.io/kubernetes ${kubeVersion} go.mod lists no staging modules; the wrapper recipe needs updating`)
+  if (mods.length === 0)
+    throw new PipelineError(`tools: k8s.io/kubernetes ${kubeVersion} go.mod lists no staging modules; the wrapper recipe needs updating`)
   const replaces = [...new Set(mods)].map((mod) => `\t${mod} => ${mod} ${staging}`).join('\n')
   return `module local/kube-build\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes ${kubeVersion}\n\nreplace (\n${replaces}\n)\n`
 }
@@ -106,7 +113,9 @@ export function kubernetesWrapperGoMod(kubeVersion: string, kubernetesGoMod: str
 export function kubeLdflags(kubeVersion: string): string {
   const [, major, minor] = /^v(\d+)\.(\d+)/.exec(kubeVersion) ?? []
   const vars = { gitVersion: kubeVersion, gitMajor: major, gitMinor: minor, gitTreeState: 'clean', buildDate: '1970-01-01T00:00:00Z' }
-  const flags = ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version'].flatMap((pkg) => Object.entries(vars).map(([k, v]) => `-X ${pkg}.${k}=${v}`))
+  const flags = ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version'].flatMap((pkg) =>
+    Object.entries(vars).map(([k, v]) => `-X ${pkg}.${k}=${v}`),
+  )
   return ['-s', '-w', ...flags].join(' ')
 }
 
@@ -126,13 +135,27 @@ async function buildKubernetes(cache: string, only?: string[]) {
   const dir = join(cache, 'tools', 'kubernetes', version)
   const present = KUBE_MAINS.filter((m) => !only || only.includes(m.binary)).every((m) => existsSync(join(dir, m.binary)))
   const goMod = present ? '' : kubernetesWrapperGoMod(version, await moduleGoMod('k8s.io/kubernetes', version))
-  return buildWrapper(cache, { name: 'kubernetes', version, goMod, mains: KUBE_MAINS, ldflags: kubeLdflags(version), ...(only ? { only } : {}) })
+  return buildWrapper(cache, {
+    name: 'kubernetes',
+    version,
+    goMod,
+    mains: KUBE_MAINS,
+    ldflags: kubeLdflags(version),
+    ...(only ? { only } : {}),
+  })
 }
 
 /** kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy, one Kubernetes version. */
 export async function ensureKubernetes(cache: string) {
   const p = await buildKubernetes(cache)
-  return { kubeApiserver: p['kube-apiserver']!, kubeControllerManager: p['kube-controller-manager']!, kubeScheduler: p['kube-scheduler']!, kubectl: p.kubectl!, kubelet: p.kubelet!, kubeProxy: p['kube-proxy']! }
+  return {
+    kubeApiserver: p['kube-apiserver']!,
+    kubeControllerManager: p['kube-controller-manager']!,
+    kubeScheduler: p['kube-scheduler']!,
+    kubectl: p.kubectl!,
+    kubelet: p.kubelet!,
+    kubeProxy: p['kube-proxy']!,
+  }
 }
 
 /** kubectl alone (a remote cluster needs no control plane), pinned to the same Kubernetes version. */
@@ -144,15 +167,33 @@ export async function ensureKubectl(cache: string): Promise<string> {
 export async function ensureEtcd(cache: string): Promise<string> {
   const version = VERSIONS.etcd
   const goMod = `module local/etcd-build\n\ngo 1.26.0\n\nrequire go.etcd.io/etcd/server/v3 ${version}\n`
-  const p = await buildWrapper(cache, { name: 'etcd', version, goMod, mains: [{ pkg: 'go.etcd.io/etcd/server/v3', binary: 'etcd' }], ldflags: '-s -w' })
+  const p = await buildWrapper(cache, {
+    name: 'etcd',
+    version,
+    goMod,
+    mains: [{ pkg: 'go.etcd.io/etcd/server/v3', binary: 'etcd' }],
+    ldflags: '-s -w',
+  })
   return p.etcd!
 }
 
 export async function ensureKwok(cache: string): Promise<{ kwok: string; kwokctl: string }> {
   // kwokctl would otherwise default to its own Kubernetes version when it names components.
   const ldflags = `-s -w -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${VERSIONS.kubernetes.replace(/^v/, '')}`
-  const kwokctl = await ensureGoTool(cache, { binary: 'kwokctl', pkg: 'sigs.k8s.io/kwok/cmd/kwokctl', version: VERSIONS.kwok, ldflags, env: { GOTOOLCHAIN: 'local' } })
-  const kwok = await ensureGoTool(cache, { binary: 'kwok', pkg: 'sigs.k8s.io/kwok/cmd/kwok', version: VERSIONS.kwok, ldflags, env: { GOTOOLCHAIN: 'local' } })
+  const kwokctl = await ensureGoTool(cache, {
+    binary: 'kwokctl',
+    pkg: 'sigs.k8s.io/kwok/cmd/kwokctl',
+    version: VERSIONS.kwok,
+    ldflags,
+    env: { GOTOOLCHAIN: 'local' },
+  })
+  const kwok = await ensureGoTool(cache, {
+    binary: 'kwok',
+    pkg: 'sigs.k8s.io/kwok/cmd/kwok',
+    version: VERSIONS.kwok,
+    ldflags,
+    env: { GOTOOLCHAIN: 'local' },
+  })
   return { kwok, kwokctl }
 }
 
@@ -167,7 +208,13 @@ export async function ensureHelm(cache: string): Promise<string> {
     `-X helm.sh/helm/v4/internal/version.version=${VERSIONS.helm}`,
     '-X helm.sh/helm/v4/internal/version.gitTreeState=clean',
   ].join(' ')
-  return ensureGoTool(cache, { binary: 'helm', pkg: 'helm.sh/helm/v4/cmd/helm', version: VERSIONS.helm, ldflags, env: { GOTOOLCHAIN: 'local' } })
+  return ensureGoTool(cache, {
+    binary: 'helm',
+    pkg: 'helm.sh/helm/v4/cmd/helm',
+    version: VERSIONS.helm,
+    ldflags,
+    env: { GOTOOLCHAIN: 'local' },
+  })
 }
 
 /** Everything, built one at a time: the machine has two cores shared with other builds. */
@@ -184,7 +231,18 @@ export function cachedClusterBinaries(cache: string): ClusterBinaries | undefine
   const c = cachedBinaries(cache)
   if (!c.every((b) => b.present)) return undefined
   const at = (name: string) => c.find((b) => b.name === name)!.path
-  return { kubeApiserver: at('kube-apiserver'), kubeControllerManager: at('kube-controller-manager'), kubeScheduler: at('kube-scheduler'), kubectl: at('kubectl'), kubelet: at('kubelet'), kubeProxy: at('kube-proxy'), etcd: at('etcd'), kwok: at('kwok'), kwokctl: at('kwokctl'), helm: at('helm') }
+  return {
+    kubeApiserver: at('kube-apiserver'),
+    kubeControllerManager: at('kube-controller-manager'),
+    kubeScheduler: at('kube-scheduler'),
+    kubectl: at('kubectl'),
+    kubelet: at('kubelet'),
+    kubeProxy: at('kube-proxy'),
+    etcd: at('etcd'),
+    kwok: at('kwok'),
+    kwokctl: at('kwokctl'),
+    helm: at('helm'),
+  }
 }
 
 /** Which binaries are already cached, without building anything (for `cluster status`). */

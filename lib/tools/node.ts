@@ -1,4 +1,4 @@
-import { existsSync,mkdirSync,readdirSync,renameSync,rmSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
@@ -8,7 +8,9 @@ import { say } from '../core/output.ts'
 /** The npm package that carries Node's own Linux binary for this CPU (`bin/node`). */
 export function nodePackage(version: string, arch: string = process.arch, platform: string = process.platform): string {
   if (platform !== 'linux' || !['x64', 'arm64'].includes(arch)) {
-    throw new PipelineError(`node: no npm package carries Node ${version} for ${platform}/${arch}; install Node ${version.split('.')[0]} yourself and run the tests with it`)
+    throw new PipelineError(
+      `node: no npm package carries Node ${version} for ${platform}/${arch}; install Node ${version.split('.')[0]} yourself and run the tests with it`,
+    )
   }
   return `node-linux-${arch}@${version}`
 }

@@ -23,6 +23,17 @@ export const PROMETHEUS_TAGS = ['netgo', 'remove_all_sd', 'enable_kubernetes_sd'
 
 export async function ensurePrometheus(cache: string): Promise<string> {
   const release = prometheusRelease()
-  const ldflags = ['-s -w', `-X github.com/prometheus/common/version.Version=${release}`, `-X github.com/prometheus/common/version.Branch=${VERSIONS.prometheus}`].join(' ')
-  return ensureGoTool(cache, { binary: 'prometheus', pkg: 'github.com/prometheus/prometheus/cmd/prometheus', version: VERSIONS.prometheus, ldflags, tags: PROMETHEUS_TAGS, env: { GOTOOLCHAIN: 'local' } })
+  const ldflags = [
+    '-s -w',
+    `-X github.com/prometheus/common/version.Version=${release}`,
+    `-X github.com/prometheus/common/version.Branch=${VERSIONS.prometheus}`,
+  ].join(' ')
+  return ensureGoTool(cache, {
+    binary: 'prometheus',
+    pkg: 'github.com/prometheus/prometheus/cmd/prometheus',
+    version: VERSIONS.prometheus,
+    ldflags,
+    tags: PROMETHEUS_TAGS,
+    env: { GOTOOLCHAIN: 'local' },
+  })
 }

@@ -1,6 +1,6 @@
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
-import { ensureGoTool,type GoToolSpec } from './go.ts'
+import { ensureGoTool, type GoToolSpec } from './go.ts'
 import { VERSIONS } from './versions.ts'
 
 const bare = (v: string) => v.replace(/^v/, '')
@@ -38,6 +38,7 @@ export async function ensureTrivy(cache: string): Promise<{ path: string; versio
     throw new PipelineError(`trivy: ${path} did not report its version`, out.stdout)
   }
   if (REFUSED_TRIVY.includes(version)) throw new PipelineError(`trivy: ${path} is v${version}, a compromised release; delete it`)
-  if (version !== bare(VERSIONS.trivy)) throw new PipelineError(`trivy: ${path} is v${version || '?'}, not the pinned ${VERSIONS.trivy}; delete it so the pinned one is built`)
+  if (version !== bare(VERSIONS.trivy))
+    throw new PipelineError(`trivy: ${path} is v${version || '?'}, not the pinned ${VERSIONS.trivy}; delete it so the pinned one is built`)
   return { path, version }
 }

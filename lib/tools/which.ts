@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs'
-import { delimiter,join } from 'node:path'
+import { delimiter, join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 
 /** How to get a tool the pipeline expects on the machine, for the one-line error. */
@@ -7,7 +7,7 @@ const HOW_TO_GET: Record<string, string> = {
   cargo: 'install Rust with rustup (https://rustup.rs), then `rustup component add clippy rustfmt`',
   git: '`apt-get install git`',
   go: 'install Go 1.26 or newer (Kubernetes 1.36 and Helm 4 need it) (https://go.dev/dl) and put it on PATH',
-  shellcheck: '`apt-get install shellcheck` (or your platform\'s shellcheck package)',
+  shellcheck: "`apt-get install shellcheck` (or your platform's shellcheck package)",
   docker: '`apt-get install docker.io` (Debian) or Docker Engine for your platform',
   dockerd: '`apt-get install docker.io`',
   'docker-registry': '`apt-get install docker-registry`',

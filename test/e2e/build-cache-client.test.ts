@@ -43,8 +43,14 @@ t('BuildKit cache settings: refused in one line naming both for a classic client
     assert.is(both, '', `${docker} has buildx: the cache settings pass`)
     return
   }
-  assert.match(both, /^build: BUILD_CACHE_FROM and BUILD_CACHE_TO need a docker client whose build is buildx, but \S+ (\(20\.10[^)]*\) )?has no --cache-to or --load: set DOCKER to a client with buildx, or unset BUILD_CACHE_FROM and BUILD_CACHE_TO for a local build$/)
-  assert.match(await refusal(docker, { from: 'type=gha,scope=x' }), /^build: BUILD_CACHE_FROM needs a docker client whose build is buildx, but \S+ .*has no --load:/)
+  assert.match(
+    both,
+    /^build: BUILD_CACHE_FROM and BUILD_CACHE_TO need a docker client whose build is buildx, but \S+ (\(20\.10[^)]*\) )?has no --cache-to or --load: set DOCKER to a client with buildx, or unset BUILD_CACHE_FROM and BUILD_CACHE_TO for a local build$/,
+  )
+  assert.match(
+    await refusal(docker, { from: 'type=gha,scope=x' }),
+    /^build: BUILD_CACHE_FROM needs a docker client whose build is buildx, but \S+ .*has no --load:/,
+  )
 })
 
 t('a classic client refusing --cache-to fails with its own reason, not its usage hint', async () => {
@@ -52,7 +58,16 @@ t('a classic client refusing --cache-to fails with its own reason, not its usage
   const dir = mkdtempSync(join(tmpdir(), 'build-client-'))
   try {
     writeFileSync(join(dir, 'Dockerfile'), 'FROM scratch\n')
-    const err = await buildImage({ docker, context: dir, dockerfile: join(dir, 'Dockerfile'), cacheTo: 'type=inline', caBundle: false }).then(() => undefined, (e: unknown) => e)
+    const err = await buildImage({
+      docker,
+      context: dir,
+      dockerfile: join(dir, 'Dockerfile'),
+      cacheTo: 'type=inline',
+      caBundle: false,
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     if (buildx) {
       // A FROM scratch image with nothing in it is refused by some engines; either way --cache-to was understood.
       assert.not.match(String((err as Error | undefined)?.message ?? ''), /unknown flag/)
@@ -77,15 +92,24 @@ t('BUILD_CACHE_FROM/BUILD_CACHE_TO with a classic docker build: the build stage 
   try {
     const r = await run(['node_modules/.bin/tsx', 'tasks/build.ts'], {
       cwd: root,
-      env: copyEnv({ REPORTS_DIR: reports, PUSH: 'false', DOCKER: docker, BUILD_CACHE_FROM: 'type=gha,scope=doc-server-image', BUILD_CACHE_TO: 'type=gha,mode=max,scope=doc-server-image' }),
+      env: copyEnv({
+        REPORTS_DIR: reports,
+        PUSH: 'false',
+        DOCKER: docker,
+        BUILD_CACHE_FROM: 'type=gha,scope=doc-server-image',
+        BUILD_CACHE_TO: 'type=gha,mode=max,scope=doc-server-image',
+      }),
       timeoutMs: 10 * 60_000,
       okCodes: ANY_EXIT,
     })
     const out = r.stdout + r.stderr
     assert.is.not(r.exitCode, 0)
     const last = out.trim().split('\n').at(-1) ?? ''
-    assert.match(last, /^✖ build: BUILD_CACHE_FROM and BUILD_CACHE_TO need a docker client whose build is buildx, but \S+ (\(20\.10[^)]*\) )?has no --cache-to or --load: /)
-    assert.not.match(out, /See 'docker build --help'/, 'never docker\'s usage hint')
+    assert.match(
+      last,
+      /^✖ build: BUILD_CACHE_FROM and BUILD_CACHE_TO need a docker client whose build is buildx, but \S+ (\(20\.10[^)]*\) )?has no --cache-to or --load: /,
+    )
+    assert.not.match(out, /See 'docker build --help'/, "never docker's usage hint")
     assert.not.match(out, /Base images:|Built in/, 'refused before base images and the build')
   } finally {
     rmSync(reports, { recursive: true, force: true })

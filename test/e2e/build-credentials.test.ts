@@ -6,8 +6,8 @@
  * file under the home and cache directories the run wrote.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdtempSync,readFileSync,readdirSync,rmSync,statSync } from 'node:fs'
-import { homedir,tmpdir } from 'node:os'
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -16,11 +16,11 @@ import { removeImage } from '../../lib/build/registry.ts'
 import { cacheDir } from '../../lib/core/paths.ts'
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
-import { ensureRegistry,stopRegistry } from '../../lib/sandbox/registry.ts'
-import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ensureRegistry, stopRegistry } from '../../lib/sandbox/registry.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { unusedPort } from '../helpers/net.ts'
-import { leaksOf,processesHolding } from '../helpers/secrets.ts'
+import { leaksOf, processesHolding } from '../helpers/secrets.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: build credentials')
@@ -33,7 +33,7 @@ setUp(t, 'e2e: build credentials', async () => {
   await ensureBaseImages(docker, config.cacheDir)
 })
 
-t('a local service starts with only the variables it needs, never the run\'s token', async () => {
+t("a local service starts with only the variables it needs, never the run's token", async () => {
   const cache = mkdtempSync(join(tmpdir(), 'service-env-'))
   const token = `tok-${randomBytes(12).toString('hex')}`
   const saved = process.env.REGISTRY_TOKEN
@@ -64,7 +64,14 @@ t('after a build stage run that logged in and pushed, no process and no file und
   try {
     const r = await run(['node_modules/.bin/tsx', 'tasks/build.ts'], {
       cwd: root,
-      env: copyEnv({ REPORTS_DIR: reports, IMAGE_TAG: TAG, PUSH: 'true', REGISTRY: '127.0.0.1:5000', REGISTRY_USER: user, REGISTRY_TOKEN: token }),
+      env: copyEnv({
+        REPORTS_DIR: reports,
+        IMAGE_TAG: TAG,
+        PUSH: 'true',
+        REGISTRY: '127.0.0.1:5000',
+        REGISTRY_USER: user,
+        REGISTRY_TOKEN: token,
+      }),
       timeoutMs: 60 * 60_000,
       okCodes: ANY_EXIT,
     })

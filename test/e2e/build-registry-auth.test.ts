@@ -6,21 +6,21 @@
  * shows up in no output, report, file or process environment.
  */
 import { randomBytes } from 'node:crypto'
-import { existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
-import { homedir,tmpdir } from 'node:os'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
 import { removeImage } from '../../lib/build/registry.ts'
 import { cacheDir } from '../../lib/core/paths.ts'
-import { AUTH_REGISTRY,ensureAuthRegistry,tlsStatus } from '../helpers/auth-registry.ts'
+import { AUTH_REGISTRY, ensureAuthRegistry, tlsStatus } from '../helpers/auth-registry.ts'
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
-import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { readReport } from '../../lib/core/reports.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
-import { leaksOf,processesHolding } from '../helpers/secrets.ts'
+import { leaksOf, processesHolding } from '../helpers/secrets.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: registry login')
@@ -74,7 +74,11 @@ t('with the right token the stage logs in, pushes and pulls back by digest', asy
     assert.is(report.image.ref, `${AUTH_REGISTRY}/local/agent-docs:${TAG}`)
     assert.match(report.image.digest ?? '', /^sha256:[a-f0-9]{64}$/)
     const path = `/v2/local/agent-docs/manifests/${report.image.digest}`
-    assert.is(await tlsStatus(AUTH_REGISTRY, ca, { user: USER, token: TOKEN }, path, { Accept: MANIFEST_TYPES }), 200, 'the registry serves the pushed manifest')
+    assert.is(
+      await tlsStatus(AUTH_REGISTRY, ca, { user: USER, token: TOKEN }, path, { Accept: MANIFEST_TYPES }),
+      200,
+      'the registry serves the pushed manifest',
+    )
     assert.is(await tlsStatus(AUTH_REGISTRY, ca, undefined, path, { Accept: MANIFEST_TYPES }), 401, 'and only to a logged-in client')
 
     assert.not.ok(r.out.includes(TOKEN), 'the token is in the output')

@@ -5,24 +5,24 @@
  * registry that is down. Builds reuse the BuildKit cache: the cold build
  * belongs to `npm run ci:measure`, not to every test run.
  */
-import { appendFileSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
-import { removeContainer,startContainer,waitHealthy } from '../../lib/build/container.ts'
-import { pushImage,removeImage,tagImage } from '../../lib/build/registry.ts'
+import { removeContainer, startContainer, waitHealthy } from '../../lib/build/container.ts'
+import { pushImage, removeImage, tagImage } from '../../lib/build/registry.ts'
 import { PipelineError } from '../../lib/core/errors.ts'
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { dockerEnv } from '../../lib/build/docker.ts'
-import { ensureRegistry,registryAnswers,stopRegistry } from '../../lib/sandbox/registry.ts'
-import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ensureRegistry, registryAnswers, stopRegistry } from '../../lib/sandbox/registry.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { BASE_IMAGES } from '../../lib/tools/versions.ts'
 import { readReport } from '../../lib/core/reports.ts'
 import { unusedPort } from '../helpers/net.ts'
-import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
+import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
 import { setUp } from '../helpers/hooks.ts'
 
 const t = suite('e2e: build')
@@ -55,7 +55,9 @@ t('build, push, pull by digest and run until healthy through the local registry'
     assert.ok((report.healthySeconds ?? 0) > 0, 'the stage waited for healthy')
     // Signed by digest with the machine's key, with SLSA provenance for this commit beside it.
     assert.match(report.signature?.identity ?? '', /^key sha256:[0-9a-f]{64}$/)
-    const provenance = JSON.parse(readFileSync(join(reports, 'build', 'provenance.json'), 'utf8')) as { buildDefinition: { resolvedDependencies: { digest: { gitCommit?: string } }[]; internalParameters: { dirty: boolean } } }
+    const provenance = JSON.parse(readFileSync(join(reports, 'build', 'provenance.json'), 'utf8')) as {
+      buildDefinition: { resolvedDependencies: { digest: { gitCommit?: string } }[]; internalParameters: { dirty: boolean } }
+    }
     assert.is(provenance.buildDefinition.resolvedDependencies[0]!.digest.gitCommit, report.commit.sha)
     assert.is(provenance.buildDefinition.internalParameters.dirty, report.commit.dirty)
 
@@ -82,7 +84,10 @@ t('build, push, pull by digest and run until healthy through the local registry'
     assert.ok(JSON.stringify(body).includes('getting-started'), 'the sample docs are served')
 
     // distroless: no shell to run anything else with.
-    const shell = await run([docker, 'run', '--rm', '--entrypoint', '/bin/sh', report.image.pinned!, '-c', 'true'], { env: dockerEnv(), ...ALL_OK })
+    const shell = await run([docker, 'run', '--rm', '--entrypoint', '/bin/sh', report.image.pinned!, '-c', 'true'], {
+      env: dockerEnv(),
+      ...ALL_OK,
+    })
     assert.is.not(shell.exitCode, 0)
   } finally {
     if (container) await removeContainer(docker, container)
@@ -104,7 +109,7 @@ t('a compile error fails the stage naming the Dockerfile step and the compiler e
     assert.is.not(r.exitCode, 0)
     const last = out.trim().split('\n').at(-1) ?? ''
     assert.match(last, /docker build failed at \[build \d+\/\d+\] RUN cargo auditable build/)
-    assert.match(last, /error(\[E\d+\])?: /, 'the compiler\'s own error line')
+    assert.match(last, /error(\[E\d+\])?: /, "the compiler's own error line")
     assert.match(out, /src\/main\.rs/, 'the error block points at the file')
   } finally {
     copy.remove()

@@ -72,7 +72,16 @@ async function deploy(digest: string, env: NodeJS.ProcessEnv = {}) {
   const started = performance.now()
   const r = await run([join(s.copy.dir, 'node_modules', '.bin', 'tsx'), join(s.copy.dir, 'tasks', 'deploy.ts')], {
     cwd: s.copy.dir,
-    env: copyEnv({ REPORTS_DIR: s.reports, DEPLOY_ENV: 'staging', DEPLOY_NAMESPACE: s.namespace, RELEASE_NAME: 'doc-server', KUBE_CONTEXT: '', DEPLOY_TIMEOUT_SECS: '180', DEPLOY_VALUES_FILE: '', ...env }),
+    env: copyEnv({
+      REPORTS_DIR: s.reports,
+      DEPLOY_ENV: 'staging',
+      DEPLOY_NAMESPACE: s.namespace,
+      RELEASE_NAME: 'doc-server',
+      KUBE_CONTEXT: '',
+      DEPLOY_TIMEOUT_SECS: '180',
+      DEPLOY_VALUES_FILE: '',
+      ...env,
+    }),
     timeoutMs: 15 * 60_000,
     ...ALL_OK,
   })
@@ -97,20 +106,32 @@ async function imageIDs(): Promise<string[]> {
 
 /** The release's state that an aborted canary must leave as it was. */
 async function stableState() {
-  const dep = JSON.parse((await kubectl('-n', s.namespace, 'get', 'deployment', chartFullname('doc-server'), '-o', 'json')).stdout) as { metadata: { generation: number }; spec: { template: { spec: { containers: { image: string }[] } } } }
-  return { revision: (await history(s.helm, release())).at(-1)?.revision, generation: dep.metadata.generation, image: dep.spec.template.spec.containers[0]!.image, pods: (await pods()).map((p) => p.metadata.name).sort() }
+  const dep = JSON.parse((await kubectl('-n', s.namespace, 'get', 'deployment', chartFullname('doc-server'), '-o', 'json')).stdout) as {
+    metadata: { generation: number }
+    spec: { template: { spec: { containers: { image: string }[] } } }
+  }
+  return {
+    revision: (await history(s.helm, release())).at(-1)?.revision,
+    generation: dep.metadata.generation,
+    image: dep.spec.template.spec.containers[0]!.image,
+    pods: (await pods()).map((p) => p.metadata.name).sort(),
+  }
 }
 
 async function leftovers(): Promise<string[]> {
   const canaryPods = (await pods(`${podSelector('doc-server')},doc-server.dev/track=canary`)).map((p) => p.metadata.name)
-  const releases = (await history(s.helm, { name: 'doc-server-canary', namespace: s.namespace })).map((e) => `doc-server-canary revision ${e.revision} ${e.status}`)
+  const releases = (await history(s.helm, { name: 'doc-server-canary', namespace: s.namespace })).map(
+    (e) => `doc-server-canary revision ${e.revision} ${e.status}`,
+  )
   const smoke = (await kubectl('-n', s.namespace, 'get', 'pods', '-o', 'name')).stdout.split('\n').filter((l) => l.includes('smoke-test'))
   return [...canaryPods, ...releases, ...smoke]
 }
 
 /** Reads and searches through the Service (bench:deploy's mix) while `during` runs; the load is capped in requests and time. */
 async function underLoad<T>(during: () => Promise<T>): Promise<{ result: T; docs: LoadResult; searches: LoadResult }> {
-  const host = (await kubectl('-n', s.namespace, 'get', 'service', chartFullname('doc-server'), '-o', 'jsonpath={.spec.clusterIP}')).stdout.trim()
+  const host = (
+    await kubectl('-n', s.namespace, 'get', 'service', chartFullname('doc-server'), '-o', 'jsonpath={.spec.clusterIP}')
+  ).stdout.trim()
   for (let i = 0; i < 30 && !(await serviceProgrammed(host)); i++) await new Promise((r) => setTimeout(r, 1000))
   assert.ok(await serviceProgrammed(host), `kube-proxy has not programmed ${host}`)
   const ac = new AbortController()
@@ -148,7 +169,11 @@ setUp(t, 'e2e: canary', async () => {
   assert.is(built.exitCode, 0, `build stage failed:\n${(built.stdout + built.stderr).split('\n').slice(-20).join('\n')}`)
   const first = (JSON.parse(readFileSync(join(s.reports, 'build.json'), 'utf8')) as { image: { digest: string } }).image.digest
   const base = `${REPO}@${first}`
-  s.d = { first, good: await pushVariant(docker, REPO, base, 'e2e-canary-good'), slow: await pushVariant(docker, REPO, base, 'e2e-canary-slow', slowDocs()) }
+  s.d = {
+    first,
+    good: await pushVariant(docker, REPO, base, 'e2e-canary-good'),
+    slow: await pushVariant(docker, REPO, base, 'e2e-canary-slow', slowDocs()),
+  }
   COMMIT = (await run(['git', 'rev-parse', 'HEAD'], { cwd: repoRoot })).stdout.trim()
   const git = { sha: COMMIT, shortSha: COMMIT.slice(0, 7), branch: 'e2e', dirty: false }
   for (const d of Object.values(s.d)) {
@@ -168,8 +193,14 @@ setUp(t, 'e2e: canary', async () => {
 
 t.after(async () => {
   if (s.helm && s.namespace) {
-    for (const name of ['doc-server-canary', 'doc-server']) await run([s.helm.helm, 'uninstall', name, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
-    await deleteNamespace(s.kube, s.namespace).catch((err: Error) => console.error(`e2e: canary: namespace ${s.namespace} not removed: ${err.message}`))
+    for (const name of ['doc-server-canary', 'doc-server'])
+      await run(
+        [s.helm.helm, 'uninstall', name, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'],
+        ALL_OK,
+      )
+    await deleteNamespace(s.kube, s.namespace).catch((err: Error) =>
+      console.error(`e2e: canary: namespace ${s.namespace} not removed: ${err.message}`),
+    )
   }
   s.copy?.remove()
   if (s.reports) rmSync(s.reports, { recursive: true, force: true })
@@ -180,7 +211,16 @@ t('the first release rolls out directly, saying why', async () => {
   const r = await deploy(s.d.first)
   assert.is(r.code, 0, r.out)
   assert.match(r.out, /Canary: skipped \(first release: no stable pods to compare with; direct rollout\)/)
-  assert.equal(r.report.canary, { decision: 'skipped', reason: 'first release: no stable pods to compare with; direct rollout', weight: null, replicas: null, stableReplicas: null, smoke: null, analysis: null, seconds: 0 })
+  assert.equal(r.report.canary, {
+    decision: 'skipped',
+    reason: 'first release: no stable pods to compare with; direct rollout',
+    weight: null,
+    replicas: null,
+    stableReplicas: null,
+    smoke: null,
+    analysis: null,
+    seconds: 0,
+  })
   for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.d.first}`), id)
 })
 
@@ -191,7 +231,13 @@ t('a release that is ready but serves an empty doc tree is aborted by its smoke 
   writeFileSync(empty, 'docsDir: /tmp\n')
   const { result: r, docs } = await underLoad(() => deploy(s.d.good, { DEPLOY_VALUES_FILE: empty }))
   assert.is.not(r.code, 0, r.out)
-  assert.match(r.last, new RegExp(`^✖ deploy: canary ${s.d.good.slice(0, 19)}… aborted, stable pods unchanged: smoke test failed: \\d+ of 7 checks against [0-9.]+:80: `), r.last)
+  assert.match(
+    r.last,
+    new RegExp(
+      `^✖ deploy: canary ${s.d.good.slice(0, 19)}… aborted, stable pods unchanged: smoke test failed: \\d+ of 7 checks against [0-9.]+:80: `,
+    ),
+    r.last,
+  )
   assert.match(r.out, /smoke test: GET \/api\/docs\/getting-started answered 404, expected 200 \(document not found\)/)
   assert.is(r.report.result, 'aborted')
   assert.is(r.report.canary?.decision, 'aborted')
@@ -201,8 +247,13 @@ t('a release that is ready but serves an empty doc tree is aborted by its smoke 
   for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.d.first}`), `the stable pods run ${id}`)
   assert.equal(await leftovers(), [], 'no canary pod, release or smoke-test pod is left')
   // Users reached the canary (1 pod of 3) until the smoke test stopped it: its answers were 404s.
-  console.log(`      wrong release: aborted after ${r.seconds.toFixed(1)} s; ${docs.failed} of ${docs.sent} document reads failed meanwhile (${docs.failures.slice(0, 2).join(', ')})`)
-  assert.ok(docs.failures.every((f) => f === 'status 404'), docs.failures.join('; '))
+  console.log(
+    `      wrong release: aborted after ${r.seconds.toFixed(1)} s; ${docs.failed} of ${docs.sent} document reads failed meanwhile (${docs.failures.slice(0, 2).join(', ')})`,
+  )
+  assert.ok(
+    docs.failures.every((f) => f === 'status 404'),
+    docs.failures.join('; '),
+  )
   assert.ok(docs.failed < docs.sent / 2, 'the stable pods kept serving')
 })
 
@@ -213,18 +264,27 @@ t('a release whose answers are several times slower is aborted by the analysis o
   writeFileSync(room, 'limits:\n  docsMaxBytes: 100663296\nresources:\n  limits:\n    memory: 256Mi\n')
   const { result: r, searches } = await underLoad(() => deploy(s.d.slow, { DEPLOY_VALUES_FILE: room }))
   assert.is.not(r.code, 0, r.out)
-  assert.match(r.last, new RegExp(`^✖ deploy: canary ${s.d.slow.slice(0, 19)}… aborted, stable pods unchanged: analysis failed: p99 [0-9.]+ ms (\\(at most|is [0-9.]+ times the stable pods' [0-9.]+ ms \\(at most 2 times, or 10\\.0 ms more\\)); 2 of 2 allowed failed checks$`), r.last)
+  assert.match(
+    r.last,
+    new RegExp(
+      `^✖ deploy: canary ${s.d.slow.slice(0, 19)}… aborted, stable pods unchanged: analysis failed: p99 [0-9.]+ ms (\\(at most|is [0-9.]+ times the stable pods' [0-9.]+ ms \\(at most 2 times, or 10\\.0 ms more\\)); 2 of 2 allowed failed checks$`,
+    ),
+    r.last,
+  )
   const analysis = r.report.canary?.analysis?.result
   assert.is(r.report.canary?.smoke?.passed, true, 'its documents are all there: the smoke test passed')
   assert.is(analysis?.result, 'fail')
   assert.match(analysis?.check ?? '', /^p99/)
   const failedSteps = analysis!.steps.filter((x) => x.verdict === 'fail')
   assert.is(failedSteps.length, 2)
-  for (const step of failedSteps) assert.ok(step.canary.p99Ms! > 2 * step.stable.p99Ms!, `canary p99 ${step.canary.p99Ms} ms against stable ${step.stable.p99Ms} ms`)
+  for (const step of failedSteps)
+    assert.ok(step.canary.p99Ms! > 2 * step.stable.p99Ms!, `canary p99 ${step.canary.p99Ms} ms against stable ${step.stable.p99Ms} ms`)
   assert.equal(await stableState(), before)
   for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.d.first}`), `the stable pods run ${id}`)
   assert.equal(await leftovers(), [])
-  console.log(`      slow release: aborted after ${r.seconds.toFixed(1)} s; canary p99 ${failedSteps.map((x) => x.canary.p99Ms).join(', ')} ms against stable ${failedSteps.map((x) => x.stable.p99Ms).join(', ')} ms; searches through the Service p99 ${searches.p99Ms} ms`)
+  console.log(
+    `      slow release: aborted after ${r.seconds.toFixed(1)} s; canary p99 ${failedSteps.map((x) => x.canary.p99Ms).join(', ')} ms against stable ${failedSteps.map((x) => x.stable.p99Ms).join(', ')} ms; searches through the Service p99 ${searches.p99Ms} ms`,
+  )
 })
 
 t('a good release passes its smoke test and analysis and is promoted: every pod runs its digest', async () => {
@@ -250,7 +310,9 @@ t('a good release passes its smoke test and analysis and is promoted: every pod 
   for (const id of ids) assert.ok(id.endsWith(`@${s.d.good}`), `after the promotion the runtime reports ${id}`)
   assert.equal(await leftovers(), [])
   assert.is(docs.failed + searches.failed, 0, `${docs.failures.concat(searches.failures).join('; ')}`)
-  console.log(`      good release: promoted after ${r.seconds.toFixed(1)} s (canary ${c.seconds} s); canary p99 ${steps.map((x) => x.canary.p99Ms).join(', ')} ms against stable ${steps.map((x) => x.stable.p99Ms).join(', ')} ms; ${docs.sent + searches.sent} requests, none failed`)
+  console.log(
+    `      good release: promoted after ${r.seconds.toFixed(1)} s (canary ${c.seconds} s); canary p99 ${steps.map((x) => x.canary.p99Ms).join(', ')} ms against stable ${steps.map((x) => x.stable.p99Ms).join(', ')} ms; ${docs.sent + searches.sent} requests, none failed`,
+  )
 })
 
 t('a Prometheus that does not answer stops the deploy in one line before any canary starts', async () => {
@@ -263,7 +325,10 @@ t('a Prometheus that does not answer stops the deploy in one line before any can
     const before = await stableState()
     const r = await deploy(s.d.first, { KUBE_CONTEXT: s.kube.context, KUBECONFIG: s.kube.kubeconfig! })
     assert.is.not(r.code, 0, r.out)
-    assert.is(r.last, `✖ deploy: canary analysis cannot run: Prometheus at http://127.0.0.1:${port} does not answer (ECONNREFUSED); no canary was started, the stable pods are unchanged`)
+    assert.is(
+      r.last,
+      `✖ deploy: canary analysis cannot run: Prometheus at http://127.0.0.1:${port} does not answer (ECONNREFUSED); no canary was started, the stable pods are unchanged`,
+    )
     assert.is(r.report.result, 'failed')
     assert.equal(await stableState(), before)
     for (const id of await imageIDs()) assert.ok(id.endsWith(`@${s.d.good}`), id)

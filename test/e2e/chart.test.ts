@@ -23,11 +23,22 @@ const DIGEST = `sha256:${'c3'.repeat(32)}`
 const REPO = '127.0.0.1:5000/local/agent-docs'
 const release = { name: 'doc-server', namespace: 'doc-server-test' }
 
-type Manifest = { kind: string; metadata: { name: string; annotations?: Record<string, string> }; spec: any; automountServiceAccountToken?: boolean }
+type Manifest = {
+  kind: string
+  metadata: { name: string; annotations?: Record<string, string> }
+  spec: any
+  automountServiceAccountToken?: boolean
+}
 
-async function render(env: string, sets: Record<string, string> = { 'image.repository': REPO, 'image.digest': DIGEST }, extra?: string): Promise<Manifest[]> {
+async function render(
+  env: string,
+  sets: Record<string, string> = { 'image.repository': REPO, 'image.digest': DIGEST },
+  extra?: string,
+): Promise<Manifest[]> {
   const out = await renderChart(s.helm, release, CHART_DIR, valueFiles(env, extra), sets)
-  return parseAllDocuments(out).map((d) => d.toJS() as Manifest).filter(Boolean)
+  return parseAllDocuments(out)
+    .map((d) => d.toJS() as Manifest)
+    .filter(Boolean)
 }
 const kind = (ms: Manifest[], k: string) => ms.find((m) => m.kind === k)
 
@@ -59,7 +70,15 @@ t.after(() => {
 
 t('helm lint --strict is clean for every environment', async () => {
   for (const env of ['dev', 'staging', 'prod']) {
-    const r = await run([s.helm, 'lint', '--strict', CHART_DIR, ...valueFiles(env, undefined).flatMap((f) => ['--values', f]), '--set-string', `image.digest=${DIGEST}`])
+    const r = await run([
+      s.helm,
+      'lint',
+      '--strict',
+      CHART_DIR,
+      ...valueFiles(env, undefined).flatMap((f) => ['--values', f]),
+      '--set-string',
+      `image.digest=${DIGEST}`,
+    ])
     assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/)
   }
 })
@@ -81,7 +100,10 @@ t('the deployment is safe to roll and to stop', async () => {
   assert.ok(c.startupProbe.httpGet.path)
   // Every probe on the admin port, which a flood of the API cannot reach.
   for (const probe of [c.startupProbe, c.readinessProbe, c.livenessProbe]) assert.is(probe.httpGet.port, 'admin')
-  assert.equal(c.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }, { name: 'admin', containerPort: 9090, protocol: 'TCP' }])
+  assert.equal(c.ports, [
+    { name: 'http', containerPort: 8080, protocol: 'TCP' },
+    { name: 'admin', containerPort: 9090, protocol: 'TCP' },
+  ])
   const env = (name: string) => c.env.find((e: { name: string }) => e.name === name)?.value
   assert.equal([env('PORT'), env('ADMIN_PORT'), env('ADMIN_MAX_CONNECTIONS'), env('SEARCH_CONCURRENCY')], ['8080', '9090', '16', '2'])
   const shutdown = Number(c.env.find((e: { name: string }) => e.name === 'SHUTDOWN_TIMEOUT_SECS').value)
@@ -117,15 +139,18 @@ t('the Service exposes the API only; a NetworkPolicy, when on, admits the admin 
   const dev = await render('dev')
   assert.equal(kind(dev, 'Service')!.spec.ports, [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }])
   assert.not.ok(kind(dev, 'NetworkPolicy'), 'off by default')
-  const policy = valuesFile('policy.yaml', [
-    'networkPolicy:',
-    '  enabled: true',
-    '  adminFrom:',
-    '    - ipBlock: {cidr: 10.89.0.0/16}',
-    '    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}',
-    '      podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}',
-    '',
-  ].join('\n'))
+  const policy = valuesFile(
+    'policy.yaml',
+    [
+      'networkPolicy:',
+      '  enabled: true',
+      '  adminFrom:',
+      '    - ipBlock: {cidr: 10.89.0.0/16}',
+      '    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}',
+      '      podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}',
+      '',
+    ].join('\n'),
+  )
   const np = kind(await render('dev', { 'image.repository': REPO, 'image.digest': DIGEST }, policy), 'NetworkPolicy')!
   assert.equal(np.spec.podSelector.matchLabels, { 'app.kubernetes.io/name': 'doc-server', 'app.kubernetes.io/instance': 'doc-server' })
   assert.equal(np.spec.policyTypes, ['Ingress'])
@@ -134,42 +159,68 @@ t('the Service exposes the API only; a NetworkPolicy, when on, admits the admin 
   assert.equal(admin.ports, [{ port: 'admin', protocol: 'TCP' }])
   assert.equal(admin.from, [
     { ipBlock: { cidr: '10.89.0.0/16' } },
-    { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } } },
+    {
+      namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } },
+      podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } },
+    },
   ])
 })
 
 t('pods declare their scrape for Prometheus, and the release has a smoke test run by the server binary', async () => {
   const ms = await render('staging')
-  assert.equal(kind(ms, 'Deployment')!.spec.template.metadata.annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9090', 'prometheus.io/path': '/metrics' })
+  assert.equal(kind(ms, 'Deployment')!.spec.template.metadata.annotations, {
+    'prometheus.io/scrape': 'true',
+    'prometheus.io/port': '9090',
+    'prometheus.io/path': '/metrics',
+  })
   const test = kind(ms, 'Pod')!
   assert.is(test.metadata.name, 'doc-server-smoke-test')
   assert.is(test.metadata.annotations?.['helm.sh/hook'], 'test')
   const c = test.spec.containers[0]
   assert.is(c.image, `${REPO}@${DIGEST}`)
   assert.equal(c.args, ['--smoke-test'])
-  assert.equal(c.env.slice(0, 2), [{ name: 'SMOKE_TEST_HOST', value: '$(DOC_SERVER_SERVICE_HOST)' }, { name: 'SMOKE_TEST_PORT', value: '$(DOC_SERVER_SERVICE_PORT)' }])
-  assert.not.ok(c.env.some((e: { name: string }) => e.name === 'DOCS_DIR'), 'the documents expected are the image\'s, never docsDir')
+  assert.equal(c.env.slice(0, 2), [
+    { name: 'SMOKE_TEST_HOST', value: '$(DOC_SERVER_SERVICE_HOST)' },
+    { name: 'SMOKE_TEST_PORT', value: '$(DOC_SERVER_SERVICE_PORT)' },
+  ])
+  assert.not.ok(
+    c.env.some((e: { name: string }) => e.name === 'DOCS_DIR'),
+    "the documents expected are the image's, never docsDir",
+  )
   assert.is(c.securityContext.readOnlyRootFilesystem, true)
 })
 
 t('a canary release renders only its Deployment, a Service of its own and its smoke test, beside the stable release', async () => {
   const canary = { name: 'doc-server-canary', namespace: release.namespace }
   const values = valuesFile('canary.yaml', 'canary:\n  enabled: true\n  of: doc-server\n  replicas: 1\n')
-  const out = await renderChart(s.helm, canary, CHART_DIR, [...valueFiles('prod', undefined), values], { 'image.repository': REPO, 'image.digest': DIGEST })
-  const ms = parseAllDocuments(out).map((d) => d.toJS() as Manifest).filter(Boolean)
-  assert.equal(ms.map((m) => `${m.kind}/${m.metadata.name}`).sort(), ['Deployment/doc-server-canary', 'Pod/doc-server-canary-smoke-test', 'Service/doc-server-canary'])
+  const out = await renderChart(s.helm, canary, CHART_DIR, [...valueFiles('prod', undefined), values], {
+    'image.repository': REPO,
+    'image.digest': DIGEST,
+  })
+  const ms = parseAllDocuments(out)
+    .map((d) => d.toJS() as Manifest)
+    .filter(Boolean)
+  assert.equal(ms.map((m) => `${m.kind}/${m.metadata.name}`).sort(), [
+    'Deployment/doc-server-canary',
+    'Pod/doc-server-canary-smoke-test',
+    'Service/doc-server-canary',
+  ])
   const d = kind(ms, 'Deployment')!
-  assert.is(d.spec.replicas, 1, 'its own size, never the HPA\'s')
+  assert.is(d.spec.replicas, 1, "its own size, never the HPA's")
   const labels = { 'app.kubernetes.io/name': 'doc-server', 'app.kubernetes.io/instance': 'doc-server', 'doc-server.dev/track': 'canary' }
   assert.equal(d.spec.selector.matchLabels, labels)
   // The stable Service selects name and instance: it routes to these pods too.
   assert.is(d.spec.template.metadata.labels['app.kubernetes.io/instance'], 'doc-server')
-  assert.is(d.spec.template.spec.serviceAccountName, 'doc-server', 'the stable release\'s service account')
+  assert.is(d.spec.template.spec.serviceAccountName, 'doc-server', "the stable release's service account")
   assert.equal(kind(ms, 'Service')!.spec.selector, labels)
   assert.is(kind(ms, 'Service')!.spec.type, 'ClusterIP')
   assert.is(kind(ms, 'Pod')!.spec.containers[0].env[0].value, '$(DOC_SERVER_CANARY_SERVICE_HOST)')
   const stable = kind(await render('prod'), 'Deployment')!
-  assert.equal(stable.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'doc-server', 'app.kubernetes.io/instance': 'doc-server' }, 'the stable selector never changes')
+  assert.equal(
+    stable.spec.selector.matchLabels,
+    { 'app.kubernetes.io/name': 'doc-server', 'app.kubernetes.io/instance': 'doc-server' },
+    'the stable selector never changes',
+  )
   await refused('canary:\n  enabled: true\n', /canary\.of must name the stable release/)
 })
 

@@ -4,7 +4,7 @@
  * vulnerability stops it at scan before anything is deployed. Real cargo,
  * registry, Trivy and the real chain in tasks/ci.ts.
  */
-import { appendFileSync,existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -12,12 +12,12 @@ import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
-import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/sandbox/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { ensureLocalDb } from '../../lib/scan/trivy.ts'
 import { ensureTrivy } from '../../lib/tools/trivy.ts'
-import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
+import { copyEnv, copyRepo } from '../helpers/repo-copy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { setUp } from '../helpers/hooks.ts'
 import { buildReportFor } from '../helpers/reports.ts'
@@ -26,7 +26,8 @@ import { writeReport } from '../../lib/core/reports.ts'
 const t = suite('e2e: ci:build')
 const ALL_OK = { okCodes: ANY_EXIT }
 const lastLine = (r: { stdout: string; stderr: string }) => (r.stdout + r.stderr).trim().split('\n').at(-1) ?? ''
-const rows = (reports: string) => JSON.parse(readFileSync(join(reports, 'ci.json'), 'utf8')).stages as { stage: string; result: string; reason?: string }[]
+const rows = (reports: string) =>
+  JSON.parse(readFileSync(join(reports, 'ci.json'), 'utf8')).stages as { stage: string; result: string; reason?: string }[]
 const resultOf = (reports: string, stage: string) => rows(reports).find((r) => r.stage === stage)?.result
 
 async function tags(repository: string): Promise<string[]> {
@@ -44,7 +45,10 @@ setUp(t, 'e2e: ci:build', async () => {
 t('a clippy warning stops the run at lint-test; nothing is built or pushed', async () => {
   const copy = await copyRepo('ci-clippy-')
   try {
-    appendFileSync(join(copy.dir, 'crates', 'doc-server', 'src', 'lib.rs'), '\n#[must_use]\npub fn truncates(x: u64) -> u32 {\n    x as u32\n}\n')
+    appendFileSync(
+      join(copy.dir, 'crates', 'doc-server', 'src', 'lib.rs'),
+      '\n#[must_use]\npub fn truncates(x: u64) -> u32 {\n    x as u32\n}\n',
+    )
     const git = (...args: string[]) => run(['git', ...args], { cwd: copy.dir, env: copyEnv({ HUSKY: '0' }) })
     await git('init', '-q', '-b', 'main')
     await git('-c', 'user.email=t@example.invalid', '-c', 'user.name=t', 'add', '-A')
@@ -53,7 +57,7 @@ t('a clippy warning stops the run at lint-test; nothing is built or pushed', asy
 
     const r = await run(['node_modules/.bin/tsx', 'tasks/ci.ts'], { cwd: copy.dir, env: copyEnv(), ...ALL_OK })
     assert.is.not(r.exitCode, 0)
-    assert.match(lastLine(r), /lint-test failed: clippy/, 'the gate\'s reason is the last line')
+    assert.match(lastLine(r), /lint-test failed: clippy/, "the gate's reason is the last line")
     const reports = join(copy.dir, 'reports')
     assert.is(resultOf(reports, 'lint-test'), 'failed')
     for (const later of ['build', 'measure', 'scan', 'deploy']) assert.is(resultOf(reports, later), 'not run', later)

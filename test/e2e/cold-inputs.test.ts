@@ -3,15 +3,23 @@
  * is blamed on, decided from recipes the pinned cargo-chef makes of real
  * copies of this workspace (no Docker needed).
  */
-import { appendFileSync,existsSync,mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { coldChanges,coldInputs,cookMissReason,prepareRecipe,readInputs,recipeChanges,type Recipe } from '../../lib/build/cold-inputs.ts'
+import {
+  coldChanges,
+  coldInputs,
+  cookMissReason,
+  prepareRecipe,
+  readInputs,
+  recipeChanges,
+  type Recipe,
+} from '../../lib/build/cold-inputs.ts'
 import { writeJson } from '../../lib/core/json.ts'
 import { copyBuildContext } from '../../lib/build/docker.ts'
 import { CODE_CHANGE_FILE } from '../../lib/build/cold-warm.ts'
-import { cacheDir,repoRoot } from '../../lib/core/paths.ts'
+import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
 import { VERSIONS } from '../../lib/tools/versions.ts'
 import { ensureCargoTool } from '../../lib/tools/cargo.ts'
 import { setUp } from '../helpers/hooks.ts'
@@ -19,7 +27,12 @@ import { setUp } from '../helpers/hooks.ts'
 const t = suite('cold-inputs')
 const s = {} as { chef: string; copy: string; base: Recipe }
 const inputs = (recipe: Recipe, over: { dockerfile?: string; toolchain?: string; base?: string } = {}) =>
-  coldInputs({ recipe, dockerfile: over.dockerfile ?? 'FROM x', toolchain: over.toolchain ?? `rust ${VERSIONS.rust}`, baseImages: { chef: over.base ?? 'sha256:1' } })
+  coldInputs({
+    recipe,
+    dockerfile: over.dockerfile ?? 'FROM x',
+    toolchain: over.toolchain ?? `rust ${VERSIONS.rust}`,
+    baseImages: { chef: over.base ?? 'sha256:1' },
+  })
 
 setUp(t, 'cold-inputs', async () => {
   s.chef = await ensureCargoTool(cacheDir(process.env), 'cargo-chef', VERSIONS.cargoChef)
@@ -64,7 +77,10 @@ t('a cook miss names a feature change, a new workspace crate, the toolchain, the
     const now = await prepareRecipe(s.chef, s.copy)
     const changes = recipeChanges(s.base, now)
     assert.ok(changes.includes('new crate in the workspace: crates/extra/Cargo.toml'), changes.join(' | '))
-    assert.ok(changes.some((c) => /^crates\/doc-server\/Cargo\.toml changed: \[dependencies\.tokio\] features = \[.*"fs"\]/.test(c)), changes.join(' | '))
+    assert.ok(
+      changes.some((c) => /^crates\/doc-server\/Cargo\.toml changed: \[dependencies\.tokio\] features = \[.*"fs"\]/.test(c)),
+      changes.join(' | '),
+    )
     const other = coldChanges(inputs(s.base), inputs(s.base, { dockerfile: 'FROM y', toolchain: 'rust 1.96.0', base: 'sha256:2' }))
     assert.equal(other, ['Dockerfile changed', `toolchain rust ${VERSIONS.rust} -> rust 1.96.0`, 'base image chef changed'])
   } finally {
@@ -74,7 +90,7 @@ t('a cook miss names a feature change, a new workspace crate, the toolchain, the
   }
 })
 
-t('the build stage names a cook miss against the last run\'s record, and its own inputs become the record', async () => {
+t("the build stage names a cook miss against the last run's record, and its own inputs become the record", async () => {
   const file = join(s.copy, '.measure', 'last-inputs.json')
   let asked = 0
   const current = async () => (asked++, inputs(await prepareRecipe(s.chef, s.copy)))
@@ -87,8 +103,14 @@ t('the build stage names a cook miss against the last run\'s record, and its own
   const text = readFileSync(manifest, 'utf8')
   writeFileSync(manifest, text.replace('"signal", "sync", "time"]', '"signal", "sync", "time", "fs"]'))
   try {
-    assert.match(await cookMissReason(file, current), /^cook step not cached because crates\/doc-server\/Cargo\.toml changed: \[dependencies\.tokio\] features = \[.*"fs"\]/)
-    assert.ok(readInputs(file)!.recipe.skeleton.manifests.some((m) => m.contents.includes('"fs"')), 'this run is now the record')
+    assert.match(
+      await cookMissReason(file, current),
+      /^cook step not cached because crates\/doc-server\/Cargo\.toml changed: \[dependencies\.tokio\] features = \[.*"fs"\]/,
+    )
+    assert.ok(
+      readInputs(file)!.recipe.skeleton.manifests.some((m) => m.contents.includes('"fs"')),
+      'this run is now the record',
+    )
     assert.match(await cookMissReason(file, current), /no recipe input changed since the last run: BuildKit evicted the layer/)
   } finally {
     writeFileSync(manifest, text)

@@ -31,7 +31,7 @@ t('containerd started as the node starts it: its CRI answers at once, and no lon
   assert.is(await criAnswers(d.containerd.socket), false, 'nothing listens yet')
   try {
     assert.is(await ensureService(containerdService(d)), 'started')
-    assert.is(await criAnswers(d.containerd.socket), true, 'the kubelet\'s first call finds the CRI initialized')
+    assert.is(await criAnswers(d.containerd.socket), true, "the kubelet's first call finds the CRI initialized")
   } finally {
     await stopOwned(d.containerd.pid, 'containerd')
   }

@@ -12,7 +12,12 @@ import { VERSIONS } from '../../lib/tools/versions.ts'
 
 const t = suite('e2e: test:node24')
 const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx')
-const node24 = (...args: string[]) => run([tsx, join(repoRoot, 'tasks', 'test-node24.ts'), ...args], { cwd: repoRoot, env: { ...process.env, FORCE_COLOR: '0' }, okCodes: ANY_EXIT })
+const node24 = (...args: string[]) =>
+  run([tsx, join(repoRoot, 'tasks', 'test-node24.ts'), ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, FORCE_COLOR: '0' },
+    okCodes: ANY_EXIT,
+  })
 
 t('the binary is Node 24 from the cache, and a unit file passes under it', async () => {
   const r = await node24('image-ref')

@@ -28,7 +28,7 @@ t('a misformatted Rust file fails the stage, naming rustfmt', async () => {
     assert.is.not(r.exitCode, 0)
     assert.match(out, /lint-test failed: rustfmt\b/)
     assert.not.match(out, /lint-test failed: .*clippy/)
-    assert.match(out, /BADLY_FORMATTED/, 'shows rustfmt\'s own diff')
+    assert.match(out, /BADLY_FORMATTED/, "shows rustfmt's own diff")
   } finally {
     copy.remove()
   }
@@ -43,7 +43,7 @@ t('a clippy pedantic warning fails the stage, and the hook refuses the commit', 
     const out = r.stdout + r.stderr
     assert.is.not(r.exitCode, 0)
     assert.match(out, /lint-test failed: clippy\b/)
-    assert.match(out, /cast_possible_truncation|as u32/, 'shows clippy\'s own error')
+    assert.match(out, /cast_possible_truncation|as u32/, "shows clippy's own error")
 
     const git = (...args: string[]) => run(['git', ...args], { cwd: copy.dir, env: copyEnv({ HUSKY: '' }), ...ALL_OK })
     await git('init', '-q', '-b', 'main')

@@ -7,7 +7,7 @@
  * registry and cluster (kwok runs no containers, so the digest in the pod spec
  * is what "runs").
  */
-import { cpSync,mkdirSync,mkdtempSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -15,15 +15,15 @@ import * as assert from 'uvu/assert'
 import { removeImage } from '../../lib/build/registry.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { readReport,writeReport } from '../../lib/core/reports.ts'
-import { ANY_EXIT,run } from '../../lib/core/run.ts'
-import { deleteNamespace,type KubeTarget } from '../../lib/deploy/kube.ts'
+import { readReport, writeReport } from '../../lib/core/reports.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
+import { deleteNamespace, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { cachedBinaries } from '../../lib/tools/kube.ts'
-import { clusterStatus,ensureCluster,stopCluster } from '../../lib/sandbox/cluster.ts'
+import { clusterStatus, ensureCluster, stopCluster } from '../../lib/sandbox/cluster.ts'
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
-import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
-import { ADVISORIES_DIR,ensureLocalDb } from '../../lib/scan/trivy.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/sandbox/registry.ts'
+import { ADVISORIES_DIR, ensureLocalDb } from '../../lib/scan/trivy.ts'
 import { ensureTrivy } from '../../lib/tools/trivy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { signAsBuild } from '../helpers/signed-image.ts'
@@ -57,7 +57,20 @@ const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx')
 async function stage(file: 'deploy' | 'rescan', env: NodeJS.ProcessEnv = {}) {
   const r = await run([tsx, join(repoRoot, 'tasks', `${file}.ts`)], {
     cwd: repoRoot,
-    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, DEPLOY_ENV: 'staging', DEPLOY_NAMESPACE: s.namespace, RELEASE_NAME: 'doc-server', KUBE_CONTEXT: '', DEPLOY_TIMEOUT_SECS: '120', DEPLOY_VALUES_FILE: '', TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories, ...env },
+    env: {
+      ...process.env,
+      FORCE_COLOR: '0',
+      REPORTS_DIR: s.reports,
+      DEPLOY_ENV: 'staging',
+      DEPLOY_NAMESPACE: s.namespace,
+      RELEASE_NAME: 'doc-server',
+      KUBE_CONTEXT: '',
+      DEPLOY_TIMEOUT_SECS: '120',
+      DEPLOY_VALUES_FILE: '',
+      TRIVY_DB_SOURCE: 'local',
+      SCAN_ADVISORIES_DIR: s.advisories,
+      ...env,
+    },
     ...ALL_OK,
   })
   const out = (r.stdout + r.stderr).trim()
@@ -71,7 +84,17 @@ async function stage(file: 'deploy' | 'rescan', env: NodeJS.ProcessEnv = {}) {
 function writeUnrelatedAdvisory(dir: string) {
   const tokio = JSON.parse(readFileSync(join(ADVISORIES_DIR, TOKIO, 'GHSA-fg7r-2g4j-5cgr.json'), 'utf8'))
   const id = 'GHSA-e2e0-e2e0-e2e0'
-  const advisory = { ...tokio, id, aliases: [], summary: 'Test advisory about a crate no image ships', references: [], affected: tokio.affected.map((a: { package: object }) => ({ ...a, package: { ecosystem: 'crates.io', name: 'doc-server-e2e-unshipped-crate' } })) }
+  const advisory = {
+    ...tokio,
+    id,
+    aliases: [],
+    summary: 'Test advisory about a crate no image ships',
+    references: [],
+    affected: tokio.affected.map((a: { package: object }) => ({
+      ...a,
+      package: { ecosystem: 'crates.io', name: 'doc-server-e2e-unshipped-crate' },
+    })),
+  }
   const at = join(dir, 'ghsa', 'advisories', 'github-reviewed', '2022', '01', id)
   mkdirSync(at, { recursive: true })
   writeFileSync(join(at, `${id}.json`), JSON.stringify(advisory, null, 2))
@@ -99,23 +122,50 @@ setUp(t, 'e2e: rescan', async () => {
   // What runs must really run on the node: the Doc Server image the build stage pushes (BuildKit's
   // cache makes this quick), with the fixture's binary listing tokio 1.13.0 added on top.
   const buildReports = join(s.work, 'build-reports')
-  const built = await run([tsx, join(repoRoot, 'tasks', 'build.ts')], { cwd: repoRoot, env: copyEnv({ REPORTS_DIR: buildReports, IMAGE_TAG: 'e2e-rescan', PUSH: 'true', REGISTRY: LOCAL_REGISTRY }), timeoutMs: 60 * 60_000, ...ALL_OK })
+  const built = await run([tsx, join(repoRoot, 'tasks', 'build.ts')], {
+    cwd: repoRoot,
+    env: copyEnv({ REPORTS_DIR: buildReports, IMAGE_TAG: 'e2e-rescan', PUSH: 'true', REGISTRY: LOCAL_REGISTRY }),
+    timeoutMs: 60 * 60_000,
+    ...ALL_OK,
+  })
   assert.is(built.exitCode, 0, `build stage failed:\n${(built.stdout + built.stderr).split('\n').slice(-20).join('\n')}`)
   const server = readReport(buildReports, 'build').image
   s.server = { repository: server.repository, digest: server.digest! }
   s.commit = readReport(buildReports, 'build').commit.sha
   s.vuln = await pushVulnerableImage(s.docker, s.work, `${server.repository}@${server.digest}`)
   // Deploy verifies a signature and provenance from the registry: sign it as the build stage would.
-  await signAsBuild(config, s.vuln.repository, s.vuln.digest, { sha: s.commit, shortSha: s.commit.slice(0, 12), branch: undefined, dirty: false }, s.work)
+  await signAsBuild(
+    config,
+    s.vuln.repository,
+    s.vuln.digest,
+    { sha: s.commit, shortSha: s.commit.slice(0, 12), branch: undefined, dirty: false },
+    s.work,
+  )
 })
 
 t.after(async () => {
   if (s.kube) {
-    await run([s.helm, 'uninstall', 'doc-server', '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace, '--wait'], ALL_OK)
+    await run(
+      [
+        s.helm,
+        'uninstall',
+        'doc-server',
+        '--kubeconfig',
+        s.kube.kubeconfig!,
+        '--kube-context',
+        s.kube.context,
+        '-n',
+        s.namespace,
+        '--wait',
+      ],
+      ALL_OK,
+    )
     await deleteNamespace(s.kube, s.namespace).catch(() => undefined)
   }
   if (s.vuln) {
-    await fetch(`http://${s.vuln.repository.replace(`${LOCAL_REGISTRY}/`, `${LOCAL_REGISTRY}/v2/`)}/manifests/${s.vuln.digest}`, { method: 'DELETE' }).catch(() => undefined)
+    await fetch(`http://${s.vuln.repository.replace(`${LOCAL_REGISTRY}/`, `${LOCAL_REGISTRY}/v2/`)}/manifests/${s.vuln.digest}`, {
+      method: 'DELETE',
+    }).catch(() => undefined)
     await removeImage(s.docker, s.vuln.ref)
   }
   if (s.work) rmSync(s.work, { recursive: true, force: true })
@@ -127,14 +177,21 @@ t.after(async () => {
 t('no release in the namespace: one line, nothing scanned', async () => {
   const r = await stage('rescan')
   assert.is.not(r.code, 0)
-  assert.match(r.last, new RegExp(`rescan: release doc-server has no deployment doc-server in namespace ${s.namespace}; nothing runs there to rescan`))
+  assert.match(
+    r.last,
+    new RegExp(`rescan: release doc-server has no deployment doc-server in namespace ${s.namespace}; nothing runs there to rescan`),
+  )
 })
 
 t('a digest scanned clean and deployed is reported once an advisory against it is published', async () => {
   // Deploy time: the scan stage passes the digest with the DB of that day, and deploy ships it.
   const { repository, digest } = s.vuln!
   writeReport(s.reports, 'build', buildReportFor(repository, digest, { tag: 'e2e', commit: s.commit }))
-  const scanned = await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories }, ...ALL_OK })
+  const scanned = await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], {
+    cwd: repoRoot,
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories },
+    ...ALL_OK,
+  })
   assert.is(scanned.exitCode, 0, scanned.stdout + scanned.stderr)
   const deployed = await stage('deploy')
   assert.is(deployed.code, 0, deployed.out)
@@ -149,10 +206,18 @@ t('a digest scanned clean and deployed is reported once an advisory against it i
   cpSync(join(ADVISORIES_DIR, TOKIO), join(s.advisories, TOKIO), { recursive: true })
   const found = await stage('rescan')
   assert.is.not(found.code, 0, found.out)
-  assert.match(found.last, new RegExp(`rescan: release doc-server in ${s.namespace} \\(${s.kube.context}\\) runs ${digest.slice(0, 19)}…, which now has 1 blocking finding: CVE-2021-45710 \\(HIGH, tokio 1\\.13\\.0, fixed in `))
+  assert.match(
+    found.last,
+    new RegExp(
+      `rescan: release doc-server in ${s.namespace} \\(${s.kube.context}\\) runs ${digest.slice(0, 19)}…, which now has 1 blocking finding: CVE-2021-45710 \\(HIGH, tokio 1\\.13\\.0, fixed in `,
+    ),
+  )
   const report = rescanJson()
   assert.is(report.decision, 'fail')
-  assert.equal(report.findings.map((f: { id: string }) => f.id), ['CVE-2021-45710'])
+  assert.equal(
+    report.findings.map((f: { id: string }) => f.id),
+    ['CVE-2021-45710'],
+  )
   assert.is(report.digest, digest)
   // The scan stage's own outputs, for code scanning: the SARIF names the finding too.
   assert.match(readFileSync(join(s.reports, 'rescan', 'scan', 'trivy.sarif'), 'utf8'), /CVE-2021-45710/)
@@ -162,11 +227,21 @@ t('a digest scanned clean and deployed is reported once an advisory against it i
   // A redeploy of that digest (its build-time pass still fresh) is refused, naming the rescan and the CVE.
   const again = await stage('deploy')
   assert.is.not(again.code, 0, again.out)
-  assert.match(again.last, new RegExp(`deploy: refused: a newer scan of ${digest.slice(0, 19)}… failed after the pass of .*: the rescan at .* signed by key sha256:\\w+ found 1 HIGH\\/CRITICAL finding remains: CVE-2021-45710 .*\\(CVE-2021-45710\\); a newer passing scan must follow before it deploys$`), again.last)
+  assert.match(
+    again.last,
+    new RegExp(
+      `deploy: refused: a newer scan of ${digest.slice(0, 19)}… failed after the pass of .*: the rescan at .* signed by key sha256:\\w+ found 1 HIGH\\/CRITICAL finding remains: CVE-2021-45710 .*\\(CVE-2021-45710\\); a newer passing scan must follow before it deploys$`,
+    ),
+    again.last,
+  )
 
   // A new build that fixes it (the Doc Server image without the vulnerable binary) is scanned and deploys.
   writeReport(s.reports, 'build', buildReportFor(s.server!.repository, s.server!.digest, { tag: 'e2e-fixed', commit: s.commit }))
-  const fixedScan = await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories }, ...ALL_OK })
+  const fixedScan = await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], {
+    cwd: repoRoot,
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories },
+    ...ALL_OK,
+  })
   assert.is(fixedScan.exitCode, 0, fixedScan.stdout + fixedScan.stderr)
   const fixed = await stage('deploy')
   assert.is(fixed.code, 0, fixed.out)

@@ -6,27 +6,35 @@
  * verification what it makes of it. Refusals are also checked through
  * `tasks/deploy.ts` itself: one line, non-zero, before any cluster step.
  */
-import { mkdtempSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { ociBuildArgs } from '../../lib/build/docker.ts'
-import { loadConfig,type Config } from '../../lib/core/config.ts'
-import { gitFacts,type GitFacts } from '../../lib/core/git.ts'
+import { loadConfig, type Config } from '../../lib/core/config.ts'
+import { gitFacts, type GitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { readReport, writeReport, type Report } from '../../lib/core/reports.ts'
-import { ANY_EXIT,run } from '../../lib/core/run.ts'
+import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import { VERSIONS } from '../../lib/tools/versions.ts'
-import { verifyImage,type VerifyOptions } from '../../lib/deploy/verify.ts'
+import { verifyImage, type VerifyOptions } from '../../lib/deploy/verify.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
-import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
-import { SCAN_PREDICATE_TYPE,type ScanFacts } from '../../lib/sign/attest.ts'
-import { ensureLocalKeyPair,localVerifier,registryFlags,signImage,type Signer } from '../../lib/sign/cosign.ts'
+import { LOCAL_REGISTRY, ensureRegistry } from '../../lib/sandbox/registry.ts'
+import { SCAN_PREDICATE_TYPE, type ScanFacts } from '../../lib/sign/attest.ts'
+import { ensureLocalKeyPair, localVerifier, registryFlags, signImage, type Signer } from '../../lib/sign/cosign.ts'
 import { ensureCosign } from '../../lib/tools/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
 import { policyDigest } from '../../lib/scan/committed-policy.ts'
-import { DEBIAN_FILES, attestAsScan, committedPolicyNow, passingDecision, pushTinyImage, removeTinyImages, signAsBuild } from '../helpers/signed-image.ts'
+import {
+  DEBIAN_FILES,
+  attestAsScan,
+  committedPolicyNow,
+  passingDecision,
+  pushTinyImage,
+  removeTinyImages,
+  signAsBuild,
+} from '../helpers/signed-image.ts'
 import { setUp } from '../helpers/hooks.ts'
 import { buildReportFor, scanReportFor } from '../helpers/reports.ts'
 
@@ -52,8 +60,19 @@ const signAndProvenance = (digest: string, git: GitFacts = s.git) => signAsBuild
 const scanAttest = (digest: string, over: Partial<ScanFacts> = {}) => attestAsScan(s.config, REPO, digest, s.work, over)
 
 const opts = (digest: string, over: Partial<VerifyOptions> = {}): VerifyOptions => ({
-  cosign: s.cosign, cache: s.config.cacheDir, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha,
-  policy: { digest: committedPolicyNow().digest, committed: committedPolicyNow() }, maxAgeSecs: 24 * 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] }, allowDirty: false, ...over,
+  cosign: s.cosign,
+  cache: s.config.cacheDir,
+  imageSigners: [localVerifier(s.config.cacheDir)],
+  scanSigners: [],
+  repository: REPO,
+  digest,
+  sourceRepository: s.source,
+  commit: s.git.sha,
+  policy: { digest: committedPolicyNow().digest, committed: committedPolicyNow() },
+  maxAgeSecs: 24 * 3600,
+  db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] },
+  allowDirty: false,
+  ...over,
 })
 
 async function refused(digest: string, re: RegExp, over: Partial<VerifyOptions> = {}) {
@@ -76,7 +95,8 @@ async function deployRefuses(digest: string, scan: Report<'scan'>, re: RegExp) {
   writeReport(reports, 'build', buildReportFor(REPO, digest, { tag: 'x', commit: s.git.sha }))
   writeReport(reports, 'scan', scan)
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
-    cwd: repoRoot, okCodes: ANY_EXIT,
+    cwd: repoRoot,
+    okCodes: ANY_EXIT,
     // The local cluster's environment (its signer is this machine's key); the refusal must come before the chart or the cluster.
     env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, KUBE_CONTEXT: '', DEPLOY_VALUES_FILE: '' },
   })
@@ -128,11 +148,19 @@ t('the real scan stage (pinned Trivy, local DB) attaches the SBOM and its decisi
   await signAndProvenance(digest)
   const reports = mkdtempSync(join(s.work, 'scan-stage-'))
   writeReport(reports, 'build', buildReportFor(REPO, digest, { tag: 'scanned', commit: s.git.sha }))
-  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, okCodes: ANY_EXIT, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, TRIVY_DB_SOURCE: 'local' } })
+  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts')], {
+    cwd: repoRoot,
+    okCodes: ANY_EXIT,
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, TRIVY_DB_SOURCE: 'local' },
+  })
   const scan = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { decision: string; deployable?: boolean }
   assert.ok(scan.decision === 'pass' || scan.decision === 'fail')
   assert.is(r.exitCode === 0, scan.decision === 'pass', (r.stdout + r.stderr).slice(-2000))
-  const predicate = JSON.parse(readFileSync(join(reports, 'scan', 'scan-attestation.json'), 'utf8')) as { decision: string; image: { digest: string }; scanner: { version: string } }
+  const predicate = JSON.parse(readFileSync(join(reports, 'scan', 'scan-attestation.json'), 'utf8')) as {
+    decision: string
+    image: { digest: string }
+    scanner: { version: string }
+  }
   assert.is(predicate.decision, scan.decision, 'the attestation says what the gate decided')
   assert.is(predicate.image.digest, digest)
   assert.is(predicate.scanner.version, TRIVY)
@@ -159,11 +187,21 @@ t('signed by another key: refused', async () => {
   await signImage({ cosign: s.cosign, image: `${REPO}@${digest}` }, signer)
   await refused(digest, /has no signature by key sha256:/)
   // The other key's own public key passes the signature: the refusal is about who signed, not a broken signature.
-  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, { imageSigners: [{ kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' }] })
+  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, {
+    imageSigners: [{ kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' }],
+  })
 })
 
 async function downloadScanBundle(digest: string): Promise<string> {
-  const r = await run([s.cosign, 'download', 'attestation', '--predicate-type', SCAN_PREDICATE_TYPE, ...registryFlags(REPO), `${REPO}@${digest}`])
+  const r = await run([
+    s.cosign,
+    'download',
+    'attestation',
+    '--predicate-type',
+    SCAN_PREDICATE_TYPE,
+    ...registryFlags(REPO),
+    `${REPO}@${digest}`,
+  ])
   const line = r.stdout.split('\n').find((l) => l.trim().startsWith('{'))
   assert.ok(line, 'cosign printed the scan attestation')
   return line!
@@ -181,7 +219,10 @@ t('a scan attestation copied from another digest: refused', async () => {
   await signAndProvenance(digest)
   await attach(digest, await downloadScanBundle(s.good!))
   // cosign's subject check drops it (and lib/sign/attest.ts would refuse it if it did not): nothing vouches for this digest.
-  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key sha256:.*|copied from another image/)
+  await refused(
+    digest,
+    /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key sha256:.*|copied from another image/,
+  )
 })
 
 t('a tampered predicate (its signature no longer matches): refused', async () => {
@@ -194,7 +235,10 @@ t('a tampered predicate (its signature no longer matches): refused', async () =>
   await signAndProvenance(target)
   const bundle = JSON.parse(await downloadScanBundle(donor)) as { dsseEnvelope?: { payload: string }; payload?: string }
   const env = (bundle.dsseEnvelope ?? bundle) as { payload: string }
-  const st = JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as { subject: { digest: { sha256: string } }[]; predicate: { decision: string; reason: string; image: { digest: string } } }
+  const st = JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as {
+    subject: { digest: { sha256: string } }[]
+    predicate: { decision: string; reason: string; image: { digest: string } }
+  }
   st.subject = st.subject.map((x) => ({ ...x, digest: { sha256: target.slice(7) } }))
   Object.assign(st.predicate, { decision: 'pass', reason: 'no HIGH or CRITICAL finding', image: { ...st.predicate.image, digest: target } })
   env.payload = Buffer.from(JSON.stringify(st)).toString('base64')
@@ -224,14 +268,39 @@ t('a --from-report pass is never deployable, even for a signed and attested dige
   const reports = mkdtempSync(join(s.work, 'from-report-'))
   // The shape of a Trivy JSON report that passes: an OS and a binary target, no vulnerabilities.
   const trivyJson = join(reports, 'trivy-pass.json')
-  writeFileSync(trivyJson, JSON.stringify({ SchemaVersion: 2, ArtifactName: `${REPO}@${s.good}`, ArtifactType: 'container_image', Metadata: { OS: { Family: 'debian', Name: '12.12' } }, Results: [{ Target: 'sign-e2e (debian 12.12)', Class: 'os-pkgs', Type: 'debian', Packages: [{ Name: 'libc6', Version: '2.36-9+deb12u13' }] }, { Target: 'usr/local/share/doc-server/doc-server.dep-v0', Class: 'lang-pkgs', Type: 'rustbinary', Packages: [{ Name: 'tokio', Version: '1.48.0' }] }] }))
-  const scan = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts'), '--from-report', trivyJson], { cwd: repoRoot, okCodes: ANY_EXIT, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports } })
+  writeFileSync(
+    trivyJson,
+    JSON.stringify({
+      SchemaVersion: 2,
+      ArtifactName: `${REPO}@${s.good}`,
+      ArtifactType: 'container_image',
+      Metadata: { OS: { Family: 'debian', Name: '12.12' } },
+      Results: [
+        { Target: 'sign-e2e (debian 12.12)', Class: 'os-pkgs', Type: 'debian', Packages: [{ Name: 'libc6', Version: '2.36-9+deb12u13' }] },
+        {
+          Target: 'usr/local/share/doc-server/doc-server.dep-v0',
+          Class: 'lang-pkgs',
+          Type: 'rustbinary',
+          Packages: [{ Name: 'tokio', Version: '1.48.0' }],
+        },
+      ],
+    }),
+  )
+  const scan = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts'), '--from-report', trivyJson], {
+    cwd: repoRoot,
+    okCodes: ANY_EXIT,
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports },
+  })
   const scanJson = readReport(reports, 'scan')
   if (scan.exitCode === 0) {
     assert.is(scanJson.decision, 'pass')
     assert.is(scanJson.deployable, false)
   }
-  await deployRefuses(s.good!, scanJson, /^✖? ?deploy: refused: (reports\/scan\.json is a --from-report re-gate|the scan of .* did not pass)/)
+  await deployRefuses(
+    s.good!,
+    scanJson,
+    /^✖? ?deploy: refused: (reports\/scan\.json is a --from-report re-gate|the scan of .* did not pass)/,
+  )
 })
 
 /** How many referrers the registry lists for `digest`: its referrers API, else the tag cosign falls back to on a registry without one. */
@@ -259,29 +328,42 @@ t('signing and attesting a digest again adds nothing; a new scan verdict is stil
   assert.is((await verifyImage(opts(digest))).scan.scannedAt, at)
   // A newer scan is a new verdict, attested even though the SBOM (identical) is not; failing, it blocks.
   const later = new Date(Date.parse(at) + 60_000).toISOString()
-  await scanAttest(digest, { scannedAt: later, db: { source: 'local', updatedAt: later }, decision: { ...pass(), decision: 'fail', reason: '1 CRITICAL: CVE-2021-45710' } })
+  await scanAttest(digest, {
+    scannedAt: later,
+    db: { source: 'local', updatedAt: later },
+    decision: { ...pass(), decision: 'fail', reason: '1 CRITICAL: CVE-2021-45710' },
+  })
   assert.is(await referrers(digest), 5, 'the new scan result, and only it, was added')
-  await refused(digest, /a newer scan of .* failed after the pass of .*: the scan at .* signed by key sha256:.* found 1 CRITICAL: CVE-2021-45710/)
+  await refused(
+    digest,
+    /a newer scan of .* failed after the pass of .*: the scan at .* signed by key sha256:.* found 1 CRITICAL: CVE-2021-45710/,
+  )
 })
 
-t('only scans under the committed policy count, and every one of them: a laxer pass proves nothing, a later failure blocks until a newer pass', async () => {
-  const digest = await pushImageOnce('policy')
-  await signAndProvenance(digest)
-  const base = Date.now() - 10 * 60_000
-  const at = (min: number) => new Date(base + min * 60_000).toISOString()
-  const laxer = { ...committedPolicyNow(), ignoreUnfixed: true }
-  await scanAttest(digest, { scannedAt: at(0), policy: { ...laxer, digest: policyDigest(laxer) } })
-  await refused(digest, /no scan of .* was made under the committed scan policy .*: ignoreUnfixed true \(committed: false\)$/)
-  await scanAttest(digest, { scannedAt: at(1) })
-  assert.is((await verifyImage(opts(digest))).scan.scannedAt, at(1), 'the pass under the committed policy')
-  await scanAttest(digest, { scannedAt: at(2), decision: { ...pass(), decision: 'fail', reason: '1 blocking finding (1 HIGH)', blockingIds: ['CVE-2021-45710'] } })
-  // A pass under the laxer policy after it changes nothing.
-  await scanAttest(digest, { scannedAt: at(3), policy: { ...laxer, digest: policyDigest(laxer) } })
-  await refused(digest, /a newer scan of .* failed after the pass of .* \(CVE-2021-45710\)/)
-  await scanAttest(digest, { scannedAt: at(4) })
-  const v = await verifyImage(opts(digest))
-  assert.is(v.scan.scannedAt, at(4))
-  assert.is(v.scan.verdicts, 3, 'the three results under the committed policy were weighed')
-})
+t(
+  'only scans under the committed policy count, and every one of them: a laxer pass proves nothing, a later failure blocks until a newer pass',
+  async () => {
+    const digest = await pushImageOnce('policy')
+    await signAndProvenance(digest)
+    const base = Date.now() - 10 * 60_000
+    const at = (min: number) => new Date(base + min * 60_000).toISOString()
+    const laxer = { ...committedPolicyNow(), ignoreUnfixed: true }
+    await scanAttest(digest, { scannedAt: at(0), policy: { ...laxer, digest: policyDigest(laxer) } })
+    await refused(digest, /no scan of .* was made under the committed scan policy .*: ignoreUnfixed true \(committed: false\)$/)
+    await scanAttest(digest, { scannedAt: at(1) })
+    assert.is((await verifyImage(opts(digest))).scan.scannedAt, at(1), 'the pass under the committed policy')
+    await scanAttest(digest, {
+      scannedAt: at(2),
+      decision: { ...pass(), decision: 'fail', reason: '1 blocking finding (1 HIGH)', blockingIds: ['CVE-2021-45710'] },
+    })
+    // A pass under the laxer policy after it changes nothing.
+    await scanAttest(digest, { scannedAt: at(3), policy: { ...laxer, digest: policyDigest(laxer) } })
+    await refused(digest, /a newer scan of .* failed after the pass of .* \(CVE-2021-45710\)/)
+    await scanAttest(digest, { scannedAt: at(4) })
+    const v = await verifyImage(opts(digest))
+    assert.is(v.scan.scannedAt, at(4))
+    assert.is(v.scan.verdicts, 3, 'the three results under the committed policy were weighed')
+  },
+)
 
 t.run()

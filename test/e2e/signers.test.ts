@@ -32,7 +32,23 @@ setUp(t, 'e2e: who may sign', async () => {
   s.cosign = await ensureCosign(loadConfig().cacheDir)
   s.dir = mkdtempSync(join(tmpdir(), 'signers-'))
   await openssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key')
-  await openssl('req', '-x509', '-new', '-key', 'ca.key', '-subj', '/CN=throwaway-fulcio', '-days', '2', '-out', 'ca.pem', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
+  await openssl(
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    'ca.key',
+    '-subj',
+    '/CN=throwaway-fulcio',
+    '-days',
+    '2',
+    '-out',
+    'ca.pem',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+  )
   writeFileSync(join(s.dir, 'blob'), 'the signed artifact\n')
 })
 
@@ -43,18 +59,37 @@ t.after(() => {
 /** A leaf certificate for a run of `identity` triggered by `trigger` from `ref`, and its signature of the blob. */
 async function signedBy(name: string, identity: string, trigger: string, ref: string): Promise<string> {
   // Fulcio's GitHub extensions 1.1 (issuer), 1.2 (trigger) and 1.6 (ref) hold the raw string.
-  writeFileSync(join(s.dir, `${name}.cnf`), [
-    'basicConstraints=critical,CA:FALSE',
-    'keyUsage=critical,digitalSignature',
-    'extendedKeyUsage=codeSigning',
-    `subjectAltName=critical,URI:${identity}`,
-    `1.3.6.1.4.1.57264.1.1=DER:${hex(GITHUB_OIDC_ISSUER)}`,
-    `1.3.6.1.4.1.57264.1.2=DER:${hex(trigger)}`,
-    `1.3.6.1.4.1.57264.1.6=DER:${hex(ref)}`,
-  ].join('\n'))
+  writeFileSync(
+    join(s.dir, `${name}.cnf`),
+    [
+      'basicConstraints=critical,CA:FALSE',
+      'keyUsage=critical,digitalSignature',
+      'extendedKeyUsage=codeSigning',
+      `subjectAltName=critical,URI:${identity}`,
+      `1.3.6.1.4.1.57264.1.1=DER:${hex(GITHUB_OIDC_ISSUER)}`,
+      `1.3.6.1.4.1.57264.1.2=DER:${hex(trigger)}`,
+      `1.3.6.1.4.1.57264.1.6=DER:${hex(ref)}`,
+    ].join('\n'),
+  )
   await openssl('ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}.key`)
   await openssl('req', '-new', '-key', `${name}.key`, '-subj', '/', '-out', `${name}.csr`)
-  await openssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '1', '-extfile', `${name}.cnf`, '-out', `${name}.pem`)
+  await openssl(
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-days',
+    '1',
+    '-extfile',
+    `${name}.cnf`,
+    '-out',
+    `${name}.pem`,
+  )
   await openssl('dgst', '-sha256', '-sign', `${name}.key`, '-out', `${name}.sig.der`, 'blob')
   writeFileSync(join(s.dir, `${name}.sig`), readFileSync(join(s.dir, `${name}.sig.der`)).toString('base64'))
   return name
@@ -62,13 +97,35 @@ async function signedBy(name: string, identity: string, trigger: string, ref: st
 
 /** Whether cosign verifies the blob's signature by `name`'s certificate against the verifier (tlog and SCT are not part of this check). */
 async function accepts(name: string, v: Verifier): Promise<{ ok: boolean; why: string }> {
-  const r = await run([s.cosign, 'verify-blob', '--certificate', `${name}.pem`, '--certificate-chain', 'ca.pem', '--signature', `${name}.sig`, '--insecure-ignore-tlog', '--insecure-ignore-sct', ...verifierArgs(v), 'blob'], { cwd: s.dir, okCodes: ANY_EXIT })
+  const r = await run(
+    [
+      s.cosign,
+      'verify-blob',
+      '--certificate',
+      `${name}.pem`,
+      '--certificate-chain',
+      'ca.pem',
+      '--signature',
+      `${name}.sig`,
+      '--insecure-ignore-tlog',
+      '--insecure-ignore-sct',
+      ...verifierArgs(v),
+      'blob',
+    ],
+    { cwd: s.dir, okCodes: ANY_EXIT },
+  )
   return { ok: r.exitCode === 0, why: (r.stderr.split('\n').find((l) => /^Error:/.test(l)) ?? '').trim() }
 }
 
-t('prod\'s signer (ci.yml on main, from a push) accepts a main push and refuses a pull request, another branch and a tag', async () => {
+t("prod's signer (ci.yml on main, from a push) accepts a main push and refuses a pull request, another branch and a tag", async () => {
   const [prod] = verifiersFor(DEFAULT_SIGNERS, { source: REPO })
-  assert.equal(prod, { kind: 'keyless', identity: `${CI}@refs/heads/main`, issuer: GITHUB_OIDC_ISSUER, trigger: 'push', ref: 'refs/heads/main' })
+  assert.equal(prod, {
+    kind: 'keyless',
+    identity: `${CI}@refs/heads/main`,
+    issuer: GITHUB_OIDC_ISSUER,
+    trigger: 'push',
+    ref: 'refs/heads/main',
+  })
   const main = await signedBy('main', `${CI}@refs/heads/main`, 'push', 'refs/heads/main')
   const pr = await signedBy('pr', `${CI}@refs/pull/7/merge`, 'pull_request', 'refs/pull/7/merge')
   const branch = await signedBy('branch', `${CI}@refs/heads/evil`, 'push', 'refs/heads/evil')
@@ -81,7 +138,11 @@ t('prod\'s signer (ci.yml on main, from a push) accepts a main push and refuses 
     assert.match(r.why, /^Error: /)
   }
   // The pattern deploy accepted before (ci.yml at any ref) let the pull request sign as main.
-  const before: Verifier = { kind: 'keyless', identityRegexp: `^${CI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}@refs/`, issuer: GITHUB_OIDC_ISSUER }
+  const before: Verifier = {
+    kind: 'keyless',
+    identityRegexp: `^${CI.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}@refs/`,
+    issuer: GITHUB_OIDC_ISSUER,
+  }
   assert.is((await accepts(pr, before)).ok, true, 'the old identity pattern accepts a pull request')
 })
 

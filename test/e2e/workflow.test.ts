@@ -17,7 +17,11 @@ const ALL_OK = { okCodes: ANY_EXIT }
 const ORIGINAL = readFileSync(join(WORKFLOWS_DIR, 'ci.yml'), 'utf8')
 
 async function lint(dir?: string) {
-  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), 'tasks/lint-workflows.ts', ...(dir ? [dir] : [])], { cwd: repoRoot, env: { ...process.env, FORCE_COLOR: '0' }, ...ALL_OK })
+  const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), 'tasks/lint-workflows.ts', ...(dir ? [dir] : [])], {
+    cwd: repoRoot,
+    env: { ...process.env, FORCE_COLOR: '0' },
+    ...ALL_OK,
+  })
   const lastLine = r.stderr.trimEnd().split('\n').pop() ?? ''
   return { ...r, out: r.stdout + r.stderr, lastLine }
 }
@@ -35,14 +39,14 @@ async function lintBroken(edit: (text: string) => string) {
   }
 }
 
-t('the repository\'s workflows pass actionlint, shellcheck and the pin rule', async () => {
+t("the repository's workflows pass actionlint, shellcheck and the pin rule", async () => {
   const r = await lint()
   assert.is(r.exitCode, 0, r.out)
   assert.match(r.out, /actionlint and shellcheck on \d+ file\(s\): clean/)
   assert.match(r.out, /Every action pinned to a commit SHA: clean/)
 })
 
-t('a broken expression fails with actionlint\'s own message, named last', async () => {
+t("a broken expression fails with actionlint's own message, named last", async () => {
   const r = await lintBroken((w) => w.replace('github.event.pull_request.number', 'github.pull_request_number'))
   assert.is(r.exitCode, 1)
   assert.match(r.out, /ci\.yml:\d+:\d+: property "pull_request_number" is not defined in object type .*\[expression\]/)
@@ -58,7 +62,10 @@ t('a job that needs a job that does not exist fails', async () => {
 t('an unpinned action fails, naming it and where', async () => {
   const r = await lintBroken((w) => w.replace(/actions\/cache@[0-9a-f]{40} # v[\d.]+/g, 'actions/cache@v4'))
   assert.is(r.exitCode, 1)
-  assert.match(r.out, /ci\.yml:\d+:15: action "actions\/cache@v4" must be pinned to a full 40-character commit SHA, not a tag or branch \[pinned-actions\]/)
+  assert.match(
+    r.out,
+    /ci\.yml:\d+:15: action "actions\/cache@v4" must be pinned to a full 40-character commit SHA, not a tag or branch \[pinned-actions\]/,
+  )
   assert.match(r.lastLine, /^✖ lint:workflows: [1-9]\d* problem\(s\)/)
 })
 

@@ -30,13 +30,19 @@ function proseLines(markdown: string): string[] {
       return ''
     }
     // A code span keeps its backticks and length; its content can no longer look like a link.
-    return line.replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g, (span, ticks: string) => `${ticks}${' '.repeat(span.length - 2 * ticks.length)}${ticks}`)
+    return line.replace(
+      /(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g,
+      (span, ticks: string) => `${ticks}${' '.repeat(span.length - 2 * ticks.length)}${ticks}`,
+    )
   })
 }
 
 /** GitHub's anchor for a heading's text (github-slugger). */
 export function githubSlug(text: string): string {
-  return text.toLowerCase().replace(/[^\p{L}\p{M}\p{N}\p{Pc} -]/gu, '').replace(/ /g, '-')
+  return text
+    .toLowerCase()
+    .replace(/[^\p{L}\p{M}\p{N}\p{Pc} -]/gu, '')
+    .replace(/ /g, '-')
 }
 
 /** The heading's text as rendered: inline code, links, images and emphasis reduced to their text. */
@@ -137,7 +143,8 @@ export function repoPathsOf(markdown: string): { path: string; line: number }[] 
     if (masked === '') return
     for (const m of (raw[i] ?? '').matchAll(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g)) {
       const text = m[2]!.trim()
-      if (REPO_DIRS.includes(text.split('/')[0] ?? '') && text.includes('/') && !/[\s<>*{}|@…]/.test(text)) out.push({ path: text, line: i + 1 })
+      if (REPO_DIRS.includes(text.split('/')[0] ?? '') && text.includes('/') && !/[\s<>*{}|@…]/.test(text))
+        out.push({ path: text, line: i + 1 })
     }
   })
   return out

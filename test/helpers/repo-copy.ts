@@ -11,7 +11,9 @@ import { cacheDir, repoRoot } from '../../lib/core/paths.ts'
  */
 export async function copyRepo(prefix = 'repo-copy-'): Promise<{ dir: string; remove: () => void }> {
   const dir = mkdtempSync(join(tmpdir(), prefix))
-  const files = (await run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], { cwd: repoRoot })).stdout.split('\0').filter(Boolean)
+  const files = (await run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], { cwd: repoRoot })).stdout
+    .split('\0')
+    .filter(Boolean)
     // A copy's own node_modules is a symlink (linked below), which git lists as a file.
     .filter((f) => f !== 'node_modules' && !f.startsWith('node_modules/'))
   for (const f of files) {

@@ -5,7 +5,11 @@
  */
 import { writeReport, type Report } from '../../lib/core/reports.ts'
 
-export function buildReportFor(repository: string, digest: string | null, o: { tag?: string; commit?: string; branch?: string | null; dirty?: boolean } = {}): Report<'build'> {
+export function buildReportFor(
+  repository: string,
+  digest: string | null,
+  o: { tag?: string; commit?: string; branch?: string | null; dirty?: boolean } = {},
+): Report<'build'> {
   const tag = o.tag ?? 'test'
   return {
     image: { ref: `${repository}:${tag}`, digest, repository, tag, pinned: digest ? `${repository}@${digest}` : null },
@@ -18,12 +22,22 @@ export function buildReportFor(repository: string, digest: string | null, o: { t
   }
 }
 
-export function scanReportFor(repository: string, digest: string, decision: 'pass' | 'fail' = 'pass', reason = decision === 'pass' ? 'no blocking finding' : 'a blocking finding'): Report<'scan'> {
+export function scanReportFor(
+  repository: string,
+  digest: string,
+  decision: 'pass' | 'fail' = 'pass',
+  reason = decision === 'pass' ? 'no blocking finding' : 'a blocking finding',
+): Report<'scan'> {
   return { decision, reason, image: { scanned: `${repository}@${digest}`, source: 'remote', digest }, deployable: true }
 }
 
 /** Both reports in `dir`, as a passing scan of a pushed build leaves them. */
-export function writeBuildAndScan(dir: string, repository: string, digest: string, o: Parameters<typeof buildReportFor>[2] & { scan?: Report<'scan'> } = {}): void {
+export function writeBuildAndScan(
+  dir: string,
+  repository: string,
+  digest: string,
+  o: Parameters<typeof buildReportFor>[2] & { scan?: Report<'scan'> } = {},
+): void {
   writeReport(dir, 'build', buildReportFor(repository, digest, o))
   writeReport(dir, 'scan', o.scan ?? scanReportFor(repository, digest))
 }

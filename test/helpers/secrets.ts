@@ -29,7 +29,10 @@ export function processesHolding(token: string): string[] {
  */
 export async function leaksOf(token: string, user: string, dirs: readonly string[], sinceMs: number, maxKiB = 4096): Promise<string[]> {
   const needles = forms(token, user)
-  const listed = await run(['find', ...dirs, '-xdev', '-type', 'f', '-newermt', `@${Math.floor(sinceMs / 1000)}`, '-size', `-${maxKiB + 1}k`, '-print0'], { okCodes: ANY_EXIT })
+  const listed = await run(
+    ['find', ...dirs, '-xdev', '-type', 'f', '-newermt', `@${Math.floor(sinceMs / 1000)}`, '-size', `-${maxKiB + 1}k`, '-print0'],
+    { okCodes: ANY_EXIT },
+  )
   const found = new Set<string>()
   for (const path of listed.stdout.split('\0').filter(Boolean)) {
     try {
