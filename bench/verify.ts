@@ -12,6 +12,7 @@
  * cosign runs (`verify`, one `verify-attestation` per type) of before. Figures
  * go to reports/bench-verify.json; not a gate.
  */
+import { median } from '../lib/core/stats.ts'
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -58,7 +59,6 @@ interface BenchCtx {
   cases: Case[]
 }
 
-const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const secs = (from: number) => Math.round(performance.now() - from) / 1000
 
 /** A passing scan of `digest` at `at`, as the scan stage attests it. */
