@@ -114,7 +114,7 @@ function upxTasks(): ListrTask<BenchCtx>[] {
       for (let i = 0; i < STARTS; i++) times.push(await startToReady(ctx.docker, pinned))
       ctx.upx.push({
         upx,
-        pushedBytes: await pushedBytes(ctx.docker, pinned),
+        pushedBytes: await pushedBytes(pinned),
         imageBytes: await imageBytes(ctx.docker, pinned),
         readyMs: median(times),
       })
@@ -148,7 +148,7 @@ function runtimeTasks(): ListrTask<BenchCtx>[] {
         ctx.runtimes.push({
           runtime: rt.key,
           label: rt.label,
-          pushedBytes: await pushedBytes(ctx.docker, pinned),
+          pushedBytes: await pushedBytes(pinned),
           imageBytes: await imageBytes(ctx.docker, pinned),
           readyMs: median(times),
           load,

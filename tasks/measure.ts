@@ -17,7 +17,7 @@ import { isMain, parseOptions } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { baseImageArgs, buildImage, type Builder } from '../lib/build/docker.ts'
 import { CODE_CHANGE_FILE, coldAndWarmBuilds } from '../lib/build/cold-warm.ts'
-import { imageBytes, pushedBytes, registryLogin } from '../lib/build/registry.ts'
+import { imageBytes, pushedBytes } from '../lib/build/registry.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from '../lib/sandbox/registry.ts'
@@ -94,10 +94,9 @@ export function measureTasks(): ListrTask<MeasureCtx>[] {
         const docker = need(ctx.docker, 'the Docker engine')
         const ref = ctx.built.image.pinned ?? ctx.built.image.ref
         const bytes = await imageBytes(docker, ref)
-        const { registry, registryUser: user, registryToken: token } = ctx.config
-        const login = ctx.built.image.pinned && user && token ? await registryLogin(docker, registry, user, token) : undefined
+        const { registryUser: user, registryToken: token } = ctx.config
         const compressedBytes = ctx.built.image.pinned
-          ? await pushedBytes(docker, ctx.built.image.pinned, login?.env).finally(() => login?.end())
+          ? await pushedBytes(ctx.built.image.pinned, user && token ? { user, token } : undefined)
           : null
         ctx.image = { ref: ctx.built.image.ref, digest: ctx.built.image.digest, bytes, compressedBytes }
         task.title = `Image size: ${(bytes / 1e6).toFixed(2)} MB uncompressed, ${compressedBytes === null ? 'not pushed' : `${(compressedBytes / 1e6).toFixed(2)} MB as pushed`}`

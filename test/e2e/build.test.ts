@@ -12,7 +12,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../../lib/core/config.ts'
 import { removeContainer, startContainer, waitHealthy } from '../../lib/build/container.ts'
-import { pushImage, removeImage, tagImage } from '../../lib/build/registry.ts'
+import { pushImage, pushedBytes, removeImage, tagImage } from '../../lib/build/registry.ts'
 import { PipelineError } from '../../lib/core/errors.ts'
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
@@ -66,6 +66,16 @@ t('build, push, pull by digest and run until healthy through the local registry'
       headers: { Accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json' },
     })
     assert.is(manifest.status, 200)
+    // Its size as pushed, as the measure stage reads it (an OCI manifest, which the docker 20.10
+    // client's `manifest inspect` is refused), equals the blobs' lengths the registry serves.
+    const pushed = (await manifest.json()) as { config: { digest: string }; layers: { digest: string }[] }
+    let served = 0
+    for (const blob of [pushed.config, ...pushed.layers]) {
+      const head = await fetch(`http://127.0.0.1:5000/v2/local/agent-docs/blobs/${blob.digest}`, { method: 'HEAD' })
+      served += Number(head.headers.get('content-length'))
+    }
+    assert.ok(served > 0)
+    assert.is(await pushedBytes(report.image.pinned!), served)
 
     const inspect = JSON.parse((await run([docker, 'image', 'inspect', report.image.pinned!], { env: dockerEnv() })).stdout)[0]
     assert.is(inspect.Config.User, '65532:65532')
