@@ -21,7 +21,7 @@ import { loadConfig } from '../core/config.ts'
 import { ensureDockerEngine } from './engine.ts'
 import { deleteNode, startNode, stopNode } from './node.ts'
 import { ensureLocalPrometheus, stopLocalPrometheus } from './prometheus.ts'
-import { say } from '../core/output.ts'
+import { quietly, say } from '../core/output.ts'
 
 export const CLUSTER_NAME = 'doc-server-node'
 /** kwokctl names the context after the cluster. */
@@ -184,18 +184,10 @@ async function upCluster(cache: string, bins: ClusterBinaries): Promise<LocalClu
     say('starting the local control plane')
     await kwokctlOrExplain(cache, bins, ['start', 'cluster', '--wait', '120s'])
   }
-  const flat = await run([
-    bins.kubectl,
-    '--kubeconfig',
-    p.kubeconfig,
-    'config',
-    'view',
-    '--raw',
-    '--minify',
-    '--flatten',
-    '--context',
-    CLUSTER_CONTEXT,
-  ])
+  // quietly: its output is the admin kubeconfig with the client's private key, which no log may show.
+  const flat = await quietly(() =>
+    run([bins.kubectl, '--kubeconfig', p.kubeconfig, 'config', 'view', '--raw', '--minify', '--flatten', '--context', CLUSTER_CONTEXT]),
+  )
   writeFileSync(p.nodeKubeconfig, flat.stdout, { mode: 0o600 })
   const docker = await ensureDockerEngine(loadConfig().docker)
   const node = await startNode(p.node, bins, p.nodeKubeconfig, docker.docker)

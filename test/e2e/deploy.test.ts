@@ -314,6 +314,7 @@ t('install, then a rolling upgrade under load: every pod runs the pushed digest,
   reportsFor(d1)
   const first = await deploy()
   assert.is(first.code, 0, first.out)
+  assert.not.match(first.out, /client-key-data|PRIVATE KEY/, 'the deploy log shows no private key')
   assert.is(first.report.result, 'deployed')
   const ids1 = await imageIDs()
   assert.is(ids1.length, 2)
