@@ -22,6 +22,7 @@ import { ensureTrivy } from '../lib/tools/trivy.ts'
 import { ensureCosign } from '../lib/tools/cosign.ts'
 import { ensurePrometheus } from '../lib/tools/prometheus.ts'
 import { ensureBuildkit } from '../lib/tools/buildkit.ts'
+import { ensureKyverno } from '../lib/tools/kyverno.ts'
 
 export function bootstrapTasks(): ListrTask<object>[] {
   return [
@@ -69,7 +70,7 @@ export function bootstrapTasks(): ListrTask<object>[] {
       // Independent builds, side by side: on a new machine the Go builds wait on the module proxy
       // and the base images on Debian's mirrors and debootstrap, so overlapping them shortens the
       // first run; each keeps its own cache and lock, and a later run finds them all present.
-      title: 'Built once per machine, side by side: base images, BuildKit, Trivy, cosign, actionlint, the cluster, Prometheus',
+      title: 'Built once per machine, side by side: base images, BuildKit, Trivy, cosign, actionlint, the cluster, Prometheus, Kyverno',
       task: (_ctx, task) =>
         task.newListr(
           showOutput([
@@ -119,6 +120,12 @@ export function bootstrapTasks(): ListrTask<object>[] {
               title: `Prometheus ${VERSIONS.prometheus} (deploy: the canary's analysis on the local cluster)`,
               task: async () => {
                 await ensurePrometheus(loadConfig().cacheDir)
+              },
+            },
+            {
+              title: `Kyverno ${VERSIONS.kyverno} (deploy: the cluster's own check of signatures and scans)`,
+              task: async () => {
+                await ensureKyverno(loadConfig().cacheDir)
               },
             },
           ]),

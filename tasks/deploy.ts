@@ -2,12 +2,14 @@
  * deploy: ships exactly the digest the scan passed, with Helm, to DEPLOY_ENV.
  * Every refusal (no digest, no passing scan, no signature or attestation in the
  * registry that vouches for the digest, unknown environment, values the chart
- * refuses, a missing context, a silent cluster or Prometheus) comes before any
- * change. Where the environment asks, a canary runs first (smoke tests,
- * analysis) and is promoted or aborted, the stable pods untouched. A rollout
- * that does not become ready is rolled back; the stage names the first real
+ * refuses, a missing context, a silent cluster, Prometheus or admission
+ * controller) comes before any change. Where the environment asks, a canary
+ * runs first (smoke tests, analysis) and is promoted or aborted, the stable
+ * pods untouched. A rollout that does not become ready, or whose pods the
+ * admission policy refuses, is rolled back; the stage names the first real
  * reason and exits non-zero. Either way reports/deploy.json says what happened.
  */
+import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
 import { isMain, parseOptions } from '../lib/core/cli.ts'
@@ -45,7 +47,15 @@ import {
 } from '../lib/deploy/canary.ts'
 import { LOCAL_PROMETHEUS_URL } from '../lib/sandbox/prometheus.ts'
 import { defineStage, need, runStage } from '../lib/core/stage.ts'
-import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
+import { deploySigners, verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
+import {
+  admissionPlan,
+  describeController,
+  prepareAdmission,
+  waitPolicyEnforced,
+  writeAdmissionValues,
+  type AdmissionPlan,
+} from '../lib/deploy/admission.ts'
 
 export interface DeployCtx {
   started: number
@@ -71,6 +81,7 @@ export interface DeployCtx {
   verified?: Verified
   canary?: CanaryPlan
   canaryFacts?: CanaryFacts
+  admission?: AdmissionPlan
   /** cosign's commands and whole output, for the report (the screen gets one line per check). */
   details: string[]
   /** When the rollout must be serving: Helm's start plus DEPLOY_TIMEOUT_SECS. */
@@ -168,11 +179,18 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       title: 'Chart values',
       task: reported(async (ctx, task) => {
         const config = ctx.config
-        ctx.files = valueFiles(config.deployEnv, config.deployValuesFile)
+        const image = need(ctx.image, 'the image')
+        const environment = need(ctx.environment, 'the environment')
+        // The policy admits what deploy verified: the same signers, the same scan bound.
+        ctx.admission = admissionPlan(config, environment, await deploySigners(config, image.commit, environment), image.repository)
+        ctx.files = [
+          ...valueFiles(config.deployEnv, config.deployValuesFile),
+          writeAdmissionValues(join(config.reportsDir, 'deploy'), ctx.admission.values),
+        ]
         const helm = await ensureHelm(config.cacheDir)
         ctx.helm = { helm, kubeconfig: undefined, context: '' }
         await renderChart(helm, ctx.release, CHART_DIR, ctx.files, ctx.sets)
-        task.title = `Chart values: ${config.deployEnv} accepted by the schema`
+        task.title = `Chart values: ${config.deployEnv} accepted by the schema; admission policy ${ctx.admission.off ?? `${ctx.admission.policy} on`}`
       }),
     },
     {
@@ -186,6 +204,19 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
           )
         ctx.helm = { ...need(ctx.helm, 'helm'), kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
+      }),
+    },
+    {
+      title: 'Admission controller',
+      skip: (ctx) => !ctx.admission?.enforce,
+      task: reported(async (ctx, task) => {
+        const state = await prepareAdmission(
+          ctx.config,
+          need(ctx.kube, 'the cluster'),
+          need(ctx.helm, 'helm'),
+          need(ctx.admission, 'the admission plan'),
+        )
+        task.title = `Admission controller: ${describeController(state)}`
       }),
     },
     {
@@ -278,11 +309,12 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
           deadline: need(ctx.deadline, 'the deploy deadline'),
           timeoutSecs: config.deployTimeoutSecs,
         })
+        if (ctx.admission?.enforce) await waitPolicyEnforced(kube, ctx.admission.policy)
         ctx.result = 'deployed'
         if (ctx.canaryFacts?.decision === 'passed') ctx.canaryFacts.decision = 'promoted'
         report(ctx, 'deployed', null)
         setOutput('revision', String(ctx.revision ?? ''))
-        task.title = `Verify: ${pods} pod(s) ready on ${image.digest.slice(0, 19)}…, revision ${ctx.revision}`
+        task.title = `Verify: ${pods} pod(s) ready on ${image.digest.slice(0, 19)}…, revision ${ctx.revision}${ctx.admission?.enforce ? `; policy ${ctx.admission.policy} enforced` : ''}`
       }),
     },
   ]

@@ -130,6 +130,12 @@ export const VARIABLES = [
       "How long a new pod's running container may stay unready before the rollout is stopped and rolled back (crash loops, image-pull and config errors stop it at once); below DEPLOY_TIMEOUT_SECS.",
   },
   {
+    name: 'DEPLOY_ADMISSION',
+    default: 'auto',
+    meaning:
+      "`auto` ships the chart's admission policy to every cluster but the local one (unless its environment says `admission: off` in charts/doc-server/environments.yaml); `enforce` ships it to the local cluster too, which then needs Kyverno running (`npm run cluster:up`).",
+  },
+  {
     name: 'DEPLOY_VALUES_FILE',
     default: '(none)',
     meaning:
@@ -193,6 +199,8 @@ export interface Config {
   deployTimeoutSecs: number
   deployReadinessGraceSecs: number
   deployValuesFile: string | undefined
+  /** Whether the local cluster gets the admission policy too. */
+  deployAdmission: 'auto' | 'enforce'
   measureBaseline: string
   reportsDir: string
   cacheDir: string
@@ -371,6 +379,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     deployTimeoutSecs,
     deployReadinessGraceSecs: readinessGrace(get('DEPLOY_READINESS_GRACE_SECS'), deployTimeoutSecs),
     deployValuesFile: get('DEPLOY_VALUES_FILE') ? abs(get('DEPLOY_VALUES_FILE')!) : undefined,
+    deployAdmission: oneOf('DEPLOY_ADMISSION', get('DEPLOY_ADMISSION') ?? 'auto', ['auto', 'enforce'] as const),
     measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
     reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),
     cacheDir: cache ? abs(cache) : cacheDir(env),

@@ -108,6 +108,11 @@ const Environment = z.strictObject({
   canary: CanarySettings.optional(),
   /** `required`: deploy refuses a digest without a signed rebuild attestation (an independent rebuild of its commit gave it). */
   rebuild: z.enum(['required', 'optional']).default('optional'),
+  /**
+   * The chart's admission policy (docs/admission.md): `enforce` ships it and needs Kyverno running
+   * there, `install` also has the deploy stage install or upgrade the pinned Kyverno first, `off` ships none.
+   */
+  admission: z.enum(['enforce', 'install', 'off']).default('enforce'),
 })
 
 export type AnalysisSettings = z.output<typeof AnalysisSettings>
@@ -132,7 +137,10 @@ export function parseEnvironments(text: string, source: string): Record<string, 
   return parsed.data
 }
 
-/** The settings of the local cluster (no KUBE_CONTEXT): the machine's own key signs, a dirty build deploys, any DB will do. */
+/**
+ * The settings of the local cluster (no KUBE_CONTEXT): the machine's own key signs, a dirty build deploys, any DB
+ * will do, and the admission policy ships only with DEPLOY_ADMISSION=enforce.
+ */
 export const LOCAL_ENVIRONMENT: Environment = {
   contexts: [],
   signers: [],
@@ -140,6 +148,7 @@ export const LOCAL_ENVIRONMENT: Environment = {
   scan: { dbMaxAge: 30 * 86_400, dbSources: ['remote', 'local'] },
   allowOlder: 'free',
   rebuild: 'optional',
+  admission: 'enforce',
 }
 
 const shown = (file: string) => file.replace(`${repoRoot}/`, '')

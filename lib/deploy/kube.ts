@@ -111,7 +111,7 @@ export async function deleteNamespace(t: KubeTarget, namespace: string): Promise
   })
 }
 
-const eventTime = (e: EventJson) =>
+export const eventTime = (e: EventJson) =>
   Date.parse(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? e.metadata?.creationTimestamp ?? '') || 0
 
 /**

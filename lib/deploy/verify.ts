@@ -176,6 +176,42 @@ export async function verifyImage(o: VerifyOptions): Promise<Verified> {
   }
 }
 
+/** Who deploy accepts as the signer of an image and of its scans: the admission policy is made from the same list. */
+export interface DeploySigners {
+  imageSigners: Verifier[]
+  scanSigners: Verifier[]
+  /** The `source` the build stage labels the image with and records in its provenance. */
+  sourceRepository: string
+}
+
+/** The environment's signers (on the local cluster, this machine's own key) for an image built from `commit`. */
+export async function deploySigners(
+  config: Config,
+  commit: string,
+  env: { local: boolean; settings: Environment },
+): Promise<DeploySigners> {
+  // The same `source` the build stage labels the image with and records in its provenance.
+  const sourceRepository = (await quietly(() => ociBuildArgs(repoRoot, commit))).SOURCE!
+  const machineKey = existsSync(localKeyPaths(config.cacheDir).pub) ? localVerifier(config.cacheDir) : undefined
+  if (env.local) {
+    if (!machineKey)
+      throw new PipelineError(
+        `deploy: refused: no local signing key (${localKeyPaths(config.cacheDir).pub}); nothing this machine built was signed, run the build stage first`,
+      )
+    return { imageSigners: [machineKey], scanSigners: [], sourceRepository }
+  }
+  return {
+    imageSigners: verifiersFor(env.settings.signers, { source: sourceRepository, machineKey }),
+    scanSigners: verifiersFor(env.settings.scanSigners, { source: sourceRepository, machineKey }),
+    sourceRepository,
+  }
+}
+
+/** The bound on a scan's age deploy applies: SCAN_MAX_AGE, tightened by the environment. */
+export function scanMaxAgeSecs(config: Config, env: Environment): number {
+  return Math.min(config.scanMaxAgeSecs, env.scan.maxAge ?? Infinity)
+}
+
 /**
  * The deploy stage's call: the environment's signers (on the local cluster,
  * this machine's own key), the committed scan policy at the commit deployed,
@@ -188,23 +224,8 @@ export async function verifyForDeploy(
   log?: string[],
 ): Promise<Verified> {
   const cosign = await ensureCosign(config.cacheDir)
-  // The same `source` the build stage labels the image with and records in its provenance.
-  const sourceRepository = (await quietly(() => ociBuildArgs(repoRoot, image.commit))).SOURCE!
-  const machineKey = existsSync(localKeyPaths(config.cacheDir).pub) ? localVerifier(config.cacheDir) : undefined
-  let imageSigners: Verifier[]
-  let scanSigners: Verifier[] = []
-  if (env.local) {
-    if (!machineKey)
-      throw new PipelineError(
-        `deploy: refused: no local signing key (${localKeyPaths(config.cacheDir).pub}); nothing this machine built was signed, run the build stage first`,
-      )
-    imageSigners = [machineKey]
-  } else {
-    imageSigners = verifiersFor(env.settings.signers, { source: sourceRepository, machineKey })
-    scanSigners = verifiersFor(env.settings.scanSigners, { source: sourceRepository, machineKey })
-  }
+  const { imageSigners, scanSigners, sourceRepository } = await deploySigners(config, image.commit, env)
   const committed = await committedPolicy(image.commit)
-  const maxAgeSecs = Math.min(config.scanMaxAgeSecs, env.settings.scan.maxAge ?? Infinity)
   return verifyImage({
     cosign,
     cache: config.cacheDir,
@@ -215,7 +236,7 @@ export async function verifyForDeploy(
     sourceRepository,
     commit: image.commit,
     policy: { digest: policyDigest(committed), committed },
-    maxAgeSecs,
+    maxAgeSecs: scanMaxAgeSecs(config, env.settings),
     db: { maxAgeSecs: env.settings.scan.dbMaxAge, sources: env.settings.scan.dbSources },
     allowDirty: env.local,
     // Declared per environment: a real cluster whose environment says `rebuild: required`.

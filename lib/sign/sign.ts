@@ -22,6 +22,7 @@ import {
   scanPredicate,
   type ScanFacts,
 } from './attest.ts'
+import { publishVerdict } from './verdict.ts'
 import {
   attestImage,
   describeVerifier,
@@ -144,7 +145,7 @@ export async function signBuild(o: {
   return { identity: s.identity, provenance: 'reports/build/provenance.json', added: { signature, provenance } }
 }
 
-/** Attaches the CycloneDX SBOM and the scan result to the scanned digest. */
+/** Attaches the CycloneDX SBOM and the scan result to the scanned digest, and makes the result its current verdict (verdict.ts). */
 export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string }): Promise<string> {
   const s = await signingFor(o.config)
   const call = { cosign: s.cosign, image: o.image }
@@ -158,5 +159,7 @@ export async function attestScan(o: { config: Config; image: string; facts: Scan
   // Only an identical result is skipped: every new verdict (a newer scan, pass or fail) is attested.
   if (!alreadyAttested(existing.statements, SCAN_PREDICATE_TYPE, predicate)) await attestImage(call, s.signer, SCAN_PREDICATE_TYPE, file)
   else say('an identical scan result is already attested: not attested again')
+  // The current verdict, for the admission controller, is this result even when it was attested before.
+  await publishVerdict(call, s.signer, file)
   return s.identity
 }

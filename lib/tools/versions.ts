@@ -36,6 +36,12 @@ export const VERSIONS = {
    * has `exclude` directives); the workflow's setup-buildx-action runs moby/buildkit at this version.
    */
   buildkit: 'v0.34.2',
+  /**
+   * The admission controller that enforces the chart's image policy: its ImageValidatingPolicy reads
+   * cosign v3's bundles (policy-controller v0.13.1 could not; docs/admission.md). Built from the
+   * module zip (its go.mod has replaces), whose chart and CRDs are used as they are.
+   */
+  kyverno: 'v1.19.1',
   cargoChef: '0.1.78',
   /** The load generator of `npm run bench:server` and `bench:build -- --runtimes`; built with `cargo install --locked` from crates.io. */
   oha: '1.16.0',

@@ -16,6 +16,7 @@ import { CHART_DIR, valueFiles } from '../../lib/deploy/deploy.ts'
 import { renderChart } from '../../lib/deploy/helm.ts'
 import { run } from '../../lib/core/run.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { LINT_ADMISSION } from '../../tasks/lint-chart.ts'
 
 const t = suite('e2e: chart')
 const s = {} as { helm: string; dir: string }
@@ -35,7 +36,7 @@ async function render(
   sets: Record<string, string> = { 'image.repository': REPO, 'image.digest': DIGEST },
   extra?: string,
 ): Promise<Manifest[]> {
-  const out = await renderChart(s.helm, release, CHART_DIR, valueFiles(env, extra), sets)
+  const out = await renderChart(s.helm, release, CHART_DIR, valueFiles(env, extra), { ...LINT_ADMISSION, ...sets })
   return parseAllDocuments(out)
     .map((d) => d.toJS() as Manifest)
     .filter(Boolean)
@@ -70,15 +71,8 @@ t.after(() => {
 
 t('helm lint --strict is clean for every environment', async () => {
   for (const env of ['dev', 'staging', 'prod']) {
-    const r = await run([
-      s.helm,
-      'lint',
-      '--strict',
-      CHART_DIR,
-      ...valueFiles(env, undefined).flatMap((f) => ['--values', f]),
-      '--set-string',
-      `image.digest=${DIGEST}`,
-    ])
+    const sets = Object.entries({ 'image.digest': DIGEST, ...LINT_ADMISSION }).flatMap(([k, v]) => ['--set-string', `${k}=${v}`])
+    const r = await run([s.helm, 'lint', '--strict', CHART_DIR, ...valueFiles(env, undefined).flatMap((f) => ['--values', f]), ...sets])
     assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/)
   }
 })
@@ -223,6 +217,75 @@ t('a canary release renders only its Deployment, a Service of its own and its sm
   )
   await refused('canary:\n  enabled: true\n', /canary\.of must name the stable release/)
 })
+t(
+  'the admission policy: pods in the release namespace only, by digest, signed, with a current passing scan; refused without a signer',
+  async () => {
+    const policy = kind(await render('prod'), 'ImageValidatingPolicy')!
+    assert.is(policy.metadata.name, 'doc-server-test-doc-server')
+    assert.is(policy.spec.failurePolicy, 'Fail')
+    assert.equal(policy.spec.validationActions, ['Deny'])
+    assert.equal(policy.spec.matchConstraints.namespaceSelector, { matchLabels: { 'kubernetes.io/metadata.name': 'doc-server-test' } })
+    assert.equal(policy.spec.matchConstraints.resourceRules[0].resources, ['pods'])
+    assert.is(policy.spec.validationConfigurations.mutateDigest, false, 'a tag is refused, never resolved')
+    assert.equal(
+      policy.spec.attestors.map((a: { name: string }) => a.name),
+      ['signerKey0', 'verdictKey0'],
+    )
+    assert.is(policy.spec.attestors[0].cosign.key.data, LINT_ADMISSION['admission.signers.keys[0]'])
+    assert.is(policy.spec.attestors[1].cosign.source.repository, LINT_ADMISSION['admission.verdictRepository'])
+    assert.match(policy.spec.validations[1].expression, /attestations\.signature, \[attestors\.signerKey0\]\) > 0/)
+    assert.match(policy.spec.validations[2].expression, /attestations\.scan, \[attestors\.verdictKey0\]\) > 0/)
+    assert.match(policy.spec.validations.at(-1).expression, /duration\('86400s'\)/)
+    // Keyless signers as deploy verifies them: the image's signers sign the image; a scan signer (the rescan) only its verdict.
+    const ci = 'https://github.com/acme/docs/.github/workflows/ci.yml@refs/heads/main'
+    const rescan = 'https://github.com/acme/docs/.github/workflows/rescan.yml@refs/heads/main'
+    const issuer = 'https://token.actions.githubusercontent.com'
+    const keyless = kind(
+      await render(
+        'prod',
+        { 'image.repository': REPO, 'image.digest': DIGEST },
+        valuesFile(
+          'keyless.yaml',
+          `admission:\n  signers:\n    keys: []\n    identities: [{ subject: "${ci}", issuer: "${issuer}" }, { subjectRegExp: "^x$", issuer: "${issuer}" }]\n  scanSigners:\n    keys: []\n    identities: [{ subject: "${rescan}", issuer: "${issuer}" }]\n`,
+        ),
+      ),
+      'ImageValidatingPolicy',
+    )!
+    const byName = Object.fromEntries(keyless.spec.attestors.map((a: { name: string; cosign: unknown }) => [a.name, a.cosign])) as Record<
+      string,
+      { keyless?: { identities: unknown[] }; source?: unknown }
+    >
+    assert.equal(Object.keys(byName), ['signerKey0', 'signerKeyless', 'verdictKey0', 'verdictKeyless'])
+    assert.equal(byName.signerKeyless!.keyless!.identities, [
+      { issuer, subject: ci },
+      { issuer, subjectRegExp: '^x$' },
+    ])
+    assert.equal(byName.verdictKeyless!.keyless!.identities, [
+      { issuer, subject: ci },
+      { issuer, subjectRegExp: '^x$' },
+      { issuer, subject: rescan },
+    ])
+    assert.equal(byName.verdictKeyless!.source, { repository: LINT_ADMISSION['admission.verdictRepository'] })
+    assert.match(keyless.spec.validations[1].expression, /\[attestors\.signerKey0, attestors\.signerKeyless\]/)
+    assert.match(
+      keyless.spec.validations[1].message,
+      new RegExp(`by a lint signer \\(a pinned public key or ${ci.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} or \\^x\\$\\)`),
+    )
+    assert.match(keyless.spec.validations[2].expression, /\[attestors\.verdictKey0, attestors\.verdictKeyless\]/)
+    const off = await render(
+      'prod',
+      { 'image.repository': REPO, 'image.digest': DIGEST },
+      valuesFile('off.yaml', 'admission:\n  enabled: false\n'),
+    )
+    assert.not.ok(kind(off, 'ImageValidatingPolicy'))
+    try {
+      await renderChart(s.helm, release, CHART_DIR, valueFiles('prod', undefined), { 'image.repository': REPO, 'image.digest': DIGEST })
+      assert.unreachable('rendered a policy without a signer')
+    } catch (err) {
+      assert.match((err as Error).message, /^chart: values refused: admission\.enabled needs admission\.signers\.keys/)
+    }
+  },
+)
 
 t('bad values are refused at template time with one line', async () => {
   await refused('replicaCount: two\n', /replicaCount/)

@@ -34,6 +34,7 @@ import { attestAsScan, signAsBuild } from '../helpers/signed-image.ts'
 import { RolloutStopped, upgradeTracked } from '../../lib/deploy/track.ts'
 import { setUp } from '../helpers/hooks.ts'
 import { buildReportFor, scanReportFor, writeBuildAndScan } from '../helpers/reports.ts'
+import { writeAdmissionValues } from '../../lib/deploy/admission.ts'
 
 const t = suite('e2e: deploy (real node)')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -480,7 +481,7 @@ t('a digest the node cannot pull fails fast as an image-pull failure and is roll
       release(),
       {
         chart: CHART_DIR,
-        valueFiles: [join(CHART_DIR, 'values-staging.yaml')],
+        valueFiles: [join(CHART_DIR, 'values-staging.yaml'), writeAdmissionValues(s.reports, { enabled: false })],
         sets: { 'image.repository': REPO, 'image.digest': missing },
         timeoutSecs: 180,
       },
@@ -518,6 +519,8 @@ t('a release left in pending-upgrade by a killed helm is recovered, judged by th
       s.namespace,
       '--values',
       join(CHART_DIR, 'values-staging.yaml'),
+      '--values',
+      writeAdmissionValues(s.reports, { enabled: false }),
       '--values',
       s.crashing,
       '--set-string',

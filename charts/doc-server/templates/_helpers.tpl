@@ -109,3 +109,26 @@ kills requests mid-flight. Cross-field rules cannot live in the JSON schema.
 {{- include "doc-server.fullname" . -}}
 {{- end -}}
 {{- end -}}
+{{/* A cosign attestor of the admission policy for one public key (PEM). */}}
+{{- define "doc-server.admissionKey" }}
+        key:
+          data: {{ . | quote }}
+        # A key signs offline: there is no transparency log entry to check.
+        ctlog:
+          insecureIgnoreTlog: true
+          insecureIgnoreSCT: true
+{{- end }}
+
+{{/* A keyless cosign attestor of the admission policy: any of these certificate identities (subject or subjectRegExp, and issuer). */}}
+{{- define "doc-server.admissionKeyless" }}
+        keyless:
+          identities:
+            {{- range . }}
+            - issuer: {{ .issuer | quote }}
+              {{- if .subject }}
+              subject: {{ .subject | quote }}
+              {{- else }}
+              subjectRegExp: {{ .subjectRegExp | quote }}
+              {{- end }}
+            {{- end }}
+{{- end }}
