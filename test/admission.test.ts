@@ -10,6 +10,7 @@ import {
   attestorValues,
   controllerValues,
   describeController,
+  notRunning,
   policyName,
   writeAdmissionValues,
 } from '../lib/deploy/admission.ts'
@@ -206,6 +207,25 @@ t('names: the policy as the chart makes it, the verdict repository beside the im
     /^Kyverno is not installed/,
   )
 })
+
+t(
+  "deploy's line for a stopped controller says what happens to the release's pods: refused when it is down, unchecked when scaled to 0",
+  () => {
+    const how = 'start it with `npm run cluster:up`'
+    assert.is(
+      notRunning({ installed: true, version: 'v1.19.1', desired: 1, ready: 0, detail: 'Unschedulable' }, 'doc-server-staging', how),
+      'deploy: refused: the admission controller is not running: Kyverno v1.19.1 (kyverno/kyverno-admission-controller) has 0 of 1 pods ready (Unschedulable), so every pod in doc-server-staging would be refused; start it with `npm run cluster:up`',
+    )
+    assert.match(
+      notRunning({ installed: true, version: 'v1.19.1', desired: 0, ready: 0, detail: 'scaled to 0' }, 'doc-server-staging', how),
+      /has 0 of 0 pods ready \(scaled to 0\), and it removed its webhooks as it stopped, so no pod in doc-server-staging would be checked; start it/,
+    )
+    assert.match(
+      notRunning({ installed: false, version: undefined, desired: 0, ready: 0, detail: 'not installed' }, 'ns', how),
+      /Kyverno is not installed \(no deployment kyverno\/kyverno-admission-controller\), so every pod in ns would be refused/,
+    )
+  },
+)
 
 t('the verdict repository is written with the login cosign uses (the docker config)', () => {
   const dir = join(s.dir, 'docker')

@@ -213,7 +213,7 @@ t('helm errors become one line: schema violations and chart rules', () => {
   )
 })
 
-t('Helm 4 upgrade: --rollback-on-failure with the watcher wait, never the deprecated --atomic', () => {
+t('Helm 4 upgrade: --rollback-on-failure with the watcher wait, never the deprecated --atomic; hand edits taken back', () => {
   const argv = upgradeArgs(
     { helm: 'helm', kubeconfig: '/k', context: 'c' },
     { name: 'doc-server', namespace: 'ns' },
@@ -223,6 +223,7 @@ t('Helm 4 upgrade: --rollback-on-failure with the watcher wait, never the deprec
   assert.ok(argv.includes('--wait=watcher'), 'the strategy is spelled out, not left to what a bare --wait or --rollback-on-failure imply')
   assert.not.ok(argv.includes('--atomic'))
   assert.not.ok(argv.includes('--wait'))
+  assert.ok(argv.includes('--force-conflicts'), 'fields changed by hand since the last deploy are taken back, not a conflict')
   assert.equal(argv.slice(argv.indexOf('--timeout'), argv.indexOf('--timeout') + 2), ['--timeout', '90s'])
   assert.equal(argv.slice(argv.indexOf('--set-string'), argv.indexOf('--set-string') + 2), ['--set-string', 'image.digest=sha256:x'])
 })

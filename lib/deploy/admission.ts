@@ -190,9 +190,12 @@ export async function controllerState(kube: KubeTarget): Promise<ControllerState
   if (desired === 0) detail = 'scaled to 0'
   else if (ready < desired) {
     const pods = await listPods(kube, CONTROLLER.namespace, CONTROLLER.podSelector).catch(() => [])
-    const reasons = pods.flatMap((p) =>
-      (p.status?.containerStatuses ?? []).map((c) => c.state?.waiting?.reason ?? c.state?.terminated?.reason).filter(Boolean),
-    )
+    const reasons = pods.flatMap((p) => [
+      ...(p.status?.conditions ?? [])
+        .filter((c) => c.type === 'PodScheduled' && c.status === 'False')
+        .map((c) => c.reason ?? 'unscheduled'),
+      ...(p.status?.containerStatuses ?? []).map((c) => c.state?.waiting?.reason ?? c.state?.terminated?.reason).filter(Boolean),
+    ])
     detail = reasons.length ? [...new Set(reasons)].join(', ') : pods.length ? 'starting' : 'no pod'
   }
   return { installed: true, version, desired, ready, detail }
@@ -215,9 +218,17 @@ export async function requireController(kube: KubeTarget, namespace: string, how
     if (s.version && s.version !== VERSIONS.kyverno) say(`${CONTROLLER.name} ${s.version} runs, not the pinned ${VERSIONS.kyverno}`)
     return s
   }
-  throw new PipelineError(
-    `deploy: refused: the admission controller is not running: ${describeController(s)}, so every pod in ${namespace} would be refused; ${how}`,
-  )
+  throw new PipelineError(notRunning(s, namespace, how))
+}
+
+/** Deploy's one line for a controller that is not running, and what that means for the release's pods. */
+export function notRunning(s: ControllerState, namespace: string, how: string): string {
+  // Scaled to zero, Kyverno deletes its own webhooks as it stops: then nothing is refused, and nothing is checked either.
+  const consequence =
+    s.installed && s.desired === 0
+      ? `and it removed its webhooks as it stopped, so no pod in ${namespace} would be checked`
+      : `so every pod in ${namespace} would be refused`
+  return `deploy: refused: the admission controller is not running: ${describeController(s)}, ${consequence}; ${how}`
 }
 
 interface PolicyStatus {

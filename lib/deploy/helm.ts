@@ -141,6 +141,14 @@ export interface UpgradeOptions {
  */
 export const UPGRADE_WAIT_FLAGS = ['--rollback-on-failure', '--wait=watcher'] as const
 
+/**
+ * Helm 4 applies server-side: a field someone changed by hand since
+ * (`kubectl set image`, `kubectl rollout undo`, `kubectl edit`) belongs to
+ * that manager, and the next upgrade would fail on the conflict and roll
+ * back. The release is the pipeline's to say, so it takes such fields back.
+ */
+export const UPGRADE_OWNERSHIP_FLAGS = ['--force-conflicts'] as const
+
 export function upgradeArgs(t: HelmTarget, r: Release, o: UpgradeOptions): string[] {
   return [
     t.helm,
@@ -153,6 +161,7 @@ export function upgradeArgs(t: HelmTarget, r: Release, o: UpgradeOptions): strin
     ...o.valueFiles.flatMap((f) => ['--values', f]),
     ...Object.entries(o.sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`]),
     ...UPGRADE_WAIT_FLAGS,
+    ...UPGRADE_OWNERSHIP_FLAGS,
     '--timeout',
     `${o.timeoutSecs}s`,
     '--history-max',

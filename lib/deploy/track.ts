@@ -47,6 +47,7 @@ export interface TrackedPod {
   metadata: { name: string; uid?: string; creationTimestamp?: string; deletionTimestamp?: string }
   spec: { containers: { name: string; image: string }[] }
   status?: {
+    conditions?: { type: string; status: string; reason?: string }[]
     containerStatuses?: {
       name: string
       ready?: boolean

@@ -4,8 +4,11 @@
  * makes the published ones (the binary and its license files) on the runtime
  * base, like the other stand-ins, and pushed to the local registry, where the
  * node pulls them; installed with its upstream chart (lib/deploy/admission.ts).
- * `startAdmission` runs with `cluster:up`; `stopAdmission` scales it to zero,
- * which leaves its webhooks failing closed (what a crashed controller does).
+ * `startAdmission` runs with `cluster:up`; `stopAdmission` takes its pod
+ * away as a crash or a lost node would, which leaves its webhooks failing
+ * closed. (Scaling it to zero is not that: Kyverno reads a deployment scaled
+ * to zero as its own removal and deletes its webhooks on the way out, so
+ * nothing is checked any more; docs/admission.md.)
  */
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -15,6 +18,8 @@ import { pushImage } from '../build/registry.ts'
 import { loadConfig } from '../core/config.ts'
 import { say } from '../core/output.ts'
 import { run } from '../core/run.ts'
+import { PipelineError } from '../core/errors.ts'
+import { waitFor } from '../core/wait.ts'
 import {
   CONTROLLER,
   controllerState,
@@ -77,6 +82,7 @@ async function standInImage(docker: string, tool: KyvernoTool, binary: 'kyverno'
  */
 export async function startAdmission(cache: string, cluster: LocalCluster): Promise<{ started: boolean; state: ControllerState }> {
   const kube = target(cluster)
+  if (await unpin(kube)) await run([kube.kubectl, ...kubeFlags(kube), ...rolloutStatus], { timeoutMs: 240_000, okCodes: [0, 1] })
   const now = await controllerState(kube)
   if (now.installed && now.version === VERSIONS.kyverno && now.desired > 0 && now.ready >= now.desired)
     return { started: false, state: now }
@@ -94,26 +100,82 @@ export async function startAdmission(cache: string, cluster: LocalCluster): Prom
   return { started: true, state: await controllerState(kube) }
 }
 
-/** Scales the controller to zero; its webhooks stay, so pods in a namespace with a policy are refused until it is back. */
-export async function stopAdmission(cluster: LocalCluster): Promise<void> {
-  const kube = target(cluster)
-  await run([kube.kubectl, ...kubeFlags(kube), '-n', CONTROLLER.namespace, 'scale', 'deployment', CONTROLLER.deployment, '--replicas=0'], {
-    timeoutMs: 60_000,
-  })
+/** A node label no node has: the controller's pod cannot be scheduled while its template asks for it. */
+const STOP_LABEL = 'doc-server.dev/admission-stopped'
+const rolloutStatus = ['-n', CONTROLLER.namespace, 'rollout', 'status', `deployment/${CONTROLLER.deployment}`, '--timeout=180s']
+
+const nodeSelectorPatch = (value: string | null) =>
+  JSON.stringify({ spec: { template: { spec: { nodeSelector: { [STOP_LABEL]: value } } } } })
+
+/** Takes the stop label off the controller's pod template; whether it was there. */
+async function unpin(kube: KubeTarget): Promise<boolean> {
+  const r = await run(
+    [
+      kube.kubectl,
+      ...kubeFlags(kube),
+      '-n',
+      CONTROLLER.namespace,
+      'get',
+      'deployment',
+      CONTROLLER.deployment,
+      '--ignore-not-found',
+      '-o',
+      `jsonpath={.spec.template.spec.nodeSelector.${STOP_LABEL.replace(/\./g, '\\.')}}`,
+    ],
+    { timeoutMs: 30_000 },
+  )
+  if (!r.stdout.trim()) return false
   await run(
     [
       kube.kubectl,
       ...kubeFlags(kube),
       '-n',
       CONTROLLER.namespace,
-      'wait',
-      '--for=delete',
-      'pod',
-      '-l',
-      CONTROLLER.podSelector,
-      '--timeout=120s',
+      'patch',
+      'deployment',
+      CONTROLLER.deployment,
+      '-p',
+      nodeSelectorPatch(null),
     ],
-    { timeoutMs: 150_000, okCodes: [0, 1] },
+    { timeoutMs: 60_000 },
+  )
+  return true
+}
+
+/**
+ * The controller down the way a crash, an eviction or a lost node leaves it:
+ * the deployment still wants its pod, but none can run (its template asks
+ * for a node label no node has, and the chart's Recreate strategy removes
+ * the running pod first). Its webhooks stay, with failurePolicy Fail, so pods
+ * in a namespace with a policy are refused until `startAdmission`.
+ */
+export async function stopAdmission(cluster: LocalCluster): Promise<void> {
+  const kube = target(cluster)
+  await run(
+    [
+      kube.kubectl,
+      ...kubeFlags(kube),
+      '-n',
+      CONTROLLER.namespace,
+      'patch',
+      'deployment',
+      CONTROLLER.deployment,
+      '-p',
+      nodeSelectorPatch('true'),
+    ],
+    { timeoutMs: 60_000 },
+  )
+  // The pod that was running goes; its replacement stays Pending.
+  await waitFor(
+    async () => {
+      const s = await controllerState(kube)
+      return s.ready === 0 && s.desired > 0 ? true : undefined
+    },
+    {
+      timeoutMs: 150_000,
+      intervalMs: 1000,
+      onTimeout: () => new PipelineError(`${CONTROLLER.name} still has a ready pod 150 s after it was stopped`),
+    },
   )
 }
 

@@ -227,14 +227,15 @@ t(
     assert.equal(policy.spec.matchConstraints.namespaceSelector, { matchLabels: { 'kubernetes.io/metadata.name': 'doc-server-test' } })
     assert.equal(policy.spec.matchConstraints.resourceRules[0].resources, ['pods'])
     assert.is(policy.spec.validationConfigurations.mutateDigest, false, 'a tag is refused, never resolved')
+    assert.is(policy.spec.validationConfigurations.verifyDigest, true, "Kyverno's own check refuses a tag")
     assert.equal(
       policy.spec.attestors.map((a: { name: string }) => a.name),
       ['signerKey0', 'verdictKey0'],
     )
     assert.is(policy.spec.attestors[0].cosign.key.data, LINT_ADMISSION['admission.signers.keys[0]'])
     assert.is(policy.spec.attestors[1].cosign.source.repository, LINT_ADMISSION['admission.verdictRepository'])
-    assert.match(policy.spec.validations[1].expression, /attestations\.signature, \[attestors\.signerKey0\]\) > 0/)
-    assert.match(policy.spec.validations[2].expression, /attestations\.scan, \[attestors\.verdictKey0\]\) > 0/)
+    assert.match(policy.spec.validations[0].expression, /attestations\.signature, \[attestors\.signerKey0\]\) > 0/)
+    assert.match(policy.spec.validations[1].expression, /attestations\.scan, \[attestors\.verdictKey0\]\) > 0/)
     assert.match(policy.spec.validations.at(-1).expression, /duration\('86400s'\)/)
     // Keyless signers as deploy verifies them: the image's signers sign the image; a scan signer (the rescan) only its verdict.
     const ci = 'https://github.com/acme/docs/.github/workflows/ci.yml@refs/heads/main'
@@ -266,12 +267,12 @@ t(
       { issuer, subject: rescan },
     ])
     assert.equal(byName.verdictKeyless!.source, { repository: LINT_ADMISSION['admission.verdictRepository'] })
-    assert.match(keyless.spec.validations[1].expression, /\[attestors\.signerKey0, attestors\.signerKeyless\]/)
+    assert.match(keyless.spec.validations[0].expression, /\[attestors\.signerKey0, attestors\.signerKeyless\]/)
     assert.match(
-      keyless.spec.validations[1].message,
+      keyless.spec.validations[0].message,
       new RegExp(`by a lint signer \\(a pinned public key or ${ci.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} or \\^x\\$\\)`),
     )
-    assert.match(keyless.spec.validations[2].expression, /\[attestors\.verdictKey0, attestors\.verdictKeyless\]/)
+    assert.match(keyless.spec.validations[1].expression, /\[attestors\.verdictKey0, attestors\.verdictKeyless\]/)
     const off = await render(
       'prod',
       { 'image.repository': REPO, 'image.digest': DIGEST },
