@@ -38,7 +38,7 @@ import {
 } from './lib/deploy.ts'
 import { ENVIRONMENTS_FILE, parseEnvironments, type CanarySettings } from '../lib/deploy/environments.ts'
 import { CHART_DIR, valueFiles } from '../lib/deploy/deploy.ts'
-import { uninstall, upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
+import { history, uninstall, upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { deleteNamespace, type KubeTarget } from '../lib/deploy/kube.ts'
 import { writeAdmissionValues } from '../lib/deploy/admission.ts'
 import type { LoadResult } from './lib/load.ts'
@@ -210,7 +210,8 @@ function tasks(): ListrTask<BenchCtx>[] {
         for (const round of [1, 2]) {
           for (const policy of POLICIES) {
             const release = { name: 'doc-server', namespace: admissionNamespace(policy) }
-            await uninstall(ctx.helm, release)
+            // A first round has nothing to remove; helm uninstall refuses a release it does not know.
+            if ((await history(ctx.helm, release)).length > 0) await uninstall(ctx.helm, release)
             await deleteNamespace(ctx.kube, release.namespace)
             task.output = `round ${round}: deploying with the policy ${policy}`
             const d = await deployStage(reports, release.namespace, policy === 'on')

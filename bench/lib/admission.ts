@@ -12,6 +12,7 @@ import { parse as parseYaml } from 'yaml'
 import { PipelineError } from '../../lib/core/errors.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { readReport } from '../../lib/core/reports.ts'
+import { quietly } from '../../lib/core/output.ts'
 import { run } from '../../lib/core/run.ts'
 import { median, percentile } from '../../lib/core/stats.ts'
 import { kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
@@ -25,7 +26,8 @@ export interface ApiClient {
 }
 
 export async function apiClient(k: KubeTarget): Promise<ApiClient> {
-  const r = await run([k.kubectl, ...kubeFlags(k), 'config', 'view', '--raw', '--minify', '--flatten'])
+  // Read quietly: the output holds the client's private key, which must not reach the bench's log.
+  const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), 'config', 'view', '--raw', '--minify', '--flatten']))
   const c = parseYaml(r.stdout) as {
     clusters: { cluster: { server: string; 'certificate-authority-data': string } }[]
     users: { user: { 'client-certificate-data'?: string; 'client-key-data'?: string } }[]

@@ -104,8 +104,13 @@ export async function startAdmission(cache: string, cluster: LocalCluster): Prom
 const STOP_LABEL = 'doc-server.dev/admission-stopped'
 const rolloutStatus = ['-n', CONTROLLER.namespace, 'rollout', 'status', `deployment/${CONTROLLER.deployment}`, '--timeout=180s']
 
-const nodeSelectorPatch = (value: string | null) =>
-  JSON.stringify({ spec: { template: { spec: { nodeSelector: { [STOP_LABEL]: value } } } } })
+/** The stop label on the controller's pod template (`null` takes it off: a strategic merge patch). */
+async function setStopLabel(kube: KubeTarget, value: 'true' | null): Promise<void> {
+  const patch = JSON.stringify({ spec: { template: { spec: { nodeSelector: { [STOP_LABEL]: value } } } } })
+  await run([kube.kubectl, ...kubeFlags(kube), '-n', CONTROLLER.namespace, 'patch', 'deployment', CONTROLLER.deployment, '-p', patch], {
+    timeoutMs: 60_000,
+  })
+}
 
 /** Takes the stop label off the controller's pod template; whether it was there. */
 async function unpin(kube: KubeTarget): Promise<boolean> {
@@ -125,20 +130,7 @@ async function unpin(kube: KubeTarget): Promise<boolean> {
     { timeoutMs: 30_000 },
   )
   if (!r.stdout.trim()) return false
-  await run(
-    [
-      kube.kubectl,
-      ...kubeFlags(kube),
-      '-n',
-      CONTROLLER.namespace,
-      'patch',
-      'deployment',
-      CONTROLLER.deployment,
-      '-p',
-      nodeSelectorPatch(null),
-    ],
-    { timeoutMs: 60_000 },
-  )
+  await setStopLabel(kube, null)
   return true
 }
 
@@ -151,20 +143,7 @@ async function unpin(kube: KubeTarget): Promise<boolean> {
  */
 export async function stopAdmission(cluster: LocalCluster): Promise<void> {
   const kube = target(cluster)
-  await run(
-    [
-      kube.kubectl,
-      ...kubeFlags(kube),
-      '-n',
-      CONTROLLER.namespace,
-      'patch',
-      'deployment',
-      CONTROLLER.deployment,
-      '-p',
-      nodeSelectorPatch('true'),
-    ],
-    { timeoutMs: 60_000 },
-  )
+  await setStopLabel(kube, 'true')
   // The pod that was running goes; its replacement stays Pending.
   await waitFor(
     async () => {

@@ -24,7 +24,7 @@ import { CONTROLLER } from '../../lib/deploy/admission.ts'
 import { CHART_DIR, chartFullname, podSelector } from '../../lib/deploy/deploy.ts'
 import type { Report } from '../../lib/core/reports.ts'
 import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
-import { deleteNamespace, kubeFlags, type EventJson, type KubeTarget } from '../../lib/deploy/kube.ts'
+import { kubeFlags, type EventJson, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { RolloutStopped, upgradeTracked, type TrackedPod } from '../../lib/deploy/track.ts'
 import { startAdmission, stopAdmission } from '../../lib/sandbox/admission.ts'
 import { ensureCluster, type LocalCluster } from '../../lib/sandbox/cluster.ts'
@@ -32,6 +32,7 @@ import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { ensureRegistry } from '../../lib/sandbox/registry.ts'
 import { VERSIONS } from '../../lib/tools/versions.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { removeRelease } from '../helpers/release.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { attestAsScan, passingDecision, signAsBuild } from '../helpers/signed-image.ts'
 
@@ -182,24 +183,7 @@ t.after(async () => {
       console.error(`e2e: admission: Kyverno not restarted: ${err.message}`),
     )
   if (s.namespace && s.kube) {
-    await run(
-      [
-        s.helm.helm,
-        'uninstall',
-        'doc-server',
-        '--kubeconfig',
-        s.kube.kubeconfig!,
-        '--kube-context',
-        s.kube.context,
-        '-n',
-        s.namespace,
-        '--wait',
-      ],
-      ALL_OK,
-    )
-    await deleteNamespace(s.kube, s.namespace).catch((err: Error) =>
-      console.error(`e2e: admission: namespace ${s.namespace} not removed: ${err.message}`),
-    )
+    await removeRelease(s.helm, s.kube, release(), 'e2e: admission')
   }
   if (s.work) rmSync(s.work, { recursive: true, force: true })
 })

@@ -19,7 +19,7 @@ import { cachedBinaries, type ClusterBinaries } from '../../lib/tools/kube.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { CHART_DIR, chartFullname, podSelector } from '../../lib/deploy/deploy.ts'
 import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
-import { deleteNamespace, kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
+import { kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { clusterStateDir, clusterStatus, ensureCluster, stopCluster } from '../../lib/sandbox/cluster.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { isLocalTarget, runLoad, serviceProgrammed, type LoadResult } from '../../bench/lib/load.ts'
@@ -33,6 +33,7 @@ import { copyEnv } from '../helpers/repo-copy.ts'
 import { attestAsScan, signAsBuild } from '../helpers/signed-image.ts'
 import { RolloutStopped, upgradeTracked } from '../../lib/deploy/track.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { removeRelease } from '../helpers/release.ts'
 import { buildReportFor, scanReportFor, writeBuildAndScan } from '../helpers/reports.ts'
 import { writeAdmissionValues } from '../../lib/deploy/admission.ts'
 
@@ -240,24 +241,7 @@ async function olderWithPolicy(): Promise<string> {
 t.after(async () => {
   // Clean-up must not hide a test's own failure (a cluster that went away, say), nor a set-up that stopped half-way.
   if (s.helm && s.namespace) {
-    await run(
-      [
-        s.helm.helm,
-        'uninstall',
-        'doc-server',
-        '--kubeconfig',
-        s.kube.kubeconfig!,
-        '--kube-context',
-        s.kube.context,
-        '-n',
-        s.namespace,
-        '--wait',
-      ],
-      ALL_OK,
-    )
-    await deleteNamespace(s.kube, s.namespace).catch((err: Error) =>
-      console.error(`e2e: deploy: namespace ${s.namespace} not removed: ${err.message}`),
-    )
+    await removeRelease(s.helm, s.kube, { name: 'doc-server', namespace: s.namespace }, 'e2e: deploy')
   }
   if (s.reports) rmSync(s.reports, { recursive: true, force: true })
   if (s.startedCluster) await stopCluster(s.cache)

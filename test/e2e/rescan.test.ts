@@ -17,7 +17,7 @@ import { loadConfig } from '../../lib/core/config.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { readReport, writeReport } from '../../lib/core/reports.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
-import { deleteNamespace, type KubeTarget } from '../../lib/deploy/kube.ts'
+import type { KubeTarget } from '../../lib/deploy/kube.ts'
 import { cachedBinaries } from '../../lib/tools/kube.ts'
 import { clusterStatus, ensureCluster, stopCluster } from '../../lib/sandbox/cluster.ts'
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
@@ -29,6 +29,7 @@ import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { signAsBuild } from '../helpers/signed-image.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { removeRelease } from '../helpers/release.ts'
 import { buildReportFor } from '../helpers/reports.ts'
 
 const t = suite('e2e: rescan')
@@ -145,22 +146,8 @@ setUp(t, 'e2e: rescan', async () => {
 
 t.after(async () => {
   if (s.kube) {
-    await run(
-      [
-        s.helm,
-        'uninstall',
-        'doc-server',
-        '--kubeconfig',
-        s.kube.kubeconfig!,
-        '--kube-context',
-        s.kube.context,
-        '-n',
-        s.namespace,
-        '--wait',
-      ],
-      ALL_OK,
-    )
-    await deleteNamespace(s.kube, s.namespace).catch(() => undefined)
+    const helm = { helm: s.helm, kubeconfig: s.kube.kubeconfig, context: s.kube.context }
+    await removeRelease(helm, s.kube, { name: 'doc-server', namespace: s.namespace }, 'e2e: rescan')
   }
   if (s.vuln) {
     await fetch(`http://${s.vuln.repository.replace(`${LOCAL_REGISTRY}/`, `${LOCAL_REGISTRY}/v2/`)}/manifests/${s.vuln.digest}`, {
