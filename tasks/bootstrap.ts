@@ -20,6 +20,7 @@ import { NODE_PACKAGES } from '../lib/sandbox/node.ts'
 import { ensureLocalDb } from '../lib/scan/trivy.ts'
 import { ensureTrivy } from '../lib/tools/trivy.ts'
 import { ensureCosign } from '../lib/tools/cosign.ts'
+import { ensureKyverno } from '../lib/tools/kyverno.ts'
 
 export function bootstrapTasks(): ListrTask<object>[] {
   return [
@@ -63,7 +64,7 @@ export function bootstrapTasks(): ListrTask<object>[] {
       // Independent builds, side by side: on a new machine the Go builds wait on the module proxy
       // and the base images on Debian's mirrors and debootstrap, so overlapping them shortens the
       // first run; each keeps its own cache and lock, and a later run finds them all present.
-      title: 'Built once per machine, side by side: base images, Trivy, cosign, actionlint, the cluster',
+      title: 'Built once per machine, side by side: base images, Trivy, cosign, actionlint, the cluster, Kyverno',
       task: (_ctx, task) =>
         task.newListr(
           showOutput([
@@ -100,6 +101,12 @@ export function bootstrapTasks(): ListrTask<object>[] {
               title: `Local Kubernetes binaries (deploy): Kubernetes ${VERSIONS.kubernetes} with kubelet and kube-proxy, etcd ${VERSIONS.etcd}, kwok ${VERSIONS.kwok}, helm ${VERSIONS.helm}`,
               task: async () => {
                 await ensureClusterBinaries(loadConfig().cacheDir)
+              },
+            },
+            {
+              title: `Kyverno ${VERSIONS.kyverno} (deploy: the cluster's own check of signatures and scans)`,
+              task: async () => {
+                await ensureKyverno(loadConfig().cacheDir)
               },
             },
           ]),

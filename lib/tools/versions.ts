@@ -25,6 +25,12 @@ export const VERSIONS = {
   etcd: 'v3.6.16',
   /** Signs and attests the pushed digest; built with `go install` from the Go module proxy (no replaces in its go.mod). */
   cosign: 'v3.1.3',
+  /**
+   * The admission controller that enforces the chart's image policy: its ImageValidatingPolicy reads
+   * cosign v3's bundles (policy-controller v0.13.1 could not; README, "Admission"). Built from the
+   * module zip (its go.mod has replaces), whose chart and CRDs are used as they are.
+   */
+  kyverno: 'v1.19.1',
   cargoChef: '0.1.78',
   /** The load generator of `npm run bench:server` and `bench:build -- --runtimes`; built with `cargo install --locked` from crates.io. */
   oha: '1.16.0',
