@@ -10,6 +10,7 @@ import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
 import type { GitFacts } from '../core/git.ts'
 import { PROVENANCE_TYPE,SBOM_TYPE,SCAN_PREDICATE_TYPE,provenancePredicate,scanPredicate,type ScanFacts } from './attest.ts'
+import { publishVerdict } from './verdict.ts'
 import { attestImage,describeVerifier,ensureLocalKeyPair,keyFingerprint,signImage,workflowIdentity,type Signer,type Verifier } from './cosign.ts'
 import { ensureCosign } from '../tools/cosign.ts'
 
@@ -80,7 +81,7 @@ export async function signBuild(o: {
   return { identity: s.identity, provenance: 'reports/build/provenance.json' }
 }
 
-/** Attaches the CycloneDX SBOM and the scan result to the scanned digest. */
+/** Attaches the CycloneDX SBOM and the scan result to the scanned digest, and makes the result its current verdict (verdict.ts). */
 export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string; }): Promise<string> {
   const s = await signingFor(o.config)
   const call = { cosign: s.cosign, image: o.image }
@@ -88,5 +89,6 @@ export async function attestScan(o: { config: Config; image: string; facts: Scan
   const file = join(o.outDir, 'scan-attestation.json')
   writeFileSync(file, `${JSON.stringify(scanPredicate(o.facts), null, 2)}\n`)
   await attestImage(call, s.signer, SCAN_PREDICATE_TYPE, file)
+  await publishVerdict(call, s.signer, file)
   return s.identity
 }
