@@ -1,7 +1,7 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../lib/core/config.ts'
-import { describeFailure, rolloutFailure, type TrackedPod } from '../lib/deploy/track.ts'
+import { creationRefused, describeFailure, rolloutFailure, type TrackedPod, type TrackedReplicaSet } from '../lib/deploy/track.ts'
 
 const t = suite('rollout tracking')
 const NEW = `127.0.0.1:5000/local/agent-docs@sha256:${'b2'.repeat(32)}`
@@ -45,6 +45,19 @@ t('pods of the previous revision and terminating pods are not judged', () => {
   assert.is(rolloutFailure([old], NEW, 60, NOW), undefined)
   const leaving = { ...pod('p6', NEW, { name: 'doc-server', restartCount: 5 }), metadata: { name: 'p6', deletionTimestamp: '2026-01-01T00:09:00Z' } }
   assert.is(rolloutFailure([leaving], NEW, 60, NOW), undefined)
+})
+
+t('a pod creation refused for the new ReplicaSet stops the rollout, quoting the admission controller', () => {
+  const rs = (name: string, image: string): TrackedReplicaSet => ({ metadata: { name }, spec: { template: { spec: { containers: [{ image }] } } } })
+  const sets = [rs('doc-server-new', NEW), rs('doc-server-old', OLD)]
+  const denied = 'Error creating: admission webhook "ivpol.validate.kyverno.svc-fail-finegrained-doc-server" denied the request: Policy doc-server failed: an image is not signed'
+  const event = (name: string, at: string, reason = 'FailedCreate', message = denied) => ({ type: 'Warning', reason, message, involvedObject: { kind: 'ReplicaSet', name }, lastTimestamp: at })
+  const since = Date.parse('2026-01-01T00:09:00Z')
+  // Older events, other reasons and the previous revision's ReplicaSet are not this rollout's refusal.
+  assert.is(creationRefused([event('doc-server-new', '2026-01-01T00:05:00Z'), event('doc-server-new', '2026-01-01T00:09:30Z', 'SuccessfulCreate'), event('doc-server-old', '2026-01-01T00:09:30Z')], sets, NEW, since), undefined)
+  const f = creationRefused([event('doc-server-new', '2026-01-01T00:09:40Z', 'FailedCreate', 'Error creating: later'), event('doc-server-new', '2026-01-01T00:09:20Z')], sets, NEW, since)!
+  assert.is(f.kind, 'pod creation refused')
+  assert.is(describeFailure(f, undefined), 'replicaset doc-server-new: pod creation refused: admission webhook "ivpol.validate.kyverno.svc-fail-finegrained-doc-server" denied the request: Policy doc-server failed: an image is not signed')
 })
 
 t('DEPLOY_READINESS_GRACE_SECS: default far below the timeout, validated against it', () => {

@@ -87,7 +87,7 @@ export async function deleteNamespace(t: KubeTarget, namespace: string): Promise
   await run([t.kubectl, ...kubeFlags(t), 'delete', 'namespace', namespace, '--ignore-not-found', '--wait=true', '--timeout=120s'], { timeoutMs: 150_000 })
 }
 
-const eventTime = (e: EventJson) => Date.parse(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? e.metadata?.creationTimestamp ?? '') || 0
+export const eventTime = (e: EventJson) => Date.parse(e.lastTimestamp ?? e.eventTime ?? e.firstTimestamp ?? e.metadata?.creationTimestamp ?? '') || 0
 
 /**
  * The first real reason a rollout did not become ready: the earliest warning

@@ -3,15 +3,17 @@
  * timeout on a crash-looping release; here the release's new pods are watched,
  * and the first sign that they cannot become ready ends the wait at once:
  * a container's second restart, an image that cannot be pulled, a container
- * config error, or a running container that stays unready past a grace.
+ * config error, a running container that stays unready past a grace, or a
+ * pod the cluster refused to create (an admission controller's refusal, read
+ * from the new ReplicaSet's FailedCreate event).
  * The release is then rolled back (or a first install removed), and the
  * reason names the pod, what the runtime said, and the container's own last
- * log line.
+ * log line, or the ReplicaSet and the admission controller's own message.
  */
 import { PipelineError, firstLine } from '../core/errors.ts'
 import { run } from '../core/run.ts'
 import { history, pendingRecovery, rollback, uninstall, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
-import { kubeFlags, type KubeTarget } from './kube.ts'
+import { eventTime, kubeFlags, type EventJson, type KubeTarget } from './kube.ts'
 import { say } from '../core/output.ts'
 
 interface ContainerState {
@@ -37,10 +39,11 @@ export interface TrackedPod {
   }
 }
 
-export type FailureKind = 'crash loop' | 'image pull failure' | 'container config error' | 'readiness failing'
+export type FailureKind = 'crash loop' | 'image pull failure' | 'container config error' | 'readiness failing' | 'pod creation refused'
 
 export interface RolloutFailure {
   kind: FailureKind
+  /** The pod; for a refused pod creation, the ReplicaSet that asked for it. */
   pod: string
   container: string
   /** What the runtime or kubelet said, one line. */
@@ -100,7 +103,29 @@ export async function lastLogLine(k: KubeTarget, namespace: string, f: RolloutFa
   return undefined
 }
 
+export interface TrackedReplicaSet {
+  metadata: { name: string }
+  spec: { template: { spec: { containers: { image: string }[] } } }
+}
+
+/**
+ * The first pod creation the cluster refused for a ReplicaSet running
+ * `image` since `sinceMs` (its FailedCreate event: an admission webhook's
+ * denial, or the webhook failing closed), or undefined. The ReplicaSet
+ * retries with a growing back-off, so waiting for it only delays the same
+ * answer until Helm's timeout.
+ */
+export function creationRefused(events: readonly EventJson[], replicaSets: readonly TrackedReplicaSet[], image: string, sinceMs: number): RolloutFailure | undefined {
+  const mine = new Set(replicaSets.filter((rs) => rs.spec.template.spec.containers.some((c) => c.image === image)).map((rs) => rs.metadata.name))
+  const first = events
+    .filter((e) => e.reason === 'FailedCreate' && e.involvedObject?.kind === 'ReplicaSet' && mine.has(e.involvedObject.name ?? '') && eventTime(e) >= sinceMs - 1000)
+    .sort((a, b) => eventTime(a) - eventTime(b))[0]
+  if (!first) return undefined
+  return { kind: 'pod creation refused', pod: first.involvedObject!.name!, container: '', detail: (first.message ?? '').replace(/^Error creating: /, '').trim(), previous: false }
+}
+
 export function describeFailure(f: RolloutFailure, logLine: string | undefined): string {
+  if (f.kind === 'pod creation refused') return `replicaset ${f.pod}: ${f.kind}: ${f.detail}`
   return `pod ${f.pod}: ${f.kind} (${f.detail})${logLine ? `; container ${f.container} last logged: ${logLine}` : ''}`
 }
 
@@ -129,6 +154,17 @@ async function newPods(k: KubeTarget, namespace: string, selector: string): Prom
   return r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: TrackedPod[] }).items : []
 }
 
+/** A refused creation of the release's new pods; the ReplicaSets are listed only once such an event exists. */
+async function refusedCreation(k: KubeTarget, namespace: string, selector: string, image: string, sinceMs: number): Promise<RolloutFailure | undefined> {
+  const get = async <T>(args: string[]) => {
+    const r = await run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', ...args, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 })
+    return r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: T[] }).items : []
+  }
+  const events = await get<EventJson>(['events', '--field-selector', 'reason=FailedCreate,involvedObject.kind=ReplicaSet'])
+  if (!events.some((e) => eventTime(e) >= sinceMs - 1000)) return undefined
+  return creationRefused(events, await get<TrackedReplicaSet>(['replicasets', '-l', selector]), image, sinceMs)
+}
+
 /**
  * After the tracker stopped helm: whatever helm left (its own --rollback-on-failure
  * rollback, or a release still pending) ends on the last good revision, or
@@ -153,6 +189,7 @@ async function settle(t: HelmTarget, r: Release, timeoutSecs: number): Promise<v
  */
 export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOptions, track: TrackOptions): Promise<void> {
   const started = performance.now()
+  const since = Date.now()
   const ac = new AbortController()
   let done = false
   let found: { failure: RolloutFailure; reason: string } | undefined
@@ -160,9 +197,12 @@ export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOption
     while (!done) {
       await new Promise((res) => setTimeout(res, track.pollMs ?? 1000))
       if (done) return
-      const failure = rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs)
+      const failure =
+        rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs) ??
+        (await refusedCreation(track.kube, r.namespace, track.selector, track.image, since).catch(() => undefined))
       if (!failure) continue
-      found = { failure, reason: describeFailure(failure, await lastLogLine(track.kube, r.namespace, failure)) }
+      const logLine = failure.kind === 'pod creation refused' ? undefined : await lastLogLine(track.kube, r.namespace, failure)
+      found = { failure, reason: describeFailure(failure, logLine) }
       say(`stopping the rollout: ${found.reason}`)
       ac.abort()
       return
