@@ -19,6 +19,7 @@ import { crashLoopRollback, pushVariant, upgradeUnderLoad } from './lib/deploy.t
 import { CHART_DIR, valueFiles, type BuildReport } from '../lib/deploy/deploy.ts'
 import { upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { deleteNamespace, type KubeTarget } from '../lib/deploy/kube.ts'
+import { writeAdmissionValues } from '../lib/deploy/admission.ts'
 import type { LoadResult } from './lib/load.ts'
 import { ensureCluster } from '../lib/sandbox/cluster.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
@@ -38,7 +39,8 @@ interface BenchCtx {
 const TIMEOUT_SECS = 120
 const GRACE_SECS = 30
 
-const base = () => ({ chart: CHART_DIR, valueFiles: valueFiles('staging', undefined), sets: {}, timeoutSecs: TIMEOUT_SECS })
+// Helm run by hand, as a deploy does it but without the admission policy (measured on its own below).
+const base = (reports: string) => ({ chart: CHART_DIR, valueFiles: [...valueFiles('staging', undefined), writeAdmissionValues(reports, { enabled: false })], sets: {}, timeoutSecs: TIMEOUT_SECS })
 
 function tasks(): ListrTask<BenchCtx>[] {
   return [
@@ -60,7 +62,7 @@ function tasks(): ListrTask<BenchCtx>[] {
         ctx.digests = [digest, await pushVariant(docker, repository, `${repository}@${digest}`, 'bench-b')]
         ctx.release = { name: 'doc-server', namespace: 'doc-server-bench' }
         await deleteNamespace(ctx.kube, ctx.release.namespace)
-        await upgradeInstall(ctx.helm, ctx.release, { ...base(), sets: { 'image.repository': repository, 'image.digest': digest } })
+        await upgradeInstall(ctx.helm, ctx.release, { ...base(ctx.config.reportsDir), sets: { 'image.repository': repository, 'image.digest': digest } })
         task.title = `Image and local cluster: ${repository}@${digest.slice(0, 19)}… installed`
       },
     },
@@ -70,7 +72,7 @@ function tasks(): ListrTask<BenchCtx>[] {
         ctx.upgrades = []
         for (const d of [ctx.digests[1]!, ctx.digests[0]!]) {
           task.output = `upgrading to ${d.slice(0, 19)}…`
-          const r = await upgradeUnderLoad(ctx.helm, ctx.kube, ctx.release, base(), ctx.repository, d, 180)
+          const r = await upgradeUnderLoad(ctx.helm, ctx.kube, ctx.release, base(ctx.config.reportsDir), ctx.repository, d, 180)
           ctx.upgrades.push({ to: d, ...r })
         }
         task.title = `Rolling updates under load: ${ctx.upgrades.map((u) => `${u.seconds} s, ${u.load.failed}/${u.load.sent} failed`).join('; ')}`
@@ -81,7 +83,7 @@ function tasks(): ListrTask<BenchCtx>[] {
       task: async (ctx, task) => {
         const bad = join(ctx.config.reportsDir, 'bench-deploy-bad-values.yaml')
         writeFileSync(bad, 'docsDir: /no/such/docs\n')
-        const r = await crashLoopRollback(ctx.helm, ctx.kube, ctx.release, base(), ctx.repository, ctx.digests[1]!, bad, GRACE_SECS)
+        const r = await crashLoopRollback(ctx.helm, ctx.kube, ctx.release, base(ctx.config.reportsDir), ctx.repository, ctx.digests[1]!, bad, GRACE_SECS)
         ctx.crash = { ...r, timeoutSecs: TIMEOUT_SECS, graceSecs: GRACE_SECS }
         task.title = `Crash-looping release rolled back: tracked ${r.tracked} s, plain helm ${r.plainHelm} s`
       },

@@ -1,13 +1,16 @@
 /**
  * The local Kubernetes the deploy stage and its tests use when no
- * KUBE_CONTEXT is configured: `up` (build once, create or start), `down`
- * (stop; releases survive in etcd), `status`, `delete` (remove its state).
+ * KUBE_CONTEXT is configured: `up` (build once, create or start, with its
+ * admission controller), `down` (stop; releases survive in etcd), `status`,
+ * `delete` (remove its state).
  */
 import { cachedBinaries } from '../lib/tools/kube.ts'
 import { isMain, runMain, taskList } from '../lib/core/cli.ts'
 import { loadConfig } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, deleteCluster, ensureCluster, stopCluster } from '../lib/sandbox/cluster.ts'
+import { startAdmission } from '../lib/sandbox/admission.ts'
+import { describeController } from '../lib/deploy/admission.ts'
 
 const ACTIONS = ['up', 'down', 'status', 'delete'] as const
 type Action = (typeof ACTIONS)[number]
@@ -34,7 +37,8 @@ async function main(argv: readonly string[]): Promise<void> {
       task: async (_ctx, task) => {
         if (action === 'up') {
           const c = await ensureCluster(cache)
-          task.title = `Local cluster: up (kubectl --kubeconfig ${c.kubeconfig} --context ${CLUSTER_CONTEXT})`
+          const admission = await startAdmission(cache, c)
+          task.title = `Local cluster: up (kubectl --kubeconfig ${c.kubeconfig} --context ${CLUSTER_CONTEXT}); admission: ${describeController(admission.state)}`
         } else if (action === 'down') {
           task.title = (await stopCluster(cache)) ? 'Local cluster: stopped (state kept)' : 'Local cluster: none to stop'
         } else {

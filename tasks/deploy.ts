@@ -2,11 +2,12 @@
  * deploy: ships exactly the digest the scan passed, with Helm, to DEPLOY_ENV.
  * Every refusal (no digest, no passing scan, no signature or attestation in the
  * registry that vouches for the digest, unknown environment, values the
- * chart refuses, a missing context, a silent cluster) happens before anything
- * is changed. A rollout that does not become ready is rolled back by Helm;
+ * chart refuses, a missing context, a silent cluster, an admission
+ * controller that is not running) happens before anything is changed. A rollout that does not become ready is rolled back by Helm;
  * the stage then names the first real reason and exits non-zero. Either way
  * reports/deploy.json says what happened.
  */
+import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
 import { isMain } from '../lib/core/cli.ts'
@@ -21,7 +22,8 @@ import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
 import { CLUSTER_CONTEXT } from '../lib/sandbox/cluster.ts'
 import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
-import { verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
+import { expectedVerifier, verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
+import { admissionPlan, describeController, prepareAdmission, waitPolicyEnforced, writeAdmissionValues, type AdmissionPlan } from '../lib/deploy/admission.ts'
 
 export interface DeployCtx {
   started: number
@@ -39,6 +41,7 @@ export interface DeployCtx {
   revision?: number
   result?: DeployResult
   verified?: Verified
+  admission?: AdmissionPlan
 }
 
 type Task = ListrTask<DeployCtx>['task']
@@ -98,11 +101,12 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       title: 'Chart values',
       task: reported(async (ctx, task) => {
         const config = ctx.config!
-        ctx.files = valueFiles(config.deployEnv, config.deployValuesFile)
+        ctx.admission = admissionPlan(config, expectedVerifier(config), ctx.image!.repository)
+        ctx.files = [...valueFiles(config.deployEnv, config.deployValuesFile), writeAdmissionValues(join(config.reportsDir, 'deploy'), ctx.admission.values)]
         const helm = await ensureHelm(config.cacheDir)
         ctx.helm = { helm, kubeconfig: undefined, context: '' }
         await renderChart(helm, ctx.release!, CHART_DIR, ctx.files, ctx.sets)
-        task.title = `Chart values: ${config.deployEnv} accepted by the schema`
+        task.title = `Chart values: ${config.deployEnv} accepted by the schema; admission policy ${ctx.admission.off ?? `${ctx.admission.policy} on`}`
       }),
     },
     {
@@ -114,6 +118,14 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
         if (config.kubeContext && ctx.image!.pushed === false) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
         ctx.helm = { ...ctx.helm!, kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
+      }),
+    },
+    {
+      title: 'Admission controller',
+      skip: (ctx) => !ctx.admission?.enforce,
+      task: reported(async (ctx, task) => {
+        const { config, kube, helm, admission } = ctx as Required<DeployCtx>
+        task.title = `Admission controller: ${describeController(await prepareAdmission(config, kube, helm, admission))}`
       }),
     },
     {
@@ -160,10 +172,11 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       task: reported(async (ctx, task) => {
         const { release, image, kube } = ctx as Required<DeployCtx>
         const pods = await verifyRollout(kube, release, image.pinned, image.digest)
+        if (ctx.admission?.enforce) await waitPolicyEnforced(kube, ctx.admission.policy)
         ctx.result = 'deployed'
         report(ctx, 'deployed', null)
         setOutput('revision', String(ctx.revision ?? ''))
-        task.title = `Verify: ${pods} pod(s) ready on ${image.digest.slice(0, 19)}…, revision ${ctx.revision}`
+        task.title = `Verify: ${pods} pod(s) ready on ${image.digest.slice(0, 19)}…, revision ${ctx.revision}${ctx.admission?.enforce ? `; policy ${ctx.admission.policy} enforced` : ''}`
       }),
     },
   ]

@@ -11,6 +11,17 @@ import { run } from '../lib/core/run.ts'
 
 export const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const
 
+/**
+ * The admission values a deploy sets (README, "Admission"), with a stand-in
+ * key, so the policy template is linted and rendered as every environment but
+ * the local one ships it.
+ */
+export const LINT_ADMISSION: Record<string, string> = {
+  'admission.environment': 'lint',
+  'admission.signer.key': '-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEstand+in+key+for+helm+lint+only\n-----END PUBLIC KEY-----\n',
+  'admission.verdictRepository': '127.0.0.1:5000/local/agent-docs-scan-verdict',
+}
+
 async function main(): Promise<void> {
   const cache = loadConfig().cacheDir
   let helm = ''
@@ -20,7 +31,7 @@ async function main(): Promise<void> {
       title: `helm lint --strict (${env})`,
       task: async () => {
         // A digest as the deploy sets it, so the by-digest path is the one linted.
-        const sets = ['--set-string', `image.digest=sha256:${'0'.repeat(64)}`]
+        const sets = Object.entries({ 'image.digest': `sha256:${'0'.repeat(64)}`, ...LINT_ADMISSION }).flatMap(([k, v]) => ['--set-string', `${k}=${v}`])
         await run([helm, 'lint', '--strict', CHART_DIR, ...valueFiles(env, undefined).flatMap((f) => ['--values', f]), ...sets])
       },
     })),

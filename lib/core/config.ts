@@ -34,6 +34,7 @@ export const VARIABLES = [
   { name: 'RELEASE_NAME', default: 'doc-server', meaning: 'Helm release name.' },
   { name: 'DEPLOY_TIMEOUT_SECS', default: '300', meaning: 'How long a rollout may take before it is rolled back; keep it below the CI job timeout.' },
   { name: 'DEPLOY_READINESS_GRACE_SECS', default: '60 (half of DEPLOY_TIMEOUT_SECS if that is less)', meaning: 'How long a new pod\'s running container may stay unready before the rollout is stopped and rolled back (crash loops, image-pull and config errors stop it at once); below DEPLOY_TIMEOUT_SECS.' },
+  { name: 'DEPLOY_ADMISSION', default: 'auto', meaning: '`auto` ships the chart\'s admission policy to every cluster but the local one (unless its environment says `admission: off` in charts/doc-server/environments.yaml); `enforce` ships it to the local cluster too, which then needs Kyverno running (`npm run cluster:up`).' },
   { name: 'DEPLOY_VALUES_FILE', default: '(none)', meaning: 'An extra Helm values file layered over values-<DEPLOY_ENV>.yaml (per-cluster overrides); checked against the chart schema like the others.' },
   { name: 'MEASURE_BASELINE', default: '.ci/measure-baseline.json', meaning: 'Baseline the measure stage compares against to flag regressions.' },
   { name: 'REPORTS_DIR', default: 'reports', meaning: 'Where stages write their JSON reports.' },
@@ -71,6 +72,8 @@ export interface Config {
   deployTimeoutSecs: number
   deployReadinessGraceSecs: number
   deployValuesFile: string | undefined
+  /** Whether the local cluster gets the admission policy too. */
+  deployAdmission: 'auto' | 'enforce'
   measureBaseline: string
   reportsDir: string
   cacheDir: string
@@ -214,6 +217,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     deployTimeoutSecs,
     deployReadinessGraceSecs: readinessGrace(get('DEPLOY_READINESS_GRACE_SECS'), deployTimeoutSecs),
     deployValuesFile: get('DEPLOY_VALUES_FILE') ? abs(get('DEPLOY_VALUES_FILE')!) : undefined,
+    deployAdmission: oneOf('DEPLOY_ADMISSION', get('DEPLOY_ADMISSION') ?? 'auto', ['auto', 'enforce'] as const),
     measureBaseline: abs(get('MEASURE_BASELINE') ?? '.ci/measure-baseline.json'),
     reportsDir: abs(get('REPORTS_DIR') ?? 'reports'),
     cacheDir: cache ? abs(cache) : cacheDir(env),

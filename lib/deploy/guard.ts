@@ -33,7 +33,8 @@ export function parseEnvironments(text: string, source: string): Record<string, 
   const out: Record<string, string[]> = {}
   for (const [env, body] of Object.entries(raw as Record<string, unknown>)) {
     const contexts = (body as { contexts?: unknown } | null)?.contexts
-    if (typeof body !== 'object' || body === null || Object.keys(body).some((k) => k !== 'contexts') || !Array.isArray(contexts) || contexts.some((c) => typeof c !== 'string' || c.trim() === '')) {
+    // `admission` is read by lib/deploy/admission.ts (environmentAdmission).
+    if (typeof body !== 'object' || body === null || Object.keys(body).some((k) => k !== 'contexts' && k !== 'admission') || !Array.isArray(contexts) || contexts.some((c) => typeof c !== 'string' || c.trim() === '')) {
       throw new PipelineError(`deploy: ${source}: ${env} must be { contexts: [context names] }`)
     }
     out[env] = contexts.map((c: string) => c.trim())

@@ -16,6 +16,7 @@ import { CHART_DIR, valueFiles } from '../../lib/deploy/deploy.ts'
 import { renderChart } from '../../lib/deploy/helm.ts'
 import { run } from '../../lib/core/run.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { LINT_ADMISSION } from '../../tasks/lint-chart.ts'
 
 const t = suite('e2e: chart')
 const s = {} as { helm: string; dir: string }
@@ -26,7 +27,7 @@ const release = { name: 'doc-server', namespace: 'doc-server-test' }
 type Manifest = { kind: string; metadata: { name: string }; spec: any; automountServiceAccountToken?: boolean }
 
 async function render(env: string, sets: Record<string, string> = { 'image.repository': REPO, 'image.digest': DIGEST }, extra?: string): Promise<Manifest[]> {
-  const out = await renderChart(s.helm, release, CHART_DIR, valueFiles(env, extra), sets)
+  const out = await renderChart(s.helm, release, CHART_DIR, valueFiles(env, extra), { ...LINT_ADMISSION, ...sets })
   return parseAllDocuments(out).map((d) => d.toJS() as Manifest).filter(Boolean)
 }
 const kind = (ms: Manifest[], k: string) => ms.find((m) => m.kind === k)
@@ -59,7 +60,8 @@ t.after(() => {
 
 t('helm lint --strict is clean for every environment', async () => {
   for (const env of ['dev', 'staging', 'prod']) {
-    const r = await run([s.helm, 'lint', '--strict', CHART_DIR, ...valueFiles(env, undefined).flatMap((f) => ['--values', f]), '--set-string', `image.digest=${DIGEST}`])
+    const sets = Object.entries({ 'image.digest': DIGEST, ...LINT_ADMISSION }).flatMap(([k, v]) => ['--set-string', `${k}=${v}`])
+    const r = await run([s.helm, 'lint', '--strict', CHART_DIR, ...valueFiles(env, undefined).flatMap((f) => ['--values', f]), ...sets])
     assert.match(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/)
   }
 })
@@ -106,6 +108,28 @@ t('each environment renders its own shape', async () => {
   assert.is(kind(prod, 'HorizontalPodAutoscaler')!.spec.minReplicas, 3)
   assert.ok(kind(prod, 'PodDisruptionBudget'))
   assert.ok(kind(prod, 'Deployment')!.spec.template.spec.topologySpreadConstraints[0].labelSelector.matchLabels)
+})
+
+t('the admission policy: pods in the release namespace only, by digest, signed, with a current passing scan; refused without a signer', async () => {
+  const policy = kind(await render('prod'), 'ImageValidatingPolicy')!
+  assert.is(policy.metadata.name, 'doc-server-test-doc-server')
+  assert.is(policy.spec.failurePolicy, 'Fail')
+  assert.equal(policy.spec.validationActions, ['Deny'])
+  assert.equal(policy.spec.matchConstraints.namespaceSelector, { matchLabels: { 'kubernetes.io/metadata.name': 'doc-server-test' } })
+  assert.equal(policy.spec.matchConstraints.resourceRules[0].resources, ['pods'])
+  assert.is(policy.spec.validationConfigurations.mutateDigest, false, 'a tag is refused, never resolved')
+  assert.equal(policy.spec.attestors.map((a: { name: string }) => a.name), ['signer', 'verdict'])
+  assert.is(policy.spec.attestors[0].cosign.key.data, LINT_ADMISSION['admission.signer.key'])
+  assert.is(policy.spec.attestors[1].cosign.source.repository, LINT_ADMISSION['admission.verdictRepository'])
+  assert.match(policy.spec.validations.at(-1).expression, /duration\('86400s'\)/)
+  const off = await render('prod', { 'image.repository': REPO, 'image.digest': DIGEST }, valuesFile('off.yaml', 'admission:\n  enabled: false\n'))
+  assert.not.ok(kind(off, 'ImageValidatingPolicy'))
+  try {
+    await renderChart(s.helm, release, CHART_DIR, valueFiles('prod', undefined), { 'image.repository': REPO, 'image.digest': DIGEST })
+    assert.unreachable('rendered a policy without a signer')
+  } catch (err) {
+    assert.match((err as Error).message, /^chart: values refused: admission\.enabled needs admission\.signer\.key/)
+  }
 })
 
 t('bad values are refused at template time with one line', async () => {

@@ -33,6 +33,7 @@ import { copyEnv } from '../helpers/repo-copy.ts'
 import { attestAsScan, signAsBuild } from '../helpers/signed-image.ts'
 import { RolloutStopped, upgradeTracked } from '../../lib/deploy/track.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { writeAdmissionValues } from '../../lib/deploy/admission.ts'
 
 const t = suite('e2e: deploy (real node)')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -304,7 +305,7 @@ t('a digest the node cannot pull fails fast as an image-pull failure and is roll
     await upgradeTracked(
       s.helm,
       release(),
-      { chart: CHART_DIR, valueFiles: [join(CHART_DIR, 'values-staging.yaml')], sets: { 'image.repository': REPO, 'image.digest': missing }, timeoutSecs: 180 },
+      { chart: CHART_DIR, valueFiles: [join(CHART_DIR, 'values-staging.yaml'), writeAdmissionValues(s.reports, { enabled: false })], sets: { 'image.repository': REPO, 'image.digest': missing }, timeoutSecs: 180 },
       { kube: s.kube, image: `${REPO}@${missing}`, selector: podSelector('doc-server'), graceSecs: 60 },
     )
   } catch (e) {
@@ -326,7 +327,7 @@ const RECORDED = 30
 t('a release left in pending-upgrade by a killed helm is recovered, judged by the timeout recorded with it', async () => {
   // A real interrupted upgrade: helm is killed while it waits for pods that crash at start and never become ready.
   const helm = spawn(s.helm.helm, ['upgrade', 'doc-server', CHART_DIR, '--kubeconfig', s.kube.kubeconfig!, '--kube-context', s.kube.context, '-n', s.namespace,
-    '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', s.crashing, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${s.digests[2]}`, '--wait', '--timeout', '600s',
+    '--values', join(CHART_DIR, 'values-staging.yaml'), '--values', writeAdmissionValues(s.reports, { enabled: false }), '--values', s.crashing, '--set-string', `image.repository=${REPO}`, '--set-string', `image.digest=${s.digests[2]}`, '--wait', '--timeout', '600s',
     // What the deploy stage records: this revision's own deploy allows itself RECORDED seconds.
     '--labels', `doc-server.dev/commit=${'e'.repeat(40)},doc-server.dev/timeout-secs=${RECORDED}`], { stdio: 'ignore' })
   let helmEnded = false

@@ -55,3 +55,20 @@ kills requests mid-flight. Cross-field rules cannot live in the JSON schema.
 {{- .Values.terminationGracePeriodSeconds -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A cosign attestor for the admission policy: the signer deploy verifies, a key or a keyless identity. */}}
+{{- define "doc-server.admissionAttestor" }}
+        {{- if .signer.key }}
+        key:
+          data: {{ .signer.key | quote }}
+        # The local key signs offline: there is no transparency log entry to check.
+        ctlog:
+          insecureIgnoreTlog: true
+          insecureIgnoreSCT: true
+        {{- else }}
+        keyless:
+          identities:
+            - issuer: {{ .signer.keyless.issuer | quote }}
+              subjectRegExp: {{ .signer.keyless.identityRegexp | quote }}
+        {{- end }}
+{{- end }}
