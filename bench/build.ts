@@ -13,7 +13,7 @@
 import { mkdirSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { isMain } from '../lib/core/cli.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
 import { loadConfig,type Config } from '../lib/core/config.ts'
 import { buildImage } from '../lib/build/docker.ts'
 import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../lib/build/cold-warm.ts'
@@ -22,14 +22,16 @@ import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
 import { ensureCargoTool } from '../lib/tools/cargo.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
-import { formatBytes,median,ratio } from '../lib/build/measure.ts'
+import { formatBytes, ratio } from '../lib/build/measure.ts'
+import { median } from '../lib/core/stats.ts'
 import { WARM_OPTION_HEADERS,WARM_ROUNDS,measureWarmOptions,warmOptionRows,type WarmOptionResult } from './lib/warm-options.ts'
-import { LOAD,RUNTIMES,loadRun,sbomOf,startToReady,type LoadFigures,type SbomCounts } from './lib/runtime-compare.ts'
+import { LOAD, RUNTIMES, loadRun, sbomOf, startToReady, type SbomCounts } from './lib/runtime-compare.ts'
+import type { LoadFigures } from './lib/oha.ts'
 import { BASE_IMAGES,VERSIONS } from '../lib/tools/versions.ts'
 import { ensureLocalDb } from '../lib/scan/trivy.ts'
 import { ensureTrivy } from '../lib/tools/trivy.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { markdownTable } from '../lib/core/report.ts'
+import { markdownTable } from '../lib/core/summary.ts'
 import { defineStage,runStage } from '../lib/core/stage.ts'
 
 interface BenchCtx {
@@ -126,14 +128,17 @@ function warmOptionTasks(): ListrTask<BenchCtx>[] {
     {
       title: `Warm build options, ${WARM_ROUNDS} alternating rounds`,
       task: async (ctx, task) => {
-        ctx.warmOptions = await measureWarmOptions({ docker: ctx.docker, root: repoRoot, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`) })
+        ctx.warmOptions = await measureWarmOptions({ docker: ctx.docker, root: repoRoot, rounds: WARM_ROUNDS })
         task.title = `Warm build options: ${ctx.warmOptions.length} measured, ${WARM_ROUNDS} rounds each`
       },
     },
   ]
 }
 
-export function benchTasks(warmOptions = process.argv.includes('--warm-options'), runtimesOnly = process.argv.includes('--runtimes')): ListrTask<BenchCtx>[] {
+export function benchTasks(argv: readonly string[]): ListrTask<BenchCtx>[] {
+  const { values } = parseOptions('bench:build', argv, { 'warm-options': { type: 'boolean' }, runtimes: { type: 'boolean' } })
+  const warmOptions = values['warm-options'] ?? false
+  const runtimesOnly = values.runtimes ?? false
   const measured = warmOptions ? warmOptionTasks() : runtimesOnly ? runtimeTasks() : [...variantTasks(), ...upxTasks(), ...runtimeTasks()]
   return [
     {
@@ -168,6 +173,6 @@ export function benchTasks(warmOptions = process.argv.includes('--warm-options')
   ]
 }
 
-export const stage = defineStage<BenchCtx>({ name: 'bench-build', tasks: () => benchTasks(), initialCtx: () => ({ variants: [], upx: [], runtimes: [], warmOptions: [] }) as unknown as BenchCtx })
+export const stage = defineStage<BenchCtx>({ name: 'bench-build', tasks: benchTasks, initialCtx: () => ({ variants: [], upx: [], runtimes: [], warmOptions: [] }) as unknown as BenchCtx })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -13,10 +13,11 @@ import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { markdownTable, readReport } from '../lib/core/report.ts'
+import { markdownTable } from '../lib/core/summary.ts'
+import { readReport } from '../lib/core/reports.ts'
 import { defineStage, runStage } from '../lib/core/stage.ts'
 import { crashLoopRollback, pushVariant, upgradeUnderLoad } from './lib/deploy.ts'
-import { CHART_DIR, valueFiles, type BuildReport } from '../lib/deploy/deploy.ts'
+import { CHART_DIR, valueFiles } from '../lib/deploy/deploy.ts'
 import { upgradeInstall, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import { deleteNamespace, type KubeTarget } from '../lib/deploy/kube.ts'
 import { writeAdmissionValues } from '../lib/deploy/admission.ts'
@@ -47,10 +48,9 @@ function tasks(): ListrTask<BenchCtx>[] {
     {
       title: 'Image and local cluster',
       task: async (ctx, task) => {
-        const build = readReport<BuildReport>(ctx.config.reportsDir, 'build')
-        const digest = build.image?.digest
-        const repository = build.image?.repository
-        if (!digest || !repository || !repository.startsWith(`${LOCAL_REGISTRY}/`) || build.pushed !== true) {
+        const build = readReport(ctx.config.reportsDir, 'build')
+        const { digest, repository } = build.image
+        if (!digest || !repository.startsWith(`${LOCAL_REGISTRY}/`) || !build.pushed) {
           throw new PipelineError(`bench:deploy: reports/build.json names no image pushed to ${LOCAL_REGISTRY}; run \`npm run ci:image\` first`)
         }
         const docker = (await ensureDockerEngine(ctx.config.docker)).docker

@@ -22,11 +22,12 @@ import { formatBytes,type Measurements } from '../lib/build/measure.ts'
 import { WARM_OPTION_HEADERS,WARM_ROUNDS,measureWarmOptions,warmOptionRows,type WarmOptionResult } from './lib/warm-options.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { measureStateFiles } from '../lib/build/cold-inputs.ts'
-import { isMain } from '../lib/core/cli.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
 import { loadConfig,type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { markdownTable,writeReport } from '../lib/core/report.ts'
+import { markdownTable } from '../lib/core/summary.ts'
+import { writeReport } from '../lib/core/reports.ts'
 import { ANY_EXIT,childEnv,run } from '../lib/core/run.ts'
 import { defineStage,runStage } from '../lib/core/stage.ts'
 
@@ -45,7 +46,6 @@ interface Ctx {
   options: WarmOptionResult[]
 }
 
-const withOptions = () => !process.argv.includes('--no-options')
 
 async function ciBuild(ctx: Ctx, label: Row['run']): Promise<Row> {
   appendFileSync(join(ctx.worktree, CODE_CHANGE_FILE), `// bench:feedback ${label} ${Date.now()}\n`)
@@ -64,7 +64,8 @@ async function ciBuild(ctx: Ctx, label: Row['run']): Promise<Row> {
   return { run: label, seconds, stages }
 }
 
-export function benchFeedbackTasks(): ListrTask<Ctx>[] {
+export function benchFeedbackTasks(argv: readonly string[]): ListrTask<Ctx>[] {
+  const withOptions = !(parseOptions('bench:feedback', argv, { 'no-options': { type: 'boolean' } }).values['no-options'] ?? false)
   return [
     {
       title: 'A throwaway worktree of HEAD',
@@ -102,10 +103,10 @@ export function benchFeedbackTasks(): ListrTask<Ctx>[] {
     },
     {
       title: `Warm build options against the committed one, ${WARM_ROUNDS} alternating rounds`,
-      skip: () => !withOptions() && 'left out (--no-options)',
+      skip: () => !withOptions && 'left out (--no-options)',
       task: async (ctx, task) => {
         const { docker } = await ensureDockerEngine(ctx.config.docker)
-        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS, onProgress: (l) => (task.title = `Warm build options: ${l}`) })
+        ctx.options = await measureWarmOptions({ docker, root: ctx.worktree, rounds: WARM_ROUNDS })
         task.title = `Warm build options: ${ctx.options.length} measured, ${WARM_ROUNDS} rounds each`
       },
     },

@@ -13,18 +13,20 @@ import { mkdirSync,mkdtempSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { checkServerTargets,compareServerBaseline,medianFigures,mib,openSlowHeaderClients,peakRssBytes,readServerBaseline,runOha,serverBaselineFrom,startServer,writeDocTree,type RunningServer,type ServerBench } from './lib/server.ts'
-import { isMain } from '../lib/core/cli.ts'
+import { checkServerTargets,compareServerBaseline,mib,openSlowHeaderClients,peakRssBytes,readServerBaseline,serverBaselineFrom,startServer,writeDocTree,type RunningServer,type ServerBench } from './lib/server.ts'
+import { medianFigures,runOha } from './lib/oha.ts'
+import { isMain,parseOptions } from '../lib/core/cli.ts'
 import { loadConfig,type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { markdownTable } from '../lib/core/report.ts'
+import { markdownTable } from '../lib/core/summary.ts'
 import { requireTool } from '../lib/tools/which.ts'
 import { run } from '../lib/core/run.ts'
 import { VERSIONS } from '../lib/tools/versions.ts'
 import { defineStage,runStage } from '../lib/core/stage.ts'
 import { ensureCargoTool } from '../lib/tools/cargo.ts'
 import { say } from '../lib/core/output.ts'
+import { sleep } from '../lib/core/wait.ts'
 
 interface Ctx {
   config: Config
@@ -71,7 +73,8 @@ async function withServer(ctx: Ctx, docs: string, env: Record<string, string>, f
   }
 }
 
-export function benchServerTasks(updateBaseline = process.argv.includes('--update-baseline')): ListrTask<Ctx>[] {
+export function benchServerTasks(argv: readonly string[]): ListrTask<Ctx>[] {
+  const updateBaseline = parseOptions('bench:server', argv, { 'update-baseline': { type: 'boolean' } }).values['update-baseline'] ?? false
   return [
     {
       title: `oha ${VERSIONS.oha} and the release binary`,
@@ -90,7 +93,7 @@ export function benchServerTasks(updateBaseline = process.argv.includes('--updat
           await measure(ctx, server, 'calm')
           const slow = await openSlowHeaderClients(server.port, SLOW_CLIENTS)
           try {
-            await new Promise((r) => setTimeout(r, 500))
+            await sleep(500)
             await measure(ctx, server, 'slow-headers')
             if (slow.open() < SLOW_CLIENTS) throw new PipelineError(`bench-server: only ${slow.open()} of ${SLOW_CLIENTS} slow-header connections stayed open; the measurement does not show their cost`)
           } finally {
@@ -142,7 +145,7 @@ export function benchServerTasks(updateBaseline = process.argv.includes('--updat
 
 export const stage = defineStage<Ctx>({
   name: 'bench-server',
-  tasks: () => benchServerTasks(),
+  tasks: benchServerTasks,
   initialCtx: () => ({ bench: { oha: '', runs: [], peakRss: [], slowHeaderConnections: SLOW_CLIENTS, docTreeBytes: 0 } }) as unknown as Ctx,
 })
 

@@ -19,17 +19,19 @@ import { ensureBaseImages } from '../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../lib/sandbox/engine.ts'
 import { LOCAL_REGISTRY,ensureRegistry } from '../lib/sandbox/registry.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { appendSummary,markdownTable,setOutput,writeReport } from '../lib/core/report.ts'
-import { defineStage,runStage } from '../lib/core/stage.ts'
+import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
+import { writeReport, type Report } from '../lib/core/reports.ts'
+import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import { signBuild,type BuildSigning } from '../lib/sign/sign.ts'
 
 export interface BuildCtx {
   root: string
   config: Config
+  started: number
   git: GitFacts
   ref: ImageRef
   push: boolean
-  docker: string
+  docker?: string
   /** A login in a throwaway docker config, ended once the image is pulled back. */
   login?: RegistryLogin
   build?: BuildResult
@@ -38,30 +40,21 @@ export interface BuildCtx {
   buildArgs?: Record<string, string>
   signed?: BuildSigning
   healthySeconds?: number
-  started: number
 }
 
-/** What `reports/build.json` holds; scan and deploy read it. */
-export interface BuildReport {
-  image: { ref: string; digest: string | null; repository: string; tag: string; pinned: string | null }
-  commit: { sha: string; branch: string | null; dirty: boolean }
-  pushed: boolean
-  seconds: number
-  build: { seconds: number; cookCacheHit: boolean | null; cookMiss: string | null }
-  healthySeconds: number | null
-  /** Who signed the pushed digest, and the provenance predicate attached to it; null when nothing was pushed. */
-  signature: { identity: string; provenance: string } | null
+/** The commit, the reference it becomes and whether it is pushed: known before anything runs. */
+export async function buildInputs(root = repoRoot): Promise<BuildCtx> {
+  const config = loadConfig()
+  const git = await gitFacts(root)
+  const ref = imageRef({ registry: config.registry, owner: config.imageOwner, name: config.imageName, tag: config.imageTag ?? git.sha })
+  return { root, config, started: performance.now(), git, ref, push: shouldPush(config, git.branch) }
 }
 
-export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
+export function buildTasks(): ListrTask<BuildCtx>[] {
   return [
     {
       title: 'Commit and image reference',
-      task: async (ctx, task) => {
-        ctx.config = loadConfig()
-        ctx.git = await gitFacts(root)
-        ctx.ref = imageRef({ registry: ctx.config.registry, owner: ctx.config.imageOwner, name: ctx.config.imageName, tag: ctx.config.imageTag ?? ctx.git.sha })
-        ctx.push = shouldPush(ctx.config, ctx.git.branch)
+      task: (ctx, task) => {
         const why = ctx.push ? 'will push' : ctx.config.pullRequest ? 'pull request: build only, no push' : 'PUSH=false: build only'
         task.title = `${formatRef(ctx.ref)} (${why}${ctx.git.dirty ? '; working tree has uncommitted changes' : ''})`
       },
@@ -71,7 +64,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const engine = await ensureDockerEngine(ctx.config.docker)
         ctx.docker = engine.docker
-        await checkBuildCacheSupport(ctx.docker, { from: ctx.config.buildCacheFrom, to: ctx.config.buildCacheTo })
+        await checkBuildCacheSupport(engine.docker, { from: ctx.config.buildCacheFrom, to: ctx.config.buildCacheTo })
         task.title = engine.started ? `Docker engine: started dockerd (log: ${engine.log})` : `Docker engine: running (${engine.docker})`
       },
     },
@@ -86,7 +79,8 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
     {
       title: 'Base images',
       task: async (ctx, task) => {
-        const images = await ensureBaseImages(ctx.docker, ctx.config.cacheDir)
+        const docker = need(ctx.docker, 'the Docker engine')
+        const images = await ensureBaseImages(docker, ctx.config.cacheDir)
         task.title = `Base images: ${images.map((i) => `${i.name} (${i.source})`).join(', ')}`
       },
     },
@@ -94,24 +88,26 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       title: 'Registry login',
       enabled: (ctx) => ctx.push && !!ctx.config.registryUser && !!ctx.config.registryToken,
       task: async (ctx, task) => {
-        ctx.login = await registryLogin(ctx.docker, ctx.config.registry, ctx.config.registryUser!, ctx.config.registryToken!)
+        const docker = need(ctx.docker, 'the Docker engine')
+        ctx.login = await registryLogin(docker, ctx.config.registry, ctx.config.registryUser!, ctx.config.registryToken!)
         task.title = `Registry login: ${ctx.config.registryUser} at ${ctx.config.registry}`
       },
     },
     {
       title: 'Build Dockerfile.optimized',
       task: async (ctx, task) => {
+        const docker = need(ctx.docker, 'the Docker engine')
         ctx.build = await buildImage({
-          docker: ctx.docker,
-          context: root,
-          dockerfile: join(root, 'Dockerfile.optimized'),
+          docker: docker,
+          context: ctx.root,
+          dockerfile: join(ctx.root, 'Dockerfile.optimized'),
           tags: [formatRef(ctx.ref)],
-          buildArgs: (ctx.buildArgs = await ociBuildArgs(root, ctx.git.sha)),
+          buildArgs: (ctx.buildArgs = await ociBuildArgs(ctx.root, ctx.git.sha)),
           ...(ctx.config.buildCacheFrom ? { cacheFrom: ctx.config.buildCacheFrom } : {}),
           ...(ctx.config.buildCacheTo ? { cacheTo: ctx.config.buildCacheTo } : {}),
         })
         // A miss is named by what changed in the recipe since the last run (cargo-chef's recooks are otherwise a mystery).
-        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(ctx.docker, ctx.config.cacheDir, root))
+        if (ctx.build.cookCacheHit === false) ctx.cookMiss = await cookMissReason(measureStateFiles(ctx.config.cacheDir).last, () => currentColdInputs(docker, ctx.config.cacheDir, ctx.root))
         task.title = `Built in ${ctx.build.seconds.toFixed(1)} s (${ctx.build.cookCacheHit === null ? 'no cook step seen' : (ctx.cookMiss ?? 'cook step cached')})`
       },
     },
@@ -119,7 +115,8 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       title: 'Push',
       skip: (ctx) => (ctx.push ? false : 'not pushed (pull request or PUSH=false); later stages refuse to deploy an unpushed image'),
       task: async (ctx, task) => {
-        const pushed = await pushImage(ctx.docker, formatRef(ctx.ref), { secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
+        const docker = need(ctx.docker, 'the Docker engine')
+        const pushed = await pushImage(docker, formatRef(ctx.ref), { secrets: ctx.config.registryToken ? [ctx.config.registryToken] : [], ...(ctx.login ? { env: ctx.login.env } : {}) })
         ctx.ref = { ...ctx.ref, digest: pushed.digest }
         task.title = `Pushed ${pinnedRef(ctx.ref)}`
       },
@@ -130,27 +127,28 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
       task: async (ctx, task) => {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
-        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(root, 'Dockerfile.optimized'), buildArgs: ctx.buildArgs!, startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, ...(ctx.login ? { env: ctx.login.env } : {}) })
-        task.title = `Signed ${ctx.ref.digest!.slice(0, 19)}… with provenance (${ctx.signed.identity})`
+        ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(ctx.root, 'Dockerfile.optimized'), buildArgs: need(ctx.buildArgs, 'the build arguments'), startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, ...(ctx.login ? { env: ctx.login.env } : {}) })
+        task.title = `Signed ${need(ctx.ref.digest, 'the pushed digest').slice(0, 19)}… with provenance (${ctx.signed.identity})`
       },
     },
     {
       title: 'Pull by digest and run until healthy',
       task: async (ctx, task) => {
+        const docker = need(ctx.docker, 'the Docker engine')
         let image = formatRef(ctx.ref)
         if (ctx.ref.digest) {
           // Drop the local copy first, so the image that runs is the one the registry serves.
-          await removeImage(ctx.docker, formatRef({ ...ctx.ref, digest: undefined }))
-          await pullImage(ctx.docker, pinnedRef(ctx.ref), ctx.login?.env)
+          await removeImage(docker, formatRef({ ...ctx.ref, digest: undefined }))
+          await pullImage(docker, pinnedRef(ctx.ref), ctx.login?.env)
           ctx.login?.end()
-          await tagImage(ctx.docker, pinnedRef(ctx.ref), formatRef({ ...ctx.ref, digest: undefined }))
+          await tagImage(docker, pinnedRef(ctx.ref), formatRef({ ...ctx.ref, digest: undefined }))
           image = pinnedRef(ctx.ref)
         }
-        const container = await startContainer(ctx.docker, image)
+        const container = await startContainer(docker, image)
         try {
-          ctx.healthySeconds = await waitHealthy(ctx.docker, container.id)
+          ctx.healthySeconds = await waitHealthy(docker, container.id)
         } finally {
-          await removeContainer(ctx.docker, container.id)
+          await removeContainer(docker, container.id)
         }
         task.title = `${ctx.ref.digest ? 'Pulled by digest, ran' : 'Ran the local image'}: healthy after ${ctx.healthySeconds.toFixed(1)} s (its own HEALTHCHECK)`
       },
@@ -158,12 +156,13 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
     {
       title: 'Report',
       task: (ctx, task) => {
-        const report: BuildReport = {
+        const built = need(ctx.build, 'the build')
+        const report: Report<'build'> = {
           image: { ref: formatRef({ ...ctx.ref, digest: undefined }), digest: ctx.ref.digest ?? null, repository: repository(ctx.ref), tag: ctx.ref.tag!, pinned: ctx.ref.digest ? pinnedRef(ctx.ref) : null },
           commit: { sha: ctx.git.sha, branch: ctx.git.branch ?? null, dirty: ctx.git.dirty },
           pushed: ctx.ref.digest !== undefined,
           seconds: (performance.now() - ctx.started) / 1000,
-          build: { seconds: ctx.build!.seconds, cookCacheHit: ctx.build!.cookCacheHit, cookMiss: ctx.cookMiss ?? null },
+          build: { seconds: built.seconds, cookCacheHit: built.cookCacheHit, cookMiss: ctx.cookMiss ?? null },
           healthySeconds: ctx.healthySeconds ?? null,
           signature: ctx.signed ?? null,
         }
@@ -180,7 +179,7 @@ export function buildTasks(root = repoRoot): ListrTask<BuildCtx>[] {
 export const stage = defineStage<BuildCtx>({
   name: 'build',
   tasks: () => buildTasks(),
-  initialCtx: () => ({ started: performance.now() }) as BuildCtx,
+  initialCtx: () => buildInputs(),
 })
 
 if (isMain(import.meta.url)) await runStage(stage)

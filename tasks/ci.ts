@@ -8,12 +8,13 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import chalk from 'chalk'
 import type { ListrTask } from 'listr2'
-import { isMain, reportFailure, taskList } from '../lib/core/cli.ts'
+import { isMain, parseOptions, reportFailure, taskList } from '../lib/core/cli.ts'
 import { showOutput } from '../lib/core/output.ts'
 import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { loadConfig } from '../lib/core/config.ts'
-import { appendSummary, markdownTable, writeReport } from '../lib/core/report.ts'
+import { appendSummary, markdownTable } from '../lib/core/summary.ts'
+import { writeReport } from '../lib/core/reports.ts'
 import type { StageDef } from '../lib/core/stage.ts'
 
 /** The pipeline's order; the workflow's jobs follow it (the tests check that). */
@@ -36,17 +37,17 @@ export interface StageRow {
 }
 
 export function parseArgs(argv: readonly string[]): { from: StageName; until: StageName } {
-  const names = ORDER.map((s) => s.name)
-  const pick = (flag: string, fallback: StageName): StageName => {
-    const i = argv.indexOf(flag)
-    if (i === -1) return fallback
-    const v = argv[i + 1]
-    if (!v || !(names as readonly string[]).includes(v)) throw new PipelineError(`ci: ${flag} needs one of ${names.join(', ')}${v ? `, not "${v}"` : ''}`)
-    return v as StageName
+  const names: readonly string[] = ORDER.map((s) => s.name)
+  const { values } = parseOptions('ci', argv, { from: { type: 'string' }, until: { type: 'string' } })
+  const pick = (flag: 'from' | 'until', fallback: StageName): StageName => {
+    const v = values[flag]
+    if (v === undefined) return fallback
+    const stage = ORDER.find((s) => s.name === v)
+    if (!stage) throw new PipelineError(`ci: --${flag} needs one of ${names.join(', ')}, not "${v}"`)
+    return stage.name
   }
-  for (const a of argv) if (a.startsWith('--') && a !== '--from' && a !== '--until') throw new PipelineError(`ci: unknown option ${a}; use --from <stage> or --until <stage>`)
-  const from = pick('--from', names[0]!)
-  const until = pick('--until', names[names.length - 1]!)
+  const from = pick('from', ORDER[0].name)
+  const until = pick('until', ORDER[ORDER.length - 1]!.name)
   if (names.indexOf(from) > names.indexOf(until)) throw new PipelineError(`ci: --from ${from} comes after --until ${until}`)
   return { from, until }
 }
@@ -84,12 +85,12 @@ export async function runPipeline(argv: readonly string[]): Promise<StageRow[]> 
     }
     tasks.push({
       title: name,
-      task: (_ctx, task) => {
+      task: async (_ctx, task) => {
         started = performance.now()
         // Until its last task runs, a started stage counts as failed: a crash cannot pass it.
         row.result = 'failed'
         const done: ListrTask<object> = { title: `${name} passed`, task: () => finish('passed') }
-        return task.newListr<object>(showOutput([...(def.tasks() as ListrTask<object>[]), done]), { ctx: def.initialCtx(), exitOnError: true })
+        return task.newListr<object>(showOutput([...(def.tasks([]) as ListrTask<object>[]), done]), { ctx: await def.initialCtx([]), exitOnError: true })
       },
     })
     onFailure.push(() => {

@@ -5,7 +5,7 @@
  * `delete` (remove its state).
  */
 import { cachedBinaries } from '../lib/tools/kube.ts'
-import { isMain, runMain, taskList } from '../lib/core/cli.ts'
+import { isMain, parseOptions, runMain, taskList } from '../lib/core/cli.ts'
 import { loadConfig } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, deleteCluster, ensureCluster, stopCluster } from '../lib/sandbox/cluster.ts'
@@ -16,9 +16,10 @@ const ACTIONS = ['up', 'down', 'status', 'delete'] as const
 type Action = (typeof ACTIONS)[number]
 
 export function parseAction(argv: readonly string[]): Action {
-  const a = argv[0]
-  if (argv.length !== 1 || !(ACTIONS as readonly string[]).includes(a ?? '')) throw new PipelineError(`cluster: use one of ${ACTIONS.join(', ')}${a ? `, not "${argv.join(' ')}"` : ''}`)
-  return a as Action
+  const { positionals } = parseOptions('cluster', argv, {}, ACTIONS.join('|'))
+  const action = ACTIONS.find((a) => positionals.length === 1 && a === positionals[0])
+  if (!action) throw new PipelineError(`cluster: use one of ${ACTIONS.join(', ')}${positionals.length ? `, not "${positionals.join(' ')}"` : ''}`)
+  return action
 }
 
 async function main(argv: readonly string[]): Promise<void> {

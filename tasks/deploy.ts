@@ -10,32 +10,33 @@
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
-import { isMain } from '../lib/core/cli.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
 import { PipelineError, firstLine } from '../lib/core/errors.ts'
 import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
 import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
-import { checkOrder, parseDeployArgs, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
+import { checkOrder, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
 import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
-import { CLUSTER_CONTEXT } from '../lib/sandbox/cluster.ts'
-import { appendSummary, markdownTable, setOutput } from '../lib/core/report.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
+import { CLUSTER_CONTEXT, localClusterTarget } from '../lib/sandbox/cluster.ts'
+import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
+import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import { expectedVerifier, verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
 import { admissionPlan, describeController, prepareAdmission, waitPolicyEnforced, writeAdmissionValues, type AdmissionPlan } from '../lib/deploy/admission.ts'
 
 export interface DeployCtx {
   started: number
-  config?: Config
+  config: Config
+  release: Release
+  /** `--allow-older`: deploy a commit older than the one the release runs. */
+  allowOlder: boolean
   image?: DeployImage
   files: string[]
   sets: Record<string, string>
   helm?: HelmTarget
   kube?: KubeTarget
-  release?: Release
   recovered?: string
-  allowOlder?: boolean
   order?: string
   previousRevision?: number
   revision?: number
@@ -46,8 +47,12 @@ export interface DeployCtx {
 
 type Task = ListrTask<DeployCtx>['task']
 
+export function deployInputs(argv: readonly string[], config = loadConfig()): DeployCtx {
+  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' } })
+  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, files: [], sets: {} }
+}
+
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
-  if (!ctx.config) return
   writeDeployReport(ctx.config, {
     context: ctx.kube?.context ?? null,
     revision: ctx.revision ?? null,
@@ -76,15 +81,12 @@ const reported = (fn: Task): Task => async (ctx, task) => {
   }
 }
 
-export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[] {
+export function deployTasks(): ListrTask<DeployCtx>[] {
   return [
     {
       title: 'Image: the digest the scan passed',
       task: reported((ctx, task) => {
-        const config = (ctx.config = loadConfig())
-        ctx.allowOlder = parseDeployArgs(argv).allowOlder
-        ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
-        ctx.image = readDeployInputs(config.reportsDir)
+        ctx.image = readDeployInputs(ctx.config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
         task.title = `Image: ${ctx.image.pinned}`
       }),
@@ -92,7 +94,7 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'Signature and attestations, from the registry',
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config!, ctx.image!)
+        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'))
         const v = ctx.verified
         task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
       }),
@@ -100,23 +102,23 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'Chart values',
       task: reported(async (ctx, task) => {
-        const config = ctx.config!
-        ctx.admission = admissionPlan(config, expectedVerifier(config), ctx.image!.repository)
+        const config = ctx.config
+        ctx.admission = admissionPlan(config, expectedVerifier(config), need(ctx.image, 'the image').repository)
         ctx.files = [...valueFiles(config.deployEnv, config.deployValuesFile), writeAdmissionValues(join(config.reportsDir, 'deploy'), ctx.admission.values)]
         const helm = await ensureHelm(config.cacheDir)
         ctx.helm = { helm, kubeconfig: undefined, context: '' }
-        await renderChart(helm, ctx.release!, CHART_DIR, ctx.files, ctx.sets)
+        await renderChart(helm, ctx.release, CHART_DIR, ctx.files, ctx.sets)
         task.title = `Chart values: ${config.deployEnv} accepted by the schema; admission policy ${ctx.admission.off ?? `${ctx.admission.policy} on`}`
       }),
     },
     {
       title: 'Cluster',
       task: reported(async (ctx, task) => {
-        const config = ctx.config!
+        const config = ctx.config
         requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
-        ctx.kube = await connectCluster(config)
-        if (config.kubeContext && ctx.image!.pushed === false) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
-        ctx.helm = { ...ctx.helm!, kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
+        ctx.kube = await connectCluster(config, () => localClusterTarget(config.cacheDir))
+        if (config.kubeContext && !need(ctx.image, 'the image').pushed) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
+        ctx.helm = { ...need(ctx.helm, 'helm'), kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
       }),
     },
@@ -124,16 +126,19 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
       title: 'Admission controller',
       skip: (ctx) => !ctx.admission?.enforce,
       task: reported(async (ctx, task) => {
-        const { config, kube, helm, admission } = ctx as Required<DeployCtx>
-        task.title = `Admission controller: ${describeController(await prepareAdmission(config, kube, helm, admission))}`
+        const state = await prepareAdmission(ctx.config, need(ctx.kube, 'the cluster'), need(ctx.helm, 'helm'), need(ctx.admission, 'the admission plan'))
+        task.title = `Admission controller: ${describeController(state)}`
       }),
     },
     {
       title: 'Release: recover a stuck helm operation',
       task: reported(async (ctx, task) => {
-        const { helm, release, config, kube, image } = ctx as Required<DeployCtx>
+        const { release, config } = ctx
+        const helm = need(ctx.helm, 'helm')
+        const kube = need(ctx.kube, 'the cluster')
+        const image = need(ctx.image, 'the image')
         const records = await releaseRecords(kube, release)
-        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder ?? false)
+        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder)
         ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
@@ -143,7 +148,10 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'helm upgrade --install --rollback-on-failure --wait=watcher',
       task: reported(async (ctx, task) => {
-        const { helm, release, config, image, kube } = ctx as Required<DeployCtx>
+        const { release, config } = ctx
+        const helm = need(ctx.helm, 'helm')
+        const kube = need(ctx.kube, 'the cluster')
+        const image = need(ctx.image, 'the image')
         task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
         try {
@@ -170,7 +178,9 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
     {
       title: 'Verify: rollout complete, pods run the digest',
       task: reported(async (ctx, task) => {
-        const { release, image, kube } = ctx as Required<DeployCtx>
+        const { release } = ctx
+        const kube = need(ctx.kube, 'the cluster')
+        const image = need(ctx.image, 'the image')
         const pods = await verifyRollout(kube, release, image.pinned, image.digest)
         if (ctx.admission?.enforce) await waitPolicyEnforced(kube, ctx.admission.policy)
         ctx.result = 'deployed'
@@ -182,7 +192,6 @@ export function deployTasks(argv: readonly string[] = []): ListrTask<DeployCtx>[
   ]
 }
 
-// Only a direct run reads the command line; inside `npm run ci:build` the arguments are the chain's.
-export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: () => deployTasks(isMain(import.meta.url) ? process.argv.slice(2) : []), initialCtx: () => ({ started: performance.now(), files: [], sets: {} }) })
+export const stage = defineStage<DeployCtx>({ name: 'deploy', tasks: deployTasks, initialCtx: (argv) => deployInputs(argv) })
 
 if (isMain(import.meta.url)) await runStage(stage)

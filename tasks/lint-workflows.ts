@@ -10,7 +10,7 @@ import { existsSync,readFileSync,readdirSync } from 'node:fs'
 import { isAbsolute,join,relative,resolve,sep } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { LineCounter,isScalar,parseDocument,visit } from 'yaml'
-import { isMain,runMain,taskList } from '../lib/core/cli.ts'
+import { isMain, parseOptions, runMain, taskList } from '../lib/core/cli.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { run } from '../lib/core/run.ts'
@@ -116,7 +116,9 @@ export function lintWorkflowsTasks(dir = WORKFLOWS_DIR): ListrTask<Ctx>[] {
 }
 
 if (isMain(import.meta.url)) {
-  const arg = process.argv[2]
-  const dir = arg === undefined ? WORKFLOWS_DIR : isAbsolute(arg) ? arg : resolve(process.cwd(), arg)
-  await runMain(() => taskList(lintWorkflowsTasks(dir)).run({ files: [], actionlint: '', problems: [], output: '' }))
+  await runMain(() => {
+    const [arg] = parseOptions('lint:workflows', process.argv.slice(2), {}, '[dir]').positionals
+    const dir = arg === undefined ? WORKFLOWS_DIR : isAbsolute(arg) ? arg : resolve(process.cwd(), arg)
+    return taskList(lintWorkflowsTasks(dir)).run({ files: [], actionlint: '', problems: [], output: '' })
+  })
 }

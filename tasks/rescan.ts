@@ -9,28 +9,35 @@
  */
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { isMain } from '../lib/core/cli.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
 import { loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { annotateError, appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/core/report.ts'
+import { annotateError, appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
+import { readReport, writeReport, type Report } from '../lib/core/reports.ts'
 import { run } from '../lib/core/run.ts'
-import { defineStage, runStage } from '../lib/core/stage.ts'
+import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import type { Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
 import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
+import { localClusterTarget } from '../lib/sandbox/cluster.ts'
 import { runningImage, type RunningImage } from '../lib/deploy/running.ts'
 
-interface Blocking { id: string; aliases: string[]; severity: string; pkg: string; installed: string; fixed: string }
-interface ScanFacts { decision?: string; reason?: string; blocking?: Blocking[]; db?: { source: string; updatedAt: string } | null }
+type ScanFacts = Report<'scan'>
+type Blocking = NonNullable<ScanFacts['blocking']>[number]
 
 export interface RescanCtx {
   config: Config
   release: Release
-  kube: KubeTarget
-  image?: RunningImage
   scanDir: string
+  kube?: KubeTarget
+  image?: RunningImage
   scan?: ScanFacts
+}
+
+export function rescanInputs(argv: readonly string[], config = loadConfig()): RescanCtx {
+  parseOptions('rescan', argv, {})
+  return { config, release: { name: config.releaseName, namespace: config.deployNamespace }, scanDir: join(config.reportsDir, 'rescan') }
 }
 
 /** One finding as a person reads it: `CVE-… (HIGH, tokio 1.13.0, fixed in 1.13.1)`. */
@@ -47,24 +54,20 @@ export function rescanVerdict(where: string, image: RunningImage, scan: ScanFact
 }
 
 export function rescanTasks(): ListrTask<RescanCtx>[] {
-  const where = (ctx: RescanCtx) => `release ${ctx.release.name} in ${ctx.release.namespace} (${ctx.kube.context})`
+  const where = (ctx: RescanCtx) => `release ${ctx.release.name} in ${ctx.release.namespace} (${need(ctx.kube, 'the cluster').context})`
   return [
     {
       title: 'Cluster',
       task: async (ctx, task) => {
-        const config = (ctx.config = loadConfig())
-        ctx.release = { name: config.releaseName, namespace: config.deployNamespace }
-        ctx.scanDir = join(config.reportsDir, 'rescan')
-        ctx.kube = await connectCluster(config)
+        const config = ctx.config
+        ctx.kube = await connectCluster(config, () => localClusterTarget(config.cacheDir))
         task.title = `Cluster: ${describeCluster(config, ctx.kube)}`
       },
     },
     {
       title: 'Release: the digest it runs',
       task: async (ctx, task) => {
-        ctx.image = await runningImage(ctx.kube, ctx.release)
-        // The facts the scan stage reads, as the build stage would leave them: a pushed digest.
-        writeReport(ctx.scanDir, 'build', { image: { ref: ctx.image.pinned, digest: ctx.image.digest, repository: ctx.image.repository }, pushed: true, source: `running in ${where(ctx)}` })
+        ctx.image = await runningImage(need(ctx.kube, 'the cluster'), ctx.release)
         task.title = `Release: ${where(ctx)} runs ${ctx.image.pinned} (${ctx.image.pods} pod${ctx.image.pods === 1 ? '' : 's'})`
       },
     },
@@ -73,20 +76,21 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
       task: async (ctx, task) => {
         const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx')
         // Exit 1 is the scan gate failing: data for the verdict below, read from scan.json.
-        await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, REPORTS_DIR: ctx.scanDir }, okCodes: [1], timeoutMs: 30 * 60_000 })
-        ctx.scan = readReport<ScanFacts>(ctx.scanDir, 'scan')
-        task.title = `Scanned ${ctx.image!.pinned}: ${ctx.scan.decision ?? 'no decision'}${ctx.scan.db?.updatedAt ? ` (DB of ${ctx.scan.db.updatedAt})` : ''}`
+        const image = need(ctx.image, 'the running image')
+        await run([tsx, join(repoRoot, 'tasks', 'scan.ts'), '--image', image.pinned], { cwd: repoRoot, env: { ...process.env, REPORTS_DIR: ctx.scanDir }, okCodes: [1], timeoutMs: 30 * 60_000 })
+        const scan = (ctx.scan = readReport(ctx.scanDir, 'scan'))
+        task.title = `Scanned ${image.pinned}: ${scan.decision}${scan.db?.updatedAt ? ` (DB of ${scan.db.updatedAt})` : ''}`
       },
     },
     {
       title: 'Verdict',
       task: (ctx, task) => {
-        const image = ctx.image!
-        const scan = ctx.scan!
+        const image = need(ctx.image, 'the running image')
+        const scan = need(ctx.scan, 'the scan report')
         const failure = rescanVerdict(where(ctx), image, scan)
         const found = scan.blocking ?? []
         writeReport(ctx.config.reportsDir, 'rescan', {
-          release: ctx.release.name, namespace: ctx.release.namespace, context: ctx.kube.context, environment: ctx.config.deployEnv,
+          release: ctx.release.name, namespace: ctx.release.namespace, context: need(ctx.kube, 'the cluster').context, environment: ctx.config.deployEnv,
           image: image.pinned, digest: image.digest, pods: image.pods, decision: failure ? 'fail' : 'pass', reason: failure ?? scan.reason ?? null,
           findings: found.map((f) => ({ id: f.id, aliases: f.aliases, severity: f.severity, pkg: f.pkg, installed: f.installed, fixed: f.fixed })), db: scan.db ?? null,
           scanReports: 'rescan/',
@@ -104,6 +108,6 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
   ]
 }
 
-export const stage = defineStage<RescanCtx>({ name: 'rescan', tasks: rescanTasks, initialCtx: () => ({}) as RescanCtx })
+export const stage = defineStage<RescanCtx>({ name: 'rescan', tasks: rescanTasks, initialCtx: (argv) => rescanInputs(argv) })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -9,28 +9,33 @@
 import { mkdirSync,readFileSync,writeFileSync } from 'node:fs'
 import { join,resolve } from 'node:path'
 import type { ListrTask } from 'listr2'
-import { isMain } from '../lib/core/cli.ts'
-import { loadConfig,type Config } from '../lib/core/config.ts'
+import { isMain, parseOptions } from '../lib/core/cli.ts'
+import { LOCAL_REGISTRY, loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
-import { appendSummary,readReport,setOutput,writeReport } from '../lib/core/report.ts'
+import { appendSummary, setOutput } from '../lib/core/summary.ts'
+import { readReport, writeReport, type Report } from '../lib/core/reports.ts'
 import { decide,isExpired,withCoverage,readIgnoreFile,today,trivyIgnoreYaml,type Decision,type IgnoreEntry,type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary,markdownSummary,scanReport,type ScanSubject } from '../lib/scan/scan-summary.ts'
-import { defineStage,runStage } from '../lib/core/stage.ts'
+import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import { scanImage } from '../lib/scan/trivy.ts'
 import { ensureTrivy } from '../lib/tools/trivy.ts'
-import { prepareDb,scannedDbUpdatedAt,type DbFacts } from '../lib/scan/db-source.ts'
+import { dbRegistry, prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
+import { ensureRegistry } from '../lib/sandbox/registry.ts'
 import { assertSarifAgrees,coverageProblem,readTrivyReport } from '../lib/scan/trivy-report.ts'
 import { attestScan } from '../lib/sign/sign.ts'
 
 export interface ScanCtx {
   config: Config
-  fromReport?: string
+  /** `--from-report FILE`: re-gate an existing Trivy JSON report (never deployable). */
+  fromReport: string | undefined
+  /** `--image REPOSITORY@DIGEST`: scan this pushed digest instead of the one build.json names (the rescan does). */
+  image: string | undefined
   policy: Policy
-  entries: IgnoreEntry[]
   day: string
   outDir: string
-  ignoreForTrivy: string
-  subject: ScanSubject
+  entries?: IgnoreEntry[]
+  ignoreForTrivy?: string
+  subject?: ScanSubject
   trivy?: { path: string; version: string }
   db?: DbFacts
   dbCache?: string
@@ -39,20 +44,22 @@ export interface ScanCtx {
   decision?: Decision
 }
 
-/** The part of reports/build.json this stage reads (stages share facts, never code). */
-interface BuildFacts {
-  image: { ref: string; digest: string | null; repository: string }
-  pushed: boolean
-}
-
-export function parseScanArgs(argv: readonly string[]): { fromReport?: string } {
-  if (argv.length === 0) return {}
-  if (argv[0] === '--from-report' && argv.length === 2 && argv[1] && !argv[1].startsWith('--')) return { fromReport: resolve(argv[1]) }
-  throw new PipelineError(`scan: unknown arguments "${argv.join(' ')}"; the only option is --from-report FILE`)
+export function scanInputs(argv: readonly string[], config = loadConfig()): ScanCtx {
+  const { values } = parseOptions('scan', argv, { 'from-report': { type: 'string' }, image: { type: 'string' } })
+  if (values['from-report'] && values.image) throw new PipelineError('scan: --from-report and --image exclude each other: one re-gates a report, the other scans a pushed digest')
+  if (values.image && !/^[^@\s]+\/[^@\s]+@sha256:[a-f0-9]{64}$/.test(values.image)) throw new PipelineError(`scan: --image ${values.image} is not repository@sha256:<64 hex>`)
+  return {
+    config,
+    fromReport: values['from-report'] === undefined ? undefined : resolve(values['from-report']),
+    image: values.image,
+    policy: { severities: config.scanSeverities, ignoreUnfixed: config.scanIgnoreUnfixed },
+    day: today(),
+    outDir: join(config.reportsDir, 'scan'),
+  }
 }
 
 /** The pushed digest when there is one (what deploy will run); otherwise the local image, by reference. */
-export function scanSubject(build: BuildFacts): ScanSubject {
+export function scanSubject(build: Pick<Report<'build'>, 'image' | 'pushed'>): ScanSubject {
   if (build.pushed && build.image.digest) {
     return { scanned: `${build.image.repository}@${build.image.digest}`, source: 'remote', ref: build.image.ref, digest: build.image.digest }
   }
@@ -63,31 +70,31 @@ export function scanSubject(build: BuildFacts): ScanSubject {
 const fromReport = (ctx: ScanCtx) => ctx.fromReport !== undefined
 const notForReports = (ctx: ScanCtx) => fromReport(ctx) && 'not needed to re-gate a report'
 
-export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
+/** A digest given on the command line: scanned from the registry like a pushed build. */
+export function givenSubject(pinned: string): ScanSubject {
+  return { scanned: pinned, source: 'remote', ref: pinned, digest: pinned.slice(pinned.indexOf('@') + 1) }
+}
+
+export function scanTasks(): ListrTask<ScanCtx>[] {
   return [
     {
       title: 'Policy',
       task: (ctx, task) => {
-        ctx.config = loadConfig()
         // Until the gate has decided, the recorded decision is a failure: a crash can never read as clean.
         writeReport(ctx.config.reportsDir, 'scan', { decision: 'fail', reason: 'the scan started but did not finish' })
-        Object.assign(ctx, parseScanArgs(argv))
-        ctx.policy = { severities: ctx.config.scanSeverities, ignoreUnfixed: ctx.config.scanIgnoreUnfixed }
-        ctx.day = today()
-        ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile, { day: ctx.day, maxDays: ctx.config.scanIgnoreMaxDays })
-        ctx.outDir = join(ctx.config.reportsDir, 'scan')
+        const entries = (ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile, { day: ctx.day, maxDays: ctx.config.scanIgnoreMaxDays }))
         mkdirSync(ctx.outDir, { recursive: true })
         ctx.ignoreForTrivy = join(ctx.outDir, 'trivyignore.yaml')
-        writeFileSync(ctx.ignoreForTrivy, trivyIgnoreYaml(ctx.entries, ctx.day))
-        const expired = ctx.entries.filter((e) => isExpired(e, ctx.day)).length
-        task.title = `Policy: ${ctx.policy.severities.join(', ')} block${ctx.policy.ignoreUnfixed ? ' (fixable only)' : ''}; ${ctx.entries.length} ignore entr${ctx.entries.length === 1 ? 'y' : 'ies'}${expired ? `, ${expired} expired` : ''}`
+        writeFileSync(ctx.ignoreForTrivy, trivyIgnoreYaml(entries, ctx.day))
+        const expired = entries.filter((e) => isExpired(e, ctx.day)).length
+        task.title = `Policy: ${ctx.policy.severities.join(', ')} block${ctx.policy.ignoreUnfixed ? ' (fixable only)' : ''}; ${entries.length} ignore entr${entries.length === 1 ? 'y' : 'ies'}${expired ? `, ${expired} expired` : ''}`
       },
     },
     {
       title: 'Image from build.json',
       skip: (ctx) => fromReport(ctx) && `re-gating ${ctx.fromReport}`,
       task: (ctx, task) => {
-        ctx.subject = scanSubject(readReport<BuildFacts>(ctx.config.reportsDir, 'build'))
+        ctx.subject = ctx.image ? givenSubject(ctx.image) : scanSubject(readReport(ctx.config.reportsDir, 'build'))
         task.title = `Image: ${ctx.subject.scanned} (${ctx.subject.source === 'remote' ? 'pushed digest, from the registry' : 'not pushed: the local image'})`
       },
     },
@@ -103,6 +110,7 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       title: 'Vulnerability DB',
       skip: notForReports,
       task: async (ctx, task) => {
+        if (dbRegistry(ctx.config) === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY)
         const choice = await prepareDb(ctx.config)
         ctx.db = choice.facts
         ctx.dbCache = choice.trivyCache
@@ -113,21 +121,24 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       title: 'Scan',
       skip: notForReports,
       task: async (ctx, task) => {
+        const subject = need(ctx.subject, 'the image to scan')
+        const db = need(ctx.db, 'the vulnerability DB')
+        const dbCache = need(ctx.dbCache, "the DB's cache")
         ctx.scannedAt = new Date().toISOString()
         const r = await scanImage({
-          trivy: ctx.trivy!.path,
-          image: ctx.subject.scanned,
+          trivy: need(ctx.trivy, 'Trivy').path,
+          image: subject.scanned,
           out: ctx.outDir,
-          imageSrc: ctx.subject.source === 'remote' ? 'remote' : 'docker',
-          trivyCache: ctx.dbCache!,
+          imageSrc: subject.source === 'remote' ? 'remote' : 'docker',
+          trivyCache: dbCache,
           offline: false,
-          dbRepository: ctx.db!.repository,
-          ignoreFile: ctx.ignoreForTrivy,
+          dbRepository: db.repository,
+          ignoreFile: need(ctx.ignoreForTrivy, 'the ignore file'),
         })
         ctx.seconds = r.seconds
-        ctx.db!.updatedAt = scannedDbUpdatedAt(ctx.dbCache!) || ctx.db!.updatedAt
+        db.updatedAt = scannedDbUpdatedAt(dbCache) || db.updatedAt
         const results = assertSarifAgrees(readTrivyReport(join(ctx.outDir, 'trivy.json')), readFileSync(join(ctx.outDir, 'trivy.sarif'), 'utf8'), 'trivy.sarif')
-        task.title = `Scanned ${ctx.subject.scanned} in ${r.seconds.toFixed(1)} s: JSON, SARIF (${results} result${results === 1 ? '' : 's'}), CycloneDX and SPDX SBOMs in ${ctx.outDir}`
+        task.title = `Scanned ${subject.scanned} in ${r.seconds.toFixed(1)} s: JSON, SARIF (${results} result${results === 1 ? '' : 's'}), CycloneDX and SPDX SBOMs in ${ctx.outDir}`
       },
     },
     {
@@ -136,26 +147,26 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
       task: async (ctx, task) => {
         const path = ctx.fromReport ?? join(ctx.outDir, 'trivy.json')
         const report = readTrivyReport(path)
-        if (fromReport(ctx)) ctx.subject = { scanned: path, source: 'report', ref: report.artifact }
-        const d = withCoverage(decide(report, ctx.policy, ctx.entries, ctx.day), coverageProblem(report, path))
+        const subject: ScanSubject = ctx.fromReport ? { scanned: path, source: 'report', ref: report.artifact } : need(ctx.subject, 'the image scanned')
+        ctx.subject = subject
+        const d = withCoverage(decide(report, ctx.policy, need(ctx.entries, 'the ignore entries'), ctx.day), coverageProblem(report, path))
         ctx.decision = d
         const artifacts = fromReport(ctx) ? {} : { json: 'scan/trivy.json', sarif: 'scan/trivy.sarif', cyclonedx: 'scan/sbom.cdx.json', spdx: 'scan/sbom.spdx.json', ignoreFile: 'scan/trivyignore.yaml' }
-        writeReport(ctx.config.reportsDir, 'scan', scanReport(d, ctx.subject, { ...ctx.policy, ignoreFile: ctx.config.scanIgnoreFile }, {
+        writeReport(ctx.config.reportsDir, 'scan', scanReport(d, subject, { ...ctx.policy, ignoreFile: ctx.config.scanIgnoreFile }, {
           day: ctx.day,
           trivy: ctx.trivy?.version ?? null,
           db: ctx.db ?? null,
           seconds: ctx.seconds ?? null,
           artifacts,
           // A re-gated report proves nothing about an image in the registry: it is never attested, never deployable.
-          deployable: !fromReport(ctx) && ctx.subject.source === 'remote',
+          deployable: !fromReport(ctx) && subject.source === 'remote',
         }))
         setOutput('scan-decision', d.decision)
-        appendSummary(markdownSummary(d, ctx.subject, ctx.policy, ctx.db))
+        appendSummary(markdownSummary(d, subject, ctx.policy, ctx.db))
         // Pass or fail, the pushed digest gets the result: deploy reads the newest, so a failing rescan blocks.
-        if (!fromReport(ctx) && ctx.subject.source === 'remote') {
-          const subject = ctx.subject as Required<ScanSubject>
+        if (!fromReport(ctx) && subject.source === 'remote') {
           task.output = 'attaching the SBOM and the scan result to the digest'
-          const facts = { digest: subject.digest, repository: subject.scanned.split('@')[0]!, decision: d, policy: ctx.policy, trivyVersion: ctx.trivy!.version, db: ctx.db!, scannedAt: ctx.scannedAt! }
+          const facts = { digest: need(subject.digest, 'the scanned digest'), repository: subject.scanned.slice(0, subject.scanned.indexOf('@')), decision: d, policy: ctx.policy, trivyVersion: need(ctx.trivy, 'Trivy').version, db: need(ctx.db, 'the vulnerability DB'), scannedAt: need(ctx.scannedAt, 'the scan time') }
           await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir })
         }
         // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
@@ -167,11 +178,10 @@ export function scanTasks(argv: readonly string[] = []): ListrTask<ScanCtx>[] {
   ]
 }
 
-// Only a direct run reads the command line; inside `npm run ci:build` the arguments are the chain's.
 export const stage = defineStage<ScanCtx>({
   name: 'scan',
-  tasks: () => scanTasks(isMain(import.meta.url) ? process.argv.slice(2) : []),
-  initialCtx: () => ({}) as ScanCtx,
+  tasks: scanTasks,
+  initialCtx: (argv) => scanInputs(argv),
 })
 
 if (isMain(import.meta.url)) await runStage(stage)

@@ -1,9 +1,10 @@
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync,readdirSync,rmSync,statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { checkServerTargets, compareServerBaseline, medianFigures, parseOha, peakRssBytes, runOha, serverBaselineFrom, writeDocTree, type LoadFigures, type ServerBench } from '../bench/lib/server.ts'
+import { checkServerTargets,compareServerBaseline,peakRssBytes,serverBaselineFrom,writeDocTree,type ServerBench } from '../bench/lib/server.ts'
+import { medianFigures,parseOha,runOha,type LoadFigures } from '../bench/lib/oha.ts'
 
 const t = suite('bench-server')
 

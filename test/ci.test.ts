@@ -15,9 +15,9 @@ t('--from and --until pick part of it', () => {
 
 t('bad arguments are refused with one line', () => {
   assert.throws(() => parseArgs(['--from', 'shipit']), /--from needs one of lint-test, build, measure, scan, deploy, not "shipit"/)
-  assert.throws(() => parseArgs(['--until']), /--until needs one of/)
+  assert.throws(() => parseArgs(['--until']), /^ci: Option '--until <value>' argument missing; usage: ci --from <value> --until <value>$/)
   assert.throws(() => parseArgs(['--from', 'scan', '--until', 'build']), /--from scan comes after --until build/)
-  assert.throws(() => parseArgs(['--fast']), /unknown option --fast/)
+  assert.throws(() => parseArgs(['--fast']), /^ci: Unknown option '--fast'; usage: ci --from <value> --until <value>$/)
 })
 
 t('the order is the pipeline\'s', () => {

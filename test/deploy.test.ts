@@ -6,52 +6,55 @@ import * as assert from 'uvu/assert'
 import { parse as parseYaml } from 'yaml'
 import { goBinaryName, kubeLdflags, kubernetesWrapperGoMod } from '../lib/tools/kube.ts'
 import { loadConfig } from '../lib/core/config.ts'
-import { chartFullname, deployableImage, podSelector, readDeployInputs, valueFiles, type BuildReport, type ScanReport } from '../lib/deploy/deploy.ts'
+import { chartFullname, deployableImage, podSelector, readDeployInputs, valueFiles } from '../lib/deploy/deploy.ts'
 import { pendingRecovery, schemaProblems, templateFailure, upgradeArgs, type HistoryEntry } from '../lib/deploy/helm.ts'
 import { firstFailureReason, podsNotRunning, type EventJson, type PodJson } from '../lib/deploy/kube.ts'
 import { API_SERVER_PORT, kwokctlConfig } from '../lib/sandbox/cluster.ts'
 import { POD_SUBNET, SANDBOX_IMAGE, cniConflist, containerdConfig, kubeletConfig, nodeDirs, registryHostsToml } from '../lib/sandbox/node-config.ts'
 import { iptablesWords } from '../lib/sandbox/node.ts'
 import { repoRoot } from '../lib/core/paths.ts'
-import { writeReport } from '../lib/core/report.ts'
+import { writeReport, type Report } from '../lib/core/reports.ts'
 import { parseAction } from '../tasks/cluster.ts'
-import { ENVIRONMENTS_FILE, checkOrder, parseDeployArgs, parseEnvironments, recordLabels, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
+import { ENVIRONMENTS_FILE, checkOrder, parseEnvironments, recordLabels, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
 import { run } from '../lib/core/run.ts'
 import { refusal } from './helpers/refusal.ts'
+import { deployInputs } from '../tasks/deploy.ts'
 
 const t = suite('deploy')
 
 const D1 = `sha256:${'a1'.repeat(32)}`
 const D2 = `sha256:${'b2'.repeat(32)}`
-const build = (digest = D1): BuildReport => ({ image: { ref: `127.0.0.1:5000/local/agent-docs:abc@${digest}`, digest, repository: '127.0.0.1:5000/local/agent-docs', tag: 'abc' }, pushed: true, commit: 'c'.repeat(40) })
-const pass = (digest = D1): ScanReport => ({ decision: 'pass', image: { digest } })
+const REPO = '127.0.0.1:5000/local/agent-docs'
+const build = (digest: string | null = D1): Report<'build'> => ({
+  image: { ref: `${REPO}:abc`, digest, repository: REPO, tag: 'abc', pinned: digest ? `${REPO}@${digest}` : null },
+  commit: { sha: 'c'.repeat(40), branch: 'main', dirty: false },
+  pushed: digest !== null,
+  seconds: 1,
+  build: { seconds: 1, cookCacheHit: true, cookMiss: null },
+  healthySeconds: 1,
+  signature: null,
+})
+const pass = (digest = D1): Report<'scan'> => ({ decision: 'pass', reason: 'clean', image: { scanned: `${REPO}@${digest}`, source: 'remote', digest } })
 
 t('deploys exactly the built digest, pinned, when the scan passed it', () => {
   const img = deployableImage(build(), pass())
   assert.is(img.digest, D1)
-  assert.is(img.repository, '127.0.0.1:5000/local/agent-docs')
-  assert.is(img.pinned, `127.0.0.1:5000/local/agent-docs@${D1}`)
-})
-
-t('accepts the scan digest under image.digest, digest or the scanned ref', () => {
-  assert.is(deployableImage(build(), { decision: 'pass', digest: D1 }).digest, D1)
-  assert.is(deployableImage(build(), { decision: 'pass', image: { ref: `r/o/n@${D1}` } }).digest, D1)
-  assert.is(deployableImage({ digest: D1, image: { repository: 'ghcr.io/o/n' } }, pass()).pinned, `ghcr.io/o/n@${D1}`)
+  assert.is(img.repository, REPO)
+  assert.is(img.pinned, `${REPO}@${D1}`)
+  assert.is(img.commit, 'c'.repeat(40))
 })
 
 t('refuses a missing digest, a missing or failed scan, and a different scanned digest', () => {
-  refusal(() => deployableImage({ image: { ref: '127.0.0.1:5000/local/agent-docs:abc' } }, pass()), /names no image digest/)
-  refusal(() => deployableImage(build('sha256:xyz'), pass()), /not sha256:<64 hex>/)
+  refusal(() => deployableImage(build(null), pass()), /names no image digest/)
   refusal(() => deployableImage(build(), undefined), /scan\.json is missing/)
-  refusal(() => deployableImage(build(), { decision: 'fail', reason: '2 CRITICAL', image: { digest: D1 } }), /did not pass \(decision: fail; 2 CRITICAL\)/)
-  refusal(() => deployableImage(build(), { image: { digest: D1 } }), /decision: none/)
-  refusal(() => deployableImage(build(), { decision: 'pass' }), /does not say which digest/)
+  refusal(() => deployableImage(build(), { decision: 'fail', reason: '2 CRITICAL', image: { scanned: `${REPO}@${D1}`, source: 'remote', digest: D1 } }), /did not pass \(decision: fail; 2 CRITICAL\)/)
+  refusal(() => deployableImage(build(), { decision: 'pass', reason: 'clean' }), /does not say which digest/)
   refusal(() => deployableImage(build(D1), pass(D2)), /is not the built image/)
 })
 
 t('a --from-report re-gate never makes an image deployable, even when it passed', () => {
-  refusal(() => deployableImage(build(), { decision: 'pass', image: { source: 'report', ref: 'x' }, deployable: false }), /--from-report re-gate: a useful check, but it never makes an image deployable/)
-  refusal(() => deployableImage(build(), { decision: 'pass', image: { source: 'report', digest: D1 } }), /never makes an image deployable/)
+  refusal(() => deployableImage(build(), { decision: 'pass', reason: 'clean', image: { scanned: 'x', source: 'report', ref: 'x' }, deployable: false }), /--from-report re-gate: a useful check, but it never makes an image deployable/)
+  refusal(() => deployableImage(build(), { decision: 'pass', reason: 'clean', image: { scanned: 'x', source: 'report', digest: D1 } }), /never makes an image deployable/)
 })
 
 t('reads the reports from REPORTS_DIR; a missing scan report is a refusal', () => {
@@ -61,6 +64,16 @@ t('reads the reports from REPORTS_DIR; a missing scan report is a refusal', () =
   refusal(() => readDeployInputs(dir), /scan\.json is missing/)
   writeReport(dir, 'scan', pass())
   assert.is(readDeployInputs(dir).digest, D1)
+})
+
+t('a malformed or older report is refused in one line naming the field', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'deploy-'))
+  // The shape older toolkits wrote: a bare commit and no image.pinned.
+  writeFileSync(join(dir, 'build.json'), JSON.stringify({ ...build(), commit: 'c'.repeat(40) }))
+  assert.throws(() => readDeployInputs(dir), (e: Error) => /build\.json is not a build report this toolkit reads \(commit: .*\); run the build stage again$/.test(e.message))
+  writeFileSync(join(dir, 'build.json'), JSON.stringify(build('sha256:xyz')))
+  assert.throws(() => readDeployInputs(dir), /\(image\.digest: a sha256:<64 hex> digest\)/)
+  assert.throws(() => writeReport(dir, 'scan', { decision: 'maybe', reason: '' } as unknown as Report<'scan'>), /scan\.json would not be valid: decision:/)
 })
 
 t('every environment has a values file; an unknown one or a missing extra file is refused', () => {
@@ -191,7 +204,7 @@ t('cluster actions are up, down, status and delete', () => {
 
 t('the deploy job outlives a failed rollout and its rollback (2 x DEPLOY_TIMEOUT_SECS)', () => {
   const file = join(repoRoot, '.github', 'workflows', 'ci.yml')
-  if (!existsSync(file)) return
+  assert.ok(existsSync(file), 'the pipeline workflow exists')
   const wf = parseYaml(readFileSync(file, 'utf8')) as { jobs?: Record<string, { 'timeout-minutes'?: number; steps?: { run?: string }[] }> }
   const job = Object.values(wf.jobs ?? {}).find((j) => (j.steps ?? []).some((s) => /tasks\/deploy\.ts|ci:deploy/.test(s.run ?? '')))
   assert.ok(job, 'a workflow job runs the deploy stage')
@@ -256,10 +269,11 @@ t('the release records its commit and timeout; the running commit is the deploye
   const rec = (revision: number, status: string, commit?: string) => ({ revision, status, commit, timeoutSecs: 300 })
   assert.is(runningCommit([rec(1, 'superseded', 'a'), rec(2, 'deployed', 'b'), rec(3, 'failed', 'c')]), 'b')
   assert.is(runningCommit([rec(1, 'failed', 'a')]), undefined)
-  assert.is(deployableImage({ ...build(), commit: { sha: 'd'.repeat(40) } }, pass()).commit, 'd'.repeat(40), 'the build stage\'s commit object')
-  assert.equal(parseDeployArgs([]), { allowOlder: false })
-  assert.equal(parseDeployArgs(['--allow-older']), { allowOlder: true })
-  assert.throws(() => parseDeployArgs(['--force']), /the only option is --allow-older/)
+  assert.is(deployableImage({ ...build(), commit: { sha: 'd'.repeat(40), branch: null, dirty: false } }, pass()).commit, 'd'.repeat(40), 'the build stage\'s commit')
+  const config = loadConfig({}, {})
+  assert.is(deployInputs([], config).allowOlder, false)
+  assert.is(deployInputs(['--allow-older'], config).allowOlder, true)
+  assert.throws(() => deployInputs(['--force'], config), /^deploy: Unknown option '--force'.*; usage: deploy --allow-older$/)
 })
 
 t.run()

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert'
 import { machineCaBundle,ociBuildArgs } from '../lib/build/docker.ts'
 import { parsePushDigest } from '../lib/build/registry.ts'
 import { buildBreakdown,buildFailure,compiledCrates,cookStep,parseBuildOutput,stepLabel } from '../lib/build/buildkit-log.ts'
-import { dockerClient } from '../lib/build/docker.ts'
+import { DEBIAN_CLIENT, dockerClient } from '../lib/build/docker.ts'
 import { DISTROLESS_CC_PACKAGES,DISTROLESS_STATIC_PACKAGES,ensureBaseImages,statusEntry } from '../lib/sandbox/base-images.ts'
 import { registryConfig } from '../lib/sandbox/registry.ts'
 import { run } from '../lib/core/run.ts'
@@ -105,8 +105,10 @@ t('the CA bundle handed to builds is the machine\'s own, when there is one', () 
   assert.is(machineCaBundle({ SSL_CERT_FILE: join(dir, 'ca.pem') }), join(dir, 'ca.pem'))
 })
 
-t('a bare docker client resolves to Debian\'s, which has BuildKit', () => {
+t('a bare docker client resolves to Debian\'s when it is installed; a configured path is kept', () => {
   assert.is(dockerClient('/opt/docker'), '/opt/docker')
+  assert.is(dockerClient('docker', (path) => path === DEBIAN_CLIENT), DEBIAN_CLIENT)
+  assert.is(dockerClient('docker', () => false), 'docker', 'without Debian\'s client, the first docker on PATH')
 })
 
 t('dpkg status entries say installed, as scanners expect', () => {

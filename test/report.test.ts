@@ -3,18 +3,21 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { annotateError, appendSummary, markdownTable, readReport, setOutput, writeReport } from '../lib/core/report.ts'
+import { annotateError, appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
+import { readReport, writeReport } from '../lib/core/reports.ts'
+import { buildReportFor } from './helpers/reports.ts'
 
 const t = suite('report')
 
 t('a report is written as JSON and read back', () => {
   const dir = mkdtempSync(join(tmpdir(), 'rep-'))
-  const path = writeReport(dir, 'build', { image: { ref: 'r/o/n:t', digest: 'sha256:1' } })
+  const digest = `sha256:${'1'.repeat(64)}`
+  const path = writeReport(dir, 'build', buildReportFor('r/o/n', digest, { tag: 't' }))
   const raw = JSON.parse(readFileSync(path, 'utf8'))
   assert.is(raw.stage, 'build')
-  assert.is(raw.image.digest, 'sha256:1')
+  assert.is(raw.image.digest, digest)
   assert.ok(!Number.isNaN(Date.parse(raw.writtenAt)))
-  assert.equal(readReport<{ image: { ref: string } }>(dir, 'build').image.ref, 'r/o/n:t')
+  assert.equal(readReport(dir, 'build').image.ref, 'r/o/n:t')
   assert.equal(readdirSync(dir), ['build.json'], 'no temp file left behind')
 })
 

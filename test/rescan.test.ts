@@ -11,7 +11,7 @@ t('a digest that still passes is no failure', () => {
 })
 
 t('a new blocking finding fails, named with its package, version and fix', () => {
-  const line = rescanVerdict('release doc-server in doc-server-prod (prod)', image, { decision: 'fail', blocking: [tokio, { ...tokio, id: 'CVE-2099-0001', severity: 'CRITICAL', fixed: '' }] })!
+  const line = rescanVerdict('release doc-server in doc-server-prod (prod)', image, { decision: 'fail', reason: '2 blocking', blocking: [tokio, { ...tokio, id: 'CVE-2099-0001', severity: 'CRITICAL', fixed: '' }] })!
   assert.is(line, 'rescan: release doc-server in doc-server-prod (prod) runs sha256:aaaaaaaaaaaa…, which now has 2 blocking findings: CVE-2021-45710 (HIGH, tokio 1.13.0, fixed in 1.13.1, 1.8.4); CVE-2099-0001 (CRITICAL, tokio 1.13.0, no fix yet)')
   assert.not.match(line, /\n/)
 })

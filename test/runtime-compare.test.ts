@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { parseOhaJson, sbomCounts } from '../bench/lib/runtime-compare.ts'
+import { sbomCounts } from '../bench/lib/runtime-compare.ts'
 
 const t = suite('runtime-compare')
 
@@ -13,17 +13,6 @@ t('the static image\'s SBOM lists the five distroless static packages and the cr
   assert.equal(c.osPackages, ['base-files', 'ca-certificates', 'media-types', 'netbase', 'tzdata'])
   for (const crate of ['tokio', 'axum', 'doc-server']) assert.ok(c.crates.includes(crate), `lists ${crate}`)
   assert.not.ok(c.osPackages.includes('libc6'))
-})
-
-// oha 1.16.0 `--output-format json`, 2000 requests over 16 connections to the static binary on loopback.
-t('oha\'s JSON report gives requests, 200s, req/s and p50/p99 in ms', () => {
-  const f = parseOhaJson(fixture('oha/static-2000.json'))
-  assert.is(f.requests, 2000)
-  assert.is(f.ok, 2000)
-  assert.is(Math.round(f.rps), 39592)
-  assert.is(f.p50Ms.toFixed(3), '0.347')
-  assert.is(f.p99Ms.toFixed(3), '1.669')
-  assert.throws(() => parseOhaJson('{"summary":{}}'), /^bench: oha's JSON report has no summary\.total/)
 })
 
 t('an SBOM that is not JSON is one clear line', () => {

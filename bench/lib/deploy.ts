@@ -15,6 +15,8 @@ import { chartFullname,podSelector } from '../../lib/deploy/deploy.ts'
 import { history,pendingRecovery,rollback,upgradeInstall,type HelmTarget,type Release,type UpgradeOptions } from '../../lib/deploy/helm.ts'
 import { kubeFlags,rolloutStatus,type KubeTarget } from '../../lib/deploy/kube.ts'
 import { upgradeTracked } from '../../lib/deploy/track.ts'
+import { waitFor } from '../../lib/core/wait.ts'
+import { PipelineError } from '../../lib/core/errors.ts'
 
 /** A copy of an image that differs by one label: the same server under a new digest. */
 export async function pushVariant(docker: string, repository: string, base: string, label: string, files: Record<string, string> = {}): Promise<string> {
@@ -38,11 +40,7 @@ export async function pushVariant(docker: string, repository: string, base: stri
 export async function programmedClusterIp(k: KubeTarget, r: Release): Promise<string> {
   const res = await run([k.kubectl, ...kubeFlags(k), '-n', r.namespace, 'get', 'service', chartFullname(r.name), '-o', 'jsonpath={.spec.clusterIP}'])
   const ip = res.stdout.trim()
-  for (let i = 0; i < 30; i++) {
-    if (await serviceProgrammed(ip)) return ip
-    await new Promise((res2) => setTimeout(res2, 1000))
-  }
-  throw new Error(`bench: kube-proxy has not programmed ${ip} after 30 s`)
+  return waitFor(async () => ((await serviceProgrammed(ip)) ? ip : undefined), { timeoutMs: 30_000, intervalMs: 1000, onTimeout: () => new PipelineError(`bench: kube-proxy has not programmed ${ip} after 30 s`) })
 }
 
 export interface Timed<T> {

@@ -9,6 +9,7 @@
 import { request } from 'node:http'
 import { PipelineError } from '../../lib/core/errors.ts'
 import { run } from '../../lib/core/run.ts'
+import { percentile } from '../../lib/core/stats.ts'
 
 export interface LoadOptions {
   host: string
@@ -79,8 +80,6 @@ function once(o: LoadOptions): Promise<{ ok: boolean; ms: number; why?: string }
     req.end()
   })
 }
-
-const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]! : 0)
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   if (!isLocalTarget(o.host)) throw new PipelineError(`load: ${o.host} is neither loopback nor an address of the local cluster; refusing to send traffic there`)

@@ -6,12 +6,13 @@
 import { mkdtempSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { runOha, type LoadFigures } from './oha.ts'
 import { PipelineError } from '../../lib/core/errors.ts'
-import { run } from '../../lib/core/run.ts'
 import { BASE_IMAGES } from '../../lib/tools/versions.ts'
 import { trivyIgnoreYaml,today } from '../../lib/scan/scan-policy.ts'
 import { scanImage } from '../../lib/scan/trivy.ts'
 import { removeContainer,startContainer } from '../../lib/build/container.ts'
+import { waitFor } from '../../lib/core/wait.ts'
 
 /** The two ways the bench builds Dockerfile.optimized: the build arguments are the whole difference. */
 export const RUNTIMES = [
@@ -22,31 +23,23 @@ export const RUNTIMES = [
 /** The same bounded load for both images: a fixed number of requests over a few keep-alive connections. */
 export const LOAD = { requests: 20_000, connections: 16, path: '/api/docs/getting-started' } as const
 
-export interface LoadFigures {
-  requests: number
-  ok: number
-  seconds: number
-  rps: number
-  p50Ms: number
-  p99Ms: number
-}
 
 export interface SbomCounts {
   osPackages: string[]
   crates: string[]
 }
 
+const ready = (port: number) => fetch(`http://127.0.0.1:${port}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
+
 /** Milliseconds from `docker run` to the first 200 from /health/ready, polled from the host. */
 export async function startToReady(docker: string, image: string): Promise<number> {
   const t0 = performance.now()
   const c = await startContainer(docker, image)
   try {
-    for (let i = 0; i < 1500; i++) {
-      const ok = await fetch(`http://127.0.0.1:${c.hostPort}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
-      if (ok) return performance.now() - t0
-      await new Promise((r) => setTimeout(r, 10))
-    }
-    throw new PipelineError(`bench: ${image} never became ready`)
+    return await waitFor(
+      async () => ((await ready(c.hostPort)) ? performance.now() - t0 : undefined),
+      { timeoutMs: 30_000, intervalMs: 10, onTimeout: () => new PipelineError(`bench: ${image} never became ready`) },
+    )
   } finally {
     await removeContainer(docker, c.id)
   }
@@ -77,35 +70,13 @@ export async function sbomOf(pinned: string, trivy: string, trivyCache: string):
   }
 }
 
-/** oha's `--output-format json` report, reduced to what the bench prints. */
-export function parseOhaJson(text: string): LoadFigures {
-  let r: {
-    summary?: { total?: number; requestsPerSec?: number }
-    latencyPercentiles?: Record<string, number | null>
-    statusCodeDistribution?: Record<string, number>
-  }
-  try {
-    r = JSON.parse(text)
-  } catch {
-    throw new PipelineError('bench: oha did not print a JSON report')
-  }
-  const codes = r.statusCodeDistribution ?? {}
-  const requests = Object.values(codes).reduce((a, b) => a + b, 0)
-  const p = r.latencyPercentiles ?? {}
-  if (typeof r.summary?.total !== 'number' || typeof r.summary.requestsPerSec !== 'number' || typeof p.p99 !== 'number' || typeof p.p50 !== 'number') {
-    throw new PipelineError('bench: oha\'s JSON report has no summary.total, requestsPerSec or p50/p99 latency')
-  }
-  return { requests, ok: codes['200'] ?? 0, seconds: r.summary.total, rps: r.summary.requestsPerSec, p50Ms: p.p50 * 1000, p99Ms: p.p99 * 1000 }
-}
-
 /** A bounded run of oha against a container published on loopback (the only address load may go to). */
 export async function loadRun(oha: string, docker: string, image: string): Promise<LoadFigures> {
   const c = await startContainer(docker, image)
   try {
     const url = `http://127.0.0.1:${c.hostPort}`
-    for (let i = 0; i < 500 && !(await fetch(`${url}/health/ready`).then((r) => r.ok, () => false)); i++) await new Promise((r) => setTimeout(r, 20))
-    const argv = [oha, '--no-tui', '--output-format', 'json', '-n', String(LOAD.requests), '-c', String(LOAD.connections), `${url}${LOAD.path}`]
-    const figures = parseOhaJson((await run(argv, { timeoutMs: 300_000 })).stdout)
+    await waitFor(async () => (await ready(c.hostPort)) || undefined, { timeoutMs: 10_000, intervalMs: 20, onTimeout: () => new PipelineError(`bench: ${image} never became ready`) })
+    const figures = await runOha(oha, `${url}${LOAD.path}`, { requests: LOAD.requests, concurrency: LOAD.connections })
     if (figures.ok !== LOAD.requests) throw new PipelineError(`bench: ${image} answered ${figures.ok} of ${LOAD.requests} requests with 200`)
     return figures
   } finally {

@@ -1,20 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { connect, createServer, type Socket } from 'node:net'
+import { spawn,type ChildProcess } from 'node:child_process'
+import { existsSync,mkdirSync,readFileSync,writeFileSync } from 'node:fs'
+import { connect,createServer,type Socket } from 'node:net'
 import { join } from 'node:path'
 import { PipelineError } from '../../lib/core/errors.ts'
-import { run } from '../../lib/core/run.ts'
-
-/** One load run of oha against one URL. Latencies in milliseconds. */
-export interface LoadFigures {
-  requests: number
-  /** Responses with a 2xx status; anything else counts as an error. */
-  ok: number
-  errors: number
-  rps: number
-  p50Ms: number
-  p99Ms: number
-}
+import { LoadFigures } from './oha.ts'
+import { waitFor } from '../../lib/core/wait.ts'
 
 /** What `reports/bench-server.json` holds (plus when it was written). */
 export interface ServerBench {
@@ -41,46 +31,6 @@ export const DEFAULT_SERVER_TOLERANCE: ServerBaseline['tolerance'] = { rpsDropPc
 
 /** The issue's targets: slow-header clients may raise p99 only a few times, and RSS stays under the dev pod's limit. */
 export const SERVER_TARGETS = { slowP99Factor: 5, slowP99SlackMs: 5, devPodMemoryBytes: 64 * 1024 * 1024 } as const
-
-/** The figures in oha's `--output-format json`: seconds become milliseconds, status counts become ok/errors. */
-export function parseOha(json: string): LoadFigures {
-  let o: {
-    summary?: { requestsPerSec?: number }
-    latencyPercentiles?: { p50?: number | null; p99?: number | null }
-    statusCodeDistribution?: Record<string, number>
-    errorDistribution?: Record<string, number>
-  }
-  try {
-    o = JSON.parse(json)
-  } catch {
-    throw new PipelineError('oha: its output is not JSON')
-  }
-  const statuses = Object.entries(o.statusCodeDistribution ?? {})
-  const ok = statuses.filter(([code]) => code.startsWith('2')).reduce((n, [, c]) => n + c, 0)
-  const notOk = statuses.filter(([code]) => !code.startsWith('2')).reduce((n, [, c]) => n + c, 0)
-  const failed = Object.values(o.errorDistribution ?? {}).reduce((n, c) => n + c, 0)
-  const ms = (s: number | null | undefined) => Math.round((s ?? 0) * 1000 * 1000) / 1000
-  return {
-    requests: ok + notOk + failed,
-    ok,
-    errors: notOk + failed,
-    rps: Math.round(o.summary?.requestsPerSec ?? 0),
-    p50Ms: ms(o.latencyPercentiles?.p50),
-    p99Ms: ms(o.latencyPercentiles?.p99),
-  }
-}
-
-/** The median of each figure over several runs (request and error counts are summed): one run on a shared machine is noise. */
-export function medianFigures(runs: readonly LoadFigures[]): LoadFigures {
-  if (runs.length === 0) throw new PipelineError('bench-server: no runs to summarise')
-  const med = (pick: (f: LoadFigures) => number) => {
-    const v = runs.map(pick).sort((a, b) => a - b)
-    const mid = Math.floor(v.length / 2)
-    return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2
-  }
-  const sum = (pick: (f: LoadFigures) => number) => runs.reduce((n, f) => n + pick(f), 0)
-  return { requests: sum((f) => f.requests), ok: sum((f) => f.ok), errors: sum((f) => f.errors), rps: med((f) => f.rps), p50Ms: med((f) => f.p50Ms), p99Ms: med((f) => f.p99Ms) }
-}
 
 /** Regressions against the baseline, one clear line each; scenarios missing from either side are skipped. */
 export function compareServerBaseline(b: ServerBench, base: ServerBaseline): string[] {
@@ -200,14 +150,14 @@ export async function startServer(bin: string, docsDir: string, env: Record<stri
     if (proc.exitCode === null) proc.kill('SIGTERM')
     return await exited
   }
-  for (let i = 0; i < 500; i++) {
-    if (proc.exitCode !== null) throw new PipelineError(`bench-server: doc-server exited ${proc.exitCode} at start: ${log.trim().split('\n').at(-1) ?? ''}`)
-    const ok = await fetch(`${base}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)
-    if (ok) return { proc, base, port, stderr: () => log, stop }
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  await stop()
-  throw new PipelineError(`bench-server: doc-server on port ${port} was not ready within 10 s`)
+  await waitFor(
+    async () => {
+      if (proc.exitCode !== null) throw new PipelineError(`bench-server: doc-server exited ${proc.exitCode} at start: ${log.trim().split('\n').at(-1) ?? ''}`)
+      return (await fetch(`${base}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.ok, () => false)) || undefined
+    },
+    { timeoutMs: 10_000, intervalMs: 20, onTimeout: async () => (await stop(), new PipelineError(`bench-server: doc-server on port ${port} was not ready within 10 s`)) },
+  )
+  return { proc, base, port, stderr: () => log, stop }
 }
 
 /**
@@ -237,11 +187,4 @@ export async function openSlowHeaderClients(port: number, count: number): Promis
       for (const s of sockets) s.destroy()
     },
   }
-}
-
-/** One bounded oha run (a fixed request count, a per-request timeout, loopback only). */
-export async function runOha(oha: string, url: string, opts: { requests: number; concurrency: number }): Promise<LoadFigures> {
-  if (!/^http:\/\/(127\.\d+\.\d+\.\d+|\[::1\])[:/]/.test(url)) throw new PipelineError(`bench-server: ${url} is not a loopback address`)
-  const r = await run([oha, '--no-tui', '--output-format', 'json', '-n', String(opts.requests), '-c', String(opts.concurrency), '-t', '10s', url], { timeoutMs: 5 * 60_000 })
-  return parseOha(r.stdout)
 }

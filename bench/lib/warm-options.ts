@@ -7,7 +7,9 @@
 import { readFileSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CODE_CHANGE_FILE,coldAndWarmBuilds,type ColdWarm } from '../../lib/build/cold-warm.ts'
-import { median,withTomlSettings } from '../../lib/build/measure.ts'
+import { withTomlSettings } from '../../lib/build/measure.ts'
+import { median } from '../../lib/core/stats.ts'
+import { say } from '../../lib/core/output.ts'
 
 export interface WarmOption {
   name: string
@@ -51,25 +53,30 @@ export interface WarmOptionResult {
  * Runs `rounds` rounds; in each, every option builds once (a first build that
  * primes its layers, then the measured warm build after a code-only change).
  */
-export async function measureWarmOptions(opts: { docker: string; root: string; rounds: number; options?: readonly WarmOption[]; onProgress?: (line: string) => void }): Promise<WarmOptionResult[]> {
+export async function measureWarmOptions(opts: { docker: string; root: string; rounds: number; options?: readonly WarmOption[] }): Promise<WarmOptionResult[]> {
   const options = opts.options ?? WARM_OPTIONS
   const runs: ColdWarm[][] = options.map(() => [])
   for (let round = 1; round <= opts.rounds; round++) {
     for (const [i, option] of options.entries()) {
-      opts.onProgress?.(`round ${round}/${opts.rounds}: ${option.name}`)
-      const prepare = (copy: string) => {
-        if (option.cargo) writeFileSync(join(copy, 'Cargo.toml'), withTomlSettings(readFileSync(join(copy, 'Cargo.toml'), 'utf8'), option.cargo))
-      }
+      say(`round ${round}/${opts.rounds}: ${option.name}`)
+      const prepare = (copy: string) => applyOption(copy, option)
       runs[i]!.push(await coldAndWarmBuilds({ docker: opts.docker, root: opts.root, dockerfile: 'Dockerfile.optimized', changeFile: CODE_CHANGE_FILE, buildArgs: option.buildArgs ?? {}, noCache: false, prepare }))
     }
   }
-  return options.map((option, i) => {
-    const r = runs[i]!
-    const seconds = r.map((x) => x.warmSeconds)
-    const mid = median(seconds)
-    const closest = r.reduce((a, b) => (Math.abs(b.warmSeconds - mid) < Math.abs(a.warmSeconds - mid) ? b : a))
-    return { name: option.name, warmSeconds: mid, rounds: seconds, breakdown: closest.warmBreakdown, binaryBytes: closest.binaryBytes, packedBytes: closest.packedBytes, imageBytes: closest.imageBytes, cookCacheHit: closest.cookCacheHit }
-  })
+  return options.map((option, i) => summarizeRounds(option.name, runs[i]!))
+}
+
+/** An option's Cargo.toml settings, written into a build's copy of the workspace. */
+export function applyOption(copy: string, option: WarmOption): void {
+  if (option.cargo) writeFileSync(join(copy, 'Cargo.toml'), withTomlSettings(readFileSync(join(copy, 'Cargo.toml'), 'utf8'), option.cargo))
+}
+
+/** One option's rounds: the median warm time, with the sizes and breakdown of the round closest to it. */
+export function summarizeRounds(name: string, rounds: readonly ColdWarm[]): WarmOptionResult {
+  const seconds = rounds.map((x) => x.warmSeconds)
+  const mid = median(seconds)
+  const closest = rounds.reduce((a, b) => (Math.abs(b.warmSeconds - mid) < Math.abs(a.warmSeconds - mid) ? b : a))
+  return { name, warmSeconds: mid, rounds: seconds, breakdown: closest.warmBreakdown, binaryBytes: closest.binaryBytes, packedBytes: closest.packedBytes, imageBytes: closest.imageBytes, cookCacheHit: closest.cookCacheHit }
 }
 
 /** The rows of the options table: each option's warm seconds and sizes against the first one. */

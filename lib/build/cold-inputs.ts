@@ -6,14 +6,15 @@
  * touches none of them, so its cold figure is the last one measured.
  */
 import { createHash } from 'node:crypto'
-import { existsSync,mkdirSync,mkdtempSync,readFileSync,renameSync,rmSync,writeFileSync } from 'node:fs'
+import { existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname,join } from 'node:path'
+import { join } from 'node:path'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
 import { BASE_IMAGES,VERSIONS } from '../tools/versions.ts'
 import { imageId } from './docker.ts'
 import { ensureCargoTool } from '../tools/cargo.ts'
+import { writeJson } from '../core/json.ts'
 
 /** cargo-chef's recipe.json, as `cargo chef prepare` writes it. */
 export interface Recipe {
@@ -143,13 +144,6 @@ export function readColdRecord(path: string): ColdRecord | undefined {
     // A damaged record only costs one cold build, which rewrites it.
     return undefined
   }
-}
-
-/** Written whole and renamed into place: an interrupted run leaves the previous record. */
-export function writeJson(path: string, value: unknown): void {
-  mkdirSync(dirname(path), { recursive: true })
-  writeFileSync(`${path}.tmp-${process.pid}`, `${JSON.stringify(value, null, 2)}\n`)
-  renameSync(`${path}.tmp-${process.pid}`, path)
 }
 
 /** Where the measure stage keeps its cold record, last inputs and history: outside the clone. */

@@ -1,6 +1,7 @@
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
 import { dockerEnv } from './docker.ts'
+import { waitFor } from '../core/wait.ts'
 
 export interface RunningContainer {
   id: string
@@ -33,20 +34,21 @@ async function containerLogs(docker: string, id: string): Promise<string> {
  */
 export async function waitHealthy(docker: string, id: string, timeoutMs = 120_000): Promise<number> {
   const started = performance.now()
-  const deadline = Date.now() + timeoutMs
   let last = 'unknown'
-  while (Date.now() < deadline) {
-    const r = await run([docker, 'inspect', '--format', '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}', id], { env: dockerEnv() })
-    const [state, health] = r.stdout.trim().split(' ')
-    last = `${state}/${health}`
-    if (health === 'healthy') return (performance.now() - started) / 1000
-    if (health === 'none') throw new PipelineError(`docker: container ${id.slice(0, 12)} has no HEALTHCHECK`)
-    if (state !== 'running' || health === 'unhealthy') {
-      throw new PipelineError(`docker: container ${id.slice(0, 12)} became ${last} instead of healthy`, await containerLogs(docker, id))
-    }
-    await new Promise((res) => setTimeout(res, 500))
-  }
-  throw new PipelineError(`docker: container ${id.slice(0, 12)} was not healthy within ${timeoutMs / 1000} s (last: ${last})`, await containerLogs(docker, id))
+  return waitFor(
+    async () => {
+      const r = await run([docker, 'inspect', '--format', '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}', id], { env: dockerEnv() })
+      const [state, health] = r.stdout.trim().split(' ')
+      last = `${state}/${health}`
+      if (health === 'healthy') return (performance.now() - started) / 1000
+      if (health === 'none') throw new PipelineError(`docker: container ${id.slice(0, 12)} has no HEALTHCHECK`)
+      if (state !== 'running' || health === 'unhealthy') {
+        throw new PipelineError(`docker: container ${id.slice(0, 12)} became ${last} instead of healthy`, await containerLogs(docker, id))
+      }
+      return undefined
+    },
+    { timeoutMs, intervalMs: 500, onTimeout: async () => new PipelineError(`docker: container ${id.slice(0, 12)} was not healthy within ${timeoutMs / 1000} s (last: ${last})`, await containerLogs(docker, id)) },
+  )
 }
 
 export async function removeContainer(docker: string, id: string): Promise<void> {

@@ -136,8 +136,8 @@ export const DEBIAN_CLIENT = '/usr/bin/docker'
  * The client to build with. A bare `docker` resolves to Debian's client once
  * docker.io is installed, since the first `docker` on PATH may lack buildx.
  */
-export function dockerClient(configured: string): string {
-  if (configured === 'docker' && existsSync(DEBIAN_CLIENT)) return DEBIAN_CLIENT
+export function dockerClient(configured: string, exists: (path: string) => boolean = existsSync): string {
+  if (configured === 'docker' && exists(DEBIAN_CLIENT)) return DEBIAN_CLIENT
   return configured
 }
 

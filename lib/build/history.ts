@@ -5,7 +5,8 @@
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { formatBytes, median, type Baseline } from './measure.ts'
+import { formatBytes, type Baseline } from './measure.ts'
+import { median } from '../core/stats.ts'
 
 export interface HistoryEntry {
   commit: string

@@ -161,10 +161,3 @@ export function withTomlSettings(cargoToml: string, settings: Readonly<Record<st
 export function ratio(value: number, reference: number): string {
   return reference > 0 ? `${(value / reference).toFixed(1)}×` : 'n/a'
 }
-
-export function median(values: readonly number[]): number {
-  if (values.length === 0) return 0
-  const s = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
-}

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import chalk from 'chalk'
 import { Listr, type ListrTask } from 'listr2'
@@ -45,5 +46,26 @@ export async function runMain(main: () => Promise<unknown>): Promise<void> {
   } catch (err) {
     reportFailure(err)
     process.exitCode = 1
+  }
+}
+
+type Flags = NonNullable<ParseArgsConfig['options']>
+
+/** `--from <value>, --allow-older`: a command's options as its one-line errors name them. */
+function usage(options: Flags, positionals: string | undefined): string {
+  const flags = Object.entries(options).map(([name, o]) => (o.type === 'string' ? `--${name} <value>` : `--${name}`))
+  return [...(positionals ? [positionals] : []), ...flags].join(' ') || 'no arguments'
+}
+
+/**
+ * The one way a task reads its command line: `node:util` parseArgs, strict,
+ * so an unknown option or a missing value is one line naming the command and
+ * what it takes. `positionals` names the positional arguments it accepts.
+ */
+export function parseOptions<const O extends Flags>(command: string, argv: readonly string[], options: O, positionals?: string) {
+  try {
+    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: positionals !== undefined })
+  } catch (err) {
+    throw new PipelineError(`${command}: ${firstLine(err).replace(/\. To specify a positional argument.*$/, '')}; usage: ${command} ${usage(options, positionals)}`)
   }
 }

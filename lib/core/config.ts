@@ -4,6 +4,9 @@ import { parse as parseDotenv } from 'dotenv'
 import { PipelineError } from './errors.ts'
 import { cacheDir, repoRoot } from './paths.ts'
 
+/** The registry of the embedded local defaults: a registry this machine starts (see lib/sandbox). */
+export const LOCAL_REGISTRY = '127.0.0.1:5000'
+
 /**
  * Every variable the pipeline reads, with its default and meaning. The README's
  * configuration table is checked against this list by the tests, so the two
@@ -170,7 +173,7 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
   const github = env.GITHUB_ACTIONS === 'true'
   const pullRequest = github && /^pull_request/.test(env.GITHUB_EVENT_NAME ?? '')
 
-  const registry = get('REGISTRY') ?? (github ? 'ghcr.io' : '127.0.0.1:5000')
+  const registry = get('REGISTRY') ?? (github ? 'ghcr.io' : LOCAL_REGISTRY)
   if (!/^[a-z0-9.-]+(:\d{1,5})?$/i.test(registry)) throw bad('REGISTRY', registry, 'a host with an optional port, like ghcr.io or 127.0.0.1:5000')
 
   const imageOwner = (get('IMAGE_OWNER') ?? (github ? env.GITHUB_REPOSITORY_OWNER : undefined) ?? 'local').toLowerCase()

@@ -2,6 +2,7 @@ import { mkdirSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { processAlive } from './run.ts'
 import { say } from './output.ts'
+import { sleep } from './wait.ts'
 
 /**
  * One build (or cluster start) at a time per directory: a test and a bootstrap
@@ -25,7 +26,7 @@ export async function withLock<T>(lock: string, fn: () => Promise<T>): Promise<T
         continue
       }
       say(`waiting for another build (pid ${owner || '?'}) that holds ${lock}`)
-      await new Promise((r) => setTimeout(r, 5000))
+      await sleep(5000)
     }
   }
   writeFileSync(join(lock, 'pid'), String(process.pid))

@@ -1,6 +1,7 @@
 import { $ } from 'zx'
 import { PipelineError, debugOn } from './errors.ts'
 import { say } from './output.ts'
+import { sleep } from './wait.ts'
 
 export interface RunOptions {
   cwd?: string
@@ -165,7 +166,7 @@ export async function retry<T>(count: number, backoffMs: number, fn: (attempt: n
     } catch (err) {
       last = err
       if (final(err)) break
-      if (attempt < count) await new Promise((r) => setTimeout(r, backoffMs * attempt))
+      if (attempt < count) await sleep(backoffMs * attempt)
     }
   }
   throw last

@@ -12,7 +12,9 @@ import { join } from 'node:path'
 import { parse as parseYaml, stringify } from 'yaml'
 import type { Config } from '../core/config.ts'
 import { PipelineError } from '../core/errors.ts'
+import { writeJson } from '../core/json.ts'
 import { say } from '../core/output.ts'
+import { waitFor } from '../core/wait.ts'
 import { run } from '../core/run.ts'
 import type { Verifier } from '../sign/cosign.ts'
 import { verdictRepository } from '../sign/verdict.ts'
@@ -93,7 +95,7 @@ export async function installController(helm: HelmTarget, kube: KubeTarget, tool
   const dir = mkdtempSync(join(tmpdir(), 'kyverno-values-'))
   try {
     const file = join(dir, 'values.json')
-    writeFileSync(file, JSON.stringify(values))
+    writeJson(file, values)
     say(`helm upgrade --install ${CONTROLLER.release} (${CONTROLLER.name} ${tool.version}) in ${CONTROLLER.namespace}`)
     const flags = [...(helm.kubeconfig ? ['--kubeconfig', helm.kubeconfig] : []), '--kube-context', helm.context, '--namespace', CONTROLLER.namespace]
     await run([helm.helm, 'upgrade', CONTROLLER.release, tool.chart, '--install', ...flags, '--create-namespace', '--values', file, '--wait=watcher', '--timeout', '300s', '--history-max', '5'], { timeoutMs: 420_000 })
@@ -167,19 +169,22 @@ interface PolicyStatus {
  * appears.
  */
 export async function waitPolicyEnforced(kube: KubeTarget, policy: string, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
   let last = 'not found'
-  for (;;) {
-    const r = await run([kube.kubectl, ...kubeFlags(kube), '--request-timeout=10s', 'get', 'imagevalidatingpolicies.policies.kyverno.io', policy, '-o', 'json', '--ignore-not-found'], { timeoutMs: 30_000, okCodes: [0, 1] })
-    if (r.exitCode === 0 && r.stdout.trim()) {
+  await waitFor(
+    async () => {
+      const r = await run([kube.kubectl, ...kubeFlags(kube), '--request-timeout=10s', 'get', 'imagevalidatingpolicies.policies.kyverno.io', policy, '-o', 'json', '--ignore-not-found'], { timeoutMs: 30_000, okCodes: [0, 1] })
+      if (r.exitCode !== 0) {
+        last = r.stderr.trim().split('\n').pop() ?? 'kubectl failed'
+        return undefined
+      }
+      if (!r.stdout.trim()) return undefined
       const s = (JSON.parse(r.stdout) as PolicyStatus).status?.conditionStatus
-      if (s?.ready) return
-      const failed = s?.conditions?.find((c) => c.status !== 'True')
-      last = failed?.message ?? s?.message ?? 'not ready yet'
-    } else if (r.exitCode !== 0) last = r.stderr.trim().split('\n').pop() ?? 'kubectl failed'
-    if (Date.now() > deadline) throw new PipelineError(`deploy: the admission policy ${policy} is not enforced after ${Math.round(timeoutMs / 1000)} s: ${last}`)
-    await new Promise((res) => setTimeout(res, 1000))
-  }
+      if (s?.ready) return true
+      last = s?.conditions?.find((c) => c.status !== 'True')?.message ?? s?.message ?? 'not ready yet'
+      return undefined
+    },
+    { timeoutMs, intervalMs: 1000, onTimeout: () => new PipelineError(`deploy: the admission policy ${policy} is not enforced after ${Math.round(timeoutMs / 1000)} s: ${last}`) },
+  )
 }
 
 /**

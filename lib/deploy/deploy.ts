@@ -3,79 +3,51 @@ import { join } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { PipelineError, firstLine } from '../core/errors.ts'
 import { history, pendingRecovery, rollback, uninstall, type HelmTarget, type Release } from './helm.ts'
-import { parseRef, repository } from '../build/image-ref.ts'
 import { firstFailureReason, getDeployment, listEvents, listPods, podsNotRunning, rolloutStatus, type KubeTarget } from './kube.ts'
 import type { RevisionRecord } from './guard.ts'
 import { repoRoot } from '../core/paths.ts'
-import { readReport, writeReport } from '../core/report.ts'
+import { readReport, writeReport, type Report } from '../core/reports.ts'
 import type { Verified } from './verify.ts'
 import { say } from '../core/output.ts'
 
 export const CHART_DIR = join(repoRoot, 'charts', 'doc-server')
 const CHART_NAME = 'doc-server'
-const DIGEST = /^sha256:[a-f0-9]{64}$/
-
-/** What the build stage writes (only the fields deploy reads; older shapes are accepted too). */
-export interface BuildReport {
-  image?: { ref?: string; digest?: string; repository?: string; tag?: string }
-  digest?: string
-  pushed?: boolean
-  /** The build stage writes { sha, branch, dirty }; a bare sha is accepted too. */
-  commit?: string | { sha?: string }
-}
-
-export interface ScanReport {
-  decision?: string
-  reason?: string
-  image?: { ref?: string; digest?: string; source?: string }
-  digest?: string
-  /** false for a `--from-report` re-gate, which never makes anything deployable. */
-  deployable?: boolean
-}
 
 export interface DeployImage {
   repository: string
   digest: string
   /** repository@digest: what the pods must run. */
   pinned: string
-  pushed: boolean | undefined
-  commit: string | undefined
+  pushed: boolean
+  commit: string
 }
 
 const refused = (why: string) => new PipelineError(`deploy: refused: ${why}`)
-
-function digestOf(r: { image?: { ref?: string; digest?: string }; digest?: string }): string | undefined {
-  const fromRef = r.image?.ref?.includes('@') ? r.image.ref.split('@').pop() : undefined
-  return r.image?.digest ?? r.digest ?? fromRef
-}
 
 /**
  * The one image deploy may ship: the build's digest, and only if the scan
  * passed that very digest. Anything missing or different is refused.
  */
-export function deployableImage(build: BuildReport, scan: ScanReport | undefined): DeployImage {
-  const digest = digestOf(build)
+export function deployableImage(build: Report<'build'>, scan: Report<'scan'> | undefined): DeployImage {
+  const digest = build.image.digest
   if (!digest) throw refused('reports/build.json names no image digest; run the build stage (with a push) first')
-  if (!DIGEST.test(digest)) throw refused(`build digest "${digest}" is not sha256:<64 hex>`)
-  let repo = build.image?.repository
-  if (build.image?.ref) repo = repository(parseRef(build.image.ref))
-  if (!repo || !repo.includes('/')) throw refused('reports/build.json names no image repository (registry/owner/name)')
+  const repo = build.image.repository
+  if (!repo.includes('/')) throw refused('reports/build.json names no image repository (registry/owner/name)')
   if (!scan) throw refused('reports/scan.json is missing; the image must pass the scan stage first')
   if (scan.deployable === false || scan.image?.source === 'report') throw refused('reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest')
-  if (scan.decision !== 'pass') throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision ?? 'none'}${scan.reason ? `; ${scan.reason}` : ''})`)
-  const scanned = digestOf(scan)
+  if (scan.decision !== 'pass') throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision}${scan.reason ? `; ${scan.reason}` : ''})`)
+  const scanned = scan.image?.digest
   if (!scanned) throw refused('reports/scan.json does not say which digest it scanned; run the scan stage again')
   if (scanned !== digest) throw refused(`the scanned image ${scanned.slice(0, 19)}… is not the built image ${digest.slice(0, 19)}…; scan the build being deployed`)
-  const commit = typeof build.commit === 'string' ? build.commit : build.commit?.sha
-  return { repository: repo, digest, pinned: `${repo}@${digest}`, pushed: build.pushed, commit: commit || undefined }
+  return { repository: repo, digest, pinned: `${repo}@${digest}`, pushed: build.pushed, commit: build.commit.sha }
 }
 
 /** Reads both reports; a missing scan report is a refusal, not a crash. */
 export function readDeployInputs(reportsDir: string): DeployImage {
-  const build = readReport<BuildReport>(reportsDir, 'build')
-  let scan: ScanReport | undefined
+  const build = readReport(reportsDir, 'build')
+  let scan: Report<'scan'> | undefined
   try {
-    scan = readReport<ScanReport>(reportsDir, 'scan')
+    scan = readReport(reportsDir, 'scan')
   } catch (err) {
     if (!/is missing/.test((err as Error).message)) throw err
   }
@@ -100,29 +72,12 @@ export function podSelector(release: string): string {
   return `app.kubernetes.io/name=${CHART_NAME},app.kubernetes.io/instance=${release}`
 }
 
-export type DeployResult = 'deployed' | 'rolled-back' | 'failed'
+export type DeployResult = Report<'deploy'>['result']
 
-export interface DeployReport {
-  release: string
-  namespace: string
-  environment: string
-  context: string | null
-  revision: number | null
-  previousRevision: number | null
-  digest: string | null
-  image: string | null
-  /** The commit deployed (recorded on the release), and a note when --allow-older moved it back. */
-  commit?: string | null
-  order?: string | null
-  result: DeployResult
-  reason: string | null
-  recovered: string | null
-  seconds: number
-  /** What was verified in the registry before the cluster was touched (identity, attestation digests); null when it was not reached. */
-  verified?: Verified | null
-}
+/** What reports/deploy.json holds besides the release's names; `verified` is null when the registry was not reached. */
+export type DeployOutcome = Omit<Report<'deploy'>, 'release' | 'namespace' | 'environment' | 'verified'> & { verified: Verified | null }
 
-export function writeDeployReport(config: Config, r: Omit<DeployReport, 'release' | 'namespace' | 'environment'>): string {
+export function writeDeployReport(config: Config, r: DeployOutcome): string {
   return writeReport(config.reportsDir, 'deploy', { release: config.releaseName, namespace: config.deployNamespace, environment: config.deployEnv, ...r })
 }
 

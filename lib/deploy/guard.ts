@@ -119,10 +119,3 @@ export async function checkOrder(running: string | undefined, next: string | und
   if (forward === undefined) throw refused(`the release runs commit ${short(running)}, which is not in this clone, so ${short(next)} cannot be shown to descend from it; fetch the full history, or pass --allow-older to roll back on purpose`)
   throw refused(`commit ${short(next)} does not descend from ${short(running)}, which the release runs (an older or diverged pipeline); pass --allow-older to roll back on purpose`)
 }
-
-/** The deploy stage's only option. */
-export function parseDeployArgs(argv: readonly string[]): { allowOlder: boolean } {
-  if (argv.length === 0) return { allowOlder: false }
-  if (argv.length === 1 && argv[0] === '--allow-older') return { allowOlder: true }
-  throw new PipelineError(`deploy: unknown arguments "${argv.join(' ')}"; the only option is --allow-older`)
-}

@@ -15,6 +15,7 @@ import { run } from '../core/run.ts'
 import { history, pendingRecovery, rollback, uninstall, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
 import { eventTime, kubeFlags, type EventJson, type KubeTarget } from './kube.ts'
 import { say } from '../core/output.ts'
+import { sleep } from '../core/wait.ts'
 
 interface ContainerState {
   reason?: string
@@ -98,7 +99,7 @@ export async function lastLogLine(k: KubeTarget, namespace: string, f: RolloutFa
       const line = r?.exitCode === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).at(-1) : undefined
       if (line && !/^unable to retrieve container logs/.test(line)) return line
     }
-    await new Promise((res) => setTimeout(res, 1000))
+    await sleep(1000)
   }
   return undefined
 }
@@ -195,7 +196,7 @@ export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOption
   let found: { failure: RolloutFailure; reason: string } | undefined
   const watcher = (async () => {
     while (!done) {
-      await new Promise((res) => setTimeout(res, track.pollMs ?? 1000))
+      await sleep(track.pollMs ?? 1000)
       if (done) return
       const failure =
         rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs) ??

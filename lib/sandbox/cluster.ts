@@ -189,3 +189,9 @@ export async function deleteCluster(cache: string): Promise<void> {
   if (bins && existsSync(p.clusterConfig)) await kwokctl(cache, bins, ['delete', 'cluster'], 120_000)
   rmSync(p.root, { recursive: true, force: true })
 }
+
+/** The local cluster as a deploy target: what the stages get when no KUBE_CONTEXT is set. */
+export async function localClusterTarget(cache: string): Promise<{ kubectl: string; kubeconfig: string; context: string }> {
+  const local = await ensureCluster(cache)
+  return { kubectl: local.binaries.kubectl, kubeconfig: local.kubeconfig, context: local.context }
+}

@@ -37,6 +37,7 @@ registryHostsToml,
 type NodeDirs,
 } from './node-config.ts'
 import { say } from '../core/output.ts'
+import { writeJson } from '../core/json.ts'
 
 /** What the node needs from Debian (containerd and runc come with docker.io, which the Docker engine installs). */
 export const NODE_PACKAGES = [
@@ -131,10 +132,10 @@ function writeConfigs(d: NodeDirs, nodeKubeconfig: string): void {
   writeFileSync(d.containerd.config, containerdConfig(d))
   mkdirSync(join(d.containerd.certsDir, LOCAL_REGISTRY), { recursive: true })
   writeFileSync(join(d.containerd.certsDir, LOCAL_REGISTRY, 'hosts.toml'), registryHostsToml(LOCAL_REGISTRY))
-  writeFileSync(join(d.cni.confDir, `10-${CNI_NETWORK}.conflist`), JSON.stringify(cniConflist(d), null, 2))
+  writeJson(join(d.cni.confDir, `10-${CNI_NETWORK}.conflist`), cniConflist(d))
   // YAML is a superset of JSON.
-  writeFileSync(d.kubelet.config, JSON.stringify(kubeletConfig(d), null, 2))
-  writeFileSync(d.kubeProxy.config, JSON.stringify(kubeProxyConfig(nodeKubeconfig), null, 2))
+  writeJson(d.kubelet.config, kubeletConfig(d))
+  writeJson(d.kubeProxy.config, kubeProxyConfig(nodeKubeconfig))
 }
 
 /** The node's containerd: ready when its CRI answers, which is what the kubelet needs (lib/sandbox/cri.ts), not merely its own API. */

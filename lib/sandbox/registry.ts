@@ -6,9 +6,11 @@ import { stateDir } from '../core/paths.ts'
 import { runningPid, startDetached, stopOwned } from './service.ts'
 import { lastWords } from '../core/run.ts'
 import { say } from '../core/output.ts'
+import { LOCAL_REGISTRY } from '../core/config.ts'
+
+export { LOCAL_REGISTRY }
 
 /** The embedded default registry: loopback only, so nothing outside this machine can push to it. */
-export const LOCAL_REGISTRY = '127.0.0.1:5000'
 
 export interface RegistryStatus {
   addr: string

@@ -1,6 +1,7 @@
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { outputDetails, processAlive } from '../core/run.ts'
+import { waitFor } from '../core/wait.ts'
 
 export interface DetachedSpec {
   binary: string
@@ -47,18 +48,12 @@ export async function startDetached(spec: DetachedSpec): Promise<DetachedStart> 
   closeSync(fd)
   let exited: number | null = null
   child.on('exit', (code) => (exited = code ?? -1))
-  const deadline = Date.now() + spec.timeoutMs
-  while (Date.now() < deadline) {
-    if (await spec.ready()) return { ok: true, pid: child.pid }
-    if (exited !== null) break
-    await new Promise((r) => setTimeout(r, spec.pollMs))
-  }
+  const ready = await waitFor(async () => ((await spec.ready()) ? true : exited !== null ? false : undefined), { timeoutMs: spec.timeoutMs, intervalMs: spec.pollMs, onTimeout: () => new Error('not ready') }).catch(() => false)
+  if (ready) return { ok: true, pid: child.pid }
   const exitCode = exited as number | null
   if (exitCode === null && child.pid !== undefined) await stopPid(child.pid, 5000)
   return { ok: false, exited: exitCode, logTail: existsSync(spec.log) ? outputDetails(readFileSync(spec.log, 'utf8'), 15) : undefined }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /**
  * The pid in a pidfile, if that process is alive and still runs `program`
@@ -83,15 +78,14 @@ export async function stopPid(pid: number, graceMs: number): Promise<void> {
   } catch {
     return
   }
-  const deadline = Date.now() + graceMs
-  while (Date.now() < deadline && processAlive(pid)) await sleep(200)
-  if (processAlive(pid)) {
+  const gone = () => (processAlive(pid) ? undefined : true)
+  if (!(await waitFor(gone, { timeoutMs: graceMs, intervalMs: 200, onTimeout: () => new Error('still running') }).catch(() => false))) {
     try {
       process.kill(pid, 'SIGKILL')
     } catch {
       // Gone meanwhile.
     }
-    while (processAlive(pid)) await sleep(100)
+    await waitFor(gone, { timeoutMs: 60_000, intervalMs: 100, onTimeout: () => new Error(`pid ${pid} survived SIGKILL`) })
   }
 }
 

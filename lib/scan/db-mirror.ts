@@ -6,12 +6,13 @@
  * company mirror takes too.
  */
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync,mkdirSync,mkdtempSync,readFileSync,readdirSync,rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
+import { writeJson } from '../core/json.ts'
 
 /**
  * Trivy's media types: it refuses a DB layer of any other type
@@ -158,7 +159,7 @@ export async function ensureDbMirror(dbDir: string, hash: string, ref: string, f
     return { repository: ref, digest: served.digest, ...facts, published: false }
   }
   const digest = await publishDb(dbDir, ref, facts)
-  writeFileSync(marker, `${JSON.stringify({ ref, hash, digest })}\n`)
+  writeJson(marker, { ref, hash, digest })
   return { repository: ref, digest, ...facts, published: true }
 }
 

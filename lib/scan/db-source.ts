@@ -9,9 +9,8 @@
  */
 import { join, relative } from 'node:path'
 import { repoRoot } from '../core/paths.ts'
-import type { Config } from '../core/config.ts'
+import { LOCAL_REGISTRY, type Config } from '../core/config.ts'
 import { PipelineError } from '../core/errors.ts'
-import { LOCAL_REGISTRY, ensureRegistry } from '../sandbox/registry.ts'
 import { ADVISORIES_ANNOTATION, countAdvisories, defaultDbRepository, ensureDbMirror, isLoopbackRegistry, mirrorCacheDir, parseOciRef, readDbManifest } from './db-mirror.ts'
 import { dbUpdatedAt, ensureLocalDb, trivyCacheDir } from './trivy.ts'
 
@@ -37,7 +36,10 @@ export interface DbChoice {
   title: string
 }
 
-/** The DB a scan will use, published to the local mirror first when it is the local one. */
+/**
+ * The DB a scan will use, published to the local mirror first when it is the
+ * local one (whose registry the caller has started: see `dbRegistry`).
+ */
 export async function prepareDb(config: Config): Promise<DbChoice> {
   if (config.trivyDbSource === 'remote') {
     const repository = config.trivyDbRepository ?? null
@@ -51,12 +53,17 @@ export async function prepareDb(config: Config): Promise<DbChoice> {
   if (!isLoopbackRegistry(registry)) {
     throw new PipelineError(`config: TRIVY_DB_REPOSITORY=${repository} is not on this machine; TRIVY_DB_SOURCE=local publishes the DB built from advisories/ to a local registry. To scan through a company mirror, set TRIVY_DB_SOURCE=remote`)
   }
-  if (registry === LOCAL_REGISTRY) await ensureRegistry(LOCAL_REGISTRY)
   const db = await ensureLocalDb(config.cacheDir, config.scanAdvisoriesDir)
   const mirrored = await ensureDbMirror(join(db.cacheDir, 'db'), db.hash, repository, { advisories: countAdvisories(config.scanAdvisoriesDir), updatedAt: db.updatedAt })
   const facts: DbFacts = { source: 'local', repository, digest: mirrored.digest, advisories: mirrored.advisories, updatedAt: db.updatedAt, advisoriesHash: db.hash }
   const what = `${db.built ? 'built now' : 'cached'}, ${mirrored.published ? 'published to' : 'served by'} ${repository}`
   return { facts, trivyCache: mirrorCacheDir(join(config.cacheDir, 'trivy'), mirrored.digest), title: `local, from ${relative(repoRoot, config.scanAdvisoriesDir) || config.scanAdvisoriesDir} (${what}): ${describeDb(facts)}` }
+}
+
+/** The registry the local DB is published to, when this scan uses one: the caller makes sure it answers. */
+export function dbRegistry(config: Config): string | undefined {
+  if (config.trivyDbSource === 'remote') return undefined
+  return parseOciRef(config.trivyDbRepository ?? defaultDbRepository(LOCAL_REGISTRY, config.imageOwner)).registry
 }
 
 /** After the scan: what Trivy actually loaded, from the metadata of the DB in its cache. */

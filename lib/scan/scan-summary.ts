@@ -1,6 +1,6 @@
 import type { Decision, Policy } from './scan-policy.ts'
 import { describeDb, type DbFacts } from './db-source.ts'
-import { markdownTable } from '../core/report.ts'
+import { markdownTable } from '../core/summary.ts'
 import { SEVERITIES, type Finding, type SecretFinding } from './trivy-report.ts'
 
 /** What was scanned: a pushed digest, a local image, or an existing report. */

@@ -4,7 +4,7 @@
  * Locally with the machine's key pair, in GitHub Actions keyless.
  */
 import { createHash,randomUUID } from 'node:crypto'
-import { readFileSync,writeFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join,relative } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
@@ -13,6 +13,7 @@ import { PROVENANCE_TYPE,SBOM_TYPE,SCAN_PREDICATE_TYPE,provenancePredicate,scanP
 import { publishVerdict } from './verdict.ts'
 import { attestImage,describeVerifier,ensureLocalKeyPair,keyFingerprint,signImage,workflowIdentity,type Signer,type Verifier } from './cosign.ts'
 import { ensureCosign } from '../tools/cosign.ts'
+import { writeJson } from '../core/json.ts'
 
 export interface Signing {
   cosign: string
@@ -76,7 +77,7 @@ export async function signBuild(o: {
     finishedOn: new Date().toISOString(),
   })
   const file = join(o.outDir, 'provenance.json')
-  writeFileSync(file, `${JSON.stringify(predicate, null, 2)}\n`)
+  writeJson(file, predicate)
   await attestImage(call, s.signer, PROVENANCE_TYPE, file)
   return { identity: s.identity, provenance: 'reports/build/provenance.json' }
 }
@@ -87,7 +88,7 @@ export async function attestScan(o: { config: Config; image: string; facts: Scan
   const call = { cosign: s.cosign, image: o.image }
   await attestImage(call, s.signer, SBOM_TYPE, o.sbom)
   const file = join(o.outDir, 'scan-attestation.json')
-  writeFileSync(file, `${JSON.stringify(scanPredicate(o.facts), null, 2)}\n`)
+  writeJson(file, scanPredicate(o.facts))
   await attestImage(call, s.signer, SCAN_PREDICATE_TYPE, file)
   await publishVerdict(call, s.signer, file)
   return s.identity

@@ -18,7 +18,7 @@ import { AUTH_REGISTRY,ensureAuthRegistry,tlsStatus } from '../helpers/auth-regi
 import { ensureBaseImages } from '../../lib/sandbox/base-images.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { ANY_EXIT,run } from '../../lib/core/run.ts'
-import type { BuildReport } from '../../tasks/build.ts'
+import { readReport } from '../../lib/core/reports.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { leaksOf,processesHolding } from '../helpers/secrets.ts'
 import { setUp } from '../helpers/hooks.ts'
@@ -67,7 +67,7 @@ t('with the right token the stage logs in, pushes and pulls back by digest', asy
     const r = await buildStage(reports, { REGISTRY_TOKEN: TOKEN })
     assert.is(r.exitCode, 0, `build stage failed:\n${r.out.split('\n').slice(-30).join('\n')}`)
     assert.match(r.out, new RegExp(`Registry login: ${USER} at 127\\.0\\.0\\.1:5443`))
-    const report = JSON.parse(readFileSync(join(reports, 'build.json'), 'utf8')) as BuildReport
+    const report = readReport(reports, 'build')
     assert.is(report.image.ref, `${AUTH_REGISTRY}/local/agent-docs:${TAG}`)
     assert.match(report.image.digest ?? '', /^sha256:[a-f0-9]{64}$/)
     const path = `/v2/local/agent-docs/manifests/${report.image.digest}`

@@ -20,7 +20,7 @@ import { dockerEnv } from '../../lib/build/docker.ts'
 import { ensureRegistry,registryAnswers,stopRegistry } from '../../lib/sandbox/registry.ts'
 import { ANY_EXIT,run } from '../../lib/core/run.ts'
 import { BASE_IMAGES } from '../../lib/tools/versions.ts'
-import type { BuildReport } from '../../tasks/build.ts'
+import { readReport } from '../../lib/core/reports.ts'
 import { unusedPort } from '../helpers/net.ts'
 import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
 import { setUp } from '../helpers/hooks.ts'
@@ -47,7 +47,7 @@ t('build, push, pull by digest and run until healthy through the local registry'
   try {
     const r = await buildStage(root, { REPORTS_DIR: reports, IMAGE_TAG: TAG, PUSH: 'true', REGISTRY: '127.0.0.1:5000' })
     assert.is(r.exitCode, 0, `build stage failed:\n${(r.stdout + r.stderr).split('\n').slice(-30).join('\n')}`)
-    const report = JSON.parse(readFileSync(join(reports, 'build.json'), 'utf8')) as BuildReport
+    const report = readReport(reports, 'build')
     assert.is(report.image.ref, `127.0.0.1:5000/local/agent-docs:${TAG}`)
     assert.match(report.image.digest ?? '', /^sha256:[a-f0-9]{64}$/)
     assert.is(report.pushed, true)

@@ -19,8 +19,10 @@ import { runLoad, serviceProgrammed, type LoadResult } from '../../bench/lib/loa
 import { loadConfig, type Config } from '../../lib/core/config.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
+import { sleep, waitFor } from '../../lib/core/wait.ts'
 import { CONTROLLER } from '../../lib/deploy/admission.ts'
-import { CHART_DIR, chartFullname, podSelector, type DeployReport } from '../../lib/deploy/deploy.ts'
+import { CHART_DIR, chartFullname, podSelector } from '../../lib/deploy/deploy.ts'
+import type { Report } from '../../lib/core/reports.ts'
 import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
 import { deleteNamespace, kubeFlags, type EventJson, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { RolloutStopped, upgradeTracked, type TrackedPod } from '../../lib/deploy/track.ts'
@@ -70,7 +72,7 @@ async function stage(name: 'build' | 'scan' | 'deploy', env: NodeJS.ProcessEnv =
 
 const deploy = async () => {
   const r = await stage('deploy', { DEPLOY_ENV: 'staging', DEPLOY_NAMESPACE: s.namespace, RELEASE_NAME: 'doc-server', KUBE_CONTEXT: '', DEPLOY_ADMISSION: 'enforce', DEPLOY_TIMEOUT_SECS: '180' })
-  return { ...r, report: JSON.parse(readFileSync(join(s.reports, 'deploy.json'), 'utf8')) as DeployReport }
+  return { ...r, report: JSON.parse(readFileSync(join(s.reports, 'deploy.json'), 'utf8')) as Report<'deploy'> }
 }
 
 async function imageIDs(): Promise<string[]> {
@@ -81,7 +83,7 @@ async function imageIDs(): Promise<string[]> {
 /** Load through the Service for as long as `during` runs. */
 async function underLoad<T>(during: () => Promise<T>, maxSeconds: number): Promise<{ result: T; load: LoadResult }> {
   const ip = (await kubectl('-n', s.namespace, 'get', 'service', chartFullname('doc-server'), '-o', 'jsonpath={.spec.clusterIP}')).stdout.trim()
-  for (let i = 0; i < 30 && !(await serviceProgrammed(ip)); i++) await new Promise((r) => setTimeout(r, 1000))
+  for (let i = 0; i < 30 && !(await serviceProgrammed(ip)); i++) await sleep(1000)
   assert.ok(await serviceProgrammed(ip), `kube-proxy has not programmed ${ip}`)
   const ac = new AbortController()
   const loading = runLoad({ host: ip, port: 80, path: '/api/docs', concurrency: 4, maxRequests: 20_000, maxSeconds, signal: ac.signal })
@@ -94,15 +96,14 @@ async function underLoad<T>(during: () => Promise<T>, maxSeconds: number): Promi
 }
 
 /** The first FailedCreate of a ReplicaSet in the namespace since `since`: what the cluster said when it refused a pod. */
-async function refusalSince(since: number, timeoutMs = 60_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const r = await kubectl('-n', s.namespace, 'get', 'events', '--field-selector', 'reason=FailedCreate', '-o', 'json')
-    const hit = (JSON.parse(r.stdout) as { items: EventJson[] }).items.find((e) => Date.parse(e.lastTimestamp ?? e.eventTime ?? '') >= since - 1000)
-    if (hit) return hit.message ?? ''
-    await new Promise((res) => setTimeout(res, 1000))
-  }
-  return assert.unreachable('no pod creation was refused within 60 s') as never
+async function refusalSince(since: number): Promise<string> {
+  return waitFor(
+    async () => {
+      const r = await kubectl('-n', s.namespace, 'get', 'events', '--field-selector', 'reason=FailedCreate', '-o', 'json')
+      return (JSON.parse(r.stdout) as { items: EventJson[] }).items.find((e) => Date.parse(e.lastTimestamp ?? e.eventTime ?? '') >= since - 1000)?.message
+    },
+    { timeoutMs: 60_000, intervalMs: 1000, onTimeout: () => new Error('no pod creation was refused within 60 s') },
+  )
 }
 
 /** A key pair of its own, in a cache of its own that shares the pinned tools. */

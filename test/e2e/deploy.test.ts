@@ -17,7 +17,7 @@ import * as assert from 'uvu/assert'
 import { pushVariant } from '../../bench/lib/deploy.ts'
 import { cachedBinaries, type ClusterBinaries } from '../../lib/tools/kube.ts'
 import { loadConfig } from '../../lib/core/config.ts'
-import { CHART_DIR, chartFullname, podSelector, type DeployReport } from '../../lib/deploy/deploy.ts'
+import { CHART_DIR, chartFullname, podSelector } from '../../lib/deploy/deploy.ts'
 import { history, type HelmTarget } from '../../lib/deploy/helm.ts'
 import { deleteNamespace, kubeFlags, type KubeTarget } from '../../lib/deploy/kube.ts'
 import { CLUSTER_CONTEXT, clusterStateDir, clusterStatus, ensureCluster, stopCluster } from '../../lib/sandbox/cluster.ts'
@@ -26,13 +26,14 @@ import { isLocalTarget, runLoad, serviceProgrammed, type LoadResult } from '../.
 import { CONTAINERD_NAMESPACE, nodeDirs } from '../../lib/sandbox/node-config.ts'
 import { ensureRegistry } from '../../lib/sandbox/registry.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { writeReport } from '../../lib/core/report.ts'
+import { writeReport, type Report } from '../../lib/core/reports.ts'
 import { ANY_EXIT, run } from '../../lib/core/run.ts'
 import type { TrackedPod } from '../../lib/deploy/track.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { attestAsScan, signAsBuild } from '../helpers/signed-image.ts'
 import { RolloutStopped, upgradeTracked } from '../../lib/deploy/track.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { buildReportFor, scanReportFor, writeBuildAndScan } from '../helpers/reports.ts'
 import { writeAdmissionValues } from '../../lib/deploy/admission.ts'
 
 const t = suite('e2e: deploy (real node)')
@@ -75,9 +76,8 @@ const release = () => ({ name: 'doc-server', namespace: s.namespace })
 type Pod = TrackedPod
 
 /** build.json and scan.json as the build and scan stages leave them for `d`. */
-function reportsFor(d: string, scan: object = { decision: 'pass', image: { ref: `${REPO}@${d}`, digest: d } }, commit = COMMIT) {
-  writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e-deploy@${d}`, digest: d, repository: REPO, tag: 'e2e-deploy' }, pushed: true, commit: { sha: commit, branch: 'e2e', dirty: false } })
-  writeReport(s.reports, 'scan', scan)
+function reportsFor(d: string, scan: Report<'scan'> = scanReportFor(REPO, d), commit = COMMIT) {
+  writeBuildAndScan(s.reports, REPO, d, { tag: 'e2e-deploy', commit, branch: 'e2e', scan })
 }
 
 async function deploy(env: NodeJS.ProcessEnv = {}, args: string[] = []) {
@@ -88,7 +88,7 @@ async function deploy(env: NodeJS.ProcessEnv = {}, args: string[] = []) {
     ...ALL_OK,
   })
   const out = (r.stdout + r.stderr).trim()
-  const report = JSON.parse(readFileSync(join(s.reports, 'deploy.json'), 'utf8')) as DeployReport
+  const report = JSON.parse(readFileSync(join(s.reports, 'deploy.json'), 'utf8')) as Report<'deploy'>
   return { code: r.exitCode, out, last: out.split('\n').at(-1) ?? '', report, seconds: (performance.now() - started) / 1000 }
 }
 
@@ -178,9 +178,9 @@ t.after(async () => {
 
 t('bad input is refused with one line before the cluster is touched', async () => {
   const cases: [string, () => void, NodeJS.ProcessEnv, RegExp][] = [
-    ['no digest', () => writeReport(s.reports, 'build', { image: { ref: `${REPO}:e2e` } }), {}, /names no image digest/],
-    ['scan failed', () => reportsFor(fake(1), { decision: 'fail', reason: '1 CRITICAL', digest: fake(1) }), {}, /did not pass \(decision: fail; 1 CRITICAL\)/],
-    ['scan of another digest', () => reportsFor(fake(1), { decision: 'pass', digest: fake(2) }), {}, /is not the built image/],
+    ['no digest', () => writeReport(s.reports, 'build', buildReportFor(REPO, null)), {}, /names no image digest/],
+    ['scan failed', () => reportsFor(fake(1), scanReportFor(REPO, fake(1), 'fail', '1 CRITICAL')), {}, /did not pass \(decision: fail; 1 CRITICAL\)/],
+    ['scan of another digest', () => reportsFor(fake(1), scanReportFor(REPO, fake(2))), {}, /is not the built image/],
     ['unsigned digest', () => reportsFor(fake(1)), {}, /deploy: refused: sha256:.{12}… has no signature by/],
     ['schema violation', () => (reportsFor(s.digests[0]!), writeFileSync(join(s.reports, 'bad.yaml'), 'replicaCount: many\n')), { DEPLOY_VALUES_FILE: join(s.reports, 'bad.yaml') }, /chart: values refused: .*replicaCount/],
     ['grace not below the timeout', () => reportsFor(fake(1)), { DEPLOY_READINESS_GRACE_SECS: '200' }, /DEPLOY_READINESS_GRACE_SECS="200" is not valid/],

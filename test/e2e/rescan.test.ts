@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert'
 import { removeImage } from '../../lib/build/registry.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { writeReport } from '../../lib/core/report.ts'
+import { writeReport } from '../../lib/core/reports.ts'
 import { ANY_EXIT,run } from '../../lib/core/run.ts'
 import { deleteNamespace,type KubeTarget } from '../../lib/deploy/kube.ts'
 import { cachedBinaries } from '../../lib/tools/kube.ts'
@@ -29,6 +29,7 @@ import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { signAsBuild } from '../helpers/signed-image.ts'
 import { copyEnv } from '../helpers/repo-copy.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { buildReportFor } from '../helpers/reports.ts'
 
 const t = suite('e2e: rescan')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -127,7 +128,7 @@ t('no release in the namespace: one line, nothing scanned', async () => {
 t('a digest scanned clean and deployed is reported once an advisory against it is published', async () => {
   // Deploy time: the scan stage passes the digest with the DB of that day, and deploy ships it.
   const { repository, digest } = s.vuln!
-  writeReport(s.reports, 'build', { image: { ref: `${s.vuln!.ref}@${digest}`, digest, repository, tag: 'e2e' }, pushed: true, commit: 'e'.repeat(40) })
+  writeReport(s.reports, 'build', buildReportFor(repository, digest, { tag: 'e2e', commit: 'e'.repeat(40) }))
   const scanned = await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories }, ...ALL_OK })
   assert.is(scanned.exitCode, 0, scanned.stdout + scanned.stderr)
   const deployed = await stage('deploy')

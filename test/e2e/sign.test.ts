@@ -15,10 +15,9 @@ import { ociBuildArgs } from '../../lib/build/docker.ts'
 import { loadConfig,type Config } from '../../lib/core/config.ts'
 import { gitFacts,type GitFacts } from '../../lib/core/git.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { writeReport } from '../../lib/core/report.ts'
+import { readReport, writeReport, type Report } from '../../lib/core/reports.ts'
 import { ANY_EXIT,run } from '../../lib/core/run.ts'
 import { VERSIONS } from '../../lib/tools/versions.ts'
-import type { DeployReport } from '../../lib/deploy/deploy.ts'
 import { verifyImage,type VerifyOptions } from '../../lib/deploy/verify.ts'
 import { ensureDockerEngine } from '../../lib/sandbox/engine.ts'
 import { LOCAL_REGISTRY,ensureRegistry } from '../../lib/sandbox/registry.ts'
@@ -28,6 +27,7 @@ import { ensureCosign } from '../../lib/tools/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
 import { DEBIAN_FILES,attestAsScan,passingDecision,pushTinyImage,removeTinyImages,signAsBuild } from '../helpers/signed-image.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { buildReportFor, scanReportFor } from '../helpers/reports.ts'
 
 const t = suite('e2e: sign')
 const REPO = `${LOCAL_REGISTRY}/local/sign-e2e`
@@ -69,9 +69,9 @@ async function refused(digest: string, re: RegExp, over: Partial<VerifyOptions> 
 }
 
 /** tasks/deploy.ts on reports naming `digest`: the refusal must come before the chart or any cluster step. */
-async function deployRefuses(digest: string, scan: object, re: RegExp) {
+async function deployRefuses(digest: string, scan: Report<'scan'>, re: RegExp) {
   const reports = mkdtempSync(join(s.work, 'reports-'))
-  writeReport(reports, 'build', { image: { ref: `${REPO}:x@${digest}`, digest, repository: REPO, tag: 'x' }, pushed: true, commit: { sha: s.git.sha, branch: null, dirty: false } })
+  writeReport(reports, 'build', buildReportFor(REPO, digest, { tag: 'x', commit: s.git.sha }))
   writeReport(reports, 'scan', scan)
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
     cwd: repoRoot, okCodes: ANY_EXIT,
@@ -82,7 +82,7 @@ async function deployRefuses(digest: string, scan: object, re: RegExp) {
   assert.is.not(r.exitCode, 0, out)
   assert.match(out.split('\n').at(-1) ?? '', re)
   assert.not.match(out, /Chart values|Cluster:|helm upgrade/, 'nothing after the verification ran')
-  const report = JSON.parse(readFileSync(join(reports, 'deploy.json'), 'utf8')) as DeployReport
+  const report = JSON.parse(readFileSync(join(reports, 'deploy.json'), 'utf8')) as Report<'deploy'>
   assert.is(report.context, null, 'no cluster was contacted')
   assert.is(report.result, 'failed')
   return report
@@ -125,7 +125,7 @@ t('the real scan stage (pinned Trivy, local DB) attaches the SBOM and its decisi
   const digest = await pushTinyImage(s.docker, REPO, 'scanned', s.work, DEBIAN_FILES)
   await signAndProvenance(digest)
   const reports = mkdtempSync(join(s.work, 'scan-stage-'))
-  writeReport(reports, 'build', { image: { ref: `${REPO}:scanned`, digest, repository: REPO, tag: 'scanned', pinned: `${REPO}@${digest}` }, pushed: true, commit: { sha: s.git.sha, branch: null, dirty: false } })
+  writeReport(reports, 'build', buildReportFor(REPO, digest, { tag: 'scanned', commit: s.git.sha }))
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, okCodes: ANY_EXIT, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, TRIVY_DB_SOURCE: 'local' } })
   const scan = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { decision: string; deployable?: boolean }
   assert.ok(scan.decision === 'pass' || scan.decision === 'fail')
@@ -147,7 +147,7 @@ t('unsigned (attestations but no signature): refused', async () => {
   const digest = await pushImageOnce('unsigned')
   await scanAttest(digest)
   await refused(digest, /has no signature by key sha256:/)
-  await deployRefuses(digest, { decision: 'pass', image: { digest } }, /^✖? ?deploy: refused: sha256:.{12}… has no signature by key/)
+  await deployRefuses(digest, scanReportFor(REPO, digest), /^✖? ?deploy: refused: sha256:.{12}… has no signature by key/)
 })
 
 t('signed by another key: refused', async () => {
@@ -224,7 +224,7 @@ t('a --from-report pass is never deployable, even for a signed and attested dige
   const trivyJson = join(reports, 'trivy-pass.json')
   writeFileSync(trivyJson, JSON.stringify({ SchemaVersion: 2, ArtifactName: `${REPO}@${s.good}`, ArtifactType: 'container_image', Metadata: { OS: { Family: 'debian', Name: '12.12' } }, Results: [{ Target: 'sign-e2e (debian 12.12)', Class: 'os-pkgs', Type: 'debian', Packages: [{ Name: 'libc6', Version: '2.36-9+deb12u13' }] }, { Target: 'usr/local/share/doc-server/doc-server.dep-v0', Class: 'lang-pkgs', Type: 'rustbinary', Packages: [{ Name: 'tokio', Version: '1.48.0' }] }] }))
   const scan = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts'), '--from-report', trivyJson], { cwd: repoRoot, okCodes: ANY_EXIT, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports } })
-  const scanJson = JSON.parse(readFileSync(join(reports, 'scan.json'), 'utf8')) as { decision: string; deployable?: boolean }
+  const scanJson = readReport(reports, 'scan')
   if (scan.exitCode === 0) {
     assert.is(scanJson.decision, 'pass')
     assert.is(scanJson.deployable, false)

@@ -1,37 +1,5 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { dirname, join } from 'node:path'
+import { appendFileSync } from 'node:fs'
 import { PipelineError } from './errors.ts'
-
-export type Stage = 'precommit' | 'build' | 'measure' | 'scan' | 'deploy' | 'rescan' | 'ci' | 'bench-feedback'
-
-export function reportPath(reportsDir: string, stage: Stage): string {
-  return join(reportsDir, `${stage}.json`)
-}
-
-/**
- * Writes `reports/<stage>.json` atomically (temp file, then rename), so a
- * crashed stage never leaves a half-written report for the next one to trust.
- */
-export function writeReport<T extends object>(reportsDir: string, stage: Stage, data: T): string {
-  const path = reportPath(reportsDir, stage)
-  mkdirSync(dirname(path), { recursive: true })
-  const body = { stage, writtenAt: new Date().toISOString(), ...data }
-  const tmp = `${path}.${process.pid}.tmp`
-  writeFileSync(tmp, JSON.stringify(body, null, 2) + '\n')
-  renameSync(tmp, path)
-  return path
-}
-
-/** Reads another stage's report; a missing or unreadable one is a one-line error naming the stage to run. */
-export function readReport<T>(reportsDir: string, stage: Stage): T {
-  const path = reportPath(reportsDir, stage)
-  if (!existsSync(path)) throw new PipelineError(`report: ${path} is missing; run the ${stage} stage first`)
-  try {
-    return JSON.parse(readFileSync(path, 'utf8')) as T
-  } catch {
-    throw new PipelineError(`report: ${path} is not valid JSON; run the ${stage} stage again`)
-  }
-}
 
 /** A markdown table; cells are escaped so a `|` in data cannot break it. */
 export function markdownTable(header: readonly string[], rows: readonly (readonly (string | number)[])[]): string {
