@@ -31,7 +31,9 @@ t('the upstream chart loses only the dependencies that live in remote chart repo
 })
 
 t('the local cluster runs the stand-in images on the host network, its verification cache off; a real cluster keeps upstream images', () => {
-  const local = controllerValues({ images: { kyverno: '127.0.0.1:5000/doc-server-ci/kyverno:v1.19.1@sha256:ab', kyvernopre: '127.0.0.1:5000/doc-server-ci/kyvernopre:v1.19.1@sha256:cd' } }) as { admissionController: Record<string, any> }
+  const local = controllerValues({ images: { kyverno: '127.0.0.1:5000/doc-server-ci/kyverno:v1.19.1@sha256:ab', kyvernopre: '127.0.0.1:5000/doc-server-ci/kyvernopre:v1.19.1@sha256:cd' }, apiServerPort: 16443 }) as { admissionController: Record<string, any>; global: { extraEnvVars: { name: string; value: string }[] } }
+  // The local API server's certificate names loopback only: Kyverno, on the host network, reaches it there.
+  assert.equal(local.global.extraEnvVars, [{ name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' }, { name: 'KUBERNETES_SERVICE_PORT', value: '16443' }])
   assert.equal(local.admissionController.container.image, { registry: '127.0.0.1:5000', repository: 'doc-server-ci/kyverno', tag: 'v1.19.1@sha256:ab' })
   assert.equal(local.admissionController.initContainer.image, { registry: '127.0.0.1:5000', repository: 'doc-server-ci/kyvernopre', tag: 'v1.19.1@sha256:cd' })
   assert.is(local.admissionController.hostNetwork, true)

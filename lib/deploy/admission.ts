@@ -22,7 +22,7 @@ import { ensureKyverno, type KyvernoTool } from '../tools/kyverno.ts'
 import { VERSIONS } from '../tools/versions.ts'
 import { chartFullname } from './deploy.ts'
 import { ENVIRONMENTS_FILE } from './guard.ts'
-import type { HelmTarget } from './helm.ts'
+import { history, uninstall, type HelmTarget } from './helm.ts'
 import { kubeFlags, listPods, type KubeTarget } from './kube.ts'
 
 /** Where the upstream chart puts the admission controller (release `kyverno` in namespace `kyverno`). */
@@ -54,9 +54,10 @@ function imageValues(ref: string) {
  * next pod at once rather than when a cached pass expires (60 min upstream).
  * With `images` (the local cluster), the controller runs stand-in images on
  * the host network, since the registry it verifies against is on the node's
- * loopback, and the chart's hooks that need images of their own are off.
+ * loopback, talks to the API server on loopback (`apiServerPort`), and the
+ * chart's hooks that need images of their own are off.
  */
-export function controllerValues(o: { images?: ControllerImages } = {}): Record<string, unknown> {
+export function controllerValues(o: { images?: ControllerImages; apiServerPort?: number } = {}): Record<string, unknown> {
   const off = { enabled: false }
   const values: Record<string, unknown> = {
     backgroundController: off,
@@ -73,11 +74,14 @@ export function controllerValues(o: { images?: ControllerImages } = {}): Record<
     crds: { migration: off },
     webhooksCleanup: off,
     policyReportsCleanup: off,
+    // The local control plane's certificate names only loopback, not the kubernetes Service's IP: on
+    // the host network the API server is reached where the certificate says it is.
+    global: { extraEnvVars: [{ name: 'KUBERNETES_SERVICE_HOST', value: '127.0.0.1' }, { name: 'KUBERNETES_SERVICE_PORT', value: String(o.apiServerPort) }] },
     admissionController: {
       replicas: 1,
       hostNetwork: true,
       // Two pods cannot hold the host's webhook port at once: the old one goes first.
-      updateStrategy: { type: 'Recreate' },
+      updateStrategy: { type: 'Recreate', rollingUpdate: null },
       container: { image: imageValues(o.images.kyverno), extraArgs: { imageVerifyCacheEnabled: false } },
       initContainer: { image: imageValues(o.images.kyvernopre) },
     },
@@ -96,6 +100,10 @@ export async function installController(helm: HelmTarget, kube: KubeTarget, tool
   try {
     const file = join(dir, 'values.json')
     writeJson(file, values)
+    // A first install that failed or was cut short has nothing to upgrade: it is removed and made again.
+    const release = { name: CONTROLLER.release, namespace: CONTROLLER.namespace }
+    const entries = await history(helm, release)
+    if (entries.length > 0 && !entries.some((e) => e.status === 'deployed' || e.status === 'superseded')) await uninstall(helm, release)
     say(`helm upgrade --install ${CONTROLLER.release} (${CONTROLLER.name} ${tool.version}) in ${CONTROLLER.namespace}`)
     const flags = [...(helm.kubeconfig ? ['--kubeconfig', helm.kubeconfig] : []), '--kube-context', helm.context, '--namespace', CONTROLLER.namespace]
     await run([helm.helm, 'upgrade', CONTROLLER.release, tool.chart, '--install', ...flags, '--create-namespace', '--values', file, '--wait=watcher', '--timeout', '300s', '--history-max', '5'], { timeoutMs: 420_000 })

@@ -20,7 +20,7 @@ import { kubeFlags, type KubeTarget } from '../deploy/kube.ts'
 import { ensureKyverno, type KyvernoTool } from '../tools/kyverno.ts'
 import { BASE_IMAGES, VERSIONS } from '../tools/versions.ts'
 import { ensureBaseImages } from './base-images.ts'
-import type { LocalCluster } from './cluster.ts'
+import { API_SERVER_PORT, type LocalCluster } from './cluster.ts'
 import { ensureDockerEngine } from './engine.ts'
 import { LOCAL_REGISTRY, ensureRegistry } from './registry.ts'
 
@@ -64,7 +64,7 @@ export async function startAdmission(cache: string, cluster: LocalCluster): Prom
   say(`building the ${CONTROLLER.name} ${tool.version} images on ${BASE_IMAGES.runtime}`)
   const images: ControllerImages = { kyverno: await standInImage(docker, tool, 'kyverno'), kyvernopre: await standInImage(docker, tool, 'kyvernopre') }
   const helm = { helm: cluster.binaries.helm, kubeconfig: cluster.kubeconfig, context: cluster.context }
-  await installController(helm, kube, tool, controllerValues({ images }))
+  await installController(helm, kube, tool, controllerValues({ images, apiServerPort: API_SERVER_PORT }))
   return { started: true, state: await controllerState(kube) }
 }
 
