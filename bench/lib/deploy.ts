@@ -61,7 +61,7 @@ export async function upgradeUnderLoad(t: HelmTarget, k: KubeTarget, r: Release,
   const loading = runLoad({ host, port: 80, path: '/api/docs', concurrency: 4, maxRequests: 50_000, maxSeconds, signal: ac.signal })
   // Helm's --wait does not count minReadySeconds; `rollout status` waits until the Deployment is complete.
   const up = await timed(async () => {
-    await upgradeInstall(t, r, { ...base, sets: { 'image.repository': repository, 'image.digest': digest } })
+    await upgradeInstall(t, r, { ...base, sets: { ...base.sets, 'image.repository': repository, 'image.digest': digest } })
     await rolloutStatus(k, r.namespace, chartFullname(r.name))
   })
   ac.abort()
