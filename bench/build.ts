@@ -109,7 +109,7 @@ function runtimeTasks(): ListrTask<BenchCtx>[] {
   ]
 }
 
-/** The cc and static images side by side, as the README's Build stage shows them. */
+/** The cc and static images side by side, as docs/benchmarks.md shows them. */
 function runtimeTable(rows: BenchCtx['runtimes']): string {
   const figure = (f: (r: BenchCtx['runtimes'][number]) => string) => rows.map(f)
   return markdownTable(['', ...rows.map((r) => r.label)], [

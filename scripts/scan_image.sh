@@ -11,6 +11,11 @@
 # non-zero exit means the scan itself broke. Trivy's own exit code 1 is
 # never read as "vulnerabilities found".
 #
+# Trivy runs with no configuration but this script's flags: every TRIVY_*
+# variable is dropped (TRIVY_SEVERITY=LOW would otherwise hide what blocks),
+# no trivy.yaml is read from the working directory (an empty --config is
+# given), and every severity is listed; the gate decides what blocks.
+#
 # Usage: scan_image.sh --out DIR [--image-src remote|docker] [--insecure]
 #                      [--cache-dir DIR] [--offline | --db-repository REPO]
 #                      [--ignorefile FILE] IMAGE
@@ -34,7 +39,7 @@ while [[ $# -gt 0 ]]; do
     --offline) offline=true; shift ;;
     --db-repository) db_repository="${2:?--db-repository needs a repository}"; shift 2 ;;
     --ignorefile) ignorefile="${2:?--ignorefile needs a file}"; shift 2 ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     -*) die "unknown option $1" ;;
     *) [[ -z "$image" ]] || die "one image only (got $image and $1)"; image="$1"; shift ;;
   esac
@@ -44,6 +49,9 @@ done
 [[ -n "$out" ]] || die "--out is required"
 [[ "$image_src" == remote || "$image_src" == docker ]] || die "--image-src must be remote or docker, not $image_src"
 trivy="${TRIVY:-trivy}"
+while IFS= read -r name; do
+  [[ "$name" == TRIVY_* ]] && unset "$name"
+done < <(compgen -e)
 command -v "$trivy" >/dev/null 2>&1 || die "trivy not found ($trivy); the scan stage installs the pinned version"
 [[ -z "$ignorefile" || -f "$ignorefile" ]] || die "ignore file $ignorefile does not exist"
 ! $offline || [[ -z "$db_repository" ]] || die "--offline uses the DB already in the cache; it cannot download one from --db-repository"
@@ -53,6 +61,7 @@ common=()
 [[ -n "$ignorefile" ]] && common+=(--ignorefile "$ignorefile")
 
 scan=(image --format json --list-all-pkgs --scanners "vuln,secret" --show-suppressed
+  --severity "UNKNOWN,LOW,MEDIUM,HIGH,CRITICAL"
   --image-src "$image_src" --exit-code 0 --no-progress --skip-version-check --disable-telemetry --timeout 15m)
 if $offline; then
   # Offline means: the DB already in the cache is the only source of truth.
@@ -67,6 +76,10 @@ fi
 $insecure && scan+=(--insecure)
 
 mkdir -p "$out"
+# An empty configuration: a trivy.yaml in the working directory is never read.
+config="$out/trivy-config.yaml"
+: > "$config"
+common+=(--config "$config")
 json="$out/trivy.json"
 # A previous run's outputs must never be mistaken for this run's.
 rm -f "$json" "$out/trivy.sarif" "$out/sbom.cdx.json" "$out/sbom.spdx.json"

@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { isMain } from '../lib/core/cli.ts'
 import { loadConfig,shouldPush,type Config } from '../lib/core/config.ts'
-import { buildImage,checkBuildCacheSupport,ociBuildArgs,type BuildResult } from '../lib/build/docker.ts'
+import { CONTEXT_ENTRIES, buildImage, checkBuildCacheSupport, ociBuildArgs, type BuildResult } from '../lib/build/docker.ts'
 import { removeContainer,startContainer,waitHealthy } from '../lib/build/container.ts'
 import { pullImage,pushImage,registryLogin,removeImage,tagImage,type RegistryLogin } from '../lib/build/registry.ts'
 import { cookMissReason,currentColdInputs,measureStateFiles } from '../lib/build/cold-inputs.ts'
@@ -45,7 +45,8 @@ export interface BuildCtx {
 /** The commit, the reference it becomes and whether it is pushed: known before anything runs. */
 export async function buildInputs(root = repoRoot): Promise<BuildCtx> {
   const config = loadConfig()
-  const git = await gitFacts(root)
+  // Untracked files among what the build copies make it dirty too: they would enter the image.
+  const git = await gitFacts(root, process.env, CONTEXT_ENTRIES)
   const ref = imageRef({ registry: config.registry, owner: config.imageOwner, name: config.imageName, tag: config.imageTag ?? git.sha })
   return { root, config, started: performance.now(), git, ref, push: shouldPush(config, git.branch) }
 }
@@ -128,7 +129,10 @@ export function buildTasks(): ListrTask<BuildCtx>[] {
         const dir = join(ctx.config.reportsDir, 'build')
         mkdirSync(dir, { recursive: true })
         ctx.signed = await signBuild({ config: ctx.config, image: pinnedRef(ctx.ref), git: ctx.git, dockerfile: join(ctx.root, 'Dockerfile.optimized'), buildArgs: need(ctx.buildArgs, 'the build arguments'), startedOn: new Date(Date.now() - (performance.now() - ctx.started)), outDir: dir, ...(ctx.login ? { env: ctx.login.env } : {}) })
-        task.title = `Signed ${need(ctx.ref.digest, 'the pushed digest').slice(0, 19)}… with provenance (${ctx.signed.identity})`
+        const d = `${need(ctx.ref.digest, 'the pushed digest').slice(0, 19)}…`
+        const { signature, provenance } = ctx.signed.added
+        const what = signature && provenance ? `Signed ${d} with provenance` : signature ? `Signed ${d}; its provenance was already attested` : provenance ? `${d} was already signed; provenance attested` : `${d} already carries its signature and provenance: nothing added`
+        task.title = `${what} (${ctx.signed.identity})`
       },
     },
     {

@@ -10,27 +10,31 @@
 import { join } from 'node:path'
 import type { ListrTask } from 'listr2'
 import { ensureHelm } from '../lib/tools/kube.ts'
-import { isMain, parseOptions } from '../lib/core/cli.ts'
-import { loadConfig, type Config } from '../lib/core/config.ts'
-import { CHART_DIR, confirmRollback, explainFailure, podSelector, readDeployInputs, recoverPendingRelease, valueFiles, verifyRollout, writeDeployReport, type DeployImage, type DeployResult } from '../lib/deploy/deploy.ts'
-import { PipelineError, firstLine } from '../lib/core/errors.ts'
-import { history, renderChart, type HelmTarget, type Release } from '../lib/deploy/helm.ts'
+import { isMain,parseOptions } from '../lib/core/cli.ts'
+import { loadConfig,type Config } from '../lib/core/config.ts'
+import { CHART_DIR,confirmRollback,explainFailure,podSelector,readDeployInputs,recoverPendingRelease,valueFiles,verifyRollout,writeDeployReport,type DeployImage,type DeployResult } from '../lib/deploy/deploy.ts'
+import { PipelineError,firstLine } from '../lib/core/errors.ts'
+import { history,renderChart,type HelmTarget,type Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
-import { connectCluster, describeCluster } from '../lib/deploy/target.ts'
-import { checkOrder, recordLabels, releaseRecords, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
-import { RolloutStopped, upgradeTracked } from '../lib/deploy/track.ts'
-import { CLUSTER_CONTEXT, localClusterTarget } from '../lib/sandbox/cluster.ts'
-import { appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
-import { defineStage, need, runStage } from '../lib/core/stage.ts'
-import { expectedVerifier, verifyForDeploy, type Verified } from '../lib/deploy/verify.ts'
-import { admissionPlan, describeController, prepareAdmission, waitPolicyEnforced, writeAdmissionValues, type AdmissionPlan } from '../lib/deploy/admission.ts'
+import { connectCluster,describeCluster } from '../lib/deploy/target.ts'
+import { checkOrder,recordLabels,releaseRecords,requireOlderAllowed,runningCommit } from '../lib/deploy/guard.ts'
+import { environmentFor,type Environment } from '../lib/deploy/environments.ts'
+import { RolloutStopped,upgradeTracked } from '../lib/deploy/track.ts'
+import { localClusterTarget } from '../lib/sandbox/cluster.ts'
+import { appendSummary,markdownTable,setOutput } from '../lib/core/summary.ts'
+import { defineStage,need,runStage } from '../lib/core/stage.ts'
+import { deploySigners,verifyForDeploy,type Verified } from '../lib/deploy/verify.ts'
+import { admissionPlan,describeController,prepareAdmission,waitPolicyEnforced,writeAdmissionValues,type AdmissionPlan } from '../lib/deploy/admission.ts'
 
 export interface DeployCtx {
   started: number
   config: Config
   release: Release
-  /** `--allow-older`: deploy a commit older than the one the release runs. */
+  /** `--allow-older`: deploy a commit older than the one the release runs; `--reason`: why (recorded on the release). */
   allowOlder: boolean
+  reason: string | undefined
+  /** What the environment deployed to allows (lib/deploy/environments.ts). */
+  environment?: { local: boolean; settings: Environment }
   image?: DeployImage
   files: string[]
   sets: Record<string, string>
@@ -43,13 +47,20 @@ export interface DeployCtx {
   result?: DeployResult
   verified?: Verified
   admission?: AdmissionPlan
+  /** cosign's commands and whole output, for the report (the screen gets one line per check). */
+  details: string[]
+  /** When the rollout must be serving: Helm's start plus DEPLOY_TIMEOUT_SECS. */
+  deadline?: number
 }
 
 type Task = ListrTask<DeployCtx>['task']
 
 export function deployInputs(argv: readonly string[], config = loadConfig()): DeployCtx {
-  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' } })
-  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, files: [], sets: {} }
+  const { values } = parseOptions('deploy', argv, { 'allow-older': { type: 'boolean' }, reason: { type: 'string' } })
+  const reason = values.reason?.trim()
+  if (values.reason !== undefined && !reason) throw new PipelineError('deploy: --reason needs the words that say why')
+  if (reason && !values['allow-older']) throw new PipelineError('deploy: --reason goes with --allow-older (it says why an older commit is deployed)')
+  return { started: performance.now(), config, release: { name: config.releaseName, namespace: config.deployNamespace }, allowOlder: values['allow-older'] ?? false, reason, files: [], sets: {}, details: [] }
 }
 
 function report(ctx: DeployCtx, result: DeployResult, reason: string | null): void {
@@ -66,6 +77,7 @@ function report(ctx: DeployCtx, result: DeployResult, reason: string | null): vo
     order: ctx.order ?? null,
     seconds: Math.round((performance.now() - ctx.started) / 100) / 10,
     verified: ctx.verified ?? null,
+    details: ctx.details.length > 0 ? ctx.details.join('\n') : null,
   })
   const c = ctx.config
   appendSummary(`### deploy\n\n${markdownTable(['environment', 'release', 'revision', 'digest', 'result'], [[c.deployEnv, `${c.deployNamespace}/${c.releaseName}`, ctx.revision ?? '-', ctx.image?.digest ?? '-', reason ? `${result}: ${reason}` : result]])}`)
@@ -86,6 +98,8 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     {
       title: 'Image: the digest the scan passed',
       task: reported((ctx, task) => {
+        const environment = (ctx.environment = environmentFor(ctx.config.deployEnv, ctx.config.kubeContext))
+        requireOlderAllowed(ctx.config.deployEnv, environment.settings, ctx.allowOlder, ctx.reason)
         ctx.image = readDeployInputs(ctx.config.reportsDir)
         ctx.sets = { 'image.repository': ctx.image.repository, 'image.digest': ctx.image.digest }
         task.title = `Image: ${ctx.image.pinned}`
@@ -93,17 +107,21 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
     },
     {
       title: 'Signature and attestations, from the registry',
+      rendererOptions: { persistentOutput: true, outputBar: Infinity },
       task: reported(async (ctx, task) => {
-        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'))
-        const v = ctx.verified
-        task.title = `Verified: signed by ${v.identity}; scan passed at ${v.scan.scannedAt} (Trivy ${v.scan.trivy}); provenance ${v.provenance.commit.slice(0, 12)}${v.note ? `; ${v.note}` : ''}`
+        ctx.verified = await verifyForDeploy(ctx.config, need(ctx.image, 'the image'), need(ctx.environment, 'the environment'), ctx.details)
+        // One line per check went to the output above; the title only sums up.
+        task.title = `Verified from the registry: signature, scan, provenance, SBOM${ctx.verified.note ? `; ${ctx.verified.note}` : ''}`
       }),
     },
     {
       title: 'Chart values',
       task: reported(async (ctx, task) => {
         const config = ctx.config
-        ctx.admission = admissionPlan(config, expectedVerifier(config), need(ctx.image, 'the image').repository)
+        const image = need(ctx.image, 'the image')
+        const environment = need(ctx.environment, 'the environment')
+        // The policy admits what deploy verified: the same signers, the same scan bound.
+        ctx.admission = admissionPlan(config, environment, await deploySigners(config, image.commit, environment), image.repository)
         ctx.files = [...valueFiles(config.deployEnv, config.deployValuesFile), writeAdmissionValues(join(config.reportsDir, 'deploy'), ctx.admission.values)]
         const helm = await ensureHelm(config.cacheDir)
         ctx.helm = { helm, kubeconfig: undefined, context: '' }
@@ -115,7 +133,6 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       title: 'Cluster',
       task: reported(async (ctx, task) => {
         const config = ctx.config
-        requireDeclaredContext(config.deployEnv, config.kubeContext, CLUSTER_CONTEXT)
         ctx.kube = await connectCluster(config, () => localClusterTarget(config.cacheDir))
         if (config.kubeContext && !need(ctx.image, 'the image').pushed) throw new PipelineError('deploy: refused: the image was built but not pushed (build.json pushed=false); the cluster could not pull it')
         ctx.helm = { ...need(ctx.helm, 'helm'), kubeconfig: ctx.kube.kubeconfig, context: ctx.kube.context }
@@ -138,7 +155,7 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
         const records = await releaseRecords(kube, release)
-        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder)
+        ctx.order = await checkOrder(runningCommit(records), image.commit, ctx.allowOlder, ctx.reason)
         ctx.recovered = await recoverPendingRelease(helm, release, config.deployTimeoutSecs, Date.now(), records)
         const entries = await history(helm, release)
         ctx.previousRevision = [...entries].reverse().find((e) => e.status === 'deployed')?.revision
@@ -154,9 +171,10 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
         const image = need(ctx.image, 'the image')
         task.title = `helm upgrade --install ${release.name} (${config.deployEnv}, timeout ${config.deployTimeoutSecs}s)`
         const since = Date.now()
+        ctx.deadline = since + config.deployTimeoutSecs * 1000
         try {
           const track = { kube, image: image.pinned, selector: podSelector(release.name), graceSecs: config.deployReadinessGraceSecs }
-          const labels = recordLabels(image.commit, config.deployTimeoutSecs)
+          const labels = recordLabels(image.commit, config.deployTimeoutSecs, ctx.order ? ctx.reason : undefined)
           await upgradeTracked(helm, release, { chart: CHART_DIR, valueFiles: ctx.files, sets: ctx.sets, timeoutSecs: config.deployTimeoutSecs, labels }, track)
         } catch (err) {
           const why = await explainFailure(kube, helm, release, since)
@@ -176,12 +194,12 @@ export function deployTasks(): ListrTask<DeployCtx>[] {
       }),
     },
     {
-      title: 'Verify: rollout complete, pods run the digest',
+      title: 'Verify: every pod runs the digest, ready',
       task: reported(async (ctx, task) => {
-        const { release } = ctx
+        const { release, config } = ctx
         const kube = need(ctx.kube, 'the cluster')
         const image = need(ctx.image, 'the image')
-        const pods = await verifyRollout(kube, release, image.pinned, image.digest)
+        const pods = await verifyRollout(kube, release, image.pinned, image.digest, { graceSecs: config.deployReadinessGraceSecs, deadline: need(ctx.deadline, 'the deploy deadline'), timeoutSecs: config.deployTimeoutSecs })
         if (ctx.admission?.enforce) await waitPolicyEnforced(kube, ctx.admission.policy)
         ctx.result = 'deployed'
         report(ctx, 'deployed', null)

@@ -12,13 +12,13 @@ import { run } from '../lib/core/run.ts'
 export const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const
 
 /**
- * The admission values a deploy sets (README, "Admission"), with a stand-in
+ * The admission values a deploy sets (docs/admission.md), with a stand-in
  * key, so the policy template is linted and rendered as every environment but
  * the local one ships it.
  */
 export const LINT_ADMISSION: Record<string, string> = {
   'admission.environment': 'lint',
-  'admission.signer.key': '-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEstand+in+key+for+helm+lint+only\n-----END PUBLIC KEY-----\n',
+  'admission.signers.keys[0]': '-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEstand+in+key+for+helm+lint+only\n-----END PUBLIC KEY-----\n',
   'admission.verdictRepository': '127.0.0.1:5000/local/agent-docs-scan-verdict',
 }
 

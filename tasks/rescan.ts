@@ -15,7 +15,7 @@ import { PipelineError } from '../lib/core/errors.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { annotateError, appendSummary, markdownTable, setOutput } from '../lib/core/summary.ts'
 import { readReport, writeReport, type Report } from '../lib/core/reports.ts'
-import { run } from '../lib/core/run.ts'
+import { lastWords, outputDetails, run } from '../lib/core/run.ts'
 import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import type { Release } from '../lib/deploy/helm.ts'
 import type { KubeTarget } from '../lib/deploy/kube.ts'
@@ -77,8 +77,10 @@ export function rescanTasks(): ListrTask<RescanCtx>[] {
         const tsx = join(repoRoot, 'node_modules', '.bin', 'tsx')
         // Exit 1 is the scan gate failing: data for the verdict below, read from scan.json.
         const image = need(ctx.image, 'the running image')
-        await run([tsx, join(repoRoot, 'tasks', 'scan.ts'), '--image', image.pinned], { cwd: repoRoot, env: { ...process.env, REPORTS_DIR: ctx.scanDir }, okCodes: [1], timeoutMs: 30 * 60_000 })
+        const r = await run([tsx, join(repoRoot, 'tasks', 'scan.ts'), '--image', image.pinned], { cwd: repoRoot, env: { ...process.env, REPORTS_DIR: ctx.scanDir }, okCodes: [1], timeoutMs: 30 * 60_000 })
         const scan = (ctx.scan = readReport(ctx.scanDir, 'scan'))
+        // The result counts only once it is signed and attached to the digest: that is what deploy reads.
+        if (!scan.attestation) throw new PipelineError(`rescan: the result for ${image.digest.slice(0, 19)}… was not signed and attached to it, so deploy would never see it: ${lastWords(`${r.stderr}\n${r.stdout}`, /✖/)}`, outputDetails(`${r.stderr}\n${r.stdout}`))
         task.title = `Scanned ${image.pinned}: ${scan.decision}${scan.db?.updatedAt ? ` (DB of ${scan.db.updatedAt})` : ''}`
       },
     },

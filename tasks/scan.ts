@@ -14,12 +14,14 @@ import { LOCAL_REGISTRY, loadConfig, type Config } from '../lib/core/config.ts'
 import { PipelineError } from '../lib/core/errors.ts'
 import { appendSummary, setOutput } from '../lib/core/summary.ts'
 import { readReport, writeReport, type Report } from '../lib/core/reports.ts'
+import { POLICY_FILE, appliedPolicy, policyDifference, policyDigest, workingTreePolicy, type AppliedPolicy } from '../lib/scan/committed-policy.ts'
+import { repoRoot } from '../lib/core/paths.ts'
 import { decide,isExpired,withCoverage,readIgnoreFile,today,trivyIgnoreYaml,type Decision,type IgnoreEntry,type Policy } from '../lib/scan/scan-policy.ts'
 import { consoleSummary,markdownSummary,scanReport,type ScanSubject } from '../lib/scan/scan-summary.ts'
 import { defineStage, need, runStage } from '../lib/core/stage.ts'
 import { scanImage } from '../lib/scan/trivy.ts'
 import { ensureTrivy } from '../lib/tools/trivy.ts'
-import { dbRegistry, prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
+import { dbAgeProblem, dbRegistry, prepareDb, scannedDbUpdatedAt, type DbFacts } from '../lib/scan/db-source.ts'
 import { ensureRegistry } from '../lib/sandbox/registry.ts'
 import { assertSarifAgrees,coverageProblem,readTrivyReport } from '../lib/scan/trivy-report.ts'
 import { attestScan } from '../lib/sign/sign.ts'
@@ -31,6 +33,12 @@ export interface ScanCtx {
   /** `--image REPOSITORY@DIGEST`: scan this pushed digest instead of the one build.json names (the rescan does). */
   image: string | undefined
   policy: Policy
+  /** The policy this scan applies: the committed one, unless SCAN_* variables override it (then never deployable). */
+  applied: { severities: string[]; ignoreUnfixed: boolean; ignoreMaxDays: number; ignoreFile: string }
+  committed: AppliedPolicy
+  /** The applied policy's digest and how it differs from the committed one (null when it is the committed one). */
+  digest?: string
+  difference?: string | null
   day: string
   outDir: string
   entries?: IgnoreEntry[]
@@ -45,6 +53,13 @@ export interface ScanCtx {
 }
 
 export function scanInputs(argv: readonly string[], config = loadConfig()): ScanCtx {
+  const committed = workingTreePolicy()
+  const applied = {
+    severities: config.scanSeverities ?? committed.severities,
+    ignoreUnfixed: config.scanIgnoreUnfixed ?? committed.ignoreUnfixed,
+    ignoreMaxDays: config.scanIgnoreMaxDays ?? committed.ignoreMaxDays,
+    ignoreFile: config.scanIgnoreFile ?? committed.ignoreFile,
+  }
   const { values } = parseOptions('scan', argv, { 'from-report': { type: 'string' }, image: { type: 'string' } })
   if (values['from-report'] && values.image) throw new PipelineError('scan: --from-report and --image exclude each other: one re-gates a report, the other scans a pushed digest')
   if (values.image && !/^[^@\s]+\/[^@\s]+@sha256:[a-f0-9]{64}$/.test(values.image)) throw new PipelineError(`scan: --image ${values.image} is not repository@sha256:<64 hex>`)
@@ -52,7 +67,9 @@ export function scanInputs(argv: readonly string[], config = loadConfig()): Scan
     config,
     fromReport: values['from-report'] === undefined ? undefined : resolve(values['from-report']),
     image: values.image,
-    policy: { severities: config.scanSeverities, ignoreUnfixed: config.scanIgnoreUnfixed },
+    policy: { severities: applied.severities, ignoreUnfixed: applied.ignoreUnfixed },
+    applied,
+    committed,
     day: today(),
     outDir: join(config.reportsDir, 'scan'),
   }
@@ -82,12 +99,17 @@ export function scanTasks(): ListrTask<ScanCtx>[] {
       task: (ctx, task) => {
         // Until the gate has decided, the recorded decision is a failure: a crash can never read as clean.
         writeReport(ctx.config.reportsDir, 'scan', { decision: 'fail', reason: 'the scan started but did not finish' })
-        const entries = (ctx.entries = readIgnoreFile(ctx.config.scanIgnoreFile, { day: ctx.day, maxDays: ctx.config.scanIgnoreMaxDays }))
+        const { applied } = ctx
+        const entries = (ctx.entries = readIgnoreFile(resolve(repoRoot, applied.ignoreFile), { day: ctx.day, maxDays: applied.ignoreMaxDays }))
+        const policy = appliedPolicy(applied)
+        ctx.digest = policyDigest(policy)
+        ctx.difference = ctx.digest === policyDigest(ctx.committed) ? null : policyDifference(policy, ctx.committed)
         mkdirSync(ctx.outDir, { recursive: true })
         ctx.ignoreForTrivy = join(ctx.outDir, 'trivyignore.yaml')
         writeFileSync(ctx.ignoreForTrivy, trivyIgnoreYaml(entries, ctx.day))
         const expired = entries.filter((e) => isExpired(e, ctx.day)).length
-        task.title = `Policy: ${ctx.policy.severities.join(', ')} block${ctx.policy.ignoreUnfixed ? ' (fixable only)' : ''}; ${entries.length} ignore entr${entries.length === 1 ? 'y' : 'ies'}${expired ? `, ${expired} expired` : ''}`
+        const which = ctx.difference ? `NOT the committed policy (${ctx.difference}): this scan can never make the image deployable` : `the committed ${POLICY_FILE}, ${ctx.digest.slice(0, 19)}…`
+        task.title = `Policy: ${ctx.policy.severities.join(', ')} block${ctx.policy.ignoreUnfixed ? ' (fixable only)' : ''}; ${entries.length} ignore entr${entries.length === 1 ? 'y' : 'ies'}${expired ? `, ${expired} expired` : ''}; ${which}`
       },
     },
     {
@@ -149,25 +171,31 @@ export function scanTasks(): ListrTask<ScanCtx>[] {
         const report = readTrivyReport(path)
         const subject: ScanSubject = ctx.fromReport ? { scanned: path, source: 'report', ref: report.artifact } : need(ctx.subject, 'the image scanned')
         ctx.subject = subject
-        const d = withCoverage(decide(report, ctx.policy, need(ctx.entries, 'the ignore entries'), ctx.day), coverageProblem(report, path))
+        const decided = withCoverage(decide(report, ctx.policy, need(ctx.entries, 'the ignore entries'), ctx.day), coverageProblem(report, path))
+        const d = ctx.db ? withCoverage(decided, dbAgeProblem(ctx.db, ctx.config.scanDbMaxAgeSecs)) : decided
         ctx.decision = d
         const artifacts = fromReport(ctx) ? {} : { json: 'scan/trivy.json', sarif: 'scan/trivy.sarif', cyclonedx: 'scan/sbom.cdx.json', spdx: 'scan/sbom.spdx.json', ignoreFile: 'scan/trivyignore.yaml' }
-        writeReport(ctx.config.reportsDir, 'scan', scanReport(d, subject, { ...ctx.policy, ignoreFile: ctx.config.scanIgnoreFile }, {
+        const body = scanReport(d, subject, { ...ctx.policy, ignoreFile: ctx.applied.ignoreFile }, {
+          policyDigest: need(ctx.digest, 'the policy digest'),
+          committedPolicy: ctx.difference === null,
           day: ctx.day,
           trivy: ctx.trivy?.version ?? null,
           db: ctx.db ?? null,
           seconds: ctx.seconds ?? null,
           artifacts,
           // A re-gated report proves nothing about an image in the registry: it is never attested, never deployable.
-          deployable: !fromReport(ctx) && subject.source === 'remote',
-        }))
+          deployable: !fromReport(ctx) && subject.source === 'remote' && ctx.difference === null,
+        })
+        // Until the result is attached to the digest, the report says it is not: deploy (and the rescan) read only what the registry holds.
+        writeReport(ctx.config.reportsDir, 'scan', { ...body, attestation: null })
         setOutput('scan-decision', d.decision)
         appendSummary(markdownSummary(d, subject, ctx.policy, ctx.db))
-        // Pass or fail, the pushed digest gets the result: deploy reads the newest, so a failing rescan blocks.
+        // Pass or fail, the pushed digest gets the result: deploy weighs every result, so a failing rescan blocks.
         if (!fromReport(ctx) && subject.source === 'remote') {
           task.output = 'attaching the SBOM and the scan result to the digest'
-          const facts = { digest: need(subject.digest, 'the scanned digest'), repository: subject.scanned.slice(0, subject.scanned.indexOf('@')), decision: d, policy: ctx.policy, trivyVersion: need(ctx.trivy, 'Trivy').version, db: need(ctx.db, 'the vulnerability DB'), scannedAt: need(ctx.scannedAt, 'the scan time') }
-          await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir })
+          const facts = { digest: need(subject.digest, 'the scanned digest'), repository: subject.scanned.slice(0, subject.scanned.indexOf('@')), decision: d, policy: { ...appliedPolicy(ctx.applied), digest: need(ctx.digest, 'the policy digest') }, trivyVersion: need(ctx.trivy, 'Trivy').version, db: need(ctx.db, 'the vulnerability DB'), scannedAt: need(ctx.scannedAt, 'the scan time'), kind: ctx.image ? ('rescan' as const) : ('build' as const) }
+          const identity = await attestScan({ config: ctx.config, image: subject.scanned, facts, sbom: join(ctx.outDir, 'sbom.cdx.json'), outDir: ctx.outDir })
+          writeReport(ctx.config.reportsDir, 'scan', { ...body, attestation: { identity } })
         }
         // On failure the table goes under the one-line reason, so the reason stays the last line on screen.
         if (d.decision === 'fail') throw new PipelineError(`scan gate failed: ${d.reason}`, consoleSummary(d, ctx.db))

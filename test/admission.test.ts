@@ -5,9 +5,10 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { parse as parseYaml } from 'yaml'
 import { loadConfig } from '../lib/core/config.ts'
-import { admissionPlan, controllerValues, describeController, environmentAdmission, policyName, writeAdmissionValues } from '../lib/deploy/admission.ts'
-import { parseEnvironments } from '../lib/deploy/guard.ts'
-import { workflowIdentity, type Verifier } from '../lib/sign/cosign.ts'
+import { admissionPlan, attestorValues, controllerValues, describeController, policyName, writeAdmissionValues } from '../lib/deploy/admission.ts'
+import { ENVIRONMENTS_FILE, LOCAL_ENVIRONMENT, parseEnvironments, type Environment } from '../lib/deploy/environments.ts'
+import type { Verifier } from '../lib/sign/cosign.ts'
+import { DEFAULT_SIGNERS, GITHUB_OIDC_ISSUER, verifiersFor } from '../lib/sign/signers.ts'
 import { dockerAuth, verdictRepository } from '../lib/sign/verdict.ts'
 import { airGappedChart } from '../lib/tools/kyverno.ts'
 
@@ -45,45 +46,64 @@ t('the local cluster runs the stand-in images on the host network, its verificat
   assert.is(real.backgroundController.enabled, false)
 })
 
+const SOURCE = 'https://github.com/acme/docs'
+const env = (text: string, name: string) => ({ local: false, settings: parseEnvironments(text, 'e.yaml')[name]! })
+const LOCAL = { local: true, settings: LOCAL_ENVIRONMENT }
+
 t('the policy is on for every cluster but the local one, which DEPLOY_ADMISSION=enforce turns on', () => {
-  const local = admissionPlan(loadConfig({}, {}), s.key, LOCAL_REPO, 'enforce')
+  const local = admissionPlan(loadConfig({}, {}), LOCAL, { imageSigners: [s.key], scanSigners: [] }, LOCAL_REPO)
   assert.is(local.enforce, false)
   assert.equal(local.values, { enabled: false })
   assert.match(local.off ?? '', /DEPLOY_ADMISSION=enforce/)
 
-  const forced = admissionPlan(loadConfig({ DEPLOY_ADMISSION: 'enforce', DEPLOY_ENV: 'staging', SCAN_MAX_AGE: '12h' }, {}), s.key, LOCAL_REPO, 'enforce')
+  const forced = admissionPlan(loadConfig({ DEPLOY_ADMISSION: 'enforce', DEPLOY_ENV: 'staging', SCAN_MAX_AGE: '12h' }, {}), LOCAL, { imageSigners: [s.key], scanSigners: [] }, LOCAL_REPO)
   assert.is(forced.enforce, true)
-  assert.is(forced.install, false)
+  assert.is(forced.install, false, 'the local cluster starts its own with cluster:up')
   assert.is(forced.policy, 'doc-server-staging-doc-server')
-  assert.equal(forced.values, { enabled: true, environment: 'staging', signer: { key: PEM }, verdictRepository: `${LOCAL_REPO}-scan-verdict`, scanMaxAgeSeconds: 43200, allowInsecureRegistry: true })
+  assert.equal(forced.values, { enabled: true, environment: 'staging', signers: { keys: [PEM], identities: [] }, scanSigners: { keys: [], identities: [] }, verdictRepository: `${LOCAL_REPO}-scan-verdict`, scanMaxAgeSeconds: 43200, allowInsecureRegistry: true })
 
   const prod = loadConfig({ KUBE_CONTEXT: 'prod-eu', DEPLOY_ENV: 'prod' }, {})
-  // Exactly the identity deploy verifies with.
-  const workflow = workflowIdentity('https://github.com', 'acme/docs') as Verifier & { kind: 'keyless' }
-  const keyless = admissionPlan(prod, workflow, 'ghcr.io/acme/agent-docs', 'install')
+  const yaml = 'prod:\n  contexts: [prod-eu]\n  admission: install\n  scan: { maxAge: 6h }\n  scanSigners: [{ workflow: .github/workflows/rescan.yml, refs: [refs/heads/main], events: [schedule, workflow_dispatch] }]\n'
+  const e = env(yaml, 'prod')
+  // Exactly the verifiers deploy builds from environments.yaml.
+  const signers = { imageSigners: verifiersFor(e.settings.signers, { source: SOURCE }), scanSigners: verifiersFor(e.settings.scanSigners, { source: SOURCE }) }
+  const keyless = admissionPlan(prod, e, signers, 'ghcr.io/acme/agent-docs')
   assert.is(keyless.install, true)
-  assert.equal(keyless.values.signer, { keyless: { identityRegexp: workflow.identityRegexp, issuer: 'https://token.actions.githubusercontent.com' } })
+  assert.equal(keyless.values.signers, { keys: [], identities: [{ subject: `${SOURCE}/.github/workflows/ci.yml@refs/heads/main`, issuer: GITHUB_OIDC_ISSUER }] })
+  assert.equal(keyless.values.scanSigners, { keys: [], identities: [{ subject: `${SOURCE}/.github/workflows/rescan.yml@refs/heads/main`, issuer: GITHUB_OIDC_ISSUER }] }, 'one identity for both triggers')
+  assert.is(keyless.values.scanMaxAgeSeconds, 6 * 3600, 'the environment tightens SCAN_MAX_AGE, as for deploy')
   assert.is(keyless.values.allowInsecureRegistry, false)
-  assert.match(admissionPlan(prod, s.key, 'ghcr.io/acme/agent-docs', 'off').off ?? '', /off for prod in environments\.yaml/)
+  const off = admissionPlan(prod, env('prod:\n  contexts: [prod-eu]\n  admission: off\n', 'prod'), signers, 'ghcr.io/acme/agent-docs')
+  assert.equal(off.values, { enabled: false })
+  assert.match(off.off ?? '', /off for prod in environments\.yaml/)
+})
+
+t('signers as attestors: a key by its PEM, a workflow by its identity or the anchored expression of a ref pattern', () => {
+  const vs: Verifier[] = [...verifiersFor([...DEFAULT_SIGNERS, { workflow: '.github/workflows/ci.yml', refs: ['refs/heads/feature/*'], events: ['push'] }, { key: 'sha256:' + 'a'.repeat(64) }], { source: SOURCE, machineKey: { ...(s.key as Extract<Verifier, { kind: 'key' }>), fingerprint: 'sha256:' + 'a'.repeat(64) } }), s.key]
+  const a = attestorValues(vs)
+  assert.equal(a.keys, [PEM], 'the same key once')
+  assert.is(a.identities.length, 2)
+  assert.equal(a.identities[0], { subject: `${SOURCE}/.github/workflows/ci.yml@refs/heads/main`, issuer: GITHUB_OIDC_ISSUER })
+  const pattern = (a.identities[1] as { subjectRegExp: string }).subjectRegExp
+  assert.ok(new RegExp(pattern).test(`${SOURCE}/.github/workflows/ci.yml@refs/heads/feature/x`))
+  assert.not.ok(new RegExp(pattern).test(`${SOURCE}/.github/workflows/ci.yml@refs/heads/main`))
+  assert.not.ok(new RegExp(pattern).test(`${SOURCE}/.github/workflows/ci.yml@refs/heads/feature/x@refs/pull/1/merge`))
 })
 
 t('the values reach Helm typed, from a file', () => {
-  const file = writeAdmissionValues(join(s.dir, 'deploy'), admissionPlan(loadConfig({ DEPLOY_ADMISSION: 'enforce' }, {}), s.key, LOCAL_REPO, 'enforce').values)
-  const v = parseYaml(readFileSync(file, 'utf8')) as { admission: { enabled: unknown; scanMaxAgeSeconds: unknown; signer: { key: string } } }
+  const file = writeAdmissionValues(join(s.dir, 'deploy'), admissionPlan(loadConfig({ DEPLOY_ADMISSION: 'enforce' }, {}), LOCAL, { imageSigners: [s.key], scanSigners: [] }, LOCAL_REPO).values)
+  const v = parseYaml(readFileSync(file, 'utf8')) as { admission: { enabled: unknown; scanMaxAgeSeconds: unknown; signers: { keys: string[] } } }
   assert.is(v.admission.enabled, true)
   assert.is(v.admission.scanMaxAgeSeconds, 86400)
-  assert.is(v.admission.signer.key, PEM)
+  assert.equal(v.admission.signers.keys, [PEM])
 })
 
 t('environments.yaml: admission is enforce unless an environment says install or off; anything else is refused', () => {
-  const file = join(s.dir, 'environments.yaml')
-  writeFileSync(file, 'dev:\n  contexts: []\nstaging:\n  contexts: []\n  admission: off\nprod:\n  contexts: [p]\n  admission: install\nqa:\n  contexts: []\n  admission: maybe\n')
-  assert.is(environmentAdmission('dev', file), 'enforce')
-  assert.is(environmentAdmission('staging', file), 'off')
-  assert.is(environmentAdmission('prod', file), 'install')
-  assert.throws(() => environmentAdmission('qa', file), /qa\.admission must be enforce, install or off, not "maybe"/)
-  assert.equal(parseEnvironments(readFileSync(file, 'utf8'), file).prod, ['p'])
-  for (const env of ['dev', 'staging', 'prod']) assert.is.not(environmentAdmission(env), undefined)
+  const envs = parseEnvironments('dev:\n  contexts: []\nstaging:\n  contexts: []\n  admission: off\nprod:\n  contexts: [p]\n  admission: install\n', 'e.yaml')
+  assert.equal([envs.dev!.admission, envs.staging!.admission, envs.prod!.admission], ['enforce', 'off', 'install'])
+  assert.throws(() => parseEnvironments('qa:\n  contexts: []\n  admission: maybe\n', 'e.yaml'), /^deploy: e\.yaml: qa\.admission: /)
+  const committed: Environment['admission'][] = Object.values(parseEnvironments(readFileSync(ENVIRONMENTS_FILE, 'utf8'), 'environments.yaml')).map((e) => e.admission)
+  assert.ok(committed.length >= 3 && committed.every((a) => a === 'enforce'), 'every committed environment enforces')
 })
 
 t('names: the policy as the chart makes it, the verdict repository beside the image, the controller and its state', () => {

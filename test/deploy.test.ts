@@ -15,7 +15,9 @@ import { iptablesWords } from '../lib/sandbox/node.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { writeReport, type Report } from '../lib/core/reports.ts'
 import { parseAction } from '../tasks/cluster.ts'
-import { ENVIRONMENTS_FILE, checkOrder, parseEnvironments, recordLabels, requireDeclaredContext, runningCommit } from '../lib/deploy/guard.ts'
+import { checkOrder, labelValue, recordLabels, requireOlderAllowed, runningCommit } from '../lib/deploy/guard.ts'
+import { ENVIRONMENTS_FILE, LOCAL_ENVIRONMENT, environmentFor, parseEnvironments } from '../lib/deploy/environments.ts'
+import { DEFAULT_SIGNERS } from '../lib/sign/signers.ts'
 import { run } from '../lib/core/run.ts'
 import { refusal } from './helpers/refusal.ts'
 import { deployInputs } from '../tasks/deploy.ts'
@@ -55,6 +57,8 @@ t('refuses a missing digest, a missing or failed scan, and a different scanned d
 t('a --from-report re-gate never makes an image deployable, even when it passed', () => {
   refusal(() => deployableImage(build(), { decision: 'pass', reason: 'clean', image: { scanned: 'x', source: 'report', ref: 'x' }, deployable: false }), /--from-report re-gate: a useful check, but it never makes an image deployable/)
   refusal(() => deployableImage(build(), { decision: 'pass', reason: 'clean', image: { scanned: 'x', source: 'report', digest: D1 } }), /never makes an image deployable/)
+  // A pass under SCAN_* overrides is no pass for deploy either; the registry check refuses it too (checkScan).
+  refusal(() => deployableImage(build(), { ...pass(), committedPolicy: false, deployable: false }), /made under another scan policy than the committed \.scan-policy\.yaml/)
 })
 
 t('reads the reports from REPORTS_DIR; a missing scan report is a refusal', () => {
@@ -212,26 +216,50 @@ t('the deploy job outlives a failed rollout and its rollback (2 x DEPLOY_TIMEOUT
   assert.ok((job!['timeout-minutes'] ?? 360) * 60 > 2 * timeout + 120, `deploy job timeout ${job!['timeout-minutes']} min is too short for 2 x ${timeout}s`)
 })
 
-t('a KUBE_CONTEXT must be declared for its DEPLOY_ENV; the local cluster always may be used', () => {
+t('a KUBE_CONTEXT must be declared for its DEPLOY_ENV; only no KUBE_CONTEXT means the local cluster', () => {
   const dir = mkdtempSync(join(tmpdir(), 'envs-'))
   const file = join(dir, 'environments.yaml')
   writeFileSync(file, 'dev:\n  contexts: [dev-cluster]\nprod:\n  contexts: [prod-eu]\n')
-  requireDeclaredContext('dev', 'dev-cluster', 'kwok-doc-server', file)
-  requireDeclaredContext('prod', 'prod-eu', 'kwok-doc-server', file)
-  requireDeclaredContext('prod', undefined, 'kwok-doc-server', file)
-  requireDeclaredContext('prod', 'kwok-doc-server', 'kwok-doc-server', file)
-  refusal(() => requireDeclaredContext('prod', 'dev-cluster', 'kwok-doc-server', file), /KUBE_CONTEXT "dev-cluster" is not declared for DEPLOY_ENV=prod in .*environments\.yaml \(declared: prod-eu\); add it there or use the right context$/)
-  refusal(() => requireDeclaredContext('staging', 'prod-eu', 'kwok-doc-server', file), /not declared for DEPLOY_ENV=staging .*\(declared: none\)/)
-  refusal(() => requireDeclaredContext('dev', 'x', 'kwok-doc-server', join(dir, 'missing.yaml')), /missing\.yaml is missing; it declares which contexts each DEPLOY_ENV may use/)
-  assert.throws(() => parseEnvironments('dev: [a]\n', 'e.yaml'), /e\.yaml: dev must be \{ contexts: \[context names\] \}/)
-  assert.throws(() => parseEnvironments('dev:\n  contexts: [a]\n  context: b\n', 'e.yaml'), /dev must be/)
+  assert.is(environmentFor('dev', 'dev-cluster', file).local, false)
+  assert.is(environmentFor('prod', 'prod-eu', file).local, false)
+  assert.equal(environmentFor('prod', undefined, file), { local: true, settings: LOCAL_ENVIRONMENT })
+  // A context that happens to be named like the local cluster's grants nothing by its name.
+  refusal(() => environmentFor('prod', 'kwok-doc-server', file), /KUBE_CONTEXT "kwok-doc-server" is not declared for DEPLOY_ENV=prod/)
+  refusal(() => environmentFor('prod', 'dev-cluster', file), /KUBE_CONTEXT "dev-cluster" is not declared for DEPLOY_ENV=prod in .*environments\.yaml \(declared: prod-eu\); add it there or use the right context$/)
+  refusal(() => environmentFor('staging', 'prod-eu', file), /not declared for DEPLOY_ENV=staging .*\(declared: none\)/)
+  refusal(() => environmentFor('dev', 'x', join(dir, 'missing.yaml')), /missing\.yaml is missing; it declares which contexts each DEPLOY_ENV may use/)
+  assert.throws(() => parseEnvironments('dev: [a]\n', 'e.yaml'), /^deploy: e\.yaml: dev: /)
+  assert.throws(() => parseEnvironments('dev:\n  contexts: [a]\n  context: b\n', 'e.yaml'), /e\.yaml: dev: Unrecognized key: "context"/)
   assert.throws(() => parseEnvironments('dev: [', 'e.yaml'), /e\.yaml does not parse/)
+  assert.throws(() => parseEnvironments('prod:\n  contexts: []\n  scan: { maxAge: 9999d }\n', 'e.yaml'), /e\.yaml: prod\.scan\.maxAge: scan\.maxAge="9999d" is not valid: expected a duration above 0 and at most 30d/)
+  assert.throws(() => parseEnvironments('prod:\n  contexts: []\n  signers: [{ workflow: .github/workflows/ci.yml, refs: [refs/pull/*], events: [push] }]\n', 'e.yaml'), /prod\.signers\.0/)
 })
 
-t('the committed environments file declares every environment and parses', () => {
+t('the committed environments file: every environment, prod signed only by ci.yml on main from a push, the rescan a scan signer only', () => {
   const envs = parseEnvironments(readFileSync(ENVIRONMENTS_FILE, 'utf8'), ENVIRONMENTS_FILE)
   assert.equal(Object.keys(envs).sort(), ['dev', 'prod', 'staging'])
   for (const env of ['dev', 'staging', 'prod']) assert.ok(existsSync(join(repoRoot, 'charts', 'doc-server', `values-${env}.yaml`)), `${env} has values`)
+  assert.equal(envs.prod!.signers, DEFAULT_SIGNERS)
+  assert.equal(envs.staging!.signers, DEFAULT_SIGNERS, 'an environment that names no signer gets the strict default')
+  assert.ok(envs.prod!.scanSigners.every((x) => 'workflow' in x && x.workflow === '.github/workflows/rescan.yml'))
+  assert.ok(envs.prod!.signers.every((x) => !('workflow' in x) || x.workflow !== '.github/workflows/rescan.yml'), 'the rescan never signs an image')
+  assert.is(envs.prod!.allowOlder, 'with-reason')
+  assert.equal(envs.prod!.scan.dbSources, ['remote'])
+})
+
+t('--allow-older as the environment allows it; the reason is recorded on the release as a label', () => {
+  requireOlderAllowed('dev', { allowOlder: 'free' }, true, undefined)
+  requireOlderAllowed('prod', { allowOlder: 'with-reason' }, false, undefined)
+  requireOlderAllowed('prod', { allowOlder: 'with-reason' }, true, 'bad release 1.4: answers 500 on /docs')
+  refusal(() => requireOlderAllowed('prod', { allowOlder: 'with-reason' }, true, undefined), /^deploy: refused: DEPLOY_ENV=prod takes --allow-older only with --reason "<why>", which is recorded on the release$/)
+  refusal(() => requireOlderAllowed('prod', { allowOlder: 'never' }, true, 'x'), /never takes --allow-older/)
+  const labels = recordLabels('c'.repeat(40), 300, 'bad release 1.4: answers 500 on /docs!')
+  assert.is(labels['doc-server.dev/allow-older-reason'], 'bad-release-1.4-answers-500-on-docs')
+  assert.is(labelValue('x'.repeat(80)).length, 63)
+  const config = loadConfig({}, {})
+  assert.is(deployInputs(['--allow-older', '--reason', 'rollback of 1.4'], config).reason, 'rollback of 1.4')
+  assert.throws(() => deployInputs(['--reason', 'why'], config), /--reason goes with --allow-older/)
+  assert.throws(() => deployInputs(['--allow-older', '--reason', ' '], config), /--reason needs the words/)
 })
 
 async function rejects(p: Promise<unknown>, re: RegExp) {
@@ -253,19 +281,18 @@ t('a deploy moves the release forward in git history; older or unknown commits n
   const b = await commit('b')
   await git('checkout', '-q', '-b', 'side', a)
   const side = await commit('side')
-  assert.is(await checkOrder(undefined, b, false, dir), undefined, 'first install')
-  assert.is(await checkOrder(a, b, false, dir), undefined, 'forward')
-  assert.is(await checkOrder(b, b, false, dir), undefined, 'the same commit again')
-  await rejects(checkOrder(b, a, false, dir), new RegExp(`^deploy: refused: commit ${a.slice(0, 12)} does not descend from ${b.slice(0, 12)}, which the release runs \\(an older or diverged pipeline\\); pass --allow-older to roll back on purpose$`))
-  await rejects(checkOrder(b, side, false, dir), /does not descend from/)
-  await rejects(checkOrder('e'.repeat(40), b, false, dir), /the release runs commit eeeeeeeeeeee, which is not in this clone, .*fetch the full history, or pass --allow-older/)
-  await rejects(checkOrder(b, undefined, false, dir), /build\.json names no commit, so the order cannot be checked/)
-  assert.is(await checkOrder(b, a, true, dir), `rolled ${b.slice(0, 12)} back to ${a.slice(0, 12)} (--allow-older)`)
+  assert.is(await checkOrder(undefined, b, false, undefined, dir), undefined, 'first install')
+  assert.is(await checkOrder(a, b, false, undefined, dir), undefined, 'forward')
+  assert.is(await checkOrder(b, b, false, undefined, dir), undefined, 'the same commit again')
+  await rejects(checkOrder(b, a, false, undefined, dir), new RegExp(`^deploy: refused: commit ${a.slice(0, 12)} does not descend from ${b.slice(0, 12)}, which the release runs \\(an older or diverged pipeline\\); pass --allow-older to roll back on purpose$`))
+  await rejects(checkOrder(b, side, false, undefined, dir), /does not descend from/)
+  await rejects(checkOrder('e'.repeat(40), b, false, undefined, dir), /the release runs commit eeeeeeeeeeee, which is not in this clone, .*fetch the full history, or pass --allow-older/)
+  assert.is(await checkOrder(b, a, true, undefined, dir), `rolled ${b.slice(0, 12)} back to ${a.slice(0, 12)} (--allow-older)`)
+  assert.is(await checkOrder(b, a, true, 'bad 1.4', dir), `rolled ${b.slice(0, 12)} back to ${a.slice(0, 12)} (--allow-older: bad 1.4)`)
 })
 
 t('the release records its commit and timeout; the running commit is the deployed revision\'s', () => {
   assert.equal(recordLabels('c'.repeat(40), 300), { 'doc-server.dev/commit': 'c'.repeat(40), 'doc-server.dev/timeout-secs': '300' })
-  assert.equal(recordLabels(undefined, 30), { 'doc-server.dev/timeout-secs': '30' })
   const rec = (revision: number, status: string, commit?: string) => ({ revision, status, commit, timeoutSecs: 300 })
   assert.is(runningCommit([rec(1, 'superseded', 'a'), rec(2, 'deployed', 'b'), rec(3, 'failed', 'c')]), 'b')
   assert.is(runningCommit([rec(1, 'failed', 'a')]), undefined)
@@ -273,7 +300,7 @@ t('the release records its commit and timeout; the running commit is the deploye
   const config = loadConfig({}, {})
   assert.is(deployInputs([], config).allowOlder, false)
   assert.is(deployInputs(['--allow-older'], config).allowOlder, true)
-  assert.throws(() => deployInputs(['--force'], config), /^deploy: Unknown option '--force'.*; usage: deploy --allow-older$/)
+  assert.throws(() => deployInputs(['--force'], config), /^deploy: Unknown option '--force'.*; usage: deploy --allow-older --reason <value>$/)
 })
 
 t.run()

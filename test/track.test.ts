@@ -1,7 +1,8 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { loadConfig } from '../lib/core/config.ts'
-import { creationRefused, describeFailure, rolloutFailure, type TrackedPod, type TrackedReplicaSet } from '../lib/deploy/track.ts'
+import type { DeploymentJson } from '../lib/deploy/kube.ts'
+import { creationRefused, describeFailure, notServing, restartBaseline, rolloutFailure, type TrackedPod, type TrackedReplicaSet } from '../lib/deploy/track.ts'
 
 const t = suite('rollout tracking')
 const NEW = `127.0.0.1:5000/local/agent-docs@sha256:${'b2'.repeat(32)}`
@@ -60,12 +61,45 @@ t('a pod creation refused for the new ReplicaSet stops the rollout, quoting the 
   assert.is(describeFailure(f, undefined), 'replicaset doc-server-new: pod creation refused: admission webhook "ivpol.validate.kyverno.svc-fail-finegrained-doc-server" denied the request: Policy doc-server failed: an image is not signed')
 })
 
+t('restarts from before the deploy (a node that restarted its pods) are no crash loop; this deploy\'s are', () => {
+  const b = restartBaseline(Date.parse('2026-01-01T00:05:00Z'))
+  const status = (restartCount: number) => ({ name: 'doc-server', restartCount, state: { running: { startedAt: '2026-01-01T00:09:50Z' } }, lastState: { terminated: { reason: 'Unknown', exitCode: 255 } } })
+  const old = (restartCount: number): TrackedPod => ({ ...pod('p7', NEW, status(restartCount)), metadata: { name: 'p7', uid: 'u7', creationTimestamp: '2025-12-29T08:00:00Z' } })
+  assert.is(rolloutFailure([old(3)], NEW, 60, NOW, b), undefined, 'restarted by three nights of cluster:down')
+  assert.is(rolloutFailure([old(4)], NEW, 60, NOW, b), undefined, 'and once more as the node came back during this deploy')
+  assert.is(rolloutFailure([old(5)], NEW, 60, NOW, b)?.detail, 'restarted 2 times, Unknown, exit code 255')
+  const fresh: TrackedPod = { ...pod('p8', NEW, status(2)), metadata: { name: 'p8', uid: 'u8', creationTimestamp: '2026-01-01T00:06:00Z' } }
+  assert.is(rolloutFailure([fresh], NEW, 60, NOW, b)?.kind, 'crash loop', 'a pod of this rollout counts from zero')
+  assert.is(rolloutFailure([old(3)], NEW, 60, NOW)?.kind, 'crash loop', 'without a baseline every restart counts')
+})
+
 t('DEPLOY_READINESS_GRACE_SECS: default far below the timeout, validated against it', () => {
   assert.is(loadConfig({}, {}).deployReadinessGraceSecs, 60)
   assert.is(loadConfig({ DEPLOY_TIMEOUT_SECS: '30' }, {}).deployReadinessGraceSecs, 15)
   assert.is(loadConfig({ DEPLOY_READINESS_GRACE_SECS: '20' }, {}).deployReadinessGraceSecs, 20)
   assert.throws(() => loadConfig({ DEPLOY_READINESS_GRACE_SECS: '300' }, {}), /DEPLOY_READINESS_GRACE_SECS="300" is not valid: expected fewer seconds than DEPLOY_TIMEOUT_SECS \(300\)/)
   assert.throws(() => loadConfig({ DEPLOY_READINESS_GRACE_SECS: 'soon' }, {}), /DEPLOY_READINESS_GRACE_SECS="soon"/)
+})
+
+const DIGEST = NEW.split('@')[1]!
+const dep = (status: NonNullable<DeploymentJson['status']>, replicas = 2, generation = 3): DeploymentJson => ({ metadata: { generation }, spec: { replicas, template: { spec: { containers: [{ name: 'doc-server', image: NEW }] } } }, status })
+const rolledOut = { observedGeneration: 3, replicas: 2, updatedReplicas: 2, readyReplicas: 2, availableReplicas: 2 }
+const serving = (name: string, ready = true, imageID = `docker.io/x@${DIGEST}`) => pod(name, NEW, { name: 'doc-server', ready, imageID, restartCount: 0, state: { running: { startedAt: '2026-01-01T00:09:00Z' } } })
+
+t('serving: every live pod on the digest and ready, as many as wanted, and the deployment agrees', () => {
+  assert.is(notServing(dep(rolledOut), [serving('a'), serving('b')], NEW, DIGEST), undefined)
+  const leaving = { ...pod('old', OLD, { name: 'doc-server', ready: true }), metadata: { name: 'old', deletionTimestamp: '2026-01-01T00:09:30Z' } }
+  assert.is(notServing(dep(rolledOut), [serving('a'), serving('b'), leaving], NEW, DIGEST), undefined, 'a terminating pod of the previous revision does not count')
+})
+
+t('not serving yet: a restarted pod not ready, an old pod still live, too few pods, a deployment behind (stale or not)', () => {
+  // The deployment still says rolled out (as it did before the node restarted its pods); the pod says otherwise.
+  assert.is(notServing(dep(rolledOut), [serving('a'), serving('b', false)], NEW, DIGEST), 'b/doc-server is not ready')
+  assert.match(notServing(dep(rolledOut), [serving('a'), pod('old', OLD, { name: 'doc-server', ready: true })], NEW, DIGEST) ?? '', /^old\/doc-server runs .*@sha256:a1/)
+  assert.is(notServing(dep(rolledOut), [serving('a')], NEW, DIGEST), '1 of 2 pods exist')
+  assert.is(notServing(dep({ ...rolledOut, availableReplicas: 1 }), [serving('a'), serving('b')], NEW, DIGEST), 'the deployment counts 2 updated, 1 available of 2')
+  assert.is(notServing(dep({ ...rolledOut, observedGeneration: 2 }), [serving('a'), serving('b')], NEW, DIGEST), 'the deployment counts 2 updated, 2 available of 2')
+  assert.match(notServing(dep(rolledOut), [serving('a'), serving('b', true, `x@${OLD.split('@')[1]}`)], NEW, DIGEST) ?? '', /^b\/doc-server reports image x@sha256:a1/)
 })
 
 t.run()

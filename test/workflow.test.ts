@@ -13,7 +13,7 @@ import { parse } from 'yaml'
 import { loadConfig, shouldPush } from '../lib/core/config.ts'
 import { repoRoot } from '../lib/core/paths.ts'
 import { trivyCacheDir } from '../lib/scan/trivy.ts'
-import { workflowIdentity } from '../lib/sign/cosign.ts'
+import { DEFAULT_SIGNERS, verifiersFor } from '../lib/sign/signers.ts'
 import { VERSIONS } from '../lib/tools/versions.ts'
 import { ORDER } from '../tasks/ci.ts'
 import { WORKFLOWS_DIR, unpinnedActions, workflowFiles } from '../tasks/lint-workflows.ts'
@@ -47,7 +47,9 @@ interface Workflow {
 const FILE = join(WORKFLOWS_DIR, 'ci.yml')
 const TEXT = readFileSync(FILE, 'utf8')
 const wf = parse(TEXT) as Workflow
-const JOBS = ['lint-test', 'build-image', 'scan-image', 'deploy']
+const JOBS = ['lint-test', 'build-image', 'scan-image', 'pull-request', 'deploy']
+/** The jobs that run the pipeline's stages for pushes; pull-request runs build and scan read-only instead of build-image and scan-image. */
+const STAGE_JOBS = JOBS.filter((j) => j !== 'pull-request')
 
 const needsOf = (job: Job) => (job.needs === undefined ? [] : ([] as string[]).concat(job.needs))
 const tasksRun = (job: Job) => job.steps.flatMap((s) => [...(s.run ?? '').matchAll(/\btsx\s+tasks\/([\w-]+)\.ts\b/g)].map((m) => m[1]!))
@@ -68,17 +70,18 @@ function jobOrder(jobs: Record<string, Job>): string[] {
 
 const t = suite('workflow')
 
-t('four jobs, chained by needs: lint-test → build-image → scan-image → deploy', () => {
+t('jobs chained by needs: lint-test → build-image → scan-image → deploy, and pull-request beside them', () => {
   assert.equal(Object.keys(wf.jobs), JOBS)
   assert.equal(needsOf(wf.jobs['lint-test']!), [])
   assert.equal(needsOf(wf.jobs['build-image']!), ['lint-test'])
   assert.equal(needsOf(wf.jobs['scan-image']!), ['build-image'])
+  assert.equal(needsOf(wf.jobs['pull-request']!), ['lint-test'])
   assert.ok(needsOf(wf.jobs.deploy!).includes('scan-image'), 'deploy waits for the scan gate')
   assert.equal(jobOrder(wf.jobs), JOBS)
 })
 
 t('the jobs run the stages in the order of `npm run ci:build`', () => {
-  const stagesByJob = jobOrder(wf.jobs).map((name) => tasksRun(wf.jobs[name]!))
+  const stagesByJob = jobOrder(wf.jobs).filter((n) => STAGE_JOBS.includes(n)).map((name) => tasksRun(wf.jobs[name]!))
   assert.equal(stagesByJob, [['precommit'], ['build', 'measure'], ['scan'], ['deploy']])
   assert.equal(stagesByJob.flat(), ORDER.map((s) => s.file))
   // The first job carries the name the local run gives that stage.
@@ -121,7 +124,7 @@ t('permissions are least privilege, job by job', () => {
     assert.is(job.permissions!.contents, 'read', `${name}: contents: read`)
     return [name, Object.entries(job.permissions!).filter(([, v]) => v === 'write').map(([k]) => k)]
   }))
-  assert.equal(writes, { 'lint-test': [], 'build-image': ['packages', 'id-token'], 'scan-image': ['packages', 'security-events', 'id-token'], deploy: [] })
+  assert.equal(writes, { 'lint-test': [], 'build-image': ['packages', 'id-token'], 'scan-image': ['packages', 'security-events', 'id-token'], 'pull-request': ['security-events'], deploy: [] })
   assert.not.match(TEXT, /write-all|read-all/)
 })
 
@@ -133,9 +136,11 @@ t('keyless signing: id-token only on the jobs that sign; deploy reads signatures
   const login = steps.findIndex((s) => /docker login ghcr\.io/.test(s.run ?? ''))
   const deploy = steps.findIndex((s) => /tasks\/deploy\.ts/.test(s.run ?? ''))
   assert.ok(login !== -1 && login < deploy, 'deploy logs in to ghcr.io before verifying')
-  // The identity deploy expects is this repository's ci.yml, the file these jobs live in.
-  const v = workflowIdentity('https://github.com', 'acme/doc-server')
-  assert.ok(v.kind === 'keyless' && new RegExp(v.identityRegexp).test('https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main'))
+  // The identity deploy expects by default is this repository's ci.yml (the file these jobs live in) on main, from a push.
+  const [v] = verifiersFor(DEFAULT_SIGNERS, { source: 'https://github.com/acme/doc-server' })
+  assert.ok(v?.kind === 'keyless')
+  assert.is(v.identity, 'https://github.com/acme/doc-server/.github/workflows/ci.yml@refs/heads/main')
+  assert.is(v.trigger, 'push')
   assert.ok(existsSync(join(repoRoot, '.github', 'workflows', 'ci.yml')))
 })
 
@@ -158,7 +163,18 @@ t('pull requests build and scan but never push or deploy', () => {
   const deploy = wf.jobs.deploy!
   assert.match(deploy.if ?? '', /github\.event_name != 'pull_request'/)
   assert.match(deploy.if ?? '', /needs\.build-image\.outputs\.digest != ''/, 'only a pushed image (one with a registry digest) deploys')
-  for (const name of ['build-image', 'scan-image']) assert.is(wf.jobs[name]!.if, undefined, `${name} runs for pull requests too`)
+})
+
+t('pull requests: build and scan with a read-only token; the jobs that push and sign never run for them', () => {
+  for (const name of ['build-image', 'scan-image']) assert.is(wf.jobs[name]!.if, "github.event_name != 'pull_request'", `${name} never runs for a pull request`)
+  const pr = wf.jobs['pull-request']!
+  assert.is(pr.if, "github.event_name == 'pull_request'")
+  assert.is(pr.permissions!['id-token'], undefined, 'no OIDC token: nothing is signed')
+  assert.ok(pr.permissions!.packages === undefined || pr.permissions!.packages === 'read', 'no packages: write: nothing is pushed')
+  assert.equal(tasksRun(pr), ['build', 'scan'])
+  assert.ok(!JSON.stringify(pr).includes('secrets.GITHUB_TOKEN'), 'no token reaches its steps')
+  const [sarif] = usesOf(pr, 'github/codeql-action/upload-sarif')
+  assert.match(sarif!.if!, /github\.event\.pull_request\.head\.repo\.full_name == github\.repository/, 'a fork\'s token cannot upload')
 })
 
 t('GHCR with GITHUB_TOKEN, handed only to the steps that talk to the registry', () => {

@@ -78,7 +78,7 @@ t('each job caches the tools it builds under a key of its own', () => {
   }
 })
 
-t('the nightly rescan: scheduled and by hand, the scan of what prod runs, its own SARIF category', () => {
+t('the nightly rescan: scheduled and by hand, the scan of what prod runs, signed as prod\'s scan signer, its own SARIF category', () => {
   const wf = wfs['rescan.yml']!
   assert.equal(Object.keys(wf.on).sort(), ['schedule', 'workflow_dispatch'])
   assert.match(String((wf.on.schedule as { cron: string }[])[0]!.cron), /^\d+ \d+ \* \* \*$/, 'once a day')
@@ -96,7 +96,8 @@ t('the nightly rescan: scheduled and by hand, the scan of what prod runs, its ow
   assert.ok(sarif!.with!.category && !ciCategories.includes(sarif!.with!.category), 'its own category, so it never replaces the build scan\'s alerts')
   // Where tasks/rescan.ts runs the scan stage: <REPORTS_DIR>/rescan.
   assert.match(readFileSync(join(repoRoot, 'tasks', 'rescan.ts'), 'utf8'), /join\(config\.reportsDir, 'rescan'\)/)
-  assert.equal(Object.entries(job.permissions!).filter(([, v]) => v === 'write').map(([k]) => k), ['security-events'])
+  // It signs its result (id-token) and attaches it beside the digest (packages): deploy reads it, so a failing rescan blocks.
+  assert.equal(Object.entries(job.permissions!).filter(([, v]) => v === 'write').map(([k]) => k).sort(), ['id-token', 'packages', 'security-events'])
 })
 
 t('the toolkit job runs the README\'s test command on toolkit changes, bounded, with logs on failure', () => {

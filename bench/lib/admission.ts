@@ -1,5 +1,5 @@
 /**
- * What the admission policy costs (README, "Admission"): the API server's
+ * What the admission policy costs (docs/admission.md): the API server's
  * answer to a pod create in a namespace without the policy and in one with
  * it, measured from here, and the deploy stage's total time either way. A
  * create is a server-side dry run (`dryRun=All`): every admission webhook is

@@ -100,7 +100,7 @@ export async function checkBuildCacheSupport(docker: string, cache: { from?: str
 }
 
 /** Files a Docker build of the workspace needs (what .dockerignore lets through and the Dockerfiles copy). */
-const CONTEXT_ENTRIES = ['Cargo.toml', 'Cargo.lock', 'crates', '.dockerignore', 'Dockerfile.optimized', 'bench']
+export const CONTEXT_ENTRIES = ['Cargo.toml', 'Cargo.lock', 'crates', '.dockerignore', 'Dockerfile.optimized', 'bench']
 
 /**
  * A throwaway copy of the build context, for builds that must change the code

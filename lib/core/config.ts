@@ -23,12 +23,13 @@ export const VARIABLES = [
   { name: 'DOCKER', default: '/usr/bin/docker when present, else docker on PATH', meaning: 'Docker client used for builds (it must support BuildKit).' },
   { name: 'BUILD_CACHE_FROM', default: '(none; the workflow: type=gha,scope=doc-server-image)', meaning: 'BuildKit `--cache-from` for the image build, e.g. the GitHub cache backend; setting it or BUILD_CACHE_TO also passes `--load`, so the docker build must be buildx (refused up front otherwise).' },
   { name: 'BUILD_CACHE_TO', default: '(none; the workflow: type=gha,mode=max,scope=doc-server-image)', meaning: 'BuildKit `--cache-to` for the image build; `mode=max` keeps the cook layer.' },
-  { name: 'SCAN_SEVERITIES', default: 'HIGH,CRITICAL', meaning: 'Severities that block the scan gate.' },
-  { name: 'SCAN_IGNORE_UNFIXED', default: 'false', meaning: 'When true, findings without a fixed version do not block.' },
-  { name: 'SCAN_IGNORE_FILE', default: '.trivyignore.yaml', meaning: 'Ignore file; each entry needs a statement and an expiry date.' },
-  { name: 'SCAN_IGNORE_MAX_DAYS', default: '90', meaning: 'How far ahead an ignore entry may expire; an entry with a later expired_at is refused, so every accepted risk is reviewed.' },
+  { name: 'SCAN_SEVERITIES', default: '(.scan-policy.yaml)', meaning: 'Severities that block the scan gate, overriding the committed policy for an experiment; a scan under any other policy than the committed one is never deployable.' },
+  { name: 'SCAN_IGNORE_UNFIXED', default: '(.scan-policy.yaml)', meaning: 'When true, findings without a fixed version do not block (an override of the committed policy: not deployable).' },
+  { name: 'SCAN_IGNORE_FILE', default: '(.scan-policy.yaml: .trivyignore.yaml)', meaning: 'Ignore file; each entry needs a statement and an expiry date. Another file than the committed one is an override: not deployable.' },
+  { name: 'SCAN_IGNORE_MAX_DAYS', default: '(.scan-policy.yaml: 90)', meaning: 'How far ahead an ignore entry may expire (at most 365); an entry with a later expired_at is refused, so every accepted risk is reviewed. An override: not deployable.' },
   { name: 'SCAN_ADVISORIES_DIR', default: 'advisories', meaning: 'Advisories the local vulnerability DB is built from (TRIVY_DB_SOURCE=local); see advisories/README.md.' },
-  { name: 'SCAN_MAX_AGE', default: '24h', meaning: 'Deploy refuses an image whose scan attestation is older than this (a number with s, m, h or d).' },
+  { name: 'SCAN_MAX_AGE', default: '24h', meaning: 'Deploy refuses an image whose scan attestation is older than this (a number with s, m, h or d; at most 30d); an environment may set a stricter bound in charts/doc-server/environments.yaml.' },
+  { name: 'SCAN_DB_MAX_AGE', default: '72h', meaning: 'The scan fails when the vulnerability DB it downloaded was built longer ago than this (at most 30d); the local DB built from advisories/ is exempt, its content is committed.' },
   { name: 'TRIVY_DB_SOURCE', default: 'local (GitHub Actions: remote)', meaning: '`local` scans with the DB built from advisories in this repo; `remote` downloads the public DB.' },
   { name: 'TRIVY_DB_REPOSITORY', default: '(local: 127.0.0.1:5000/<IMAGE_OWNER>/trivy-db:2; remote: Trivy\'s default mirrors)', meaning: 'OCI repository Trivy downloads its vulnerability DB from (`--db-repository`), e.g. a company mirror; with `local` the pipeline publishes the DB built from advisories/ there (a registry on this machine only).' },
   { name: 'DEPLOY_ENV', default: 'dev', meaning: 'Environment to deploy: dev, staging or prod (selects charts/doc-server/values-<env>.yaml).' },
@@ -59,10 +60,13 @@ export interface Config {
   docker: string
   buildCacheFrom: string | undefined
   buildCacheTo: string | undefined
-  scanSeverities: string[]
-  scanIgnoreUnfixed: boolean
-  scanIgnoreFile: string
-  scanIgnoreMaxDays: number
+  /** Overrides of the committed scan policy (.scan-policy.yaml); undefined when not set. */
+  scanSeverities: string[] | undefined
+  scanIgnoreUnfixed: boolean | undefined
+  scanIgnoreFile: string | undefined
+  scanIgnoreMaxDays: number | undefined
+  /** SCAN_DB_MAX_AGE in seconds. */
+  scanDbMaxAgeSecs: number
   scanAdvisoriesDir: string
   /** SCAN_MAX_AGE in seconds. */
   scanMaxAgeSecs: number
@@ -103,7 +107,7 @@ function bool(name: string, value: string): boolean {
 }
 
 function positiveInt(name: string, value: string): number {
-  if (!/^\d+$/.test(value) || Number(value) < 1) throw bad(name, value, 'a whole number above 0')
+  if (!/^\d{1,9}$/.test(value) || Number(value) < 1) throw bad(name, value, 'a whole number above 0 (at most 9 digits)')
   return Number(value)
 }
 
@@ -132,11 +136,12 @@ export function precommitChecks(processEnv: NodeJS.ProcessEnv = process.env, dot
 
 const UNIT_SECS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400 }
 
-/** A duration like 90s, 30m, 24h or 7d, in seconds. */
-export function duration(name: string, value: string): number {
-  const m = /^(\d+)([smhd])$/.exec(value)
-  if (!m || Number(m[1]) < 1) throw bad(name, value, 'a duration above 0 like 30m, 24h or 7d')
-  return Number(m[1]) * UNIT_SECS[m[2]!]!
+/** A duration like 90s, 30m, 24h or 7d, in seconds, at most `maxSecs` (so no typo of digits switches a bound off). */
+export function duration(name: string, value: string, maxSecs = 30 * 86_400): number {
+  const m = /^(\d{1,9})([smhd])$/.exec(value)
+  const secs = m ? Number(m[1]) * UNIT_SECS[m[2]!]! : NaN
+  if (!m || !(secs >= 1) || secs > maxSecs) throw bad(name, value, `a duration above 0 and at most ${maxSecs / 86_400}d, like 30m, 24h or 7d`)
+  return secs
 }
 
 /** Unset: 60 s, or half the timeout when that is shorter. */
@@ -181,8 +186,12 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
   const imageName = get('IMAGE_NAME') ?? 'agent-docs'
   if (!/^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/.test(imageName)) throw bad('IMAGE_NAME', imageName, 'a lower-case repository name of letters, digits, . _ -')
 
-  const severities = (get('SCAN_SEVERITIES') ?? 'HIGH,CRITICAL').split(',').map((s) => s.trim().toUpperCase())
-  for (const s of severities) if (!(SEVERITIES as readonly string[]).includes(s)) throw bad('SCAN_SEVERITIES', s, `a comma list of ${SEVERITIES.join(', ')}`)
+  const severities = get('SCAN_SEVERITIES')?.split(',').map((s) => s.trim().toUpperCase())
+  for (const s of severities ?? []) if (!(SEVERITIES as readonly string[]).includes(s)) throw bad('SCAN_SEVERITIES', s, `a comma list of ${SEVERITIES.join(', ')}`)
+  const ignoreMaxDays = get('SCAN_IGNORE_MAX_DAYS')
+  const scanIgnoreMaxDays = ignoreMaxDays === undefined ? undefined : positiveInt('SCAN_IGNORE_MAX_DAYS', ignoreMaxDays)
+  if (scanIgnoreMaxDays !== undefined && scanIgnoreMaxDays > 365) throw bad('SCAN_IGNORE_MAX_DAYS', ignoreMaxDays!, 'at most 365: an accepted risk is reviewed at least once a year')
+  const unfixed = get('SCAN_IGNORE_UNFIXED')
 
   const deployEnv = oneOf('DEPLOY_ENV', get('DEPLOY_ENV') ?? 'dev', ['dev', 'staging', 'prod'] as const)
   const namespace = get('DEPLOY_NAMESPACE') ?? `doc-server-${deployEnv}`
@@ -206,9 +215,10 @@ export function loadConfig(processEnv: NodeJS.ProcessEnv = process.env, dotenv: 
     buildCacheFrom: get('BUILD_CACHE_FROM'),
     buildCacheTo: get('BUILD_CACHE_TO'),
     scanSeverities: severities,
-    scanIgnoreUnfixed: bool('SCAN_IGNORE_UNFIXED', get('SCAN_IGNORE_UNFIXED') ?? 'false'),
-    scanIgnoreFile: abs(get('SCAN_IGNORE_FILE') ?? '.trivyignore.yaml'),
-    scanIgnoreMaxDays: positiveInt('SCAN_IGNORE_MAX_DAYS', get('SCAN_IGNORE_MAX_DAYS') ?? '90'),
+    scanIgnoreUnfixed: unfixed === undefined ? undefined : bool('SCAN_IGNORE_UNFIXED', unfixed),
+    scanIgnoreFile: get('SCAN_IGNORE_FILE') ? abs(get('SCAN_IGNORE_FILE')!) : undefined,
+    scanIgnoreMaxDays,
+    scanDbMaxAgeSecs: duration('SCAN_DB_MAX_AGE', get('SCAN_DB_MAX_AGE') ?? '72h'),
     trivyDbRepository: dbRepository(get('TRIVY_DB_REPOSITORY')),
     scanAdvisoriesDir: abs(get('SCAN_ADVISORIES_DIR') ?? 'advisories'),
     scanMaxAgeSecs: duration('SCAN_MAX_AGE', get('SCAN_MAX_AGE') ?? '24h'),

@@ -14,6 +14,11 @@ export function withOutput<T>(write: (line: string) => void, fn: () => T): T {
   return sink.run(write, fn)
 }
 
+/** Runs `fn` with its commands' output kept off the screen: output that is data (JSON, bundles), read rather than watched. */
+export function quietly<T>(fn: () => T): T {
+  return sink.run(() => undefined, fn)
+}
+
 /** One progress line for the task that is running; nothing outside a task. */
 export function say(line: string): void {
   sink.getStore()?.(line)

@@ -28,7 +28,7 @@ export const BuildReport = z.object({
   build: z.object({ seconds: z.number(), cookCacheHit: z.boolean().nullable(), cookMiss: z.string().nullable() }),
   healthySeconds: z.number().nullable(),
   /** Who signed the pushed digest, and the provenance attached to it; null when nothing was pushed. */
-  signature: z.object({ identity: z.string(), provenance: z.string() }).nullable(),
+  signature: z.object({ identity: z.string(), provenance: z.string(), added: z.object({ signature: z.boolean(), provenance: z.boolean() }) }).nullable(),
 })
 
 const finding = z.object({
@@ -49,6 +49,11 @@ export const ScanReport = z.object({
   deployable: z.boolean().optional(),
   blocking: z.array(finding).optional(),
   db: z.object({ source: z.string(), updatedAt: z.string() }).nullable().optional(),
+  /** The digest of the policy the gate applied, and whether it is the committed one. */
+  policyDigest: z.string().optional(),
+  committedPolicy: z.boolean().optional(),
+  /** Who signed the result attached to the digest; null until (or unless) it is attached. */
+  attestation: z.object({ identity: z.string() }).nullable().optional(),
 })
 
 export const MeasureReport = z.object({
@@ -85,6 +90,8 @@ export const DeployReport = z.object({
   seconds: z.number(),
   /** What was verified in the registry before the cluster was touched; null when it was not reached. */
   verified: z.object({ identity: z.string() }).nullable(),
+  /** The verification's own output (cosign's commands and all they printed), shown on screen only with DEBUG. */
+  details: z.string().nullable(),
 })
 
 export const RescanReport = z.object({

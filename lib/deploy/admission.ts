@@ -1,15 +1,15 @@
 /**
- * The admission controller as a deploy sees it (README, "Admission"):
+ * The admission controller as a deploy sees it (docs/admission.md):
  * Kyverno, installed with its upstream chart (pinned, from the module zip:
  * lib/tools/kyverno.ts) running only its admission controller, its state read
  * from the cluster before Helm runs, and the chart's policy checked to be
  * enforced after. Kyverno's webhooks fail closed: while it is down, every pod
  * in a namespace with a policy is refused, so a deploy there must know first.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { parse as parseYaml, stringify } from 'yaml'
+import { stringify } from 'yaml'
 import type { Config } from '../core/config.ts'
 import { PipelineError } from '../core/errors.ts'
 import { writeJson } from '../core/json.ts'
@@ -21,7 +21,8 @@ import { verdictRepository } from '../sign/verdict.ts'
 import { ensureKyverno, type KyvernoTool } from '../tools/kyverno.ts'
 import { VERSIONS } from '../tools/versions.ts'
 import { chartFullname } from './deploy.ts'
-import { ENVIRONMENTS_FILE } from './guard.ts'
+import type { Environment } from './environments.ts'
+import { scanMaxAgeSecs, type DeploySigners } from './verify.ts'
 import { history, uninstall, type HelmTarget } from './helm.ts'
 import { kubeFlags, listPods, type KubeTarget } from './kube.ts'
 
@@ -195,20 +196,6 @@ export async function waitPolicyEnforced(kube: KubeTarget, policy: string, timeo
   )
 }
 
-/**
- * What an environment asks of admission (`admission:` in environments.yaml):
- * `enforce` (the default) ships the chart's policy and needs Kyverno running;
- * `install` also has the deploy stage install or upgrade the pinned Kyverno
- * first; `off` ships no policy.
- */
-export type EnvironmentAdmission = 'enforce' | 'install' | 'off'
-
-export function environmentAdmission(env: string, file = ENVIRONMENTS_FILE): EnvironmentAdmission {
-  const raw = existsSync(file) ? ((parseYaml(readFileSync(file, 'utf8')) as Record<string, { admission?: unknown } | null>)?.[env]?.admission ?? 'enforce') : 'enforce'
-  if (raw === 'enforce' || raw === 'install' || raw === 'off') return raw
-  throw new PipelineError(`deploy: ${file}: ${env}.admission must be enforce, install or off, not ${JSON.stringify(raw)}`)
-}
-
 /** The policy's name, as the chart's template makes it. */
 export function policyName(namespace: string, release: string): string {
   return `${namespace}-${chartFullname(release)}`.slice(0, 63).replace(/-+$/, '')
@@ -224,26 +211,53 @@ export interface AdmissionPlan {
   off?: string
 }
 
+/** A list of signers as the chart's attestors take them: public keys (PEM) and keyless identities. */
+export interface AttestorValues {
+  keys: string[]
+  identities: ({ subject: string; issuer: string } | { subjectRegExp: string; issuer: string })[]
+}
+
 /**
- * The chart's admission values for this deploy: the signer deploy verifies,
- * the scan bound it verifies against, and the verdict repository of the
- * image's repository. Off on the local cluster unless DEPLOY_ADMISSION=enforce.
+ * Deploy's verifiers as Kyverno attestors: a key signer becomes its public
+ * key, a workflow signer its certificate identity (exact, or the anchored
+ * expression of a ref pattern) and issuer. Kyverno's ImageValidatingPolicy
+ * cannot read the workflow-trigger and workflow-ref extensions that deploy
+ * also checks (docs/admission.md says what that leaves open).
  */
-export function admissionPlan(config: Config, verifier: Verifier, repository: string, asked: EnvironmentAdmission = environmentAdmission(config.deployEnv)): AdmissionPlan {
+export function attestorValues(verifiers: readonly Verifier[]): AttestorValues {
+  const keys = new Set<string>()
+  const identities = new Map<string, AttestorValues['identities'][number]>()
+  for (const v of verifiers) {
+    if (v.kind === 'key') keys.add(readFileSync(v.pub, 'utf8'))
+    else if (v.identity) identities.set(`=${v.identity} ${v.issuer}`, { subject: v.identity, issuer: v.issuer })
+    else identities.set(`~${v.identityRegexp} ${v.issuer}`, { subjectRegExp: v.identityRegexp ?? '^$', issuer: v.issuer })
+  }
+  return { keys: [...keys], identities: [...identities.values()] }
+}
+
+/**
+ * The chart's admission values for this deploy: the signers deploy verifies
+ * with (the image's, and for its scan verdict also the scan signers'), the
+ * scan bound it verifies against, and the verdict repository of the image's
+ * repository. Off where the environment says so, and on the local cluster
+ * unless DEPLOY_ADMISSION=enforce.
+ */
+export function admissionPlan(config: Config, env: { local: boolean; settings: Environment }, signers: Pick<DeploySigners, 'imageSigners' | 'scanSigners'>, repository: string): AdmissionPlan {
   const policy = policyName(config.deployNamespace, config.releaseName)
-  const off = asked === 'off' ? `off for ${config.deployEnv} in environments.yaml` : !config.kubeContext && config.deployAdmission !== 'enforce' ? 'off on the local cluster (DEPLOY_ADMISSION=enforce turns it on)' : undefined
-  const signer = verifier.kind === 'key' ? { key: readFileSync(verifier.pub, 'utf8') } : { keyless: { identityRegexp: verifier.identityRegexp, issuer: verifier.issuer } }
+  const asked = env.settings.admission
+  const off = asked === 'off' ? `off for ${config.deployEnv} in environments.yaml` : env.local && config.deployAdmission !== 'enforce' ? 'off on the local cluster (DEPLOY_ADMISSION=enforce turns it on)' : undefined
   const values = off
     ? { enabled: false }
     : {
         enabled: true,
         environment: config.deployEnv,
-        signer,
+        signers: attestorValues(signers.imageSigners),
+        scanSigners: attestorValues(signers.scanSigners),
         verdictRepository: verdictRepository(repository),
-        scanMaxAgeSeconds: config.scanMaxAgeSecs,
+        scanMaxAgeSeconds: scanMaxAgeSecs(config, env.settings),
         allowInsecureRegistry: /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(repository),
       }
-  return { enforce: !off, install: !off && asked === 'install' && !!config.kubeContext, policy, values, ...(off ? { off } : {}) }
+  return { enforce: !off, install: !off && asked === 'install' && !env.local, policy, values, ...(off ? { off } : {}) }
 }
 
 /**

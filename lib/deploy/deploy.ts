@@ -3,7 +3,8 @@ import { join } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { PipelineError, firstLine } from '../core/errors.ts'
 import { history, pendingRecovery, rollback, uninstall, type HelmTarget, type Release } from './helm.ts'
-import { firstFailureReason, getDeployment, listEvents, listPods, podsNotRunning, rolloutStatus, type KubeTarget } from './kube.ts'
+import { firstFailureReason, listEvents, listPods, rolloutStatus, type KubeTarget } from './kube.ts'
+import { waitServing } from './track.ts'
 import type { RevisionRecord } from './guard.ts'
 import { repoRoot } from '../core/paths.ts'
 import { readReport, writeReport, type Report } from '../core/reports.ts'
@@ -34,7 +35,9 @@ export function deployableImage(build: Report<'build'>, scan: Report<'scan'> | u
   const repo = build.image.repository
   if (!repo.includes('/')) throw refused('reports/build.json names no image repository (registry/owner/name)')
   if (!scan) throw refused('reports/scan.json is missing; the image must pass the scan stage first')
-  if (scan.deployable === false || scan.image?.source === 'report') throw refused('reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest')
+  if (scan.image?.source === 'report') throw refused('reports/scan.json is a --from-report re-gate: a useful check, but it never makes an image deployable; run the scan stage on the pushed digest')
+  if (scan.committedPolicy === false) throw refused('reports/scan.json was made under another scan policy than the committed .scan-policy.yaml (SCAN_* overrides); scan again without them')
+  if (scan.deployable === false) throw refused('reports/scan.json says the scan is not deployable (not a pushed digest); run the scan stage on the pushed digest')
   if (scan.decision !== 'pass') throw refused(`the scan of ${digest.slice(0, 19)} did not pass (decision: ${scan.decision}${scan.reason ? `; ${scan.reason}` : ''})`)
   const scanned = scan.image?.digest
   if (!scanned) throw refused('reports/scan.json does not say which digest it scanned; run the scan stage again')
@@ -74,8 +77,8 @@ export function podSelector(release: string): string {
 
 export type DeployResult = Report<'deploy'>['result']
 
-/** What reports/deploy.json holds besides the release's names; `verified` is null when the registry was not reached. */
-export type DeployOutcome = Omit<Report<'deploy'>, 'release' | 'namespace' | 'environment' | 'verified'> & { verified: Verified | null }
+/** What reports/deploy.json holds besides the release's names; `verified` is null when the registry was not reached, `details` is the verification's own output (cosign's commands and all they printed), which the screen shows only with DEBUG. */
+export type DeployOutcome = Omit<Report<'deploy'>, 'release' | 'namespace' | 'environment' | 'verified'> & { verified: Verified | null; details: string | null }
 
 export function writeDeployReport(config: Config, r: DeployOutcome): string {
   return writeReport(config.reportsDir, 'deploy', { release: config.releaseName, namespace: config.deployNamespace, environment: config.deployEnv, ...r })
@@ -131,22 +134,9 @@ export async function confirmRollback(k: KubeTarget, r: Release): Promise<string
 
 /**
  * The rollout is complete and every serving pod runs exactly the deployed
- * image. kwok fills no imageID, so there the pod spec's image is the evidence.
+ * image, ready: waited for (within what is left of the deploy timeout), with
+ * the rollout tracker naming a pod that cannot become ready.
  */
-export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string): Promise<number> {
-  const name = chartFullname(r.name)
-  await rolloutStatus(k, r.namespace, name)
-  const dep = await getDeployment(k, r.namespace, name)
-  const images = dep.spec.template.spec.containers.map((c) => c.image)
-  if (!images.includes(pinned)) throw new PipelineError(`deploy: deployment ${name} templates ${images.join(', ')}, not ${pinned}`)
-  const want = dep.spec.replicas ?? 1
-  const s = dep.status ?? {}
-  if ((s.observedGeneration ?? 0) < (dep.metadata.generation ?? 0) || (s.updatedReplicas ?? 0) < want || (s.availableReplicas ?? 0) < want) {
-    throw new PipelineError(`deploy: deployment ${name} is not fully rolled out (${s.updatedReplicas ?? 0} updated, ${s.availableReplicas ?? 0} available of ${want})`)
-  }
-  const pods = (await listPods(k, r.namespace, podSelector(r.name))).filter((p) => !p.metadata.deletionTimestamp)
-  const wrong = podsNotRunning(pods, pinned, digest)
-  if (wrong.length > 0) throw new PipelineError(`deploy: pods do not all run ${digest.slice(0, 19)}…: ${wrong.slice(0, 3).join('; ')}`)
-  if (pods.length < want) throw new PipelineError(`deploy: ${pods.length} pods run, ${want} wanted`)
-  return pods.length
+export async function verifyRollout(k: KubeTarget, r: Release, pinned: string, digest: string, o: { graceSecs: number; deadline: number; timeoutSecs: number }): Promise<number> {
+  return waitServing({ kube: k, namespace: r.namespace, deployment: chartFullname(r.name), selector: podSelector(r.name), image: pinned, digest, ...o })
 }

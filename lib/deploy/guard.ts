@@ -4,56 +4,35 @@
  * release moves only forward in git history unless a rollback is asked for.
  * Both are decided before anything changes in the cluster.
  */
-import { existsSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { parse as parseYaml } from 'yaml'
 import { PipelineError } from '../core/errors.ts'
 import { repoRoot } from '../core/paths.ts'
 import { run } from '../core/run.ts'
+import { quietly } from '../core/output.ts'
+import type { Environment } from './environments.ts'
 import { kubeFlags, type KubeTarget } from './kube.ts'
-
-/** The committed list of contexts each environment may be deployed to. */
-export const ENVIRONMENTS_FILE = join(repoRoot, 'charts', 'doc-server', 'environments.yaml')
 
 /** Helm release labels (`helm upgrade --labels`) that record what a revision deployed, and how long it may take. */
 export const COMMIT_LABEL = 'doc-server.dev/commit'
 export const TIMEOUT_LABEL = 'doc-server.dev/timeout-secs'
+/** Why an older commit was deployed on purpose (--allow-older --reason). */
+export const REASON_LABEL = 'doc-server.dev/allow-older-reason'
 
 const refused = (why: string) => new PipelineError(`deploy: refused: ${why}`)
 
-/** Parses environments.yaml: `<env>: { contexts: [name, ...] }` for every environment. */
-export function parseEnvironments(text: string, source: string): Record<string, string[]> {
-  let raw: unknown
-  try {
-    raw = parseYaml(text)
-  } catch (err) {
-    throw new PipelineError(`deploy: ${source} does not parse: ${(err instanceof Error ? err.message : String(err)).split('\n')[0]}`)
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new PipelineError(`deploy: ${source} must map each environment to its contexts`)
-  const out: Record<string, string[]> = {}
-  for (const [env, body] of Object.entries(raw as Record<string, unknown>)) {
-    const contexts = (body as { contexts?: unknown } | null)?.contexts
-    // `admission` is read by lib/deploy/admission.ts (environmentAdmission).
-    if (typeof body !== 'object' || body === null || Object.keys(body).some((k) => k !== 'contexts' && k !== 'admission') || !Array.isArray(contexts) || contexts.some((c) => typeof c !== 'string' || c.trim() === '')) {
-      throw new PipelineError(`deploy: ${source}: ${env} must be { contexts: [context names] }`)
-    }
-    out[env] = contexts.map((c: string) => c.trim())
-  }
-  return out
+/**
+ * `--allow-older` as the environment allows it: never, only with a `--reason`
+ * (recorded on the release), or freely. Decided before anything is read from
+ * the cluster.
+ */
+export function requireOlderAllowed(envName: string, env: Pick<Environment, 'allowOlder'>, allowOlder: boolean, reason: string | undefined): void {
+  if (!allowOlder) return
+  if (env.allowOlder === 'never') throw refused(`DEPLOY_ENV=${envName} never takes --allow-older; roll forward with a new commit instead`)
+  if (env.allowOlder === 'with-reason' && !reason) throw refused(`DEPLOY_ENV=${envName} takes --allow-older only with --reason "<why>", which is recorded on the release`)
 }
 
-/**
- * A context may be used for an environment only if environments.yaml declares
- * it there, so a KUBE_CONTEXT meant for dev can never receive a prod deploy
- * (or the reverse). The local cluster's context is always allowed.
- */
-export function requireDeclaredContext(env: string, context: string | undefined, localContext: string, file = ENVIRONMENTS_FILE): void {
-  if (!context || context === localContext) return
-  if (!existsSync(file)) throw refused(`${file} is missing; it declares which contexts each DEPLOY_ENV may use`)
-  const declared = parseEnvironments(readFileSync(file, 'utf8'), file)[env] ?? []
-  if (!declared.includes(context)) {
-    throw refused(`KUBE_CONTEXT "${context}" is not declared for DEPLOY_ENV=${env} in ${file.replace(`${repoRoot}/`, '')} (declared: ${declared.join(', ') || 'none'}); add it there or use the right context`)
-  }
+/** A Kubernetes label value (at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends) that still reads as the reason. */
+export function labelValue(text: string): string {
+  return text.replace(/[^A-Za-z0-9._-]+/g, '-').slice(0, 63).replace(/^[^A-Za-z0-9]+|[^A-Za-z0-9]+$/g, '')
 }
 
 /** What one revision of a release recorded about itself (its labels on Helm's storage Secret). */
@@ -70,7 +49,8 @@ interface SecretList {
 
 /** Every stored revision of the release with what it recorded, oldest first (Helm keeps them as Secrets labelled owner=helm). */
 export async function releaseRecords(k: KubeTarget, release: { name: string; namespace: string }): Promise<RevisionRecord[]> {
-  const r = await run([k.kubectl, ...kubeFlags(k), '--request-timeout=20s', 'get', 'secrets', '-n', release.namespace, '-l', `owner=helm,name=${release.name}`, '-o', 'json'], { timeoutMs: 60_000 })
+  // Helm's release Secrets hold each revision's whole manifest: read, never shown.
+  const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), '--request-timeout=20s', 'get', 'secrets', '-n', release.namespace, '-l', `owner=helm,name=${release.name}`, '-o', 'json'], { timeoutMs: 60_000 }))
   const list = JSON.parse(r.stdout) as SecretList
   return list.items
     .map((i) => i.metadata.labels ?? {})
@@ -85,8 +65,9 @@ export async function releaseRecords(k: KubeTarget, release: { name: string; nam
 }
 
 /** The labels a deploy records on the revision it creates. */
-export function recordLabels(commit: string | undefined, timeoutSecs: number): Record<string, string> {
-  return { ...(commit ? { [COMMIT_LABEL]: commit } : {}), [TIMEOUT_LABEL]: String(timeoutSecs) }
+export function recordLabels(commit: string, timeoutSecs: number, reason?: string): Record<string, string> {
+  const why = reason ? labelValue(reason) : ''
+  return { [COMMIT_LABEL]: commit, [TIMEOUT_LABEL]: String(timeoutSecs), ...(why ? { [REASON_LABEL]: why } : {}) }
 }
 
 /** The commit the release runs now: the one its deployed revision recorded. */
@@ -104,18 +85,15 @@ export async function isAncestor(older: string, newer: string, cwd = repoRoot): 
  * A deploy must carry the release forward: the commit being deployed has to
  * descend from the one the release runs, so a slow older pipeline can never
  * overwrite a newer deploy. `allowOlder` (`--allow-older`) is the explicit
- * rollback. Returns a note when the order was overridden.
+ * rollback, with its `reason` when given. Returns a note when the order was
+ * overridden.
  */
-export async function checkOrder(running: string | undefined, next: string | undefined, allowOlder: boolean, cwd = repoRoot): Promise<string | undefined> {
+export async function checkOrder(running: string | undefined, next: string, allowOlder: boolean, reason?: string, cwd = repoRoot): Promise<string | undefined> {
   if (!running || running === next) return undefined
   const short = (c: string) => c.slice(0, 12)
-  if (!next) {
-    if (allowOlder) return `the release runs ${short(running)}; build.json names no commit, deployed anyway (--allow-older)`
-    throw refused(`the release runs commit ${short(running)} and build.json names no commit, so the order cannot be checked; pass --allow-older to deploy it anyway`)
-  }
   const forward = await isAncestor(running, next, cwd)
   if (forward === true) return undefined
-  if (allowOlder) return `rolled ${short(running)} back to ${short(next)} (--allow-older)`
+  if (allowOlder) return `rolled ${short(running)} back to ${short(next)} (--allow-older${reason ? `: ${reason}` : ''})`
   if (forward === undefined) throw refused(`the release runs commit ${short(running)}, which is not in this clone, so ${short(next)} cannot be shown to descend from it; fetch the full history, or pass --allow-older to roll back on purpose`)
   throw refused(`commit ${short(next)} does not descend from ${short(running)}, which the release runs (an older or diverged pipeline); pass --allow-older to roll back on purpose`)
 }

@@ -1,6 +1,7 @@
 import { PipelineError } from '../core/errors.ts'
 import type { KubeTarget } from './kube.ts'
 import { run } from '../core/run.ts'
+import { quietly } from '../core/output.ts'
 
 export interface HelmTarget extends Pick<KubeTarget, 'kubeconfig' | 'context'> {
   helm: string
@@ -56,7 +57,8 @@ export function templateFailure(output: string): string | undefined {
 export async function renderChart(helm: string, release: Release, chart: string, valueFiles: readonly string[], sets: Record<string, string>): Promise<string> {
   const args = [helm, 'template', release.name, chart, '--namespace', release.namespace, ...valueFiles.flatMap((f) => ['--values', f]), ...Object.entries(sets).flatMap(([k, v]) => ['--set-string', `${k}=${v}`])]
   try {
-    return (await run(args)).stdout
+    // The rendered manifests are checked, not shown.
+    return (await quietly(() => run(args))).stdout
   } catch (err) {
     const out = err instanceof PipelineError ? (err.details ?? '') : String(err)
     const why = schemaProblems(out) ?? templateFailure(out) ?? out.split('\n').find((l) => /^Error:/.test(l))?.replace(/^Error:\s*/, '')
@@ -65,7 +67,7 @@ export async function renderChart(helm: string, release: Release, chart: string,
 }
 
 export async function history(t: HelmTarget, r: Release): Promise<HistoryEntry[]> {
-  const res = await run([t.helm, 'history', r.name, ...flags(t, r), '--max', '20', '-o', 'json'], { okCodes: [1], timeoutMs: 60_000 })
+  const res = await quietly(() => run([t.helm, 'history', r.name, ...flags(t, r), '--max', '20', '-o', 'json'], { okCodes: [1], timeoutMs: 60_000 }))
   if (res.exitCode !== 0) {
     if (/release: not found/.test(res.stderr)) return []
     throw new PipelineError(`helm: cannot read the history of ${r.name} in ${r.namespace}`, res.stderr)

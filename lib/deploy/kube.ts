@@ -1,5 +1,6 @@
 import { PipelineError } from '../core/errors.ts'
 import { run } from '../core/run.ts'
+import { quietly } from '../core/output.ts'
 
 /** Which cluster a command talks to: a kubeconfig (default when undefined) and a context in it. */
 export interface KubeTarget {
@@ -12,15 +13,16 @@ export function kubeFlags(t: Pick<KubeTarget, 'kubeconfig' | 'context'>): string
   return [...(t.kubeconfig ? ['--kubeconfig', t.kubeconfig] : []), '--context', t.context]
 }
 
+/** The cluster's answer as JSON: data to read, kept off the screen. */
 async function kubectlJson<T>(t: KubeTarget, args: string[]): Promise<T> {
-  const r = await run([t.kubectl, ...kubeFlags(t), '--request-timeout=20s', ...args, '-o', 'json'], { timeoutMs: 60_000 })
+  const r = await quietly(() => run([t.kubectl, ...kubeFlags(t), '--request-timeout=20s', ...args, '-o', 'json'], { timeoutMs: 60_000 }))
   return JSON.parse(r.stdout) as T
 }
 
 /** Refuses a context the kubeconfig does not have, before anything talks to a cluster. */
 export async function requireContext(t: KubeTarget): Promise<void> {
   const args = [t.kubectl, ...(t.kubeconfig ? ['--kubeconfig', t.kubeconfig] : []), 'config', 'get-contexts', '-o', 'name']
-  const r = await run(args, { okCodes: [1] })
+  const r = await quietly(() => run(args, { okCodes: [1] }))
   const names = r.stdout.split('\n').map((l) => l.trim()).filter(Boolean)
   if (!names.includes(t.context)) {
     const where = t.kubeconfig ?? process.env.KUBECONFIG ?? '~/.kube/config'
@@ -70,7 +72,7 @@ export async function listEvents(t: KubeTarget, namespace: string): Promise<Even
 }
 
 export interface DeploymentJson {
-  metadata: { generation?: number }
+  metadata: { name?: string; generation?: number }
   spec: { replicas?: number; template: { spec: { containers: { name: string; image: string }[] } } }
   status?: { observedGeneration?: number; replicas?: number; updatedReplicas?: number; readyReplicas?: number; availableReplicas?: number; unavailableReplicas?: number }
 }
@@ -113,11 +115,18 @@ export function firstFailureReason(events: readonly EventJson[], pods: readonly 
   return undefined
 }
 
+/** What podsNotRunning reads of a pod (a PodJson, or the tracker's view of one). */
+export interface PodImages {
+  metadata: { name: string; deletionTimestamp?: string }
+  spec: { containers: { name: string; image: string }[] }
+  status?: { containerStatuses?: { name: string; ready?: boolean; imageID?: string }[] }
+}
+
 /**
  * Pods (not terminating) whose containers do not run exactly `image`. When the
  * runtime reports an imageID, it must carry the digest too.
  */
-export function podsNotRunning(pods: readonly PodJson[], image: string, digest: string): string[] {
+export function podsNotRunning(pods: readonly PodImages[], image: string, digest: string): string[] {
   const wrong: string[] = []
   for (const pod of pods) {
     if (pod.metadata.deletionTimestamp) continue

@@ -13,8 +13,8 @@
 import { PipelineError, firstLine } from '../core/errors.ts'
 import { run } from '../core/run.ts'
 import { history, pendingRecovery, rollback, uninstall, upgradeInstall, type HelmTarget, type Release, type UpgradeOptions } from './helm.ts'
-import { eventTime, kubeFlags, type EventJson, type KubeTarget } from './kube.ts'
-import { say } from '../core/output.ts'
+import { eventTime, getDeployment, kubeFlags, listPods, podsNotRunning, type DeploymentJson, type EventJson, type KubeTarget, type PodImages } from './kube.ts'
+import { quietly, say } from '../core/output.ts'
 import { sleep } from '../core/wait.ts'
 
 interface ContainerState {
@@ -25,7 +25,7 @@ interface ContainerState {
 }
 
 export interface TrackedPod {
-  metadata: { name: string; deletionTimestamp?: string }
+  metadata: { name: string; uid?: string; creationTimestamp?: string; deletionTimestamp?: string }
   spec: { containers: { name: string; image: string }[] }
   status?: {
     containerStatuses?: {
@@ -59,10 +59,36 @@ const CONFIG = new Set(['CreateContainerConfigError', 'CreateContainerError', 'R
 export const CRASH_RESTARTS = 2
 
 /**
- * The first reason the pods running `image` cannot become ready, or undefined
- * while they still may. Pods of the previous revision are not judged.
+ * The restart counts of the pods that existed before the deploy began, as the
+ * tracker first saw them: a node that restarted its pods (a reboot, `npm run
+ * cluster:down` and up) restarts each container once more, and those
+ * restarts are not this deploy's crashes. Pods the rollout creates count from
+ * zero.
  */
-export function rolloutFailure(pods: readonly TrackedPod[], image: string, graceSecs: number, now = Date.now()): RolloutFailure | undefined {
+export interface RestartBaseline {
+  since: number
+  counts: Map<string, number>
+}
+
+export const restartBaseline = (since: number): RestartBaseline => ({ since, counts: new Map() })
+
+type ContainerStatus = NonNullable<NonNullable<TrackedPod['status']>['containerStatuses']>[number]
+
+function restartsDuring(pod: TrackedPod, c: ContainerStatus, baseline: RestartBaseline | undefined): number {
+  const n = c.restartCount ?? 0
+  // Created since the deploy began (or of unknown age): every restart is this deploy's.
+  if (!baseline || !(Date.parse(pod.metadata.creationTimestamp ?? '') < baseline.since)) return n
+  const key = `${pod.metadata.uid ?? pod.metadata.name}/${c.name}`
+  if (!baseline.counts.has(key)) baseline.counts.set(key, n)
+  return n - baseline.counts.get(key)!
+}
+
+/**
+ * The first reason the pods running `image` cannot become ready, or undefined
+ * while they still may. Pods of the previous revision are not judged; with a
+ * baseline, restarts from before the deploy began are not counted.
+ */
+export function rolloutFailure(pods: readonly TrackedPod[], image: string, graceSecs: number, now = Date.now(), baseline?: RestartBaseline): RolloutFailure | undefined {
   for (const pod of pods) {
     if (pod.metadata.deletionTimestamp || !pod.spec.containers.some((c) => c.image === image)) continue
     for (const c of pod.status?.containerStatuses ?? []) {
@@ -71,10 +97,11 @@ export function rolloutFailure(pods: readonly TrackedPod[], image: string, grace
       const say = (s: ContainerState | undefined) => [s?.reason, s?.message].filter(Boolean).join(': ')
       if (waiting?.reason && PULL.has(waiting.reason)) return { ...base, kind: 'image pull failure', detail: say(waiting), previous: false }
       if (waiting?.reason && CONFIG.has(waiting.reason)) return { ...base, kind: 'container config error', detail: say(waiting), previous: false }
-      if ((c.restartCount ?? 0) >= CRASH_RESTARTS) {
+      const restarts = restartsDuring(pod, c, baseline)
+      if (restarts >= CRASH_RESTARTS) {
         const last = c.lastState?.terminated
         const exit = last?.exitCode !== undefined ? `exit code ${last.exitCode}` : ''
-        return { ...base, kind: 'crash loop', detail: [`restarted ${c.restartCount} times`, last?.reason, exit].filter(Boolean).join(', '), previous: true }
+        return { ...base, kind: 'crash loop', detail: [`restarted ${restarts} times`, last?.reason, exit].filter(Boolean).join(', '), previous: true }
       }
       const since = Date.parse(c.state?.running?.startedAt ?? '')
       if (c.state?.running && c.ready !== true && since && now - since > graceSecs * 1000) {
@@ -95,7 +122,7 @@ export async function lastLogLine(k: KubeTarget, namespace: string, f: RolloutFa
   const attempts = f.previous ? [[...args, '--previous'], args] : [args]
   for (let round = 0; round < 3; round++) {
     for (const argv of attempts) {
-      const r = await run(argv, { okCodes: [1], timeoutMs: 20_000 }).catch(() => undefined)
+      const r = await quietly(() => run(argv, { okCodes: [1], timeoutMs: 20_000 })).catch(() => undefined)
       const line = r?.exitCode === 0 ? r.stdout.split('\n').map((l) => l.trim()).filter(Boolean).at(-1) : undefined
       if (line && !/^unable to retrieve container logs/.test(line)) return line
     }
@@ -151,14 +178,14 @@ export interface TrackOptions {
 }
 
 async function newPods(k: KubeTarget, namespace: string, selector: string): Promise<TrackedPod[]> {
-  const r = await run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 })
+  const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', 'pods', '-l', selector, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 }))
   return r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: TrackedPod[] }).items : []
 }
 
 /** A refused creation of the release's new pods; the ReplicaSets are listed only once such an event exists. */
 async function refusedCreation(k: KubeTarget, namespace: string, selector: string, image: string, sinceMs: number): Promise<RolloutFailure | undefined> {
   const get = async <T>(args: string[]) => {
-    const r = await run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', ...args, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 })
+    const r = await quietly(() => run([k.kubectl, ...kubeFlags(k), '-n', namespace, 'get', ...args, '-o', 'json', '--request-timeout=10s'], { okCodes: [1], timeoutMs: 20_000 }))
     return r.exitCode === 0 ? (JSON.parse(r.stdout) as { items: T[] }).items : []
   }
   const events = await get<EventJson>(['events', '--field-selector', 'reason=FailedCreate,involvedObject.kind=ReplicaSet'])
@@ -191,6 +218,7 @@ async function settle(t: HelmTarget, r: Release, timeoutSecs: number): Promise<v
 export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOptions, track: TrackOptions): Promise<void> {
   const started = performance.now()
   const since = Date.now()
+  const baseline = restartBaseline(since)
   const ac = new AbortController()
   let done = false
   let found: { failure: RolloutFailure; reason: string } | undefined
@@ -199,7 +227,7 @@ export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOption
       await sleep(track.pollMs ?? 1000)
       if (done) return
       const failure =
-        rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs) ??
+        rolloutFailure(await newPods(track.kube, r.namespace, track.selector).catch(() => []), track.image, track.graceSecs, Date.now(), baseline) ??
         (await refusedCreation(track.kube, r.namespace, track.selector, track.image, since).catch(() => undefined))
       if (!failure) continue
       const logLine = failure.kind === 'pod creation refused' ? undefined : await lastLogLine(track.kube, r.namespace, failure)
@@ -223,4 +251,74 @@ export async function upgradeTracked(t: HelmTarget, r: Release, o: UpgradeOption
     throw new RolloutStopped(found.failure, found.reason, seconds)
   }
   if (helm !== undefined) throw helm
+}
+
+/**
+ * What keeps a release from serving `image`, in one line, or undefined once it
+ * does: every live pod runs exactly the image (the runtime reporting its
+ * digest) and is ready, at least as many as the Deployment wants, and the
+ * Deployment has observed its spec and counts them updated and available.
+ */
+export function notServing(dep: DeploymentJson, pods: readonly PodImages[], image: string, digest: string): string | undefined {
+  const want = dep.spec.replicas ?? 1
+  const live = pods.filter((p) => !p.metadata.deletionTimestamp)
+  const wrong = podsNotRunning(live, image, digest)
+  if (wrong.length > 0) return wrong.slice(0, 3).join('; ')
+  if (live.length < want) return `${live.length} of ${want} pods exist`
+  const s = dep.status ?? {}
+  if ((s.observedGeneration ?? 0) < (dep.metadata.generation ?? 0) || (s.updatedReplicas ?? 0) < want || (s.availableReplicas ?? 0) < want) {
+    return `the deployment counts ${s.updatedReplicas ?? 0} updated, ${s.availableReplicas ?? 0} available of ${want}`
+  }
+  return undefined
+}
+
+export interface ServingOptions {
+  kube: KubeTarget
+  namespace: string
+  deployment: string
+  selector: string
+  /** repository@digest */
+  image: string
+  digest: string
+  graceSecs: number
+  /** When the wait ends (epoch ms): what is left of DEPLOY_TIMEOUT_SECS after Helm. */
+  deadline: number
+  timeoutSecs: number
+  pollMs?: number
+}
+
+/**
+ * After Helm: waits until the release serves the image (see notServing), read
+ * from the pods themselves, whether or not Helm changed anything. Helm and
+ * `rollout status` can both report a Deployment from before the node
+ * restarted its pods as rolled out; the pods' own status is what the node says
+ * now. The tracker's judgement applies meanwhile, so a crash loop, a pull
+ * failure or a container that stays unready is named at once rather than
+ * waited out. Returns the number of serving pods.
+ */
+export async function waitServing(o: ServingOptions): Promise<number> {
+  const short = `${o.digest.slice(0, 19)}…`
+  // The deploy began when Helm did: what is left of the timeout counts from there.
+  const baseline = restartBaseline(o.deadline - o.timeoutSecs * 1000)
+  let last = 'nothing read from the cluster yet'
+  for (;;) {
+    const read = await Promise.all([getDeployment(o.kube, o.namespace, o.deployment), listPods(o.kube, o.namespace, o.selector)]).catch((err: unknown) => {
+      last = `the cluster did not answer: ${firstLine(err)}`
+      return undefined
+    })
+    if (read) {
+      const [dep, pods] = read
+      const images = dep.spec.template.spec.containers.map((c) => c.image)
+      if (!images.includes(o.image)) throw new PipelineError(`deploy: deployment ${o.deployment} templates ${images.join(', ')}, not ${o.image}`)
+      const failure = rolloutFailure(pods, o.image, o.graceSecs, Date.now(), baseline)
+      if (failure) throw new PipelineError(`deploy: the pods of ${short} cannot become ready: ${describeFailure(failure, await lastLogLine(o.kube, o.namespace, failure))}`)
+      const why = notServing(dep, pods, o.image, o.digest)
+      if (why === undefined) return pods.filter((p) => !p.metadata.deletionTimestamp).length
+      // Only a change of what is awaited is said, not every second's reading.
+      if (why !== last) say(`waiting: ${why}`)
+      last = why
+    }
+    if (Date.now() >= o.deadline) throw new PipelineError(`deploy: the pods are not all ready on ${short} within DEPLOY_TIMEOUT_SECS (${o.timeoutSecs}s): ${last}`)
+    await new Promise((res) => setTimeout(res, o.pollMs ?? 1000))
+  }
 }

@@ -1,5 +1,5 @@
 /**
- * The local cluster's admission controller (README, "Admission"): Kyverno,
+ * The local cluster's admission controller (docs/admission.md): Kyverno,
  * built from source (lib/tools/kyverno.ts), its two images made the way ko
  * makes the published ones (the binary and its license files) on the runtime
  * base, like the other stand-ins, and pushed to the local registry, where the

@@ -76,3 +76,17 @@ export function describeDb(f: DbFacts): string {
   const count = f.advisories === null ? 'advisories not counted (the mirror does not say)' : `${f.advisories} advisor${f.advisories === 1 ? 'y' : 'ies'}`
   return `${count}, built ${f.updatedAt || 'at an unknown time'}`
 }
+
+/**
+ * A downloaded DB built longer ago than `maxAgeSecs` (SCAN_DB_MAX_AGE) makes
+ * the scan fail: a pass against last month's advisories says little. The local
+ * DB is exempt: it is built from advisories/, whose content is committed.
+ */
+export function dbAgeProblem(db: DbFacts, maxAgeSecs: number, now = new Date()): string | undefined {
+  if (db.source !== 'remote') return undefined
+  const built = Date.parse(db.updatedAt)
+  if (Number.isNaN(built)) return `the vulnerability DB does not say when it was built (UpdatedAt ${JSON.stringify(db.updatedAt)}); its age cannot be checked`
+  const hours = (now.getTime() - built) / 3_600_000
+  if (hours * 3600 > maxAgeSecs) return `the vulnerability DB was built ${hours.toFixed(0)} h ago (${db.updatedAt}), over SCAN_DB_MAX_AGE (${maxAgeSecs / 3600} h); let Trivy download a fresh one`
+  return undefined
+}

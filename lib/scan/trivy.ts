@@ -104,6 +104,13 @@ export function isLocalRegistry(image: string): boolean {
   return /^(127\.0\.0\.1|localhost)(:\d+)?\//.test(image)
 }
 
+/** What the scanner may see of the environment: where it runs and how it reaches registries, nothing that configures Trivy. */
+const SCANNER_VARIABLES = ['PATH', 'HOME', 'TMPDIR', 'LANG', 'XDG_CACHE_HOME', 'DOCKER_CONFIG', 'DOCKER_HOST', 'SSL_CERT_FILE', 'SSL_CERT_DIR', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy']
+
+export function scannerEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return Object.fromEntries(SCANNER_VARIABLES.filter((k) => env[k] !== undefined).map((k) => [k, env[k]]))
+}
+
 /** Runs scripts/scan_image.sh; any non-zero exit is a broken scan, never a finding. */
 export async function scanImage(o: ScanOptions): Promise<{ seconds: number }> {
   const argv = [join(repoRoot, 'scripts', 'scan_image.sh'), '--out', o.out, '--image-src', o.imageSrc, '--cache-dir', o.trivyCache, '--ignorefile', o.ignoreFile]
@@ -112,7 +119,9 @@ export async function scanImage(o: ScanOptions): Promise<{ seconds: number }> {
   if (o.imageSrc === 'remote' && isLocalRegistry(o.image)) argv.push('--insecure')
   argv.push(o.image)
   try {
-    const r = await run(argv, { env: { ...process.env, TRIVY: o.trivy } })
+    // Trivy reads TRIVY_* variables and a trivy.yaml in its working directory: it gets neither (the script drops them too).
+    mkdirSync(o.out, { recursive: true })
+    const r = await run(argv, { cwd: o.out, env: { ...scannerEnv(), TRIVY: o.trivy } })
     return { seconds: r.seconds }
   } catch (err) {
     if (!(err instanceof PipelineError)) throw err

@@ -1,24 +1,33 @@
 import { createHash,randomBytes } from 'node:crypto'
-import { existsSync,mkdirSync,readFileSync,renameSync,rmSync,writeFileSync } from 'node:fs'
+import { existsSync,mkdirSync,mkdtempSync,readFileSync,renameSync,rmSync,writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { PipelineError } from '../core/errors.ts'
-import { run } from '../core/run.ts'
-import { say } from '../core/output.ts'
+import { PipelineError, debugOn } from '../core/errors.ts'
+import { ANY_EXIT, outputDetails, run } from '../core/run.ts'
+import { quietly, say } from '../core/output.ts'
+import { parseEnvelopes, type VerifiedStatement } from './attest.ts'
 
 /** Who signs: the local key pair, or the workflow's OIDC identity (keyless, GitHub Actions). */
 export type Signer = { kind: 'key'; key: string; pub: string; password: string } | { kind: 'keyless' }
 
 /** Who must have signed: the local public key, or this repository's workflow. */
-export type Verifier = { kind: 'key'; pub: string; fingerprint: string } | { kind: 'keyless'; identityRegexp: string; issuer: string }
+export type Verifier =
+  | { kind: 'key'; pub: string; fingerprint: string }
+  /** A GitHub Actions certificate: exactly `identity` (or matching `identityRegexp`), from `issuer`, its workflow-trigger and workflow-ref extensions naming `trigger` and `ref` when given. */
+  | { kind: 'keyless'; identity?: string; identityRegexp?: string; issuer: string; trigger?: string; ref?: string }
 
-export const GITHUB_OIDC_ISSUER = 'https://token.actions.githubusercontent.com'
 
-const escapeRegexp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
 
-/** The certificate identity of this repository's ci.yml, on any ref (keyless signatures in GitHub Actions). */
-export function workflowIdentity(serverUrl: string, repository: string): Verifier {
-  if (!/^[\w.-]+\/[\w.-]+$/.test(repository)) throw new PipelineError(`signing: GITHUB_REPOSITORY "${repository}" is not owner/name`)
-  return { kind: 'keyless', identityRegexp: `^${escapeRegexp(`${serverUrl}/${repository}/.github/workflows/ci.yml@`)}refs/`, issuer: GITHUB_OIDC_ISSUER }
+/**
+ * The identity a keyless signature made in this job carries: the running
+ * workflow at the ref it ran from (GITHUB_WORKFLOW_REF), as Fulcio writes it
+ * into the certificate. Only for reports; who may sign is decided by the
+ * environment deployed to (lib/sign/signers.ts).
+ */
+export function workflowRunIdentity(env: NodeJS.ProcessEnv = process.env): string {
+  const ref = env.GITHUB_WORKFLOW_REF ?? ''
+  if (!/^[\w.-]+\/[\w.-]+\/\.github\/workflows\/[^@\s]+@refs\/\S+$/.test(ref)) throw new PipelineError(`signing: GITHUB_WORKFLOW_REF "${ref}" is not owner/repo/.github/workflows/<file>@<ref>`)
+  return `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${ref}`
 }
 
 export interface LocalKeyPair {
@@ -62,13 +71,13 @@ export async function ensureLocalKeyPair(cosign: string, cache: string): Promise
     }
   }
   for (const f of [p.key, p.pub, p.passwordFile]) {
-    if (!existsSync(f)) throw new PipelineError(`signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see README, rotating the local key)`)
+    if (!existsSync(f)) throw new PipelineError(`signing: ${f} is missing; remove ${p.dir} so a new key pair is created (see docs/signing.md, rotating the local key)`)
   }
   return { kind: 'key', key: p.key, pub: p.pub, password: readFileSync(p.passwordFile, 'utf8').trim() }
 }
 
 /** The local public key as a verifier. */
-export function localVerifier(cache: string): Verifier {
+export function localVerifier(cache: string): Extract<Verifier, { kind: 'key' }> {
   const { pub } = localKeyPaths(cache)
   if (!existsSync(pub)) throw new PipelineError(`deploy: refused: no local signing key (${pub}); nothing this machine built was signed, run the build stage first`)
   return { kind: 'key', pub, fingerprint: keyFingerprint(readFileSync(pub, 'utf8')) }
@@ -76,7 +85,8 @@ export function localVerifier(cache: string): Verifier {
 
 /** How reports and errors name a verifier. */
 export function describeVerifier(v: Verifier): string {
-  return v.kind === 'key' ? `key ${v.fingerprint}` : `${v.identityRegexp} (issuer ${v.issuer})`
+  if (v.kind === 'key') return `key ${v.fingerprint}`
+  return `${v.identity ?? v.identityRegexp ?? '?'}${v.trigger ? ` (${v.trigger})` : ''}`
 }
 
 /** Flags for a plain-http registry on loopback (the local one); none for any other registry. */
@@ -99,8 +109,14 @@ function signerEnv(s: Signer, extra: NodeJS.ProcessEnv = {}): { env: NodeJS.Proc
   return { env: { ...process.env, ...extra, COSIGN_PASSWORD: s.password }, secrets: [s.password] }
 }
 
-function verifierArgs(v: Verifier): string[] {
-  return v.kind === 'key' ? ['--key', v.pub, '--insecure-ignore-tlog=true'] : ['--certificate-identity-regexp', v.identityRegexp, '--certificate-oidc-issuer', v.issuer]
+export function verifierArgs(v: Verifier): string[] {
+  if (v.kind === 'key') return ['--key', v.pub, '--insecure-ignore-tlog=true']
+  return [
+    ...(v.identity ? ['--certificate-identity', v.identity] : ['--certificate-identity-regexp', v.identityRegexp ?? '^$']),
+    '--certificate-oidc-issuer', v.issuer,
+    ...(v.trigger ? ['--certificate-github-workflow-trigger', v.trigger] : []),
+    ...(v.ref ? ['--certificate-github-workflow-ref', v.ref] : []),
+  ]
 }
 
 export interface CosignCall {
@@ -124,55 +140,138 @@ export async function attestImage(c: CosignCall, s: Signer, type: string, predic
 }
 
 /** cosign's complaint, one line: its last `Error:` line, else the exit. */
-function cosignReason(err: unknown): string {
+export function cosignReason(err: unknown): string {
   const details = err instanceof PipelineError ? (err.details ?? '') : ''
   const line = details.split('\n').reverse().find((l) => /^Error:|error during command execution/.test(l.trim()))
   return (line ?? (err as Error).message).replace(/^Error:\s*/, '').trim()
 }
 
-/** The simple-signing types cosign writes for an image signature (v3, and older releases). */
-const SIGNATURE_TYPES = ['https://sigstore.dev/cosign/sign/v1', 'cosign container image signature']
+/** The in-toto predicate type cosign v3 signs an image with (`cosign sign` writes it as a bundle like any attestation). */
+export const SIGNATURE_PREDICATE_TYPE = 'https://sigstore.dev/cosign/sign/v1'
 
-/**
- * Whether cosign's verified payloads include a signature of the image itself.
- * `cosign verify` also accepts the attestation bundles beside an image (their
- * payload is an in-toto statement): those alone are not a signature of it.
- */
-export function signsDigest(verifyOutput: string, digest: string): boolean {
-  let payloads: unknown
-  try {
-    payloads = JSON.parse(verifyOutput.trim() || '[]')
-  } catch {
-    return false
-  }
-  return Array.isArray(payloads) && payloads.some((p) => {
-    const critical = (p as { critical?: { type?: string; image?: { 'docker-manifest-digest'?: string } } }).critical
-    return SIGNATURE_TYPES.includes(critical?.type ?? '') && critical?.image?.['docker-manifest-digest'] === digest
+/** Whether the verified statements include a signature of the image itself, not merely attestations beside it. */
+export function signsDigest(statements: readonly VerifiedStatement[], digest: string): boolean {
+  const hex = digest.replace(/^sha256:/, '')
+  return statements.some((s) => s.statement.predicateType === SIGNATURE_PREDICATE_TYPE && (s.statement.subject ?? []).some((x) => x.digest?.sha256 === hex))
+}
+
+/** The media type prefix of a Sigstore bundle (cosign v3 stores every signature and attestation as one). */
+const BUNDLE_MEDIA_TYPE = 'application/vnd.dev.sigstore.bundle'
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json'
+const EMPTY_CONFIG = { mediaType: 'application/vnd.oci.empty.v1+json', digest: `sha256:${createHash('sha256').update('{}').digest('hex')}`, size: 2 }
+
+/** The bundles among `cosign download attestation`'s lines (one JSON document a line; older formats are skipped). */
+export function bundleLines(output: string): string[] {
+  return output.split('\n').filter((line) => {
+    if (!line.trim().startsWith('{')) return false
+    try {
+      return String((JSON.parse(line) as { mediaType?: unknown }).mediaType ?? '').startsWith(BUNDLE_MEDIA_TYPE)
+    } catch {
+      return false
+    }
   })
 }
 
-/** Verifies the image's own signature by the verifier; throws one line naming cosign's reason. */
-export async function verifySignature(c: CosignCall, v: Verifier): Promise<void> {
-  const digest = c.image.split('@')[1] ?? ''
-  const refusal = (why: string) => new PipelineError(`deploy: refused: ${digest.slice(0, 19)}… has no signature by ${describeVerifier(v)}: ${why}`)
-  let out: string
-  try {
-    out = (await run([c.cosign, 'verify', ...verifierArgs(v), ...registryFlags(c.image), '--output', 'json', c.image], { timeoutMs: 180_000 })).stdout
-  } catch (err) {
-    throw refusal(cosignReason(err))
+/**
+ * An OCI image layout holding `bundles` as referrers of `digest`, the layout
+ * `cosign save` writes and `cosign verify --local-image` reads: index.json
+ * names the image (annotation kind=dev.cosignproject.cosign/image), and each
+ * bundle is a blob with a manifest whose subject is that image. The image's
+ * own blobs are not needed to verify what refers to it.
+ */
+export function writeReferrerLayout(dir: string, digest: string, bundles: readonly string[]): void {
+  const blobs = join(dir, 'blobs', 'sha256')
+  mkdirSync(blobs, { recursive: true })
+  const blob = (text: string) => {
+    const hex = createHash('sha256').update(text).digest('hex')
+    writeFileSync(join(blobs, hex), text)
+    return { digest: `sha256:${hex}`, size: Buffer.byteLength(text) }
   }
-  if (!signsDigest(out, digest)) throw refusal('only attestations verify, no image signature (cosign sign) for this digest')
+  blob('{}')
+  for (const b of bundles) {
+    const mediaType = String((JSON.parse(b) as { mediaType?: unknown }).mediaType)
+    const layer = blob(b)
+    blob(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: mediaType, config: EMPTY_CONFIG, layers: [{ mediaType, ...layer }], subject: { mediaType: OCI_MANIFEST, digest, size: 0 } }))
+  }
+  writeFileSync(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}')
+  writeFileSync(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [{ mediaType: OCI_MANIFEST, digest, size: 0, annotations: { kind: 'dev.cosignproject.cosign/image' } }] }))
+}
+
+/** What one read of a digest's referrers proved. */
+export interface Referrers {
+  /** Bundles the registry holds for the digest. */
+  bundles: number
+  /** The statements (signatures and attestations, any type) whose signature verified against the verifier, about this digest. */
+  statements: VerifiedStatement[]
 }
 
 /**
- * The attestations of one type that verify against the verifier, as cosign
- * prints them (one DSSE envelope per line). None that verify is an error.
+ * cosign, quietly: the command and everything it printed go to `log` (a
+ * report's details), and to the screen only with DEBUG. An exit whose stderr
+ * matches `answer` is an answer (nothing found), not a failure: '' is
+ * returned. A failure throws cosign's own reason, with the tail of its stderr
+ * as details: its stdout here is bundles and payloads, which belong in the
+ * log, not under a one-line error.
  */
-export async function verifiedAttestations(c: CosignCall, v: Verifier, type: string): Promise<string[]> {
+async function quietCosign(argv: string[], c: CosignCall, log: string[], answer?: RegExp): Promise<string> {
+  log.push(`$ cosign ${argv.slice(1).join(' ')}`)
+  const go = () => run(argv, { env: { ...process.env, ...c.env }, timeoutMs: 180_000, okCodes: ANY_EXIT })
+  const r = debugOn() ? await go() : await quietly(go)
+  log.push(...[r.stderr, r.stdout].filter((t) => t.trim()).map((t) => t.replace(/\s+$/, '')))
+  if (r.exitCode === 0) return r.stdout
+  log.push(`(exit ${r.exitCode})`)
+  if (answer?.test(r.stderr)) return ''
+  throw new PipelineError(cosignReason(new PipelineError(`\`cosign ${argv[1]}\` exited ${r.exitCode}`, r.stderr)), outputDetails(r.stderr))
+}
+
+/**
+ * Every signature and attestation of the digest, read from the registry once
+ * and verified offline in one cosign run, so the time does not grow with how
+ * often the digest was signed, built or scanned. `cosign download attestation`
+ * fetches the referrers index and each bundle once; `cosign verify
+ * --local-image` then checks every bundle's signature against the verifier and
+ * its in-toto subject against the digest, and prints the envelopes that pass.
+ * A registry that cannot be read throws; bundles that do not verify (another
+ * signer, an edited payload, another image's statement) are simply absent.
+ * cosign's whole output goes to `log`.
+ */
+export async function verifiedReferrers(c: CosignCall, v: Verifier, log: string[] = []): Promise<Referrers> {
+  const bundles = await downloadReferrers(c, log)
+  return { bundles: bundles.length, statements: await verifyBundles(c, bundles, v, log) }
+}
+
+/** Every bundle the registry holds for the digest, read once (a registry that cannot be read throws). */
+export async function downloadReferrers(c: CosignCall, log: string[] = []): Promise<string[]> {
+  const digest = c.image.split('@')[1] ?? ''
+  const downloaded = await quietCosign([c.cosign, 'download', 'attestation', ...registryFlags(c.image), c.image], c, log).catch((err: unknown): never => {
+    throw new PipelineError(`cannot read the signatures and attestations of ${digest.slice(0, 19)}… from ${c.image.split('@')[0]}: ${(err as Error).message}`, err instanceof PipelineError ? err.details : undefined)
+  })
+  return bundleLines(downloaded)
+}
+
+/**
+ * The statements among `bundles` whose signature verifies against `v`,
+ * offline (`cosign verify --local-image` on a layout of them), each tagged
+ * with who signed it. Bundles by anyone else are simply absent.
+ */
+export async function verifyBundles(c: CosignCall, bundles: readonly string[], v: Verifier, log: string[] = []): Promise<VerifiedStatement[]> {
+  if (bundles.length === 0) return []
+  const digest = c.image.split('@')[1] ?? ''
+  const dir = mkdtempSync(join(tmpdir(), 'referrers-'))
   try {
-    const out = await run([c.cosign, 'verify-attestation', '--type', type, ...verifierArgs(v), ...registryFlags(c.image), c.image], { timeoutMs: 180_000 })
-    return out.stdout.split('\n').filter((l) => l.trim().startsWith('{'))
-  } catch (err) {
-    throw new PipelineError(`deploy: refused: ${c.image.split('@')[1]?.slice(0, 19)}… has no ${type} attestation signed by ${describeVerifier(v)}: ${cosignReason(err)}`)
+    writeReferrerLayout(dir, digest, bundles)
+    // None verifying is an answer (cosign exits 1, "no matching attestations"), not a failure.
+    const out = await quietCosign([c.cosign, 'verify', '--local-image', ...verifierArgs(v), '--output', 'text', dir], c, log, /no matching attestations/).catch((err: unknown): never => {
+      throw new PipelineError(`cosign could not verify the bundles of ${digest.slice(0, 19)}…: ${(err as Error).message}`, err instanceof PipelineError ? err.details : undefined)
+    })
+    const signer = describeVerifier(v)
+    return parseEnvelopes(out.split('\n').filter((l) => l.trim().startsWith('{'))).map((s) => ({ ...s, signer }))
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
   }
+}
+
+/** The verified statements of one predicate type, from one read of the referrers. */
+export function attestationsOf(r: Referrers, predicateType: string): VerifiedStatement[] {
+  return r.statements.filter((s) => s.statement.predicateType === predicateType)
 }

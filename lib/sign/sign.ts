@@ -9,15 +9,20 @@ import { join,relative } from 'node:path'
 import type { Config } from '../core/config.ts'
 import { repoRoot } from '../core/paths.ts'
 import type { GitFacts } from '../core/git.ts'
-import { PROVENANCE_TYPE,SBOM_TYPE,SCAN_PREDICATE_TYPE,provenancePredicate,scanPredicate,type ScanFacts } from './attest.ts'
+import { firstLine } from '../core/errors.ts'
+import { say } from '../core/output.ts'
+import { PROVENANCE_PREDICATE_TYPE, PROVENANCE_TYPE, SBOM_PREDICATE_TYPE, SBOM_TYPE, SCAN_PREDICATE_TYPE, alreadyAttested, provenancePredicate, scanPredicate, type ScanFacts } from './attest.ts'
 import { publishVerdict } from './verdict.ts'
-import { attestImage,describeVerifier,ensureLocalKeyPair,keyFingerprint,signImage,workflowIdentity,type Signer,type Verifier } from './cosign.ts'
+import { attestImage, describeVerifier, ensureLocalKeyPair, keyFingerprint, signImage, signsDigest, verifiedReferrers, workflowRunIdentity, type CosignCall, type Referrers, type Signer, type Verifier } from './cosign.ts'
+import { GITHUB_OIDC_ISSUER, LOCAL_BUILDER_ID } from './signers.ts'
 import { ensureCosign } from '../tools/cosign.ts'
 import { writeJson } from '../core/json.ts'
 
 export interface Signing {
   cosign: string
   signer: Signer
+  /** Who a verifier will expect: what this signer's earlier signatures verify against. */
+  verifier: Verifier
   /** Who a verifier will expect, for reports. */
   identity: string
 }
@@ -26,26 +31,47 @@ export interface Signing {
 export async function signingFor(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<Signing> {
   const cosign = await ensureCosign(config.cacheDir)
   if (config.github) {
-    const v = workflowIdentity(env.GITHUB_SERVER_URL ?? 'https://github.com', env.GITHUB_REPOSITORY ?? '')
-    return { cosign, signer: { kind: 'keyless' }, identity: describeVerifier(v) }
+    // Earlier signatures by this very workflow, at this ref, are what a rerun would repeat.
+    const identity = workflowRunIdentity(env)
+    return { cosign, signer: { kind: 'keyless' }, verifier: { kind: 'keyless', identity, issuer: GITHUB_OIDC_ISSUER }, identity }
   }
   const signer = await ensureLocalKeyPair(cosign, config.cacheDir)
   const v: Verifier = { kind: 'key', pub: signer.pub, fingerprint: keyFingerprint(readFileSync(signer.pub, 'utf8')) }
-  return { cosign, signer, identity: describeVerifier(v) }
+  return { cosign, signer, verifier: v, identity: describeVerifier(v) }
 }
 
-/** Who built: this repository's workflow run in GitHub Actions, else the local pipeline. */
+/**
+ * Who built: in GitHub Actions the workflow run, named as its keyless
+ * signature names it (so deploy can hold the two together), else the local
+ * pipeline.
+ */
 export function builderId(env: NodeJS.ProcessEnv = process.env): { id: string; invocation: string } {
   if (env.GITHUB_ACTIONS === 'true' && env.GITHUB_REPOSITORY) {
     const base = `${env.GITHUB_SERVER_URL ?? 'https://github.com'}/${env.GITHUB_REPOSITORY}`
-    return { id: `${base}/.github/workflows/ci.yml@${env.GITHUB_REF ?? ''}`, invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}` }
+    return { id: workflowRunIdentity(env), invocation: `${base}/actions/runs/${env.GITHUB_RUN_ID ?? ''}/attempts/${env.GITHUB_RUN_ATTEMPT ?? '1'}` }
   }
-  return { id: 'https://doc-server.dev/builders/local-pipeline', invocation: randomUUID() }
+  return { id: LOCAL_BUILDER_ID, invocation: randomUUID() }
 }
 
 export interface BuildSigning {
   identity: string
   provenance: string
+  /** What this run attached; false where the digest already carried it (a rebuild of the same commit). */
+  added: { signature: boolean; provenance: boolean }
+}
+
+/**
+ * What the digest already carries from this signer, read once. Unreadable
+ * (a registry hiccup) means nothing is known: the caller attaches everything
+ * anew, which is always safe, and says so.
+ */
+async function carried(call: CosignCall, s: Signing): Promise<Referrers> {
+  try {
+    return await verifiedReferrers(call, s.verifier)
+  } catch (err) {
+    say(`could not read what the digest already carries (${firstLine(err)}); attaching everything anew`)
+    return { bundles: 0, statements: [] }
+  }
 }
 
 /** Signs the pushed digest and attaches SLSA provenance for it; the predicate is also kept in `<reports>/build/`. */
@@ -62,7 +88,11 @@ export async function signBuild(o: {
 }): Promise<BuildSigning> {
   const s = await signingFor(o.config)
   const call = { cosign: s.cosign, image: o.image, ...(o.env ? { env: o.env } : {}) }
-  await signImage(call, s.signer)
+  // Signing or attesting again what the digest already carries would only pile up referrers that every verification reads.
+  const existing = await carried(call, s)
+  const signature = !signsDigest(existing.statements, o.image.split('@')[1] ?? '')
+  if (signature) await signImage(call, s.signer)
+  else say(`already signed by ${s.identity}: no new signature`)
   const builder = builderId()
   const predicate = provenancePredicate({
     builderId: builder.id,
@@ -78,18 +108,26 @@ export async function signBuild(o: {
   })
   const file = join(o.outDir, 'provenance.json')
   writeJson(file, predicate)
-  await attestImage(call, s.signer, PROVENANCE_TYPE, file)
-  return { identity: s.identity, provenance: 'reports/build/provenance.json' }
+  const provenance = !alreadyAttested(existing.statements, PROVENANCE_PREDICATE_TYPE, predicate)
+  if (provenance) await attestImage(call, s.signer, PROVENANCE_TYPE, file)
+  else say('provenance of the same build definition already attested: not attested again')
+  return { identity: s.identity, provenance: 'reports/build/provenance.json', added: { signature, provenance } }
 }
 
 /** Attaches the CycloneDX SBOM and the scan result to the scanned digest, and makes the result its current verdict (verdict.ts). */
 export async function attestScan(o: { config: Config; image: string; facts: ScanFacts; sbom: string; outDir: string; }): Promise<string> {
   const s = await signingFor(o.config)
   const call = { cosign: s.cosign, image: o.image }
-  await attestImage(call, s.signer, SBOM_TYPE, o.sbom)
+  const existing = await carried(call, s)
+  if (!alreadyAttested(existing.statements, SBOM_PREDICATE_TYPE, JSON.parse(readFileSync(o.sbom, 'utf8')))) await attestImage(call, s.signer, SBOM_TYPE, o.sbom)
+  else say('an identical SBOM is already attested: not attested again')
   const file = join(o.outDir, 'scan-attestation.json')
-  writeJson(file, scanPredicate(o.facts))
-  await attestImage(call, s.signer, SCAN_PREDICATE_TYPE, file)
+  const predicate = scanPredicate(o.facts)
+  writeJson(file, predicate)
+  // Only an identical result is skipped: every new verdict (a newer scan, pass or fail) is attested.
+  if (!alreadyAttested(existing.statements, SCAN_PREDICATE_TYPE, predicate)) await attestImage(call, s.signer, SCAN_PREDICATE_TYPE, file)
+  else say('an identical scan result is already attested: not attested again')
+  // The current verdict, for the admission controller, is this result even when it was attested before.
   await publishVerdict(call, s.signer, file)
   return s.identity
 }

@@ -1,6 +1,6 @@
 /**
  * The current scan verdict of a digest, for the admission controller
- * (README, "Admission"). Every scan attests its result beside the image, so
+ * (docs/admission.md). Every scan attests its result beside the image, so
  * a digest scanned at build time and rescanned since carries several; deploy
  * judges the newest by its scan time. Kyverno cannot: it reads one payload per
  * predicate type, the last of them in the referrers index, which is sorted by

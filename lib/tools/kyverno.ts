@@ -1,6 +1,6 @@
 /**
  * Kyverno, the admission controller that enforces the chart's image policy
- * (README, "Admission"). Its module carries `replace` directives, so
+ * (docs/admission.md). Its module carries `replace` directives, so
  * `go install pkg@version` refuses it: the module zip is fetched from the Go
  * module proxy and its admission controller and init container are built
  * inside it, with one `go build` so they share compiled packages. The same
@@ -77,7 +77,7 @@ export function airGappedChart(chartYaml: string): string {
 
 /**
  * The pinned Kyverno, built once per machine (several minutes on two cores;
- * README, "Admission"). Moved into place only after the whole build
+ * docs/admission.md). Moved into place only after the whole build
  * succeeded, so an interrupted build never leaves half a tool.
  */
 export async function ensureKyverno(cache: string): Promise<KyvernoTool> {

@@ -27,7 +27,7 @@ export const VERSIONS = {
   cosign: 'v3.1.3',
   /**
    * The admission controller that enforces the chart's image policy: its ImageValidatingPolicy reads
-   * cosign v3's bundles (policy-controller v0.13.1 could not; README, "Admission"). Built from the
+   * cosign v3's bundles (policy-controller v0.13.1 could not; docs/admission.md). Built from the
    * module zip (its go.mod has replaces), whose chart and CRDs are used as they are.
    */
   kyverno: 'v1.19.1',

@@ -118,17 +118,32 @@ t('the admission policy: pods in the release namespace only, by digest, signed, 
   assert.equal(policy.spec.matchConstraints.namespaceSelector, { matchLabels: { 'kubernetes.io/metadata.name': 'doc-server-test' } })
   assert.equal(policy.spec.matchConstraints.resourceRules[0].resources, ['pods'])
   assert.is(policy.spec.validationConfigurations.mutateDigest, false, 'a tag is refused, never resolved')
-  assert.equal(policy.spec.attestors.map((a: { name: string }) => a.name), ['signer', 'verdict'])
-  assert.is(policy.spec.attestors[0].cosign.key.data, LINT_ADMISSION['admission.signer.key'])
+  assert.equal(policy.spec.attestors.map((a: { name: string }) => a.name), ['signerKey0', 'verdictKey0'])
+  assert.is(policy.spec.attestors[0].cosign.key.data, LINT_ADMISSION['admission.signers.keys[0]'])
   assert.is(policy.spec.attestors[1].cosign.source.repository, LINT_ADMISSION['admission.verdictRepository'])
+  assert.match(policy.spec.validations[1].expression, /attestations\.signature, \[attestors\.signerKey0\]\) > 0/)
+  assert.match(policy.spec.validations[2].expression, /attestations\.scan, \[attestors\.verdictKey0\]\) > 0/)
   assert.match(policy.spec.validations.at(-1).expression, /duration\('86400s'\)/)
+  // Keyless signers as deploy verifies them: the image's signers sign the image; a scan signer (the rescan) only its verdict.
+  const ci = 'https://github.com/acme/docs/.github/workflows/ci.yml@refs/heads/main'
+  const rescan = 'https://github.com/acme/docs/.github/workflows/rescan.yml@refs/heads/main'
+  const issuer = 'https://token.actions.githubusercontent.com'
+  const keyless = kind(await render('prod', { 'image.repository': REPO, 'image.digest': DIGEST }, valuesFile('keyless.yaml', `admission:\n  signers:\n    keys: []\n    identities: [{ subject: "${ci}", issuer: "${issuer}" }, { subjectRegExp: "^x$", issuer: "${issuer}" }]\n  scanSigners:\n    keys: []\n    identities: [{ subject: "${rescan}", issuer: "${issuer}" }]\n`)), 'ImageValidatingPolicy')!
+  const byName = Object.fromEntries(keyless.spec.attestors.map((a: { name: string; cosign: unknown }) => [a.name, a.cosign])) as Record<string, { keyless?: { identities: unknown[] }; source?: unknown }>
+  assert.equal(Object.keys(byName), ['signerKey0', 'signerKeyless', 'verdictKey0', 'verdictKeyless'])
+  assert.equal(byName.signerKeyless!.keyless!.identities, [{ issuer, subject: ci }, { issuer, subjectRegExp: '^x$' }])
+  assert.equal(byName.verdictKeyless!.keyless!.identities, [{ issuer, subject: ci }, { issuer, subjectRegExp: '^x$' }, { issuer, subject: rescan }])
+  assert.equal(byName.verdictKeyless!.source, { repository: LINT_ADMISSION['admission.verdictRepository'] })
+  assert.match(keyless.spec.validations[1].expression, /\[attestors\.signerKey0, attestors\.signerKeyless\]/)
+  assert.match(keyless.spec.validations[1].message, new RegExp(`by a lint signer \\(a pinned public key or ${ci.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} or \\^x\\$\\)`))
+  assert.match(keyless.spec.validations[2].expression, /\[attestors\.verdictKey0, attestors\.verdictKeyless\]/)
   const off = await render('prod', { 'image.repository': REPO, 'image.digest': DIGEST }, valuesFile('off.yaml', 'admission:\n  enabled: false\n'))
   assert.not.ok(kind(off, 'ImageValidatingPolicy'))
   try {
     await renderChart(s.helm, release, CHART_DIR, valueFiles('prod', undefined), { 'image.repository': REPO, 'image.digest': DIGEST })
     assert.unreachable('rendered a policy without a signer')
   } catch (err) {
-    assert.match((err as Error).message, /^chart: values refused: admission\.enabled needs admission\.signer\.key/)
+    assert.match((err as Error).message, /^chart: values refused: admission\.enabled needs admission\.signers\.keys/)
   }
 })
 

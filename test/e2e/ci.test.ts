@@ -4,7 +4,7 @@
  * vulnerability stops it at scan before anything is deployed. Real cargo,
  * registry, Trivy and the real chain in tasks/ci.ts.
  */
-import { appendFileSync,existsSync,mkdtempSync,readFileSync,rmSync,writeFileSync } from 'node:fs'
+import { appendFileSync,existsSync,mkdtempSync,readFileSync,rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { suite } from 'uvu'
@@ -20,6 +20,8 @@ import { ensureTrivy } from '../../lib/tools/trivy.ts'
 import { copyEnv,copyRepo } from '../helpers/repo-copy.ts'
 import { pushVulnerableImage } from '../helpers/vulnerable-image.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { buildReportFor } from '../helpers/reports.ts'
+import { writeReport } from '../../lib/core/reports.ts'
 
 const t = suite('e2e: ci:build')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -71,7 +73,7 @@ t('an image with a blocking vulnerability stops the run at scan; nothing is depl
   const reports = mkdtempSync(join(tmpdir(), 'ci-vuln-'))
   try {
     const vuln = await pushVulnerableImage(docker, reports)
-    writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: vuln.ref, digest: vuln.digest, repository: vuln.repository }, pushed: true }))
+    writeReport(reports, 'build', buildReportFor(vuln.repository, vuln.digest))
     const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'ci.ts'), '--from', 'scan'], {
       cwd: repoRoot,
       env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports },

@@ -1,6 +1,6 @@
 /**
  * The cluster's own check, end to end on the local cluster's real node
- * (README, "Admission"): Kyverno, built from source and installed by
+ * (docs/admission.md): Kyverno, built from source and installed by
  * `cluster:up`'s code, enforces the chart's policy in the release's
  * namespace. The pipeline's own build, scan and deploy are admitted; pods of
  * an unsigned digest, of a digest signed by another key, of one whose newest
@@ -168,8 +168,8 @@ t("the pipeline's own build, scan and deploy are admitted; the policy is enforce
 
 t('kubectl set image to an unsigned digest, one signed by another key, one whose newest scan failed, and a tag: each refused by Kyverno; the running pods keep serving', async () => {
   const cases: [string, string, RegExp][] = [
-    ['unsigned', `${REPO}@${s.unsigned}`, /is not signed \(cosign sign\) by the staging signer/],
-    ['signed by another key', `${REPO}@${s.otherKey}`, /is not signed \(cosign sign\) by the staging signer/],
+    ['unsigned', `${REPO}@${s.unsigned}`, /is not signed \(cosign sign\) by a staging signer/],
+    ['signed by another key', `${REPO}@${s.otherKey}`, /is not signed \(cosign sign\) by a staging signer/],
     ['newest scan failed', `${REPO}@${s.failedScan}`, /the newest scan of an image did not pass/],
     ['a tag', `${REPO}:e2e-admission`, /an image is given by tag/],
   ]

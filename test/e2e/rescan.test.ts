@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert'
 import { removeImage } from '../../lib/build/registry.ts'
 import { loadConfig } from '../../lib/core/config.ts'
 import { repoRoot } from '../../lib/core/paths.ts'
-import { writeReport } from '../../lib/core/reports.ts'
+import { readReport,writeReport } from '../../lib/core/reports.ts'
 import { ANY_EXIT,run } from '../../lib/core/run.ts'
 import { deleteNamespace,type KubeTarget } from '../../lib/deploy/kube.ts'
 import { cachedBinaries } from '../../lib/tools/kube.ts'
@@ -46,6 +46,10 @@ interface State {
   reports: string
   advisories: string
   vuln?: { repository: string; digest: string; ref: string }
+  /** The Doc Server image as the build stage pushed and signed it: the build that "fixes" the finding. */
+  server?: { repository: string; digest: string }
+  /** The commit both images are recorded as built from (this checkout's HEAD: deploy reads its committed scan policy). */
+  commit: string
 }
 const s = {} as State
 
@@ -97,11 +101,12 @@ setUp(t, 'e2e: rescan', async () => {
   const buildReports = join(s.work, 'build-reports')
   const built = await run([tsx, join(repoRoot, 'tasks', 'build.ts')], { cwd: repoRoot, env: copyEnv({ REPORTS_DIR: buildReports, IMAGE_TAG: 'e2e-rescan', PUSH: 'true', REGISTRY: LOCAL_REGISTRY }), timeoutMs: 60 * 60_000, ...ALL_OK })
   assert.is(built.exitCode, 0, `build stage failed:\n${(built.stdout + built.stderr).split('\n').slice(-20).join('\n')}`)
-  const server = (JSON.parse(readFileSync(join(buildReports, 'build.json'), 'utf8')) as { image: { repository: string; digest: string } }).image
+  const server = readReport(buildReports, 'build').image
+  s.server = { repository: server.repository, digest: server.digest! }
+  s.commit = readReport(buildReports, 'build').commit.sha
   s.vuln = await pushVulnerableImage(s.docker, s.work, `${server.repository}@${server.digest}`)
   // Deploy verifies a signature and provenance from the registry: sign it as the build stage would.
-  const commit = 'e'.repeat(40)
-  await signAsBuild(config, s.vuln.repository, s.vuln.digest, { sha: commit, shortSha: commit.slice(0, 12), branch: undefined, dirty: false }, s.work)
+  await signAsBuild(config, s.vuln.repository, s.vuln.digest, { sha: s.commit, shortSha: s.commit.slice(0, 12), branch: undefined, dirty: false }, s.work)
 })
 
 t.after(async () => {
@@ -128,7 +133,7 @@ t('no release in the namespace: one line, nothing scanned', async () => {
 t('a digest scanned clean and deployed is reported once an advisory against it is published', async () => {
   // Deploy time: the scan stage passes the digest with the DB of that day, and deploy ships it.
   const { repository, digest } = s.vuln!
-  writeReport(s.reports, 'build', buildReportFor(repository, digest, { tag: 'e2e', commit: 'e'.repeat(40) }))
+  writeReport(s.reports, 'build', buildReportFor(repository, digest, { tag: 'e2e', commit: s.commit }))
   const scanned = await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories }, ...ALL_OK })
   assert.is(scanned.exitCode, 0, scanned.stdout + scanned.stderr)
   const deployed = await stage('deploy')
@@ -151,6 +156,21 @@ t('a digest scanned clean and deployed is reported once an advisory against it i
   assert.is(report.digest, digest)
   // The scan stage's own outputs, for code scanning: the SARIF names the finding too.
   assert.match(readFileSync(join(s.reports, 'rescan', 'scan', 'trivy.sarif'), 'utf8'), /CVE-2021-45710/)
+  // The failing result was signed and attached to the running digest, where deploy reads it.
+  assert.ok(readReport(join(s.reports, 'rescan'), 'scan').attestation, 'the rescan attested its result')
+
+  // A redeploy of that digest (its build-time pass still fresh) is refused, naming the rescan and the CVE.
+  const again = await stage('deploy')
+  assert.is.not(again.code, 0, again.out)
+  assert.match(again.last, new RegExp(`deploy: refused: a newer scan of ${digest.slice(0, 19)}… failed after the pass of .*: the rescan at .* signed by key sha256:\\w+ found 1 HIGH\\/CRITICAL finding remains: CVE-2021-45710 .*\\(CVE-2021-45710\\); a newer passing scan must follow before it deploys$`), again.last)
+
+  // A new build that fixes it (the Doc Server image without the vulnerable binary) is scanned and deploys.
+  writeReport(s.reports, 'build', buildReportFor(s.server!.repository, s.server!.digest, { tag: 'e2e-fixed', commit: s.commit }))
+  const fixedScan = await run([tsx, join(repoRoot, 'tasks', 'scan.ts')], { cwd: repoRoot, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.reports, TRIVY_DB_SOURCE: 'local', SCAN_ADVISORIES_DIR: s.advisories }, ...ALL_OK })
+  assert.is(fixedScan.exitCode, 0, fixedScan.stdout + fixedScan.stderr)
+  const fixed = await stage('deploy')
+  assert.is(fixed.code, 0, fixed.out)
+  assert.is(readReport(s.reports, 'deploy').digest, s.server!.digest)
 })
 
 t.run()

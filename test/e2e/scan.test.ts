@@ -22,6 +22,8 @@ import { ANY_EXIT,run } from '../../lib/core/run.ts'
 import { ADVISORIES_DIR,ensureLocalDb } from '../../lib/scan/trivy.ts'
 import { ensureTrivy } from '../../lib/tools/trivy.ts'
 import { setUp } from '../helpers/hooks.ts'
+import { buildReportFor } from '../helpers/reports.ts'
+import { writeReport } from '../../lib/core/reports.ts'
 
 const t = suite('e2e: scan')
 const ALL_OK = { okCodes: ANY_EXIT }
@@ -131,7 +133,7 @@ t('the local DB is served by the registry as Trivy\'s OCI artifact, and a mirror
   mkdirSync(reports, { recursive: true })
   const vuln = await pushVulnerableImage(s.docker, join(s.work, 'mirror-image'))
   try {
-    writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: vuln.ref, digest: vuln.digest, repository: vuln.repository }, pushed: true }))
+    writeReport(reports, 'build', buildReportFor(vuln.repository, vuln.digest))
     const r = await stage('scan', reports, [], { TRIVY_DB_SOURCE: 'remote', TRIVY_DB_REPOSITORY: `${LOCAL_REGISTRY}/local/trivy-db:2`, DOC_SERVER_CACHE_DIR: cache })
     assert.is(r.exitCode, 1, lastLine(r))
     const report = scanJson(reports)
@@ -147,7 +149,7 @@ t('an image with a baked-in private key fails, naming the file and rule, never t
   s.secret = await pushFixtureImage(s.docker, s.work, 'secret')
   const reports = join(s.work, 'secret')
   mkdirSync(reports, { recursive: true })
-  writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: s.secret.ref, digest: s.secret.digest, repository: s.secret.repository }, pushed: true }))
+  writeReport(reports, 'build', buildReportFor(s.secret.repository, s.secret.digest))
   const r = await stage('scan', reports)
   assert.is(r.exitCode, 1)
   assert.is(lastLine(r), `✖ scan gate failed: 1 HIGH/CRITICAL secret in the image: private-key (HIGH) in ${SECRET_FILE}:2`)
@@ -165,7 +167,7 @@ t('an image with a crate version a fixture advisory names fails, naming the advi
   s.vuln = await pushVulnerableImage(s.docker, s.work)
   mkdirSync(s.vulnReports, { recursive: true })
   // The scan stage's input is build.json; this one names the fixture image pushed above.
-  writeFileSync(join(s.vulnReports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: `${s.vuln.repository}:e2e`, digest: s.vuln.digest, repository: s.vuln.repository }, pushed: true }))
+  writeReport(s.vulnReports, 'build', buildReportFor(s.vuln.repository, s.vuln.digest, { tag: 'e2e' }))
   const r = await stage('scan', s.vulnReports)
   assert.is(r.exitCode, 1)
   const line = lastLine(r)
@@ -182,7 +184,7 @@ t('an image that was not pushed (pull request) is scanned from the local Docker 
   assert.ok(s.vuln, 'needs the vulnerable image from the previous test')
   const reports = join(s.work, 'unpushed')
   mkdirSync(reports, { recursive: true })
-  writeFileSync(join(reports, 'build.json'), JSON.stringify({ stage: 'build', image: { ref: s.vuln.ref, digest: null, repository: s.vuln.repository }, pushed: false }))
+  writeReport(reports, 'build', { ...buildReportFor(s.vuln.repository, null), image: { ref: s.vuln.ref, digest: null, repository: s.vuln.repository, tag: 'e2e', pinned: null } })
   const r = await stage('scan', reports)
   assert.is(r.exitCode, 1)
   const report = scanJson(reports)
@@ -209,6 +211,51 @@ t('an ignore entry in force lets it pass; once expired it blocks again and the s
   assert.match(fail.stdout + fail.stderr, /expired: ignore entry CVE-2021-45710 expired on 2020-01-01 and no longer applies/)
   assert.match(lastLine(fail), /CVE-2021-45710 .*\(ignore entry CVE-2021-45710 expired on 2020-01-01\)$/)
   assert.equal(scanJson(s.vulnReports).expired.map((e: { id: string }) => e.id), [ADVISORY.cve])
+})
+
+t('Trivy\'s own configuration cannot loosen the scan: TRIVY_* variables and a trivy.yaml in the working directory are ignored', async () => {
+  assert.ok(s.vuln, 'needs the vulnerable image from the earlier test')
+  const viaEnv = await stage('scan', s.vulnReports, [], { TRIVY_SEVERITY: 'LOW', TRIVY_IGNORE_UNFIXED: 'true' })
+  assert.is(viaEnv.exitCode, 1, 'TRIVY_SEVERITY=LOW would have hidden the HIGH finding')
+  assert.equal(scanJson(s.vulnReports).blockingIds, [ADVISORY.cve])
+  // A trivy.yaml where the stage is started (Trivy reads ./trivy.yaml by default).
+  const elsewhere = mkdtempSync(join(s.work, 'cwd-'))
+  writeFileSync(join(elsewhere, 'trivy.yaml'), 'severity:\n  - LOW\nvulnerability:\n  ignore-unfixed: true\n')
+  const viaFile = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'scan.ts')], { cwd: elsewhere, env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: s.vulnReports }, ...ALL_OK })
+  assert.is(viaFile.exitCode, 1, 'a trivy.yaml in the working directory would have hidden the HIGH finding')
+  assert.equal(scanJson(s.vulnReports).blockingIds, [ADVISORY.cve])
+})
+
+t('a scan under any other policy than the committed one is recorded as such and never deployable', async () => {
+  assert.ok(s.vuln, 'needs the vulnerable image from the earlier test')
+  const committed = await stage('scan', s.vulnReports)
+  const committedDigest = scanJson(s.vulnReports).policyDigest
+  assert.is(committed.exitCode, 1)
+  assert.is(scanJson(s.vulnReports).committedPolicy, true)
+  // An accepted risk 300 days ahead, in an ignore file of its own, within SCAN_IGNORE_MAX_DAYS=365.
+  const ignore = join(s.work, 'far-ahead.yaml')
+  writeFileSync(ignore, `vulnerabilities:\n  - id: ${ADVISORY.cve}\n    statement: Accepted for a long time.\n    expired_at: ${new Date(Date.now() + 300 * 86_400_000).toISOString().slice(0, 10)}\n`)
+  const lax = await stage('scan', s.vulnReports, [], { SCAN_IGNORE_FILE: ignore, SCAN_IGNORE_MAX_DAYS: '365' })
+  assert.is(lax.exitCode, 0, lastLine(lax))
+  const report = scanJson(s.vulnReports)
+  assert.is(report.decision, 'pass')
+  assert.is(report.committedPolicy, false)
+  assert.is(report.deployable, false, 'a pass under another policy never makes the image deployable')
+  assert.is.not(report.policyDigest, committedDigest)
+  assert.match(lax.stdout + lax.stderr, /NOT the committed policy \(ignoreMaxDays 365 \(committed: 90\); ignore file .*far-ahead\.yaml with other content/)
+  // The signed result carries that digest, which deploy compares with the committed one (test/e2e/sign.test.ts).
+  const attested = JSON.parse(readFileSync(join(s.vulnReports, 'scan', 'scan-attestation.json'), 'utf8'))
+  assert.is(attested.policy.digest, report.policyDigest)
+  // Unfixed findings let through: another policy too, whatever the verdict.
+  await stage('scan', s.vulnReports, [], { SCAN_IGNORE_UNFIXED: 'true' })
+  const unfixed = scanJson(s.vulnReports)
+  assert.equal([unfixed.committedPolicy, unfixed.deployable], [false, false])
+  assert.is.not(unfixed.policyDigest, committedDigest)
+  for (const [name, value] of [['SCAN_IGNORE_MAX_DAYS', '36500'], ['SCAN_IGNORE_MAX_DAYS', `1${'0'.repeat(320)}`], ['SCAN_MAX_AGE', `1${'0'.repeat(320)}d`]] as const) {
+    const r = await stage('scan', s.vulnReports, [], { [name]: value })
+    assert.is(r.exitCode, 1)
+    assert.match(lastLine(r), new RegExp(`^✖ config: ${name}=".*" is not valid: expected .*(at most|365)`), `${name}: ${lastLine(r)}`)
+  }
 })
 
 t('the local DB is rebuilt when an advisory changes, and only then', async () => {
@@ -243,7 +290,7 @@ t('bad input fails closed with one line: missing image, malformed report, unknow
   const bad = join(s.work, 'bad')
   mkdirSync(bad, { recursive: true })
   const missingDigest = `sha256:${'0'.repeat(64)}`
-  writeFileSync(join(bad, 'build.json'), JSON.stringify({ image: { ref: `${LOCAL_REGISTRY}/local/no-such-image:x`, digest: missingDigest, repository: `${LOCAL_REGISTRY}/local/no-such-image` }, pushed: true }))
+  writeReport(bad, 'build', buildReportFor(`${LOCAL_REGISTRY}/local/no-such-image`, missingDigest, { tag: 'x' }))
   // A report left by an earlier run must not survive a scan that broke.
   mkdirSync(join(bad, 'scan'), { recursive: true })
   writeFileSync(join(bad, 'scan', 'trivy.json'), JSON.stringify({ SchemaVersion: 2, ArtifactName: 'old', Results: [] }))

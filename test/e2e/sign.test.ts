@@ -25,7 +25,8 @@ import { SCAN_PREDICATE_TYPE,type ScanFacts } from '../../lib/sign/attest.ts'
 import { ensureLocalKeyPair,localVerifier,registryFlags,signImage,type Signer } from '../../lib/sign/cosign.ts'
 import { ensureCosign } from '../../lib/tools/cosign.ts'
 import { signingFor } from '../../lib/sign/sign.ts'
-import { DEBIAN_FILES,attestAsScan,passingDecision,pushTinyImage,removeTinyImages,signAsBuild } from '../helpers/signed-image.ts'
+import { policyDigest } from '../../lib/scan/committed-policy.ts'
+import { DEBIAN_FILES, attestAsScan, committedPolicyNow, passingDecision, pushTinyImage, removeTinyImages, signAsBuild } from '../helpers/signed-image.ts'
 import { setUp } from '../helpers/hooks.ts'
 import { buildReportFor, scanReportFor } from '../helpers/reports.ts'
 
@@ -51,7 +52,8 @@ const signAndProvenance = (digest: string, git: GitFacts = s.git) => signAsBuild
 const scanAttest = (digest: string, over: Partial<ScanFacts> = {}) => attestAsScan(s.config, REPO, digest, s.work, over)
 
 const opts = (digest: string, over: Partial<VerifyOptions> = {}): VerifyOptions => ({
-  cosign: s.cosign, verifier: localVerifier(s.config.cacheDir), repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha, maxAgeSecs: 24 * 3600, allowDirty: false, ...over,
+  cosign: s.cosign, imageSigners: [localVerifier(s.config.cacheDir)], scanSigners: [], repository: REPO, digest, sourceRepository: s.source, commit: s.git.sha,
+  policy: { digest: committedPolicyNow().digest, committed: committedPolicyNow() }, maxAgeSecs: 24 * 3600, db: { maxAgeSecs: 30 * 86_400, sources: ['local', 'remote'] }, allowDirty: false, ...over,
 })
 
 async function refused(digest: string, re: RegExp, over: Partial<VerifyOptions> = {}) {
@@ -75,8 +77,8 @@ async function deployRefuses(digest: string, scan: Report<'scan'>, re: RegExp) {
   writeReport(reports, 'scan', scan)
   const r = await run([join(repoRoot, 'node_modules', '.bin', 'tsx'), join(repoRoot, 'tasks', 'deploy.ts')], {
     cwd: repoRoot, okCodes: ANY_EXIT,
-    // A KUBE_CONTEXT that does not exist: reaching the cluster step would fail differently.
-    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, KUBE_CONTEXT: 'sign-e2e-never-reached', DEPLOY_VALUES_FILE: '' },
+    // The local cluster's environment (its signer is this machine's key); the refusal must come before the chart or the cluster.
+    env: { ...process.env, FORCE_COLOR: '0', REPORTS_DIR: reports, KUBE_CONTEXT: '', DEPLOY_VALUES_FILE: '' },
   })
   const out = (r.stdout + r.stderr).trim()
   assert.is.not(r.exitCode, 0, out)
@@ -157,7 +159,7 @@ t('signed by another key: refused', async () => {
   await signImage({ cosign: s.cosign, image: `${REPO}@${digest}` }, signer)
   await refused(digest, /has no signature by key sha256:/)
   // The other key's own public key passes the signature: the refusal is about who signed, not a broken signature.
-  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, { verifier: { kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' } })
+  await refused(digest, /has no https:\/\/doc-server\.dev\/attestations\/scan\/v1 attestation signed by key other/, { imageSigners: [{ kind: 'key', pub: join(other, 'signing', 'cosign.pub'), fingerprint: 'other' }] })
 })
 
 async function downloadScanBundle(digest: string): Promise<string> {
@@ -204,7 +206,7 @@ t('a scan older than SCAN_MAX_AGE: refused, and accepted by a longer limit', asy
   const digest = await pushImageOnce('stale')
   await signAndProvenance(digest)
   await scanAttest(digest, { scannedAt: new Date(Date.now() - 30 * 3600_000).toISOString() })
-  await refused(digest, /is 30 h old, over SCAN_MAX_AGE \(24 h\)/)
+  await refused(digest, /is 30 h old, over the bound of 24 h/)
   assert.ok((await verifyImage(opts(digest, { maxAgeSecs: 48 * 3600 }))).scan.scannedAt)
 })
 
@@ -230,6 +232,56 @@ t('a --from-report pass is never deployable, even for a signed and attested dige
     assert.is(scanJson.deployable, false)
   }
   await deployRefuses(s.good!, scanJson, /^✖? ?deploy: refused: (reports\/scan\.json is a --from-report re-gate|the scan of .* did not pass)/)
+})
+
+/** How many referrers the registry lists for `digest`: its referrers API, else the tag cosign falls back to on a registry without one. */
+async function referrers(digest: string): Promise<number> {
+  const name = REPO.slice(`${LOCAL_REGISTRY}/`.length)
+  const headers = { Accept: 'application/vnd.oci.image.index.v1+json' }
+  let r = await fetch(`http://${LOCAL_REGISTRY}/v2/${name}/referrers/${digest}`, { headers })
+  if (r.status === 404) r = await fetch(`http://${LOCAL_REGISTRY}/v2/${name}/manifests/${digest.replace(':', '-')}`, { headers })
+  if (r.status === 404) return 0
+  assert.is(r.status, 200, `the registry answered ${r.status} for the referrers of ${digest}`)
+  return ((await r.json()) as { manifests: unknown[] }).manifests.length
+}
+
+t('signing and attesting a digest again adds nothing; a new scan verdict is still attested, and counts', async () => {
+  const digest = await pushImageOnce('again')
+  const at = new Date().toISOString()
+  const sameScan = { scannedAt: at, db: { source: 'local', updatedAt: at } }
+  await signAndProvenance(digest)
+  await scanAttest(digest, sameScan)
+  assert.is(await referrers(digest), 4, 'signature, provenance, SBOM and scan result')
+  // A rebuild of the same commit (a new run id and new times in its provenance) and the same scan result again.
+  await signAndProvenance(digest)
+  await scanAttest(digest, sameScan)
+  assert.is(await referrers(digest), 4, 'nothing was added')
+  assert.is((await verifyImage(opts(digest))).scan.scannedAt, at)
+  // A newer scan is a new verdict, attested even though the SBOM (identical) is not; failing, it blocks.
+  const later = new Date(Date.parse(at) + 60_000).toISOString()
+  await scanAttest(digest, { scannedAt: later, db: { source: 'local', updatedAt: later }, decision: { ...pass(), decision: 'fail', reason: '1 CRITICAL: CVE-2021-45710' } })
+  assert.is(await referrers(digest), 5, 'the new scan result, and only it, was added')
+  await refused(digest, /a newer scan of .* failed after the pass of .*: the scan at .* signed by key sha256:.* found 1 CRITICAL: CVE-2021-45710/)
+})
+
+t('only scans under the committed policy count, and every one of them: a laxer pass proves nothing, a later failure blocks until a newer pass', async () => {
+  const digest = await pushImageOnce('policy')
+  await signAndProvenance(digest)
+  const base = Date.now() - 10 * 60_000
+  const at = (min: number) => new Date(base + min * 60_000).toISOString()
+  const laxer = { ...committedPolicyNow(), ignoreUnfixed: true }
+  await scanAttest(digest, { scannedAt: at(0), policy: { ...laxer, digest: policyDigest(laxer) } })
+  await refused(digest, /no scan of .* was made under the committed scan policy .*: ignoreUnfixed true \(committed: false\)$/)
+  await scanAttest(digest, { scannedAt: at(1) })
+  assert.is((await verifyImage(opts(digest))).scan.scannedAt, at(1), 'the pass under the committed policy')
+  await scanAttest(digest, { scannedAt: at(2), decision: { ...pass(), decision: 'fail', reason: '1 blocking finding (1 HIGH)', blockingIds: ['CVE-2021-45710'] } })
+  // A pass under the laxer policy after it changes nothing.
+  await scanAttest(digest, { scannedAt: at(3), policy: { ...laxer, digest: policyDigest(laxer) } })
+  await refused(digest, /a newer scan of .* failed after the pass of .* \(CVE-2021-45710\)/)
+  await scanAttest(digest, { scannedAt: at(4) })
+  const v = await verifyImage(opts(digest))
+  assert.is(v.scan.scannedAt, at(4))
+  assert.is(v.scan.verdicts, 3, 'the three results under the committed policy were weighed')
 })
 
 t.run()

@@ -10,6 +10,7 @@ import { VERSIONS } from '../../lib/tools/versions.ts'
 import type { Decision } from '../../lib/scan/scan-policy.ts'
 import type { ScanFacts } from '../../lib/sign/attest.ts'
 import { attestScan,signBuild } from '../../lib/sign/sign.ts'
+import { policyDigest, workingTreePolicy, type AppliedPolicy } from '../../lib/scan/committed-policy.ts'
 
 let counter = 0
 
@@ -54,6 +55,12 @@ export async function signAsBuild(config: Config, repository: string, digest: st
   await signBuild({ config, image: `${repository}@${digest}`, git, dockerfile: join(repoRoot, 'Dockerfile.optimized'), buildArgs: await ociBuildArgs(repoRoot, git.sha), startedOn: new Date(), outDir: dir })
 }
 
+/** The committed scan policy of this checkout, as the scan stage attests it. */
+export function committedPolicyNow(): AppliedPolicy & { digest: string } {
+  const { file: _file, ...applied } = workingTreePolicy()
+  return { ...applied, digest: policyDigest(applied) }
+}
+
 /** What the scan stage attaches: a CycloneDX SBOM and the scan result (passing, now, by the pinned Trivy, unless overridden). */
 export async function attestAsScan(config: Config, repository: string, digest: string, work: string, over: Partial<ScanFacts> = {}): Promise<void> {
   const dir = join(work, `scan-${digest.slice(7, 19)}-${++counter}`)
@@ -62,8 +69,8 @@ export async function attestAsScan(config: Config, repository: string, digest: s
   const sbom = join(dir, 'sbom.cdx.json')
   writeFileSync(sbom, JSON.stringify({ bomFormat: 'CycloneDX', specVersion: '1.6', version: 1, metadata: { component: { type: 'container', name: repository } }, components: [] }))
   const facts: ScanFacts = {
-    digest, repository, decision: passingDecision(), policy: { severities: ['HIGH', 'CRITICAL'], ignoreUnfixed: false },
-    trivyVersion: VERSIONS.trivy.replace(/^v/, ''), db: { source: 'local', updatedAt: new Date().toISOString() }, scannedAt: new Date().toISOString(), ...over,
+    digest, repository, decision: passingDecision(), policy: committedPolicyNow(),
+    trivyVersion: VERSIONS.trivy.replace(/^v/, ''), db: { source: 'local', updatedAt: new Date().toISOString() }, scannedAt: new Date().toISOString(), kind: 'build', ...over,
   }
   await attestScan({ config, image: `${repository}@${digest}`, facts, sbom, outDir: dir })
 }

@@ -56,19 +56,26 @@ kills requests mid-flight. Cross-field rules cannot live in the JSON schema.
 {{- end -}}
 {{- end -}}
 
-{{/* A cosign attestor for the admission policy: the signer deploy verifies, a key or a keyless identity. */}}
-{{- define "doc-server.admissionAttestor" }}
-        {{- if .signer.key }}
+{{/* A cosign attestor of the admission policy for one public key (PEM). */}}
+{{- define "doc-server.admissionKey" }}
         key:
-          data: {{ .signer.key | quote }}
-        # The local key signs offline: there is no transparency log entry to check.
+          data: {{ . | quote }}
+        # A key signs offline: there is no transparency log entry to check.
         ctlog:
           insecureIgnoreTlog: true
           insecureIgnoreSCT: true
-        {{- else }}
+{{- end }}
+
+{{/* A keyless cosign attestor of the admission policy: any of these certificate identities (subject or subjectRegExp, and issuer). */}}
+{{- define "doc-server.admissionKeyless" }}
         keyless:
           identities:
-            - issuer: {{ .signer.keyless.issuer | quote }}
-              subjectRegExp: {{ .signer.keyless.identityRegexp | quote }}
-        {{- end }}
+            {{- range . }}
+            - issuer: {{ .issuer | quote }}
+              {{- if .subject }}
+              subject: {{ .subject | quote }}
+              {{- else }}
+              subjectRegExp: {{ .subjectRegExp | quote }}
+              {{- end }}
+            {{- end }}
 {{- end }}
